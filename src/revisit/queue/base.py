@@ -1,0 +1,44 @@
+"""The queue contract between stages. In-process (default), Redis Streams and Kafka
+backends implement it and pass ``tests/queue/test_contract.py``.
+
+Delivery is at-least-once: a consumer acks a batch only after the next stage has it (or the
+store has committed it). A batch that is not acked is delivered again, to this or another
+consumer, so every stage must be idempotent (see :mod:`revisit.store.base`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from revisit.records import Batch
+
+
+@dataclass(slots=True)
+class Delivery:
+    batch: Batch
+    ack: Callable[[], None]
+
+
+class QueueFull(Exception):
+    """The queue is at capacity and the caller asked not to wait (HTTP answers 429)."""
+
+
+@runtime_checkable
+class StageQueue(Protocol):
+    name: str
+
+    def put(self, batch: Batch, timeout: float | None = None) -> None:
+        """Enqueue; blocks while full up to ``timeout`` (None = forever), then QueueFull."""
+        ...
+
+    def get(self, timeout: float | None = None) -> Delivery | None:
+        """Next batch, or None after ``timeout`` seconds without one."""
+        ...
+
+    def depth(self) -> int:
+        """Batches waiting (approximate for brokers): exported as a metric."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,155 @@
+"""The one vocabulary that flows through the pipeline.
+
+Every stage takes and returns batches of these small records, so the embedded
+default calls stages as plain functions and the distributed mode ships the same
+records over a broker (see :mod:`revisit.queue.codec`).
+
+- :class:`Frame`: one snapshot of one camera at one instant.
+- :class:`Face`: one detection in a frame (crop, landmarks, quality, later its embedding).
+- :class:`Sighting`: one face assigned to one visitor: the row the report is built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+DEFAULT_TENANT = "default"
+
+
+def content_id(data: bytes) -> str:
+    """Stable id of an image from its bytes, used when the camera gives no image id."""
+    return "I-" + hashlib.sha256(data).hexdigest()[:20]
+
+
+def face_image_id(tenant: str, image_id: str, bbox: tuple[int, int, int, int]) -> str:
+    """Deterministic id of one face crop: the same frame re-ingested yields the same ids.
+
+    Determinism is what makes re-ingestion idempotent: the sighting's primary key is
+    (tenant, face_image_id), so a retried frame overwrites nothing and adds nothing.
+    """
+    key = f"{tenant}\x1f{image_id}\x1f{bbox[0]},{bbox[1]},{bbox[2]},{bbox[3]}"
+    return "F-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def as_utc(ts: datetime) -> datetime:
+    """Normalise a timezone-aware timestamp to UTC; naive timestamps are rejected."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"timestamp {ts.isoformat()} has no UTC offset")
+    return ts.astimezone(UTC)
+
+
+@dataclass(slots=True)
+class Frame:
+    """One camera snapshot. ``data`` holds the encoded image (JPEG/PNG bytes) until decode.
+
+    ``pixels`` is filled by the decode step (BGR uint8, as OpenCV reads it) and is never
+    serialised: brokers carry the encoded bytes, which are ~10x smaller.
+    """
+
+    tenant: str
+    camera_id: str
+    location_id: str
+    image_id: str
+    ts: datetime
+    data: bytes | None = None
+    pixels: np.ndarray | None = None
+    source: str = ""  # where it came from (file:line, URL), for error messages
+
+    def __post_init__(self) -> None:
+        self.ts = as_utc(self.ts)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}/{self.image_id}"
+
+
+@dataclass(slots=True)
+class Face:
+    """One detected face. Carries its frame's identity so it can travel alone.
+
+    ``creatable`` is the quality gate's verdict: faces below the bar may still match a
+    known visitor but never create one (they are too unreliable to found an identity).
+    """
+
+    tenant: str
+    camera_id: str
+    location_id: str
+    image_id: str
+    ts: datetime
+    face_image_id: str
+    bbox: tuple[int, int, int, int]  # x, y, w, h in pixels of the original frame
+    landmarks: np.ndarray  # (5, 2) float32: right eye, left eye, nose, mouth right, mouth left
+    det_score: float
+    quality: float  # 0..1, higher is better; combines size, detector score and sharpness
+    creatable: bool = True
+    crop: np.ndarray | None = None  # aligned crop (112x112 BGR uint8), dropped after embedding
+    embedding: np.ndarray | None = None  # L2-normalised float32
+
+    @property
+    def frame_key(self) -> str:
+        return f"{self.tenant}/{self.image_id}"
+
+
+@dataclass(slots=True)
+class Sighting:
+    """One face assigned to one visitor: the row the spec asks for, plus audit fields."""
+
+    tenant: str
+    face_id: str  # visitor id, e.g. V-0001A7
+    face_image_id: str
+    image_id: str
+    camera_id: str
+    location_id: str
+    ts: datetime
+    bbox: tuple[int, int, int, int]
+    quality: float
+    match_score: float  # cosine similarity to the visitor it joined; 1.0 for a new visitor
+    new_visitor: bool = False
+    embedding: np.ndarray | None = field(default=None, repr=False)  # kept for exemplar updates
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A frame (or manifest line) that could not be processed, with the reason."""
+
+    source: str
+    reason: str
+    image_id: str = ""
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(slots=True)
+class Exemplar:
+    """A stored embedding of one visitor: what the face index searches against."""
+
+    tenant: str
+    visitor_id: str
+    face_image_id: str
+    embedding: np.ndarray
+    quality: float
+    ts: datetime
+
+
+@dataclass(slots=True)
+class Batch:
+    """The envelope every stage takes and returns: a camera batch and what became of it.
+
+    Frames with no face still travel to the store, which marks them processed: that is
+    what makes re-ingestion idempotent and the summary's frame count true.
+    """
+
+    batch_id: str
+    frames: list[Frame] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    exemplars_added: list[Exemplar] = field(default_factory=list)
+    exemplars_dropped: list[tuple[str, str]] = field(default_factory=list)  # (tenant, face_image_id)
+    # visitors created by resolution: (tenant, visitor_id, first sighting ts)
+    visitors_created: list[tuple[str, str, datetime]] = field(default_factory=list)
+    # face_image_ids held back by a deferring resolver; they come out in a later batch
+    deferred: int = 0

@@ -1,0 +1,1 @@
+"""Unique-visitor report: query model, visit sessionisation, output formats."""

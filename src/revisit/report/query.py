@@ -1,0 +1,82 @@
+"""What a report asks for and what it answers: shared by every store backend and format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from revisit.records import DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """A time range (whole days, inclusive at both ends) and a camera/location filter.
+
+    Day boundaries are taken in UTC. ``visit_gap`` of zero makes every sighting a visit.
+    """
+
+    start: date
+    end: date
+    tenant: str = DEFAULT_TENANT
+    locations: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ()
+    visit_gap: timedelta = timedelta(minutes=30)
+    camera_group: str = ""  # name shown in the header when the cameras came from a group
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"--to {self.end} is before --from {self.start}")
+        if self.visit_gap < timedelta(0):
+            raise ValueError("visit gap must not be negative")
+
+    @property
+    def ts_from(self) -> datetime:
+        return datetime.combine(self.start, time.min, tzinfo=UTC)
+
+    @property
+    def ts_to(self) -> datetime:
+        """Exclusive upper bound: midnight after the ``end`` day."""
+        return datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=UTC)
+
+    def describe_filter(self) -> str:
+        parts = []
+        if self.camera_group:
+            parts.append(f"group {self.camera_group}")
+        if self.locations:
+            parts.append("locations " + ",".join(self.locations))
+        if self.cameras:
+            parts.append("cameras " + ",".join(self.cameras))
+        return "; ".join(parts) or "all cameras"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportHeader:
+    period: str
+    camera_group: str
+    unique_visitors: int
+    total_visits: int
+    total_sightings: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    visitor_id: str
+    total_appearances: int  # visits summed over locations
+    locations_visited: int
+    visits_per_location: dict[str, int] = field(default_factory=dict)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    sightings: int = 0
+
+    def frequency_text(self) -> str:
+        """``101: 8, 203: 7``: the spec's "Visit Frequency per Location" column."""
+        return ", ".join(f"{loc}: {n}" for loc, n in self.visits_per_location.items())
+
+
+@dataclass(frozen=True, slots=True)
+class SightingQuery:
+    start: date | None = None
+    end: date | None = None
+    tenant: str = DEFAULT_TENANT
+    locations: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ()

@@ -1,0 +1,1 @@
+"""Sighting store backends behind :class:`revisit.store.base.SightingStore`."""
