@@ -1,0 +1,47 @@
+"""Chooses backends from the URLs in settings: one place that knows every scheme.
+
+Empty URLs mean the embedded default (DuckDB file and faiss in the data directory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from revisit.config import Settings
+from revisit.identity.index import FaceIndex, FaissIndex
+from revisit.store.base import SightingStore
+
+EMBEDDING_DIM = {"sface": 128, "arcface": 512}
+
+
+def open_store(settings: Settings) -> SightingStore:
+    url = settings.store_url
+    if not url:
+        from revisit.store.duckdb_store import DuckDBStore
+
+        return DuckDBStore(settings.db_path)
+    scheme, _, rest = url.partition("://")
+    if scheme == "duckdb":
+        from revisit.store.duckdb_store import DuckDBStore
+
+        return DuckDBStore(Path(rest))
+    if scheme in {"postgresql", "postgres"}:
+        from revisit.store.postgres_store import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(
+        f"store_url {url!r}: unknown scheme {scheme!r} (use duckdb:///FILE or postgresql://...)"
+    )
+
+
+def open_index(settings: Settings) -> FaceIndex:
+    url = settings.index_url
+    dim = EMBEDDING_DIM[settings.embedder.model]
+    if not url or url.startswith("faiss://"):
+        return FaissIndex(dim)
+    scheme = url.partition("://")[0]
+    if scheme == "pgvector":
+        from revisit.identity.pgvector_index import PgVectorIndex
+
+        return PgVectorIndex(url, dim)
+    raise ValueError(f"index_url {url!r}: unknown scheme {scheme!r} (use faiss:// or pgvector://)")

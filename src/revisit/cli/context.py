@@ -1,0 +1,49 @@
+"""What every command shares: the settings (validated once) and the runtime (opened lazily)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from revisit.config import ConfigError, Settings, load_settings
+
+
+@dataclass
+class CliState:
+    data: Path | None = None
+    config: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self, **overrides: Any) -> Settings:
+        if self._settings is None or overrides:
+            try:
+                self._settings = load_settings(self.config, data=self.data, **overrides)
+            except ConfigError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+        return self._settings
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        obj = ctx.find_root().obj = CliState()
+    return obj
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``"101, 203"`` -> ``("101", "203")``; empty/None -> ``()``."""
+    if not text:
+        return ()
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def parse_day(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=option) from None

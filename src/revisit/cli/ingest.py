@@ -1,0 +1,106 @@
+"""``revisit ingest`` (manifest) and ``revisit ingest-video`` (file or RTSP)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from revisit.cli.context import state
+from revisit.pipeline import Runtime, Summary
+from revisit.report.durations import parse_duration
+
+EXIT_SKIPPED = 3  # some input was rejected; everything else was stored
+
+
+def print_summary(summary: Summary, max_errors: int = 20) -> None:
+    for rej in summary.rejected[:max_errors]:
+        typer.echo(f"skipped {rej.source}: {rej.reason}", err=True)
+    if len(summary.rejected) > max_errors:
+        typer.echo(f"... and {len(summary.rejected) - max_errors} more skipped", err=True)
+    typer.echo(summary.line())
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingest")
+    def ingest_manifest(
+        ctx: typer.Context,
+        manifest: Annotated[Path, typer.Argument(help="JSONL manifest, one snapshot per line.")],
+        keep_crops: Annotated[
+            bool, typer.Option("--keep-crops", help="Store aligned face crops (off by default).")
+        ] = False,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    ) -> None:
+        """Ingest camera snapshots listed in a manifest; re-ingesting is a no-op."""
+        from revisit.ingest.manifest import read_manifest
+
+        if not manifest.is_file():
+            typer.echo(f"error: manifest {manifest} not found", err=True)
+            raise typer.Exit(2)
+        overrides = {"privacy": {"keep_crops": True}} if keep_crops else {}
+        settings = state(ctx).settings(**overrides)
+        runtime = Runtime(settings)
+        try:
+            summary = runtime.ingest(
+                read_manifest(manifest), progress=progress, total=_count_lines(manifest)
+            )
+        finally:
+            runtime.close()
+        print_summary(summary)
+        if summary.rejected:
+            raise typer.Exit(EXIT_SKIPPED)
+
+    @app.command("ingest-video")
+    def ingest_video(
+        ctx: typer.Context,
+        source: Annotated[str, typer.Argument(help="Video file or rtsp:// URL.")],
+        camera: Annotated[str, typer.Option("--camera", help="Camera id.")],
+        location: Annotated[str, typer.Option("--location", help="Location (store) id.")],
+        every: Annotated[str, typer.Option("--every", help="Sampling interval, e.g. 5s.")] = "5s",
+        start: Annotated[
+            str | None,
+            typer.Option("--start", help="Timestamp of the video's first frame (ISO 8601)."),
+        ] = None,
+        tenant: Annotated[str, typer.Option("--tenant")] = "default",
+        keep_crops: Annotated[bool, typer.Option("--keep-crops")] = False,
+        max_frames: Annotated[int | None, typer.Option("--max-frames", min=1)] = None,
+    ) -> None:
+        """Sample one frame every N seconds from a video file (video time) or stream (wall time)."""
+        from revisit.ingest.manifest import ManifestError, parse_ts
+        from revisit.ingest.video import VideoError, is_stream, sample_video
+
+        try:
+            step = parse_duration(every)
+            origin = parse_ts(start) if start else None
+        except (ValueError, ManifestError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if not is_stream(source) and not Path(source).exists():
+            typer.echo(f"error: video {source} not found", err=True)
+            raise typer.Exit(2)
+        overrides = {"privacy": {"keep_crops": True}} if keep_crops else {}
+        settings = state(ctx).settings(**overrides)
+        if origin is None and not is_stream(source):
+            origin = datetime.fromtimestamp(Path(source).stat().st_mtime).astimezone()
+            typer.echo(f"no --start given: using the file's time {origin.isoformat()}", err=True)
+        runtime = Runtime(settings)
+        try:
+            frames = sample_video(
+                source, camera_id=camera, location_id=location, every=step, start=origin,
+                tenant=tenant, max_frames=max_frames,
+            )
+            summary = runtime.ingest(frames, progress=True)
+        except VideoError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            runtime.close()
+        print_summary(summary)
+        if summary.rejected:
+            raise typer.Exit(EXIT_SKIPPED)

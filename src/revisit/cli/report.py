@@ -1,0 +1,106 @@
+"""``revisit report`` (unique visitors) and ``revisit sightings`` (audit export)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+
+from revisit.cli.context import parse_day, split_list, state
+from revisit.report.durations import parse_duration
+from revisit.report.query import ReportQuery, SightingQuery
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    """Write to a temporary file and rename at the end, so a killed run leaves no half file."""
+    if path is None:
+        yield sys.stdout
+        return
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        yield fh
+    tmp.replace(path)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        ctx: typer.Context,
+        from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
+        to: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
+        locations: Annotated[str | None, typer.Option(help="Location ids, comma separated.")] = None,
+        cameras: Annotated[str | None, typer.Option(help="Camera ids, comma separated.")] = None,
+        visit_gap: Annotated[
+            str, typer.Option("--visit-gap", help="Longest gap inside one visit (0: every sighting).")
+        ] = "30m",
+        fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+        tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+    ) -> None:
+        """Unique visitors in a time range, with visits per location."""
+        from revisit.report import formats
+
+        if fmt not in {"table", "csv", "json"}:
+            raise typer.BadParameter(f"{fmt!r} is not one of table, csv, json", param_hint="--format")
+        try:
+            query = ReportQuery(
+                start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
+                locations=split_list(locations), cameras=split_list(cameras),
+                visit_gap=parse_duration(visit_gap),
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        store = _open_store(ctx)
+        try:
+            header = store.report_header(query)
+            rows = store.report_rows(query)
+            with _output(output) as out:
+                formats.write_report(fmt, header, rows, out)
+        finally:
+            store.close()
+
+    @app.command("sightings")
+    def sightings(
+        ctx: typer.Context,
+        from_: Annotated[str | None, typer.Option("--from", help="First day, inclusive.")] = None,
+        to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
+        locations: Annotated[str | None, typer.Option(help="Location ids, comma separated.")] = None,
+        cameras: Annotated[str | None, typer.Option(help="Camera ids, comma separated.")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+        output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+        tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+    ) -> None:
+        """Every sighting (one row per face assigned to a visitor), for audits."""
+        from revisit.report import formats
+
+        if fmt not in {"csv", "jsonl"}:
+            raise typer.BadParameter(f"{fmt!r} is not one of csv, jsonl", param_hint="--format")
+        query = SightingQuery(
+            start=parse_day(from_, "--from") if from_ else None,
+            end=parse_day(to, "--to") if to else None,
+            tenant=tenant, locations=split_list(locations), cameras=split_list(cameras),
+        )
+        store = _open_store(ctx)
+        try:
+            with _output(output) as out:
+                formats.write_sightings(fmt, store.sightings(query), out)
+        finally:
+            store.close()
+
+
+def _open_store(ctx: typer.Context):  # noqa: ANN202 - a SightingStore
+    from revisit.backends import open_store
+
+    settings = state(ctx).settings()
+    if not settings.store_url and not settings.db_path.exists():
+        typer.echo(
+            f"error: no data in {settings.data} (run `revisit ingest` first or pass --data)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return open_store(settings)

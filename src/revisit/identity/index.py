@@ -1,0 +1,145 @@
+"""Face index: nearest stored exemplars of a tenant, by cosine similarity.
+
+The store keeps exemplars (source of truth); an index is a search structure over them. The
+embedded default is faiss in memory, rebuilt from the store at start. Each tenant has its
+own index, so a face is never compared with another tenant's faces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import faiss
+import numpy as np
+
+from revisit.records import Exemplar
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    visitor_id: str
+    face_image_id: str
+    score: float  # cosine similarity
+
+
+@runtime_checkable
+class FaceIndex(Protocol):
+    def add(self, exemplars: Iterable[Exemplar]) -> None: ...
+
+    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None: ...
+
+    def remove_visitor(self, tenant: str, visitor_id: str) -> None: ...
+
+    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """For each row of ``embeddings`` (L2-normalised), up to k neighbours, best first."""
+        ...
+
+    def size(self, tenant: str) -> int: ...
+
+
+class _TenantIndex:
+    def __init__(self, dim: int) -> None:
+        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.next_id = 0
+        self.meta: dict[int, tuple[str, str]] = {}  # faiss id -> (visitor_id, face_image_id)
+        self.by_face: dict[str, int] = {}
+        self.by_visitor: dict[str, set[int]] = {}
+
+
+class FaissIndex:
+    """Exact inner-product search per tenant (flat index; exact up to ~10^5 exemplars).
+
+    Exact search keeps identity decisions reproducible; approximate variants for large
+    galleries live behind the same interface.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._tenants: dict[str, _TenantIndex] = {}
+
+    def _tenant(self, tenant: str) -> _TenantIndex:
+        t = self._tenants.get(tenant)
+        if t is None:
+            t = self._tenants[tenant] = _TenantIndex(self.dim)
+        return t
+
+    def add(self, exemplars: Iterable[Exemplar]) -> None:
+        groups: dict[str, list[Exemplar]] = {}
+        for ex in exemplars:
+            groups.setdefault(ex.tenant, []).append(ex)
+        for tenant, items in groups.items():
+            t = self._tenant(tenant)
+            fresh = [ex for ex in items if ex.face_image_id not in t.by_face]
+            if not fresh:
+                continue
+            ids = np.arange(t.next_id, t.next_id + len(fresh), dtype=np.int64)
+            t.next_id += len(fresh)
+            vecs = np.ascontiguousarray(np.stack([ex.embedding for ex in fresh]), dtype=np.float32)
+            if vecs.shape[1] != self.dim:
+                raise ValueError(f"exemplar has {vecs.shape[1]} dimensions, index has {self.dim}")
+            t.index.add_with_ids(vecs, ids)
+            for fid, ex in zip(ids.tolist(), fresh, strict=True):
+                t.meta[fid] = (ex.visitor_id, ex.face_image_id)
+                t.by_face[ex.face_image_id] = fid
+                t.by_visitor.setdefault(ex.visitor_id, set()).add(fid)
+
+    def _drop(self, t: _TenantIndex, ids: list[int]) -> None:
+        if not ids:
+            return
+        t.index.remove_ids(np.asarray(ids, dtype=np.int64))
+        for fid in ids:
+            visitor, face = t.meta.pop(fid)
+            t.by_face.pop(face, None)
+            members = t.by_visitor.get(visitor)
+            if members is not None:
+                members.discard(fid)
+                if not members:
+                    del t.by_visitor[visitor]
+
+    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            self._drop(t, [t.by_face[f] for f in face_image_ids if f in t.by_face])
+
+    def remove_visitor(self, tenant: str, visitor_id: str) -> None:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            self._drop(t, list(t.by_visitor.get(visitor_id, ())))
+
+    def relabel(self, tenant: str, old: str, new: str) -> None:
+        """Re-point exemplars of ``old`` to ``new`` (after a merge)."""
+        t = self._tenants.get(tenant)
+        if t is None or old not in t.by_visitor:
+            return
+        ids = t.by_visitor.pop(old)
+        for fid in ids:
+            t.meta[fid] = (new, t.meta[fid][1])
+        t.by_visitor.setdefault(new, set()).update(ids)
+
+    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        t = self._tenants.get(tenant)
+        n = len(embeddings)
+        if t is None or t.index.ntotal == 0 or n == 0:
+            return [[] for _ in range(n)]
+        q = np.ascontiguousarray(embeddings, dtype=np.float32)
+        scores, ids = t.index.search(q, min(k, t.index.ntotal))
+        out: list[list[Neighbour]] = []
+        for row_s, row_i in zip(scores, ids, strict=True):
+            hits = []
+            for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True):
+                if i < 0:
+                    continue
+                visitor, face = t.meta[i]
+                hits.append(Neighbour(visitor, face, float(s)))
+            out.append(hits)
+        return out
+
+    def size(self, tenant: str) -> int:
+        t = self._tenants.get(tenant)
+        return 0 if t is None else int(t.index.ntotal)
+
+    def visitor_exemplars(self, tenant: str, visitor_id: str) -> int:
+        t = self._tenants.get(tenant)
+        return 0 if t is None else len(t.by_visitor.get(visitor_id, ()))

@@ -1,0 +1,288 @@
+"""Wires the stages: detect → embed → resolve → store, each a function over a Batch.
+
+The embedded default runs one thread per stage connected by bounded in-process queues, so
+decoding/detection of one batch overlaps embedding of the previous one (OpenCV and
+onnxruntime release the GIL). The distributed mode runs the very same stage functions as
+separate workers over broker queues (:mod:`revisit.worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from revisit.config import Settings
+from revisit.queue.base import StageQueue
+from revisit.queue.memory import MemoryQueue
+from revisit.records import Batch, Frame, Rejected
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[Batch], Batch]
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a run did; printed as the one-line summary at the end."""
+
+    frames: int = 0
+    faces: int = 0
+    sightings: int = 0
+    new_visitors: int = 0
+    skipped: int = 0  # frames already stored (idempotent re-ingest)
+    rejected: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, batch: Batch) -> None:
+        self.frames += len(batch.frames)
+        self.faces += len(batch.faces)
+        self.sightings += len(batch.sightings)
+        self.new_visitors += len(batch.visitors_created)
+        self.rejected.extend(batch.rejected)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.frames} frames, {self.faces} faces, {self.sightings} sightings, "
+            f"{self.new_visitors} new visitors, {len(self.rejected)} rejected, "
+            f"{self.skipped} already stored; {self.seconds:.1f} s, "
+            f"{self.frames_per_second:.1f} frames/s, "
+            f"{self.faces / self.seconds if self.seconds else 0.0:.1f} faces/s"
+        )
+
+
+def batched(
+    items: Iterable[Frame | Rejected], size: int, prefix: str = "b"
+) -> Iterator[Batch]:
+    """Group a stream of frames (and rejected lines) into camera batches of ``size`` frames."""
+    batch = Batch(batch_id=f"{prefix}-0")
+    n = 0
+    for item in items:
+        if isinstance(item, Rejected):
+            batch.rejected.append(item)
+            continue
+        batch.frames.append(item)
+        if len(batch.frames) >= size:
+            yield batch
+            n += 1
+            batch = Batch(batch_id=f"{prefix}-{n}")
+    if batch.frames or batch.rejected:
+        yield batch
+
+
+class _StageThread(threading.Thread):
+    """Consumes ``inbox``, applies ``fn``, feeds ``outbox`` (or ``sink``), acks after."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: StageFn,
+        inbox: StageQueue,
+        upstream_done: threading.Event,
+        outbox: StageQueue | None,
+        sink: Callable[[Batch], None] | None,
+        abort: threading.Event,
+    ) -> None:
+        super().__init__(name=f"stage-{name}", daemon=True)
+        self.fn = fn
+        self.inbox = inbox
+        self.outbox = outbox
+        self.sink = sink
+        self.upstream_done = upstream_done
+        self.done = threading.Event()
+        self.abort = abort
+        self.error: BaseException | None = None
+        self.busy = 0.0
+
+    def run(self) -> None:
+        try:
+            while not self.abort.is_set():
+                delivery = self.inbox.get(timeout=0.05)
+                if delivery is None:
+                    if self.upstream_done.is_set() and self.inbox.depth() == 0:
+                        break
+                    continue
+                t0 = time.perf_counter()
+                out = self.fn(delivery.batch)
+                self.busy += time.perf_counter() - t0
+                if self.outbox is not None:
+                    _put(self.outbox, out, self.abort)
+                if self.sink is not None:
+                    self.sink(out)
+                delivery.ack()
+        except BaseException as exc:  # surfaced by Pipeline.run
+            self.error = exc
+            self.abort.set()
+        finally:
+            self.done.set()
+
+
+def _put(queue: StageQueue, batch: Batch, abort: threading.Event) -> None:
+    """Blocking put that still notices an abort elsewhere in the pipeline."""
+    from revisit.queue.base import QueueFull
+
+    while not abort.is_set():
+        try:
+            queue.put(batch, timeout=0.1)
+            return
+        except QueueFull:
+            continue
+
+
+class Pipeline:
+    """Runs named stages in threads over bounded queues; the last stage's output goes to
+    ``on_batch`` (progress, summary)."""
+
+    def __init__(self, stages: list[tuple[str, StageFn]], queue_size: int = 8) -> None:
+        if not stages:
+            raise ValueError("a pipeline needs at least one stage")
+        self.stages = stages
+        self.queue_size = queue_size
+        self.stage_seconds: dict[str, float] = {}
+
+    def run(self, batches: Iterable[Batch], on_batch: Callable[[Batch], None]) -> None:
+        abort = threading.Event()
+        source_done = threading.Event()
+        queues = [MemoryQueue(name, self.queue_size) for name, _ in self.stages]
+        threads: list[_StageThread] = []
+        upstream = source_done
+        for i, (name, fn) in enumerate(self.stages):
+            last = i == len(self.stages) - 1
+            t = _StageThread(
+                name, fn, queues[i], upstream,
+                None if last else queues[i + 1], on_batch if last else None, abort,
+            )
+            threads.append(t)
+            upstream = t.done
+        for t in threads:
+            t.start()
+        try:
+            for batch in batches:
+                if abort.is_set():
+                    break
+                _put(queues[0], batch, abort)
+        except BaseException:
+            abort.set()
+            raise
+        finally:
+            source_done.set()
+            for t in threads:
+                t.join()
+            self.stage_seconds = {t.name.removeprefix("stage-"): t.busy for t in threads}
+        for t in threads:
+            if t.error is not None:
+                raise t.error
+
+
+class Runtime:
+    """The embedded default in one object: store, face index, models, resolver, stages.
+
+    Backends come from the URLs in settings; empty URLs mean DuckDB + faiss in the data
+    directory. Models load lazily, so opening a runtime for a report costs no model load.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from revisit.backends import open_index, open_store
+
+        self.settings = settings
+        settings.data.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(settings)
+        self.index = open_index(settings)
+        self._vision = None
+        self._resolver = None
+
+    @property
+    def vision(self):  # noqa: ANN201 - revisit.vision.stages.Vision, imported lazily
+        if self._vision is None:
+            from revisit.vision.stages import Vision
+
+            self._vision = Vision(self.settings)
+        return self._vision
+
+    @property
+    def resolver(self):  # noqa: ANN201 - revisit.identity.resolver.Resolver
+        if self._resolver is None:
+            from revisit.identity.resolver import Resolver
+
+            self._resolver = Resolver(self.settings, self.store, self.index)
+        return self._resolver
+
+    def store_batch(self, batch: Batch) -> Batch:
+        if self.settings.privacy.keep_crops:
+            from revisit.store.crops import save_crops
+
+            save_crops(self.settings.crops_dir, batch)
+        self.store.write(batch)
+        return batch
+
+    def stages(self) -> list[tuple[str, StageFn]]:
+        return [
+            ("detect", self.vision.detect),
+            ("embed", self.vision.embed),
+            ("resolve", self.resolver.resolve),
+            ("store", self.store_batch),
+        ]
+
+    def skip_known(self, batches: Iterable[Batch], summary: Summary) -> Iterator[Batch]:
+        """Drop frames the store already has: re-ingesting changes nothing."""
+        for batch in batches:
+            by_tenant: dict[str, list[str]] = {}
+            for f in batch.frames:
+                by_tenant.setdefault(f.tenant, []).append(f.image_id)
+            known: set[tuple[str, str]] = set()
+            for tenant, ids in by_tenant.items():
+                known.update((tenant, i) for i in self.store.known_frames(tenant, ids))
+            if known:
+                kept = [f for f in batch.frames if (f.tenant, f.image_id) not in known]
+                summary.skipped += len(batch.frames) - len(kept)
+                batch.frames = kept
+            # the same image twice in one batch is one frame
+            seen: set[tuple[str, str]] = set()
+            unique = []
+            for f in batch.frames:
+                if (f.tenant, f.image_id) in seen:
+                    summary.skipped += 1
+                    continue
+                seen.add((f.tenant, f.image_id))
+                unique.append(f)
+            batch.frames = unique
+            yield batch
+
+    def ingest(
+        self,
+        items: Iterable[Frame | Rejected],
+        *,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> Summary:
+        """Run frames through every stage and return what happened."""
+        from tqdm import tqdm
+
+        summary = Summary()
+        bar = tqdm(total=total, unit="frame", disable=not progress, leave=False)
+        lock = threading.Lock()
+
+        def done(batch: Batch) -> None:
+            with lock:
+                summary.add(batch)
+                bar.update(len(batch.frames))
+
+        t0 = time.perf_counter()
+        pipe = Pipeline(self.stages(), queue_size=self.settings.pipeline.queue_size)
+        try:
+            batches = batched(items, self.settings.pipeline.frame_batch)
+            pipe.run(self.skip_known(batches, summary), done)
+        finally:
+            bar.close()
+            summary.seconds = time.perf_counter() - t0
+            self.stage_seconds = pipe.stage_seconds
+        return summary
+
+    def close(self) -> None:
+        self.store.close()
