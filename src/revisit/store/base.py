@@ -9,10 +9,40 @@ search structure rebuilt from, or living beside, the store's exemplars.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from revisit.records import Batch, Exemplar
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorDetail:
+    """What the store knows about one (canonical) visitor, for admin/API views."""
+
+    visitor_id: str  # canonical id
+    aliases: tuple[str, ...] = ()  # ids merged into it
+    sightings: int = 0
+    locations: dict[str, int] = field(default_factory=dict)  # location id -> sightings
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    exemplars: int = 0
+    exemplar_quality_mean: float | None = None
+    exemplar_quality_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRecord:
+    """One recorded merge: ``absorb`` now reads as ``keep``; ``split_at`` set once undone."""
+
+    merge_id: int
+    tenant: str
+    keep: str
+    absorb: str
+    merged_at: datetime
+    reason: str = ""
+    split_at: datetime | None = None
 
 
 @runtime_checkable
@@ -47,5 +77,37 @@ class SightingStore(Protocol):
         ...
 
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]: ...
+
+    # --- identity maintenance (merges are recorded as aliases, never destructive) ---
+
+    def canonical_id(self, tenant: str, visitor_id: str) -> str:
+        """The id a visitor reads as after merges (itself if never merged)."""
+        ...
+
+    def merge_visitors(self, tenant: str, keep: str, absorb: str, reason: str = "") -> MergeRecord:
+        """Make ``absorb`` (and everything merged into it) read as ``keep``; reversible."""
+        ...
+
+    def split_visitor(self, tenant: str, merged_id: str) -> MergeRecord:
+        """Undo the merge that absorbed ``merged_id``; reports return to their old numbers."""
+        ...
+
+    def erase_visitor(self, tenant: str, visitor_id: str) -> dict[str, int]:
+        """Delete a visitor and everything merged with it (privacy); returns deleted counts."""
+        ...
+
+    def visitor_detail(self, tenant: str, visitor_id: str) -> VisitorDetail | None: ...
+
+    def merges(self, tenant: str) -> list[MergeRecord]: ...
+
+    def load_embeddings(
+        self, tenant: str
+    ) -> Iterator[list[tuple[str, str, Any]]]:
+        """Every sighting's embedding as (face_image_id, canonical visitor id, vector), chunked."""
+        ...
+
+    def stats(self, tenant: str) -> dict[str, int]:
+        """Row counts (frames, sightings, visitors, exemplars, embeddings, aliases, ...)."""
+        ...
 
     def close(self) -> None: ...

@@ -1,0 +1,136 @@
+"""The report as SQL: visit sessionisation with window functions, in one place.
+
+Everything the report says comes from :func:`report_cte`, so a faster source (a
+pre-aggregated rollup, a different engine) replaces one function, not the callers.
+
+A visit is a run of sightings of one canonical visitor at one location with no gap
+longer than ``visit_gap``: a gap exactly equal to ``visit_gap`` continues the visit.
+``visit_gap == 0`` makes every sighting a visit (no window pass at all).
+
+Timestamps are stored as UTC ``TIMESTAMP`` (no zone); parameters are naive UTC.
+Dialect: DuckDB (``epoch_us``, ``list(... ORDER BY ...)``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from revisit.report.query import ReportQuery, SightingQuery
+
+
+def naive_utc(ts: datetime) -> datetime:
+    """Aware -> naive UTC, the form the store keeps (naive input is rejected upstream)."""
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp {ts.isoformat()} has no UTC offset")
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def _filters(
+    tenant: str, locations: tuple[str, ...], cameras: tuple[str, ...],
+    ts_from: datetime | None, ts_to: datetime | None,
+) -> tuple[str, list[Any]]:
+    where = ["s.tenant = ?"]
+    params: list[Any] = [tenant]
+    if ts_from is not None:
+        where.append("s.ts >= ?")
+        params.append(naive_utc(ts_from))
+    if ts_to is not None:
+        where.append("s.ts < ?")
+        params.append(naive_utc(ts_to))
+    if locations:
+        where.append(f"s.location_id IN ({', '.join('?' * len(locations))})")
+        params.extend(locations)
+    if cameras:
+        where.append(f"s.camera_id IN ({', '.join('?' * len(cameras))})")
+        params.extend(cameras)
+    return " AND ".join(where), params
+
+
+def report_cte(query: ReportQuery) -> tuple[str, list[Any]]:
+    """``WITH ... per_visitor AS (...)``: one row per canonical visitor in the window.
+
+    per_visitor columns: vid, total (visits), n_locations, locs (sorted), loc_visits (same
+    order), first_us, last_us (epoch microseconds), n_sightings.
+    """
+    where, params = _filters(
+        query.tenant, query.locations, query.cameras, query.ts_from, query.ts_to
+    )
+    gap_us = int(query.visit_gap.total_seconds() * 1_000_000)
+    if gap_us == 0:
+        marked = "SELECT vid, loc, t, 1 AS new_visit FROM base"
+    else:
+        marked = (
+            "SELECT vid, loc, t, "
+            "CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= ? "
+            "THEN 0 ELSE 1 END AS new_visit FROM base"
+        )
+        params.append(gap_us)
+    sql = f"""
+WITH base AS (
+    SELECT coalesce(a.visitor_id, s.face_id) AS vid, s.location_id AS loc, epoch_us(s.ts) AS t
+    FROM sightings s
+    LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
+    WHERE {where}
+),
+marked AS ({marked}),
+per_loc AS (
+    SELECT vid, loc, sum(new_visit) AS visits, count(*) AS n, min(t) AS first_us,
+           max(t) AS last_us
+    FROM marked GROUP BY vid, loc
+),
+per_visitor AS (
+    SELECT vid, sum(visits)::BIGINT AS total, count(*)::BIGINT AS n_locations,
+           list(loc ORDER BY loc) AS locs, list(visits::BIGINT ORDER BY loc) AS loc_visits,
+           min(first_us) AS first_us, max(last_us) AS last_us, sum(n)::BIGINT AS n_sightings
+    FROM per_loc GROUP BY vid
+)"""
+    return sql, params
+
+
+def report_rows_sql(query: ReportQuery) -> tuple[str, list[Any]]:
+    cte, params = report_cte(query)
+    return (
+        cte + "\nSELECT vid, total, n_locations, locs, loc_visits, first_us, last_us, n_sightings"
+        " FROM per_visitor ORDER BY total DESC, vid ASC",
+        params,
+    )
+
+
+def report_header_sql(query: ReportQuery) -> tuple[str, list[Any]]:
+    cte, params = report_cte(query)
+    return (
+        cte + "\nSELECT count(*), coalesce(sum(total), 0)::BIGINT, "
+        "coalesce(sum(n_sightings), 0)::BIGINT FROM per_visitor",
+        params,
+    )
+
+
+SIGHTING_COLUMNS = (
+    "face_id", "face_image_id", "image_id", "camera_id", "location_id", "ts",
+    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score",
+)
+
+
+def sightings_sql(query: SightingQuery) -> tuple[str, list[Any]]:
+    """Sightings with the face id resolved through aliases, in time order."""
+    ts_from = ts_to = None
+    if query.start is not None:
+        ts_from = ReportQuery(query.start, query.start).ts_from
+    if query.end is not None:
+        ts_to = ReportQuery(query.end, query.end).ts_to
+    where, params = _filters(query.tenant, query.locations, query.cameras, ts_from, ts_to)
+    sql = f"""
+SELECT coalesce(a.visitor_id, s.face_id) AS face_id, s.face_image_id, s.image_id, s.camera_id,
+       s.location_id, s.ts, s.bbox_x, s.bbox_y, s.bbox_w, s.bbox_h, s.quality, s.match_score
+FROM sightings s
+LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
+WHERE {where}
+ORDER BY s.ts, s.face_image_id"""
+    return sql, params
+
+
+def period_text(query: ReportQuery) -> str:
+    if query.start == query.end:
+        return query.start.isoformat()
+    return f"{query.start.isoformat()} to {query.end.isoformat()}"
