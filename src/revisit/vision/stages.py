@@ -1,0 +1,192 @@
+"""The vision stages as plain functions over :class:`~revisit.records.Batch`.
+
+``detect_batch`` (decode, detect, quality gate, align) and ``embed_batch`` are separate so
+the distributed mode can run them as different workers with a faces queue between them;
+the embedded default simply calls one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from revisit.config import Settings
+from revisit.records import Batch, Face, Frame, Rejected, face_image_id
+from revisit.vision import model as registry
+from revisit.vision.align import align_crop
+from revisit.vision.detect import Detection, Detector
+from revisit.vision.embed import Embedder
+from revisit.vision.quality import assess
+
+log = logging.getLogger(__name__)
+
+# Magic numbers of the formats we accept, so "not an image" gets a precise reason.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+    (b"RIFF", "WEBP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _format_of(data: bytes) -> str | None:
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def decode(frame: Frame) -> np.ndarray | Rejected:
+    """BGR uint8 pixels of a frame (already decoded ones are returned as they are).
+
+    Never raises on bad input: empty, unknown-format and corrupt images come back as a
+    :class:`Rejected` naming the frame and the reason, so one bad snapshot cannot stop a
+    camera batch.
+    """
+    if frame.pixels is not None:
+        return frame.pixels
+    source = frame.source or frame.key
+
+    def reject(reason: str) -> Rejected:
+        return Rejected(source=source, reason=reason, image_id=frame.image_id, tenant=frame.tenant)
+
+    data = frame.data
+    if not data:
+        return reject("no image data")
+    fmt = _format_of(data)
+    if fmt is None:
+        return reject(f"not a supported image (JPEG/PNG/BMP/WEBP/TIFF); first bytes {data[:8]!r}")
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        return reject(f"corrupt {fmt}: {str(exc).strip().splitlines()[-1]}")
+    if pixels is None or pixels.size == 0:
+        return reject(f"corrupt or truncated {fmt} ({len(data)} bytes)")
+    return pixels
+
+
+def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection],
+                   settings: Settings) -> list[Face]:
+    """Quality-gate and align one frame's detections into Face records."""
+    faces: list[Face] = []
+    q = settings.quality
+    for det in detections:
+        height = det.bbox[3]
+        if height < q.min_match_height:
+            continue
+        crop = align_crop(pixels, det.landmarks)
+        verdict = assess(height, det.score, crop, q)
+        if not verdict.keep:
+            continue
+        faces.append(Face(
+            tenant=frame.tenant,
+            camera_id=frame.camera_id,
+            location_id=frame.location_id,
+            image_id=frame.image_id,
+            ts=frame.ts,
+            face_image_id=face_image_id(frame.tenant, frame.image_id, det.bbox),
+            bbox=det.bbox,
+            landmarks=det.landmarks,
+            det_score=det.score,
+            quality=verdict.quality,
+            creatable=verdict.creatable,
+            crop=crop,
+        ))
+    return faces
+
+
+def detect_batch(batch: Batch, detector: Detector, settings: Settings) -> Batch:
+    """Decode, detect, gate and align every frame; append Faces and Rejected to ``batch``.
+
+    Frames stay in the batch (the store marks them processed even with no face), but
+    their pixels and encoded bytes are released: after this stage only crops travel.
+    Frames that fail to decode are removed from ``batch.frames`` and reported in
+    ``batch.rejected``.
+    """
+    kept: list[Frame] = []
+    for frame in batch.frames:
+        pixels = decode(frame)
+        if isinstance(pixels, Rejected):
+            batch.rejected.append(pixels)
+            frame.data = None
+            continue
+        try:
+            detections = detector.predict([pixels])[0]
+        except cv2.error as exc:  # e.g. a degenerate 1x1 image
+            batch.rejected.append(Rejected(frame.source or frame.key, f"detector failed: {exc}",
+                                           frame.image_id, frame.tenant))
+            frame.data = frame.pixels = None
+            continue
+        batch.faces.extend(faces_of_frame(frame, pixels, detections, settings))
+        frame.data = None
+        frame.pixels = None
+        kept.append(frame)
+    batch.frames = kept
+    return batch
+
+
+def embed_batch(batch: Batch, embedder: Embedder, settings: Settings) -> Batch:
+    """Fill ``face.embedding`` for every face with a crop; drop crops unless kept for privacy
+    settings (``privacy.keep_crops``)."""
+    todo = [f for f in batch.faces if f.embedding is None and f.crop is not None]
+    size = max(1, settings.embedder.batch_size)
+    for start in range(0, len(todo), size):
+        chunk = todo[start:start + size]
+        vectors = embedder.predict([f.crop for f in chunk])
+        for face, vec in zip(chunk, vectors, strict=True):
+            face.embedding = vec
+    if not settings.privacy.keep_crops:
+        for face in batch.faces:
+            face.crop = None
+    return batch
+
+
+class Vision:
+    """Detector and embedder built from Settings on first use (one per process/worker).
+
+    Not thread-safe: OpenCV nets keep state per call; give each worker thread its own.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._detector: Detector | None = None
+        self._embedder: Embedder | None = None
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            det = registry.create("detector", self.settings.detector.model,
+                                  settings=self.settings.detector,
+                                  threads=self.settings.pipeline.threads)
+            assert isinstance(det, Detector)
+            self._detector = det
+        return self._detector
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            emb = registry.create("embedder", self.settings.embedder.model,
+                                  threads=self.settings.pipeline.threads,
+                                  batch_size=self.settings.embedder.batch_size)
+            assert isinstance(emb, Embedder)
+            self._embedder = emb
+        return self._embedder
+
+    @property
+    def match_threshold(self) -> float:
+        """identity.match_threshold if set, else the measured default of the embedder."""
+        configured = self.settings.identity.match_threshold
+        return configured if configured is not None else self.embedder.match_threshold
+
+    def detect(self, batch: Batch) -> Batch:
+        return detect_batch(batch, self.detector, self.settings)
+
+    def embed(self, batch: Batch) -> Batch:
+        return embed_batch(batch, self.embedder, self.settings)
+
+    def process(self, batch: Batch) -> Batch:
+        return self.embed(self.detect(batch))
