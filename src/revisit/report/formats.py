@@ -1,0 +1,212 @@
+"""Report and sightings writers. Every writer streams: it takes an iterator of rows and a
+text stream and never holds more than a bounded number of rows, so a report with
+millions of visitors writes in constant memory.
+
+Formats
+- ``table``: a header block (period, cameras, totals), then aligned columns. Column widths
+  come from the first :data:`TABLE_SAMPLE` rows; a longer later value just widens its line.
+- ``csv``: one row per visitor, columns :data:`REPORT_CSV_COLUMNS`; timestamps ISO 8601 UTC
+  (``...Z``); ``visits_per_location`` is the spec's text ``101: 8, 203: 7`` (quoted).
+  Plain CSV by default; ``header_comments=True`` puts the header totals first as
+  ``# key: value`` lines (for people, not for CSV parsers).
+- ``json``: ``{"header": {...}, "visitors": [{...}, ...]}``, written row by row;
+  ``visits_per_location`` is an object ``{"101": 8, "203": 7}`` in location-id order.
+- sightings: ``csv`` (columns :data:`revisit.report.sql.SIGHTING_COLUMNS`) or ``jsonl``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from revisit.report.query import ReportHeader, ReportRow
+from revisit.report.sql import SIGHTING_COLUMNS
+
+REPORT_CSV_COLUMNS = (
+    "visitor_id", "total_appearances", "locations_visited", "visits_per_location",
+    "first_seen", "last_seen", "sightings",
+)
+TABLE_SAMPLE = 1000  # rows looked at to size the table's columns
+
+
+def iso_utc(ts: datetime | None) -> str:
+    """``2024-01-31T09:05:00Z``; empty for None."""
+    if ts is None:
+        return ""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _short_utc(ts: datetime | None) -> str:
+    return "" if ts is None else ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def header_dict(header: ReportHeader | None) -> dict[str, Any] | None:
+    return None if header is None else asdict(header)
+
+
+def header_lines(header: ReportHeader) -> list[tuple[str, str]]:
+    return [
+        ("Period", header.period),
+        ("Cameras", header.camera_group),
+        ("Unique visitors", str(header.unique_visitors)),
+        ("Total visits", str(header.total_visits)),
+        ("Total sightings", str(header.total_sightings)),
+    ]
+
+
+# --- report -------------------------------------------------------------------------
+
+_TABLE_COLUMNS = (
+    ("Visitor ID", "<"), ("Total Appearances", ">"), ("Locations", ">"),
+    ("Visit Frequency per Location", "<"), ("First Seen (UTC)", "<"),
+    ("Last Seen (UTC)", "<"), ("Sightings", ">"),
+)
+
+
+def _table_cells(row: ReportRow) -> tuple[str, ...]:
+    return (
+        row.visitor_id, str(row.total_appearances), str(row.locations_visited),
+        row.frequency_text(), _short_utc(row.first_seen), _short_utc(row.last_seen),
+        str(row.sightings),
+    )
+
+
+def write_table(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None) -> int:
+    """Human-readable report; returns the number of visitor rows written."""
+    if header is not None:
+        out.write("Unique visitor report\n")
+        for key, value in header_lines(header):
+            out.write(f"{key + ':':<17} {value}\n")
+        out.write("\n")
+    it = iter(rows)
+    sample = [_table_cells(r) for r in itertools.islice(it, TABLE_SAMPLE)]
+    widths = [len(name) for name, _ in _TABLE_COLUMNS]
+    for cells in sample:
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        cols = zip(cells, _TABLE_COLUMNS, widths, strict=True)
+        parts = [f"{c:{align}{w}}" for c, (_, align), w in cols]
+        return "  ".join(parts).rstrip() + "\n"
+
+    out.write(line(tuple(name for name, _ in _TABLE_COLUMNS)))
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    n = 0
+    for cells in itertools.chain(sample, (_table_cells(r) for r in it)):
+        out.write(line(cells))
+        n += 1
+    if n == 0:
+        out.write("(no visitors in this period)\n")
+    return n
+
+
+def _csv_record(row: ReportRow) -> list[Any]:
+    return [
+        row.visitor_id, row.total_appearances, row.locations_visited, row.frequency_text(),
+        iso_utc(row.first_seen), iso_utc(row.last_seen), row.sightings,
+    ]
+
+
+def write_csv(
+    rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None,
+    header_comments: bool = False,
+) -> int:
+    """Plain CSV (``header`` is ignored unless ``header_comments``)."""
+    if header is not None and header_comments:
+        for key, value in header_lines(header):
+            out.write(f"# {key.lower()}: {value}\n")
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(REPORT_CSV_COLUMNS)
+    n = 0
+    for row in rows:
+        w.writerow(_csv_record(row))
+        n += 1
+    return n
+
+
+def row_dict(row: ReportRow) -> dict[str, Any]:
+    return {
+        "visitor_id": row.visitor_id,
+        "total_appearances": row.total_appearances,
+        "locations_visited": row.locations_visited,
+        "visits_per_location": row.visits_per_location,
+        "first_seen": iso_utc(row.first_seen) or None,
+        "last_seen": iso_utc(row.last_seen) or None,
+        "sightings": row.sightings,
+    }
+
+
+def write_json(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None) -> int:
+    """One JSON object written incrementally: valid JSON however many rows stream."""
+    out.write('{"header": ')
+    out.write(json.dumps(header_dict(header)))
+    out.write(', "visitors": [')
+    n = 0
+    for row in rows:
+        out.write(",\n  " if n else "\n  ")
+        out.write(json.dumps(row_dict(row)))
+        n += 1
+    out.write("\n]}\n" if n else "]}\n")
+    return n
+
+
+REPORT_FORMATS = ("table", "csv", "json")
+
+
+def write_report(
+    fmt: str, header: ReportHeader | None, rows: Iterable[ReportRow], out: TextIO,
+    **options: Any,
+) -> int:
+    """Dispatch on ``fmt`` (table, csv, json); returns visitor rows written."""
+    if fmt == "table":
+        return write_table(rows, out, header)
+    if fmt == "csv":
+        return write_csv(rows, out, header, **options)
+    if fmt == "json":
+        return write_json(rows, out, header)
+    raise ValueError(f"unknown report format {fmt!r} (use {', '.join(REPORT_FORMATS)})")
+
+
+# --- sightings ----------------------------------------------------------------------
+
+SIGHTING_FORMATS = ("csv", "jsonl")
+
+
+def write_sightings_csv(sightings: Iterable[dict[str, Any]], out: TextIO) -> int:
+    w = csv.DictWriter(out, fieldnames=SIGHTING_COLUMNS, lineterminator="\n",
+                       extrasaction="ignore")
+    w.writeheader()
+    n = 0
+    for s in sightings:
+        w.writerow(s)
+        n += 1
+    return n
+
+
+def write_sightings_jsonl(sightings: Iterable[dict[str, Any]], out: TextIO) -> int:
+    n = 0
+    for s in sightings:
+        out.write(json.dumps({k: s.get(k) for k in SIGHTING_COLUMNS}))
+        out.write("\n")
+        n += 1
+    return n
+
+
+def write_sightings(fmt: str, sightings: Iterable[dict[str, Any]], out: TextIO) -> int:
+    if fmt == "csv":
+        return write_sightings_csv(sightings, out)
+    if fmt == "jsonl":
+        return write_sightings_jsonl(sightings, out)
+    raise ValueError(f"unknown sightings format {fmt!r} (use {', '.join(SIGHTING_FORMATS)})")
+
+
+def read_report_csv(lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    """Parse a report CSV back (skips ``#`` header comments): for tests and tooling."""
+    return csv.DictReader(line for line in lines if not line.startswith("#"))

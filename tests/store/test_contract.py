@@ -1,0 +1,271 @@
+"""Behaviour every sighting store backend must have (parametrised in conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+
+from revisit.records import Batch
+from revisit.report.query import ReportQuery, SightingQuery
+from revisit.store.base import SightingStore
+from revisit.store.testing import at, batch, sighting
+
+DAY = date(2024, 3, 1)
+
+
+def q(**kw) -> ReportQuery:
+    kw.setdefault("start", DAY)
+    kw.setdefault("end", DAY + timedelta(days=30))
+    return ReportQuery(**kw)
+
+
+def counts(store: SightingStore) -> dict[str, int]:
+    return store.stats("default")
+
+
+def test_protocol(store: SightingStore) -> None:
+    assert isinstance(store, SightingStore)
+
+
+def test_write_then_read_back(store: SightingStore) -> None:
+    s1 = sighting("V-000001", at(0), "L1")
+    s2 = sighting("V-000002", at(5), "L2")
+    store.write(batch([s1, s2]))
+    assert store.known_frames("default", [s1.image_id, s2.image_id, "nope"]) == {
+        s1.image_id, s2.image_id}
+    assert store.existing_sightings("default", [s1.face_image_id, "F-x"]) == {
+        s1.face_image_id: "V-000001"}
+    assert store.tenants() == ["default"]
+    assert store.max_visitor_number("default") == 2
+    c = counts(store)
+    assert (c["frames"], c["sightings"], c["visitors"], c["exemplars"], c["embeddings"]) == (
+        2, 2, 2, 2, 2)
+    assert (c["cameras"], c["locations"]) == (2, 2)
+    exported = list(store.sightings(SightingQuery()))
+    assert [e["face_image_id"] for e in exported] == [s1.face_image_id, s2.face_image_id]
+    assert exported[0]["ts"] == "2024-03-01T09:00:00Z"
+    assert exported[0]["bbox_w"] == 64 and exported[0]["quality"] == 0.9
+
+
+def test_same_batch_twice_changes_nothing(store: SightingStore) -> None:
+    b = batch([sighting("V-000001", at(i * 10)) for i in range(5)])
+    store.write(b)
+    first = counts(store)
+    header = store.report_header(q())
+    store.write(b)
+    assert counts(store) == first
+    assert store.report_header(q()) == header
+
+
+def test_redelivered_batch_does_not_resurrect_dropped_exemplar(store: SightingStore) -> None:
+    s = sighting("V-000001", at(0))
+    b1 = batch([s])
+    store.write(b1)
+    store.write(Batch("drop", exemplars_dropped=[("default", s.face_image_id)]))
+    assert counts(store)["exemplars"] == 0
+    store.write(b1)  # replayed by the queue after the drop
+    assert counts(store)["exemplars"] == 0
+
+
+def test_sighting_already_stored_keeps_first_assignment(store: SightingStore) -> None:
+    s = sighting("V-000001", at(0))
+    store.write(batch([s]))
+    again = sighting("V-000009", at(0), image_id=s.image_id)  # same face, other visitor
+    assert again.face_image_id == s.face_image_id
+    store.write(batch([again], exemplars=False))
+    assert store.existing_sightings("default", [s.face_image_id]) == {s.face_image_id: "V-000001"}
+
+
+def test_frames_without_faces_are_marked_processed(store: SightingStore) -> None:
+    from revisit.records import Frame
+
+    fr = Frame("default", "c9", "L9", "empty-frame", at(0))
+    store.write(Batch("b", frames=[fr]))
+    assert store.known_frames("default", ["empty-frame"]) == {"empty-frame"}
+    assert counts(store)["sightings"] == 0
+    assert counts(store)["locations"] == 1
+
+
+def test_failed_write_leaves_nothing(store: SightingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = batch([sighting("V-000001", at(0))])
+    store.write(good)
+    before = counts(store)
+    bad = batch([sighting("V-000002", at(1)), sighting("V-000003", at(2), "L7")])
+    hook = next((n for n in ("_write_exemplars", "_write_visitors") if hasattr(store, n)), None)
+    if hook is None:
+        pytest.skip("backend exposes no write step to break")
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, hook, boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        store.write(bad)
+    monkeypatch.undo()
+    assert counts(store) == before
+    assert store.known_frames("default", [f.image_id for f in bad.frames]) == set()
+    assert store.max_visitor_number("default") == 1
+    store.write(bad)  # and the store still works afterwards
+    assert counts(store)["sightings"] == 3
+
+
+def test_failed_write_from_bad_record_leaves_nothing(store: SightingStore) -> None:
+    ok = sighting("V-000001", at(0))
+    broken = sighting("V-000002", at(1))
+    broken.bbox = ("not", "an", "int", "box")  # fails mid-write, after frames went in
+    with pytest.raises(Exception):  # noqa: B017 - any backend error
+        store.write(batch([ok, broken]))
+    assert counts(store)["frames"] == 0 and counts(store)["sightings"] == 0
+
+
+def test_persists_across_reopen(store_factory) -> None:
+    s = store_factory()
+    s.write(batch([sighting("V-00000A", at(0))]))
+    s.close()
+    s = store_factory()
+    try:
+        assert s.max_visitor_number("default") == 10
+        assert counts(s)["sightings"] == 1
+    finally:
+        s.close()
+
+
+def test_tenants_are_isolated(store: SightingStore) -> None:
+    store.write(batch([sighting("V-000001", at(0), tenant="acme")]))
+    store.write(batch([sighting("V-000005", at(0), tenant="beta")]))
+    assert store.tenants() == ["acme", "beta"]
+    assert store.max_visitor_number("acme") == 1
+    assert store.max_visitor_number("beta") == 5
+    assert store.report_header(q(tenant="acme")).unique_visitors == 1
+    assert store.report_header(q()).unique_visitors == 0
+
+
+def test_load_exemplars_in_chunks(store: SightingStore) -> None:
+    ss = [sighting(f"V-{i:06X}", at(i)) for i in range(1, 26)]
+    store.write(batch(ss))
+    chunks = list(store.load_exemplars("default", chunk=10))
+    assert [len(c) for c in chunks] == [10, 10, 5]
+    got = {e.face_image_id: e for c in chunks for e in c}
+    s = ss[3]
+    np.testing.assert_allclose(got[s.face_image_id].embedding, s.embedding, rtol=1e-6)
+    assert got[s.face_image_id].visitor_id == s.face_id
+    assert got[s.face_image_id].ts == s.ts
+
+
+def test_merge_split_and_exemplars_read_canonical(store: SightingStore) -> None:
+    a, b = sighting("V-000001", at(0)), sighting("V-000002", at(100))
+    store.write(batch([a, b]))
+    rec = store.merge_visitors("default", "V-000001", "V-000002", reason="same person")
+    assert (rec.keep, rec.absorb) == ("V-000001", "V-000002")
+    assert store.canonical_id("default", "V-000002") == "V-000001"
+    ex = [e for c in store.load_exemplars("default") for e in c]
+    assert {e.visitor_id for e in ex} == {"V-000001"}
+    assert store.existing_sightings("default", [b.face_image_id]) == {b.face_image_id: "V-000001"}
+    with pytest.raises(ValueError):
+        store.merge_visitors("default", "V-000002", "V-000001")  # already one visitor
+    with pytest.raises(KeyError):
+        store.merge_visitors("default", "V-000001", "V-0000FF")
+    split = store.split_visitor("default", "V-000002")
+    assert split.split_at is not None
+    assert store.canonical_id("default", "V-000002") == "V-000002"
+    with pytest.raises(ValueError):
+        store.split_visitor("default", "V-000002")
+    assert [m.split_at is not None for m in store.merges("default")] == [True]
+
+
+def test_merge_chain_split_restores_each_step(store: SightingStore) -> None:
+    ss = [sighting(f"V-00000{i}", at(i * 60)) for i in range(1, 5)]
+    store.write(batch(ss))
+    store.merge_visitors("default", "V-000002", "V-000003")  # 3 -> 2
+    store.merge_visitors("default", "V-000001", "V-000002")  # 2 (and 3) -> 1
+    assert store.canonical_id("default", "V-000003") == "V-000001"  # one hop, re-pointed
+    store.merge_visitors("default", "V-000004", "V-000001")  # everything -> 4
+    assert store.report_header(q()).unique_visitors == 1
+    store.split_visitor("default", "V-000002")  # 2 leaves with 3, which followed it
+    assert store.canonical_id("default", "V-000003") == "V-000002"
+    assert store.canonical_id("default", "V-000001") == "V-000004"
+    store.split_visitor("default", "V-000001")  # 1 leaves 4; 3 stays with 2
+    assert store.canonical_id("default", "V-000003") == "V-000002"
+    assert store.report_header(q()).unique_visitors == 3
+    store.split_visitor("default", "V-000003")
+    assert store.report_header(q()).unique_visitors == 4
+
+
+def test_split_of_canonical_id_names_what_was_merged(store: SightingStore) -> None:
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(1))]))
+    store.merge_visitors("default", "V-000001", "V-000002")
+    with pytest.raises(ValueError, match="V-000002"):
+        store.split_visitor("default", "V-000001")
+
+
+def test_erase_removes_visitor_everywhere(store: SightingStore) -> None:
+    keep = sighting("V-000001", at(0))
+    gone = [sighting("V-000002", at(i * 45), "L2") for i in range(3)]
+    absorbed = sighting("V-000003", at(500), "L3")
+    b = batch([keep, *gone, absorbed])
+    store.write(b)
+    store.merge_visitors("default", "V-000002", "V-000003")
+    deleted = store.erase_visitor("default", "V-000003")  # any id of the group
+    assert deleted["sightings"] == 4 and deleted["visitors"] == 2
+    c = counts(store)
+    assert (c["sightings"], c["embeddings"], c["exemplars"], c["visitors"], c["aliases"]) == (
+        1, 1, 1, 1, 0)
+    assert store.visitor_detail("default", "V-000002") is None
+    assert {r.visitor_id for r in store.report_rows(q())} == {"V-000001"}
+    assert all(s["face_id"] == "V-000001" for s in store.sightings(SightingQuery()))
+    assert all(e.visitor_id == "V-000001" for ch in store.load_exemplars("default") for e in ch)
+    assert store.merges("default") == []
+    store.write(b)  # a redelivered batch must not bring the person back
+    assert counts(store)["sightings"] == 1 and counts(store)["visitors"] == 1
+    assert store.max_visitor_number("default") == 3  # erased ids are never reissued
+    with pytest.raises(KeyError):
+        store.erase_visitor("default", "V-000002")
+
+
+def test_visitor_detail(store: SightingStore) -> None:
+    store.write(batch([
+        sighting("V-000001", at(0), "L1", quality=0.5),
+        sighting("V-000001", at(60), "L2", quality=0.7),
+        sighting("V-000002", at(90), "L2", quality=0.9),
+    ]))
+    store.merge_visitors("default", "V-000001", "V-000002")
+    d = store.visitor_detail("default", "V-000002")
+    assert d is not None
+    assert d.visitor_id == "V-000001" and d.aliases == ("V-000002",)
+    assert d.sightings == 3 and d.locations == {"L1": 1, "L2": 2}
+    assert d.first_seen == at(0) and d.last_seen == at(90)
+    assert d.exemplars == 3
+    assert d.exemplar_quality_max == pytest.approx(0.9)
+    assert d.exemplar_quality_mean == pytest.approx(0.7)
+    assert store.visitor_detail("default", "V-0000AA") is None
+
+
+def test_load_embeddings(store: SightingStore) -> None:
+    ss = [sighting("V-000001", at(0)), sighting("V-000002", at(1), with_embedding=False)]
+    store.write(batch(ss))
+    rows = [r for c in store.load_embeddings("default") for r in c]
+    assert [(r[0], r[1]) for r in rows] == [(ss[0].face_image_id, "V-000001")]
+
+
+def test_reads_while_another_thread_writes(store: SightingStore) -> None:
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for i in range(30):
+                store.write(batch([sighting(f"V-{i + 1:06X}", at(i))]))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = 0
+    while t.is_alive():
+        seen = max(seen, store.report_header(q()).total_sightings)
+        list(store.report_rows(q()))
+    t.join()
+    assert not errors
+    assert store.report_header(q()).total_sightings == 30
