@@ -1,6 +1,5 @@
-"""Store backends under test. To add a backend, append a ``pytest.param`` to
-``STORE_BACKENDS`` (a factory taking pytest's ``tmp_path``); mark it ``services`` if it
-needs a server, and make the factory ``pytest.skip`` cleanly when none is available."""
+"""Store backends under test: every entry of ``revisit.store.testing.STORE_BACKENDS``.
+To add a backend, register its factory there (tests/report uses the same list)."""
 
 from __future__ import annotations
 
@@ -10,23 +9,13 @@ from pathlib import Path
 import pytest
 
 from revisit.store.base import SightingStore
+from revisit.store.testing import STORE_BACKENDS
 
 
-def _duckdb(tmp_path: Path) -> SightingStore:
-    from revisit.store.duckdb_store import DuckDBStore
-
-    return DuckDBStore(tmp_path / "store.duckdb")
-
-
-STORE_BACKENDS: list = [
-    pytest.param(_duckdb, id="duckdb"),
-]
-
-
-@pytest.fixture(params=STORE_BACKENDS)
+@pytest.fixture(params=sorted(STORE_BACKENDS))
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], SightingStore]:
     """A factory, so a test can reopen the same store (persistence, migrations)."""
-    return lambda: request.param(tmp_path)
+    return lambda: STORE_BACKENDS[request.param](tmp_path)
 
 
 @pytest.fixture

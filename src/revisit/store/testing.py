@@ -7,11 +7,14 @@ API) can build the same batches without sys.path tricks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
 from revisit.records import DEFAULT_TENANT, Batch, Exemplar, Frame, Sighting, face_image_id
+from revisit.store.base import SightingStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 _counter = itertools.count()
@@ -70,3 +73,14 @@ def batch(
         exemplars_added=ex,
         visitors_created=[(t, v, ts) for (t, v), ts in first.items()],
     )
+
+
+def _duckdb_store(tmp_path: Path) -> SightingStore:
+    from revisit.store.duckdb_store import DuckDBStore
+
+    return DuckDBStore(tmp_path / "store.duckdb")
+
+
+# Backends the store contract and report tests run against: name -> factory(tmp_path).
+# A server-backed backend's factory should ``pytest.skip`` when no server is available.
+STORE_BACKENDS: dict[str, Callable[[Path], SightingStore]] = {"duckdb": _duckdb_store}
