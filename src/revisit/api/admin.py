@@ -1,0 +1,143 @@
+"""Admin API (admin keys, own tenant only): registry, keys, erasure, retention, audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from revisit.api.auth import require, service_of
+from revisit.tenancy.db import ApiKey, TenancyError
+
+router = APIRouter(tags=["admin and privacy"])
+admin = require("admin")
+
+
+class LocationIn(BaseModel):
+    location_id: str
+    name: str = ""
+    timezone: str = "UTC"
+
+
+class CameraIn(BaseModel):
+    camera_id: str
+    location_id: str
+    name: str = ""
+    timezone: str | None = None
+
+
+class GroupIn(BaseModel):
+    name: str
+    cameras: list[str] = Field(min_length=1)
+
+
+class KeyIn(BaseModel):
+    role: str
+    cameras: list[str] = []
+    name: str = ""
+
+
+def _bad(exc: TenancyError) -> HTTPException:
+    return HTTPException(422, str(exc))
+
+
+@router.delete("/v1/visitors/{visitor_id}", summary="Erase a visitor (privacy)")
+def erase(visitor_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    svc = service_of(request)
+    try:
+        counts = svc.erase(key.tenant, visitor_id, key.actor)
+    except KeyError:
+        raise HTTPException(404, f"no visitor {visitor_id}") from None
+    return {"visitor_id": visitor_id, "erased": counts}
+
+
+@router.get("/v1/visitors/{visitor_id}", summary="What is stored about a visitor")
+def visitor(
+    visitor_id: str, request: Request, key: ApiKey = Depends(require("admin", "analyst"))
+) -> dict[str, Any]:
+    d = service_of(request).runtime.store.visitor_detail(key.tenant, visitor_id)
+    if d is None:
+        raise HTTPException(404, f"no visitor {visitor_id}")
+    return {
+        "visitor_id": d.visitor_id, "aliases": list(d.aliases), "sightings": d.sightings,
+        "locations": d.locations, "exemplars": d.exemplars,
+        "first_seen": d.first_seen.isoformat() if d.first_seen else None,
+        "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+    }
+
+
+@router.post("/v1/admin/purge", summary="Purge data older than the tenant's retention")
+def purge(request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    from revisit.tenancy.privacy import purge_tenant
+
+    svc = service_of(request)
+    crops = svc.settings.crops_dir if svc.settings.privacy.keep_crops else None
+    with svc.write_lock:
+        return purge_tenant(svc.runtime.store, svc.runtime.index, svc.tenancy, key.tenant,
+                            key.actor, crops)
+
+
+@router.get("/v1/admin/audit", summary="Audit log of admin actions and erasures")
+def audit(request: Request, limit: int = 100, key: ApiKey = Depends(admin)) -> list[dict]:
+    return service_of(request).tenancy.audit_log(key.tenant, min(max(limit, 1), 10_000))
+
+
+@router.put("/v1/admin/locations", summary="Create or update a location")
+def put_location(body: LocationIn, request: Request, key: ApiKey = Depends(admin)) -> dict:
+    try:
+        loc = service_of(request).tenancy.add_location(
+            key.tenant, body.location_id, body.name, body.timezone, actor=key.actor)
+    except TenancyError as exc:
+        raise _bad(exc) from None
+    return {"location_id": loc.location_id, "name": loc.name, "timezone": loc.timezone}
+
+
+@router.put("/v1/admin/cameras", summary="Register a camera at a location")
+def put_camera(body: CameraIn, request: Request, key: ApiKey = Depends(admin)) -> dict:
+    try:
+        cam = service_of(request).tenancy.add_camera(
+            key.tenant, body.camera_id, body.location_id, body.name, body.timezone,
+            actor=key.actor)
+    except TenancyError as exc:
+        raise _bad(exc) from None
+    return {"camera_id": cam.camera_id, "location_id": cam.location_id, "name": cam.name,
+            "timezone": cam.timezone}
+
+
+@router.put("/v1/admin/groups", summary="Create or replace a camera group")
+def put_group(body: GroupIn, request: Request, key: ApiKey = Depends(admin)) -> dict:
+    try:
+        cams = service_of(request).tenancy.set_group(key.tenant, body.name, body.cameras,
+                                                     actor=key.actor)
+    except TenancyError as exc:
+        raise _bad(exc) from None
+    return {"name": body.name, "cameras": cams}
+
+
+@router.post("/v1/admin/keys", status_code=201, summary="Create an API key (shown once)")
+def create_key(body: KeyIn, request: Request, key: ApiKey = Depends(admin)) -> dict:
+    try:
+        new, secret = service_of(request).tenancy.create_key(
+            key.tenant, body.role, body.cameras, body.name, actor=key.actor)
+    except TenancyError as exc:
+        raise _bad(exc) from None
+    return {"key_id": new.key_id, "role": new.role, "cameras": list(new.cameras),
+            "key": secret}
+
+
+@router.get("/v1/admin/keys", summary="API keys of the tenant (no secrets)")
+def list_keys(request: Request, key: ApiKey = Depends(admin)) -> list[dict]:
+    return [
+        {"key_id": k.key_id, "role": k.role, "cameras": list(k.cameras), "name": k.name,
+         "created_at": k.created_at.isoformat(),
+         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+        for k in service_of(request).tenancy.keys(key.tenant)
+    ]
+
+
+@router.delete("/v1/admin/keys/{key_id}", summary="Revoke an API key")
+def revoke_key(key_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict:
+    if not service_of(request).tenancy.revoke_key(key.tenant, key_id, actor=key.actor):
+        raise HTTPException(404, f"no key {key_id}")
+    return {"key_id": key_id, "revoked": True}

@@ -1,0 +1,53 @@
+"""Who is calling: a Bearer API key, or the dashboard's signed session cookie.
+
+401: no credentials or unknown/revoked key. 403: a valid key whose role does not allow the
+action. The tenant always comes from the key, never from the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import HTTPException, Request
+
+from revisit.api.service import Service
+from revisit.tenancy.db import ApiKey
+
+
+def service_of(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_key(request: Request) -> ApiKey:
+    svc = service_of(request)
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise _unauthorized("Authorization must be 'Bearer <key>'")
+        key = svc.tenancy.authenticate(secret.strip())
+        if key is None:
+            raise _unauthorized("unknown or revoked API key")
+        return key
+    session = request.scope.get("session") or {}
+    if session.get("key_id") and session.get("tenant"):
+        key = svc.tenancy.key(session["tenant"], session["key_id"])
+        if key is not None and key.revoked_at is None:
+            return key
+        session.clear()
+    raise _unauthorized("missing API key (Authorization: Bearer <key>)")
+
+
+def require(*roles: str) -> Callable[[Request], ApiKey]:
+    def dep(request: Request) -> ApiKey:
+        key = current_key(request)
+        if key.role not in roles:
+            needs = " or ".join(roles)
+            raise HTTPException(403, f"a {key.role} key may not do this (needs {needs})")
+        return key
+
+    return dep

@@ -1,0 +1,159 @@
+"""POST /v1/batches (camera batch upload) and GET /v1/batches/{id} (its status).
+
+Contract (the camera agent is written against it): ``Authorization: Bearer <camera key>``;
+multipart form with field ``metadata`` = JSON array, one object per image
+``{"file": "<part filename>", "camera_id": "...", "ts": "ISO 8601 with offset",
+"image_id": "optional"}`` and the images in repeated field ``images``. 202 answers
+``{"batch_id", "frames", "status_url"}`` (plus ``duplicates``).
+
+A batch is accepted or refused as a whole: every check runs before anything is queued.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from revisit.api.auth import require, service_of
+from revisit.api.images import ImageError, image_size
+from revisit.api.processing import QueueFull
+from revisit.records import Frame, content_id
+from revisit.tenancy.db import ApiKey
+
+router = APIRouter(tags=["camera batches"])
+
+
+def _fail(status: int, detail: str) -> HTTPException:
+    return HTTPException(status, detail)
+
+
+def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
+    if not isinstance(raw, str):
+        raise _fail(422, "field 'metadata' (a JSON array, one object per image) is missing")
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _fail(422, f"field 'metadata' is not JSON: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise _fail(422, "field 'metadata' must be a non-empty JSON array")
+    if len(items) > max_frames:
+        raise _fail(413, f"batch has {len(items)} images; at most {max_frames} per batch")
+    for i, it in enumerate(items):
+        if not isinstance(it, dict):
+            raise _fail(422, f"metadata[{i}] is not an object")
+        for k in ("file", "camera_id", "ts"):
+            if not isinstance(it.get(k), str) or not it[k]:
+                raise _fail(422, f"metadata[{i}].{k} is missing (a non-empty string)")
+        if "image_id" in it and it["image_id"] is not None and (
+            not isinstance(it["image_id"], str) or not 0 < len(it["image_id"]) <= 200
+        ):
+            raise _fail(422, f"metadata[{i}].image_id must be a string of 1-200 characters")
+    return items
+
+
+def _timestamp(text: str, i: int) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(422, f"metadata[{i}].ts {text!r} is not ISO 8601") from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise _fail(422, f"metadata[{i}].ts {text!r} has no UTC offset")
+    return ts
+
+
+@router.post("/v1/batches", status_code=202, summary="Upload a camera batch (camera key)")
+async def post_batch(request: Request, key: ApiKey = Depends(require("camera"))) -> JSONResponse:
+    svc = service_of(request)
+    cfg = svc.config
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
+        raise _fail(413, f"request body of {length} bytes exceeds {cfg.max_body_bytes}")
+    try:
+        form = await request.form(max_files=cfg.max_batch_frames + 1,
+                                  max_fields=10, max_part_size=4 * 1024 * 1024)
+    except Exception as exc:  # multipart parser errors: too many files, bad encoding
+        raise _fail(422, f"not a valid multipart form: {exc}") from None
+    try:
+        items = _metadata(form.get("metadata"), cfg.max_batch_frames)
+        uploads: dict[str, UploadFile] = {}
+        for part in form.getlist("images"):
+            if not isinstance(part, UploadFile) or not part.filename:
+                raise _fail(422, "every 'images' part must be a file with a filename")
+            if part.filename in uploads:
+                raise _fail(422, f"two image parts are named {part.filename!r}")
+            uploads[part.filename] = part
+        if len(uploads) > cfg.max_batch_frames:
+            raise _fail(413, f"batch has {len(uploads)} images; at most {cfg.max_batch_frames}")
+        named = {it["file"] for it in items}
+        if len(named) != len(items):
+            raise _fail(422, "two metadata entries name the same file")
+        if missing := sorted(named - set(uploads)):
+            raise _fail(422, f"no image part for metadata file(s): {', '.join(missing[:5])}")
+        if extra := sorted(set(uploads) - named):
+            raise _fail(422, f"image part(s) without metadata: {', '.join(extra[:5])}")
+
+        frames: list[Frame] = []
+        for i, it in enumerate(items):
+            cam = it["camera_id"]
+            if not key.may_post_for(cam):
+                raise _fail(403, f"this key may not post for camera {cam!r}")
+            camera = svc.tenancy.camera(key.tenant, cam)
+            if camera is None:
+                raise _fail(422, f"camera {cam!r} is not registered (revisit admin camera)")
+            ts = _timestamp(it["ts"], i)
+            part = uploads[it["file"]]
+            if part.size is not None and part.size > cfg.max_image_bytes:
+                raise _fail(413, f"image {it['file']!r} is {part.size} bytes; "
+                                 f"at most {cfg.max_image_bytes}")
+            data = await part.read(cfg.max_image_bytes + 1)
+            if len(data) > cfg.max_image_bytes:
+                raise _fail(413, f"image {it['file']!r} exceeds {cfg.max_image_bytes} bytes")
+            try:
+                fmt, w, h = image_size(data)
+            except ImageError as exc:
+                raise _fail(422, f"image {it['file']!r}: {exc}") from None
+            if w * h > cfg.max_pixels:
+                raise _fail(413, f"image {it['file']!r} is {w}x{h} {fmt} = {w * h} pixels; "
+                                 f"at most {cfg.max_pixels}")
+            frames.append(Frame(
+                tenant=key.tenant, camera_id=cam, location_id=camera.location_id,
+                image_id=it.get("image_id") or content_id(data), ts=ts, data=data,
+                source=f"batch:{it['file']}",
+            ))
+    except HTTPException as exc:
+        if exc.status_code in (413, 422):
+            svc.metrics.frames_rejected.labels(key.tenant, f"http_{exc.status_code}").inc(
+                max(1, len(form.getlist("images"))))
+        raise
+    finally:
+        await form.close()
+    try:
+        status = svc.processor.submit(key.tenant, frames)
+    except QueueFull:
+        svc.metrics.throttled.inc()
+        retry = str(cfg.retry_after_s)
+        return JSONResponse(
+            {"detail": f"processing queue is full; retry in {retry} s"}, status_code=429,
+            headers={"Retry-After": retry},
+        )
+    return JSONResponse(
+        {"batch_id": status.batch_id, "frames": status.frames, "duplicates": status.duplicates,
+         "status": status.state, "status_url": f"/v1/batches/{status.batch_id}"},
+        status_code=202,
+    )
+
+
+@router.get("/v1/batches/{batch_id}", summary="Status of a camera batch")
+def get_batch(
+    batch_id: str, request: Request,
+    key: ApiKey = Depends(require("camera", "admin", "analyst")),
+) -> dict[str, Any]:
+    st = service_of(request).processor.status(key.tenant, batch_id)
+    if st is None:
+        raise HTTPException(404, f"no batch {batch_id} (statuses are kept in memory)")
+    return st.as_dict()

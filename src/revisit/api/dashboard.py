@@ -1,0 +1,72 @@
+"""The dashboard: sign-in with an analyst (or admin) key, then one page drawn by
+``web/static/dashboard.js`` from the report API. Offline: every file is the project's own.
+
+The session cookie is signed (Starlette SessionMiddleware, itsdangerous) and holds only the
+key id and tenant; the key is re-checked on each request, so revoking it ends the session.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from revisit.api.auth import service_of
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+router = APIRouter(include_in_schema=False)
+
+
+def mount_static(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+
+
+def _page(name: str, **values: str) -> str:
+    text = (WEB / name).read_text(encoding="utf-8")
+    for k, v in values.items():
+        text = text.replace("{{" + k + "}}", html.escape(v))
+    return text
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.get("/login")
+def login_form() -> HTMLResponse:
+    return HTMLResponse(_page("login.html", error=""))
+
+
+@router.post("/login")
+def login(request: Request, key: str = Form(...)) -> Response:
+    api_key = service_of(request).tenancy.authenticate(key.strip())
+    if api_key is None or api_key.role not in ("analyst", "admin"):
+        msg = "Unknown key." if api_key is None else "This key cannot read reports."
+        return HTMLResponse(_page("login.html", error=msg), status_code=401)
+    request.session.clear()
+    request.session.update({"key_id": api_key.key_id, "tenant": api_key.tenant})
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request) -> RedirectResponse:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/dashboard")
+def dashboard(request: Request) -> Response:
+    session = request.session
+    svc = service_of(request)
+    key = None
+    if session.get("key_id") and session.get("tenant"):
+        key = svc.tenancy.key(session["tenant"], session["key_id"])
+    if key is None or key.revoked_at is not None or key.role not in ("analyst", "admin"):
+        session.clear()
+        return RedirectResponse("/login", status_code=303)
+    tenant = svc.tenancy.tenant(key.tenant)
+    return HTMLResponse(_page("dashboard.html", tenant=tenant.name if tenant else key.tenant))

@@ -1,0 +1,200 @@
+"""Report API: the CLI's unique-visitor report (JSON paginated or CSV streamed) and the
+dashboard summary. Analyst and admin keys; always the key's own tenant.
+
+Filters naming a camera, location or group the tenant does not have answer 403: a key
+cannot probe another tenant's ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from revisit.api.auth import require, service_of
+from revisit.api.service import Service
+from revisit.report import formats
+from revisit.report.durations import parse_duration
+from revisit.report.query import ReportQuery, ReportRow
+from revisit.store import summary as summary_sql
+from revisit.tenancy.db import ApiKey
+
+router = APIRouter(tags=["reports"])
+reader = require("analyst", "admin")
+
+SORTS = {
+    "total_appearances": lambda r: (r.total_appearances, r.visitor_id),
+    "visitor_id": lambda r: r.visitor_id,
+    "locations_visited": lambda r: (r.locations_visited, r.visitor_id),
+    "first_seen": lambda r: (r.first_seen, r.visitor_id),
+    "last_seen": lambda r: (r.last_seen, r.visitor_id),
+    "sightings": lambda r: (r.sightings, r.visitor_id),
+}
+DEFAULT_SORT = "-total_appearances"  # the store's own order: no sorting in Python
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+def build_query(
+    svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
+    cameras: str | None, camera_group: str | None, visit_gap: str,
+) -> ReportQuery:
+    locs, cams = _split(locations), _split(cameras)
+    registered_cams = {c.camera_id for c in svc.tenancy.cameras(key.tenant)}
+    registered_locs = {loc.location_id for loc in svc.tenancy.locations(key.tenant)}
+    if svc.duckdb_store:
+        seen_cams, seen_locs = summary_sql.known_places(svc.cursor(), key.tenant)
+        registered_cams |= seen_cams
+        registered_locs |= seen_locs
+    for c in cams:
+        if c not in registered_cams:
+            raise HTTPException(403, f"camera {c!r} is not a camera of your tenant")
+    for loc in locs:
+        if loc not in registered_locs:
+            raise HTTPException(403, f"location {loc!r} is not a location of your tenant")
+    group = ""
+    if camera_group:
+        members = svc.tenancy.group_cameras(key.tenant, camera_group)
+        if members is None:
+            raise HTTPException(403, f"camera group {camera_group!r} is not a group of your tenant")
+        cams = tuple(sorted(set(cams) | set(members))) if cams else tuple(members)
+        group = camera_group
+    try:
+        return ReportQuery(start=from_, end=to, tenant=key.tenant, locations=locs, cameras=cams,
+                           visit_gap=parse_duration(visit_gap), camera_group=group)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+class _Pipe:
+    """A text sink one thread writes and a generator reads in chunks (bounded)."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue[str | None] = queue.Queue(maxsize=64)
+        self.buf: list[str] = []
+        self.size = 0
+
+    def write(self, s: str) -> int:
+        self.buf.append(s)
+        self.size += len(s)
+        if self.size >= 64 * 1024:
+            self.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.q.put("".join(self.buf))
+            self.buf, self.size = [], 0
+
+
+def _stream_csv(svc: Service, query: ReportQuery) -> Iterator[bytes]:
+    pipe = _Pipe()
+    error: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            header = svc.runtime.store.report_header(query)
+            formats.write_csv(svc.runtime.store.report_rows(query), pipe, header)  # type: ignore[arg-type]
+            pipe.flush()
+        except BaseException as exc:
+            error.append(exc)
+        finally:
+            pipe.q.put(None)
+
+    threading.Thread(target=produce, name="csv-report", daemon=True).start()
+    while (chunk := pipe.q.get()) is not None:
+        yield chunk.encode()
+    if error:
+        raise error[0]
+
+
+@router.get("/v1/reports/unique-visitors", summary="Unique visitors (JSON pages or CSV)")
+def unique_visitors(
+    request: Request,
+    from_: date = Query(..., alias="from", description="First day (YYYY-MM-DD), inclusive."),
+    to: date = Query(..., description="Last day, inclusive."),
+    locations: str | None = Query(None, description="Location ids, comma separated."),
+    cameras: str | None = Query(None, description="Camera ids, comma separated."),
+    camera_group: str | None = Query(None, description="A camera group of the tenant."),
+    visit_gap: str = Query("30m", description="Longest gap inside one visit, e.g. 30m."),
+    format: str = Query("json", pattern="^(json|csv)$"),
+    page: int = Query(1, ge=1),
+    page_size: int = Query(100, ge=1),
+    sort: str = Query(DEFAULT_SORT, description="Column, '-' prefix for descending: "
+                      + ", ".join(SORTS)),
+    key: ApiKey = Depends(reader),
+) -> Any:
+    svc = service_of(request)
+    query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+    if format == "csv":
+        name = f"unique-visitors_{from_.isoformat()}_{to.isoformat()}.csv"
+        return StreamingResponse(
+            _stream_csv(svc, query), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    if page_size > svc.config.max_page_size:
+        raise HTTPException(422, f"page_size is at most {svc.config.max_page_size}")
+    field = sort.removeprefix("-")
+    if field not in SORTS:
+        raise HTTPException(422, f"sort {sort!r}: use one of {', '.join(SORTS)} ('-' = desc)")
+    store = svc.runtime.store
+    header = store.report_header(query)
+    rows: Iterator[ReportRow] = store.report_rows(query)
+    start = (page - 1) * page_size
+    if sort == DEFAULT_SORT:
+        page_rows = list(itertools.islice(rows, start, start + page_size))
+        rows_close = getattr(rows, "close", None)
+        if rows_close:
+            rows_close()
+    else:
+        ordered = sorted(rows, key=SORTS[field], reverse=sort.startswith("-"))
+        page_rows = ordered[start:start + page_size]
+    total = header.unique_visitors
+    return {
+        "header": formats.header_dict(header),
+        "page": page, "page_size": page_size, "sort": sort, "total": total,
+        "pages": (total + page_size - 1) // page_size,
+        "visitors": [formats.row_dict(r) for r in page_rows],
+    }
+
+
+@router.get("/v1/reports/summary", summary="Dashboard figures for a period")
+def summary(
+    request: Request,
+    from_: date = Query(..., alias="from"),
+    to: date = Query(...),
+    locations: str | None = Query(None),
+    cameras: str | None = Query(None),
+    camera_group: str | None = Query(None),
+    visit_gap: str = Query("30m"),
+    key: ApiKey = Depends(reader),
+) -> dict[str, Any]:
+    svc = service_of(request)
+    if not svc.duckdb_store:
+        raise HTTPException(501, "the summary needs the DuckDB store")
+    query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+    out = summary_sql.summary(svc.cursor(), query)
+    names = {loc.location_id: loc.name for loc in svc.tenancy.locations(key.tenant)}
+    for row in out["locations"]:
+        row["name"] = names.get(row["location_id"], row["location_id"])
+    return out
+
+
+@router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant")
+def places(request: Request, key: ApiKey = Depends(reader)) -> dict[str, Any]:
+    t = service_of(request).tenancy
+    return {
+        "locations": [{"location_id": x.location_id, "name": x.name, "timezone": x.timezone}
+                      for x in t.locations(key.tenant)],
+        "cameras": [{"camera_id": c.camera_id, "location_id": c.location_id, "name": c.name,
+                     "timezone": c.timezone} for c in t.cameras(key.tenant)],
+        "groups": t.groups(key.tenant),
+    }

@@ -1,0 +1,105 @@
+"""The one object a server process owns: runtime, admin data, batch processor, metrics.
+
+The DuckDB file admits one writer process, so the admin tables go through the store's own
+connection; a non-DuckDB store keeps them in ``<data>/tenancy.duckdb``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import Any
+
+import duckdb
+
+from revisit.api.metrics import Metrics
+from revisit.api.processing import BatchProcessor
+from revisit.api.settings import ServiceSettings
+from revisit.config import Settings
+from revisit.pipeline import Runtime
+from revisit.tenancy.db import Tenancy, connection_for
+from revisit.tenancy.privacy import erase_visitor, purge_tenant
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(
+        self, settings: Settings, service: ServiceSettings | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = service or ServiceSettings()
+        self.runtime = runtime or Runtime(settings)
+        self.write_lock = threading.RLock()
+        con = connection_for(self.runtime.store)
+        self._own_con: duckdb.DuckDBPyConnection | None = None
+        if con is None:
+            self._own_con = con = duckdb.connect(str(settings.data / "tenancy.duckdb"))
+        self.con = con
+        self.tenancy = Tenancy(con)
+        self.metrics = Metrics(lambda: float(self.processor.depth()))
+        self.processor = BatchProcessor(
+            self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
+            self.config.batch_status_kept,
+        )
+        self.session_secret = self.config.session_secret or secrets.token_urlsafe(32)
+        self._local = threading.local()
+        self._stop = threading.Event()
+        self._purger: threading.Thread | None = None
+        self.ready = False
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the store's connection (for summary SQL)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self.con.cursor()
+        return cur
+
+    @property
+    def duckdb_store(self) -> bool:
+        return self._own_con is None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, processing: bool = True) -> None:
+        if processing:
+            self.processor.start()
+        if self.config.purge_interval_s > 0:
+            self._purger = threading.Thread(target=self._purge_loop, name="retention",
+                                            daemon=True)
+            self._purger.start()
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        self._stop.set()
+        self.processor.stop()
+        if self._purger is not None:
+            self._purger.join(timeout=5)
+        self.runtime.close()
+        if self._own_con is not None:
+            self._own_con.close()
+
+    def _purge_loop(self) -> None:
+        while not self._stop.wait(self.config.purge_interval_s):
+            try:
+                self.purge_all("scheduler")
+            except Exception:
+                log.exception("scheduled retention purge failed")
+
+    # -- privacy --------------------------------------------------------------------------
+    def erase(self, tenant: str, visitor_id: str, actor: str) -> dict[str, int]:
+        crops = self.settings.crops_dir if self.settings.privacy.keep_crops else None
+        with self.write_lock:
+            return erase_visitor(self.runtime.store, self.runtime.index, self.tenancy, tenant,
+                                 visitor_id, actor, crops)
+
+    def purge_all(self, actor: str) -> dict[str, Any]:
+        crops = self.settings.crops_dir if self.settings.privacy.keep_crops else None
+        out = {}
+        for t in self.tenancy.tenants():
+            with self.write_lock:
+                out[t.tenant] = purge_tenant(self.runtime.store, self.runtime.index,
+                                             self.tenancy, t.tenant, actor, crops)
+        return out

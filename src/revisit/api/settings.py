@@ -1,0 +1,43 @@
+"""Settings of the HTTP service (env ``REVISIT_SERVICE_...``): limits, queue, sessions.
+
+Kept beside the service rather than in :mod:`revisit.config` so the service can grow
+without touching the shared settings contract.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REVISIT_SERVICE_", extra="ignore")
+
+    max_batch_frames: int = Field(64, ge=1, le=10_000, description="Snapshots per camera batch.")
+    max_image_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest accepted snapshot file (bytes)."
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="Largest accepted width x height, read from the header "
+        "before any decoding (decompression bombs)."
+    )
+    max_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest request body (Content-Length)."
+    )
+    queue_batches: int = Field(
+        16, ge=1, le=100_000, description="Accepted batches waiting for processing; beyond "
+        "this POST /v1/batches answers 429 with Retry-After."
+    )
+    retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After on 429.")
+    batch_status_kept: int = Field(
+        10_000, ge=10, description="Batch statuses remembered (oldest forgotten first)."
+    )
+    session_secret: str = Field(
+        "", description="Signs dashboard session cookies. Empty = random per process "
+        "(sessions end when the server restarts)."
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="Dashboard session lifetime.")
+    purge_interval_s: int = Field(
+        3600, ge=0, description="Seconds between scheduled retention purges; 0 = never."
+    )
+    max_page_size: int = Field(1000, ge=1, description="Largest JSON report page.")

@@ -1,0 +1,209 @@
+"""``revisit admin ...``: tenants, API keys, locations, cameras, groups, erasure, retention.
+
+Works on the data directory directly, so run it while the server is stopped (DuckDB admits
+one writer process) or use the admin HTTP API of a running server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+
+from revisit.cli.context import split_list, state
+from revisit.tenancy.db import Tenancy, TenancyError, connection_for
+
+admin_app = typer.Typer(help="Tenants, keys, cameras, groups, erasure and retention.",
+                        no_args_is_help=True)
+
+
+@contextlib.contextmanager
+def _open(ctx: typer.Context) -> Iterator[tuple[object, Tenancy]]:
+    import duckdb
+
+    from revisit.backends import open_store
+
+    settings = state(ctx).settings()
+    settings.data.mkdir(parents=True, exist_ok=True)
+    try:
+        store = open_store(settings)
+    except duckdb.IOException as exc:
+        typer.echo(f"error: cannot open the store ({exc}); is `revisit serve` running?", err=True)
+        raise typer.Exit(2) from None
+    own = None
+    con = connection_for(store)
+    if con is None:
+        own = con = duckdb.connect(str(settings.data / "tenancy.duckdb"))
+    try:
+        yield store, Tenancy(con)
+    except TenancyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if own is not None:
+            own.close()
+        store.close()  # type: ignore[attr-defined]
+
+
+Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+AnyTenant = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id (all if unset).")]
+
+
+@admin_app.command("add-tenant")
+def add_tenant(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Argument(help="Tenant id (letters, digits, _ . -).")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    retention_days: Annotated[int, typer.Option(help="Keep sightings this many days.")] = 365,
+) -> None:
+    """Create a tenant."""
+    with _open(ctx) as (_, t):
+        t.create_tenant(tenant, name, retention_days)
+    typer.echo(f"tenant {tenant} created (retention {retention_days} days)")
+
+
+@admin_app.command("set-retention")
+def set_retention(ctx: typer.Context, tenant: Tenant, days: int) -> None:
+    """Change how many days a tenant's sightings and embeddings are kept."""
+    with _open(ctx) as (_, t):
+        t.set_retention(tenant, days)
+        t.audit(tenant, "cli", "tenant.retention", {"retention_days": days})
+    typer.echo(f"tenant {tenant}: retention {days} days")
+
+
+@admin_app.command("add-key")
+def add_key(
+    ctx: typer.Context, tenant: Tenant,
+    role: Annotated[str, typer.Option(help="admin, analyst or camera.")],
+    cameras: Annotated[
+        str | None, typer.Option(help="Camera ids (camera keys), comma separated.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A note: who or what uses the key.")] = "",
+) -> None:
+    """Create an API key. The key is printed once and stored only as a hash."""
+    with _open(ctx) as (_, t):
+        key, secret = t.create_key(tenant, role, split_list(cameras), name)
+    typer.echo(f"key id {key.key_id} ({key.role}, tenant {key.tenant}); keep the key, it is "
+               "shown only now:", err=True)
+    typer.echo(secret)
+
+
+@admin_app.command("revoke-key")
+def revoke_key(ctx: typer.Context, tenant: Tenant, key_id: str) -> None:
+    """Revoke an API key by its id."""
+    with _open(ctx) as (_, t):
+        ok = t.revoke_key(tenant, key_id)
+    if not ok:
+        typer.echo(f"error: no key {key_id} in tenant {tenant}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"key {key_id} revoked")
+
+
+@admin_app.command("add-location")
+def add_location(
+    ctx: typer.Context, tenant: Tenant, location_id: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    timezone: Annotated[str, typer.Option(help="IANA timezone.")] = "UTC",
+) -> None:
+    """Create or update a location (store)."""
+    with _open(ctx) as (_, t):
+        t.add_location(tenant, location_id, name, timezone)
+    typer.echo(f"location {location_id} saved")
+
+
+@admin_app.command("add-camera")
+def add_camera(
+    ctx: typer.Context, tenant: Tenant, camera_id: str,
+    location: Annotated[str, typer.Option(help="Location id the camera is at.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA timezone (default: the location's).")
+    ] = None,
+) -> None:
+    """Register a camera at a location (needed before it may post batches)."""
+    with _open(ctx) as (_, t):
+        t.add_camera(tenant, camera_id, location, name, timezone)
+    typer.echo(f"camera {camera_id} at {location} saved")
+
+
+@admin_app.command("set-group")
+def set_group(
+    ctx: typer.Context, tenant: Tenant, name: str,
+    cameras: Annotated[str, typer.Option(help="Camera ids, comma separated.")],
+) -> None:
+    """Create or replace a camera group."""
+    with _open(ctx) as (_, t):
+        cams = t.set_group(tenant, name, split_list(cameras))
+    typer.echo(f"group {name}: {', '.join(cams)}")
+
+
+@admin_app.command("show")
+def show(ctx: typer.Context, tenant: AnyTenant = None) -> None:
+    """Tenants, or one tenant's locations, cameras, groups and keys (as JSON)."""
+    with _open(ctx) as (_, t):
+        if tenant is None:
+            out: object = [{"tenant": x.tenant, "name": x.name,
+                            "retention_days": x.retention_days} for x in t.tenants()]
+        else:
+            x = t.require_tenant(tenant)
+            out = {
+                "tenant": x.tenant, "name": x.name, "retention_days": x.retention_days,
+                "locations": [vars_(loc) for loc in t.locations(tenant)],
+                "cameras": [vars_(c) for c in t.cameras(tenant)],
+                "groups": t.groups(tenant),
+                "keys": [{"key_id": k.key_id, "role": k.role, "cameras": list(k.cameras),
+                          "name": k.name, "revoked": k.revoked_at is not None}
+                         for k in t.keys(tenant)],
+            }
+    typer.echo(json.dumps(out, indent=2, default=str))
+
+
+def vars_(obj: object) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)  # type: ignore[call-overload]
+
+
+@admin_app.command("erase-visitor")
+def erase_visitor(ctx: typer.Context, tenant: Tenant, visitor_id: str) -> None:
+    """Erase a visitor: sightings, embeddings, exemplars, crops; audited."""
+    from revisit.tenancy.privacy import erase_visitor as erase
+
+    settings = state(ctx).settings()
+    crops = settings.crops_dir if settings.privacy.keep_crops else None
+    with _open(ctx) as (store, t):
+        try:
+            counts = erase(store, None, t, tenant, visitor_id, "cli", crops)  # type: ignore[arg-type]
+        except KeyError:
+            typer.echo(f"error: no visitor {visitor_id} in tenant {tenant}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"visitor {visitor_id} erased: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@admin_app.command("purge")
+def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
+    """Delete sightings and embeddings older than each tenant's retention."""
+    from revisit.tenancy.privacy import purge_tenant
+
+    settings = state(ctx).settings()
+    crops = settings.crops_dir if settings.privacy.keep_crops else None
+    with _open(ctx) as (store, t):
+        tenants = [tenant] if tenant else [x.tenant for x in t.tenants()]
+        for name in tenants:
+            counts = purge_tenant(store, None, t, name, "cli", crops)  # type: ignore[arg-type]
+            typer.echo(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@admin_app.command("audit")
+def audit(ctx: typer.Context, tenant: Tenant, limit: int = 50) -> None:
+    """The tenant's audit log, newest first (JSON lines)."""
+    with _open(ctx) as (_, t):
+        for rec in t.audit_log(tenant, limit):
+            typer.echo(json.dumps(rec))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(admin_app, name="admin")

@@ -1,0 +1,135 @@
+"""Dashboard figures as SQL over the store's tables (DuckDB dialect).
+
+Built on :func:`revisit.report.sql.report_cte`, so "visitor", "visit" and "location" mean
+exactly what they mean in the report (aliases resolved, same visit gap). Functions take a
+DuckDB connection/cursor rather than living on the store, so the store's file stays the
+store engineer's.
+
+Definitions
+- *returning visitor*: a visitor of the period who was already seen before the period;
+  *new*: first seen in the period.
+- *repeat visitor*: more than one visit in the period (``returning_share`` is the share of
+  the period's visitors who are returning).
+- daily unique visitors: distinct visitors per UTC day.
+- visit-frequency histogram: visitors by visits in the period, the last bucket open
+  (``"10+"``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from revisit.report.query import ReportQuery
+from revisit.report.sql import naive_utc, report_cte
+
+HISTOGRAM_BUCKETS = 10
+
+
+def _q(con: duckdb.DuckDBPyConnection, tail: str, query: ReportQuery,
+       extra: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    cte, params = report_cte(query)
+    return con.execute(cte + "\n" + tail, params + (extra or [])).fetchall()
+
+
+def totals(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> dict[str, Any]:
+    """Unique visitors, visits, sightings, new/returning/repeat visitors of the period."""
+    row = _q(con, """
+, before AS (
+    SELECT DISTINCT coalesce(a.visitor_id, s.face_id) AS vid
+    FROM sightings s LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
+    WHERE s.tenant = ? AND s.ts < ?
+)
+SELECT count(*), coalesce(sum(total), 0)::BIGINT, coalesce(sum(n_sightings), 0)::BIGINT,
+       count(*) FILTER (WHERE vid IN (SELECT vid FROM before)),
+       count(*) FILTER (WHERE total > 1)
+FROM per_visitor""", query, [query.tenant, naive_utc(query.ts_from)])[0]
+    visitors, visits, sightings, returning, repeat = (int(v) for v in row)
+    return {
+        "unique_visitors": visitors,
+        "visits": visits,
+        "sightings": sightings,
+        "new_visitors": visitors - returning,
+        "returning_visitors": returning,
+        "returning_share": round(returning / visitors, 4) if visitors else 0.0,
+        "repeat_visitors": repeat,
+        "repeat_share": round(repeat / visitors, 4) if visitors else 0.0,
+    }
+
+
+def daily(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dict[str, Any]]:
+    """Distinct visitors and sightings per UTC day (days without sightings included)."""
+    rows = _q(con, """
+SELECT CAST(make_timestamp(t) AS DATE) AS day, count(DISTINCT vid), count(*),
+       sum(new_visit)::BIGINT
+FROM marked GROUP BY day ORDER BY day""", query)
+    found = {r[0]: r for r in rows}
+    out = []
+    day = query.start
+    while day <= query.end:
+        r = found.get(day)
+        out.append({
+            "day": day.isoformat(),
+            "unique_visitors": int(r[1]) if r else 0,
+            "sightings": int(r[2]) if r else 0,
+            "visits": int(r[3]) if r else 0,
+        })
+        day += timedelta(days=1)
+    return out
+
+
+def histogram(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dict[str, Any]]:
+    """Visitors by number of visits in the period: 1, 2, ..., ``10+``."""
+    rows = _q(con, f"""
+SELECT least(total, {HISTOGRAM_BUCKETS}) AS b, count(*) FROM per_visitor GROUP BY b ORDER BY b""",
+              query)
+    found = {int(b): int(n) for b, n in rows}
+    return [
+        {"visits": f"{b}+" if b == HISTOGRAM_BUCKETS else str(b), "visitors": found.get(b, 0)}
+        for b in range(1, HISTOGRAM_BUCKETS + 1)
+    ]
+
+
+def per_location(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dict[str, Any]]:
+    """One row per location (store): unique visitors, visits, sightings, first/last seen."""
+    rows = _q(con, """
+SELECT loc, count(*), sum(visits)::BIGINT, sum(n)::BIGINT, min(first_us), max(last_us),
+       count(*) FILTER (WHERE visits > 1)
+FROM per_loc GROUP BY loc ORDER BY loc""", query)
+    return [
+        {
+            "location_id": r[0], "unique_visitors": int(r[1]), "visits": int(r[2]),
+            "sightings": int(r[3]), "repeat_visitors": int(r[6]),
+            "first_seen": _iso(r[4]), "last_seen": _iso(r[5]),
+        }
+        for r in rows
+    ]
+
+
+def summary(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> dict[str, Any]:
+    """Everything the dashboard shows for one period and filter."""
+    return {
+        "period": {"from": query.start.isoformat(), "to": query.end.isoformat()},
+        "filter": query.describe_filter(),
+        "totals": totals(con, query),
+        "daily": daily(con, query),
+        "histogram": histogram(con, query),
+        "locations": per_location(con, query),
+    }
+
+
+def known_places(con: duckdb.DuckDBPyConnection, tenant: str) -> tuple[set[str], set[str]]:
+    """(camera ids, location ids) the store has seen for a tenant."""
+    cams = {r[0] for r in con.execute(
+        "SELECT camera_id FROM cameras WHERE tenant = ?", [tenant]).fetchall()}
+    locs = {r[0] for r in con.execute(
+        "SELECT location_id FROM locations WHERE tenant = ?", [tenant]).fetchall()}
+    return cams, locs
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
