@@ -13,11 +13,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from revisit.config import Settings
-from revisit.queue.base import StageQueue
+from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
 from revisit.records import Batch, Frame, Rejected
+
+if TYPE_CHECKING:
+    from revisit.identity.resolver import Resolver
+    from revisit.vision.stages import Vision
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +130,6 @@ class _StageThread(threading.Thread):
 
 def _put(queue: StageQueue, batch: Batch, abort: threading.Event) -> None:
     """Blocking put that still notices an abort elsewhere in the pipeline."""
-    from revisit.queue.base import QueueFull
-
     while not abort.is_set():
         try:
             queue.put(batch, timeout=0.1)
@@ -194,11 +197,12 @@ class Runtime:
         settings.data.mkdir(parents=True, exist_ok=True)
         self.store = open_store(settings)
         self.index = open_index(settings)
-        self._vision = None
-        self._resolver = None
+        self._vision: Vision | None = None
+        self._resolver: Resolver | None = None
+        self.stage_seconds: dict[str, float] = {}
 
     @property
-    def vision(self):  # noqa: ANN201 - revisit.vision.stages.Vision, imported lazily
+    def vision(self):
         if self._vision is None:
             from revisit.vision.stages import Vision
 
@@ -206,7 +210,7 @@ class Runtime:
         return self._vision
 
     @property
-    def resolver(self):  # noqa: ANN201 - revisit.identity.resolver.Resolver
+    def resolver(self):
         if self._resolver is None:
             from revisit.identity.resolver import Resolver
 

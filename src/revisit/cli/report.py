@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             store.close()
 
 
-def _open_store(ctx: typer.Context):  # noqa: ANN202 - a SightingStore
+def _open_store(ctx: typer.Context):
     from revisit.backends import open_store
 
     settings = state(ctx).settings()

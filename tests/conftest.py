@@ -1,0 +1,32 @@
+"""Shared fixtures: where the real data lives, and a settings factory on a temp data dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from revisit.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("REVISIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+LFW = SHARED_DATA / "lfw-dev"
+
+
+def lfw_photo(person: str, n: int) -> Path:
+    path = LFW / person / f"{person}_{n:04d}.jpg"
+    if not path.exists():
+        pytest.skip(f"real face data missing: {path} (../shared/data must sit beside the repo)")
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path):
+    """Settings on a fresh data directory; keyword overrides as in load_settings."""
+
+    def make(**overrides: object) -> Settings:
+        overrides.setdefault("data", tmp_path / "data")
+        return load_settings(None, **overrides)
+
+    return make
