@@ -1,0 +1,168 @@
+"""Auth, roles, tenant isolation, upload limits and back-pressure (no models needed)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from tests.api.conftest import Env, photo
+
+TS = "2024-05-02T10:00:00+02:00"
+
+
+def _jpeg() -> bytes:
+    return photo("Colin_Powell", 1).read_bytes()
+
+
+def _bomb() -> bytes:
+    """A real JPEG whose frame header claims 60000 x 60000 pixels."""
+    data = bytearray(_jpeg())
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    data[i + 5:i + 9] = struct.pack(">HH", 60000, 60000)
+    return bytes(data)
+
+
+def _nothing_queued(env: Env) -> None:
+    assert env.service.processor.depth() == 0
+    assert env.service.runtime.store.stats("acme")["frames"] == 0
+
+
+def test_health_ready_metrics_docs(env: Env) -> None:
+    assert env.client.get("/healthz").json() == {"status": "ok"}
+    assert env.client.get("/readyz").status_code == 200
+    m = env.client.get("/metrics")
+    assert m.status_code == 200
+    for name in ("revisit_frames_received_total", "revisit_queue_depth",
+                 "revisit_stage_seconds", "revisit_new_visitors_total"):
+        assert name in m.text or name.removesuffix("_total") in m.text
+    assert env.client.get("/docs").status_code == 200
+    paths = env.client.get("/openapi.json").json()["paths"]
+    assert "/v1/batches" in paths and "/v1/reports/unique-visitors" in paths
+
+
+def test_missing_and_wrong_key_401(env: Env) -> None:
+    item = {"data": _jpeg(), "camera_id": "camA", "ts": TS}
+    assert env.post_batch("", [item]).status_code == 401
+    env.keys["bogus"] = "rvk_not-a-real-key"
+    r = env.post_batch("bogus", [item])
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = env.client.get("/v1/reports/unique-visitors?from=2024-01-01&to=2024-01-02",
+                       headers={"Authorization": "Basic abc"})
+    assert r.status_code == 401
+    _nothing_queued(env)
+
+
+def test_camera_key_cannot_post_for_other_camera(env: Env) -> None:
+    for cam in ("camB", "camX", "unknown"):
+        r = env.post_batch("cam_a", [{"data": _jpeg(), "camera_id": cam, "ts": TS}])
+        assert r.status_code == 403, r.text
+        assert cam in r.json()["detail"]
+    # one bad frame refuses the whole batch
+    r = env.post_batch("cam_a", [{"data": _jpeg(), "camera_id": "camA", "ts": TS},
+                                 {"data": _jpeg(), "camera_id": "camB", "ts": TS}])
+    assert r.status_code == 403
+    r = env.post_batch("other_cam", [{"data": _jpeg(), "camera_id": "camA", "ts": TS}])
+    assert r.status_code == 403
+    _nothing_queued(env)
+
+
+def test_roles(env: Env) -> None:
+    item = {"data": _jpeg(), "camera_id": "camA", "ts": TS}
+    for key in ("analyst", "admin"):
+        assert env.post_batch(key, [item]).status_code == 403
+    assert env.report("cam_a").status_code == 403
+    r = env.client.delete("/v1/visitors/V-000001", headers=env.auth("analyst"))
+    assert r.status_code == 403
+    r = env.client.put("/v1/admin/cameras", json={"camera_id": "c9", "location_id": "101"},
+                       headers=env.auth("analyst"))
+    assert r.status_code == 403
+    _nothing_queued(env)
+
+
+def test_other_tenant_analyst_sees_nothing_and_cannot_probe(env: Env) -> None:
+    r = env.post_batch("cam_a", [{"data": _jpeg(), "camera_id": "camA", "ts": TS}])
+    assert r.status_code == 202
+    batch_id = r.json()["batch_id"]
+    # the status of acme's batch is not visible to another tenant
+    r = env.client.get(f"/v1/batches/{batch_id}", headers=env.auth("other_analyst"))
+    assert r.status_code == 404
+    assert env.client.get(f"/v1/batches/{batch_id}", headers=env.auth("analyst")).status_code == 200
+    for params in ({"cameras": "camA"}, {"locations": "101"}, {"camera_group": "harbour"}):
+        r = env.report("other_analyst", **params)
+        assert r.status_code == 403, params
+    r = env.client.get("/v1/places", headers=env.auth("other_analyst")).json()
+    assert [c["camera_id"] for c in r["cameras"]] == ["camX"]
+    r = env.client.delete("/v1/visitors/V-000001", headers=env.auth("other_admin"))
+    assert r.status_code == 404
+
+
+def test_revoked_key_401(env: Env) -> None:
+    svc = env.service
+    key_id = svc.tenancy.authenticate(env.keys["analyst"]).key_id
+    assert env.report().status_code == 200
+    r = env.client.delete(f"/v1/admin/keys/{key_id}", headers=env.auth("admin"))
+    assert r.status_code == 200
+    assert env.report().status_code == 401
+
+
+def test_bad_uploads_get_4xx_naming_the_problem(tmp_path) -> None:
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False, max_batch_frames=2, max_image_bytes=200_000)
+    env = next(gen)
+    try:
+        good = _jpeg()
+        cases = [
+            ([{"data": b"this is not an image", "camera_id": "camA", "ts": TS}], 422, "JPEG"),
+            ([{"data": good[:60], "camera_id": "camA", "ts": TS}], 422, "JPEG"),
+            ([{"data": _bomb(), "camera_id": "camA", "ts": TS}], 413, "60000x60000"),
+            ([{"data": good + b"\0" * 250_000, "camera_id": "camA", "ts": TS}], 413, "bytes"),
+            ([{"data": good, "camera_id": "camA", "ts": TS, "file": f"f{i}.jpg"}
+              for i in range(3)], 413, "at most 2"),
+            ([{"data": good, "camera_id": "camA", "ts": "2024-05-02T10:00:00"}], 422, "offset"),
+            ([{"data": good, "camera_id": "camA", "ts": "yesterday"}], 422, "ISO 8601"),
+        ]
+        for items, status, word in cases:
+            r = env.post_batch("cam_a", items)
+            assert r.status_code == status, (word, r.text)
+            assert word in r.json()["detail"], (word, r.text)
+        # metadata that does not match the parts
+        h = env.auth("cam_a")
+        r = env.client.post("/v1/batches", data={"metadata": "[{]"},
+                            files=[("images", ("a.jpg", good, "image/jpeg"))], headers=h)
+        assert r.status_code == 422 and "JSON" in r.json()["detail"]
+        r = env.client.post(
+            "/v1/batches",
+            data={"metadata": json.dumps([{"file": "b.jpg", "camera_id": "camA", "ts": TS}])},
+            files=[("images", ("a.jpg", good, "image/jpeg"))], headers=h)
+        assert r.status_code == 422 and "b.jpg" in r.json()["detail"]
+        _nothing_queued(env)
+        assert "revisit_frames_rejected_total" in env.client.get("/metrics").text
+    finally:
+        gen.close()
+
+
+def test_queue_full_429_with_retry_after(tmp_path) -> None:
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False, queue_batches=1)
+    env = next(gen)
+    try:
+        a = photo("Colin_Powell", 1).read_bytes()
+        b = photo("Colin_Powell", 2).read_bytes()
+        r = env.post_batch("cam_a", [{"data": a, "camera_id": "camA", "ts": TS}])
+        assert r.status_code == 202
+        body = r.json()
+        assert body["frames"] == 1 and body["status_url"] == f"/v1/batches/{body['batch_id']}"
+        r = env.post_batch("cam_a", [{"data": b, "camera_id": "camA", "ts": TS}])
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) > 0
+        assert env.service.processor.depth() == 1
+        assert "revisit_batches_throttled_total 1.0" in env.client.get("/metrics").text
+        # the same frame again is a duplicate, not queued twice (no 429 either)
+        r = env.post_batch("cam_a", [{"data": a, "camera_id": "camA", "ts": TS}])
+        assert r.status_code == 202 and r.json()["duplicates"] == 1
+    finally:
+        gen.close()
