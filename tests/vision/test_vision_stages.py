@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+from tests.vision.vision_testdata import make_frame, read
+
+from revisit.config import Settings
+from revisit.records import Batch, Rejected, face_image_id
+from revisit.vision import Vision, decode, detect_batch, embed_batch
+
+PHOTOS = ["Job_Cohen/Job_Cohen_0001.jpg", "Dan_Morales/Dan_Morales_0001.jpg"]
+
+
+def _batch(lfw, shared_data, extra=()):
+    frames = [make_frame((lfw / p).read_bytes(), p) for p in PHOTOS]
+    couple = shared_data / "deepface-ids" / "_unlabelled" / "couple.jpg"
+    frames.append(make_frame(couple.read_bytes(), "couple"))
+    frames.extend(extra)
+    return Batch("b1", frames=frames)
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "no image data"),
+    (b"hello, this is not an image", "not a supported image"),
+    (b"%PDF-1.4 fake", "not a supported image"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 200, "corrupt"),
+    (b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, "corrupt"),
+])
+def test_bad_bytes_become_rejected_with_a_reason(data, reason):
+    out = decode(make_frame(data, "bad"))
+    assert isinstance(out, Rejected)
+    assert reason in out.reason
+    assert out.image_id == "bad" and out.tenant == "t1" and out.source == "bad"
+
+
+def test_truncated_jpeg_is_rejected(lfw):
+    data = (lfw / PHOTOS[0]).read_bytes()[:300]
+    assert isinstance(decode(make_frame(data, "cut")), Rejected)
+
+
+def test_decode_reads_real_jpeg(lfw):
+    pixels = decode(make_frame((lfw / PHOTOS[0]).read_bytes(), "ok"))
+    assert isinstance(pixels, np.ndarray)
+    assert pixels.shape == (250, 250, 3) and pixels.dtype == np.uint8
+
+
+def test_detect_batch_fills_faces_and_frees_pixels(vision, settings, lfw, shared_data):
+    bad = make_frame(b"not an image", "bad-frame")
+    batch = detect_batch(_batch(lfw, shared_data, [bad]), vision.detector, settings)
+    assert [r.image_id for r in batch.rejected] == ["bad-frame"]
+    assert [f.image_id for f in batch.frames] == [*PHOTOS, "couple"]
+    assert all(f.data is None and f.pixels is None for f in batch.frames)
+    per_frame = {f.image_id: 0 for f in batch.frames}
+    for face in batch.faces:
+        per_frame[face.image_id] += 1
+        assert face.crop is not None and face.crop.shape == (112, 112, 3)
+        assert face.embedding is None
+        assert face.face_image_id == face_image_id("t1", face.image_id, face.bbox)
+        assert face.camera_id == "cam-1" and face.location_id == "store-1"
+    assert per_frame[PHOTOS[0]] >= 1 and per_frame[PHOTOS[1]] >= 1 and per_frame["couple"] >= 2
+
+
+def test_face_image_ids_are_deterministic(vision, settings, lfw, shared_data):
+    a = detect_batch(_batch(lfw, shared_data), vision.detector, settings)
+    b = detect_batch(_batch(lfw, shared_data), Vision(settings).detector, settings)
+    ids_a = [f.face_image_id for f in a.faces]
+    assert ids_a == [f.face_image_id for f in b.faces]
+    assert len(set(ids_a)) == len(ids_a)
+
+
+def test_embed_batch_fills_unit_embeddings_and_drops_crops(vision, settings, lfw, shared_data):
+    batch = embed_batch(detect_batch(_batch(lfw, shared_data), vision.detector, settings),
+                        vision.embedder, settings)
+    assert batch.faces
+    for face in batch.faces:
+        assert face.crop is None
+        assert face.embedding.shape == (128,) and face.embedding.dtype == np.float32
+        assert abs(np.linalg.norm(face.embedding) - 1.0) < 1e-4
+
+
+def test_keep_crops_keeps_them(lfw, shared_data):
+    s = Settings(privacy={"keep_crops": True}, embedder={"batch_size": 2})
+    v = Vision(s)
+    batch = v.process(_batch(lfw, shared_data))
+    assert batch.faces and all(f.crop is not None and f.embedding is not None for f in batch.faces)
+
+
+def test_already_decoded_frames_skip_decoding(vision, settings, lfw):
+    frame = make_frame(b"", "pix")
+    frame.pixels = read(lfw / PHOTOS[0])
+    batch = detect_batch(Batch("b", frames=[frame]), vision.detector, settings)
+    assert not batch.rejected and batch.faces
