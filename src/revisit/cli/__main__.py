@@ -1,0 +1,5 @@
+"""``python -m revisit.cli``: the same as the ``revisit`` command."""
+
+from revisit.cli.main import run
+
+run()

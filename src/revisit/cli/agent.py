@@ -1,0 +1,80 @@
+"""``revisit agent``: the on-site camera agent (sample, batch, spool, send)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from revisit.records import Frame
+from revisit.report.durations import parse_duration
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("agent")
+    def agent(
+        server: Annotated[str, typer.Option(help="revisit server, e.g. http://10.0.0.5:8080")],
+        key: Annotated[str, typer.Option(envvar="REVISIT_AGENT_KEY", help="Camera API key.")],
+        camera: Annotated[str, typer.Option(help="Camera id (the key must allow it).")],
+        rtsp: Annotated[str | None, typer.Option(help="RTSP stream URL.")] = None,
+        video: Annotated[Path | None, typer.Option(help="Video file.")] = None,
+        folder: Annotated[Path | None, typer.Option(help="Folder of snapshot images.")] = None,
+        every: Annotated[str, typer.Option(help="Sampling interval (video/stream).")] = "5s",
+        batch: Annotated[int, typer.Option(min=1, max=500, help="Snapshots per batch.")] = 10,
+        start: Annotated[str | None, typer.Option(help="Time of a video's first frame.")] = None,
+        spool: Annotated[
+            Path, typer.Option(help="Disk buffer for batches not yet delivered.")
+        ] = Path("revisit-agent-spool"),
+        spool_mb: Annotated[int, typer.Option(min=1, help="Bound of the disk buffer (MB).")] = 512,
+        drain_timeout: Annotated[
+            float, typer.Option(help="After the input ends, keep retrying this long (s).")
+        ] = 600.0,
+    ) -> None:
+        """Sample snapshots from a stream, video or folder and post them in camera batches.
+
+        Batches are spooled to disk first and deleted only once the server accepted them,
+        so nothing is lost while the server is unreachable or restarting.
+        """
+        from revisit.ingest.agent import Agent, folder_snapshots
+        from revisit.ingest.manifest import ManifestError, parse_ts
+        from revisit.ingest.video import VideoError, sample_video
+
+        logging.getLogger("revisit.ingest.agent").setLevel(logging.INFO)
+        sources = [s for s in (rtsp, video, folder) if s]
+        if len(sources) != 1:
+            raise typer.BadParameter("give exactly one of --rtsp, --video, --folder")
+        try:
+            step = parse_duration(every)
+            origin = parse_ts(start) if start else None
+        except (ValueError, ManifestError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        frames: Iterator[Frame]
+        if folder is not None:
+            if not folder.is_dir():
+                raise typer.BadParameter(f"{folder} is not a folder", param_hint="--folder")
+            frames = folder_snapshots(folder, camera)
+        else:
+            src = rtsp or str(video)
+            frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)
+        worker = Agent(server, key, spool, batch_size=batch, max_spool_bytes=spool_mb * 1024 * 1024)
+        try:
+            stats = worker.run(frames, drain_timeout=drain_timeout)
+        except VideoError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: undelivered batches stay in the spool", err=True)
+            raise typer.Exit(130) from None
+        finally:
+            worker.close()
+        left = len(worker.spool.pending())
+        typer.echo(
+            f"{stats.sampled} snapshots, {stats.batches_sent} batches sent, "
+            f"{stats.batches_rejected} rejected, {stats.send_failures} failed attempts, "
+            f"{left} batches still spooled"
+        )
+        if left or stats.batches_rejected:
+            raise typer.Exit(3)

@@ -1,0 +1,257 @@
+"""The on-site camera agent: sample snapshots, batch them, deliver them to the server.
+
+Every batch is written to a disk spool *before* any attempt to send it, and deleted only
+after the server answered 202. So neither a server restart, a network outage, nor the agent
+itself being killed loses a snapshot; and because each snapshot's ``image_id`` is derived
+from camera and timestamp, a batch sent twice (sent, then killed before the spool entry was
+deleted) is not counted twice by the server.
+
+The spool is bounded (``max_spool_bytes``): when full, sampling waits for the sender rather
+than dropping the oldest snapshots, which would silently lose data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import httpx
+
+from revisit.ingest.video import frame_image_id
+from revisit.records import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class PermanentRejection(Exception):
+    """The server refused a batch for a reason a retry cannot fix (4xx other than 429)."""
+
+
+@dataclass(slots=True)
+class AgentStats:
+    sampled: int = 0
+    batches_spooled: int = 0
+    batches_sent: int = 0
+    batches_rejected: int = 0
+    send_failures: int = 0
+
+
+def folder_snapshots(folder: Path, camera_id: str, location_id: str = "") -> Iterator[Frame]:
+    """Images of a folder, in name order; a snapshot's time is the file's modification time."""
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        ts = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
+        yield Frame(
+            tenant="", camera_id=camera_id, location_id=location_id,
+            image_id=frame_image_id("", camera_id, ts) + "-" + path.stem[:40], ts=ts,
+            data=path.read_bytes(), source=str(path),
+        )
+
+
+class Spool:
+    """Batches on disk, oldest first: ``<dir>/<seq>-<uuid>/{meta.json, 0.jpg, ...}``.
+
+    A batch directory is built under a temporary name and renamed into place, so a reader
+    never sees half a batch.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.rejected_dir = root.parent / (root.name + "-rejected")
+        self._seq = self._last_seq()
+        self.changed = threading.Condition()
+        for stale in self.root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _last_seq(self) -> int:
+        seqs = [int(p.name.split("-", 1)[0]) for p in self.root.iterdir() if p.name[:1].isdigit()]
+        return max(seqs, default=0)
+
+    def pending(self) -> list[Path]:
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name[:1].isdigit())
+
+    def size(self) -> int:
+        return sum(f.stat().st_size for p in self.pending() for f in p.iterdir())
+
+    def put(self, frames: list[Frame], stop: threading.Event) -> Path:
+        """Write a batch; waits while the spool is over its bound (back-pressure)."""
+        incoming = sum(len(f.data or b"") for f in frames)
+        with self.changed:
+            while self.size() + incoming > self.max_bytes and self.pending() and not stop.is_set():
+                log.warning("spool full (%d bytes): waiting for the server", self.size())
+                self.changed.wait(timeout=1.0)
+        self._seq += 1
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        meta = []
+        for i, f in enumerate(frames):
+            name = f"{i}.jpg"
+            (tmp / name).write_bytes(f.data or b"")
+            meta.append({"file": name, "camera_id": f.camera_id, "ts": f.ts.isoformat(),
+                         "image_id": f.image_id})
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        final = self.root / f"{self._seq:012d}-{uuid.uuid4().hex[:8]}"
+        os.replace(tmp, final)
+        with self.changed:
+            self.changed.notify_all()
+        return final
+
+    def done(self, batch_dir: Path) -> None:
+        shutil.rmtree(batch_dir, ignore_errors=True)
+        with self.changed:
+            self.changed.notify_all()
+
+    def reject(self, batch_dir: Path, reason: str) -> None:
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        (batch_dir / "rejected.txt").write_text(reason)
+        os.replace(batch_dir, self.rejected_dir / batch_dir.name)
+        with self.changed:
+            self.changed.notify_all()
+
+
+class Agent:
+    """Spools camera batches and sends them with retries and exponential backoff."""
+
+    def __init__(
+        self,
+        server: str,
+        key: str,
+        spool_dir: Path,
+        *,
+        batch_size: int = 10,
+        max_spool_bytes: int = 512 * 1024 * 1024,
+        jpeg_quality: int = 90,
+        timeout: float = 30.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.batch_size = batch_size
+        self.jpeg_quality = jpeg_quality
+        self.max_backoff = max_backoff
+        self.spool = Spool(spool_dir, max_spool_bytes)
+        self.client = httpx.Client(
+            base_url=self.server, timeout=timeout, headers={"Authorization": f"Bearer {key}"}
+        )
+        self.stats = AgentStats()
+        self.stop = threading.Event()
+
+    # -- producing --------------------------------------------------------------------
+    def _encoded(self, frame: Frame) -> Frame:
+        if frame.data is None:
+            if frame.pixels is None:
+                raise ValueError(f"snapshot {frame.source} has no image")
+            ok, buf = cv2.imencode(".jpg", frame.pixels, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if not ok:
+                raise ValueError(f"cannot encode snapshot {frame.source}")
+            frame.data = buf.tobytes()
+            frame.pixels = None
+        return frame
+
+    def spool_frames(self, frames: Iterable[Frame]) -> None:
+        batch: list[Frame] = []
+        for frame in frames:
+            if self.stop.is_set():
+                break
+            batch.append(self._encoded(frame))
+            self.stats.sampled += 1
+            if len(batch) >= self.batch_size:
+                self.spool.put(batch, self.stop)
+                self.stats.batches_spooled += 1
+                batch = []
+        if batch:
+            self.spool.put(batch, self.stop)
+            self.stats.batches_spooled += 1
+
+    # -- sending ----------------------------------------------------------------------
+    def send_one(self, batch_dir: Path) -> None:
+        """POST one spooled batch; raises on failure (httpx errors or PermanentRejection)."""
+        meta = json.loads((batch_dir / "meta.json").read_text())
+        files = [("images", (m["file"], (batch_dir / m["file"]).read_bytes(), "image/jpeg"))
+                 for m in meta]
+        resp = self.client.post("/v1/batches", data={"metadata": json.dumps(meta)}, files=files)
+        if resp.status_code == 202:
+            return
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise httpx.HTTPStatusError(
+                f"server busy ({resp.status_code})", request=resp.request, response=resp
+            )
+        raise PermanentRejection(f"{resp.status_code}: {resp.text[:300]}")
+
+    def drain(self, until_empty_within: float | None = None) -> bool:
+        """Send spooled batches oldest first, backing off while the server is unreachable.
+
+        Returns True when the spool is empty. With ``until_empty_within`` it gives up after
+        that many seconds (the spool stays on disk for the next run).
+        """
+        deadline = None if until_empty_within is None else time.monotonic() + until_empty_within
+        backoff = 0.5
+        while True:
+            pending = self.spool.pending()
+            if not pending:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            if self.stop.is_set() and deadline is None:
+                return False
+            try:
+                self.send_one(pending[0])
+            except PermanentRejection as exc:
+                log.error("server rejected %s: %s", pending[0].name, exc)
+                self.spool.reject(pending[0], str(exc))
+                self.stats.batches_rejected += 1
+                continue
+            except (httpx.HTTPError, OSError) as exc:
+                self.stats.send_failures += 1
+                wait = backoff
+                retry_after = getattr(getattr(exc, "response", None), "headers", {}).get("retry-after")
+                if retry_after and str(retry_after).isdigit():
+                    wait = max(wait, float(retry_after))
+                log.warning("send failed (%s); retrying in %.1f s", exc, wait)
+                time.sleep(wait)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self.spool.done(pending[0])
+            self.stats.batches_sent += 1
+            backoff = 0.5
+
+    def run(self, frames: Iterable[Frame], drain_timeout: float | None = None) -> AgentStats:
+        """Sample into the spool in this thread while a sender thread drains it."""
+        sender = threading.Thread(target=self._send_loop, name="agent-sender", daemon=True)
+        sender.start()
+        try:
+            self.spool_frames(frames)
+        finally:
+            self._producing_done = True
+            sender.join()
+        self.drain(until_empty_within=drain_timeout)
+        return self.stats
+
+    _producing_done = False
+
+    def _send_loop(self) -> None:
+        while not self.stop.is_set():
+            empty = self.drain(until_empty_within=1.0)
+            if empty and self._producing_done:
+                return
+            if empty:
+                with self.spool.changed:
+                    self.spool.changed.wait(timeout=0.5)
+            elif self._producing_done:
+                return  # the caller's final drain takes over
+
+    def close(self) -> None:
+        self.stop.set()
+        self.client.close()
