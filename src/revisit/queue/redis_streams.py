@@ -1,0 +1,220 @@
+"""Redis Streams backend: one stream per stage queue, one consumer group per stage.
+
+- ``put`` appends with XADD, but only while the stream holds fewer than ``maxlen`` entries
+  (checked and appended atomically in a Lua script). XADD's own ``MAXLEN`` would trim the
+  oldest entries, i.e. silently drop batches nobody has processed yet; a depth check instead
+  gives producers back-pressure (they wait, then get :class:`QueueFull`).
+- ``get`` reads new entries with XREADGROUP. Entries delivered to a consumer that did not
+  ack them within ``claim_idle_ms`` (it died, or hangs) are taken over with XAUTOCLAIM, so
+  a dead worker's batches go to a live one. A consumer restarted under the same name first
+  gets its own unacknowledged entries back.
+- ``Delivery.ack()`` does XACK and XDEL in one transaction: an acked batch leaves the
+  stream, so XLEN is exactly "pending + not yet delivered" (the depth metric) and memory
+  stays bounded. Consequence: one consumer group per stream (no fan-out to several groups).
+- A batch delivered more than ``max_deliveries`` times (it keeps killing its worker) or
+  that does not decode is moved to ``revisit:<name>:dead`` and acked, so it cannot block
+  the queue forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from revisit.queue.base import Delivery, QueueFull
+from revisit.queue.codec import CodecError, decode_batch, encode_batch
+from revisit.records import Batch
+
+log = logging.getLogger(__name__)
+
+_FIELD = b"b"
+# Atomic "append unless full": KEYS[1] stream, ARGV[1] bound, ARGV[2] payload.
+_PUT_LUA = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'b', ARGV[2])
+"""
+
+
+def default_consumer_name() -> str:
+    """Unique per process: a restarted worker is a new consumer; its old entries are claimed."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RedisStreamQueue:
+    """A :class:`~revisit.queue.base.StageQueue` over one Redis stream ``revisit:<name>``."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        group: str = "revisit",
+        consumer: str | None = None,
+        maxlen: int = 8,
+        claim_idle_ms: int = 60_000,
+        max_deliveries: int = 5,
+        client: redis.Redis | None = None,
+    ) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be >= 1")
+        if claim_idle_ms < 1:
+            raise ValueError("claim_idle_ms must be >= 1")
+        self.name = name
+        self.key = f"revisit:{name}"
+        self.dead_key = f"{self.key}:dead"
+        self.group = group
+        self.consumer = consumer or default_consumer_name()
+        self.maxlen = maxlen
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self._r = client or redis.Redis.from_url(url, socket_connect_timeout=5)
+        self._put_script = self._r.register_script(_PUT_LUA)
+        self._own_cursor: str | None = "0"  # replay own pending entries once, after a restart
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        try:
+            self._r.xgroup_create(self.key, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- producer ---------------------------------------------------------------------------
+
+    def put(self, batch: Batch, timeout: float | None = None) -> None:
+        payload = encode_batch(batch)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            if self._put_script(keys=[self.key], args=[self.maxlen, payload]):
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise QueueFull(f"queue {self.name} is full ({self.maxlen} batches in {self.key})")
+            wait = pause if deadline is None else min(pause, deadline - now)
+            time.sleep(wait)
+            pause = min(pause * 2, 0.1)
+
+    # -- consumer ---------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> Delivery | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            delivery = self._own_pending() or self._claim()
+            if delivery is not None:
+                return delivery
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return None
+            # Block in slices so entries of dead consumers are claimed while we wait.
+            slice_ms = min(1000, max(50, self.claim_idle_ms // 2))
+            if deadline is not None:
+                slice_ms = min(slice_ms, int((deadline - now) * 1000))
+            resp = self._r.xreadgroup(
+                self.group, self.consumer, {self.key: ">"}, count=1,
+                block=slice_ms if slice_ms > 0 else None,
+            )
+            for _stream, entries in resp or []:
+                for entry_id, fields in entries:
+                    delivery = self._deliver(entry_id, fields)
+                    if delivery is not None:
+                        return delivery
+            if deadline is not None and slice_ms <= 0:
+                return None
+
+    def _own_pending(self) -> Delivery | None:
+        """After a restart under a fixed name: our own unacked entries, oldest first, once."""
+        while self._own_cursor is not None:
+            resp = self._r.xreadgroup(
+                self.group, self.consumer, {self.key: self._own_cursor}, count=1
+            )
+            entries = resp[0][1] if resp else []
+            if not entries:
+                self._own_cursor = None
+                return None
+            entry_id, fields = entries[0]
+            self._own_cursor = _as_str(entry_id)
+            delivery = self._deliver(entry_id, fields)
+            if delivery is not None:
+                return delivery
+        return None
+
+    def _claim(self) -> Delivery | None:
+        """Take over one entry idle longer than ``claim_idle_ms`` (its consumer is gone)."""
+        now = time.monotonic()
+        if now < self._next_claim:
+            return None
+        while True:
+            nxt, entries, *_deleted = self._r.xautoclaim(
+                self.key, self.group, self.consumer, self.claim_idle_ms,
+                start_id=self._claim_cursor, count=1,
+            )
+            self._claim_cursor = _as_str(nxt)
+            if not entries:
+                if self._claim_cursor == "0-0":
+                    # Scanned the whole pending list: nothing to claim for a while.
+                    self._next_claim = now + min(1.0, self.claim_idle_ms / 4000)
+                    return None
+                continue
+            entry_id, fields = entries[0]
+            if self._too_many_deliveries(entry_id):
+                self._dead_letter(entry_id, fields, "delivered too many times")
+                continue
+            log.info("claimed %s from %s (idle > %d ms)", _as_str(entry_id), self.key,
+                     self.claim_idle_ms)
+            delivery = self._deliver(entry_id, fields)
+            if delivery is not None:
+                return delivery
+
+    def _too_many_deliveries(self, entry_id: Any) -> bool:
+        info = self._r.xpending_range(self.key, self.group, min=entry_id, max=entry_id, count=1)
+        return bool(info) and int(info[0]["times_delivered"]) > self.max_deliveries
+
+    def _deliver(self, entry_id: Any, fields: dict[bytes, bytes] | None) -> Delivery | None:
+        if not fields or _FIELD not in fields:  # deleted under us (acked elsewhere) or foreign
+            self._ack(entry_id)
+            return None
+        try:
+            batch = decode_batch(fields[_FIELD])
+        except CodecError as exc:
+            self._dead_letter(entry_id, fields, f"undecodable: {exc}")
+            return None
+        return Delivery(batch, lambda: self._ack(entry_id))
+
+    def _dead_letter(self, entry_id: Any, fields: dict[bytes, bytes] | None, why: str) -> None:
+        log.error("moving %s of %s to %s: %s", _as_str(entry_id), self.key, self.dead_key, why)
+        if fields:
+            dead = {**fields, b"reason": why.encode(), b"id": _as_str(entry_id).encode()}
+            self._r.xadd(self.dead_key, dead, maxlen=10_000, approximate=True)
+        self._ack(entry_id)
+
+    def _ack(self, entry_id: Any) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xack(self.key, self.group, entry_id)
+        pipe.xdel(self.key, entry_id)
+        pipe.execute()
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def depth(self) -> int:
+        """Entries not yet acked: pending (delivered, unacked) + not yet delivered."""
+        return int(self._r.xlen(self.key))
+
+    def close(self) -> None:
+        """Leave the group if we hold nothing; our unacked entries stay claimable."""
+        try:
+            for info in self._r.xinfo_consumers(self.key, self.group):
+                if _as_str(info["name"]) == self.consumer and int(info["pending"]) == 0:
+                    self._r.xgroup_delconsumer(self.key, self.group, self.consumer)
+        except redis.RedisError as exc:
+            log.warning("closing %s: %s", self.key, exc)
+        finally:
+            self._r.close()
+
+
+def _as_str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
