@@ -6,10 +6,11 @@ DuckDB connection/cursor rather than living on the store, so the store's file st
 store engineer's.
 
 Definitions
-- *returning visitor*: a visitor of the period who was already seen before the period;
-  *new*: first seen in the period.
-- *repeat visitor*: more than one visit in the period (``returning_share`` is the share of
-  the period's visitors who are returning).
+- *new visitor*: first seen in the period; *previously seen*: seen before the period
+  (the two split ``unique_visitors``).
+- *repeat visitor*: more than one visit in the period.
+- *returning visitor*: previously seen or a repeat visitor: someone who came back.
+  ``returning_share`` = returning / unique visitors (the dashboard's headline figure).
 - daily unique visitors: distinct visitors per UTC day.
 - visit-frequency histogram: visitors by visits in the period, the last bucket open
   (``"10+"``).
@@ -36,22 +37,35 @@ def _q(con: duckdb.DuckDBPyConnection, tail: str, query: ReportQuery,
 
 def totals(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> dict[str, Any]:
     """Unique visitors, visits, sightings, new/returning/repeat visitors of the period."""
-    row = _q(con, """
+    # Grouped by (min(visits, 2), seen before) and summed in Python: DuckDB 2.0 folds
+    # comparisons on per_visitor.total (``total > 1``) to false from wrong statistics.
+    rows = _q(con, """
 , before AS (
     SELECT DISTINCT coalesce(a.visitor_id, s.face_id) AS vid
     FROM sightings s LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
     WHERE s.tenant = ? AND s.ts < ?
 )
-SELECT count(*), coalesce(sum(total), 0)::BIGINT, coalesce(sum(n_sightings), 0)::BIGINT,
-       count(*) FILTER (WHERE vid IN (SELECT vid FROM before)),
-       count(*) FILTER (WHERE total > 1)
-FROM per_visitor""", query, [query.tenant, naive_utc(query.ts_from)])[0]
-    visitors, visits, sightings, returning, repeat = (int(v) for v in row)
+SELECT least(total, 2) AS many, vid IN (SELECT vid FROM before) AS seen_before, count(*),
+       coalesce(sum(total), 0)::BIGINT, coalesce(sum(n_sightings), 0)::BIGINT
+FROM per_visitor GROUP BY many, seen_before""", query, [query.tenant, naive_utc(query.ts_from)])
+    visitors = visits = sightings = before = repeat = returning = 0
+    for many, seen_before, n, v, s in rows:
+        n = int(n)
+        visitors += n
+        visits += int(v)
+        sightings += int(s)
+        if seen_before:
+            before += n
+        if int(many) >= 2:
+            repeat += n
+        if seen_before or int(many) >= 2:
+            returning += n
     return {
         "unique_visitors": visitors,
         "visits": visits,
         "sightings": sightings,
-        "new_visitors": visitors - returning,
+        "new_visitors": visitors - before,
+        "previously_seen": before,
         "returning_visitors": returning,
         "returning_share": round(returning / visitors, 4) if visitors else 0.0,
         "repeat_visitors": repeat,
@@ -96,7 +110,7 @@ def per_location(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dic
     """One row per location (store): unique visitors, visits, sightings, first/last seen."""
     rows = _q(con, """
 SELECT loc, count(*), sum(visits)::BIGINT, sum(n)::BIGINT, min(first_us), max(last_us),
-       count(*) FILTER (WHERE visits > 1)
+       sum(least(visits, 2))::BIGINT - count(*)  -- visitors with 2+ visits (no comparison)
 FROM per_loc GROUP BY loc ORDER BY loc""", query)
     return [
         {

@@ -44,8 +44,8 @@ function niceMax(v) {
 
 // A bar chart (or line chart) with a y axis; points = [{label, value}].
 function chart(container, points, kind) {
-  const W = 600, H = 220, L = 36, B = 24, T = 8, R = 8;
-  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
+  const W = Math.max(240, container.clientWidth || 600), H = 220, L = 36, B = 24, T = 8, R = 8;
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img" });
   const max = niceMax(Math.max(1, ...points.map((p) => p.value)));
   const iw = W - L - R, ih = H - T - B;
   for (let i = 0; i <= 4; i++) {

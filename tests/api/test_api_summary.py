@@ -1,0 +1,63 @@
+"""Dashboard figures (store/summary.py) on hand-built sightings, checked by hand."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from revisit.report.query import ReportQuery
+from revisit.store import summary
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.testing import at, batch, sighting
+
+
+def _store() -> DuckDBStore:
+    s = DuckDBStore(":memory:")
+    rows = [
+        # V1: two visits at 101 on days 0 and 2, and one at 203 on day 2
+        sighting("V-000001", at(0, 0), "101", tenant="acme"),
+        sighting("V-000001", at(10, 0), "101", tenant="acme"),  # same visit
+        sighting("V-000001", at(0, 2), "101", tenant="acme"),
+        sighting("V-000001", at(60, 2), "203", tenant="acme"),
+        # V2: one visit on day 1
+        sighting("V-000002", at(0, 1), "101", tenant="acme"),
+        # V3: seen before the period (day -3), once in it (day 1)
+        sighting("V-000003", at(0, -3), "203", tenant="acme"),
+        sighting("V-000003", at(0, 1), "203", tenant="acme"),
+        # another tenant, same ids: never counted
+        sighting("V-000001", at(0, 0), "101", tenant="other"),
+        sighting("V-000009", at(0, 1), "101", tenant="other"),
+    ]
+    s.write(batch(rows))
+    return s
+
+
+def test_summary_figures() -> None:
+    s = _store()
+    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), tenant="acme",
+                    visit_gap=timedelta(minutes=30))
+    out = summary.summary(s._conn.cursor(), q)
+    t = out["totals"]
+    assert t["unique_visitors"] == 3
+    assert t["visits"] == 3 + 1 + 1
+    assert t["sightings"] == 6
+    assert t["new_visitors"] == 2 and t["previously_seen"] == 1
+    assert t["repeat_visitors"] == 1  # V1 (3 visits)
+    assert t["returning_visitors"] == 2 and t["returning_share"] == round(2 / 3, 4)
+    assert [d["unique_visitors"] for d in out["daily"]] == [1, 2, 1]
+    assert [d["visits"] for d in out["daily"]] == [1, 2, 2]
+    hist = {h["visits"]: h["visitors"] for h in out["histogram"]}
+    assert hist["1"] == 2 and hist["3"] == 1 and hist["2"] == 0 and hist["10+"] == 0
+    locs = {r["location_id"]: r for r in out["locations"]}
+    assert locs["101"]["unique_visitors"] == 2 and locs["101"]["visits"] == 3
+    assert locs["101"]["repeat_visitors"] == 1
+    assert locs["203"]["unique_visitors"] == 2 and locs["203"]["repeat_visitors"] == 0
+    # the report agrees on the headline
+    header = s.report_header(q)
+    assert (header.unique_visitors, header.total_visits) == (t["unique_visitors"], t["visits"])
+
+
+def test_summary_respects_camera_filter() -> None:
+    s = _store()
+    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), tenant="acme", locations=("203",))
+    t = summary.totals(s._conn.cursor(), q)
+    assert t["unique_visitors"] == 2 and t["previously_seen"] == 1

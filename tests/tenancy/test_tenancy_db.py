@@ -1,0 +1,102 @@
+"""Admin data: hashed keys, roles, camera binding, registry, groups, audit, isolation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+import pytest
+
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.testing import at, batch, sighting
+from revisit.tenancy.db import Tenancy, TenancyError, hash_key
+from revisit.tenancy.privacy import erase_visitor, purge_tenant
+
+
+@pytest.fixture
+def t() -> Tenancy:
+    ten = Tenancy(duckdb.connect(":memory:"))
+    ten.create_tenant("acme", retention_days=30)
+    ten.add_location("acme", "101", "Main", "Europe/Berlin")
+    ten.add_camera("acme", "camA", "101")
+    ten.create_tenant("other")
+    return ten
+
+
+def test_keys_are_stored_hashed_and_authenticate(t: Tenancy) -> None:
+    key, secret = t.create_key("acme", "camera", ["camA"], "door")
+    assert secret.startswith("rvk_") and len(secret) > 40
+    stored = t.con.execute("SELECT key_hash FROM tenancy_keys").fetchall()
+    assert stored == [(hash_key(secret),)]
+    assert secret not in str(t.con.execute("SELECT * FROM tenancy_keys").fetchall())
+    got = t.authenticate(secret)
+    assert got is not None and got.tenant == "acme" and got.cameras == ("camA",)
+    assert got.may_post_for("camA") and not got.may_post_for("camB")
+    assert t.authenticate(secret + "x") is None and t.authenticate("") is None
+    assert t.revoke_key("acme", key.key_id)
+    assert t.authenticate(secret) is None
+    # another tenant cannot revoke or see it
+    assert not t.revoke_key("other", key.key_id) and t.keys("other") == []
+
+
+def test_validation(t: Tenancy) -> None:
+    with pytest.raises(TenancyError, match="already exists"):
+        t.create_tenant("acme")
+    with pytest.raises(TenancyError, match="not valid"):
+        t.create_tenant("bad name!")
+    with pytest.raises(TenancyError, match="timezone"):
+        t.add_location("acme", "102", timezone="Mars/Olympus")
+    with pytest.raises(TenancyError, match="unknown location"):
+        t.add_camera("acme", "camZ", "999")
+    with pytest.raises(TenancyError, match="at least one camera"):
+        t.create_key("acme", "camera")
+    with pytest.raises(TenancyError, match="not registered"):
+        t.create_key("other", "camera", ["camA"])  # acme's camera, other tenant
+    with pytest.raises(TenancyError, match="role"):
+        t.create_key("acme", "root")
+    with pytest.raises(TenancyError, match="not registered"):
+        t.set_group("other", "g", ["camA"])
+
+
+def test_registry_groups_and_audit(t: Tenancy) -> None:
+    cam = t.camera("acme", "camA")
+    assert cam is not None and cam.timezone == "Europe/Berlin" and cam.location_id == "101"
+    assert t.camera("other", "camA") is None
+    t.add_camera("acme", "camB", "101", timezone="UTC")
+    assert t.set_group("acme", "all", ["camB", "camA"]) == ["camA", "camB"]
+    t.set_group("acme", "all", ["camA"])  # replaced
+    assert t.group_cameras("acme", "all") == ["camA"]
+    assert t.group_cameras("other", "all") is None
+    actions = [a["action"] for a in t.audit_log("acme")]
+    assert actions[0] == "group.put" and "tenant.create" in actions
+    assert t.audit_log("other")[0]["action"] == "tenant.create"
+    assert all(a["action"] == "tenant.create" for a in t.audit_log("other"))
+
+
+def test_purge_and_erase_on_store(tmp_path) -> None:
+    store = DuckDBStore(tmp_path / "s.duckdb")
+    from revisit.tenancy.db import connection_for
+
+    ten = Tenancy(connection_for(store))
+    ten.create_tenant("acme", retention_days=10)
+    now = datetime(2024, 3, 20, tzinfo=UTC)
+    store.write(batch([
+        sighting("V-000001", at(0, 0), tenant="acme"),  # 2024-03-01: older than 10 days
+        sighting("V-000002", at(0, 0), tenant="acme"),
+        sighting("V-000002", at(0, 15), tenant="acme"),  # 2024-03-16: kept
+        sighting("V-000001", at(0, 0), tenant="default"),  # other tenant: untouched
+    ]))
+    counts = purge_tenant(store, None, ten, "acme", "test", now=now)
+    assert counts["sightings"] == 2 and counts["embeddings"] == 2 and counts["visitors"] == 1
+    assert store.stats("acme")["sightings"] == 1 and store.stats("acme")["visitors"] == 1
+    assert store.stats("default")["sightings"] == 1
+    assert store.visitor_detail("acme", "V-000001") is None
+    assert store.stats("acme")["frames"] == 3  # frames stay: a resend stays a duplicate
+    counts = erase_visitor(store, None, ten, "acme", "V-000002", "test")
+    assert counts["sightings"] == 1
+    assert store.stats("acme")["sightings"] == 0
+    with pytest.raises(KeyError):
+        erase_visitor(store, None, ten, "acme", "V-000002", "test")
+    actions = [a["action"] for a in ten.audit_log("acme")]
+    assert actions[:2] == ["visitor.erase", "retention.purge"]
+    store.close()
