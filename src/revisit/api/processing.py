@@ -24,7 +24,7 @@ from typing import Any
 
 from revisit.api.metrics import Metrics
 from revisit.pipeline import Pipeline, Runtime, StageFn
-from revisit.queue.base import QueueFull
+from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
 from revisit.records import Batch, Frame
 
@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BatchProcessor", "BatchStatus", "QueueFull"]
 
+BROKER_QUEUE = "frames"  # the first pipeline arrow: what detect workers consume
+
 
 @dataclass
 class BatchStatus:
     batch_id: str
     tenant: str
-    state: str  # queued | processing | done | failed
+    state: str  # queued | processing | done | failed (| published, with a broker)
     frames: int  # frames in the request
     duplicates: int = 0  # frames skipped as already received
     processed: int = 0
@@ -67,7 +69,14 @@ class BatchProcessor:
         self.runtime = runtime
         self.metrics = metrics
         self.write_lock = write_lock
-        self.inbox = MemoryQueue("batches", queue_batches)
+        self.broker = runtime.settings.queue_url
+        if self.broker:
+            # distributed mode: publish to the broker's frames queue; workers run the stages
+            from revisit.queue.factory import open_queue
+
+            self.inbox: StageQueue = open_queue(self.broker, BROKER_QUEUE, maxsize=queue_batches)
+        else:
+            self.inbox = MemoryQueue("batches", queue_batches)
         self.keep = keep
         self._statuses: OrderedDict[str, BatchStatus] = OrderedDict()
         self._inflight: dict[tuple[str, str], str] = {}  # (tenant, image_id) -> batch id
@@ -93,7 +102,10 @@ class BatchProcessor:
                 fresh.append(f)
             status = BatchStatus(batch_id, tenant, "queued", len(frames),
                                  duplicates=len(frames) - len(fresh))
-            if fresh:
+            if fresh and self.broker:
+                self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
+                status.state = "published"  # workers process it; the report shows when
+            elif fresh:
                 self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
                 for f in fresh:
                     self._inflight[(tenant, f.image_id)] = batch_id
@@ -189,7 +201,7 @@ class BatchProcessor:
         ]
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None or self.broker:
             return
         stages = self.stages()  # loads the models here, not in the first request
 
