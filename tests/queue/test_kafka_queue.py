@@ -1,0 +1,95 @@
+"""Kafka specifics: offsets are committed only up to the first unacked batch, per camera
+order across partitions, undecodable messages skipped."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from tests.queue.queue_testdata import camera_batch
+
+from revisit.queue.kafka import KafkaQueue, partition_key
+
+pytestmark = pytest.mark.services
+WAIT = 20.0
+
+
+@pytest.fixture
+def kq(kafka_bootstrap: str):
+    topic = f"revisit.test-{uuid.uuid4().hex[:10]}"
+    opened: list[KafkaQueue] = []
+
+    def make() -> KafkaQueue:
+        q = KafkaQueue(kafka_bootstrap, topic, "g", partitions=3, session_timeout_ms=1500)
+        opened.append(q)
+        return q
+
+    yield make
+    for q in opened:
+        q.close()
+
+
+def test_partition_key_is_tenant_and_camera() -> None:
+    assert partition_key(camera_batch("a", camera="cam-7", tenant="acme")) == b"acme/cam-7"
+    assert partition_key(camera_batch("b", camera="cam-7", tenant="acme")) == b"acme/cam-7"
+
+
+def _take(q: KafkaQueue, n: int) -> list:
+    out = []
+    for _ in range(n):
+        d = q.get(timeout=WAIT)
+        assert d is not None, f"only {len(out)} of {n}"
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("acked", "redelivered"),
+    [({1, 2}, ["b0", "b1", "b2"]), ({0, 1}, ["b2"]), ({0, 2}, ["b1", "b2"])],
+)
+def test_only_contiguous_acks_are_committed(kq, acked: set[int], redelivered: list[str]) -> None:
+    producer = kq()
+    for i in range(3):
+        producer.put(camera_batch(f"b{i}"), timeout=10)
+    first = kq()
+    ds = _take(first, 3)
+    assert [d.batch.batch_id for d in ds] == ["b0", "b1", "b2"]
+    for i in sorted(acked):
+        ds[i].ack()
+    assert producer.depth() == len(redelivered)
+    first.close()  # crash: what was not committed comes back, in order
+    second = kq()
+    ds2 = _take(second, len(redelivered))
+    assert [d.batch.batch_id for d in ds2] == redelivered
+    for d in ds2:
+        d.ack()
+    assert second.get(timeout=1.0) is None
+    assert producer.depth() == 0
+
+
+def test_order_is_kept_per_camera(kq) -> None:
+    producer = kq()
+    for i in range(4):
+        for cam in ("cam-a", "cam-b", "cam-c"):
+            producer.put(camera_batch(f"{cam}/{i}", camera=cam), timeout=10)
+    consumer = kq()
+    seen: dict[str, list[int]] = {}
+    for d in _take(consumer, 12):
+        cam, i = d.batch.batch_id.split("/")
+        seen.setdefault(cam, []).append(int(i))
+        d.ack()
+    assert seen == {c: [0, 1, 2, 3] for c in ("cam-a", "cam-b", "cam-c")}
+
+
+def test_undecodable_message_is_skipped(kq, kafka_bootstrap: str) -> None:
+    from confluent_kafka import Producer
+
+    producer = kq()
+    raw = Producer({"bootstrap.servers": kafka_bootstrap})
+    raw.produce(producer.topic, key=b"t1/cam-1", value=b"\x80\x04garbage")
+    raw.flush(10)
+    producer.put(camera_batch("good"), timeout=10)
+    d = kq().get(timeout=WAIT)
+    assert d is not None and d.batch.batch_id == "good"
+    d.ack()
+    assert producer.depth() == 0  # the garbage offset was committed too

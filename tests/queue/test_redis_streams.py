@@ -1,0 +1,113 @@
+"""Redis Streams specifics: claiming a dead consumer's batches, restart under the same
+name, dead-lettering of poison and garbage, namespacing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from tests.queue.queue_testdata import camera_batch
+
+from revisit.queue.redis_streams import RedisStreamQueue
+
+pytestmark = pytest.mark.services
+
+redis = pytest.importorskip("redis")
+
+
+@pytest.fixture
+def rq(redis_url: str) -> Iterator:
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    opened: list[RedisStreamQueue] = []
+
+    def make(consumer: str, **kw) -> RedisStreamQueue:
+        kw.setdefault("claim_idle_ms", 300)
+        q = RedisStreamQueue(redis_url, name, group="g", consumer=consumer, **kw)
+        opened.append(q)
+        return q
+
+    make.name = name  # type: ignore[attr-defined]
+    yield make
+    for q in opened:
+        q.close()
+    r = redis.Redis.from_url(redis_url)
+    r.delete(f"revisit:{name}", f"revisit:{name}:dead")
+
+
+def test_stream_is_namespaced(rq, redis_url: str) -> None:
+    q = rq("p")
+    q.put(camera_batch("b0"))
+    r = redis.Redis.from_url(redis_url)
+    assert r.xlen(f"revisit:{rq.name}") == 1
+
+
+def test_dead_consumer_batch_is_claimed_only_after_idle_timeout(rq) -> None:
+    producer, dead, live = rq("p"), rq("dead"), rq("live")
+    producer.put(camera_batch("b0"))
+    d = dead.get(timeout=2)
+    assert d is not None  # ...and the consumer hangs forever without acking or closing
+    t0 = time.monotonic()
+    assert live.get(timeout=0.1) is None  # not idle long enough yet: no double delivery
+    d2 = live.get(timeout=5)
+    assert d2 is not None and d2.batch.batch_id == "b0"
+    assert time.monotonic() - t0 >= 0.15
+    d2.ack()
+    d.ack()  # the zombie's late ack is harmless
+    assert producer.depth() == 0
+
+
+def test_restart_under_same_name_gets_own_pending_at_once(rq) -> None:
+    producer = rq("p")
+    for i in range(2):
+        producer.put(camera_batch(f"b{i}"))
+    first = rq("worker-1", claim_idle_ms=3_600_000)
+    assert first.get(timeout=2).batch.batch_id == "b0"  # crashes before acking
+    again = rq("worker-1", claim_idle_ms=3_600_000)  # restarted process, same name
+    t0 = time.monotonic()
+    d = again.get(timeout=2)
+    assert d is not None and d.batch.batch_id == "b0"
+    assert time.monotonic() - t0 < 1.0  # did not wait for the claim timeout
+    d.ack()
+    d = again.get(timeout=2)
+    assert d is not None and d.batch.batch_id == "b1"  # then new work, and b0 only once
+    d.ack()
+    assert again.get(timeout=0.3) is None
+
+
+def test_poison_batch_is_dead_lettered_after_max_deliveries(rq, redis_url: str) -> None:
+    producer = rq("p", max_deliveries=1)
+    producer.put(camera_batch("poison"))
+    assert rq("w1", max_deliveries=1).get(timeout=2) is not None  # worker 1 dies on it
+    w2 = rq("w2", max_deliveries=1)
+    assert w2.get(timeout=1.5) is None  # claimed, but delivered too often: moved aside
+    r = redis.Redis.from_url(redis_url)
+    dead = r.xrange(f"revisit:{rq.name}:dead")
+    assert len(dead) == 1 and b"too many" in dead[0][1][b"reason"]
+    assert producer.depth() == 0
+
+
+def test_garbage_payload_is_dead_lettered_not_delivered(rq, redis_url: str) -> None:
+    producer = rq("p")
+    r = redis.Redis.from_url(redis_url)
+    r.xadd(f"revisit:{rq.name}", {"b": b"\x80\x04not msgpack"})
+    producer.put(camera_batch("good"))
+    d = rq("w").get(timeout=2)
+    assert d is not None and d.batch.batch_id == "good"
+    d.ack()
+    dead = r.xrange(f"revisit:{rq.name}:dead")
+    assert len(dead) == 1 and dead[0][1][b"b"] == b"\x80\x04not msgpack"
+    assert producer.depth() == 0
+
+
+def test_close_leaves_group_only_without_pending(rq, redis_url: str) -> None:
+    producer, holder, idle = rq("p"), rq("holder"), rq("idle")
+    producer.put(camera_batch("b0"))
+    assert holder.get(timeout=2) is not None
+    assert idle.get(timeout=0.05) is None
+    holder.close()
+    idle.close()
+    r = redis.Redis.from_url(redis_url)
+    names = {c["name"] for c in r.xinfo_consumers(f"revisit:{rq.name}", "g")}
+    assert b"holder" in names and b"idle" not in names
