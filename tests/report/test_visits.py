@@ -154,3 +154,11 @@ def test_empty_store_report(store: SightingStore) -> None:
     h = store.report_header(rq())
     assert (h.unique_visitors, h.total_visits, h.total_sightings) == (0, 0, 0)
     assert list(store.report_rows(rq())) == []
+
+
+def test_odd_location_ids_survive(store: SightingStore) -> None:
+    odd = ["shop, north: 1", "ünïcode", "a\tb"]
+    store.write(batch([sighting("V-000001", at(i * 60), loc) for i, loc in enumerate(odd)]))
+    r = rows(store, rq())["V-000001"]
+    assert r.visits_per_location == {loc: 1 for loc in sorted(odd)}
+    assert list(r.visits_per_location) == sorted(odd)

@@ -37,6 +37,7 @@ from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQ
 from revisit.report.sql import (
     SIGHTING_COLUMNS,
     naive_utc,
+    parse_loc_visits,
     period_text,
     report_header_sql,
     report_rows_sql,
@@ -521,8 +522,13 @@ class DuckDBStore:
 
     # --- report side ----------------------------------------------------------------
 
+    def _has_aliases(self, tenant: str) -> bool:
+        return self._cur().execute(
+            "SELECT 1 FROM aliases WHERE tenant = ? LIMIT 1", [tenant]
+        ).fetchone() is not None
+
     def report_header(self, query: ReportQuery) -> ReportHeader:
-        sql, params = report_header_sql(query)
+        sql, params = report_header_sql(query, self._has_aliases(query.tenant))
         row = self._cur().execute(sql, params).fetchone()
         visitors, visits, sightings = row if row else (0, 0, 0)
         return ReportHeader(
@@ -534,13 +540,13 @@ class DuckDBStore:
         )
 
     def report_rows(self, query: ReportQuery) -> Iterator[ReportRow]:
-        sql, params = report_rows_sql(query)
-        for vid, total, n_loc, locs, loc_visits, first_us, last_us, n in self._stream(sql, params):
+        sql, params = report_rows_sql(query, self._has_aliases(query.tenant))
+        for vid, total, n_loc, loc_visits, first_us, last_us, n in self._stream(sql, params):
             yield ReportRow(
                 visitor_id=vid,
                 total_appearances=int(total),
                 locations_visited=int(n_loc),
-                visits_per_location=dict(zip(locs, (int(v) for v in loc_visits), strict=True)),
+                visits_per_location=parse_loc_visits(loc_visits),
                 first_seen=_from_us(first_us),
                 last_seen=_from_us(last_us),
                 sightings=int(n),
