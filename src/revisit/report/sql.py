@@ -111,10 +111,11 @@ def parse_loc_visits(text: str) -> dict[str, int]:
 
 
 def report_header_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
+    """Totals straight from the marked sightings: skips both group-bys of the rows query."""
     cte, params = report_cte(query, aliases)
     return (
-        cte + "\nSELECT count(*), coalesce(sum(total), 0)::BIGINT, "
-        "coalesce(sum(n_sightings), 0)::BIGINT FROM per_visitor",
+        cte + "\nSELECT count(DISTINCT vid), coalesce(sum(new_visit), 0)::BIGINT, "
+        "count(*)::BIGINT FROM marked",
         params,
     )
 
