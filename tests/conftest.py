@@ -30,3 +30,15 @@ def make_settings(tmp_path: Path):
         return load_settings(None, **overrides)
 
     return make
+
+
+# Backends that need a server (parametrised contract tests): their cases carry the
+# `services` mark, so `-m "not services"` runs the embedded defaults alone.
+_SERVICE_PARAMS = {"postgres", "pgvector", "redis", "kafka"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and _SERVICE_PARAMS & {str(v) for v in spec.params.values()}:
+            item.add_marker(pytest.mark.services)

@@ -84,3 +84,27 @@ def _duckdb_store(tmp_path: Path) -> SightingStore:
 # Backends the store contract and report tests run against: name -> factory(tmp_path).
 # A server-backed backend's factory should ``pytest.skip`` when no server is available.
 STORE_BACKENDS: dict[str, Callable[[Path], SightingStore]] = {"duckdb": _duckdb_store}
+
+
+def _postgres_store(tmp_path: Path) -> SightingStore:
+    """A schema of its own (named after the test's temp dir) in the local PostgreSQL."""
+    import hashlib
+    import os
+
+    import pytest
+
+    try:
+        from revisit.store.postgres_store import PostgresStore
+    except ImportError as exc:
+        pytest.skip(f"{exc.name} is not installed: `pip install -e '.[distributed]'`")
+    url = os.environ.get("REVISIT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/revisit_test")
+    schema = "t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+    try:
+        return PostgresStore(f"{url}?schema={schema}", connect_timeout=3)
+    except Exception as exc:
+        if "Operational" not in type(exc).__name__:  # any connection failure: no server
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {url}: {exc} (bash scripts/services.sh)")
+
+
+STORE_BACKENDS["postgres"] = _postgres_store
