@@ -1,0 +1,175 @@
+"""Face index in PostgreSQL with pgvector (``index_url = "pgvector://user@host:port/db"``).
+
+Why: a gallery that outlives any one process and is shared by every resolver, with no
+rebuild at start. One table per embedding size (``face_index_<dim>``) holding (tenant,
+face_image_id, visitor_id, embedding), an HNSW index with cosine distance, and a B-tree on
+(tenant, visitor_id) for removals. Scores are cosine similarities (1 - distance), the same
+numbers faiss's inner product gives on L2-normalised vectors.
+
+Tenant isolation is a ``WHERE tenant = ...`` on every query. With HNSW that filter is
+applied to the graph's candidates, so a small tenant in a big table could get fewer than k
+hits; pgvector >= 0.8 fixes that with iterative index scans (enabled here when available)
+and the road beyond one table is a partition (or a Milvus/Qdrant collection) per tenant
+shard behind this same interface (docs/scaling.md). Exact results on small tables come from
+the planner choosing a sequential scan, which is exact.
+
+URL: ``pgvector://`` is ``postgresql://`` with the extension; ``?schema=`` as for the store.
+Needs the ``vector`` extension installed in the server (scripts/services.sh builds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql as psql
+
+from revisit.identity.index import Neighbour
+from revisit.records import Exemplar
+from revisit.store.postgres_store import parse_url
+
+EF_SEARCH = 100
+
+
+def _vec(v: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(v, dtype=np.float32).tolist()) + "]"
+
+
+class PgVectorIndex:
+    """:class:`revisit.identity.index.FaceIndex` on a pgvector table."""
+
+    def __init__(self, url: str, dim: int, *, connect_timeout: int = 10) -> None:
+        if url.startswith("pgvector://"):
+            url = "postgresql://" + url.removeprefix("pgvector://")
+        self.conninfo, self.schema = parse_url(url)
+        self.dim = dim
+        self.table = f"face_index_{dim}"
+        self.connect_timeout = connect_timeout
+        self._local = threading.local()
+        self._setup()
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            self.conninfo, connect_timeout=self.connect_timeout, autocommit=True,
+            options=f"-c search_path={self.schema},public",
+        )
+
+    def _conn(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._connect()
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
+            with contextlib.suppress(psycopg.Error):  # pgvector >= 0.8
+                conn.execute("SET hnsw.iterative_scan = relaxed_order")
+            self._local.conn = conn
+        return conn
+
+    def _exec(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        try:
+            cur = self._conn().execute(query, params)
+        except psycopg.OperationalError:
+            self._local.conn = None  # server restarted: reconnect next time
+            raise
+        return cur.fetchall() if cur.description else []
+
+    def _setup(self) -> None:
+        from revisit.store.postgres_store import PostgresStore
+
+        PostgresStore(self.url_for_store(), connect_timeout=self.connect_timeout).close()
+        t = psql.Identifier(self.table)
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('revisit-pgvector-setup'))")
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+            except psycopg.errors.FeatureNotSupported as exc:
+                raise RuntimeError(
+                    "PostgreSQL has no pgvector extension; install it "
+                    "(bash scripts/services.sh builds it) or use the faiss index"
+                ) from exc
+            conn.execute(psql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (tenant TEXT NOT NULL, "
+                "face_image_id TEXT NOT NULL, visitor_id TEXT NOT NULL, "
+                "embedding public.vector({}) NOT NULL, PRIMARY KEY (tenant, face_image_id))"
+            ).format(t, psql.Literal(self.dim)))
+            conn.execute(psql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw "
+                "(embedding public.vector_cosine_ops)"
+            ).format(psql.Identifier(f"{self.table}_hnsw"), t))
+            conn.execute(psql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (tenant, visitor_id)"
+            ).format(psql.Identifier(f"{self.table}_visitor"), t))
+
+    def url_for_store(self) -> str:
+        sep = "&" if "?" in self.conninfo else "?"
+        return f"{self.conninfo}{sep}schema={self.schema}"
+
+    # --- FaceIndex ------------------------------------------------------------------
+
+    def add(self, exemplars: Iterable[Exemplar]) -> None:
+        rows = []
+        for ex in exemplars:
+            v = np.asarray(ex.embedding, dtype=np.float32).ravel()
+            if v.shape[0] != self.dim:
+                raise ValueError(f"exemplar has {v.shape[0]} dimensions, index has {self.dim}")
+            rows.append((ex.tenant, ex.face_image_id, ex.visitor_id, _vec(v)))
+        if not rows:
+            return
+        self._exec(psql.SQL(
+            "INSERT INTO {} SELECT t, f, v, e::public.vector FROM "
+            "unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS x(t, f, v, e) "
+            "ON CONFLICT DO NOTHING").format(psql.Identifier(self.table)),
+            [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+             [r[3] for r in rows]],
+        )
+
+    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
+        ids = list(face_image_ids)
+        if ids:
+            self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s AND face_image_id = ANY(%s)")
+                       .format(psql.Identifier(self.table)), [tenant, ids])
+
+    def remove_visitor(self, tenant: str, visitor_id: str) -> None:
+        self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s AND visitor_id = %s")
+                   .format(psql.Identifier(self.table)), [tenant, visitor_id])
+
+    def relabel(self, tenant: str, old: str, new: str) -> None:
+        """Re-point exemplars of ``old`` to ``new`` (after a merge)."""
+        self._exec(psql.SQL("UPDATE {} SET visitor_id = %s WHERE tenant = %s AND visitor_id = %s")
+                   .format(psql.Identifier(self.table)), [new, tenant, old])
+
+    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        q = np.asarray(embeddings, dtype=np.float32)
+        if len(q) == 0:
+            return []
+        query = psql.SQL(
+            "SELECT visitor_id, face_image_id, 1 - (embedding <=> %s::public.vector) "
+            "FROM {} WHERE tenant = %s "
+            "ORDER BY embedding <=> %s::public.vector LIMIT %s"
+        ).format(psql.Identifier(self.table))
+        out: list[list[Neighbour]] = []
+        for row in q:
+            v = _vec(row)
+            hits = self._exec(query, [v, tenant, v, k])
+            out.append([Neighbour(h[0], h[1], float(h[2])) for h in hits])
+        return out
+
+    def size(self, tenant: str) -> int:
+        rows = self._exec(psql.SQL("SELECT count(*) FROM {} WHERE tenant = %s")
+                          .format(psql.Identifier(self.table)), [tenant])
+        return int(rows[0][0])
+
+    def clear(self, tenant: str) -> None:
+        """Forget a tenant's gallery (a resolver rebuilds it from the store)."""
+        self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s")
+                   .format(psql.Identifier(self.table)), [tenant])
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
