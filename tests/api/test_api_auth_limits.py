@@ -144,6 +144,34 @@ def test_bad_uploads_get_4xx_naming_the_problem(tmp_path) -> None:
         gen.close()
 
 
+def test_streamed_body_over_limit_413(tmp_path) -> None:
+    """No Content-Length to trust: the body is cut off while it streams."""
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False, max_body_bytes=100_000)
+    env = next(gen)
+    try:
+        boundary = "b0undary"
+        meta = json.dumps([{"file": "a.jpg", "camera_id": "camA", "ts": TS}])
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n"
+                f"{meta}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; "
+                f"filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+
+        def chunks():
+            yield head + _jpeg()
+            for _ in range(50):
+                yield b"\0" * 10_000
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        r = env.client.post("/v1/batches", content=chunks(), headers={
+            **env.auth("cam_a"), "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert r.status_code == 413, r.text
+        assert "100000" in r.json()["detail"]
+        _nothing_queued(env)
+    finally:
+        gen.close()
+
+
 def test_queue_full_429_with_retry_after(tmp_path) -> None:
     from tests.api.conftest import make_env
 

@@ -17,7 +17,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from revisit.api.auth import require, service_of
 from revisit.api.images import ImageError, image_size
@@ -26,6 +28,28 @@ from revisit.records import Frame, content_id
 from revisit.tenancy.db import ApiKey
 
 router = APIRouter(tags=["camera batches"])
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the limit while streaming (no or a false Content-Length)."""
+
+
+def _limited(request: Request, limit: int) -> Request:
+    """The request with a receive channel that stops after ``limit`` body bytes, so a
+    chunked upload cannot spool unbounded data to disk before any check runs."""
+    receive = request.receive
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge
+        return message
+
+    return Request(request.scope, capped)
 
 
 def _fail(status: int, detail: str) -> HTTPException:
@@ -74,8 +98,10 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
     if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
         raise _fail(413, f"request body of {length} bytes exceeds {cfg.max_body_bytes}")
     try:
-        form = await request.form(max_files=cfg.max_batch_frames + 1,
-                                  max_fields=10, max_part_size=4 * 1024 * 1024)
+        form = await _limited(request, cfg.max_body_bytes).form(
+            max_files=cfg.max_batch_frames + 1, max_fields=10, max_part_size=4 * 1024 * 1024)
+    except BodyTooLarge:
+        raise _fail(413, f"request body exceeds {cfg.max_body_bytes} bytes") from None
     except Exception as exc:  # multipart parser errors: too many files, bad encoding
         raise _fail(422, f"not a valid multipart form: {exc}") from None
     try:
@@ -133,7 +159,7 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
     finally:
         await form.close()
     try:
-        status = svc.processor.submit(key.tenant, frames)
+        status = await run_in_threadpool(svc.processor.submit, key.tenant, frames)
     except QueueFull:
         svc.metrics.throttled.inc()
         retry = str(cfg.retry_after_s)
