@@ -134,6 +134,11 @@ class DuckDBStore:
         self._lock = threading.RLock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
+        # Write-side memos, only ever holding committed facts, so a stale entry can only
+        # skip an insert that would have been a no-op (saves ~3 statements per batch).
+        self._places_known: set[tuple[str, str, str]] = set()  # (kind, tenant, id)
+        self._tenant_max: dict[str, int] = {}
+        self._write_erased: dict[str, set[str]] | None = None  # per write: erased ids seen
         if not read_only:
             self._migrate()
 
@@ -239,15 +244,34 @@ class DuckDBStore:
             cur = self._cur()
             cur.begin()
             try:
+                self._write_erased = self._erased_in_batch(cur, batch)
                 self._write_frames(cur, batch)
-                self._write_places(cur, batch)
+                places = self._write_places(cur, batch)
                 sightings, redelivered = self._write_sightings(cur, batch)
-                self._write_visitors(cur, batch, sightings)
+                tops = self._write_visitors(cur, batch, sightings)
                 self._write_exemplars(cur, batch, redelivered)
                 cur.commit()
             except BaseException:
                 cur.rollback()
                 raise
+            finally:
+                self._write_erased = None
+            self._places_known |= places
+            for tenant, top in tops.items():
+                self._tenant_max[tenant] = max(self._tenant_max.get(tenant, 0), top)
+
+    def _erased_in_batch(
+        self, cur: duckdb.DuckDBPyConnection, batch: Batch
+    ) -> dict[str, set[str]]:
+        """Which visitor ids mentioned by the batch were erased: one query per tenant."""
+        ids: dict[str, set[str]] = defaultdict(set)
+        for s in batch.sightings:
+            ids[s.tenant].add(s.face_id)
+        for tenant, vid, _ in batch.visitors_created:
+            ids[tenant].add(vid)
+        for e in batch.exemplars_added:
+            ids[e.tenant].add(e.visitor_id)
+        return {t: self._erased_query(cur, t, v) for t, v in ids.items()}
 
     def _write_frames(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if not batch.frames:
@@ -273,18 +297,21 @@ class DuckDBStore:
             cols,
         )
 
-    def _write_places(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
-        """Register cameras and locations the first time they are seen."""
+    def _write_places(
+        self, cur: duckdb.DuckDBPyConnection, batch: Batch
+    ) -> set[tuple[str, str, str]]:
+        """Register cameras and locations the first time they are seen; returns them."""
         cams: dict[tuple[str, str], tuple[str, datetime]] = {}
         locs: dict[tuple[str, str], datetime] = {}
         items: list[Any] = [*batch.frames, *batch.sightings]
+        known = self._places_known
         for it in items:
             ts = naive_utc(it.ts)
             ck = (it.tenant, it.camera_id)
-            if ck not in cams or ts < cams[ck][1]:
+            if ("cam", *ck) not in known and (ck not in cams or ts < cams[ck][1]):
                 cams[ck] = (it.location_id, ts)
             lk = (it.tenant, it.location_id)
-            if lk not in locs or ts < locs[lk]:
+            if ("loc", *lk) not in known and (lk not in locs or ts < locs[lk]):
                 locs[lk] = ts
         if cams:
             keys = list(cams)
@@ -303,8 +330,17 @@ class DuckDBStore:
                 "unnest(?::TIMESTAMP[])) ON CONFLICT DO NOTHING",
                 [[k[0] for k in keys], [k[1] for k in keys], [locs[k] for k in keys]],
             )
+        return {("cam", *k) for k in cams} | {("loc", *k) for k in locs}
 
     def _erased(self, cur: duckdb.DuckDBPyConnection, tenant: str, ids: Iterable[str]) -> set[str]:
+        if self._write_erased is not None and tenant in self._write_erased:
+            return self._write_erased[tenant] & set(ids)
+        return self._erased_query(cur, tenant, ids)
+
+    @staticmethod
+    def _erased_query(
+        cur: duckdb.DuckDBPyConnection, tenant: str, ids: Iterable[str]
+    ) -> set[str]:
         ids = list(set(ids))
         if not ids:
             return set()
@@ -377,8 +413,9 @@ class DuckDBStore:
 
     def _write_visitors(
         self, cur: duckdb.DuckDBPyConnection, batch: Batch, sightings: list[Sighting]
-    ) -> None:
-        """Upsert visitors (first/last seen widen only) and each tenant's id counter."""
+    ) -> dict[str, int]:
+        """Upsert visitors (first/last seen widen only) and each tenant's id counter;
+        returns the highest visitor number per tenant written."""
         span: dict[tuple[str, str], list[datetime | None]] = {}
         for tenant, vid, ts in batch.visitors_created:
             t = naive_utc(ts)
@@ -410,8 +447,8 @@ class DuckDBStore:
         top: dict[str, int] = dict.fromkeys(tenants, 0)
         for tenant, vid in span:
             top[tenant] = max(top.get(tenant, 0), visitor_number_or_zero(vid))
-        if top:
-            names = list(top)
+        names = [t for t, n in top.items() if t not in self._tenant_max or n > self._tenant_max[t]]
+        if names:
             cur.execute(
                 "INSERT INTO tenants SELECT * FROM (SELECT unnest(?::VARCHAR[]), "
                 "unnest(?::BIGINT[]), unnest(?::TIMESTAMP[])) "
@@ -419,6 +456,7 @@ class DuckDBStore:
                 "greatest(tenants.max_visitor_number, excluded.max_visitor_number)",
                 [names, [top[n] for n in names], [now] * len(names)],
             )
+        return top
 
     def _write_exemplars(
         self, cur: duckdb.DuckDBPyConnection, batch: Batch, redelivered: set[tuple[str, str]]
