@@ -47,11 +47,12 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--report-locations", type=int, default=2_000)
     ap.add_argument("--db", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     path = args.db or Path(tmp.name) / "bench.duckdb"
     fresh = not path.exists()
-    store = DuckDBStore(path)
+    store = DuckDBStore(path, threads=args.threads)
     load_s = build(store, args.sightings, args.locations, args.visitors, args.days) if fresh else 0
     print(f"load {args.sightings:,} sightings: {load_s:.1f} s")
     locs = tuple(f"L-{i:05d}" for i in range(0, args.locations, args.locations
@@ -73,7 +74,8 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "report_duckdb.json"
     out.write_text(json.dumps({
         "sightings": args.sightings, "locations": args.locations, "visitors": args.visitors,
-        "cpus": os.cpu_count(), "machine": platform.machine(), "load_s": load_s, **results,
+        "cpus": os.cpu_count(), "threads": args.threads, "machine": platform.machine(),
+        "load_s": load_s, **results,
     }, indent=2))
     store.close()
 

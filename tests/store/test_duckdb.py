@@ -65,3 +65,25 @@ def test_in_memory_store() -> None:
     with DuckDBStore(":memory:") as s:
         s.write(batch([sighting("V-000001", at(0))]))
         assert s.tenants() == ["default"]
+
+
+def test_threads_and_memory_limit(tmp_path: Path) -> None:
+    with DuckDBStore(tmp_path / "s.duckdb", threads=2, memory_limit="512MB") as s:
+        assert s._cur().execute("SELECT current_setting('threads')").fetchone() == (2,)
+
+
+def test_write_while_streaming_in_same_thread(tmp_path: Path) -> None:
+    from datetime import date
+
+    from revisit.report.query import ReportQuery
+
+    with DuckDBStore(tmp_path / "s.duckdb") as s:
+        s.write(batch([sighting(f"V-{i:06X}", at(i)) for i in range(1, 21)]))
+        q = ReportQuery(date(2024, 3, 1), date(2024, 3, 1))
+        seen = []
+        for row in s.report_rows(q):  # the stream has its own cursor
+            seen.append(row.visitor_id)
+            s.write(batch([sighting("V-0000FF", at(500))]))
+            s.report_header(q)
+        assert len(seen) == 20
+        assert s.report_header(q).unique_visitors == 21

@@ -125,11 +125,21 @@ def _from_us(us: int | None) -> datetime | None:
 class DuckDBStore:
     """:class:`revisit.store.base.SightingStore` on a DuckDB file (or ``":memory:"``)."""
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, read_only: bool = False, threads: int | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        """``threads``/``memory_limit`` (e.g. ``"4GB"``) bound DuckDB; default: all cores,
+        80 % of RAM."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = duckdb.connect(self.path, read_only=read_only)
+        config: dict[str, Any] = {}
+        if threads:
+            config["threads"] = threads
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self._conn = duckdb.connect(self.path, read_only=read_only, config=config)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -496,7 +506,8 @@ class DuckDBStore:
             )
 
     def load_exemplars(self, tenant: str, chunk: int = FETCH_ROWS) -> Iterator[list[Exemplar]]:
-        """Exemplars in chunks; ``visitor_id`` is the canonical id (after merges), so a
+        """Exemplars in chunks, in no particular order (sorting millions of vectors costs
+        more than it gives); ``visitor_id`` is the canonical id (after merges), so a
         rebuilt index never hands out an id that was merged away."""
         cur = self._conn.cursor()
         try:
@@ -504,7 +515,7 @@ class DuckDBStore:
                 "SELECT coalesce(a.visitor_id, e.visitor_id), e.face_image_id, e.embedding, "
                 "e.quality, e.ts FROM exemplars e LEFT JOIN aliases a "
                 "ON a.tenant = e.tenant AND a.alias_id = e.visitor_id "
-                "WHERE e.tenant = ? ORDER BY e.visitor_id, e.face_image_id",
+                "WHERE e.tenant = ?",
                 [tenant],
             )
             while rows := cur.fetchmany(chunk):
@@ -529,7 +540,7 @@ class DuckDBStore:
                 "FROM embeddings m JOIN sightings s "
                 "ON s.tenant = m.tenant AND s.face_image_id = m.face_image_id "
                 "LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id "
-                "WHERE m.tenant = ? ORDER BY s.ts, s.face_image_id",
+                "WHERE m.tenant = ?",
                 [tenant],
             )
             while rows := cur.fetchmany(chunk):
