@@ -13,13 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from tests.conftest import lfw_photo
 from typer.testing import CliRunner
 
 from revisit.cli.main import app
 from revisit.ingest.manifest import read_manifest
 from revisit.pipeline import Runtime
 from revisit.report.query import ReportQuery, SightingQuery
-from tests.conftest import lfw_photo
 
 POWELL = "Colin_Powell"  # person A: four photos
 CHRETIEN = "Jean_Chretien"  # person B: two photos
@@ -169,7 +169,7 @@ def test_two_faces_in_one_frame_never_share_a_visitor(ingested) -> None:
 
 
 def test_reingest_changes_nothing(ingested, scene: Path) -> None:
-    runtime, _, settings = ingested
+    runtime, _, _ = ingested
     before = list(runtime.store.sightings(SightingQuery()))
     header_before = _report(runtime, "2024-01-01", "2024-01-31")["header"]
     again = runtime.ingest(read_manifest(scene / "manifest.jsonl"))
