@@ -269,3 +269,21 @@ def test_reads_while_another_thread_writes(store: SightingStore) -> None:
     t.join()
     assert not errors
     assert store.report_header(q()).total_sightings == 30
+
+
+def test_duplicates_inside_one_batch(store: SightingStore) -> None:
+    x = sighting("V-000001", at(0))
+    b = batch([x, x])
+    b.frames = b.frames * 2
+    b.exemplars_added = b.exemplars_added * 2
+    store.write(b)
+    c = counts(store)
+    assert (c["frames"], c["sightings"], c["exemplars"], c["visitors"]) == (1, 1, 1, 1)
+
+
+def test_visitor_seen_span_widens_only(store: SightingStore) -> None:
+    store.write(batch([sighting("V-000001", at(60))]))
+    store.write(batch([sighting("V-000001", at(0))], exemplars=False))
+    store.write(batch([sighting("V-000001", at(30))], exemplars=False))
+    d = store.visitor_detail("default", "V-000001")
+    assert d is not None and (d.first_seen, d.last_seen, d.sightings) == (at(0), at(60), 3)
