@@ -265,7 +265,10 @@ class Runtime:
         progress: bool = False,
         total: int | None = None,
     ) -> Summary:
-        """Run frames through every stage and return what happened."""
+        """Run frames through every stage and return what happened. With a broker
+        configured (``queue_url``) the frames are published for workers instead."""
+        if self.settings.queue_url:
+            return self.publish(items, progress=progress, total=total)
         from tqdm import tqdm
 
         summary = Summary()
@@ -287,6 +290,15 @@ class Runtime:
             summary.seconds = time.perf_counter() - t0
             self.stage_seconds = pipe.stage_seconds
         return summary
+
+    def publish(
+        self, items: Iterable[Frame | Rejected], *, progress: bool = False,
+        total: int | None = None, stream: str | None = None,
+    ) -> Summary:
+        """Distributed mode: put camera batches on the broker for ``revisit worker``s."""
+        from revisit.worker import publish
+
+        return publish(self, items, stream=stream, progress=progress, total=total)
 
     def close(self) -> None:
         self.store.close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,9 +48,13 @@ class PgVectorIndex:
         self.conninfo, self.schema = parse_url(url)
         self.dim = dim
         self.table = f"face_index_{dim}"
+        self._t = psql.Identifier(self.schema, self.table)
         self.connect_timeout = connect_timeout
         self._local = threading.local()
         self._setup()
+        with self._connect() as probe:
+            self._db, self._port = probe.info.dbname, probe.info.port
+            self._hosts = {probe.info.host, "127.0.0.1", "localhost"}
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(
@@ -58,7 +62,27 @@ class PgVectorIndex:
             options=f"-c search_path={self.schema},public",
         )
 
+    @contextlib.contextmanager
+    def bind(self, conn: psycopg.Connection) -> Iterator[None]:
+        """Run this thread's index changes on ``conn`` (the store's open transaction), so
+        exemplars enter the index in the same commit as the sightings that brought them: a
+        crash never leaves the index knowing a visitor the store does not. Only when the
+        index lives in the store's database and schema; otherwise a no-op."""
+        info = conn.info
+        same = (info.dbname == self._db and info.host in self._hosts and info.port == self._port)
+        if not same:
+            yield
+            return
+        self._local.bound = conn
+        try:
+            yield
+        finally:
+            self._local.bound = None
+
     def _conn(self) -> psycopg.Connection:
+        bound = getattr(self._local, "bound", None)
+        if bound is not None:
+            return bound
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = self._connect()
@@ -81,7 +105,7 @@ class PgVectorIndex:
         from revisit.store.postgres_store import PostgresStore
 
         PostgresStore(self.url_for_store(), connect_timeout=self.connect_timeout).close()
-        t = psql.Identifier(self.table)
+        t = self._t
         with self._connect() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('revisit-pgvector-setup'))")
             try:
@@ -122,7 +146,7 @@ class PgVectorIndex:
         self._exec(psql.SQL(
             "INSERT INTO {} SELECT t, f, v, e::public.vector FROM "
             "unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS x(t, f, v, e) "
-            "ON CONFLICT DO NOTHING").format(psql.Identifier(self.table)),
+            "ON CONFLICT DO NOTHING").format(self._t),
             [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
              [r[3] for r in rows]],
         )
@@ -131,16 +155,16 @@ class PgVectorIndex:
         ids = list(face_image_ids)
         if ids:
             self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s AND face_image_id = ANY(%s)")
-                       .format(psql.Identifier(self.table)), [tenant, ids])
+                       .format(self._t), [tenant, ids])
 
     def remove_visitor(self, tenant: str, visitor_id: str) -> None:
         self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s AND visitor_id = %s")
-                   .format(psql.Identifier(self.table)), [tenant, visitor_id])
+                   .format(self._t), [tenant, visitor_id])
 
     def relabel(self, tenant: str, old: str, new: str) -> None:
         """Re-point exemplars of ``old`` to ``new`` (after a merge)."""
         self._exec(psql.SQL("UPDATE {} SET visitor_id = %s WHERE tenant = %s AND visitor_id = %s")
-                   .format(psql.Identifier(self.table)), [new, tenant, old])
+                   .format(self._t), [new, tenant, old])
 
     def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
         q = np.asarray(embeddings, dtype=np.float32)
@@ -150,7 +174,7 @@ class PgVectorIndex:
             "SELECT visitor_id, face_image_id, 1 - (embedding <=> %s::public.vector) "
             "FROM {} WHERE tenant = %s "
             "ORDER BY embedding <=> %s::public.vector LIMIT %s"
-        ).format(psql.Identifier(self.table))
+        ).format(self._t)
         out: list[list[Neighbour]] = []
         for row in q:
             v = _vec(row)
@@ -160,13 +184,13 @@ class PgVectorIndex:
 
     def size(self, tenant: str) -> int:
         rows = self._exec(psql.SQL("SELECT count(*) FROM {} WHERE tenant = %s")
-                          .format(psql.Identifier(self.table)), [tenant])
+                          .format(self._t), [tenant])
         return int(rows[0][0])
 
     def clear(self, tenant: str) -> None:
         """Forget a tenant's gallery (a resolver rebuilds it from the store)."""
         self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s")
-                   .format(psql.Identifier(self.table)), [tenant])
+                   .format(self._t), [tenant])
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

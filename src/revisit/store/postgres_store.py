@@ -124,6 +124,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             updated_at TIMESTAMP NOT NULL)""",
     ]),
 ]
+MIGRATIONS.append((2, [
+    # resolve reorder buffer: batches of a stream that arrived before their predecessor
+    """CREATE TABLE resolve_parked (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, payload BYTEA NOT NULL,
+        parked_at TIMESTAMP NOT NULL, PRIMARY KEY (stream, seq))""",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _TEMP_TABLES = """
@@ -188,6 +194,30 @@ class IdentityTransaction:
     def __init__(self, store: PostgresStore, conn: psycopg.Connection) -> None:
         self.store = store
         self.conn = conn
+
+    def lock_tenants(self, tenants: Iterable[str]) -> None:
+        """Take the tenants' locks (call once per transaction: sorted, so no deadlocks)."""
+        for t in sorted(set(tenants)):
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                              [_lock_key("tenant", self.store.schema, t)])
+
+    def park(self, stream: str, seq: int, batch: Batch) -> None:
+        """Keep a batch that arrived before its predecessor, durably, until its turn."""
+        from revisit.queue.codec import encode_batch
+
+        self.conn.execute(
+            "INSERT INTO resolve_parked VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [stream, seq, encode_batch(batch), _now()],
+        )
+
+    def unpark(self, stream: str, seq: int) -> Batch | None:
+        from revisit.queue.codec import decode_batch
+
+        row = self.conn.execute(
+            "DELETE FROM resolve_parked WHERE stream = %s AND seq = %s RETURNING payload",
+            [stream, seq],
+        ).fetchone()
+        return None if row is None else decode_batch(bytes(row[0]))
 
     def version(self, tenant: str) -> int:
         row = self.conn.execute(
@@ -382,15 +412,23 @@ class PostgresStore:
             self._write_in(conn, batch)
 
     @contextlib.contextmanager
-    def identity_transaction(self, tenants: Iterable[str]) -> Iterator[IdentityTransaction]:
-        """Hold the tenants' advisory locks for one transaction: resolution decisions made
-        inside and written with :meth:`IdentityTransaction.write` are serialised per tenant
-        across every process using this database."""
+    def identity_transaction(
+        self, tenants: Iterable[str] = (), stream: str | None = None
+    ) -> Iterator[IdentityTransaction]:
+        """One transaction holding advisory locks: the stream's first (if any), then the
+        tenants' (here or via :meth:`IdentityTransaction.lock_tenants`), always in that
+        order, so resolvers cannot deadlock. Resolution decisions made inside and written
+        with :meth:`IdentityTransaction.write` are serialised per tenant across every
+        process using this database."""
         with self._tx() as conn:
-            for t in sorted(set(tenants)):  # fixed order: no deadlock between resolvers
+            if stream is not None:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)",
-                             [_lock_key("tenant", self.schema, t)])
-            yield IdentityTransaction(self, conn)
+                             [_lock_key("stream", self.schema, stream)])
+            tx = IdentityTransaction(self, conn)
+            names = list(tenants)
+            if names:
+                tx.lock_tenants(names)
+            yield tx
 
     def prepare(self, batch: Batch) -> None:
         """Create what writing ``batch`` needs outside any transaction (monthly partitions):
@@ -411,6 +449,17 @@ class PostgresStore:
         items: list[Any] = [*batch.sightings, *batch.faces]
         months = {_month_start(naive_utc(s.ts).date()) for s in items}
         missing = months - self._partitions
+        if not missing:
+            return
+        with self._connect() as conn:
+            exists = {
+                m for m in missing
+                if conn.execute("SELECT to_regclass(%s)", [
+                    f"{self.schema}.sightings_{m.year:04d}_{m.month:02d}"]).fetchone()[0]
+            }
+            conn.commit()
+        self._partitions |= exists
+        missing -= exists
         if not missing:
             return
         with self._connect() as conn, conn.transaction():
