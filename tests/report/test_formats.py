@@ -133,7 +133,7 @@ def test_end_to_end_from_store(store) -> None:
     from revisit.store.testing import at, batch, sighting
 
     store.write(batch([sighting("V-000001", at(i * 60), "101") for i in range(3)]
-                      + [sighting("V-000002", at(0), "203")]))
+                      + [sighting("V-000002", at(5), "203")]))
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 1), visit_gap=timedelta(minutes=30))
     out = io.StringIO()
     formats.write_report("json", store.report_header(q), store.report_rows(q), out)
