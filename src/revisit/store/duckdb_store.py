@@ -378,7 +378,7 @@ class DuckDBStore:
             live = [s for s in group if s.face_id not in erased]
             if not live:
                 continue
-            existing = self.existing_in(cur, tenant, [s.face_image_id for s in live])
+            existing = self._existing_in(cur, tenant, [s.face_image_id for s in live])
             redelivered.update((tenant, f) for f in existing)
             kept.extend(live)
         if not kept:
@@ -413,7 +413,7 @@ class DuckDBStore:
         return kept, redelivered
 
     @staticmethod
-    def existing_in(cur: duckdb.DuckDBPyConnection, tenant: str, ids: list[str]) -> set[str]:
+    def _existing_in(cur: duckdb.DuckDBPyConnection, tenant: str, ids: list[str]) -> set[str]:
         rows = cur.execute(
             "SELECT face_image_id FROM sightings WHERE tenant = ? "
             "AND face_image_id IN (SELECT unnest(?::VARCHAR[]))",
