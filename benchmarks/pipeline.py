@@ -1,0 +1,142 @@
+"""End-to-end pipeline throughput next to the model-only bound, measured in one run.
+
+    .venv/bin/python benchmarks/pipeline.py [--frames 240] [--threads 0]
+
+1. Renders CCTV-like 640x480 frames with 1-4 LFW faces each (benchmarks/scenes.py).
+2. Runs them through ``Runtime.ingest`` (decode, YuNet, quality gate, align, SFace,
+   resolve, DuckDB store: the real embedded pipeline) on a fresh data directory.
+3. Runs the detector and the embedder ALONE over the same frames and crops with the same
+   thread settings (frames decoded and crops aligned beforehand, not timed): the
+   model-only bound. Reports pipeline / bound.
+4. Scores identity accuracy of the pipeline's visitors against the rendering's truth.
+
+Writes benchmarks/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scenes import build_scenes, identity_scores, match_faces, to_frames  # noqa: E402
+
+from revisit.config import Settings  # noqa: E402
+from revisit.pipeline import Runtime  # noqa: E402
+from revisit.report.query import SightingQuery  # noqa: E402
+from revisit.vision.align import align_crop  # noqa: E402
+from revisit.vision.stages import decode  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def model_only(rt: Runtime, frames, repeat: int = 1) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Detector and embedder alone, same objects and thread settings as the pipeline."""
+    det, emb = rt.vision.detector, rt.vision.embedder
+    pixels = [decode(f) for f in frames]
+    best_det = best_emb = float("inf")
+    crops = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        dets = [det.predict([p])[0] for p in pixels]
+        best_det = min(best_det, time.perf_counter() - t)
+    q = rt.settings.quality
+    crops = [align_crop(p, d.landmarks) for p, ds in zip(pixels, dets, strict=True)
+             for d in ds if d.bbox[3] >= q.min_match_height]
+    size = rt.settings.embedder.batch_size
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for i in range(0, len(crops), size):
+            emb.predict(crops[i:i + size])
+        best_emb = min(best_emb, time.perf_counter() - t)
+    return {"detect_s": best_det, "embed_s": best_emb, "faces": len(crops),
+            "seconds": best_det + best_emb}
+
+
+def accuracy(rt: Runtime, scenes, frames) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    by_image: dict[str, list[tuple[tuple[int, int, int, int], str]]] = {}
+    for s in rt.store.sightings(SightingQuery()):
+        box = (s["bbox_x"], s["bbox_y"], s["bbox_w"], s["bbox_h"])
+        by_image.setdefault(s["image_id"], []).append((box, s["face_id"]))
+    labels: list[tuple[str, str | None]] = []
+    n_det = 0
+    for scene, frame in zip(scenes, frames, strict=True):
+        found = by_image.get(frame.image_id, [])
+        n_det += len(found)
+        m = match_faces(scene.truth, [b for b, _ in found])
+        for ti, t in enumerate(scene.truth):
+            labels.append((t.person, found[m[ti]][1] if ti in m else None))
+    return identity_scores(labels, n_det)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=240)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="pipeline.threads (model threads); default: the Settings default")
+    ap.add_argument("--frame-batch", type=int, default=None)
+    ap.add_argument("--out", default="pipeline.json")
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    scenes = build_scenes(args.frames)
+    print(f"rendered {len(scenes)} frames, {sum(len(s.truth) for s in scenes)} faces "
+          f"in {time.perf_counter() - t:.1f} s")
+    pipe_cfg = {}
+    if args.threads is not None:
+        pipe_cfg["threads"] = args.threads
+    if args.frame_batch is not None:
+        pipe_cfg["frame_batch"] = args.frame_batch
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data=Path(tmp), pipeline=pipe_cfg)
+        rt = Runtime(settings)
+        rt.vision.detector.load()
+        rt.vision.embedder.load()
+        # warm-up: first inferences allocate; not counted
+        warm = to_frames(scenes[:4], tenant="warmup")
+        model_only(rt, warm)
+
+        frames = to_frames(scenes)
+        summary = rt.ingest(frames)
+        e2e_s = summary.seconds
+        acc = accuracy(rt, scenes, to_frames(scenes))
+        stage_s = dict(rt.stage_seconds)
+        bound = model_only(rt, to_frames(scenes))
+        rt.close()
+
+    fps = summary.frames / e2e_s
+    bound_fps = args.frames / bound["seconds"]
+    out = {
+        "frames": summary.frames, "faces": summary.faces, "sightings": summary.sightings,
+        "pipeline_s": e2e_s, "frames_per_s": fps, "faces_per_s": summary.faces / e2e_s,
+        "model_only": bound, "model_only_frames_per_s": bound_fps,
+        "model_only_faces_per_s": bound["faces"] / bound["seconds"],
+        "ratio_to_model_only": fps / bound_fps,
+        "stage_busy_s": stage_s,
+        "threads_setting": settings.pipeline.threads, "cv2_threads": cv2.getNumThreads(),
+        "frame_batch": settings.pipeline.frame_batch,
+        "identity": acc, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+    }
+    print(f"pipeline:   {fps:6.1f} frames/s, {out['faces_per_s']:6.1f} faces/s "
+          f"({summary.frames} frames, {summary.faces} faces, {e2e_s:.1f} s)")
+    print(f"model-only: {bound_fps:6.1f} frames/s, {out['model_only_faces_per_s']:6.1f} faces/s "
+          f"(detect {bound['detect_s']:.1f} s + embed {bound['embed_s']:.1f} s)")
+    print(f"ratio pipeline / model-only: {out['ratio_to_model_only']:.2f}")
+    print("stage busy seconds:", {k: round(v, 2) for k, v in stage_s.items()})
+    print(f"identity: F1 {acc['identity_f1']:.3f} (B-cubed P {acc['bcubed_precision']:.3f} "
+          f"R {acc['bcubed_recall']:.3f}), detection recall {acc['detection_recall']:.3f}, "
+          f"{acc['found_ids']} ids for {acc['true_people']} people; "
+          f"load average {out['loadavg_1m']:.1f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
