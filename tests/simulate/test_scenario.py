@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -75,7 +76,8 @@ def test_truth_visits_follow_the_visit_rule(scenario) -> None:  # type: ignore[n
         expected = {}
         for loc, times in seen[v["visitor"]].items():
             times.sort()
-            expected[loc] = 1 + sum((b - a).total_seconds() > gap for a, b in zip(times, times[1:]))
+            gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+            expected[loc] = 1 + sum(g > gap for g in gaps)
         assert v["visits"] == expected
         assert v["sightings"] == sum(len(t) for t in seen[v["visitor"]].values())
     # each visit is seen in several snapshots
