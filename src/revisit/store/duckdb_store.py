@@ -205,6 +205,12 @@ class DuckDBStore:
         finally:
             cur.close()
 
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The one connection to the file (DuckDB allows one writer process per file), for
+        modules that keep their own tables beside the store's (tenancy, audit)."""
+        return self._conn
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

@@ -106,8 +106,6 @@ def connection_for(store: object) -> duckdb.DuckDBPyConnection | None:
     own connection. Uses a public ``connection`` attribute when the store has one.
     """
     con = getattr(store, "connection", None)
-    if con is None:
-        con = getattr(store, "_conn", None)
     return con if isinstance(con, duckdb.DuckDBPyConnection) else None
 
 
