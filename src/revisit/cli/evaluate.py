@@ -28,8 +28,12 @@ def register(app: typer.Typer) -> None:
         ] = True,
         top: Annotated[int, typer.Option(min=0, max=1000, help="Worst cases listed.")] = 10,
     ) -> None:
-        """Detection recall/precision, unique-visitor error, BCubed and pairwise scores,
-        exact visit counts, worst merges/splits; beside an offline clustering reference."""
+        """Score the stored sightings against a simulated scenario's truth.
+
+        Detection, unique-visitor error, BCubed/pairwise, exact visit counts, worst cases.
+
+        Printed beside an offline clustering of the same embeddings (best threshold).
+        """
         from revisit.evaluation.evaluate import evaluate_store, format_table
         from revisit.evaluation.truth import load_truth
 

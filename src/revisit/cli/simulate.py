@@ -36,8 +36,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workers: Annotated[int, typer.Option(min=1, max=64, help="Rendering processes.")] = 2,
     ) -> None:
-        """Paste real faces into real CCTV frames on a realistic visit schedule; write the
-        manifest to ingest and the truth to evaluate against (`revisit eval`)."""
+        """Build camera snapshots with known truth: real faces pasted into CCTV frames.
+
+        Writes frames, manifest.jsonl (for `revisit ingest`), truth.json (`revisit eval`).
+        """
         from revisit.simulate.scenario import ScenarioSpec, build_scenario
 
         try:
