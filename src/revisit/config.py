@@ -74,6 +74,29 @@ class IdentitySettings(BaseModel):
     max_exemplars: int = Field(
         8, ge=1, le=128, description="Stored embeddings per visitor (bounded; best quality kept)."
     )
+    exemplars_per_track: int = Field(
+        2, ge=1, le=128,
+        description="Exemplars one track (one pass in front of a camera) may add to a visitor, "
+        "so a visitor's centroid spans several visits.",
+    )
+    track_threshold_offset: float = Field(
+        0.0, ge=-0.5, le=0.5,
+        description="Added to the match threshold to link a face to a track of consecutive "
+        "snapshots of the same camera.",
+    )
+    track_gap_s: float = Field(
+        120.0, ge=0.0, le=3600.0,
+        description="Longest time between two snapshots of one track (same camera).",
+    )
+    merge_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Average cosine similarity between two visitors' sightings at which "
+        "consolidation merges them. Empty = the measured default of the chosen embedder.",
+    )
+    consolidate: bool = Field(
+        True, description="Run consolidation (merge visitors who are one person) at the end "
+        "of every ingest run; `revisit consolidate` runs it on demand.",
+    )
 
 
 class PipelineSettings(BaseModel):

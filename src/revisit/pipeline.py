@@ -38,6 +38,7 @@ class Summary:
     sightings: int = 0
     new_visitors: int = 0
     skipped: int = 0  # frames already stored (idempotent re-ingest)
+    merges: int = 0  # visitors merged by end-of-run consolidation
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -55,7 +56,8 @@ class Summary:
     def line(self) -> str:
         return (
             f"{self.frames} frames, {self.faces} faces, {self.sightings} sightings, "
-            f"{self.new_visitors} new visitors, {len(self.rejected)} rejected, "
+            f"{self.new_visitors} new visitors, {self.merges} merged, "
+            f"{len(self.rejected)} rejected, "
             f"{self.skipped} already stored; {self.seconds:.1f} s, "
             f"{self.frames_per_second:.1f} frames/s, "
             f"{self.faces / self.seconds if self.seconds else 0.0:.1f} faces/s"
@@ -285,6 +287,7 @@ class Runtime:
         try:
             batches = batched(items, self.settings.pipeline.frame_batch)
             pipe.run(self.skip_known(batches, summary), done)
+            self.finish(summary)
         finally:
             bar.close()
             summary.seconds = time.perf_counter() - t0
@@ -299,6 +302,24 @@ class Runtime:
         from revisit.worker import publish
 
         return publish(self, items, stream=stream, progress=progress, total=total)
+
+    def finish(self, summary: Summary | None = None) -> None:
+        """End of stream: store whatever the resolver still holds, then consolidate the
+        tenants this run touched (identity.consolidate; docs/accuracy.md)."""
+        if self._resolver is None:
+            return
+        tail = self._resolver.flush()
+        if tail is not None:
+            self.store_batch(tail)
+            if summary is not None:
+                summary.add(tail)
+        if self.settings.identity.consolidate:
+            from revisit.identity.consolidate import consolidate
+
+            for tenant in list(self._resolver._galleries):
+                merges = consolidate(self.settings, self.store, self._resolver, tenant)
+                if summary is not None:
+                    summary.merges += len(merges)
 
     def close(self) -> None:
         self.store.close()

@@ -1,10 +1,31 @@
 """Identity resolution: each embedded face becomes a sighting of a visitor.
 
-For every face the tenant's index returns the nearest stored exemplars; visitors with
-neighbours above the match threshold vote (count of close neighbours, then best score),
-and the winner becomes the face's visitor id. Otherwise a new visitor is created, but only
-from a face that passed the quality gate: a poor face may join a visitor, never found one.
-Two faces of one frame never get the same visitor (cannot-link), resolved greedily by score.
+One snapshot of a face is weak evidence (small, blurred, half-turned); a visit usually
+leaves several consecutive snapshots on a camera. So the resolver decides per *track*, not
+per face (measured in docs/accuracy.md):
+
+1. **Redelivered faces** keep the visitor they were stored with (idempotence), and that
+   visitor is taken in their frame.
+2. **Tracks**: the batch's other faces are linked, per camera and in time order, to the
+   track whose pooled embedding they resemble (>= ``track_threshold``), if the track's last
+   face is at most ``track_gap_s`` earlier and in another frame (a track never holds two
+   faces of one frame). Batches are camera batches of consecutive frames, so a visit's
+   snapshots mostly arrive together; deferral never outlives the batch, so a crash cannot
+   lose a held face.
+3. **Matching**: each track's pooled embedding (quality-weighted mean) is compared with
+   the centroids of the visitors the face index proposes (nearest exemplars); the best
+   centroid at or above the match threshold wins. Tracks are decided strongest evidence
+   first, so visitors created from this batch are visible to the tracks after them.
+4. **Cannot-link**: two faces of one frame never share a visitor: a visitor given to one
+   track is barred for every track that shares a frame with it.
+5. **Creation**: an unmatched track founds a new visitor only if one of its faces passed
+   the quality gate; then all its faces (small ones too) are sightings of it. A track of
+   poor faces only that matches nobody is dropped.
+6. **Exemplars**: per visitor at most ``max_exemplars`` (best quality kept), at most
+   ``exemplars_per_track`` from one track so a visitor's centroid spans visits.
+
+Splits that survive this (a visitor seen once from afar, then close up) are repaired
+afterwards by :mod:`revisit.identity.consolidate` (average-linkage merges, reversible).
 """
 
 from __future__ import annotations
@@ -13,11 +34,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 
 from revisit.config import Settings
-from revisit.identity.index import FaceIndex, Neighbour
+from revisit.identity.index import FaceIndex
 from revisit.records import Batch, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
@@ -27,12 +49,72 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class _Held:
+    """One stored exemplar as the resolver remembers it."""
+
+    quality: float
+    face_image_id: str
+    embedding: np.ndarray
+
+
+@dataclass(slots=True)
 class _Gallery:
-    """What the resolver remembers of one tenant beyond the index: exemplar bookkeeping."""
+    """What the resolver remembers of one tenant beyond the index: exemplars per visitor."""
 
     next_number: int
-    # visitor -> list of (quality, face_image_id) of its stored exemplars
-    exemplars: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    exemplars: dict[str, list[_Held]] = field(default_factory=dict)
+    _centroids: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def centroid(self, visitor: str) -> np.ndarray | None:
+        c = self._centroids.get(visitor)
+        if c is None:
+            held = self.exemplars.get(visitor)
+            if not held:
+                return None
+            c = _unit(np.mean([h.embedding for h in held], axis=0))
+            self._centroids[visitor] = c
+        return c
+
+    def changed(self, visitor: str) -> None:
+        self._centroids.pop(visitor, None)
+
+
+@dataclass(slots=True)
+class _Track:
+    """Faces of one camera, consecutive frames, similar embeddings: one person's pass."""
+
+    faces: list[Face]
+    weight_sum: float
+    vec_sum: np.ndarray
+
+    @property
+    def pooled(self) -> np.ndarray:
+        return _unit(self.vec_sum)
+
+    @property
+    def creatable(self) -> bool:
+        return any(f.creatable for f in self.faces)
+
+    @property
+    def evidence(self) -> tuple[bool, float, int]:
+        return (self.creatable, self.weight_sum, len(self.faces))
+
+    def add(self, face: Face) -> None:
+        w = _weight(face)
+        self.faces.append(face)
+        self.weight_sum += w
+        self.vec_sum = self.vec_sum + w * np.asarray(face.embedding, dtype=np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def _weight(face: Face) -> float:
+    """Pooling weight: better faces count more, poor ones still a little."""
+    return 0.25 + float(face.quality)
 
 
 class Resolver:
@@ -48,8 +130,11 @@ class Resolver:
             if ident.match_threshold is not None
             else DEFAULT_MATCH_THRESHOLD[settings.embedder.model]
         )
+        self.track_threshold = self.threshold + ident.track_threshold_offset
+        self.track_gap = timedelta(seconds=ident.track_gap_s)
         self.k = ident.neighbours
         self.max_exemplars = ident.max_exemplars
+        self.per_track = ident.exemplars_per_track
         self._galleries: dict[str, _Gallery] = {}
 
     # -- gallery state ---------------------------------------------------------------
@@ -60,9 +145,19 @@ class Resolver:
             for chunk in self.store.load_exemplars(tenant):
                 self.index.add(chunk)
                 for ex in chunk:
-                    g.exemplars.setdefault(ex.visitor_id, []).append((ex.quality, ex.face_image_id))
+                    g.exemplars.setdefault(ex.visitor_id, []).append(
+                        _Held(ex.quality, ex.face_image_id, np.asarray(ex.embedding, np.float32))
+                    )
             self._galleries[tenant] = g
         return g
+
+    def reload(self, tenant: str) -> None:
+        """Forget a tenant's gallery and rebuild it from the store (after a merge/split)."""
+        g = self._galleries.pop(tenant, None)
+        if g is not None:
+            for vid in list(g.exemplars):
+                self.index.remove_visitor(tenant, vid)
+        self._gallery(tenant)
 
     def _new_visitor(self, tenant: str) -> str:
         g = self._gallery(tenant)
@@ -76,95 +171,136 @@ class Resolver:
         g = self._gallery(face.tenant)
         held = g.exemplars.setdefault(visitor, [])
         if len(held) >= self.max_exemplars:
-            worst = min(held)
-            if face.quality <= worst[0]:
+            worst = min(held, key=lambda h: (h.quality, h.face_image_id))
+            if face.quality <= worst.quality:
                 return
             held.remove(worst)
-            self.index.remove(face.tenant, [worst[1]])
-            batch.exemplars_dropped.append((face.tenant, worst[1]))
-        held.append((face.quality, face.face_image_id))
-        ex = Exemplar(
-            face.tenant, visitor, face.face_image_id, face.embedding, face.quality, face.ts
-        )
+            self.index.remove(face.tenant, [worst.face_image_id])
+            batch.exemplars_dropped.append((face.tenant, worst.face_image_id))
+        emb = np.asarray(face.embedding, dtype=np.float32)
+        held.append(_Held(face.quality, face.face_image_id, emb))
+        g.changed(visitor)
+        ex = Exemplar(face.tenant, visitor, face.face_image_id, emb, face.quality, face.ts)
         self.index.add([ex])
         batch.exemplars_added.append(ex)
 
-    # -- decisions -------------------------------------------------------------------
-    def _candidates(self, hits: list[Neighbour]) -> list[tuple[str, float]]:
-        """Visitors among the close neighbours, most votes first, then best score."""
-        votes: dict[str, list[float]] = defaultdict(list)
-        for h in hits:
-            if h.score >= self.threshold:
-                votes[h.visitor_id].append(h.score)
-        ranked = sorted(votes.items(), key=lambda kv: (-len(kv[1]), -max(kv[1]), kv[0]))
-        return [(vid, max(scores)) for vid, scores in ranked]
-
+    # -- the stage -------------------------------------------------------------------
     def resolve(self, batch: Batch) -> Batch:
-        """Fill ``batch.sightings`` for every embedded face; frames are handled in time order."""
+        """Fill ``batch.sightings`` for the batch's embedded faces (module docstring)."""
         faces = [f for f in batch.faces if f.embedding is not None]
-        by_frame: dict[str, list[Face]] = defaultdict(list)
+        by_tenant: dict[str, list[Face]] = defaultdict(list)
         for f in faces:
-            by_frame[f.frame_key].append(f)
-        frames = sorted(by_frame.values(), key=lambda fs: (fs[0].ts, fs[0].image_id))
-        for tenant in {f.tenant for f in faces}:
-            self._gallery(tenant)
-        known = self._already_stored(faces)
-        for frame_faces in frames:
-            self._resolve_frame(batch, frame_faces, known)
+            by_tenant[f.tenant].append(f)
+        for tenant in sorted(by_tenant):
+            self._resolve_tenant(batch, tenant, by_tenant[tenant])
         return batch
 
-    def _already_stored(self, faces: Iterable[Face]) -> dict[str, str]:
-        by_tenant: dict[str, list[str]] = defaultdict(list)
-        for f in faces:
-            by_tenant[f.tenant].append(f.face_image_id)
-        known: dict[str, str] = {}
-        for tenant, ids in by_tenant.items():
-            known.update(self.store.existing_sightings(tenant, ids))
-        return known
+    def flush(self) -> Batch | None:
+        """Faces still held at the end of a stream. Deferral never outlives a batch, so
+        there are none; the hook exists so a pipeline can drain any resolver the same way."""
+        return None
 
-    def _resolve_frame(self, batch: Batch, faces: list[Face], known: dict[str, str]) -> None:
-        tenant = faces[0].tenant
-        emb = np.stack([f.embedding for f in faces])  # type: ignore[misc]
-        hits = self.index.search(tenant, emb, self.k)
-        taken: set[str] = set()
-        assignment: dict[int, tuple[str, float, bool]] = {}
-        # redelivered faces keep the visitor they were stored with
-        for i, f in enumerate(faces):
+    def _already_stored(self, tenant: str, faces: Iterable[Face]) -> dict[str, str]:
+        return self.store.existing_sightings(tenant, [f.face_image_id for f in faces])
+
+    def _resolve_tenant(self, batch: Batch, tenant: str, faces: list[Face]) -> None:
+        g = self._gallery(tenant)
+        known = self._already_stored(tenant, faces)
+        taken: dict[str, set[str]] = defaultdict(set)  # frame -> visitors given there
+        canonical = {v: self.store.canonical_id(tenant, v) for v in set(known.values())}
+        for f in faces:
             if f.face_image_id in known:
                 vid = known[f.face_image_id]
-                assignment[i] = (vid, 1.0, False)
-                taken.add(vid)
-        # greedy by best candidate score across the frame: strongest matches claim first
-        options = []
-        for i, h in enumerate(hits):
-            if i in assignment:
-                continue
-            for vid, score in self._candidates(h):
-                options.append((score, i, vid))
-        options.sort(key=lambda o: (-o[0], o[1], o[2]))
-        for score, i, vid in options:
-            if i in assignment or vid in taken:
-                continue
-            assignment[i] = (vid, score, False)
-            taken.add(vid)
-        for i, f in enumerate(faces):
-            if i in assignment:
-                continue
-            if not f.creatable:
-                continue  # below the quality bar: may match, never founds a visitor
-            vid = self._new_visitor(tenant)
-            assignment[i] = (vid, 1.0, True)
-            taken.add(vid)
-            batch.visitors_created.append((tenant, vid, f.ts))
-        for i, (vid, score, new) in sorted(assignment.items()):
-            f = faces[i]
-            if f.face_image_id not in known and f.creatable:
-                self._remember(batch, f, vid)
-            batch.sightings.append(
-                Sighting(
-                    tenant=tenant, face_id=vid, face_image_id=f.face_image_id,
-                    image_id=f.image_id, camera_id=f.camera_id, location_id=f.location_id,
-                    ts=f.ts, bbox=f.bbox, quality=f.quality, match_score=score,
-                    new_visitor=new, embedding=f.embedding,
-                )
+                taken[f.frame_key].update((vid, canonical[vid]))
+                self._emit(batch, f, vid, 1.0, new=False)
+        fresh = [f for f in faces if f.face_image_id not in known]
+        if not fresh:
+            return
+        tracks = self._tracks(fresh)
+        tracks.sort(key=lambda t: t.evidence, reverse=True)
+        for tr in tracks:
+            barred = set().union(*(taken[f.frame_key] for f in tr.faces))
+            vid, _ = self._match(tenant, tr.pooled, barred)
+            new = False
+            if vid is None:
+                if not tr.creatable:
+                    continue  # below the quality bar: may match, never founds a visitor
+                vid, new = self._new_visitor(tenant), True
+                batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.faces)))
+            for f in tr.faces:
+                taken[f.frame_key].add(vid)
+                s = 1.0 if new else float(np.dot(_unit(f.embedding), g.centroid(vid)))  # type: ignore[arg-type]
+                self._emit(batch, f, vid, s, new=new and f is tr.faces[0])
+            best = sorted(
+                (f for f in tr.faces if f.creatable), key=lambda f: (-f.quality, f.face_image_id)
             )
+            for f in best[: self.per_track]:
+                self._remember(batch, f, vid)
+
+    def _tracks(self, faces: list[Face]) -> list[_Track]:
+        """Link faces per camera over consecutive frames (see module docstring)."""
+        by_camera: dict[str, list[Face]] = defaultdict(list)
+        for f in faces:
+            by_camera[f.camera_id].append(f)
+        out: list[_Track] = []
+        for cam in sorted(by_camera):
+            frames: dict[str, list[Face]] = defaultdict(list)
+            for f in by_camera[cam]:
+                frames[f.frame_key].append(f)
+            ordered = sorted(frames.values(), key=lambda fs: (fs[0].ts, fs[0].image_id))
+            open_tracks: list[_Track] = []
+            for frame_faces in ordered:
+                ts = frame_faces[0].ts
+                live = [t for t in open_tracks if ts - t.faces[-1].ts <= self.track_gap
+                        and t.faces[-1].frame_key != frame_faces[0].frame_key]
+                options = []
+                for i, f in enumerate(frame_faces):
+                    e = _unit(f.embedding)  # type: ignore[arg-type]
+                    for j, t in enumerate(live):
+                        s = float(np.dot(e, t.pooled))
+                        if s >= self.track_threshold:
+                            options.append((s, i, j))
+                options.sort(key=lambda o: (-o[0], o[1], o[2]))
+                used_f: set[int] = set()
+                used_t: set[int] = set()
+                for _, i, j in options:
+                    if i in used_f or j in used_t:
+                        continue
+                    live[j].add(frame_faces[i])
+                    used_f.add(i)
+                    used_t.add(j)
+                for i, f in enumerate(frame_faces):
+                    if i not in used_f:
+                        t = _Track([], 0.0, np.zeros_like(f.embedding, dtype=np.float32))
+                        t.add(f)
+                        open_tracks.append(t)
+                        out.append(t)
+        return out
+
+    def _match(
+        self, tenant: str, query: np.ndarray, barred: set[str]
+    ) -> tuple[str | None, float]:
+        """Best visitor centroid among the index's proposals, if at or above threshold."""
+        g = self._gallery(tenant)
+        hits = self.index.search(tenant, query[None, :], self.k)[0]
+        best, best_score = None, self.threshold
+        for vid in dict.fromkeys(h.visitor_id for h in hits):
+            if vid in barred:
+                continue
+            c = g.centroid(vid)
+            if c is None:
+                continue
+            s = float(np.dot(query, c))
+            if s >= best_score:
+                best, best_score = vid, s
+        return best, best_score
+
+    def _emit(self, batch: Batch, f: Face, vid: str, score: float, *, new: bool) -> None:
+        batch.sightings.append(
+            Sighting(
+                tenant=f.tenant, face_id=vid, face_image_id=f.face_image_id,
+                image_id=f.image_id, camera_id=f.camera_id, location_id=f.location_id,
+                ts=f.ts, bbox=f.bbox, quality=f.quality, match_score=score,
+                new_visitor=new, embedding=f.embedding,
+            )
+        )

@@ -1,0 +1,176 @@
+"""``revisit visitors show|merge|split|merges`` and ``revisit consolidate``.
+
+Merges are recorded in the store's alias table, never by rewriting sightings, so reports
+reflect a merge at once and ``split`` returns them exactly to their numbers before it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from revisit.cli.context import state
+
+visitors_app = typer.Typer(help="Inspect visitors; merge two into one or undo a merge.",
+                           no_args_is_help=True)
+
+
+def _open_store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from revisit.backends import open_store
+
+    settings = state(ctx).settings()
+    if not settings.store_url and not settings.db_path.exists():
+        typer.echo(f"error: no data in {settings.data} (run `revisit ingest` first)", err=True)
+        raise typer.Exit(2)
+    return open_store(settings)
+
+
+Tenant = Annotated[str, typer.Option("--tenant", help="Tenant.")]
+
+
+@visitors_app.command("show")
+def show(
+    ctx: typer.Context,
+    visitor: Annotated[str, typer.Argument(help="Visitor id, e.g. V-0001A7 (a merged id works).")],
+    tenant: Tenant = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Sightings per store, first/last seen, merged ids and exemplar quality of a visitor."""
+    store = _open_store(ctx)
+    try:
+        d = store.visitor_detail(tenant, visitor)
+    finally:
+        store.close()
+    if d is None:
+        typer.echo(f"error: no visitor {visitor} in tenant {tenant}", err=True)
+        raise typer.Exit(1)
+    info = {
+        "visitor": d.visitor_id,
+        "asked_as": visitor if visitor != d.visitor_id else None,
+        "merged_ids": list(d.aliases),
+        "sightings": d.sightings,
+        "stores": d.locations,
+        "first_seen": d.first_seen.isoformat() if d.first_seen else None,
+        "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+        "exemplars": d.exemplars,
+        "exemplar_quality_mean": (
+            round(d.exemplar_quality_mean, 3) if d.exemplar_quality_mean is not None else None
+        ),
+        "exemplar_quality_max": (
+            round(d.exemplar_quality_max, 3) if d.exemplar_quality_max is not None else None
+        ),
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    typer.echo(f"visitor     {d.visitor_id}" + (f"  (asked as {visitor})" if info["asked_as"] else ""))
+    if d.aliases:
+        typer.echo(f"merged ids  {', '.join(d.aliases)}")
+    typer.echo(f"sightings   {d.sightings}")
+    typer.echo(f"first seen  {info['first_seen']}")
+    typer.echo(f"last seen   {info['last_seen']}")
+    typer.echo(f"exemplars   {d.exemplars} (quality mean {info['exemplar_quality_mean']}, "
+               f"max {info['exemplar_quality_max']})")
+    typer.echo("stores      " + (", ".join(f"{k}: {v}" for k, v in d.locations.items()) or "-"))
+
+
+@visitors_app.command("merge")
+def merge(
+    ctx: typer.Context,
+    keep: Annotated[str, typer.Argument(help="Visitor id that stays.")],
+    absorb: Annotated[str, typer.Argument(help="Visitor id that from now on reads as KEEP.")],
+    tenant: Tenant = "default",
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the merge log).")] = "manual",
+) -> None:
+    """Merge ABSORB into KEEP (one person seen as two); reversible with `visitors split`."""
+    store = _open_store(ctx)
+    try:
+        rec = store.merge_visitors(tenant, keep, absorb, reason=reason)
+    except (KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"merged {rec.absorb} into {rec.keep} (merge {rec.merge_id}); "
+               f"undo with: revisit visitors split {rec.absorb}")
+
+
+@visitors_app.command("split")
+def split(
+    ctx: typer.Context,
+    merged: Annotated[str, typer.Argument(help="A visitor id that was merged into another.")],
+    tenant: Tenant = "default",
+) -> None:
+    """Undo the merge that absorbed MERGED: reports count it separately again."""
+    store = _open_store(ctx)
+    try:
+        rec = store.split_visitor(tenant, merged)
+    except (KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"split {rec.absorb} from {rec.keep} (undid merge {rec.merge_id})")
+
+
+@visitors_app.command("merges")
+def merges(
+    ctx: typer.Context,
+    tenant: Tenant = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The merge log: every merge, why, and whether it was split again."""
+    store = _open_store(ctx)
+    try:
+        log = store.merges(tenant)
+    finally:
+        store.close()
+    rows = [
+        {"merge_id": m.merge_id, "keep": m.keep, "absorb": m.absorb,
+         "merged_at": m.merged_at.isoformat(), "reason": m.reason,
+         "split_at": m.split_at.isoformat() if m.split_at else None}
+        for m in log
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        state_ = f"split {r['split_at']}" if r["split_at"] else "active"
+        typer.echo(f"{r['merge_id']:>5}  {r['absorb']} -> {r['keep']}  {r['merged_at']}  "
+                   f"{state_}  {r['reason']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(visitors_app, name="visitors")
+
+    @app.command("consolidate")
+    def consolidate_cmd(
+        ctx: typer.Context,
+        tenant: Tenant = "default",
+        threshold: Annotated[
+            float | None,
+            typer.Option("--threshold", min=0.0, max=1.0,
+                         help="Average similarity to merge at (default: identity.merge_threshold)."),
+        ] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list proposed merges.")] = False,
+    ) -> None:
+        """Merge visitors who turn out to be one person (also runs at the end of ingest)."""
+        from revisit.identity.consolidate import consolidate
+
+        settings = state(ctx).settings()
+        store = _open_store(ctx)
+        try:
+            out = consolidate(settings, store, None, tenant, threshold=threshold, dry_run=dry_run)
+        finally:
+            store.close()
+        if dry_run:
+            for p in out:
+                typer.echo(f"would merge {p.absorb} into {p.keep} "  # type: ignore[union-attr]
+                           f"(average similarity {p.similarity:.3f})")  # type: ignore[union-attr]
+            typer.echo(f"{len(out)} merges proposed")
+        else:
+            for m in out:
+                typer.echo(f"merged {m.absorb} into {m.keep}: {m.reason}")  # type: ignore[union-attr]
+            typer.echo(f"{len(out)} merges")

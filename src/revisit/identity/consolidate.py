@@ -1,0 +1,198 @@
+"""Consolidation: merge visitors who turn out to be one person.
+
+Online resolution decides with what it has seen so far, so one person can be split in two
+(first seen small and blurred, later close up). Consolidation looks at everything stored
+and merges such visitors by **average linkage**: the similarity of two visitors is the
+mean cosine similarity over all pairs of their sightings' embeddings, which is
+``dot(sum_a, sum_b) / (n_a * n_b)``, so a visitor is a (sum, count) pair and a merge is an
+addition. Pairs are proposed by nearest centroids (faiss), merged best first while the
+similarity stays at or above ``identity.merge_threshold``; two visitors seen in one frame
+are never merged (cannot-link).
+
+Merges go through the store's alias table (``merge_visitors``): sightings are not
+rewritten, reports read the merged id at once, and ``revisit visitors split`` undoes a
+merge exactly. The kept id is the older visitor (lower number). Afterwards each merged
+visitor's exemplars are trimmed back to ``identity.max_exemplars`` (best quality kept)
+and the resolver's gallery is rebuilt from the store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+
+from revisit.config import Settings
+from revisit.records import Batch
+from revisit.report.query import SightingQuery
+from revisit.store.base import MergeRecord, SightingStore
+from revisit.store.visitor_ids import visitor_number_or_zero
+
+if TYPE_CHECKING:
+    from revisit.identity.resolver import Resolver
+
+log = logging.getLogger(__name__)
+
+# Average-linkage similarity at which two visitors are one person, per embedder. Chosen on
+# the centroid genuine/impostor margins of lfw-dev (docs/accuracy.md), not on a scenario.
+DEFAULT_MERGE_THRESHOLD: dict[str, float] = {"sface": 0.42, "arcface": 0.32}
+CANDIDATES = 20  # nearest visitor centroids examined per visitor
+
+
+def merge_threshold(settings: Settings) -> float:
+    t = settings.identity.merge_threshold
+    return t if t is not None else DEFAULT_MERGE_THRESHOLD[settings.embedder.model]
+
+
+@dataclass(slots=True)
+class _Cluster:
+    vid: str
+    vec_sum: np.ndarray
+    n: int
+    frames: set[str]
+    near: set[str] = field(default_factory=set)
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    keep: str
+    absorb: str
+    similarity: float
+
+
+def _order(a: str, b: str) -> tuple[str, str]:
+    """(keep, absorb): the older visitor (lower number) keeps its id."""
+    ka, kb = (visitor_number_or_zero(a), a), (visitor_number_or_zero(b), b)
+    return (a, b) if ka <= kb else (b, a)
+
+
+def plan_merges(
+    clusters: dict[str, tuple[np.ndarray, int, set[str]]], threshold: float,
+    candidates: int = CANDIDATES,
+) -> list[Proposal]:
+    """Average-linkage agglomeration of visitors, best pair first, with cannot-link.
+
+    ``clusters``: visitor -> (sum of unit embeddings, count, frames it was seen in).
+    """
+    if len(clusters) < 2:
+        return []
+    state = {v: _Cluster(v, s.astype(np.float64), n, set(fr)) for v, (s, n, fr) in clusters.items()}
+    ids = sorted(state)
+    cent = np.stack([state[v].vec_sum / max(np.linalg.norm(state[v].vec_sum), 1e-12) for v in ids])
+    index = faiss.IndexFlatIP(cent.shape[1])
+    index.add(np.ascontiguousarray(cent, dtype=np.float32))
+    _, nn = index.search(np.ascontiguousarray(cent, dtype=np.float32), min(candidates + 1, len(ids)))
+    for i, row in enumerate(nn):
+        for j in row.tolist():
+            if j >= 0 and j != i:
+                state[ids[i]].near.add(ids[j])
+                state[ids[j]].near.add(ids[i])
+
+    def sim(a: _Cluster, b: _Cluster) -> float:
+        return float(np.dot(a.vec_sum, b.vec_sum) / (a.n * b.n))
+
+    heap: list[tuple[float, str, str, int, int]] = []
+
+    def push(a: _Cluster) -> None:
+        for other in a.near:
+            b = state.get(other)
+            if b is None or a.frames & b.frames:
+                continue
+            s = sim(a, b)
+            if s >= threshold:
+                x, y = (a, b) if a.vid < b.vid else (b, a)
+                heapq.heappush(heap, (-s, x.vid, y.vid, x.version, y.version))
+
+    for c in list(state.values()):
+        push(c)
+    out: list[Proposal] = []
+    while heap:
+        neg, x, y, vx, vy = heapq.heappop(heap)
+        a, b = state.get(x), state.get(y)
+        if a is None or b is None or a.version != vx or b.version != vy:
+            continue
+        if a.frames & b.frames:
+            continue
+        keep, absorb = _order(a.vid, b.vid)
+        k, m = state[keep], state.pop(absorb)
+        k.vec_sum = k.vec_sum + m.vec_sum
+        k.n += m.n
+        k.frames |= m.frames
+        k.near = (k.near | m.near) - {keep, absorb}
+        k.version += 1
+        for other in m.near:
+            o = state.get(other)
+            if o is not None:
+                o.near.discard(absorb)
+                o.near.add(keep)
+        out.append(Proposal(keep, absorb, -neg))
+        push(k)
+    return out
+
+
+def load_clusters(store: SightingStore, tenant: str) -> dict[str, tuple[np.ndarray, int, set[str]]]:
+    """visitor (canonical) -> (sum of its sightings' unit embeddings, count, frames)."""
+    frame_of: dict[str, str] = {}
+    for row in store.sightings(SightingQuery(tenant=tenant)):
+        frame_of[row["face_image_id"]] = row["image_id"]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    frames: dict[str, set[str]] = {}
+    for chunk in store.load_embeddings(tenant):
+        for fid, vid, vec in chunk:
+            v = np.asarray(vec, dtype=np.float64)
+            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            if vid in sums:
+                sums[vid] += v
+                counts[vid] += 1
+            else:
+                sums[vid] = v.copy()
+                counts[vid] = 1
+                frames[vid] = set()
+            if fid in frame_of:
+                frames[vid].add(frame_of[fid])
+    return {v: (sums[v], counts[v], frames[v]) for v in sums}
+
+
+def consolidate(
+    settings: Settings, store: SightingStore, resolver: Resolver | None, tenant: str,
+    *, threshold: float | None = None, dry_run: bool = False,
+) -> list[MergeRecord] | list[Proposal]:
+    """Merge the tenant's visitors who are one person; returns the merges made (or, with
+    ``dry_run``, the proposals)."""
+    thr = merge_threshold(settings) if threshold is None else threshold
+    proposals = plan_merges(load_clusters(store, tenant), thr)
+    if dry_run:
+        return proposals
+    records: list[MergeRecord] = []
+    for p in proposals:
+        records.append(store.merge_visitors(
+            tenant, p.keep, p.absorb, reason=f"consolidate: average similarity {p.similarity:.3f}"
+        ))
+    if records:
+        _trim_exemplars(settings, store, tenant)
+        log.info("consolidate %s: %d merges", tenant, len(records))
+    if resolver is not None and (records or tenant in resolver._galleries):
+        resolver.reload(tenant)
+    return records
+
+
+def _trim_exemplars(settings: Settings, store: SightingStore, tenant: str) -> None:
+    """Merged visitors hold the exemplars of all their parts: keep the best ``max``."""
+    per: dict[str, list[tuple[float, str]]] = {}
+    for chunk in store.load_exemplars(tenant):
+        for ex in chunk:
+            per.setdefault(ex.visitor_id, []).append((ex.quality, ex.face_image_id))
+    limit = settings.identity.max_exemplars
+    drop = []
+    for held in per.values():
+        if len(held) > limit:
+            held.sort(key=lambda h: (-h[0], h[1]))
+            drop.extend((tenant, fid) for _, fid in held[limit:])
+    if drop:
+        store.write(Batch(batch_id=f"consolidate-{tenant}", exemplars_dropped=drop))
