@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -147,6 +148,10 @@ class Postgres:
         self.dir.mkdir(parents=True)
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
+            for parent in self.dir.parents:  # mkdtemp dirs are 0700: let postgres through
+                if parent == Path(tempfile.gettempdir()):
+                    break
+                parent.chmod(parent.stat().st_mode | 0o755)
         self._run("initdb", "-D", str(self.dir / "db"), "-U", "postgres", "--auth=trust", "-E",
                   "UTF8")
 
@@ -220,8 +225,32 @@ class Fleet:
                 p.kill()
 
 
-def worker_env(queue_url: str, store_url: str, data: Path, threads: int = 1) -> dict[str, str]:
+def frozen_source(work: Path) -> Path:
+    """A copy of ``src/`` for the worker processes: in a working tree others are editing,
+    workers restarted mid-run must all run the same code."""
+    dest = work / "src-snapshot"
+    if not dest.exists():
+        shutil.copytree(REPO / "src", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def consolidate_all(store: Any, store_url: str, tenants: tuple[str, ...]) -> int:
+    """The consolidation job (identity.consolidate) the embedded default runs at the end of
+    an ingest; in distributed mode it is a periodic job over the shared store."""
+    from revisit.config import load_settings
+    from revisit.identity.consolidate import consolidate
+
+    settings = load_settings(None, store_url=store_url)
+    if not settings.identity.consolidate:
+        return 0
+    return sum(len(consolidate(settings, store, None, t)) for t in tenants)
+
+
+def worker_env(queue_url: str, store_url: str, data: Path, threads: int = 1,
+               source: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     env.update({
         "REVISIT_QUEUE_URL": queue_url, "REVISIT_STORE_URL": store_url,
         "REVISIT_DATA": str(data), "REVISIT_PIPELINE__THREADS": str(threads),

@@ -110,7 +110,7 @@ def publish(
                 continue
             batch.batch_id = f"{stream}#{seq:09d}"
             seq += 1
-            _put(queue, batch, threading.Event())
+            _put(queue, batch, threading.Event(), retry=True)
             summary.frames += len(batch.frames)
             summary.rejected.extend(batch.rejected)
             bar.update(len(batch.frames))
@@ -121,7 +121,9 @@ def publish(
     return summary
 
 
-def _put(queue: StageQueue, batch: Batch, stop: threading.Event) -> None:
+def _put(queue: StageQueue, batch: Batch, stop: threading.Event, retry: bool = False) -> None:
+    """Blocking put. ``retry``: ride out a broker restart (a put whose reply was lost may
+    land twice; downstream idempotence absorbs it)."""
     while True:
         try:
             queue.put(batch, timeout=1.0)
@@ -129,6 +131,12 @@ def _put(queue: StageQueue, batch: Batch, stop: threading.Event) -> None:
         except QueueFull:
             if stop.is_set():
                 raise
+        except Exception as exc:
+            if not retry or stop.is_set():
+                raise
+            log.warning("publishing %s: %s: %s; retrying", batch.batch_id,
+                        type(exc).__name__, exc)
+            time.sleep(1.0)
 
 
 # --- stage handlers -----------------------------------------------------------------------
@@ -193,13 +201,28 @@ class ResolveHandler:
                     return [self._replay(batch)]
                 if seq > last + 1:
                     tx.park(stream, seq, batch)
-                    return []
-                out = [self._apply(tx, batch)]
-                tx.advance(stream, seq)
+                    out = []
+                else:
+                    out = [self._apply(tx, batch)]
+                    tx.advance(stream, seq)
+            # a resolver killed while draining leaves parked batches: whoever comes next
+            # (or idle(), below) applies them
             return out + self._drain(stream)
         except BaseException:
             self._reset()  # in-memory decisions of a rolled-back transaction are void
             raise
+
+    def idle(self) -> list[Batch]:
+        """Between deliveries: apply parked batches whose turn has come (their stream's
+        predecessor was committed by a resolver that died before draining)."""
+        out: list[Batch] = []
+        try:
+            for stream in self.store.parked_streams():
+                out += self._drain(stream)
+        except BaseException:
+            self._reset()
+            raise
+        return out
 
     def _drain(self, stream: str) -> list[Batch]:
         """Apply parked batches that are next in line, one transaction each."""
@@ -360,7 +383,7 @@ class Worker:
 
     def _loop(self, i: int, max_idle_s: float | None) -> None:
         handler = closable = inq = outq = None
-        last_work = time.monotonic()
+        last_work = last_idle = time.monotonic()
         while not self.stop.is_set():
             try:
                 if handler is None:
@@ -369,6 +392,12 @@ class Worker:
                     inq, outq = self._open(i)
                 delivery = inq.get(timeout=0.5)
                 if delivery is None:
+                    idle = getattr(handler, "idle", None)
+                    if idle is not None and time.monotonic() - last_idle > 2.0:
+                        last_idle = time.monotonic()
+                        for out in idle():
+                            if outq is not None:
+                                _put(outq, out, self.stop)
                     if max_idle_s is not None and time.monotonic() - last_work > max_idle_s:
                         return
                     continue

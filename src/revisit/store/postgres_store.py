@@ -688,6 +688,10 @@ class PostgresStore:
         rows = self._query("SELECT max_visitor_number FROM tenants WHERE tenant = %s", [tenant])
         return int(rows[0][0]) if rows else 0
 
+    def parked_streams(self) -> list[str]:
+        """Streams with batches waiting in the resolve reorder buffer."""
+        return [r[0] for r in self._query("SELECT DISTINCT stream FROM resolve_parked")]
+
     def identity_version(self, tenant: str) -> int:
         rows = self._query("SELECT identity_version FROM tenants WHERE tenant = %s", [tenant])
         return int(rows[0][0]) if rows else 0
