@@ -1,0 +1,198 @@
+"""The resolver's rules on real faces (SFace embeddings of lfw-dev photos).
+
+Rules under test: same-frame cannot-link, tracks over consecutive snapshots (a poor face
+joins through its track, a track of poor faces never founds a visitor), no face lost,
+idempotence on redelivery, and consolidation merging one person split in two.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from revisit.identity.consolidate import consolidate, load_clusters
+from revisit.identity.index import FaissIndex
+from revisit.identity.resolver import Resolver
+from revisit.records import Batch, Face, Frame, face_image_id
+from revisit.report.query import ReportQuery
+from revisit.store.duckdb_store import DuckDBStore
+from tests.conftest import lfw_photo
+
+PEOPLE = {"Alvaro_Uribe": 5, "Andre_Agassi": 5, "Angelina_Jolie": 4}
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def emb() -> dict[tuple[str, int], np.ndarray]:
+    """SFace embedding of the main face of each photo, through our own vision stages."""
+    from revisit.config import Settings
+    from revisit.vision.stages import Vision
+
+    vision = Vision(Settings())
+    out = {}
+    for person, n in PEOPLE.items():
+        for i in range(1, n + 1):
+            path = lfw_photo(person, i)
+            frame = Frame("t", "cam", "L", f"{person}-{i}", T0, data=path.read_bytes())
+            b = vision.process(Batch("x", frames=[frame]))
+            assert b.faces, f"no face found in {path}"
+            main = max(b.faces, key=lambda f: f.bbox[2] * f.bbox[3])
+            out[(person, i)] = main.embedding
+    return out
+
+
+def face(
+    e: np.ndarray, image_id: str, *, camera: str = "S1-C1", minute: float = 0.0,
+    creatable: bool = True, quality: float = 0.8, slot: int = 0,
+) -> Face:
+    bbox = (10 + 100 * slot, 20, 80, 100)
+    return Face(
+        tenant="t", camera_id=camera, location_id=camera.split("-")[0], image_id=image_id,
+        ts=T0 + timedelta(minutes=minute), face_image_id=face_image_id("t", image_id, bbox),
+        bbox=bbox, landmarks=np.zeros((5, 2), np.float32), det_score=0.9, quality=quality,
+        creatable=creatable, embedding=e,
+    )
+
+
+def batch_of(faces: list[Face]) -> Batch:
+    frames = {}
+    for f in faces:
+        frames.setdefault(f.image_id, Frame("t", f.camera_id, f.location_id, f.image_id, f.ts))
+    return Batch(f"b-{next(_ids)}", frames=list(frames.values()), faces=faces)
+
+
+@pytest.fixture
+def env(make_settings):  # type: ignore[no-untyped-def]
+    settings = make_settings()
+    store = DuckDBStore(":memory:")
+    resolver = Resolver(settings, store, FaissIndex(128))
+
+    def run(faces: list[Face]) -> Batch:
+        out = resolver.resolve(batch_of(faces))
+        store.write(out)
+        return out
+
+    yield settings, store, resolver, run
+    store.close()
+
+
+def visitors_of(b: Batch) -> dict[str, str]:
+    return {s.face_image_id: s.face_id for s in b.sightings}
+
+
+def test_same_frame_never_shares_a_visitor_even_for_one_person(env, emb) -> None:
+    _, _, _, run = env
+    # learn Alvaro first, then show two photos of him in one frame (a poster and the man)
+    run([face(emb[("Alvaro_Uribe", 1)], "f0")])
+    a, b = face(emb[("Alvaro_Uribe", 2)], "f1", slot=0), face(emb[("Alvaro_Uribe", 3)], "f1", slot=1)
+    out = visitors_of(run([a, b]))
+    assert len(out) == 2
+    assert out[a.face_image_id] != out[b.face_image_id]
+
+
+def test_repeat_visit_with_other_photos_is_the_same_visitor(env, emb) -> None:
+    _, _, _, run = env
+    first = visitors_of(run([face(emb[("Andre_Agassi", 1)], "a1")]))
+    later = visitors_of(run([face(emb[("Andre_Agassi", 2)], "a2", minute=60 * 24)]))
+    other = visitors_of(run([face(emb[("Angelina_Jolie", 1)], "j1", minute=60 * 25)]))
+    assert set(first.values()) == set(later.values())
+    assert set(other.values()).isdisjoint(first.values())
+
+
+def test_poor_face_joins_through_its_track_but_never_founds_alone(env, emb) -> None:
+    _, store, _, run = env
+    # one camera, consecutive snapshots: a good face then two poor ones of the same person
+    track = [
+        face(emb[("Angelina_Jolie", 1)], "t1", minute=0.00),
+        face(emb[("Angelina_Jolie", 1)], "t2", minute=0.25, creatable=False, quality=0.2),
+        face(emb[("Angelina_Jolie", 2)], "t3", minute=0.50, creatable=False, quality=0.2),
+    ]
+    out = run(track)
+    assert len(out.sightings) == 3 and len(set(visitors_of(out).values())) == 1
+    assert len(out.visitors_created) == 1
+    # a poor face of an unknown person, alone: dropped, no visitor created
+    lone = run([face(emb[("Alvaro_Uribe", 1)], "u1", minute=90, creatable=False, quality=0.2)])
+    assert lone.sightings == [] and lone.visitors_created == []
+
+
+def test_no_face_is_lost_and_each_track_is_one_visitor(env, emb) -> None:
+    _, _, resolver, run = env
+    faces = []
+    for i, person in enumerate(PEOPLE):  # three people, each on its own camera, 4 snapshots
+        for k in range(4):
+            faces.append(face(emb[(person, 1 + k % 2)], f"{person}-{k}", camera=f"S1-C{i + 1}",
+                              minute=0.25 * k))
+    # and two of them share frames on a fourth camera
+    for k in range(3):
+        faces.append(face(emb[("Alvaro_Uribe", 3)], f"shared-{k}", camera="S2-C1", minute=k * 0.25, slot=0))
+        faces.append(face(emb[("Andre_Agassi", 3)], f"shared-{k}", camera="S2-C1", minute=k * 0.25, slot=1))
+    out = run(faces)
+    assert resolver.flush() is None  # nothing held beyond a batch
+    got = visitors_of(out)
+    assert set(got) == {f.face_image_id for f in faces}  # every creatable face came out
+    assert len(set(got.values())) == 3
+    by_frame: dict[str, list[str]] = {}
+    for s in out.sightings:
+        by_frame.setdefault(s.image_id, []).append(s.face_id)
+    assert all(len(v) == len(set(v)) for v in by_frame.values())
+    # each person's faces share one visitor across cameras
+    for person in ("Alvaro_Uribe", "Andre_Agassi"):
+        ids = {got[f.face_image_id] for f in faces if f.image_id.startswith(person)}
+        assert len(ids) == 1
+
+
+def test_redelivered_batch_keeps_its_visitors(env, emb) -> None:
+    _, store, _, run = env
+    faces = [face(emb[("Andre_Agassi", 1)], "r1"), face(emb[("Alvaro_Uribe", 1)], "r1", slot=1)]
+    first = visitors_of(run(faces))
+    again = run([face(f.embedding, f.image_id, slot=i) for i, f in enumerate(faces)])
+    assert visitors_of(again) == first
+    assert again.visitors_created == [] and again.exemplars_added == []
+    assert store.stats("t")["sightings"] == 2
+
+
+def test_exemplars_stay_bounded(env, emb) -> None:
+    settings, store, resolver, run = env
+    for k in range(12):  # twelve visits of one person, one snapshot each
+        run([face(emb[("Alvaro_Uribe", 1 + k % 5)], f"v{k}", minute=60 * k, quality=0.5 + k / 30)])
+    g = resolver._gallery("t")
+    assert max(len(h) for h in g.exemplars.values()) <= settings.identity.max_exemplars
+    assert store.stats("t")["exemplars"] <= settings.identity.max_exemplars * len(g.exemplars)
+
+
+def test_consolidation_merges_a_split_identity_and_split_undoes_it(make_settings, emb) -> None:
+    strict = make_settings(identity={"match_threshold": 0.95})  # forces one person into two
+    store = DuckDBStore(":memory:")
+    resolver = Resolver(strict, store, FaissIndex(128))
+    for k, (person, i) in enumerate([("Andre_Agassi", 1), ("Andre_Agassi", 2), ("Angelina_Jolie", 1),
+                                     ("Andre_Agassi", 3), ("Angelina_Jolie", 2)]):
+        store.write(resolver.resolve(batch_of([face(emb[(person, i)], f"c{k}", minute=60 * k)])))
+    query = ReportQuery(T0.date(), T0.date(), tenant="t")
+    assert store.report_header(query).unique_visitors == 5
+    settings = make_settings()  # default merge threshold
+    merges = consolidate(settings, store, resolver, "t")
+    assert len(merges) == 3  # Andre 3 -> 1, Angelina 2 -> 1
+    assert store.report_header(query).unique_visitors == 2
+    clusters = load_clusters(store, "t")
+    assert sorted(n for _, n, _ in clusters.values()) == [2, 3]
+    # the resolver now matches against the merged visitor
+    assert set(resolver._gallery("t").exemplars) == set(clusters)
+    store.split_visitor("t", merges[0].absorb)
+    assert store.report_header(query).unique_visitors == 3
+    store.close()
+
+
+def test_consolidation_never_merges_faces_seen_together(make_settings, emb) -> None:
+    strict = make_settings(identity={"match_threshold": 0.95})
+    store = DuckDBStore(":memory:")
+    resolver = Resolver(strict, store, FaissIndex(128))
+    # the same person twice in one frame (e.g. a mirror): two visitors that must stay two
+    store.write(resolver.resolve(batch_of([
+        face(emb[("Alvaro_Uribe", 1)], "m1", slot=0), face(emb[("Alvaro_Uribe", 2)], "m1", slot=1),
+    ])))
+    assert consolidate(make_settings(), store, resolver, "t") == []
+    store.close()
