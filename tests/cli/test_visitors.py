@@ -1,0 +1,90 @@
+"""`revisit visitors show|merge|split|merges` and `revisit consolidate` on a real store:
+reports after a merge count one visitor, after the split exactly what they counted before."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from revisit.cli.main import app
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.testing import at, batch, sighting
+
+runner = CliRunner()
+
+
+def _seed(data) -> None:  # type: ignore[no-untyped-def]
+    store = DuckDBStore(data / "revisit.duckdb")
+    store.write(batch([
+        sighting("V-000001", at(0), "S01"), sighting("V-000001", at(5), "S01"),
+        sighting("V-000002", at(0, day=2), "S01"), sighting("V-000002", at(0, day=3), "S02"),
+        sighting("V-000003", at(0, day=1), "S02"),
+    ]))
+    store.close()
+
+
+def _report(data) -> dict:  # type: ignore[no-untyped-def]
+    r = runner.invoke(app, ["--data", str(data), "report", "--from", "2024-03-01",
+                            "--to", "2024-03-31", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_merge_then_split_round_trips_the_report(tmp_path) -> None:
+    data = tmp_path / "d"
+    _seed(data)
+    before = _report(data)
+    r = runner.invoke(app, ["--data", str(data), "visitors", "merge", "V-000001", "V-000002"])
+    assert r.exit_code == 0, r.output
+    merged = _report(data)
+    assert _unique(merged) == _unique(before) - 1
+    rows = {row_id(r): r for r in _rows(merged)}
+    assert "V-000002" not in rows and _visits(rows["V-000001"]) == 3
+    show = runner.invoke(app, ["--data", str(data), "visitors", "show", "V-000002", "--json"])
+    assert show.exit_code == 0, show.output
+    info = json.loads(show.stdout)
+    assert info["visitor"] == "V-000001" and info["merged_ids"] == ["V-000002"]
+    assert info["sightings"] == 4 and info["stores"] == {"S01": 3, "S02": 1}
+    r = runner.invoke(app, ["--data", str(data), "visitors", "split", "V-000002"])
+    assert r.exit_code == 0, r.output
+    assert _report(data) == before
+    log = runner.invoke(app, ["--data", str(data), "visitors", "merges", "--json"])
+    assert json.loads(log.stdout)[0]["split_at"] is not None
+
+
+def test_errors_are_readable(tmp_path) -> None:
+    data = tmp_path / "d"
+    _seed(data)
+    r = runner.invoke(app, ["--data", str(data), "visitors", "split", "V-000001"])
+    assert r.exit_code == 1 and "not merged" in r.output
+    r = runner.invoke(app, ["--data", str(data), "visitors", "show", "V-00FFFF"])
+    assert r.exit_code == 1 and "no visitor" in r.output
+    r = runner.invoke(app, ["--data", str(data), "visitors", "merge", "V-000001", "V-000001"])
+    assert r.exit_code == 1
+
+
+def test_consolidate_dry_run_changes_nothing(tmp_path) -> None:
+    data = tmp_path / "d"
+    _seed(data)
+    before = _report(data)
+    r = runner.invoke(app, ["--data", str(data), "consolidate", "--dry-run", "--threshold", "0.0"])
+    assert r.exit_code == 0, r.output
+    assert "merges proposed" in r.output
+    assert _report(data) == before
+
+
+def _rows(report: dict) -> list[dict]:
+    return next(v for k, v in report.items() if k != "header")
+
+
+def row_id(row: dict) -> str:
+    return row["visitor_id"]
+
+
+def _visits(row: dict) -> int:
+    return int(row["total_appearances"])
+
+
+def _unique(report: dict) -> int:
+    return int(report["header"]["unique_visitors"])
