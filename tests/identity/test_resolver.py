@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from tests.conftest import lfw_photo
 
 from revisit.identity.consolidate import consolidate, load_clusters
 from revisit.identity.index import FaissIndex
@@ -19,7 +20,6 @@ from revisit.identity.resolver import Resolver
 from revisit.records import Batch, Face, Frame, face_image_id
 from revisit.report.query import ReportQuery
 from revisit.store.duckdb_store import DuckDBStore
-from tests.conftest import lfw_photo
 
 PEOPLE = {"Alvaro_Uribe": 5, "Andre_Agassi": 5, "Angelina_Jolie": 4}
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
@@ -104,7 +104,7 @@ def test_repeat_visit_with_other_photos_is_the_same_visitor(env, emb) -> None:
 
 
 def test_poor_face_joins_through_its_track_but_never_founds_alone(env, emb) -> None:
-    _, store, _, run = env
+    _, _store, _, run = env
     # one camera, consecutive snapshots: a good face then two poor ones of the same person
     track = [
         face(emb[("Angelina_Jolie", 1)], "t1", minute=0.00),
