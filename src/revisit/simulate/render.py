@@ -62,38 +62,53 @@ def source_face(photo: str) -> tuple[np.ndarray, tuple[float, float, float, floa
     return img, box
 
 
-@functools.lru_cache(maxsize=64)
-def background(path: str, flip: bool) -> np.ndarray:
+def _read_background(path: str) -> np.ndarray:
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise FileNotFoundError(f"cannot read background {path}")
     if img.shape[:2] != (FRAME_H, FRAME_W):
         img = cv2.resize(img, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA)
-    img = _blur_background_faces(img)
-    return cv2.flip(img, 1) if flip else img
+    return img
 
 
-def _blur_background_faces(img: np.ndarray) -> np.ndarray:
-    """Blur faces the detector finds in the background itself. They are real people who
-    are not in the truth: the same few would show up in every store that reuses the
-    frame and be counted as visitors the truth does not know."""
+@functools.cache
+def _background_faces(path: str) -> tuple[tuple[int, int, int, int, float], ...]:
+    """Regions (x0, y0, x1, y1, sigma) to blur: faces the detector finds in the background
+    itself. They are real people who are not in the truth: the same few would show up in
+    every store that reuses the frame and be counted as visitors the truth does not know.
+    Only the boxes are cached (small); the image is re-read when needed."""
     det = _detector()
     if det is None:
-        return img
-    out = img.copy()
+        return ()
+    img = _read_background(path)
+    regions: list[tuple[int, int, int, int, float]] = []
     for _ in range(2):  # a second pass catches faces the first blur left detectable
-        det.setInputSize((out.shape[1], out.shape[0]))
+        det.setInputSize((img.shape[1], img.shape[0]))
         det.setScoreThreshold(0.5)
-        _, faces = det.detect(out)
+        _, faces = det.detect(img)
         det.setScoreThreshold(0.6)
         if faces is None:
             break
         for x, y, w, h in faces[:, :4]:
             x0, y0 = max(0, int(x - 0.3 * w)), max(0, int(y - 0.3 * h))
-            x1, y1 = min(out.shape[1], int(x + 1.3 * w)), min(out.shape[0], int(y + 1.3 * h))
+            x1, y1 = min(img.shape[1], int(x + 1.3 * w)), min(img.shape[0], int(y + 1.3 * h))
             if x1 - x0 > 2 and y1 - y0 > 2:
-                out[y0:y1, x0:x1] = cv2.GaussianBlur(out[y0:y1, x0:x1], (0, 0), max(2.0, w / 3))
+                regions.append((x0, y0, x1, y1, max(2.0, float(w) / 3)))
+        img = _blur_regions(img, regions)
+    return tuple(regions)
+
+
+def _blur_regions(img: np.ndarray, regions) -> np.ndarray:  # type: ignore[no-untyped-def]
+    out = img.copy()
+    for x0, y0, x1, y1, sigma in regions:
+        out[y0:y1, x0:x1] = cv2.GaussianBlur(out[y0:y1, x0:x1], (0, 0), sigma)
     return out
+
+
+@functools.lru_cache(maxsize=48)
+def background(path: str, flip: bool) -> np.ndarray:
+    img = _blur_regions(_read_background(path), _background_faces(path))
+    return cv2.flip(img, 1) if flip else img
 
 
 @dataclass(frozen=True, slots=True)

@@ -442,10 +442,18 @@ def _render_all(tasks: list[_FrameTask], workers: int) -> list[list[tuple[int, i
     import cv2
 
     workers = max(1, min(workers, os.cpu_count() or 1))
+    # render camera by camera (backgrounds and photos stay in each worker's cache), then
+    # put the results back in time order
+    order = sorted(range(len(tasks)), key=lambda i: (tasks[i].look.background, i))
+    ordered = [tasks[i] for i in order]
     if workers == 1 or len(tasks) < 300:
-        return [_render_one(t) for t in tasks]
-    # group tasks so a worker reuses its cached backgrounds and photos
-    # fork: no re-import of the caller's __main__ (scripts without a main guard work too)
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        return pool.map(_render_one, tasks, chunksize=64)
+        done = [_render_one(t) for t in ordered]
+    else:
+        # fork: no re-import of the caller's __main__ (scripts without a main guard work)
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+            done = pool.map(_render_one, ordered, chunksize=32)
+    out: list[list[tuple[int, int, int, int]]] = [[] for _ in tasks]
+    for i, boxes in zip(order, done, strict=True):
+        out[i] = boxes
+    return out
