@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,8 @@ def _distributed(tmp_path: Path, frames: list, queue_url: str, store_url: str,
         summary = rt.ingest(iter(frames))
         assert summary.frames == len(frames)  # published, not processed here
         H.wait_stored(store, len(frames), TENANTS, timeout=300)
+        time.sleep(1.0)  # let the store stage ack its last batches
+        H.consolidate_all(store, store_url, TENANTS)  # the embedded default does it at the end
         return H.snapshot(store, TENANTS)
     finally:
         for w in workers:
