@@ -16,10 +16,11 @@ from revisit.vision.model import (
 )
 
 # Cosine similarity a face needs to join a visitor when identity.match_threshold is unset.
-# Measured on lfw-dev (benchmarks/thresholds.py, docs/accuracy.md): each sits just above
-# the score reaching FAR 1e-5 on single-photo pairs (SFace 0.470, ArcFace 0.315), because
-# a resolver compares every face against thousands of stored exemplars; it
-# keeps TAR at 0.96 (SFace) and 0.98 (ArcFace).
+# Measured on all of lfw-dev (benchmarks/thresholds.py, docs/accuracy.md "Face verification
+# on lfw-dev"): SFace 0.48 gives FAR 3.8e-5 / TAR 0.988 on single-photo pairs (2.4e-5 /
+# 0.987 against a visitor centroid); ArcFace 0.35 gives FAR 3.9e-5 / TAR 0.996. Both sit
+# between the FAR 1e-4 and 1e-5 points, because a resolver compares each face with every
+# stored visitor, so the per-face false-join risk is roughly FAR x visitors.
 DEFAULT_MATCH_THRESHOLD: dict[str, float] = {"sface": 0.48, "arcface": 0.35}
 
 
