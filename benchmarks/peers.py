@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scenes import build_scenes, identity_scores, match_faces  # noqa: E402
+from scenes import build_scenes, identity_scores, match_faces
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -131,10 +131,9 @@ def run_revisit(scenes) -> tuple[float, dict[str, float], int]:  # type: ignore[
     import tempfile
 
     from pipeline import accuracy, model_only
-    from scenes import to_frames
-
     from revisit.config import Settings
     from revisit.pipeline import Runtime
+    from scenes import to_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         rt = Runtime(Settings(data=Path(tmp)))

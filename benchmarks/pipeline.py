@@ -26,13 +26,12 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scenes import build_scenes, identity_scores, match_faces, to_frames  # noqa: E402
-
-from revisit.config import Settings  # noqa: E402
-from revisit.pipeline import Runtime  # noqa: E402
-from revisit.report.query import SightingQuery  # noqa: E402
-from revisit.vision.align import align_crop  # noqa: E402
-from revisit.vision.stages import decode  # noqa: E402
+from revisit.config import Settings
+from revisit.pipeline import Runtime
+from revisit.report.query import SightingQuery
+from revisit.vision.align import align_crop
+from revisit.vision.stages import decode
+from scenes import build_scenes, identity_scores, match_faces, to_frames
 
 RESULTS = Path(__file__).parent / "results"
 

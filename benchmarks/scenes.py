@@ -60,7 +60,7 @@ def build_scenes(n_frames: int = 200, people: int = 60, seed: int = 7, min_photo
         who = rng.choice(len(chosen), size=k, replace=False)
         pastes = []
         for w in who:
-            name, photos = chosen[int(w)]
+            _name, photos = chosen[int(w)]
             pastes.append(Paste(
                 photo=str(photos[int(rng.integers(len(photos)))]),
                 face_height=int(rng.integers(min_face, max_face + 1)),

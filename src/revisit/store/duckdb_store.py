@@ -41,6 +41,10 @@ from revisit.report.sql import (
     period_text,
     report_header_sql,
     report_rows_sql,
+    rollup_applies,
+    rollup_header_sql,
+    rollup_rows_from_sightings,
+    rollup_rows_sql,
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
@@ -106,6 +110,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             erased_at TIMESTAMP NOT NULL,
             PRIMARY KEY (tenant, visitor_id))""",
     ]),
+    # Report rollup: one row per visitor, location and UTC day (see report.sql rollup_cte),
+    # maintained by write() and erase_visitor(); backfilled from existing sightings. No
+    # primary key: an ART index over ~10^7 rows costs more at load than it saves in the
+    # per-batch delete + insert, which prunes by day through zone maps.
+    (2, [
+        """CREATE TABLE visit_days (
+            tenant VARCHAR NOT NULL, face_id VARCHAR NOT NULL,
+            location_id VARCHAR NOT NULL, day DATE NOT NULL,
+            first_ts TIMESTAMP NOT NULL, last_ts TIMESTAMP NOT NULL,
+            n BIGINT NOT NULL, visits BIGINT NOT NULL, cont BOOLEAN NOT NULL)""",
+        "INSERT INTO visit_days " + rollup_rows_from_sightings("true")
+        + " ORDER BY tenant, day, location_id",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -149,6 +166,9 @@ class DuckDBStore:
         self._places_known: set[tuple[str, str, str]] = set()  # (kind, tenant, id)
         self._tenant_max: dict[str, int] = {}
         self._write_erased: dict[str, set[str]] | None = None  # per write: erased ids seen
+        # Reports read the visit_days rollup when it can answer them (same numbers as the
+        # raw query, tested); False forces the raw sessionisation (tests, benchmarks).
+        self.use_rollup = True
         if not read_only:
             self._migrate()
 
@@ -265,6 +285,7 @@ class DuckDBStore:
                 places = self._write_places(cur, batch)
                 sightings, redelivered = self._write_sightings(cur, batch)
                 tops = self._write_visitors(cur, batch, sightings)
+                self._write_rollup(cur, sightings, redelivered)
                 self._write_exemplars(cur, batch, redelivered)
                 cur.commit()
             except BaseException:
@@ -417,6 +438,69 @@ class DuckDBStore:
                 ],
             )
         return kept, redelivered
+
+    @staticmethod
+    def _write_rollup(
+        cur: duckdb.DuckDBPyConnection, sightings: list[Sighting],
+        redelivered: set[tuple[str, str]],
+    ) -> None:
+        """Recompute the ``visit_days`` rows the new sightings touch: their (visitor,
+        location, day) and the day after (a late sighting can change whether the next
+        day's first sighting continues a visit). One delete + one insert per batch; the
+        scan covers the touched visitors over those days plus the day before."""
+        fresh = [s for s in sightings if (s.tenant, s.face_image_id) not in redelivered]
+        if not fresh:
+            return
+        keys: set[tuple[str, str, str, Any]] = set()
+        for s in fresh:
+            day = naive_utc(s.ts).date()
+            keys.add((s.tenant, s.face_id, s.location_id, day))
+            keys.add((s.tenant, s.face_id, s.location_id, day + timedelta(days=1)))
+        cols = [[k[i] for k in keys] for i in range(4)]
+        lo = min(cols[3]) - timedelta(days=1)
+        hi = max(cols[3]) + timedelta(days=1)
+        key_sql = (
+            "SELECT unnest(?::VARCHAR[]) AS tenant, unnest(?::VARCHAR[]) AS face_id, "
+            "unnest(?::VARCHAR[]) AS location_id, unnest(?::DATE[]) AS day"
+        )
+        cur.execute(
+            f"DELETE FROM visit_days v USING ({key_sql}) k WHERE v.tenant = k.tenant "
+            "AND v.face_id = k.face_id AND v.location_id = k.location_id AND v.day = k.day",
+            cols,
+        )
+        tenants = sorted(set(cols[0]))
+        vids = sorted(set(cols[1]))
+        where = (
+            "s.tenant IN (SELECT unnest(?::VARCHAR[])) "
+            "AND s.face_id IN (SELECT unnest(?::VARCHAR[])) AND s.ts >= ? AND s.ts < ?"
+        )
+        cur.execute(
+            "INSERT INTO visit_days SELECT r.* FROM (" + rollup_rows_from_sightings(where)
+            + f") r SEMI JOIN ({key_sql}) k ON r.tenant = k.tenant AND r.face_id = k.face_id "
+            "AND r.location_id = k.location_id AND r.day = k.day",
+            [tenants, vids, datetime.combine(lo, datetime.min.time()),
+             datetime.combine(hi, datetime.min.time()), *cols],
+        )
+
+    def rebuild_rollup(self, tenant: str | None = None) -> None:
+        """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a
+        bulk load that bypassed :meth:`write`."""
+        with self._lock:
+            cur = self._cur()
+            cur.begin()
+            try:
+                if tenant is None:
+                    cur.execute("DELETE FROM visit_days")
+                    cur.execute("INSERT INTO visit_days " + rollup_rows_from_sightings("true")
+                                + " ORDER BY tenant, day, location_id")
+                else:
+                    cur.execute("DELETE FROM visit_days WHERE tenant = ?", [tenant])
+                    cur.execute("INSERT INTO visit_days " + rollup_rows_from_sightings(
+                        "s.tenant = ?") + " ORDER BY day, location_id", [tenant])
+                cur.commit()
+            except BaseException:
+                cur.rollback()
+                raise
 
     @staticmethod
     def _existing_in(cur: duckdb.DuckDBPyConnection, tenant: str, ids: list[str]) -> set[str]:
@@ -583,7 +667,11 @@ class DuckDBStore:
         ).fetchone() is not None
 
     def report_header(self, query: ReportQuery) -> ReportHeader:
-        sql, params = report_header_sql(query, self._has_aliases(query.tenant))
+        aliases = self._has_aliases(query.tenant)
+        if self.use_rollup and rollup_applies(query):
+            sql, params = rollup_header_sql(query, aliases)
+        else:
+            sql, params = report_header_sql(query, aliases)
         row = self._cur().execute(sql, params).fetchone()
         visitors, visits, sightings = row if row else (0, 0, 0)
         return ReportHeader(
@@ -595,7 +683,11 @@ class DuckDBStore:
         )
 
     def report_rows(self, query: ReportQuery) -> Iterator[ReportRow]:
-        sql, params = report_rows_sql(query, self._has_aliases(query.tenant))
+        aliases = self._has_aliases(query.tenant)
+        if self.use_rollup and rollup_applies(query):
+            sql, params = rollup_rows_sql(query, aliases)
+        else:
+            sql, params = report_rows_sql(query, aliases)
         for vid, total, n_loc, loc_visits, first_us, last_us, n in self._stream(sql, params):
             yield ReportRow(
                 visitor_id=vid,
@@ -767,6 +859,9 @@ class DuckDBStore:
             delete("sightings",
                    "DELETE FROM sightings WHERE tenant = ? "
                    "AND face_id IN (SELECT unnest(?::VARCHAR[]))", [tenant, group])
+            cur.execute(
+                "DELETE FROM visit_days WHERE tenant = ? "
+                "AND face_id IN (SELECT unnest(?::VARCHAR[]))", [tenant, group])
             delete("exemplars",
                    "DELETE FROM exemplars WHERE tenant = ? "
                    "AND visitor_id IN (SELECT unnest(?::VARCHAR[]))", [tenant, group])
