@@ -331,7 +331,8 @@ class WorkerStats:
     batches: int = 0
     frames: int = 0
     errors: int = 0
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # wall time handling batches (includes lock waits)
+    cpu_s: float = 0.0  # CPU time of the handling threads (inference runs on them)
 
 
 class Worker:
@@ -401,7 +402,7 @@ class Worker:
                     if max_idle_s is not None and time.monotonic() - last_work > max_idle_s:
                         return
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 outs = handler(delivery.batch)
                 for out in outs:
                     if outq is not None:
@@ -411,6 +412,7 @@ class Worker:
                     self.stats.batches += 1
                     self.stats.frames += len(delivery.batch.frames)
                     self.stats.busy_s += time.perf_counter() - t0
+                    self.stats.cpu_s += time.thread_time() - c0
                 last_work = time.monotonic()
             except Exception as exc:  # broker/database down, or a bad batch: retry later
                 with self._lock:

@@ -45,4 +45,4 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, lambda *_: w.stop.set())
         stats = w.run(max_idle_s=exit_when_idle)
         typer.echo(f"{stage} worker: {stats.batches} batches, {stats.frames} frames, "
-                   f"{stats.errors} errors, {stats.busy_s:.1f} s busy")
+                   f"{stats.errors} errors, {stats.busy_s:.1f} s busy, {stats.cpu_s:.1f} s CPU")
