@@ -140,3 +140,21 @@ def test_spec_is_validated() -> None:
         ScenarioSpec(face_height=(120, 40))
     with pytest.raises(ValueError):
         build_scenario(FACES, "/tmp/never", ScenarioSpec(visitors=10**6, workers=1))
+
+
+def test_visitors_are_distinct_people_even_when_few_have_several_photos(tmp_path: Path) -> None:
+    """Four people, one with two photos, three returning visitors wanted: no one twice."""
+    people = sorted(p for p in FACES.iterdir() if p.is_dir())
+    several = next(p for p in people if len(list(p.glob("*.jpg"))) >= 2)
+    single = [p for p in people if len(list(p.glob("*.jpg"))) == 1][:3]
+    faces = tmp_path / "faces"
+    for person in [several, *single]:
+        (faces / person.name).mkdir(parents=True)
+        for ph in sorted(person.glob("*.jpg"))[:2]:
+            (faces / person.name / ph.name).write_bytes(ph.read_bytes())
+    spec = ScenarioSpec(stores=1, cameras_per_store=1, days=3, visitors=4, regular_share=0.75,
+                        multi_store_share=0.0, workers=1, seed=5)
+    summary = build_scenario(faces, tmp_path / "out", spec)
+    truth = json.loads(summary.truth.read_text())
+    names = [v["identity"] for v in truth["visitors"]]
+    assert len(names) == len(set(names))

@@ -164,9 +164,9 @@ def _choose_people(spec: ScenarioSpec, rng: np.random.Generator, faces_dir: Path
     pool_ret = multi_photo[:returning]
     rest = multi_photo[returning:] + single
     rng.shuffle(rest)
-    if len(pool_ret) < returning:
-        pool_ret += rest[: returning - len(pool_ret)]
-        rest = rest[returning - len(pool_ret):]
+    need = returning - len(pool_ret)
+    if need > 0:
+        pool_ret, rest = pool_ret + rest[:need], rest[need:]
     chosen = pool_ret + rest[: n - returning]
     # store popularity: a few busy stores, a long tail (Zipf-like)
     pop = 1.0 / np.arange(1, spec.stores + 1) ** 0.6
