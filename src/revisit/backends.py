@@ -37,6 +37,10 @@ def open_store(settings: Settings) -> SightingStore:
 def open_index(settings: Settings) -> FaceIndex:
     url = settings.index_url
     dim = EMBEDDING_DIM[settings.embedder.model]
+    if url.startswith("faiss://") and "type=" in url:
+        from revisit.identity.ann_index import FaissAnnIndex, parse_options
+
+        return FaissAnnIndex(dim, parse_options(url))
     if not url or url.startswith("faiss://"):
         return FaissIndex(dim)
     scheme = url.partition("://")[0]

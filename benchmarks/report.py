@@ -1,0 +1,180 @@
+"""The month report over 2,000 of 10,000 stores on 100 million sightings (DuckDB store).
+
+    .venv/bin/python benchmarks/report.py [--sightings 100000000] [--db FILE] [--keep]
+
+Data (generated inside DuckDB with SQL, in the store's own schema, in ingest order):
+10,000 stores x 5 cameras, 3.5 M visitors, 31 days (March 2024). Every visitor makes at
+least one visit; further visits go to a skewed few (visitor rank ~ u^3: regulars come
+back often, most people once); 80 % of a visitor's visits are at their home store, whose
+popularity is itself skewed. A visit is 1-23 sightings (mean 12) 30-300 s apart on the
+store's cameras, between 08:00 and 22:00. Then the ``visit_days`` rollup is built
+(``DuckDBStore.rebuild_rollup``, what ``write`` maintains incrementally).
+
+The report (header + every row streamed) runs in a child process that opens the file
+read-only with a DuckDB ``memory_limit``, so its peak RSS is the report's memory. Twice:
+through the rollup and through the raw sessionisation, and the two must agree.
+Writes benchmarks/results/report_duckdb_100m.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+STORES = 10_000
+CAMERAS_PER_STORE = 5
+DAYS = 31
+
+
+def generate(db: Path, sightings: int, visitors: int, threads: int | None) -> dict[str, float]:
+    from revisit.store.duckdb_store import DuckDBStore
+
+    store = DuckDBStore(db, threads=threads)
+    cur = store.connection
+    mean_k = 12
+    visits = max(visitors, sightings // mean_k)
+    t0 = time.perf_counter()
+    # visits: one per visitor, then the rest to a skewed few; sorted by start (ingest order)
+    cur.execute(f"""
+        CREATE TEMP TABLE visits AS
+        WITH v AS (
+            SELECT i AS visit,
+                   CASE WHEN i < {visitors} THEN i
+                        ELSE floor({visitors} * pow(random(), 3))::BIGINT END AS visitor
+            FROM range({visits}) r(i)
+        ), p AS (
+            SELECT visit, visitor,
+                   -- home store: skewed popularity (some malls are busier)
+                   CASE WHEN random() < 0.8
+                        THEN floor({STORES} * pow(((hash(visitor) % 1000003) / 1000003.0), 1.5))
+                        ELSE floor(random() * {STORES}) END::BIGINT AS store,
+                   floor(random() * {DAYS})::BIGINT * 86400000000
+                     + (8 * 3600 + floor(random() * 14 * 3600))::BIGINT * 1000000 AS start_us,
+                   1 + floor(random() * 23)::BIGINT AS k,
+                   (30 + floor(random() * 270))::BIGINT * 1000000 AS step_us
+            FROM v
+        )
+        SELECT * FROM p ORDER BY start_us
+    """)
+    n_visits = cur.execute("SELECT count(*), sum(k) FROM visits").fetchone()
+    cur.execute("""
+        INSERT INTO sightings
+        SELECT 'default', 'F-' || visit || '-' || i,
+               'V-' || lpad(upper(to_hex(visitor + 1)), 6, '0'),
+               'I-' || visit || '-' || i,
+               'C-' || lpad((store * 5 + (hash(visit + i) % 5))::VARCHAR, 5, '0'),
+               'L-' || lpad(store::VARCHAR, 5, '0'),
+               make_timestamp(1709251200000000 + start_us + i * step_us),
+               10, 20, 64, 80, 0.9, 0.7
+        FROM (SELECT visit, visitor, store, start_us, step_us, unnest(range(k)) AS i FROM visits)
+    """)
+    cur.execute("DROP TABLE visits")
+    cur.execute("CHECKPOINT")
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.rebuild_rollup()
+    cur.execute("CHECKPOINT")
+    rollup_s = time.perf_counter() - t0
+    counts = {
+        "sightings": cur.execute("SELECT count(*) FROM sightings").fetchone()[0],
+        "visitors": cur.execute("SELECT count(DISTINCT face_id) FROM sightings").fetchone()[0],
+        "rollup_rows": cur.execute("SELECT count(*) FROM visit_days").fetchone()[0],
+        "visits_generated": n_visits[0],
+    }
+    sizes = {r[0]: r[1] for r in cur.execute(
+        "SELECT table_name, estimated_size FROM duckdb_tables()").fetchall()}
+    store.close()
+    return {"load_s": load_s, "rollup_build_s": rollup_s, **counts,
+            "file_bytes": db.stat().st_size, "table_rows_estimated": sizes}
+
+
+def query(db: Path, rollup: bool, memory_limit: str, threads: int | None) -> dict:
+    """Runs in a child process: the report with a bounded DuckDB."""
+    from revisit.report.query import ReportQuery
+    from revisit.store.duckdb_store import DuckDBStore
+
+    store = DuckDBStore(db, read_only=True, memory_limit=memory_limit, threads=threads)
+    store.use_rollup = rollup
+    locs = tuple(f"L-{i:05d}" for i in range(0, STORES, STORES // 2000))
+    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs)
+    t = time.perf_counter()
+    h = store.report_header(q)
+    header_s = time.perf_counter() - t
+    t = time.perf_counter()
+    n = visits = 0
+    for row in store.report_rows(q):
+        n += 1
+        visits += row.total_appearances
+    rows_s = time.perf_counter() - t
+    store.close()
+    return {
+        "header_s": header_s, "rows_s": rows_s, "report_s": header_s + rows_s,
+        "unique_visitors": h.unique_visitors, "total_visits": h.total_visits,
+        "total_sightings": h.total_sightings, "rows": n, "rows_visits": visits,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory_limit": memory_limit,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sightings", type=int, default=100_000_000)
+    ap.add_argument("--visitors", type=int, default=3_500_000)
+    ap.add_argument("--db", type=Path, default=None, help="reuse/keep this file")
+    ap.add_argument("--memory-limit", default="2GB")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--raw", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the raw sessionisation (no rollup)")
+    ap.add_argument("--child", choices=["rollup", "raw"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", default="report_duckdb_100m.json")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(query(args.db, args.child == "rollup", args.memory_limit, args.threads)))
+        return
+    tmp = tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR"))
+    db = args.db or Path(tmp.name) / "report.duckdb"
+    if db.exists():
+        gen = json.loads((RESULTS / args.out).read_text()).get("data", {})
+        print(f"reusing {db}")
+    else:
+        gen = generate(db, args.sightings, args.visitors, args.threads)
+        print(f"load: {gen['sightings']:,} sightings of {gen['visitors']:,} visitors in "
+              f"{gen['load_s']:.1f} s; rollup ({gen['rollup_rows']:,} rows) "
+              f"{gen['rollup_build_s']:.1f} s; file {gen['file_bytes'] / 1e9:.2f} GB")
+    out: dict = {"data": gen, "stores": STORES, "cameras": STORES * CAMERAS_PER_STORE,
+                 "days": DAYS, "report_stores": 2000, "cpus": os.cpu_count(),
+                 "threads": args.threads}
+    for mode in ["rollup", "raw"] if args.raw else ["rollup"]:
+        cmd = [sys.executable, __file__, "--child", mode, "--db", str(db),
+               "--memory-limit", args.memory_limit]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                        text=True).stdout.strip().splitlines()[-1])
+        out[mode] = res
+        print(f"{mode:6s}: report {res['report_s']:.2f} s (header {res['header_s']:.2f} s, "
+              f"rows {res['rows_s']:.2f} s), {res['unique_visitors']:,} visitors, "
+              f"{res['total_visits']:,} visits, {res['total_sightings']:,} sightings, "
+              f"peak RSS {res['peak_rss_mb']:.0f} MB (memory_limit {args.memory_limit})")
+    if "raw" in out:
+        keys = ("unique_visitors", "total_visits", "total_sightings", "rows", "rows_visits")
+        out["rollup_equals_raw"] = all(out["rollup"][k] == out["raw"][k] for k in keys)
+        print("rollup == raw:", out["rollup_equals_raw"])
+    out["loadavg_1m"] = os.getloadavg()[0]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / args.out).write_text(json.dumps(out, indent=2, default=str))
+    if args.db is None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Approximate face index for large galleries: HNSW for the bulk, exact for recent faces.
+
+Exact search over 10^6 exemplars costs ~3-20 ms per face on this machine class, far too
+slow for a live resolver. This index keeps two tiers per tenant:
+
+- ``recent``: an exact flat index holding the exemplars added since the last flush. A
+  returning face mostly matches exemplars its own visit just added (same day, same
+  cameras), so those decisions stay exact.
+- ``main``: a faiss HNSW graph (``type=hnsw``, default) or IVF with 8-bit scalar
+  quantisation (``type=ivf``) over everything older. Recent exemplars move into it when
+  ``recent`` holds ``flush`` of them.
+
+Removing an exemplar deletes it from ``recent`` or tombstones it in ``main`` (HNSW
+cannot delete); searches over-fetch past tombstones, and ``main`` is rebuilt from its
+live vectors once a third of it is dead. Selected by ``index_url``, e.g.
+``faiss://?type=hnsw&m=32&ef_search=96&flush=20000`` (see :func:`parse_options`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlparse
+
+import faiss
+import numpy as np
+
+from revisit.identity.index import Neighbour
+from revisit.records import Exemplar
+
+
+@dataclass(frozen=True, slots=True)
+class AnnOptions:
+    kind: str = "hnsw"  # hnsw | ivf
+    m: int = 32  # HNSW links per node
+    ef_construction: int = 64
+    ef_search: int = 96
+    nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n) at build
+    nprobe: int = 32
+    flush: int = 20_000  # recent exemplars kept exact before they move into main
+    min_main: int = 20_000  # below this everything stays exact (flat is fast enough)
+
+
+def parse_options(url: str) -> AnnOptions:
+    """``faiss://?type=hnsw&m=32&ef_search=96&ef_construction=64&flush=20000`` or
+    ``faiss://?type=ivf&nlist=4096&nprobe=32``. Unknown keys are an error."""
+    q = {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
+    kind = q.pop("type", "hnsw")
+    if kind not in {"hnsw", "ivf"}:
+        raise ValueError(f"index_url {url!r}: type must be hnsw or ivf (or leave it out: exact)")
+    fields = {f for f in AnnOptions.__dataclass_fields__ if f != "kind"}
+    unknown = set(q) - fields
+    if unknown:
+        raise ValueError(f"index_url {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+    return AnnOptions(kind=kind, **{k: int(v) for k, v in q.items()})
+
+
+@dataclass
+class _Tenant:
+    dim: int
+    recent: faiss.IndexIDMap2 = field(init=False)
+    main: faiss.Index | None = None
+    main_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    main_vecs: np.ndarray | None = None  # kept for IVF rebuilds (HNSW keeps its own)
+    dead: set[int] = field(default_factory=set)  # tombstoned ids still inside main
+    in_main: set[int] = field(default_factory=set)
+    next_id: int = 0
+    meta: dict[int, tuple[str, str]] = field(default_factory=dict)
+    by_face: dict[str, int] = field(default_factory=dict)
+    by_visitor: dict[str, set[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.recent = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+
+class FaissAnnIndex:
+    """:class:`revisit.identity.index.FaceIndex` with approximate search (see module doc)."""
+
+    def __init__(self, dim: int, options: AnnOptions | None = None) -> None:
+        self.dim = dim
+        self.options = options or AnnOptions()
+        self._tenants: dict[str, _Tenant] = {}
+
+    def _tenant(self, tenant: str) -> _Tenant:
+        t = self._tenants.get(tenant)
+        if t is None:
+            t = self._tenants[tenant] = _Tenant(self.dim)
+        return t
+
+    # -- writes ----------------------------------------------------------------------
+    def add(self, exemplars: Iterable[Exemplar]) -> None:
+        groups: dict[str, list[Exemplar]] = {}
+        for ex in exemplars:
+            groups.setdefault(ex.tenant, []).append(ex)
+        for tenant, items in groups.items():
+            t = self._tenant(tenant)
+            fresh = [ex for ex in items if ex.face_image_id not in t.by_face]
+            if not fresh:
+                continue
+            vecs = np.ascontiguousarray(np.stack([ex.embedding for ex in fresh]), dtype=np.float32)
+            if vecs.shape[1] != self.dim:
+                raise ValueError(f"exemplar has {vecs.shape[1]} dimensions, index has {self.dim}")
+            ids = np.arange(t.next_id, t.next_id + len(fresh), dtype=np.int64)
+            t.next_id += len(fresh)
+            t.recent.add_with_ids(vecs, ids)
+            for fid, ex in zip(ids.tolist(), fresh, strict=True):
+                t.meta[fid] = (ex.visitor_id, ex.face_image_id)
+                t.by_face[ex.face_image_id] = fid
+                t.by_visitor.setdefault(ex.visitor_id, set()).add(fid)
+            if t.recent.ntotal >= self.options.flush and (
+                t.main is not None or t.recent.ntotal >= self.options.min_main
+            ):
+                self._flush(t)
+
+    def _flush(self, t: _Tenant) -> None:
+        """Move ``recent`` into ``main`` (built on first flush)."""
+        n = t.recent.ntotal
+        ids = faiss.vector_to_array(t.recent.id_map).astype(np.int64)
+        vecs = t.recent.index.reconstruct_n(0, n) if n else np.empty((0, self.dim), np.float32)
+        if t.main is None:
+            self._build_main(t, ids, vecs)
+        else:  # both HNSW and a trained IVF take additions in place
+            t.main.add(vecs)
+            if t.main_vecs is not None:
+                t.main_vecs = np.concatenate([t.main_vecs, vecs])
+            t.main_ids = np.concatenate([t.main_ids, ids])
+            t.in_main.update(ids.tolist())
+        t.recent.reset()
+
+    def _live_main(self, t: _Tenant) -> tuple[np.ndarray, np.ndarray]:
+        if t.main is None:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        vecs = t.main_vecs if t.main_vecs is not None else t.main.reconstruct_n(0, t.main.ntotal)
+        keep = np.fromiter((i not in t.dead for i in t.main_ids.tolist()), bool, len(t.main_ids))
+        return t.main_ids[keep], vecs[keep]
+
+    def _build_main(self, t: _Tenant, ids: np.ndarray, vecs: np.ndarray) -> None:
+        o = self.options
+        if o.kind == "hnsw":
+            idx = faiss.IndexHNSWFlat(self.dim, o.m, faiss.METRIC_INNER_PRODUCT)
+            idx.hnsw.efConstruction = o.ef_construction
+            idx.hnsw.efSearch = o.ef_search
+            idx.add(vecs)
+            t.main_vecs = None
+        else:
+            nlist = o.nlist or max(16, int(4 * np.sqrt(len(vecs))))
+            quant = faiss.IndexFlatIP(self.dim)
+            idx = faiss.IndexIVFScalarQuantizer(
+                quant, self.dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+            rng = np.random.default_rng(0)
+            sample = vecs[rng.choice(len(vecs), min(len(vecs), 64 * nlist), replace=False)]
+            idx.train(sample)
+            idx.add(vecs)
+            idx.nprobe = o.nprobe
+            t.main_vecs = vecs
+        t.main = idx
+        t.main_ids = ids
+        t.in_main = set(ids.tolist())
+        t.dead = set()
+
+    def _drop(self, t: _Tenant, ids: list[int]) -> None:
+        if not ids:
+            return
+        recent = [i for i in ids if i not in t.in_main]
+        if recent:
+            t.recent.remove_ids(np.asarray(recent, dtype=np.int64))
+        t.dead.update(i for i in ids if i in t.in_main)
+        for fid in ids:
+            visitor, face = t.meta.pop(fid)
+            t.by_face.pop(face, None)
+            members = t.by_visitor.get(visitor)
+            if members is not None:
+                members.discard(fid)
+                if not members:
+                    del t.by_visitor[visitor]
+        if t.main is not None and len(t.dead) * 3 > t.main.ntotal:
+            live_ids, live_vecs = self._live_main(t)
+            self._build_main(t, live_ids, live_vecs)
+
+    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            self._drop(t, [t.by_face[f] for f in face_image_ids if f in t.by_face])
+
+    def remove_visitor(self, tenant: str, visitor_id: str) -> None:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            self._drop(t, list(t.by_visitor.get(visitor_id, ())))
+
+    def relabel(self, tenant: str, old: str, new: str) -> None:
+        t = self._tenants.get(tenant)
+        if t is None or old not in t.by_visitor:
+            return
+        ids = t.by_visitor.pop(old)
+        for fid in ids:
+            t.meta[fid] = (new, t.meta[fid][1])
+        t.by_visitor.setdefault(new, set()).update(ids)
+
+    # -- reads -----------------------------------------------------------------------
+    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        t = self._tenants.get(tenant)
+        n = len(embeddings)
+        if t is None or n == 0 or self.size(tenant) == 0:
+            return [[] for _ in range(n)]
+        q = np.ascontiguousarray(embeddings, dtype=np.float32)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if t.recent.ntotal:
+            parts.append(t.recent.search(q, min(k, t.recent.ntotal)))
+        if t.main is not None and t.main.ntotal:
+            kk = min(t.main.ntotal, k + min(len(t.dead), 4 * k))
+            s, pos = t.main.search(q, kk)
+            safe = np.maximum(pos, 0)
+            ids = np.where(pos >= 0, t.main_ids[safe], -1)
+            if t.main_vecs is not None:  # IVF-SQ8 scores are quantised: re-score exactly
+                s = np.einsum("nd,nkd->nk", q, t.main_vecs[safe])
+                s[pos < 0] = -np.inf
+            parts.append((s, ids))
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        ids = np.concatenate([p[1] for p in parts], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        out: list[list[Neighbour]] = []
+        dead = t.dead
+        for row in range(n):
+            hits: list[Neighbour] = []
+            for j in order[row]:
+                i = int(ids[row, j])
+                if i < 0 or i in dead:
+                    continue
+                visitor, face = t.meta[i]
+                hits.append(Neighbour(visitor, face, float(scores[row, j])))
+                if len(hits) == k:
+                    break
+            out.append(hits)
+        return out
+
+    def size(self, tenant: str) -> int:
+        t = self._tenants.get(tenant)
+        return 0 if t is None else len(t.meta)
+
+    def visitor_exemplars(self, tenant: str, visitor_id: str) -> int:
+        t = self._tenants.get(tenant)
+        return 0 if t is None else len(t.by_visitor.get(visitor_id, ()))
+
+    def memory_bytes(self, tenant: str) -> int:
+        """Bytes of faiss structures (vectors, graph/lists) of one tenant, metadata excluded."""
+        t = self._tenants.get(tenant)
+        if t is None:
+            return 0
+        total = faiss.serialize_index(t.recent).nbytes
+        if t.main is not None:
+            total += faiss.serialize_index(t.main).nbytes + t.main_ids.nbytes
+            if t.main_vecs is not None:
+                total += t.main_vecs.nbytes
+        return total
