@@ -50,7 +50,7 @@ def run(frames, redis: H.Redis, pg: H.Postgres, db: int, schema: str, per_stage:
     publisher.start()
     events: list[str] = []
     rng = random.Random(1)
-    state = {"next_kill": time.monotonic() + 3, "broker": False, "db": False}
+    state = {"next_kill": time.monotonic() + 3, "kill_at": 0, "broker": False, "db": False}
     n = len(frames)
 
     def tick() -> None:
@@ -58,10 +58,13 @@ def run(frames, redis: H.Redis, pg: H.Postgres, db: int, schema: str, per_stage:
             return
         now = time.monotonic()
         fleet.restart_dead()
-        if now >= state["next_kill"]:
-            events.append(f"{now - t0:7.1f}s kill -9 {fleet.kill_random(rng)}")
-            state["next_kill"] = now + chaos["interval"]
         done = sum(store.stats(t)["frames"] for t in TENANTS)
+        # kills spread over progress (every `every` frames stored, at most one per
+        # `interval` s), so the run both finishes and collects its kills
+        if now >= state["next_kill"] and done >= state["kill_at"]:
+            events.append(f"{now - t0:7.1f}s kill -9 {fleet.kill_random(rng)} at {done}")
+            state["next_kill"] = now + chaos["interval"]
+            state["kill_at"] = done + chaos["every"]
         if not state["broker"] and done >= n * 0.3:
             state["broker"] = True
             redis.stop(hard=True)
@@ -134,10 +137,12 @@ def main() -> None:
         calm = run(frames, redis, pg, 0, "undisturbed", args.per_stage, work)
         print(f"  {calm['seconds']} s ({calm['frames_per_s']} frames/s)", flush=True)
         interval = max(0.5, calm["seconds"] / (args.min_kills * 1.25))
-        print(f"chaos run: kill -9 a random worker every {interval:.2f} s, restart; "
+        every = max(1, int(args.frames / (args.min_kills * 1.25)))
+        print(f"chaos run: kill -9 a random worker every {every} frames stored (at most one "
+              f"per {interval:.2f} s), restart it; "
               "redis kill -9 at 30%, postgres immediate stop at 60% ...", flush=True)
         wild = run(frames, redis, pg, 1, "chaos", args.per_stage, work,
-                   chaos={"interval": interval})
+                   chaos={"interval": interval, "every": every})
     finally:
         redis.stop()
         pg.stop()

@@ -172,3 +172,38 @@ def test_out_of_order_and_redelivered_batches(tmp_path: Path, pg_url: str) -> No
     assert want["default"]["header"][0] >= 3
     a.close()
     b.close()
+
+
+def test_pgvector_index_gives_the_faiss_decisions(tmp_path: Path, pg_url: str) -> None:
+    """Two resolvers alternating over one stream with the shared pgvector index decide
+    exactly as one resolver with faiss; exemplars enter the index in the store's commit."""
+    from revisit.store.postgres_store import PostgresStore
+
+    def stamped() -> list[Batch]:
+        frames = H.scenario(48, people=6, face_ratio=0.9, tenants=("default",))
+        bs = _embedded_batches(tmp_path, frames, 12)
+        for i, b in enumerate(bs):
+            b.batch_id = f"s-pgv#{i:09d}"
+        return bs
+
+    faiss_url = pg_url.replace("?schema=", "?schema=f")
+    ref_store = PostgresStore(faiss_url)
+    ref = ResolveHandler(load_settings(None, data=tmp_path / "f", store_url=faiss_url), ref_store)
+    for b in stamped():
+        ref(b)
+    want = H.snapshot(ref_store, ("default",))
+    ref_store.drop_schema()
+    ref_store.close()
+
+    settings = load_settings(None, data=tmp_path / "p", store_url=pg_url,
+                             index_url="pgvector://" + pg_url.split("://", 1)[1])
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    ra, rb = ResolveHandler(settings, a), ResolveHandler(settings, b)
+    for i, batch in enumerate(stamped()):
+        (ra if i % 2 else rb)(batch)
+    assert H.diff(want, H.snapshot(a, ("default",))) == {}
+    exemplars = a.stats("default")["exemplars"]
+    assert exemplars > 0
+    assert ra.index.size("default") == exemplars  # index and store agree
+    a.close()
+    b.close()

@@ -171,9 +171,10 @@ class PgVectorIndex:
         if len(q) == 0:
             return []
         query = psql.SQL(
-            "SELECT visitor_id, face_image_id, 1 - (embedding <=> %s::public.vector) "
+            "SELECT visitor_id, face_image_id, "
+            "1 - (embedding OPERATOR(public.<=>) %s::public.vector) "
             "FROM {} WHERE tenant = %s "
-            "ORDER BY embedding <=> %s::public.vector LIMIT %s"
+            "ORDER BY embedding OPERATOR(public.<=>) %s::public.vector LIMIT %s"
         ).format(self._t)
         out: list[list[Neighbour]] = []
         for row in q:
