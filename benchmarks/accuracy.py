@@ -16,13 +16,11 @@ Writes benchmarks/results/accuracy_<scenario>_<model>.json. ``DIR`` comes from
 ``revisit simulate --faces ../shared/data/lfw-dev --out DIR`` (or
 ``revisit.simulate.scenario.build_scenario``).
 
-Metrics (over faces that were detected and match a true face):
-- BCubed precision/recall/F1 of the face -> visitor assignment;
-- unique visitors found vs true (relative error);
-- share of true visitors whose per-store visit counts (the report's visit rule) are exactly
-  right, read off the found visitor that holds most of their faces.
-The offline reference is sklearn average-linkage agglomerative clustering (cosine) over the
-same embeddings the pipeline stored, at its best threshold on a grid (an oracle choice).
+Scoring is :func:`revisit.evaluation.evaluate.evaluate_store`, the code behind
+`revisit eval`: BCubed F1 of face -> visitor, unique visitors found vs true, share of true
+visitors with exactly right per-store visit counts, and the offline reference
+(average-linkage agglomerative clustering of the same stored embeddings at its best
+threshold in hindsight).
 """
 
 from __future__ import annotations
@@ -31,9 +29,8 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter, defaultdict
-from datetime import datetime, timedelta
-from itertools import pairwise
+from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,134 +41,28 @@ RESULTS = REPO / "benchmarks" / "results"
 MODELS = ("sface", "arcface")
 
 
-# -- truth ---------------------------------------------------------------------------------
-def load_truth(scenario: Path) -> dict[str, Any]:
-    return json.loads((scenario / "truth.json").read_text())
-
-
-def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
-def truth_labeller(truth: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """(image_id, bbox) -> true visitor (or None for a false detection)."""
-    by_image = {f["image_id"]: f["faces"] for f in truth["frames"]}
-
-    def label(image_id: str, bbox: tuple[int, ...]) -> str | None:
-        best, best_iou = None, 0.15
-        for tf in by_image.get(image_id, []):
-            v = _iou(tuple(bbox), tuple(tf["bbox"]))
-            if v > best_iou:
-                best, best_iou = tf["visitor"], v
-        return best
-
-    return label
-
-
-# -- metrics -------------------------------------------------------------------------------
-def bcubed(true: list[str], pred: list[str]) -> tuple[float, float, float]:
-    """BCubed precision, recall, F1 (Amigó et al. 2009) over items with both labels."""
-    pair = Counter(zip(true, pred, strict=True))
-    t_size = Counter(true)
-    p_size = Counter(pred)
-    n = len(true)
-    if n == 0:
-        return 0.0, 0.0, 0.0
-    p = sum(c * c / p_size[pl] for (tl, pl), c in pair.items()) / n
-    r = sum(c * c / t_size[tl] for (tl, pl), c in pair.items()) / n
-    return p, r, 2 * p * r / (p + r) if p + r else 0.0
-
-
-def _visits(times: list[datetime], gap: timedelta) -> int:
-    times = sorted(times)
-    return 1 + sum(1 for a, b in pairwise(times) if b - a > gap) if times else 0
-
-
-def score(
-    truth: dict[str, Any], rows: list[tuple[str | None, str, str, datetime]]
-) -> dict[str, Any]:
-    """``rows``: (true visitor or None, found visitor, location, ts) per stored sighting."""
-    gap = timedelta(seconds=truth["visit_gap_s"])
-    labelled = [(t, p) for t, p, _, _ in rows if t is not None]
-    p, r, f1 = bcubed([t for t, _ in labelled], [q for _, q in labelled])
-    found_visitors = {p for _, p, _, _ in rows}
-    true_visitors = {v["visitor"]: v for v in truth["visitors"]}
-    # visits per (found visitor, location) under the report's rule
-    times: dict[tuple[str, str], list[datetime]] = defaultdict(list)
-    for _, pv, loc, ts in rows:
-        times[(pv, loc)].append(ts)
-    found_visits: dict[str, dict[str, int]] = defaultdict(dict)
-    for (pv, loc), ts in times.items():
-        found_visits[pv][loc] = _visits(ts, gap)
-    majority: dict[str, Counter[str]] = defaultdict(Counter)
-    for t, pv in labelled:
-        majority[t][pv] += 1
-    exact = 0
-    for tv, info in true_visitors.items():
-        if tv not in majority:
-            continue
-        pv = majority[tv].most_common(1)[0][0]
-        if found_visits[pv] == {k: int(v) for k, v in info["visits"].items()}:
-            exact += 1
-    n_true = len(true_visitors)
-    return {
-        "faces_scored": len(labelled),
-        "false_detections": sum(1 for t, *_ in rows if t is None),
-        "bcubed_precision": round(p, 4),
-        "bcubed_recall": round(r, 4),
-        "bcubed_f1": round(f1, 4),
-        "true_visitors": n_true,
-        "found_visitors": len(found_visitors),
-        "count_error": round((len(found_visitors) - n_true) / n_true, 4),
-        "visits_exact_share": round(exact / n_true, 4),
-    }
-
-
-def reference(
-    truth: dict[str, Any], rows: list[tuple[str | None, str, str, datetime]], emb: np.ndarray,
-    grid: np.ndarray,
-) -> dict[str, Any]:
-    """Average-linkage agglomerative clustering on the same embeddings, best threshold."""
-    from sklearn.cluster import AgglomerativeClustering
-
-    best: dict[str, Any] | None = None
-    curve = []
-    for thr in grid:
-        model = AgglomerativeClustering(
-            n_clusters=None, metric="cosine", linkage="average",
-            distance_threshold=float(1.0 - thr),
-        )
-        labels = model.fit_predict(emb)
-        ref_rows = [(t, f"C{lab}", loc, ts) for (t, _, loc, ts), lab in zip(rows, labels, strict=True)]
-        m = score(truth, ref_rows)
-        m["threshold"] = round(float(thr), 3)
-        curve.append({k: m[k] for k in ("threshold", "bcubed_f1", "count_error", "visits_exact_share")})
-        if best is None or m["bcubed_f1"] > best["bcubed_f1"]:
-            best = m
-    assert best is not None
-    return {"best": best, "curve": curve}
-
-
 # -- extraction ----------------------------------------------------------------------------
-def extract(scenario: Path, batch_frames: int = 16) -> Path:
-    """Detect once, embed with both models; cache per-face records in DIR/faces.npz."""
+def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0, 1)) -> Path:
+    """Detect once, embed with both models; cache per-face records in DIR/faces.npz.
+
+    ``shard`` (i, n) processes the i-th of n contiguous slices into DIR/faces.i-of-n.npz;
+    ``merge`` joins them (run n shards as separate processes to use every core)."""
     from revisit.config import Settings
     from revisit.ingest.manifest import read_manifest
     from revisit.pipeline import batched
     from revisit.records import Frame
     from revisit.vision.stages import Vision, embed_batch
 
-    settings = Settings(privacy={"keep_crops": True})  # type: ignore[arg-type]
+    one = {"threads": 1}
+    settings = Settings(privacy={"keep_crops": True}, pipeline=one)  # type: ignore[arg-type]
     vision = Vision(settings)
-    arc = Vision(Settings(embedder={"model": "arcface"}, privacy={"keep_crops": True}))  # type: ignore[arg-type]
+    arc = Vision(Settings(embedder={"model": "arcface"}, privacy={"keep_crops": True},  # type: ignore[arg-type]
+                          pipeline=one))  # type: ignore[arg-type]
     cols: dict[str, list[Any]] = defaultdict(list)
     frames = [f for f in read_manifest(scenario / "manifest.jsonl") if isinstance(f, Frame)]
+    i_shard, n_shard = shard
+    per = -(-len(frames) // n_shard)
+    frames = frames[i_shard * per:(i_shard + 1) * per]
     t0 = time.perf_counter()
     done = 0
     for batch in batched(frames, batch_frames):
@@ -199,7 +90,7 @@ def extract(scenario: Path, batch_frames: int = 16) -> Path:
         if done % 320 < batch_frames:
             print(f"{done}/{len(frames)} frames, {len(cols['image_id'])} faces, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    out = scenario / "faces.npz"
+    out = scenario / ("faces.npz" if n_shard == 1 else f"faces.{i_shard}-of-{n_shard}.npz")
     np.savez_compressed(
         out,
         image_id=np.array(cols["image_id"]), camera_id=np.array(cols["camera_id"]),
@@ -218,6 +109,13 @@ def extract(scenario: Path, batch_frames: int = 16) -> Path:
     return out
 
 
+def merge_shards(scenario: Path, n: int) -> Path:
+    parts = [np.load(scenario / f"faces.{i}-of-{n}.npz") for i in range(n)]
+    out = scenario / "faces.npz"
+    np.savez_compressed(out, **{k: np.concatenate([p[k] for p in parts]) for k in parts[0].files})
+    return out
+
+
 # -- replay --------------------------------------------------------------------------------
 def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Feed cached faces through the real Resolver and an in-memory DuckDB store."""
@@ -225,7 +123,6 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     from revisit.config import Settings
     from revisit.identity.consolidate import consolidate
     from revisit.identity.resolver import Resolver
-    from revisit.ingest.manifest import read_manifest
     from revisit.pipeline import batched
     from revisit.records import Face, Frame
     from revisit.store.duckdb_store import DuckDBStore
@@ -251,9 +148,11 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
             quality=float(data["quality"][i]), creatable=bool(data["creatable"][i]),
             embedding=data[model][i],
         ))
-    frames = [f for f in read_manifest(scenario / "manifest.jsonl") if isinstance(f, Frame)]
-    for f in frames:
-        f.data = None
+    frames = []
+    for line in (scenario / "manifest.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        frames.append(Frame(m.get("tenant", "default"), m["camera_id"], m["location_id"],
+                            m["image_id"], datetime.fromisoformat(m["ts"])))
     t0 = time.perf_counter()
     for batch in batched(frames, settings.pipeline.frame_batch):
         for fr in batch.frames:
@@ -264,42 +163,55 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     if tail is not None:
         store.write(tail)
     online = time.perf_counter() - t0
+    sweep = []
+    for thr in overrides.get("merge_sweep", []):
+        plan = consolidate(settings, store, None, "default", threshold=thr, dry_run=True)
+        done = [store.merge_visitors("default", p.keep, p.absorb) for p in plan]  # type: ignore[union-attr]
+        fig = figures(_score_store(scenario, store, with_reference=False)["eval"])["pipeline"]
+        sweep.append({"merge_threshold": thr, "merges": len(done), **fig})
+        print(json.dumps(sweep[-1]), file=sys.stderr)
+        for rec in reversed(done):
+            store.split_visitor("default", rec.absorb)
     t1 = time.perf_counter()
     merges = 0 if overrides.get("no_consolidate") else len(
         consolidate(settings, store, resolver, "default")
     )
     cons_s = time.perf_counter() - t1
-    truth = load_truth(scenario)
-    result = _score_store(truth, store)
+    result = _score_store(scenario, store, with_reference=overrides.get("reference", True))
     result.update(online_s=round(online, 1), consolidate_s=round(cons_s, 1), merges=merges,
+                  merge_sweep=sweep,
                   faces_detected=len(data["image_id"]))
     return result
 
 
-def _store_rows(truth: dict[str, Any], store: Any):  # type: ignore[no-untyped-def]
-    from revisit.report.query import SightingQuery
+def _score_store(scenario: Path, store: Any, with_reference: bool = True) -> dict[str, Any]:
+    """Score with the same code as `revisit eval` (revisit.evaluation)."""
+    from revisit.evaluation.evaluate import evaluate_store
+    from revisit.evaluation.truth import load_truth as eval_truth
 
-    label = truth_labeller(truth)
-    rows, fids = [], []
-    for s in store.sightings(SightingQuery(tenant=truth.get("tenant", "default"))):
-        bbox = (s["bbox_x"], s["bbox_y"], s["bbox_w"], s["bbox_h"])
-        ts = s["ts"] if isinstance(s["ts"], datetime) else datetime.fromisoformat(str(s["ts"]))
-        rows.append((label(s["image_id"], bbox), s["face_id"], s["location_id"], ts))
-        fids.append(s["face_image_id"])
-    return rows, fids
+    full = evaluate_store(store, eval_truth(scenario / "truth.json"), reference=with_reference)
+    return {"eval": full, "figures": figures(full)}
 
 
-def _score_store(truth: dict[str, Any], store: Any, with_reference: bool = True) -> dict[str, Any]:
-    rows, fids = _store_rows(truth, store)
-    result: dict[str, Any] = {"pipeline": score(truth, rows)}
-    if with_reference:
-        emb = {}
-        for chunk in store.load_embeddings(truth.get("tenant", "default")):
-            for fid, _, vec in chunk:
-                emb[fid] = vec
-        mat = np.stack([emb[f] for f in fids])
-        result["reference"] = reference(truth, rows, mat, np.round(np.arange(0.20, 0.66, 0.02), 3))
-    return result
+def figures(full: dict[str, Any]) -> dict[str, Any]:
+    """The acceptance figures of one `revisit eval` result, pipeline and reference."""
+    out: dict[str, Any] = {"detection_recall": round(full["detection"]["recall"], 4)}
+    for side in ("pipeline", "reference"):
+        b = full.get(side)
+        if not b or "bcubed" not in b:
+            continue
+        out[side] = {
+            "bcubed_f1": round(b["bcubed"]["f1"], 4),
+            "bcubed_precision": round(b["bcubed"]["precision"], 4),
+            "bcubed_recall": round(b["bcubed"]["recall"], 4),
+            "visitors_true": b["unique_visitors"]["true"],
+            "visitors_found": b["unique_visitors"]["found"],
+            "count_error_pct": round(b["unique_visitors"]["error_pct"], 2),
+            "visits_exact_share": round(b["visits"]["exact_share"], 4),
+        }
+        if side == "reference":
+            out[side]["similarity_threshold"] = b["similarity"]
+    return out
 
 
 def main() -> None:
@@ -307,6 +219,10 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("extract")
     e.add_argument("scenario", type=Path)
+    e.add_argument("--shard", default="0/1", help="i/n: the i-th of n slices (then `merge`)")
+    mg = sub.add_parser("merge")
+    mg.add_argument("scenario", type=Path)
+    mg.add_argument("n", type=int)
     r = sub.add_parser("replay")
     r.add_argument("scenario", type=Path)
     r.add_argument("--model", choices=MODELS, default="sface")
@@ -314,6 +230,10 @@ def main() -> None:
     r.add_argument("--frame-batch", type=int, default=None)
     r.add_argument("--no-consolidate", action="store_true")
     r.add_argument("--tag", default="")
+    r.add_argument("--no-reference", action="store_true")
+    r.add_argument("--merge-threshold", type=float, default=None)
+    r.add_argument("--track-offset", type=float, default=None)
+    r.add_argument("--merge-sweep", default="", help="comma-separated merge thresholds to try")
     s = sub.add_parser("score")
     s.add_argument("scenario", type=Path)
     s.add_argument("--data", type=Path, required=True)
@@ -321,7 +241,11 @@ def main() -> None:
     s.add_argument("--tag", default="pipeline")
     args = ap.parse_args()
     if args.cmd == "extract":
-        extract(args.scenario)
+        i, n = (int(x) for x in args.shard.split("/"))
+        extract(args.scenario, shard=(i, n))
+        return
+    if args.cmd == "merge":
+        merge_shards(args.scenario, args.n)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "replay":
@@ -331,21 +255,24 @@ def main() -> None:
         if args.frame_batch is not None:
             ov["pipeline"]["frame_batch"] = args.frame_batch
         ov["no_consolidate"] = args.no_consolidate
+        ov["reference"] = not args.no_reference
+        if args.merge_threshold is not None:
+            ov["identity"]["merge_threshold"] = args.merge_threshold
+        if args.track_offset is not None:
+            ov["identity"]["track_threshold_offset"] = args.track_offset
+        ov["merge_sweep"] = [float(x) for x in args.merge_sweep.split(",") if x]
         result = replay(args.scenario, args.model, ov)
         result["mode"] = "replay"
     else:
         from revisit.store.duckdb_store import DuckDBStore
 
         store = DuckDBStore(args.data / "revisit.duckdb", read_only=True)
-        result = _score_store(load_truth(args.scenario), store)
+        result = _score_store(args.scenario, store)
         result["mode"] = "pipeline"
     result.update(scenario=str(args.scenario), model=args.model)
     name = f"accuracy_{args.scenario.name}_{args.model}{('_' + args.tag) if args.tag else ''}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")
-    short = {k: v for k, v in result.items() if k != "reference"}
-    if "reference" in result:
-        short["reference_best"] = result["reference"]["best"]
-    print(json.dumps(short, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "eval"}, indent=1))
 
 
 if __name__ == "__main__":

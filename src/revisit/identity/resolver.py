@@ -14,8 +14,9 @@ per face (measured in docs/accuracy.md):
    lose a held face.
 3. **Matching**: each track's pooled embedding (quality-weighted mean) is compared with
    the centroids of the visitors the face index proposes (nearest exemplars); the best
-   centroid at or above the match threshold wins. Tracks are decided strongest evidence
-   first, so visitors created from this batch are visible to the tracks after them.
+   centroid at or above the match threshold wins. Tracks are decided in order of
+   appearance, so visitors created from this batch are visible to the tracks after them
+   and visitor numbers follow first sightings.
 4. **Cannot-link**: two faces of one frame never share a visitor: a visitor given to one
    track is barred for every track that shares a frame with it.
 5. **Creation**: an unmatched track founds a new visitor only if one of its faces passed
@@ -94,10 +95,6 @@ class _Track:
     @property
     def creatable(self) -> bool:
         return any(f.creatable for f in self.faces)
-
-    @property
-    def evidence(self) -> tuple[bool, float, int]:
-        return (self.creatable, self.weight_sum, len(self.faces))
 
     def add(self, face: Face) -> None:
         w = _weight(face)
@@ -217,7 +214,9 @@ class Resolver:
         if not fresh:
             return
         tracks = self._tracks(fresh)
-        tracks.sort(key=lambda t: t.evidence, reverse=True)
+        # in order of appearance, so visitor numbers follow first sighting (older = lower)
+        tracks.sort(key=lambda t: (t.faces[0].ts, not t.creatable, -t.weight_sum,
+                                   t.faces[0].face_image_id))
         for tr in tracks:
             barred = set().union(*(taken[f.frame_key] for f in tr.faces))
             vid, _ = self._match(tenant, tr.pooled, barred)
