@@ -76,7 +76,8 @@ def test_evaluate_counts_detection_identity_and_visits(tmp_path: Path) -> None:
     assert p["bcubed"]["recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
     assert p["pairwise"] == {"precision": 1.0, "recall": pytest.approx(2 / 4),
                              "f1": pytest.approx(2 / 3)}
-    assert p["over_merges"] == []
+    assert p["over_merges"] == [] and p["over_merged_clusters"] == 0
+    assert p["split_identities"] == 1
     assert p["splits"][0]["identity"] == "P1"
     # P1's majority visitor V1 has 1 visit (truth 2); V2 has 2 visits thanks to the false
     # detection at 10:01 (truth 2): exactly one of two visitors right

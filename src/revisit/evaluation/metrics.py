@@ -83,7 +83,7 @@ def majority_map(truth: Sequence[Hashable], pred: Sequence[Hashable]) -> dict[Ha
 
 
 def over_merges(
-    truth: Sequence[Hashable], pred: Sequence[Hashable], top: int = 10
+    truth: Sequence[Hashable], pred: Sequence[Hashable], top: int | None = 10
 ) -> list[dict[str, object]]:
     """Predicted clusters that hold more than one true identity, worst (most identities,
     then most items) first: ``{"cluster", "size", "identities": {label: count}}``."""
@@ -99,7 +99,7 @@ def over_merges(
 
 
 def splits(
-    truth: Sequence[Hashable], pred: Sequence[Hashable], top: int = 10
+    truth: Sequence[Hashable], pred: Sequence[Hashable], top: int | None = 10
 ) -> list[dict[str, object]]:
     """True identities spread over more than one predicted cluster, worst first:
     ``{"identity", "size", "clusters": {label: count}}``."""
