@@ -21,7 +21,7 @@ class CliState:
     def settings(self, **overrides: Any) -> Settings:
         if self._settings is None or overrides:
             try:
-                self._settings = load_settings(self.config, data=self.data, **overrides)
+                self._settings = load_settings(self.config, **{"data": self.data, **overrides})
             except ConfigError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None

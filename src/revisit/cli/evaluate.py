@@ -37,11 +37,7 @@ def register(app: typer.Typer) -> None:
         from revisit.evaluation.evaluate import evaluate_store, format_table
         from revisit.evaluation.truth import load_truth
 
-        st = state(ctx)
-        if data is not None:
-            st.data = data
-            st._settings = None
-        settings = st.settings()
+        settings = state(ctx).settings(**({"data": data} if data is not None else {}))
         t = load_truth(truth)
         if not settings.store_url:
             if not settings.db_path.exists():
