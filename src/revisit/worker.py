@@ -105,7 +105,8 @@ def publish(
     t0 = time.perf_counter()
     seq = 0
     try:
-        for batch in runtime.skip_known(batched(items, settings.pipeline.frame_batch), summary):
+        for raw in batched(items, settings.pipeline.frame_batch):
+            batch = _skip_known(runtime, raw, summary)
             if not batch.frames and not batch.rejected:
                 continue
             batch.batch_id = f"{stream}#{seq:09d}"
@@ -119,6 +120,21 @@ def publish(
         queue.close()
         summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _skip_known(runtime: Runtime, batch: Batch, summary: Summary) -> Batch:
+    """``Runtime.skip_known`` for one batch, riding out a database restart: the stream
+    goes on with the same batches, so resolution order is unchanged."""
+    while True:
+        before = summary.skipped
+        try:
+            return next(iter(runtime.skip_known([batch], summary)))
+        except Exception as exc:
+            if "Operational" not in type(exc).__name__:
+                raise
+            summary.skipped = before
+            log.warning("publisher: store unavailable (%s); retrying", exc)
+            time.sleep(1.0)
 
 
 def _put(queue: StageQueue, batch: Batch, stop: threading.Event, retry: bool = False) -> None:
