@@ -151,9 +151,9 @@ class Resolver:
     def reload(self, tenant: str) -> None:
         """Forget a tenant's gallery and rebuild it from the store (after a merge/split)."""
         g = self._galleries.pop(tenant, None)
-        if g is not None:
-            for vid in list(g.exemplars):
-                self.index.remove_visitor(tenant, vid)
+        if g is not None:  # by face id: entries may still carry a merged-away visitor id
+            self.index.remove(tenant, [h.face_image_id for held in g.exemplars.values()
+                                       for h in held])
         self._gallery(tenant)
 
     def _new_visitor(self, tenant: str) -> str:
