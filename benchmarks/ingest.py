@@ -1,0 +1,213 @@
+"""The HTTP batch API under load from separate processes on loopback.
+
+    .venv/bin/python benchmarks/ingest.py [--clients 4] [--seconds 60] [--batch 8]
+
+Starts ``revisit serve`` on a fresh data directory (one tenant, 4 cameras, a camera key,
+set up with ``revisit admin``), then, from ``--clients`` load processes (httpx):
+
+1. saturation: every client posts camera batches of ``--batch`` CCTV-like frames
+   (benchmarks/scenes.py) back to back; the server accepts what its bounded queue holds
+   and answers 429 beyond it. The processing rate (frames/s the pipeline completes,
+   from /metrics) is the sustainable ingest rate.
+2. 2x overload: the clients together offer twice that rate, open loop (a batch every
+   1/rate s whatever the answers), for the same time.
+
+Reported per phase: frames/s accepted (202) and processed, 429 share, p50/p99 request
+latency of 202 and 429 answers, and the server's RSS (sampled every 0.25 s: start, max,
+end) to show memory stays bounded. Writes benchmarks/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scenes import build_scenes
+
+RESULTS = Path(__file__).parent / "results"
+REVISIT = str(Path(sys.executable).parent / "revisit")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup(data: Path, cameras: int) -> str:
+    env = {**os.environ, "REVISIT_DATA": str(data)}
+
+    def admin(*args: str) -> str:
+        return subprocess.run([REVISIT, "admin", *args], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    admin("add-tenant", "bench")
+    admin("add-location", "-t", "bench", "L1")
+    cams = [f"cam{i}" for i in range(cameras)]
+    for c in cams:
+        admin("add-camera", "-t", "bench", c, "--location", "L1")
+    return admin("add-key", "-t", "bench", "--role", "camera", "--cameras", ",".join(cams))
+
+
+def client(url: str, key: str, frames: list[bytes], batch: int, cameras: int, seconds: float,
+           rate: float, worker: int, out: mp.Queue) -> None:
+    """Posts batches until ``seconds`` pass; ``rate`` batches/s (0 = back to back)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    results = []
+    n = 0
+    start = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=60) as http:
+        while True:
+            now = time.perf_counter()
+            if now - start >= seconds:
+                break
+            if rate > 0:
+                due = start + n / rate
+                if due > now:
+                    time.sleep(due - now)
+            meta, files = [], []
+            for i in range(batch):
+                k = (worker * 7919 + n * batch + i) % len(frames)
+                name = f"f{i}.jpg"
+                ts = f"2024-03-01T{9 + (n // 3000) % 10:02d}:{(n // 50) % 60:02d}:{n % 50:02d}Z"
+                meta.append({"file": name, "camera_id": f"cam{(worker + i) % cameras}", "ts": ts,
+                             "image_id": f"w{worker}-b{n}-{i}"})
+                files.append(("images", (name, frames[k], "image/jpeg")))
+            t = time.perf_counter()
+            r = http.post("/v1/batches", data={"metadata": json.dumps(meta)}, files=files,
+                          headers=headers)
+            results.append((r.status_code, time.perf_counter() - t, batch))
+            n += 1
+    out.put(results)
+
+
+def processed(url: str) -> float:
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    m = re.findall(r'^revisit_frames_processed_total\{tenant="bench"\} ([0-9.e+]+)$', text, re.M)
+    return float(m[0]) if m else 0.0
+
+
+def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rate: float,
+          server: psutil.Process) -> dict:
+    rss: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            rss.append(server.memory_info().rss / 2**20)
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    p0 = processed(url)
+    q: mp.Queue = mp.Queue()
+    per_client = rate / args.clients / args.batch if rate else 0.0
+    procs = [mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
+                                             args.seconds, per_client, w, q))
+             for w in range(args.clients)]
+    t = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [r for _ in procs for r in q.get()]
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - t
+    p1 = processed(url)
+    stop.set()
+    sampler.join()
+
+    def pct(xs: list[float], p: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else 0.0
+
+    ok = [lat for code, lat, _ in results if code == 202]
+    busy = [lat for code, lat, _ in results if code == 429]
+    other = sorted({code for code, _, _ in results if code not in (202, 429)})
+    return {
+        "offered_frames_per_s": rate or None, "seconds": wall,
+        "requests": len(results), "accepted_batches": len(ok), "throttled_batches": len(busy),
+        "other_status": other,
+        "accepted_frames_per_s": sum(b for c, _, b in results if c == 202) / wall,
+        "processed_frames_per_s": (p1 - p0) / wall,
+        "share_429": len(busy) / max(1, len(results)),
+        "p50_ms_202": pct(ok, 50), "p99_ms_202": pct(ok, 99),
+        "p50_ms_429": pct(busy, 50), "p99_ms_429": pct(busy, 99),
+        "rss_mb_start": rss[0] if rss else 0.0, "rss_mb_max": max(rss, default=0.0),
+        "rss_mb_end": rss[-1] if rss else 0.0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=48, help="distinct frames to cycle through")
+    args = ap.parse_args()
+    frames = [s.data for s in build_scenes(args.frames)]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        key = setup(data, args.cameras)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "REVISIT_DATA": str(data)}
+        srv = subprocess.Popen([REVISIT, "serve", "--port", str(port), "--log-level", "warning"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            import httpx
+
+            for _ in range(600):
+                try:
+                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            server = psutil.Process(srv.pid)
+            sat = phase(url, key, frames, args, 0.0, server)
+            print(f"saturation: accepted {sat['accepted_frames_per_s']:.1f} frames/s, processed "
+                  f"{sat['processed_frames_per_s']:.1f} frames/s, 429 share {sat['share_429']:.2f}, "
+                  f"p50/p99 202 {sat['p50_ms_202']:.0f}/{sat['p99_ms_202']:.0f} ms, 429 "
+                  f"{sat['p50_ms_429']:.0f}/{sat['p99_ms_429']:.0f} ms, RSS {sat['rss_mb_start']:.0f}"
+                  f" -> max {sat['rss_mb_max']:.0f} MB", flush=True)
+            rate = 2 * max(sat["processed_frames_per_s"], 1.0)
+            over = phase(url, key, frames, args, rate, server)
+            print(f"2x overload ({rate:.1f} frames/s offered): accepted "
+                  f"{over['accepted_frames_per_s']:.1f} frames/s, processed "
+                  f"{over['processed_frames_per_s']:.1f} frames/s, 429 share "
+                  f"{over['share_429']:.2f}, p50/p99 202 {over['p50_ms_202']:.0f}/"
+                  f"{over['p99_ms_202']:.0f} ms, 429 {over['p50_ms_429']:.0f}/"
+                  f"{over['p99_ms_429']:.0f} ms, RSS {over['rss_mb_start']:.0f} -> max "
+                  f"{over['rss_mb_max']:.0f} -> end {over['rss_mb_end']:.0f} MB")
+        finally:
+            srv.terminate()
+            try:
+                srv.wait(30)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+    out = {"saturation": sat, "overload_2x": over, "clients": args.clients,
+           "batch_frames": args.batch, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
