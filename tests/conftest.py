@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from revisit.config import Settings, load_settings
+from revisit.store.base import SightingStore
+from revisit.store.testing import STORE_BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REVISIT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -42,3 +45,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         spec = getattr(item, "callspec", None)
         if spec is not None and _SERVICE_PARAMS & {str(v) for v in spec.params.values()}:
             item.add_marker(pytest.mark.services)
+
+
+# Store backends under test (tests/store, tests/report): every entry of
+# revisit.store.testing.STORE_BACKENDS. To add a backend, register its factory there.
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], SightingStore]:
+    """A factory, so a test can reopen the same store (persistence, migrations)."""
+    return lambda: STORE_BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def store(store_factory: Callable[[], SightingStore]) -> Iterator[SightingStore]:
+    s = store_factory()
+    yield s
+    s.close()
