@@ -64,7 +64,7 @@ def run(frames, redis: H.Redis, pg: H.Postgres, db: int, schema: str, per_stage:
         if now >= state["next_kill"] and done >= state["kill_at"]:
             events.append(f"{now - t0:7.1f}s kill -9 {fleet.kill_random(rng)} at {done}")
             state["next_kill"] = now + chaos["interval"]
-            state["kill_at"] = done + chaos["every"]
+            state["kill_at"] += chaos["every"]  # catch up after a jump (outage backlog)
         if not state["broker"] and done >= n * 0.3:
             state["broker"] = True
             redis.stop(hard=True)
@@ -137,7 +137,7 @@ def main() -> None:
         calm = run(frames, redis, pg, 0, "undisturbed", args.per_stage, work)
         print(f"  {calm['seconds']} s ({calm['frames_per_s']} frames/s)", flush=True)
         interval = max(0.5, calm["seconds"] / (args.min_kills * 1.25))
-        every = max(1, int(args.frames / (args.min_kills * 1.25)))
+        every = max(1, int(args.frames / (args.min_kills * 1.6)))
         print(f"chaos run: kill -9 a random worker every {every} frames stored (at most one "
               f"per {interval:.2f} s), restart it; "
               "redis kill -9 at 30%, postgres immediate stop at 60% ...", flush=True)
