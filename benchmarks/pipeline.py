@@ -55,13 +55,31 @@ def model_only(rt: Runtime, frames, repeat: int = 1) -> dict[str, float]:  # typ
         for i in range(0, len(crops), size):
             emb.predict(crops[i:i + size])
         best_emb = min(best_emb, time.perf_counter() - t)
+    # the same two loops at once, one thread each (what a two-stage pipeline can reach)
+    import threading
+
+    def run_det() -> None:
+        for p in pixels:
+            det.predict([p])
+
+    def run_emb() -> None:
+        for i in range(0, len(crops), size):
+            emb.predict(crops[i:i + size])
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=run_det), threading.Thread(target=run_emb)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    overlapped = time.perf_counter() - t
     return {"detect_s": best_det, "embed_s": best_emb, "faces": len(crops),
-            "seconds": best_det + best_emb}
+            "seconds": best_det + best_emb, "overlapped_s": overlapped}
 
 
-def accuracy(rt: Runtime, scenes, frames) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def accuracy(rt: Runtime, scenes, frames, tenant: str = "default") -> dict[str, float]:  # type: ignore[no-untyped-def]
     by_image: dict[str, list[tuple[tuple[int, int, int, int], str]]] = {}
-    for s in rt.store.sightings(SightingQuery()):
+    for s in rt.store.sightings(SightingQuery(tenant=tenant)):
         box = (s["bbox_x"], s["bbox_y"], s["bbox_w"], s["bbox_h"])
         by_image.setdefault(s["image_id"], []).append((box, s["face_id"]))
     labels: list[tuple[str, str | None]] = []
@@ -81,6 +99,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="pipeline.threads (model threads); default: the Settings default")
     ap.add_argument("--frame-batch", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=2, help="alternating runs; best of each")
     ap.add_argument("--out", default="pipeline.json")
     args = ap.parse_args()
 
@@ -102,12 +121,18 @@ def main() -> None:
         warm = to_frames(scenes[:4], tenant="warmup")
         model_only(rt, warm)
 
-        frames = to_frames(scenes)
-        summary = rt.ingest(frames)
+        # pipeline and bound alternate, best of --repeat each: other load on the machine
+        # hits both alike (each repetition is a fresh tenant: nothing is skipped)
+        summary = bound = None
+        for rep in range(args.repeat):
+            s = rt.ingest(to_frames(scenes, tenant=f"rep{rep}"))
+            if summary is None or s.seconds < summary.seconds:
+                summary, stage_s = s, dict(rt.stage_seconds)
+                acc = accuracy(rt, scenes, to_frames(scenes, tenant=f"rep{rep}"), f"rep{rep}")
+            b = model_only(rt, to_frames(scenes))
+            bound = b if bound is None else {
+                k: min(v, b[k]) if k != "faces" else v for k, v in bound.items()}
         e2e_s = summary.seconds
-        acc = accuracy(rt, scenes, to_frames(scenes))
-        stage_s = dict(rt.stage_seconds)
-        bound = model_only(rt, to_frames(scenes))
         rt.close()
 
     fps = summary.frames / e2e_s
@@ -118,6 +143,8 @@ def main() -> None:
         "model_only": bound, "model_only_frames_per_s": bound_fps,
         "model_only_faces_per_s": bound["faces"] / bound["seconds"],
         "ratio_to_model_only": fps / bound_fps,
+        "model_only_overlapped_frames_per_s": args.frames / bound["overlapped_s"],
+        "ratio_to_model_only_overlapped": fps / (args.frames / bound["overlapped_s"]),
         "stage_busy_s": stage_s,
         "threads_setting": settings.pipeline.threads, "cv2_threads": cv2.getNumThreads(),
         "frame_batch": settings.pipeline.frame_batch,
@@ -127,7 +154,11 @@ def main() -> None:
           f"({summary.frames} frames, {summary.faces} faces, {e2e_s:.1f} s)")
     print(f"model-only: {bound_fps:6.1f} frames/s, {out['model_only_faces_per_s']:6.1f} faces/s "
           f"(detect {bound['detect_s']:.1f} s + embed {bound['embed_s']:.1f} s)")
-    print(f"ratio pipeline / model-only: {out['ratio_to_model_only']:.2f}")
+    print(f"model-only, detector and embedder concurrently (one thread each): "
+          f"{out['model_only_overlapped_frames_per_s']:6.1f} frames/s "
+          f"({bound['overlapped_s']:.1f} s)")
+    print(f"ratio pipeline / model-only: {out['ratio_to_model_only']:.2f} (sequential), "
+          f"{out['ratio_to_model_only_overlapped']:.2f} (concurrent)")
     print("stage busy seconds:", {k: round(v, 2) for k, v in stage_s.items()})
     print(f"identity: F1 {acc['identity_f1']:.3f} (B-cubed P {acc['bcubed_precision']:.3f} "
           f"R {acc['bcubed_recall']:.3f}), detection recall {acc['detection_recall']:.3f}, "

@@ -185,6 +185,24 @@ class Pipeline:
                 raise t.error
 
 
+def pipeline_model_settings(settings: Settings) -> Settings:
+    """Settings for the models of an in-process pipeline: ``pipeline.threads = 0`` (auto)
+    becomes the cores divided between the two model stages, which run at the same time.
+
+    Each stage thread calling OpenCV with a pool of every core oversubscribes the machine:
+    on 2 cores, one thread per model gave 1.2x the frames/s of two (benchmarks/pipeline.py,
+    docs/performance.md), and the int8 YuNet/SFace calls gain nothing from a second thread.
+    """
+    if settings.pipeline.threads:
+        return settings
+    from revisit.vision.model import resolve_threads
+
+    threads = max(1, resolve_threads(0) // 2)
+    return settings.model_copy(
+        update={"pipeline": settings.pipeline.model_copy(update={"threads": threads})}
+    )
+
+
 class Runtime:
     """The embedded default in one object: store, face index, models, resolver, stages.
 
@@ -199,6 +217,12 @@ class Runtime:
         settings.data.mkdir(parents=True, exist_ok=True)
         self.store = open_store(settings)
         self.index = open_index(settings)
+        # The resolver searches one frame's faces at a time; on such tiny searches faiss's
+        # OpenMP pool (all cores by default) only spins, taking the cores the models run
+        # on (benchmarks/resolver.py: 1 thread was ~20x faster than 2 on a busy 2-core box).
+        import faiss
+
+        faiss.omp_set_num_threads(1)
         self._vision: Vision | None = None
         self._resolver: Resolver | None = None
         self.stage_seconds: dict[str, float] = {}
@@ -208,7 +232,7 @@ class Runtime:
         if self._vision is None:
             from revisit.vision.stages import Vision
 
-            self._vision = Vision(self.settings)
+            self._vision = Vision(pipeline_model_settings(self.settings))
         return self._vision
 
     @property
