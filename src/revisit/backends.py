@@ -16,15 +16,17 @@ EMBEDDING_DIM = {"sface": 128, "arcface": 512}
 
 def open_store(settings: Settings) -> SightingStore:
     url = settings.store_url
+    bounds = {"threads": settings.store.duckdb_threads or None,
+              "memory_limit": settings.store.duckdb_memory_limit or None}
     if not url:
         from revisit.store.duckdb_store import DuckDBStore
 
-        return DuckDBStore(settings.db_path)
+        return DuckDBStore(settings.db_path, **bounds)
     scheme, _, rest = url.partition("://")
     if scheme == "duckdb":
         from revisit.store.duckdb_store import DuckDBStore
 
-        return DuckDBStore(Path(rest))
+        return DuckDBStore(Path(rest), **bounds)
     if scheme in {"postgresql", "postgres"}:
         from revisit.store.postgres_store import PostgresStore
 

@@ -110,6 +110,17 @@ class PipelineSettings(BaseModel):
     decode_workers: int = Field(1, ge=1, le=64, description="Threads decoding images.")
 
 
+class StoreSettings(BaseModel):
+    duckdb_memory_limit: str = Field(
+        "", pattern=r"^$|^\d+(\.\d+)?\s*[KMGT]i?B$",
+        description="DuckDB memory_limit, e.g. '2GB': bounds what a report may take (DuckDB "
+        "spills to disk beyond it). Empty = DuckDB's default, 80 % of RAM.",
+    )
+    duckdb_threads: int = Field(
+        0, ge=0, le=256, description="DuckDB worker threads; 0 = every core."
+    )
+
+
 class PrivacySettings(BaseModel):
     keep_crops: bool = Field(
         False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
@@ -143,6 +154,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

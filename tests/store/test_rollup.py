@@ -118,3 +118,17 @@ def test_rollup_is_used_and_raw_fallbacks(store: DuckDBStore) -> None:
     assert store.report_header(gap_q) == gap_before
     store.rebuild_rollup()
     assert store.report_header(q) == before
+
+
+def test_duckdb_bounds_from_settings(tmp_path: Path) -> None:
+    from revisit.backends import open_store
+    from revisit.config import Settings
+
+    s = open_store(Settings(data=tmp_path, store={"duckdb_memory_limit": "1GB",
+                                                  "duckdb_threads": 1}))
+    try:
+        limit, threads = s.connection.execute(  # type: ignore[attr-defined]
+            "SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
+        assert limit == "953.6 MiB" and int(threads) == 1
+    finally:
+        s.close()
