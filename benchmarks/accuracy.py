@@ -127,7 +127,8 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     from revisit.records import Face, Frame
     from revisit.store.duckdb_store import DuckDBStore
 
-    data = np.load(scenario / "faces.npz")
+    with np.load(scenario / "faces.npz") as npz:
+        data = {k: npz[k] for k in npz.files}
     settings = Settings(
         data=Path("/tmp/revisit-accuracy-unused"),
         embedder={"model": model}, identity=overrides.get("identity", {}),  # type: ignore[arg-type]

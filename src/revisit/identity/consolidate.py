@@ -3,9 +3,10 @@
 Online resolution decides with what it has seen so far, so one person can be split in two
 (first seen small and blurred, later close up). Consolidation looks at everything stored
 and merges such visitors by **average linkage**: the similarity of two visitors is the
-mean cosine similarity over all pairs of their sightings' embeddings, which is
-``dot(sum_a, sum_b) / (n_a * n_b)``, so a visitor is a (sum, count) pair and a merge is an
-addition. Pairs are proposed by nearest centroids (faiss), merged best first while the
+mean cosine similarity over all pairs of their sightings' embeddings, weighted by face
+quality (weight ``0.25 + quality``, as in track pooling), which is
+``dot(sum_a, sum_b) / (w_a * w_b)``, so a visitor is a (weighted sum, total weight) pair
+and a merge is an addition. Pairs are proposed by nearest centroids (faiss), merged best first while the
 similarity stays at or above ``identity.merge_threshold``; two visitors seen in one frame
 are never merged (cannot-link).
 
@@ -37,9 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Average-linkage similarity at which two visitors are one person, per embedder. Chosen on
-# the centroid genuine/impostor margins of lfw-dev (docs/accuracy.md), not on a scenario.
-DEFAULT_MERGE_THRESHOLD: dict[str, float] = {"sface": 0.42, "arcface": 0.32}
+# Average-linkage similarity at which two visitors are one person, per embedder: one rule
+# for both, the single-pair threshold at FAR 1e-4 on lfw-dev (SFace 0.449, ArcFace 0.319,
+# docs/accuracy.md) minus 0.03, since a mean over many pairs has a far narrower impostor
+# spread than one pair. Checked, not fitted, on simulated scenarios (two seeds).
+DEFAULT_MERGE_THRESHOLD: dict[str, float] = {"sface": 0.42, "arcface": 0.29}
 CANDIDATES = 20  # nearest visitor centroids examined per visitor
 
 
@@ -136,23 +139,27 @@ def plan_merges(
 
 
 def load_clusters(store: SightingStore, tenant: str) -> dict[str, tuple[np.ndarray, int, set[str]]]:
-    """visitor (canonical) -> (sum of its sightings' unit embeddings, count, frames)."""
+    """visitor (canonical) -> (quality-weighted sum of its sightings' unit embeddings,
+    total weight, frames it was seen in)."""
     frame_of: dict[str, str] = {}
+    weight_of: dict[str, float] = {}
     for row in store.sightings(SightingQuery(tenant=tenant)):
         frame_of[row["face_image_id"]] = row["image_id"]
+        weight_of[row["face_image_id"]] = 0.25 + float(row.get("quality") or 0.0)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     frames: dict[str, set[str]] = {}
     for chunk in store.load_embeddings(tenant):
         for fid, vid, vec in chunk:
             v = np.asarray(vec, dtype=np.float64)
-            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            w = weight_of.get(fid, 1.0)
+            v = w * v / max(float(np.linalg.norm(v)), 1e-12)
             if vid in sums:
                 sums[vid] += v
-                counts[vid] += 1
+                counts[vid] += w
             else:
                 sums[vid] = v.copy()
-                counts[vid] = 1
+                counts[vid] = w
                 frames[vid] = set()
             if fid in frame_of:
                 frames[vid].add(frame_of[fid])
