@@ -304,11 +304,11 @@ def main() -> None:
               f"build {ann_build:.0f} s; {row['ann_index_bytes_per_identity']:.0f} B/identity "
               f"in faiss, RSS {row['ann_rss_mb_per_million']:.0f} MB per million", flush=True)
         del exact, ann, tee
-    out = {"threshold": threshold, "synthetic": dist, "results": results,
-           "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / args.out).write_text(json.dumps(out, indent=2, default=str))
+        out = {"threshold": threshold, "synthetic": dist, "results": results,
+               "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        RESULTS.mkdir(exist_ok=True)  # after every size: a long run leaves what it has
+        (RESULTS / args.out).write_text(json.dumps(out, indent=2, default=str))
 
 
 if __name__ == "__main__":
