@@ -151,5 +151,3 @@ class Batch:
     exemplars_dropped: list[tuple[str, str]] = field(default_factory=list)  # (tenant, face_image_id)
     # visitors created by resolution: (tenant, visitor_id, first sighting ts)
     visitors_created: list[tuple[str, str, datetime]] = field(default_factory=list)
-    # face_image_ids held back by a deferring resolver; they come out in a later batch
-    deferred: int = 0

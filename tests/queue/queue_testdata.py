@@ -37,7 +37,6 @@ def full_batch() -> Batch:
         exemplars_added=[Exemplar("t1", "V-0001A7", "F-1", emb, 0.71, TS)],
         exemplars_dropped=[("t1", "F-0")],
         visitors_created=[("t1", "V-0001A7", TS)],
-        deferred=3,
     )
 
 

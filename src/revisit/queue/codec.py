@@ -224,7 +224,6 @@ def encode_batch(batch: Batch) -> bytes:
         "exemplars_added": [_exemplar(e) for e in batch.exemplars_added],
         "exemplars_dropped": [[t, f] for t, f in batch.exemplars_dropped],
         "visitors_created": [[t, v, _ts(ts)] for t, v, ts in batch.visitors_created],
-        "deferred": int(batch.deferred),
     }
     return msgpack.packb(doc, use_bin_type=True)
 
@@ -260,9 +259,6 @@ def decode_batch(payload: bytes) -> Batch:
             raise CodecError("exemplars_dropped must hold [tenant, face_image_id] pairs")
         if not all(isinstance(c, list) and len(c) == 3 for c in created):
             raise CodecError("visitors_created must hold [tenant, visitor_id, ts] triples")
-        deferred = doc["deferred"]
-        if not _is_int(deferred):
-            raise CodecError("deferred must be an integer")
         return Batch(
             batch_id=_str(doc["batch_id"], "batch_id"),
             frames=[_from_frame(x) for x in _maps(doc, "frames")],
@@ -274,7 +270,6 @@ def decode_batch(payload: bytes) -> Batch:
             visitors_created=[
                 (_str(t, "tenant"), _str(v, "visitor_id"), _from_ts(ts)) for t, v, ts in created
             ],
-            deferred=deferred,
         )
     except KeyError as exc:
         raise CodecError(f"field {exc.args[0]!r} missing") from None
