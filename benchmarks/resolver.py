@@ -256,8 +256,8 @@ def main() -> None:
     ap.add_argument("--ef-search", type=int, default=AnnOptions().ef_search)
     ap.add_argument("--ef-construction", type=int, default=AnnOptions().ef_construction)
     ap.add_argument("--nprobe", type=int, default=AnnOptions().nprobe)
-    ap.add_argument("--queries", type=int, default=2000)
-    ap.add_argument("--stream", type=int, default=12_000, help="sightings in the stream")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--stream", type=int, default=6000, help="sightings in the stream")
     ap.add_argument("--omp-threads", type=int, default=1,
                     help="faiss OpenMP threads; the resolver searches a frame at a time, where "
                     "more threads only spin (measured: 2 threads were several times slower)")

@@ -13,7 +13,7 @@ slow for a live resolver. This index keeps two tiers per tenant:
 Removing an exemplar deletes it from ``recent`` or tombstones it in ``main`` (HNSW
 cannot delete); searches over-fetch past tombstones, and ``main`` is rebuilt from its
 live vectors once a third of it is dead. Selected by ``index_url``, e.g.
-``faiss://?type=hnsw&m=32&ef_search=96&flush=20000`` (see :func:`parse_options`).
+``faiss://?type=hnsw&m=32&ef_search=256&flush=20000`` (see :func:`parse_options`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class AnnOptions:
     kind: str = "hnsw"  # hnsw | ivf
     m: int = 32  # HNSW links per node
     ef_construction: int = 64
-    ef_search: int = 96
+    ef_search: int = 256
     nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n) at build
     nprobe: int = 32
     flush: int = 20_000  # recent exemplars kept exact before they move into main
@@ -42,7 +42,7 @@ class AnnOptions:
 
 
 def parse_options(url: str) -> AnnOptions:
-    """``faiss://?type=hnsw&m=32&ef_search=96&ef_construction=64&flush=20000`` or
+    """``faiss://?type=hnsw&m=32&ef_search=256&ef_construction=64&flush=20000`` or
     ``faiss://?type=ivf&nlist=4096&nprobe=32``. Unknown keys are an error."""
     q = {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
     kind = q.pop("type", "hnsw")
