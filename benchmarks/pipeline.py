@@ -145,6 +145,11 @@ def main() -> None:
         "ratio_to_model_only": fps / bound_fps,
         "model_only_overlapped_frames_per_s": args.frames / bound["overlapped_s"],
         "ratio_to_model_only_overlapped": fps / (args.frames / bound["overlapped_s"]),
+        # ceiling: the models' one-thread work perfectly split over every core
+        "model_only_all_cores_ceiling_frames_per_s":
+            args.frames / (bound["seconds"] / (os.cpu_count() or 1)),
+        "ratio_to_all_cores_ceiling":
+            fps / (args.frames / (bound["seconds"] / (os.cpu_count() or 1))),
         "stage_busy_s": stage_s,
         "threads_setting": settings.pipeline.threads, "cv2_threads": cv2.getNumThreads(),
         "frame_batch": settings.pipeline.frame_batch,
@@ -159,6 +164,9 @@ def main() -> None:
           f"({bound['overlapped_s']:.1f} s)")
     print(f"ratio pipeline / model-only: {out['ratio_to_model_only']:.2f} (sequential), "
           f"{out['ratio_to_model_only_overlapped']:.2f} (concurrent)")
+    print(f"ceiling, the models' work split perfectly over {os.cpu_count()} cores: "
+          f"{out['model_only_all_cores_ceiling_frames_per_s']:.1f} frames/s "
+          f"(pipeline reaches {out['ratio_to_all_cores_ceiling']:.2f} of it)")
     print("stage busy seconds:", {k: round(v, 2) for k, v in stage_s.items()})
     print(f"identity: F1 {acc['identity_f1']:.3f} (B-cubed P {acc['bcubed_precision']:.3f} "
           f"R {acc['bcubed_recall']:.3f}), detection recall {acc['detection_recall']:.3f}, "
