@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlparse
 import faiss
 import numpy as np
 
-from revisit.identity.index import Neighbour
+from revisit.identity.index import LabelledIndex, Neighbour
 from revisit.records import Exemplar
 
 
@@ -73,7 +73,7 @@ class _Tenant:
         self.recent = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
 
-class FaissAnnIndex:
+class FaissAnnIndex(LabelledIndex):
     """:class:`revisit.identity.index.FaceIndex` with approximate search (see module doc)."""
 
     def __init__(self, dim: int, options: AnnOptions | None = None) -> None:
@@ -178,25 +178,6 @@ class FaissAnnIndex:
             live_ids, live_vecs = self._live_main(t)
             self._build_main(t, live_ids, live_vecs)
 
-    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
-        t = self._tenants.get(tenant)
-        if t is not None:
-            self._drop(t, [t.by_face[f] for f in face_image_ids if f in t.by_face])
-
-    def remove_visitor(self, tenant: str, visitor_id: str) -> None:
-        t = self._tenants.get(tenant)
-        if t is not None:
-            self._drop(t, list(t.by_visitor.get(visitor_id, ())))
-
-    def relabel(self, tenant: str, old: str, new: str) -> None:
-        t = self._tenants.get(tenant)
-        if t is None or old not in t.by_visitor:
-            return
-        ids = t.by_visitor.pop(old)
-        for fid in ids:
-            t.meta[fid] = (new, t.meta[fid][1])
-        t.by_visitor.setdefault(new, set()).update(ids)
-
     # -- reads -----------------------------------------------------------------------
     def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
         t = self._tenants.get(tenant)
@@ -237,10 +218,6 @@ class FaissAnnIndex:
     def size(self, tenant: str) -> int:
         t = self._tenants.get(tenant)
         return 0 if t is None else len(t.meta)
-
-    def visitor_exemplars(self, tenant: str, visitor_id: str) -> int:
-        t = self._tenants.get(tenant)
-        return 0 if t is None else len(t.by_visitor.get(visitor_id, ()))
 
     def memory_bytes(self, tenant: str) -> int:
         """Bytes of faiss structures (vectors, graph/lists) of one tenant, metadata excluded."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
@@ -39,6 +39,47 @@ class FaceIndex(Protocol):
     def size(self, tenant: str) -> int: ...
 
 
+class _Labels(Protocol):
+    meta: dict[int, tuple[str, str]]  # faiss id -> (visitor_id, face_image_id)
+    by_face: dict[str, int]
+    by_visitor: dict[str, set[int]]
+
+
+class LabelledIndex:
+    """Label bookkeeping shared by the faiss indexes: which faiss ids hold which visitor's
+    exemplars. Subclasses keep ``_tenants`` (tenant -> per-tenant state with the three maps
+    of :class:`_Labels`) and implement ``_drop`` (remove ids from their faiss structures)."""
+
+    _tenants: dict[str, Any]
+
+    def _drop(self, t: Any, ids: list[int]) -> None:
+        raise NotImplementedError
+
+    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            self._drop(t, [t.by_face[f] for f in face_image_ids if f in t.by_face])
+
+    def remove_visitor(self, tenant: str, visitor_id: str) -> None:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            self._drop(t, list(t.by_visitor.get(visitor_id, ())))
+
+    def relabel(self, tenant: str, old: str, new: str) -> None:
+        """Re-point exemplars of ``old`` to ``new`` (after a merge)."""
+        t = self._tenants.get(tenant)
+        if t is None or old not in t.by_visitor:
+            return
+        ids = t.by_visitor.pop(old)
+        for fid in ids:
+            t.meta[fid] = (new, t.meta[fid][1])
+        t.by_visitor.setdefault(new, set()).update(ids)
+
+    def visitor_exemplars(self, tenant: str, visitor_id: str) -> int:
+        t = self._tenants.get(tenant)
+        return 0 if t is None else len(t.by_visitor.get(visitor_id, ()))
+
+
 class _TenantIndex:
     def __init__(self, dim: int) -> None:
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -48,7 +89,7 @@ class _TenantIndex:
         self.by_visitor: dict[str, set[int]] = {}
 
 
-class FaissIndex:
+class FaissIndex(LabelledIndex):
     """Exact inner-product search per tenant (flat index; exact up to ~10^5 exemplars).
 
     Exact search keeps identity decisions reproducible; approximate variants for large
@@ -98,26 +139,6 @@ class FaissIndex:
                 if not members:
                     del t.by_visitor[visitor]
 
-    def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
-        t = self._tenants.get(tenant)
-        if t is not None:
-            self._drop(t, [t.by_face[f] for f in face_image_ids if f in t.by_face])
-
-    def remove_visitor(self, tenant: str, visitor_id: str) -> None:
-        t = self._tenants.get(tenant)
-        if t is not None:
-            self._drop(t, list(t.by_visitor.get(visitor_id, ())))
-
-    def relabel(self, tenant: str, old: str, new: str) -> None:
-        """Re-point exemplars of ``old`` to ``new`` (after a merge)."""
-        t = self._tenants.get(tenant)
-        if t is None or old not in t.by_visitor:
-            return
-        ids = t.by_visitor.pop(old)
-        for fid in ids:
-            t.meta[fid] = (new, t.meta[fid][1])
-        t.by_visitor.setdefault(new, set()).update(ids)
-
     def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
         t = self._tenants.get(tenant)
         n = len(embeddings)
@@ -140,6 +161,3 @@ class FaissIndex:
         t = self._tenants.get(tenant)
         return 0 if t is None else int(t.index.ntotal)
 
-    def visitor_exemplars(self, tenant: str, visitor_id: str) -> int:
-        t = self._tenants.get(tenant)
-        return 0 if t is None else len(t.by_visitor.get(visitor_id, ()))
