@@ -18,6 +18,19 @@ from typing import Any
 
 from revisit.report.query import ReportQuery, SightingQuery
 
+# One row per canonical visitor from per_loc (vid, loc, visits, n, first_us, last_us): shared
+# by the raw query and the rollup so both answer in exactly the same shape.
+_PER_VISITOR = """per_visitor AS (
+    SELECT vid, sum(visits)::BIGINT AS total, count(*)::BIGINT AS n_locations,
+           string_agg(loc || chr(31) || visits::VARCHAR, chr(30)) AS loc_visits,
+           min(first_us) AS first_us, max(last_us) AS last_us, sum(n)::BIGINT AS n_sightings
+    FROM per_loc GROUP BY vid
+)"""
+_ROWS_SELECT = (
+    "\nSELECT vid, total, n_locations, loc_visits, first_us, last_us, n_sightings"
+    " FROM per_visitor ORDER BY total DESC, vid ASC"
+)
+
 
 def naive_utc(ts: datetime) -> datetime:
     """Aware -> naive UTC, the form the store keeps (naive input is rejected upstream)."""
@@ -86,20 +99,14 @@ per_loc AS (
            max(t) AS last_us
     FROM marked GROUP BY vid, loc
 ),
-per_visitor AS (
-    SELECT vid, sum(visits)::BIGINT AS total, count(*)::BIGINT AS n_locations,
-           string_agg(loc || chr(31) || visits::VARCHAR, chr(30)) AS loc_visits,
-           min(first_us) AS first_us, max(last_us) AS last_us, sum(n)::BIGINT AS n_sightings
-    FROM per_loc GROUP BY vid
-)"""
+{_PER_VISITOR}"""
     return sql, params
 
 
 def report_rows_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
     cte, params = report_cte(query, aliases)
     return (
-        cte + "\nSELECT vid, total, n_locations, loc_visits, first_us, last_us, n_sightings"
-        " FROM per_visitor ORDER BY total DESC, vid ASC",
+        cte + _ROWS_SELECT,
         params,
     )
 
@@ -250,20 +257,14 @@ def rollup_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]
     sql = f"""
 WITH per_loc AS ({per_loc}
 ),
-per_visitor AS (
-    SELECT vid, sum(visits)::BIGINT AS total, count(*)::BIGINT AS n_locations,
-           string_agg(loc || chr(31) || visits::VARCHAR, chr(30)) AS loc_visits,
-           min(first_us) AS first_us, max(last_us) AS last_us, sum(n)::BIGINT AS n_sightings
-    FROM per_loc GROUP BY vid
-)"""
+{_PER_VISITOR}"""
     return sql, params
 
 
 def rollup_rows_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
     cte, params = rollup_cte(query, aliases)
     return (
-        cte + "\nSELECT vid, total, n_locations, loc_visits, first_us, last_us, n_sightings"
-        " FROM per_visitor ORDER BY total DESC, vid ASC",
+        cte + _ROWS_SELECT,
         params,
     )
 

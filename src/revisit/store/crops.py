@@ -39,24 +39,28 @@ def save_crops(root: Path, batch: Batch) -> int:
     return written
 
 
+def purge_crop_days(tenant_root: Path, before: date) -> int:
+    """Delete one tenant's day folders older than ``before``; returns folders removed."""
+    if not tenant_root.is_dir():
+        return 0
+    removed = 0
+    for day_dir in tenant_root.iterdir():
+        try:
+            day = date.fromisoformat(day_dir.name)
+        except ValueError:
+            continue
+        if day < before:
+            shutil.rmtree(day_dir)
+            removed += 1
+    return removed
+
+
 def purge_crops(root: Path, retention_days: int, today: date | None = None) -> int:
-    """Delete day folders older than the retention; returns folders removed."""
+    """Delete day folders older than the retention, in every tenant; returns folders removed."""
     if not root.exists():
         return 0
     limit = (today or datetime.now(UTC).date()) - timedelta(days=retention_days)
-    removed = 0
-    for tenant_dir in root.iterdir():
-        if not tenant_dir.is_dir():
-            continue
-        for day_dir in tenant_dir.iterdir():
-            try:
-                day = date.fromisoformat(day_dir.name)
-            except ValueError:
-                continue
-            if day < limit:
-                shutil.rmtree(day_dir)
-                removed += 1
-    return removed
+    return sum(purge_crop_days(t, limit) for t in root.iterdir())
 
 
 def erase_crops(root: Path, tenant: str, face_image_ids: set[str]) -> int:

@@ -7,14 +7,13 @@ so no pipeline batch is resolved or stored halfway through.
 
 from __future__ import annotations
 
-import shutil
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from revisit.identity.index import FaceIndex
 from revisit.store.base import SightingStore
-from revisit.store.crops import erase_crops
+from revisit.store.crops import erase_crops, purge_crop_days
 from revisit.tenancy.db import Tenancy, connection_for
 
 
@@ -110,23 +109,8 @@ def purge_tenant(
     if index is not None and dropped:
         index.remove(tenant, dropped)
     if crops_dir is not None:
-        counts["crop_days"] = _purge_crop_days(crops_dir / tenant, cutoff.date())
+        counts["crop_days"] = purge_crop_days(crops_dir / tenant, cutoff.date())
     counts["cutoff"] = cutoff.replace(tzinfo=UTC).isoformat()
     tenancy.audit(tenant, actor, "retention.purge", {"retention_days": t.retention_days,
                                                      **counts})
     return counts
-
-
-def _purge_crop_days(root: Path, before: date) -> int:
-    if not root.exists():
-        return 0
-    removed = 0
-    for day_dir in root.iterdir():
-        try:
-            day = date.fromisoformat(day_dir.name)
-        except ValueError:
-            continue
-        if day < before:
-            shutil.rmtree(day_dir)
-            removed += 1
-    return removed
