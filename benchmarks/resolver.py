@@ -251,7 +251,9 @@ def rss_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--index", default="hnsw", choices=["hnsw", "ivf"])
+    ap.add_argument("--index", default="pq", choices=["pq", "hnsw", "ivf"])
+    ap.add_argument("--pq-m", type=int, default=AnnOptions().pq_m)
+    ap.add_argument("--rerank", type=int, default=AnnOptions().rerank)
     ap.add_argument("--m", type=int, default=AnnOptions().m)
     ap.add_argument("--ef-search", type=int, default=AnnOptions().ef_search)
     ap.add_argument("--ef-construction", type=int, default=AnnOptions().ef_construction)
@@ -270,7 +272,8 @@ def main() -> None:
           "(lfw-dev SFace: genuine 0.632/0.090, impostor 0.082/0.088, p99.9 0.360)")
     threshold = Resolver(Settings(), NoStore(0), FaissIndex(DIM)).threshold  # type: ignore[arg-type]
     opts = AnnOptions(kind=args.index, m=args.m, ef_search=args.ef_search,
-                      ef_construction=args.ef_construction, nprobe=args.nprobe)
+                      ef_construction=args.ef_construction, nprobe=args.nprobe,
+                      pq_m=args.pq_m, rerank=args.rerank)
     results = []
     for n in args.sizes:
         ids = syn.identities(n)

@@ -39,7 +39,7 @@ def open_store(settings: Settings) -> SightingStore:
 def open_index(settings: Settings) -> FaceIndex:
     url = settings.index_url
     dim = EMBEDDING_DIM[settings.embedder.model]
-    if url.startswith("faiss://") and "type=" in url:
+    if url.startswith("faiss://") and url.partition("?")[2]:  # options: the approximate index
         from revisit.identity.ann_index import FaissAnnIndex, parse_options
 
         return FaissAnnIndex(dim, parse_options(url))

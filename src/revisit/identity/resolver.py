@@ -82,31 +82,79 @@ class _Gallery:
 
 @dataclass(slots=True)
 class _Track:
-    """Faces of one camera, consecutive frames, similar embeddings: one person's pass."""
+    """Faces of one camera, consecutive frames, similar embeddings: one person's pass.
+    ``rows`` index the batch's matrix of unit embeddings."""
 
     faces: list[Face]
+    rows: list[int]
     weight_sum: float
     vec_sum: np.ndarray
+    pooled: np.ndarray  # unit vector of vec_sum, kept current by add()
 
-    @property
-    def pooled(self) -> np.ndarray:
-        return _unit(self.vec_sum)
+    @classmethod
+    def start(cls, face: Face, row: int, unit: np.ndarray) -> _Track:
+        w = _weight(face)
+        return cls([face], [row], w, w * unit, unit)
 
     @property
     def creatable(self) -> bool:
         return any(f.creatable for f in self.faces)
 
-    def add(self, face: Face) -> None:
+    def add(self, face: Face, row: int, unit: np.ndarray) -> None:
         w = _weight(face)
         self.faces.append(face)
+        self.rows.append(row)
         self.weight_sum += w
-        self.vec_sum = self.vec_sum + w * np.asarray(face.embedding, dtype=np.float32)
+        self.vec_sum = self.vec_sum + w * unit
+        self.pooled = _unit(self.vec_sum)
+
+
+class _Pending:
+    """Exemplars chosen during one batch, written to the index once at its end. Until
+    then they are searched here, so a track sees visitors created by the tracks before it
+    (as if each had been added at once)."""
+
+    def __init__(self, dim: int) -> None:
+        self.items: list[Exemplar] = []
+        self.vecs = np.empty((16, dim), np.float32)
+        self.live: list[bool] = []
+
+    def add(self, ex: Exemplar) -> None:
+        n = len(self.items)
+        if n == len(self.vecs):
+            self.vecs = np.concatenate([self.vecs, np.empty_like(self.vecs)])
+        self.vecs[n] = ex.embedding
+        self.items.append(ex)
+        self.live.append(True)
+
+    def discard(self, face_image_id: str) -> bool:
+        for i, ex in enumerate(self.items):
+            if self.live[i] and ex.face_image_id == face_image_id:
+                self.live[i] = False
+                return True
+        return False
+
+    def visitors_near(self, query: np.ndarray, k: int) -> list[str]:
+        n = len(self.items)
+        if n == 0:
+            return []
+        sims = self.vecs[:n] @ query
+        order = np.argsort(-sims)[: k + self.live.count(False)]
+        return [self.items[i].visitor_id for i in order.tolist() if self.live[i]][:k]
+
+    def exemplars(self) -> list[Exemplar]:
+        return [ex for ex, live in zip(self.items, self.live, strict=True) if live]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     n = float(np.linalg.norm(v))
     return v / n if n > 0 else v
+
+
+def _units(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float32)
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
 def _weight(face: Face) -> float:
@@ -162,9 +210,9 @@ class Resolver:
         g.next_number += 1
         return vid
 
-    def _remember(self, batch: Batch, face: Face, visitor: str) -> None:
+    def _remember(self, batch: Batch, pending: _Pending, face: Face, unit: np.ndarray,
+                  visitor: str) -> None:
         """Keep the face as an exemplar if the visitor has room or it beats the worst one."""
-        assert face.embedding is not None
         g = self._gallery(face.tenant)
         held = g.exemplars.setdefault(visitor, [])
         if len(held) >= self.max_exemplars:
@@ -172,13 +220,13 @@ class Resolver:
             if face.quality <= worst.quality:
                 return
             held.remove(worst)
-            self.index.remove(face.tenant, [worst.face_image_id])
+            if not pending.discard(worst.face_image_id):  # added in this batch: never indexed
+                self.index.remove(face.tenant, [worst.face_image_id])
             batch.exemplars_dropped.append((face.tenant, worst.face_image_id))
-        emb = np.asarray(face.embedding, dtype=np.float32)
-        held.append(_Held(face.quality, face.face_image_id, emb))
+        held.append(_Held(face.quality, face.face_image_id, unit))
         g.changed(visitor)
-        ex = Exemplar(face.tenant, visitor, face.face_image_id, emb, face.quality, face.ts)
-        self.index.add([ex])
+        ex = Exemplar(face.tenant, visitor, face.face_image_id, unit, face.quality, face.ts)
+        pending.add(ex)
         batch.exemplars_added.append(ex)
 
     # -- the stage -------------------------------------------------------------------
@@ -213,77 +261,80 @@ class Resolver:
         fresh = [f for f in faces if f.face_image_id not in known]
         if not fresh:
             return
-        tracks = self._tracks(fresh)
+        units = _units(np.stack([f.embedding for f in fresh]))  # type: ignore[misc]
+        tracks = self._tracks(fresh, units)
         # in order of appearance, so visitor numbers follow first sighting (older = lower)
         tracks.sort(key=lambda t: (t.faces[0].ts, not t.creatable, -t.weight_sum,
                                    t.faces[0].face_image_id))
-        for tr in tracks:
+        # one index search for the whole batch; exemplars the batch adds are searched in
+        # ``pending`` and reach the index at the end
+        hits = self.index.search(tenant, np.stack([t.pooled for t in tracks]), self.k)
+        pending = _Pending(units.shape[1])
+        for tr, tr_hits in zip(tracks, hits, strict=True):
             barred = set().union(*(taken[f.frame_key] for f in tr.faces))
-            vid, _ = self._match(tenant, tr.pooled, barred)
+            proposals = [h.visitor_id for h in tr_hits]
+            proposals += pending.visitors_near(tr.pooled, self.k)
+            vid, _ = self._best_centroid(g, tr.pooled, proposals, barred)
             new = False
             if vid is None:
                 if not tr.creatable:
                     continue  # below the quality bar: may match, never founds a visitor
                 vid, new = self._new_visitor(tenant), True
                 batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.faces)))
-            for f in tr.faces:
+            rows = units[tr.rows]
+            scores = np.ones(len(rows)) if new else rows @ g.centroid(vid)
+            for f, s in zip(tr.faces, scores.tolist(), strict=True):
                 taken[f.frame_key].add(vid)
-                s = 1.0 if new else float(np.dot(_unit(f.embedding), g.centroid(vid)))  # type: ignore[arg-type]
                 self._emit(batch, f, vid, s, new=new and f is tr.faces[0])
             best = sorted(
-                (f for f in tr.faces if f.creatable), key=lambda f: (-f.quality, f.face_image_id)
+                (i for i, f in enumerate(tr.faces) if f.creatable),
+                key=lambda i: (-tr.faces[i].quality, tr.faces[i].face_image_id),
             )
-            for f in best[: self.per_track]:
-                self._remember(batch, f, vid)
+            for i in best[: self.per_track]:
+                self._remember(batch, pending, tr.faces[i], units[tr.rows[i]].copy(), vid)
+        self.index.add(pending.exemplars())
 
-    def _tracks(self, faces: list[Face]) -> list[_Track]:
+    def _tracks(self, faces: list[Face], units: np.ndarray) -> list[_Track]:
         """Link faces per camera over consecutive frames (see module docstring)."""
-        by_camera: dict[str, list[Face]] = defaultdict(list)
-        for f in faces:
-            by_camera[f.camera_id].append(f)
+        by_camera: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for i, f in enumerate(faces):
+            by_camera[f.camera_id][f.image_id].append(i)
         out: list[_Track] = []
         for cam in sorted(by_camera):
-            frames: dict[str, list[Face]] = defaultdict(list)
-            for f in by_camera[cam]:
-                frames[f.frame_key].append(f)
-            ordered = sorted(frames.values(), key=lambda fs: (fs[0].ts, fs[0].image_id))
+            frames = by_camera[cam]
+            if len(frames) == 1:  # one snapshot: nothing to link, a track per face
+                out.extend(_Track.start(faces[r], r, units[r]) for r in next(iter(frames.values())))
+                continue
+            ordered = sorted(frames.values(), key=lambda rs: (faces[rs[0]].ts, faces[rs[0]].image_id))
             open_tracks: list[_Track] = []
-            for frame_faces in ordered:
-                ts = frame_faces[0].ts
-                live = [t for t in open_tracks if ts - t.faces[-1].ts <= self.track_gap
-                        and t.faces[-1].frame_key != frame_faces[0].frame_key]
-                options = []
-                for i, f in enumerate(frame_faces):
-                    e = _unit(f.embedding)  # type: ignore[arg-type]
-                    for j, t in enumerate(live):
-                        s = float(np.dot(e, t.pooled))
-                        if s >= self.track_threshold:
-                            options.append((s, i, j))
-                options.sort(key=lambda o: (-o[0], o[1], o[2]))
+            for rows in ordered:
+                first = faces[rows[0]]
+                live = [t for t in open_tracks if first.ts - t.faces[-1].ts <= self.track_gap]
                 used_f: set[int] = set()
-                used_t: set[int] = set()
-                for _, i, j in options:
-                    if i in used_f or j in used_t:
-                        continue
-                    live[j].add(frame_faces[i])
-                    used_f.add(i)
-                    used_t.add(j)
-                for i, f in enumerate(frame_faces):
+                if live:
+                    sims = units[rows] @ np.stack([t.pooled for t in live]).T
+                    fi, tj = np.nonzero(sims >= self.track_threshold)
+                    options = sorted(zip((-sims[fi, tj]).tolist(), fi.tolist(), tj.tolist(), strict=True))
+                    used_t: set[int] = set()
+                    for _, i, j in options:
+                        if i in used_f or j in used_t:
+                            continue
+                        live[j].add(faces[rows[i]], rows[i], units[rows[i]])
+                        used_f.add(i)
+                        used_t.add(j)
+                for i, r in enumerate(rows):
                     if i not in used_f:
-                        t = _Track([], 0.0, np.zeros_like(f.embedding, dtype=np.float32))
-                        t.add(f)
+                        t = _Track.start(faces[r], r, units[r])
                         open_tracks.append(t)
                         out.append(t)
         return out
 
-    def _match(
-        self, tenant: str, query: np.ndarray, barred: set[str]
+    def _best_centroid(
+        self, g: _Gallery, query: np.ndarray, proposals: list[str], barred: set[str]
     ) -> tuple[str | None, float]:
-        """Best visitor centroid among the index's proposals, if at or above threshold."""
-        g = self._gallery(tenant)
-        hits = self.index.search(tenant, query[None, :], self.k)[0]
+        """Best centroid among the proposed visitors, if at or above threshold."""
         best, best_score = None, self.threshold
-        for vid in dict.fromkeys(h.visitor_id for h in hits):
+        for vid in dict.fromkeys(proposals):
             if vid in barred:
                 continue
             c = g.centroid(vid)
