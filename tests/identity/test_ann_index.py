@@ -1,6 +1,6 @@
 """The approximate faiss index passes the face-index contract, in both tiers.
 
-Small ``flush``/``min_main`` make tiny galleries go through the HNSW / IVF tier, so the
+Small ``flush``/``min_main`` make tiny galleries go through the PQ / HNSW / IVF tier, so the
 contract runs against recent (exact) + main (approximate) together, including
 tombstoned deletes and a rebuild.
 """
@@ -40,7 +40,7 @@ CONTRACT = (
 )
 
 
-@pytest.fixture(params=["hnsw", "ivf"])
+@pytest.fixture(params=["pq", "hnsw", "ivf"])
 def index(request: pytest.FixtureRequest) -> Iterator[FaceIndex]:
     yield FaissAnnIndex(DIM, AnnOptions(kind=request.param, flush=4, min_main=4, nlist=8,
                                         nprobe=8, ef_search=64))
@@ -49,6 +49,12 @@ def index(request: pytest.FixtureRequest) -> Iterator[FaceIndex]:
 def test_options_from_url_and_backend_choice() -> None:
     o = parse_options("faiss://?type=ivf&nlist=64&nprobe=4")
     assert (o.kind, o.nlist, o.nprobe) == ("ivf", 64, 4)
+    assert parse_options("faiss://?pq_m=16&rerank=8") == AnnOptions(kind="pq", pq_m=16, rerank=8)
+    with pytest.raises(ValueError, match="whole numbers"):
+        parse_options("faiss://?rerank=many")
+    with pytest.raises(ValueError, match="must divide"):
+        FaissAnnIndex(DIM, AnnOptions(pq_m=DIM + 1))
+    assert isinstance(open_index(Settings(index_url="faiss://?rerank=4")), FaissAnnIndex)
     with pytest.raises(ValueError, match="unknown option"):
         parse_options("faiss://?type=hnsw&efsearch=3")
     with pytest.raises(ValueError, match="type"):

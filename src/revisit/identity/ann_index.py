@@ -165,7 +165,11 @@ class FaissAnnIndex(LabelledIndex):
             idx = faiss.IndexRefineFlat(base)
             idx.k_factor = float(o.rerank)
             rng = np.random.default_rng(0)
-            idx.train(vecs[rng.choice(len(vecs), min(len(vecs), 65_536), replace=False)])
+            sample = vecs[rng.choice(len(vecs), min(len(vecs), 65_536), replace=False)]
+            if len(sample) < 256:  # k-means needs >= 16 points per code; tiny galleries only
+                pad = rng.standard_normal((256 - len(sample), self.dim)).astype(np.float32)
+                sample = np.concatenate([sample, pad / np.linalg.norm(pad, axis=1, keepdims=True)])
+            idx.train(sample)
             idx.add(vecs)
             t.main_base = base  # the refine index points at it; keep it alive
             t.main_vecs = None
