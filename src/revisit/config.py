@@ -93,6 +93,12 @@ class IdentitySettings(BaseModel):
         description="Average cosine similarity between two visitors' sightings at which "
         "consolidation merges them. Empty = the measured default of the chosen embedder.",
     )
+    merge_threshold_same_store: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="The same, for two visitors seen at a common store (regulars return to "
+        "their store, so there a resemblance is stronger evidence). Empty = the measured "
+        "default of the chosen embedder; set it equal to merge_threshold to ignore stores.",
+    )
     consolidate: bool = Field(
         True, description="Run consolidation (merge visitors who are one person) at the end "
         "of every ingest run; `revisit consolidate` runs it on demand.",

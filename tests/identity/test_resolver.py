@@ -178,7 +178,7 @@ def test_consolidation_merges_a_split_identity_and_split_undoes_it(make_settings
     assert len(merges) == 3  # Andre 3 -> 1, Angelina 2 -> 1
     assert store.report_header(query).unique_visitors == 2
     clusters = load_clusters(store, "t")
-    assert sorted(len(fr) for _, _, fr in clusters.values()) == [2, 3]
+    assert sorted(len(c.frames) for c in clusters.values()) == [2, 3]
     # the resolver now matches against the merged visitor
     assert set(resolver._gallery("t").exemplars) == set(clusters)
     store.split_visitor("t", merges[0].absorb)

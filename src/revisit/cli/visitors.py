@@ -152,7 +152,14 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[
             float | None,
             typer.Option("--threshold", min=0.0, max=1.0,
-                         help="Average similarity to merge at (default: identity.merge_threshold)."),
+                         help="Average similarity to merge at, wherever the two were seen "
+                         "(default: identity.merge_threshold and, for visitors sharing a store, "
+                         "identity.merge_threshold_same_store)."),
+        ] = None,
+        same_store: Annotated[
+            float | None,
+            typer.Option("--same-store-threshold", min=0.0, max=1.0,
+                         help="Average similarity to merge two visitors who share a store at."),
         ] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list proposed merges.")] = False,
     ) -> None:
@@ -162,7 +169,8 @@ def register(app: typer.Typer) -> None:
         settings = state(ctx).settings()
         store = _open_store(ctx)
         try:
-            out = consolidate(settings, store, None, tenant, threshold=threshold, dry_run=dry_run)
+            out = consolidate(settings, store, None, tenant, threshold=threshold, same_store=same_store,
+                              dry_run=dry_run)
         finally:
             store.close()
         if dry_run:

@@ -6,9 +6,16 @@ and merges such visitors by **average linkage**: the similarity of two visitors 
 mean cosine similarity over all pairs of their sightings' embeddings, weighted by face
 quality (weight ``0.25 + quality``, as in track pooling), which is
 ``dot(sum_a, sum_b) / (w_a * w_b)``, so a visitor is a (weighted sum, total weight) pair
-and a merge is an addition. Pairs are proposed by nearest centroids (faiss), merged best first while the
-similarity stays at or above ``identity.merge_threshold``; two visitors seen in one frame
-are never merged (cannot-link).
+and a merge is an addition. Pairs are proposed by nearest centroids (faiss), merged best
+first while the similarity stays at or above the bar; two visitors seen in one frame are
+never merged (cannot-link).
+
+The bar depends on where the two were seen. Regulars come back to their own store, so
+two visitors who share a store are far likelier to be one person than two seen only in
+different stores: measured on simulated chains (docs/accuracy.md), nearly every split
+visitor pair shares a store, while most look-alike strangers do not. Visitors sharing a
+store merge at ``identity.merge_threshold_same_store``, others at
+``identity.merge_threshold``.
 
 Merges go through the store's alias table (``merge_visitors``): sightings are not
 rewritten, reports read the merged id at once, and ``revisit visitors split`` undoes a
@@ -43,6 +50,11 @@ log = logging.getLogger(__name__)
 # docs/accuracy.md) minus 0.03, since a mean over many pairs has a far narrower impostor
 # spread than one pair. Checked, not fitted, on simulated scenarios (two seeds).
 DEFAULT_MERGE_THRESHOLD: dict[str, float] = {"sface": 0.42, "arcface": 0.29}
+# Two visitors who share a store: a shared store makes "same person" roughly ten times
+# likelier a priori, so the bar moves one decade of FAR: the single-pair threshold at FAR
+# 1e-3 (SFace 0.370, ArcFace 0.239) minus 0.01. The offset was picked from a sweep of
+# 0.33-0.38 (SFace) on two simulated scenarios; docs/accuracy.md has the neighbours.
+DEFAULT_MERGE_THRESHOLD_SAME_STORE: dict[str, float] = {"sface": 0.36, "arcface": 0.23}
 CANDIDATES = 20  # nearest visitor centroids examined per visitor
 
 
@@ -51,12 +63,29 @@ def merge_threshold(settings: Settings) -> float:
     return t if t is not None else DEFAULT_MERGE_THRESHOLD[settings.embedder.model]
 
 
+def merge_threshold_same_store(settings: Settings) -> float:
+    t = settings.identity.merge_threshold_same_store
+    return t if t is not None else DEFAULT_MERGE_THRESHOLD_SAME_STORE[settings.embedder.model]
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    """What consolidation knows of one visitor: quality-weighted sum of its sightings'
+    unit embeddings, their total weight, the frames and the stores it was seen in."""
+
+    vec_sum: np.ndarray
+    weight: float
+    frames: set[str]
+    places: set[str] = field(default_factory=set)
+
+
 @dataclass(slots=True)
 class _Cluster:
     vid: str
     vec_sum: np.ndarray
-    n: int
+    n: float
     frames: set[str]
+    places: set[str]
     near: set[str] = field(default_factory=set)
     version: int = 0
 
@@ -75,16 +104,16 @@ def _order(a: str, b: str) -> tuple[str, str]:
 
 
 def plan_merges(
-    clusters: dict[str, tuple[np.ndarray, int, set[str]]], threshold: float,
+    clusters: dict[str, ClusterStats], threshold: float, same_store: float | None = None,
     candidates: int = CANDIDATES,
 ) -> list[Proposal]:
-    """Average-linkage agglomeration of visitors, best pair first, with cannot-link.
-
-    ``clusters``: visitor -> (sum of unit embeddings, count, frames it was seen in).
-    """
+    """Average-linkage agglomeration of visitors, best pair first, with cannot-link; pairs
+    that share a store merge at ``same_store`` (default: ``threshold``)."""
     if len(clusters) < 2:
         return []
-    state = {v: _Cluster(v, s.astype(np.float64), n, set(fr)) for v, (s, n, fr) in clusters.items()}
+    same = threshold if same_store is None else same_store
+    state = {v: _Cluster(v, c.vec_sum.astype(np.float64), c.weight, set(c.frames), set(c.places))
+             for v, c in clusters.items()}
     ids = sorted(state)
     cent = np.stack([state[v].vec_sum / max(np.linalg.norm(state[v].vec_sum), 1e-12) for v in ids])
     index = faiss.IndexFlatIP(cent.shape[1])
@@ -107,7 +136,7 @@ def plan_merges(
             if b is None or a.frames & b.frames:
                 continue
             s = sim(a, b)
-            if s >= threshold:
+            if s >= (same if a.places & b.places else threshold):
                 x, y = (a, b) if a.vid < b.vid else (b, a)
                 heapq.heappush(heap, (-s, x.vid, y.vid, x.version, y.version))
 
@@ -126,6 +155,7 @@ def plan_merges(
         k.vec_sum = k.vec_sum + m.vec_sum
         k.n += m.n
         k.frames |= m.frames
+        k.places |= m.places
         k.near = (k.near | m.near) - {keep, absorb}
         k.version += 1
         for other in m.near:
@@ -138,17 +168,19 @@ def plan_merges(
     return out
 
 
-def load_clusters(store: SightingStore, tenant: str) -> dict[str, tuple[np.ndarray, int, set[str]]]:
-    """visitor (canonical) -> (quality-weighted sum of its sightings' unit embeddings,
-    total weight, frames it was seen in)."""
+def load_clusters(store: SightingStore, tenant: str) -> dict[str, ClusterStats]:
+    """visitor (canonical) -> its :class:`ClusterStats`."""
     frame_of: dict[str, str] = {}
+    place_of: dict[str, str] = {}
     weight_of: dict[str, float] = {}
     for row in store.sightings(SightingQuery(tenant=tenant)):
         frame_of[row["face_image_id"]] = row["image_id"]
+        place_of[row["face_image_id"]] = row["location_id"]
         weight_of[row["face_image_id"]] = 0.25 + float(row.get("quality") or 0.0)
     sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
+    counts: dict[str, float] = {}
     frames: dict[str, set[str]] = {}
+    places: dict[str, set[str]] = {}
     for chunk in store.load_embeddings(tenant):
         for fid, vid, vec in chunk:
             v = np.asarray(vec, dtype=np.float64)
@@ -161,19 +193,23 @@ def load_clusters(store: SightingStore, tenant: str) -> dict[str, tuple[np.ndarr
                 sums[vid] = v.copy()
                 counts[vid] = w
                 frames[vid] = set()
+                places[vid] = set()
             if fid in frame_of:
                 frames[vid].add(frame_of[fid])
-    return {v: (sums[v], counts[v], frames[v]) for v in sums}
+                places[vid].add(place_of[fid])
+    return {v: ClusterStats(sums[v], counts[v], frames[v], places[v]) for v in sums}
 
 
 def consolidate(
     settings: Settings, store: SightingStore, resolver: Resolver | None, tenant: str,
-    *, threshold: float | None = None, dry_run: bool = False,
+    *, threshold: float | None = None, same_store: float | None = None, dry_run: bool = False,
 ) -> list[MergeRecord] | list[Proposal]:
     """Merge the tenant's visitors who are one person; returns the merges made (or, with
-    ``dry_run``, the proposals)."""
+    ``dry_run``, the proposals). ``threshold`` alone overrides both bars."""
     thr = merge_threshold(settings) if threshold is None else threshold
-    proposals = plan_merges(load_clusters(store, tenant), thr)
+    if same_store is None:
+        same_store = merge_threshold_same_store(settings) if threshold is None else thr
+    proposals = plan_merges(load_clusters(store, tenant), thr, same_store)
     if dry_run:
         return proposals
     records: list[MergeRecord] = []

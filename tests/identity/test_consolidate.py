@@ -1,0 +1,55 @@
+"""Consolidation's merge plan: average linkage, cannot-link, and the same-store bar."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from revisit.identity.consolidate import ClusterStats, plan_merges
+
+
+def _pair_at(similarity: float, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors whose dot product is ``similarity``."""
+    a = np.zeros(dim)
+    a[0] = 1.0
+    b = np.zeros(dim)
+    b[0], b[1] = similarity, np.sqrt(1 - similarity**2)
+    return a, b
+
+
+def _clusters(similarity: float, places_a: set[str], places_b: set[str],
+              frames_b: set[str] | None = None) -> dict[str, ClusterStats]:
+    a, b = _pair_at(similarity)
+    return {
+        "V-000001": ClusterStats(a * 2, 2.0, {"f1", "f2"}, places_a),  # two sightings each
+        "V-000002": ClusterStats(b * 2, 2.0, frames_b or {"f3", "f4"}, places_b),
+    }
+
+
+def test_a_shared_store_lowers_the_bar() -> None:
+    # average similarity 0.39: below the general bar 0.42, above the same-store bar 0.36
+    assert plan_merges(_clusters(0.39, {"S1"}, {"S2"}), 0.42, 0.36) == []
+    merged = plan_merges(_clusters(0.39, {"S1", "S2"}, {"S2"}), 0.42, 0.36)
+    assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002")]
+    assert abs(merged[0].similarity - 0.39) < 1e-9
+    # below both bars: never merged, shared store or not
+    assert plan_merges(_clusters(0.30, {"S1"}, {"S1"}), 0.42, 0.36) == []
+    # without a same-store bar the general one applies everywhere
+    assert plan_merges(_clusters(0.39, {"S1"}, {"S1"}), 0.42) == []
+
+
+def test_seen_in_one_frame_is_never_merged_even_at_one_store() -> None:
+    assert plan_merges(_clusters(0.9, {"S1"}, {"S1"}, frames_b={"f1", "f9"}), 0.42, 0.36) == []
+
+
+def test_places_accumulate_through_merges() -> None:
+    # C shares a store only with B; once A absorbs B, A+B shares it with C
+    a, b = _pair_at(0.8)
+    c = 0.5 * a + np.sqrt(1 - 0.25) * np.eye(16)[2]
+    clusters = {
+        "V-000001": ClusterStats(a, 1.0, {"f1"}, {"S1"}),
+        "V-000002": ClusterStats(b, 1.0, {"f2"}, {"S1", "S2"}),
+        "V-000003": ClusterStats(c, 1.0, {"f3"}, {"S2"}),
+    }
+    merged = plan_merges(clusters, 0.60, 0.30)
+    assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002"),
+                                                    ("V-000001", "V-000003")]
