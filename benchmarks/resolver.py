@@ -120,8 +120,8 @@ class Tee:
     def size(self, tenant):  # type: ignore[no-untyped-def]
         return self.ann.size(tenant)
 
-    def search(self, tenant, emb, k):  # type: ignore[no-untyped-def]
-        a = self.ann.search(tenant, emb, k)
+    def search(self, tenant, emb, k, *, enough=None):  # type: ignore[no-untyped-def]
+        a = self.ann.search(tenant, emb, k, enough=enough)
         e = self.exact.search(tenant, emb, k)
         for ha, he in zip(a, e, strict=True):
             if not he:

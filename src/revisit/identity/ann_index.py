@@ -216,18 +216,27 @@ class FaissAnnIndex(LabelledIndex):
             self._build_main(t, live_ids, live_vecs)
 
     # -- reads -----------------------------------------------------------------------
-    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+    def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
+               enough: float | None = None) -> list[list[Neighbour]]:
+        """Both tiers; with ``enough``, some rows skip ``main`` (see :meth:`_settled`)."""
         t = self._tenants.get(tenant)
         n = len(embeddings)
         if t is None or n == 0 or self.size(tenant) == 0:
             return [[] for _ in range(n)]
         q = np.ascontiguousarray(embeddings, dtype=np.float32)
         parts: list[tuple[np.ndarray, np.ndarray]] = []
+        ask = np.arange(n)
         if t.recent.ntotal:
-            parts.append(t.recent.search(q, min(k, t.recent.ntotal)))
-        if t.main is not None and t.main.ntotal:
+            rs, ri = t.recent.search(q, min(k, t.recent.ntotal))
+            parts.append((rs, ri))
+            if enough is not None:
+                ask = np.array([r for r in range(n) if not self._settled(t, rs[r, 0], ri[r, 0], enough)],
+                               dtype=np.int64)
+        if t.main is not None and t.main.ntotal and len(ask):
             kk = min(t.main.ntotal, k + min(len(t.dead), 4 * k))
-            s, pos = t.main.search(q, kk)
+            s = np.full((n, kk), -np.inf, dtype=np.float32)
+            pos = np.full((n, kk), -1, dtype=np.int64)
+            s[ask], pos[ask] = t.main.search(q[ask], kk)
             safe = np.maximum(pos, 0)
             ids = np.where(pos >= 0, t.main_ids[safe], -1)
             if t.main_vecs is not None:  # IVF-SQ8 scores are quantised: re-score exactly
@@ -251,6 +260,18 @@ class FaissAnnIndex(LabelledIndex):
                     break
             out.append(hits)
         return out
+
+    @staticmethod
+    def _settled(t: _Tenant, score: float, fid: int, enough: float) -> bool:
+        """A row's best recent exemplar scores ``enough`` and belongs to a visitor who also
+        has exemplars in ``main``: a known visitor, seen again minutes ago. Searching
+        ``main`` could only add a look-alike. A visitor created minutes ago is not settled:
+        ``main`` may hold the same person under an older id, and finding them is how an
+        early split heals."""
+        if score < enough or fid < 0:
+            return False
+        members = t.by_visitor.get(t.meta[int(fid)][0], ())
+        return any(i in t.in_main for i in members)
 
     def size(self, tenant: str) -> int:
         t = self._tenants.get(tenant)

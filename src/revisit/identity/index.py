@@ -32,8 +32,12 @@ class FaceIndex(Protocol):
 
     def remove_visitor(self, tenant: str, visitor_id: str) -> None: ...
 
-    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
-        """For each row of ``embeddings`` (L2-normalised), up to k neighbours, best first."""
+    def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
+               enough: float | None = None) -> list[list[Neighbour]]:
+        """For each row of ``embeddings`` (L2-normalised), up to k neighbours, best first.
+
+        ``enough``: a tiered index may stop at its tier of recently added exemplars for
+        rows whose best neighbour there scores at least this (exact indexes ignore it)."""
         ...
 
     def size(self, tenant: str) -> int: ...
@@ -139,7 +143,8 @@ class FaissIndex(LabelledIndex):
                 if not members:
                     del t.by_visitor[visitor]
 
-    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+    def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
+               enough: float | None = None) -> list[list[Neighbour]]:
         t = self._tenants.get(tenant)
         n = len(embeddings)
         if t is None or t.index.ntotal == 0 or n == 0:

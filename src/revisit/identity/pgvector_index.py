@@ -166,7 +166,8 @@ class PgVectorIndex:
         self._exec(psql.SQL("UPDATE {} SET visitor_id = %s WHERE tenant = %s AND visitor_id = %s")
                    .format(self._t), [new, tenant, old])
 
-    def search(self, tenant: str, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+    def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
+               enough: float | None = None) -> list[list[Neighbour]]:
         q = np.asarray(embeddings, dtype=np.float32)
         if len(q) == 0:
             return []

@@ -48,6 +48,11 @@ from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
 
 log = logging.getLogger(__name__)
 
+# A tiered index (identity/ann_index.py) may answer from its recent exemplars alone when
+# one scores this far above the match threshold: the person was seen minutes ago, and the
+# full gallery would only add a look-alike (docs/performance.md measures the agreement).
+RECENT_MARGIN = 0.1
+
 
 @dataclass(slots=True)
 class _Held:
@@ -268,7 +273,8 @@ class Resolver:
                                    t.faces[0].face_image_id))
         # one index search for the whole batch; exemplars the batch adds are searched in
         # ``pending`` and reach the index at the end
-        hits = self.index.search(tenant, np.stack([t.pooled for t in tracks]), self.k)
+        hits = self.index.search(tenant, np.stack([t.pooled for t in tracks]), self.k,
+                                 enough=self.threshold + RECENT_MARGIN)
         pending = _Pending(units.shape[1])
         for tr, tr_hits in zip(tracks, hits, strict=True):
             barred = set().union(*(taken[f.frame_key] for f in tr.faces))
