@@ -77,3 +77,25 @@ def test_main_tier_tombstones_and_rebuild(index: FaissAnnIndex) -> None:
     assert not t.dead and index.size("default") == 20
     hits = index.search("default", np.stack([near(vecs[i], 9, 0.05) for i in range(40, 60)]), 1)
     assert [h[0].face_image_id for h in hits] == [f"F-{i}" for i in range(40, 60)]
+
+
+def test_a_known_visitor_seen_minutes_ago_settles_the_search() -> None:
+    idx = FaissAnnIndex(DIM, AnnOptions(kind="pq", flush=1000, min_main=4))
+    face = unit(7)
+    # the gallery (main tier): A from an earlier visit, and B, a closer look-alike
+    idx.add([ex("V-00000A", "A-old", near(face, 1, 0.6)), ex("V-00000B", "B-old", near(face, 2, 0.05))]
+            + [ex(f"V-1{i:05X}", f"X-{i}", unit(200 + i)) for i in range(8)])
+    idx._flush(idx._tenants["default"])
+    # minutes ago: A again (recent tier), and C, a visitor created just now
+    idx.add([ex("V-00000A", "A-new", near(face, 3, 0.3)), ex("V-00000C", "C-new", near(unit(8), 4, 0.3))])
+    q = np.stack([near(face, 5, 0.3), near(unit(8), 6, 0.3)])
+    full = idx.search("default", q, 3)
+    assert full[0][0].face_image_id == "B-old"  # exact answer: the look-alike scores best
+    settled = idx.search("default", q, 3, enough=0.5)
+    # A is known (has gallery exemplars) and scored >= enough: the gallery was not searched
+    assert settled[0][0].face_image_id == "A-new"
+    assert not {h.face_image_id for h in settled[0]} & {"A-old", "B-old"}
+    # C was created minutes ago: not settled, the gallery is still searched for it
+    assert [h.face_image_id for h in settled[1]] == [h.face_image_id for h in full[1]]
+    # a bar nobody reaches changes nothing
+    assert idx.search("default", q, 3, enough=1.1) == full

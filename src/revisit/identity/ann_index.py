@@ -166,8 +166,8 @@ class FaissAnnIndex(LabelledIndex):
             idx.k_factor = float(o.rerank)
             rng = np.random.default_rng(0)
             sample = vecs[rng.choice(len(vecs), min(len(vecs), 65_536), replace=False)]
-            if len(sample) < 256:  # k-means needs >= 16 points per code; tiny galleries only
-                pad = rng.standard_normal((256 - len(sample), self.dim)).astype(np.float32)
+            if len(sample) < 1024:  # k-means wants ~39 points per code; tiny galleries only
+                pad = rng.standard_normal((1024 - len(sample), self.dim)).astype(np.float32)
                 sample = np.concatenate([sample, pad / np.linalg.norm(pad, axis=1, keepdims=True)])
             idx.train(sample)
             idx.add(vecs)
