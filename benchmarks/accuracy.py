@@ -165,11 +165,12 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
         store.write(tail)
     online = time.perf_counter() - t0
     sweep = []
-    for thr in overrides.get("merge_sweep", []):
-        plan = consolidate(settings, store, None, "default", threshold=thr, dry_run=True)
+    for thr, same in overrides.get("merge_sweep", []):
+        plan = consolidate(settings, store, None, "default", threshold=thr, same_store=same,
+                           dry_run=True)
         done = [store.merge_visitors("default", p.keep, p.absorb) for p in plan]  # type: ignore[union-attr]
         fig = figures(_score_store(scenario, store, with_reference=False)["eval"])["pipeline"]
-        sweep.append({"merge_threshold": thr, "merges": len(done), **fig})
+        sweep.append({"merge_threshold": thr, "same_store": same, "merges": len(done), **fig})
         print(json.dumps(sweep[-1]), file=sys.stderr)
         for rec in reversed(done):
             store.split_visitor("default", rec.absorb)
@@ -234,7 +235,9 @@ def main() -> None:
     r.add_argument("--no-reference", action="store_true")
     r.add_argument("--merge-threshold", type=float, default=None)
     r.add_argument("--track-offset", type=float, default=None)
-    r.add_argument("--merge-sweep", default="", help="comma-separated merge thresholds to try")
+    r.add_argument("--merge-sweep", default="",
+                   help="comma-separated merge bars to try: T (everywhere) or T/S (S for "
+                   "visitors sharing a store), e.g. 0.42,0.42/0.36")
     s = sub.add_parser("score")
     s.add_argument("scenario", type=Path)
     s.add_argument("--data", type=Path, required=True)
@@ -261,7 +264,10 @@ def main() -> None:
             ov["identity"]["merge_threshold"] = args.merge_threshold
         if args.track_offset is not None:
             ov["identity"]["track_threshold_offset"] = args.track_offset
-        ov["merge_sweep"] = [float(x) for x in args.merge_sweep.split(",") if x]
+        ov["merge_sweep"] = [
+            (float(x.partition("/")[0]), float(x.partition("/")[2] or x.partition("/")[0]))
+            for x in args.merge_sweep.split(",") if x
+        ]
         result = replay(args.scenario, args.model, ov)
         result["mode"] = "replay"
     else:

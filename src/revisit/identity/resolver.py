@@ -77,7 +77,10 @@ class _Gallery:
             held = self.exemplars.get(visitor)
             if not held:
                 return None
-            c = _unit(np.mean([h.embedding for h in held], axis=0))
+            c = held[0].embedding.astype(np.float32, copy=True)
+            for h in held[1:]:  # at most max_exemplars: a loop beats np.mean's overhead
+                c += h.embedding
+            c = _unit(c)
             self._centroids[visitor] = c
         return c
 
@@ -153,7 +156,7 @@ class _Pending:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
-    n = float(np.linalg.norm(v))
+    n = float(np.sqrt(v @ v))
     return v / n if n > 0 else v
 
 
