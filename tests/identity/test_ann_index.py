@@ -43,7 +43,7 @@ CONTRACT = (
 @pytest.fixture(params=["pq", "hnsw", "ivf"])
 def index(request: pytest.FixtureRequest) -> Iterator[FaceIndex]:
     yield FaissAnnIndex(DIM, AnnOptions(kind=request.param, flush=4, min_main=4, nlist=8,
-                                        nprobe=8, ef_search=64))
+                                        nprobe=8, ef_search=64, pq_m=16))
 
 
 def test_options_from_url_and_backend_choice() -> None:
@@ -80,7 +80,7 @@ def test_main_tier_tombstones_and_rebuild(index: FaissAnnIndex) -> None:
 
 
 def test_a_known_visitor_seen_minutes_ago_settles_the_search() -> None:
-    idx = FaissAnnIndex(DIM, AnnOptions(kind="pq", flush=1000, min_main=4))
+    idx = FaissAnnIndex(DIM, AnnOptions(kind="pq", flush=1000, min_main=4, pq_m=16))
     face = unit(7)
     # the gallery (main tier): A from an earlier visit, and B, a closer look-alike
     idx.add([ex("V-00000A", "A-old", near(face, 1, 0.6)), ex("V-00000B", "B-old", near(face, 2, 0.05))]

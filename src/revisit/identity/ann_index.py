@@ -10,7 +10,7 @@ slow for a live resolver. This index keeps two tiers per tenant:
 - ``main``: everything older, in one of three structures:
 
   - ``type=pq`` (default): every exemplar is scanned, as a 4-bit product-quantised code
-    (faiss fast-scan, ``pq_m`` sub-quantisers: 16 bytes per face at 32), and the best
+    (faiss fast-scan, ``pq_m`` sub-quantisers: 32 bytes per face at 64), and the best
     ``k * rerank`` candidates are re-scored exactly against the full vectors. Face
     embeddings are close to isotropic (lfw-dev SFace impostor similarities have the
     spread of random 128-d directions), which defeats partitions and graphs: measured in
@@ -24,7 +24,7 @@ slow for a live resolver. This index keeps two tiers per tenant:
 Removing an exemplar deletes it from ``recent`` or tombstones it in ``main`` (neither
 HNSW nor the fast-scan codes delete cheaply); searches over-fetch past tombstones, and
 ``main`` is rebuilt from its live vectors once a third of it is dead. Selected by
-``index_url``, e.g. ``faiss://?type=pq&pq_m=32&rerank=16`` (see :func:`parse_options`).
+``index_url``, e.g. ``faiss://?type=pq&pq_m=64&rerank=16`` (see :func:`parse_options`).
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ class AnnOptions:
     ef_search: int = 256
     nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n) at build
     nprobe: int = 32
-    pq_m: int = 32  # PQ sub-quantisers (4 bits each): bytes per face = pq_m / 2
+    pq_m: int = 64  # PQ sub-quantisers (4 bits each): bytes per face = pq_m / 2
     rerank: int = 16  # PQ candidates re-scored exactly per neighbour asked for
     flush: int = 20_000  # recent exemplars kept exact before they move into main
     min_main: int = 20_000  # below this everything stays exact (flat is fast enough)
 
 
 def parse_options(url: str) -> AnnOptions:
-    """``faiss://?type=pq&pq_m=32&rerank=16&flush=20000``,
+    """``faiss://?type=pq&pq_m=64&rerank=16&flush=20000``,
     ``faiss://?type=hnsw&m=32&ef_search=256&ef_construction=64`` or
     ``faiss://?type=ivf&nlist=4096&nprobe=32``. Unknown keys are an error."""
     q = {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
