@@ -29,7 +29,6 @@ HNSW nor the fast-scan codes delete cheaply); searches over-fetch past tombstone
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
@@ -37,7 +36,6 @@ import faiss
 import numpy as np
 
 from revisit.identity.index import LabelledIndex, Neighbour
-from revisit.records import Exemplar
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,36 +103,16 @@ class FaissAnnIndex(LabelledIndex):
                              f"size {dim} (e.g. 16, 32 or 64)")
         self._tenants: dict[str, _Tenant] = {}
 
-    def _tenant(self, tenant: str) -> _Tenant:
-        t = self._tenants.get(tenant)
-        if t is None:
-            t = self._tenants[tenant] = _Tenant(self.dim)
-        return t
+    def _new_tenant(self) -> _Tenant:
+        return _Tenant(self.dim)
 
     # -- writes ----------------------------------------------------------------------
-    def add(self, exemplars: Iterable[Exemplar]) -> None:
-        groups: dict[str, list[Exemplar]] = {}
-        for ex in exemplars:
-            groups.setdefault(ex.tenant, []).append(ex)
-        for tenant, items in groups.items():
-            t = self._tenant(tenant)
-            fresh = [ex for ex in items if ex.face_image_id not in t.by_face]
-            if not fresh:
-                continue
-            vecs = np.ascontiguousarray(np.stack([ex.embedding for ex in fresh]), dtype=np.float32)
-            if vecs.shape[1] != self.dim:
-                raise ValueError(f"exemplar has {vecs.shape[1]} dimensions, index has {self.dim}")
-            ids = np.arange(t.next_id, t.next_id + len(fresh), dtype=np.int64)
-            t.next_id += len(fresh)
-            t.recent.add_with_ids(vecs, ids)
-            for fid, ex in zip(ids.tolist(), fresh, strict=True):
-                t.meta[fid] = (ex.visitor_id, ex.face_image_id)
-                t.by_face[ex.face_image_id] = fid
-                t.by_visitor.setdefault(ex.visitor_id, set()).add(fid)
-            if t.recent.ntotal >= self.options.flush and (
-                t.main is not None or t.recent.ntotal >= self.options.min_main
-            ):
-                self._flush(t)
+    def _insert(self, t: _Tenant, vecs: np.ndarray, ids: np.ndarray) -> None:
+        t.recent.add_with_ids(vecs, ids)
+        if t.recent.ntotal >= self.options.flush and (
+            t.main is not None or t.recent.ntotal >= self.options.min_main
+        ):
+            self._flush(t)
 
     def _flush(self, t: _Tenant) -> None:
         """Move ``recent`` into ``main`` (built on first flush)."""
@@ -203,14 +181,7 @@ class FaissAnnIndex(LabelledIndex):
         if recent:
             t.recent.remove_ids(np.asarray(recent, dtype=np.int64))
         t.dead.update(i for i in ids if i in t.in_main)
-        for fid in ids:
-            visitor, face = t.meta.pop(fid)
-            t.by_face.pop(face, None)
-            members = t.by_visitor.get(visitor)
-            if members is not None:
-                members.discard(fid)
-                if not members:
-                    del t.by_visitor[visitor]
+        self._forget(t, ids)
         if t.main is not None and len(t.dead) * 3 > t.main.ntotal:
             live_ids, live_vecs = self._live_main(t)
             self._build_main(t, live_ids, live_vecs)

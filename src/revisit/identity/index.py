@@ -44,6 +44,7 @@ class FaceIndex(Protocol):
 
 
 class _Labels(Protocol):
+    next_id: int
     meta: dict[int, tuple[str, str]]  # faiss id -> (visitor_id, face_image_id)
     by_face: dict[str, int]
     by_visitor: dict[str, set[int]]
@@ -51,13 +52,60 @@ class _Labels(Protocol):
 
 class LabelledIndex:
     """Label bookkeeping shared by the faiss indexes: which faiss ids hold which visitor's
-    exemplars. Subclasses keep ``_tenants`` (tenant -> per-tenant state with the three maps
-    of :class:`_Labels`) and implement ``_drop`` (remove ids from their faiss structures)."""
+    exemplars. Subclasses keep ``dim`` and ``_tenants`` (tenant -> per-tenant state with
+    the fields of :class:`_Labels`) and implement ``_new_tenant``, ``_insert`` (put vectors
+    under fresh ids into their faiss structures) and ``_drop`` (remove ids from them, then
+    call ``_forget``)."""
 
+    dim: int
     _tenants: dict[str, Any]
+
+    def _new_tenant(self) -> Any:
+        raise NotImplementedError
+
+    def _insert(self, t: Any, vecs: np.ndarray, ids: np.ndarray) -> None:
+        raise NotImplementedError
 
     def _drop(self, t: Any, ids: list[int]) -> None:
         raise NotImplementedError
+
+    def _tenant(self, tenant: str) -> Any:
+        t = self._tenants.get(tenant)
+        if t is None:
+            t = self._tenants[tenant] = self._new_tenant()
+        return t
+
+    def add(self, exemplars: Iterable[Exemplar]) -> None:
+        groups: dict[str, list[Exemplar]] = {}
+        for ex in exemplars:
+            groups.setdefault(ex.tenant, []).append(ex)
+        for tenant, items in groups.items():
+            t = self._tenant(tenant)
+            fresh = [ex for ex in items if ex.face_image_id not in t.by_face]
+            if not fresh:
+                continue
+            vecs = np.ascontiguousarray(np.stack([ex.embedding for ex in fresh]), dtype=np.float32)
+            if vecs.shape[1] != self.dim:
+                raise ValueError(f"exemplar has {vecs.shape[1]} dimensions, index has {self.dim}")
+            ids = np.arange(t.next_id, t.next_id + len(fresh), dtype=np.int64)
+            t.next_id += len(fresh)
+            self._insert(t, vecs, ids)
+            for fid, ex in zip(ids.tolist(), fresh, strict=True):
+                t.meta[fid] = (ex.visitor_id, ex.face_image_id)
+                t.by_face[ex.face_image_id] = fid
+                t.by_visitor.setdefault(ex.visitor_id, set()).add(fid)
+
+    @staticmethod
+    def _forget(t: Any, ids: list[int]) -> None:
+        """Drop the labels of removed ids."""
+        for fid in ids:
+            visitor, face = t.meta.pop(fid)
+            t.by_face.pop(face, None)
+            members = t.by_visitor.get(visitor)
+            if members is not None:
+                members.discard(fid)
+                if not members:
+                    del t.by_visitor[visitor]
 
     def remove(self, tenant: str, face_image_ids: Iterable[str]) -> None:
         t = self._tenants.get(tenant)
@@ -104,44 +152,17 @@ class FaissIndex(LabelledIndex):
         self.dim = dim
         self._tenants: dict[str, _TenantIndex] = {}
 
-    def _tenant(self, tenant: str) -> _TenantIndex:
-        t = self._tenants.get(tenant)
-        if t is None:
-            t = self._tenants[tenant] = _TenantIndex(self.dim)
-        return t
+    def _new_tenant(self) -> _TenantIndex:
+        return _TenantIndex(self.dim)
 
-    def add(self, exemplars: Iterable[Exemplar]) -> None:
-        groups: dict[str, list[Exemplar]] = {}
-        for ex in exemplars:
-            groups.setdefault(ex.tenant, []).append(ex)
-        for tenant, items in groups.items():
-            t = self._tenant(tenant)
-            fresh = [ex for ex in items if ex.face_image_id not in t.by_face]
-            if not fresh:
-                continue
-            ids = np.arange(t.next_id, t.next_id + len(fresh), dtype=np.int64)
-            t.next_id += len(fresh)
-            vecs = np.ascontiguousarray(np.stack([ex.embedding for ex in fresh]), dtype=np.float32)
-            if vecs.shape[1] != self.dim:
-                raise ValueError(f"exemplar has {vecs.shape[1]} dimensions, index has {self.dim}")
-            t.index.add_with_ids(vecs, ids)
-            for fid, ex in zip(ids.tolist(), fresh, strict=True):
-                t.meta[fid] = (ex.visitor_id, ex.face_image_id)
-                t.by_face[ex.face_image_id] = fid
-                t.by_visitor.setdefault(ex.visitor_id, set()).add(fid)
+    def _insert(self, t: _TenantIndex, vecs: np.ndarray, ids: np.ndarray) -> None:
+        t.index.add_with_ids(vecs, ids)
 
     def _drop(self, t: _TenantIndex, ids: list[int]) -> None:
         if not ids:
             return
         t.index.remove_ids(np.asarray(ids, dtype=np.int64))
-        for fid in ids:
-            visitor, face = t.meta.pop(fid)
-            t.by_face.pop(face, None)
-            members = t.by_visitor.get(visitor)
-            if members is not None:
-                members.discard(fid)
-                if not members:
-                    del t.by_visitor[visitor]
+        self._forget(t, ids)
 
     def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
                enough: float | None = None) -> list[list[Neighbour]]:
