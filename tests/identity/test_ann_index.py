@@ -79,23 +79,31 @@ def test_main_tier_tombstones_and_rebuild(index: FaissAnnIndex) -> None:
     assert [h[0].face_image_id for h in hits] == [f"F-{i}" for i in range(40, 60)]
 
 
-def test_a_known_visitor_seen_minutes_ago_settles_the_search() -> None:
+def test_a_visitor_seen_minutes_ago_settles_the_search() -> None:
     idx = FaissAnnIndex(DIM, AnnOptions(kind="pq", flush=1000, min_main=4, pq_m=16))
-    face = unit(7)
-    # the gallery (main tier): A from an earlier visit, and B, a closer look-alike
-    idx.add([ex("V-00000A", "A-old", near(face, 1, 0.6)), ex("V-00000B", "B-old", near(face, 2, 0.05))]
+    face, other = unit(7), unit(8)
+    # the gallery (main tier): A from an earlier visit, B a closer look-alike of A, and D
+    idx.add([ex("V-00000A", "A-old", near(face, 1, 0.6)), ex("V-00000B", "B-old", near(face, 2, 0.05)),
+             ex("V-00000D", "D-old", near(other, 9, 0.05))]
             + [ex(f"V-1{i:05X}", f"X-{i}", unit(200 + i)) for i in range(8)])
     idx._flush(idx._tenants["default"])
-    # minutes ago: A again (recent tier), and C, a visitor created just now
-    idx.add([ex("V-00000A", "A-new", near(face, 3, 0.3)), ex("V-00000C", "C-new", near(unit(8), 4, 0.3))])
-    q = np.stack([near(face, 5, 0.3), near(unit(8), 6, 0.3)])
+    # minutes ago: A again (recent tier), and C, a visitor created just now who looks a
+    # little like D
+    idx.add([ex("V-00000A", "A-new", near(face, 3, 0.3)), ex("V-00000C", "C-new", near(other, 4, 2.0))])
+    q = np.stack([near(face, 5, 0.3), near(other, 6, 0.05)])
     full = idx.search("default", q, 3)
     assert full[0][0].face_image_id == "B-old"  # exact answer: the look-alike scores best
+    assert full[1][0].face_image_id == "D-old"
+    recent_c = next(h.score for h in full[1] if h.face_image_id == "C-new")
     settled = idx.search("default", q, 3, enough=0.5)
-    # A is known (has gallery exemplars) and scored >= enough: the gallery was not searched
+    # A's fresh exemplar scored >= enough: the gallery was not searched for that row
     assert settled[0][0].face_image_id == "A-new"
     assert not {h.face_image_id for h in settled[0]} & {"A-old", "B-old"}
-    # C was created minutes ago: not settled, the gallery is still searched for it
+    # the second row's best recent exemplar (C) is below the bar: the gallery is searched
+    assert recent_c < 0.5
     assert [h.face_image_id for h in settled[1]] == [h.face_image_id for h in full[1]]
+    # with a bar C passes, C settles its row even though C is minutes old
+    low = idx.search("default", q, 3, enough=recent_c - 0.01)
+    assert low[1][0].face_image_id == "C-new" and "D-old" not in {h.face_image_id for h in low[1]}
     # a bar nobody reaches changes nothing
     assert idx.search("default", q, 3, enough=1.1) == full

@@ -189,7 +189,12 @@ class FaissAnnIndex(LabelledIndex):
     # -- reads -----------------------------------------------------------------------
     def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
                enough: float | None = None) -> list[list[Neighbour]]:
-        """Both tiers; with ``enough``, some rows skip ``main`` (see :meth:`_settled`)."""
+        """Both tiers. With ``enough``, a row whose best *recent* exemplar scores at least
+        that is settled and skips ``main``: the person was seen minutes ago, and ``main``
+        could only add a look-alike. That holds for a visitor created minutes ago too: it
+        was founded because its first search of ``main`` found nobody. (A weak first track
+        can have missed an older id of the same person; consolidation merges such splits.
+        docs/performance.md measures the agreement with exact search.)"""
         t = self._tenants.get(tenant)
         n = len(embeddings)
         if t is None or n == 0 or self.size(tenant) == 0:
@@ -201,8 +206,7 @@ class FaissAnnIndex(LabelledIndex):
             rs, ri = t.recent.search(q, min(k, t.recent.ntotal))
             parts.append((rs, ri))
             if enough is not None:
-                ask = np.array([r for r in range(n) if not self._settled(t, rs[r, 0], ri[r, 0], enough)],
-                               dtype=np.int64)
+                ask = np.flatnonzero((ri[:, 0] < 0) | (rs[:, 0] < enough))
         if t.main is not None and t.main.ntotal and len(ask):
             kk = min(t.main.ntotal, k + min(len(t.dead), 4 * k))
             s = np.full((n, kk), -np.inf, dtype=np.float32)
@@ -217,32 +221,21 @@ class FaissAnnIndex(LabelledIndex):
         scores = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts], axis=1)
         order = np.argsort(-scores, axis=1, kind="stable")
+        ranked_ids = np.take_along_axis(ids, order, axis=1).tolist()
+        ranked_scores = np.take_along_axis(scores, order, axis=1).tolist()
         out: list[list[Neighbour]] = []
-        dead = t.dead
-        for row in range(n):
+        dead, meta = t.dead, t.meta
+        for row_ids, row_scores in zip(ranked_ids, ranked_scores, strict=True):
             hits: list[Neighbour] = []
-            for j in order[row]:
-                i = int(ids[row, j])
+            for i, s in zip(row_ids, row_scores, strict=True):
                 if i < 0 or i in dead:
                     continue
-                visitor, face = t.meta[i]
-                hits.append(Neighbour(visitor, face, float(scores[row, j])))
+                visitor, face = meta[i]
+                hits.append(Neighbour(visitor, face, s))
                 if len(hits) == k:
                     break
             out.append(hits)
         return out
-
-    @staticmethod
-    def _settled(t: _Tenant, score: float, fid: int, enough: float) -> bool:
-        """A row's best recent exemplar scores ``enough`` and belongs to a visitor who also
-        has exemplars in ``main``: a known visitor, seen again minutes ago. Searching
-        ``main`` could only add a look-alike. A visitor created minutes ago is not settled:
-        ``main`` may hold the same person under an older id, and finding them is how an
-        early split heals."""
-        if score < enough or fid < 0:
-            return False
-        members = t.by_visitor.get(t.meta[int(fid)][0], ())
-        return any(i in t.in_main for i in members)
 
     def size(self, tenant: str) -> int:
         t = self._tenants.get(tenant)

@@ -342,17 +342,19 @@ class Resolver:
         self, g: _Gallery, query: np.ndarray, proposals: list[str], barred: set[str]
     ) -> tuple[str | None, float]:
         """Best centroid among the proposed visitors, if at or above threshold."""
-        best, best_score = None, self.threshold
+        cands: list[str] = []
+        cents: list[np.ndarray] = []
         for vid in dict.fromkeys(proposals):
-            if vid in barred:
-                continue
-            c = g.centroid(vid)
-            if c is None:
-                continue
-            s = float(np.dot(query, c))
-            if s >= best_score:
-                best, best_score = vid, s
-        return best, best_score
+            if vid not in barred and (c := g.centroid(vid)) is not None:
+                cands.append(vid)
+                cents.append(c)
+        if not cands:
+            return None, self.threshold
+        scores = np.stack(cents) @ query
+        best = int(np.argmax(scores))
+        if scores[best] < self.threshold:
+            return None, self.threshold
+        return cands[best], float(scores[best])
 
     def _emit(self, batch: Batch, f: Face, vid: str, score: float, *, new: bool) -> None:
         batch.sightings.append(
