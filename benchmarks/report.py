@@ -15,6 +15,14 @@ The report (header + every row streamed) runs in a child process that opens the 
 read-only with a DuckDB ``memory_limit``, so its peak RSS is the report's memory. Twice:
 through the rollup and through the raw sessionisation, and the two must agree.
 Writes benchmarks/results/report_duckdb_100m.json.
+
+``--store postgres`` (``--pg-url``, default the local server, schema ``bench_report``)
+measures the same report on the PostgreSQL store: the data generated as above (or the
+DuckDB file given with ``--db``) is COPYed as CSV into a fresh schema's March partition,
+the rollup built by PostgreSQL itself (``PostgresStore.rebuild_rollup``), then VACUUM
+ANALYZE; the report runs in a child process through the rollup and raw, and its memory is
+the server backend's peak (VmHWM of its process, same machine) plus the client's. Writes
+benchmarks/results/report_postgres_100m.json.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 STORES = 10_000
@@ -109,6 +118,104 @@ def generate(db: Path, sightings: int, visitors: int, threads: int | None,
             "file_bytes": db.stat().st_size, "table_rows_estimated": sizes}
 
 
+def load_postgres(db: Path, url: str, tmpdir: Path) -> dict[str, Any]:
+    """The DuckDB file's sightings into a fresh PostgreSQL store (schema ``bench_report``):
+    CSV out of DuckDB, COPY into a plain table, attached as the month's partition. Only
+    the sightings' primary key and indexes are left out (as in the DuckDB run: they serve
+    idempotent ingestion and visitor lookups, not this report, and would triple the load);
+    the rollup and its key are built by the store."""
+    import duckdb
+    import psycopg
+
+    from revisit.store.postgres_store import PostgresStore
+
+    out: dict[str, Any] = {}
+    schema = "bench_report"
+    old = PostgresStore(f"{url}?schema={schema}")  # creates the database if needed
+    old.drop_schema()
+    old.close()
+    admin = psycopg.connect(url, autocommit=True)
+    store = PostgresStore(f"{url}?schema={schema}")
+    csv = tmpdir / "sightings.csv"
+    t0 = time.perf_counter()
+    src = duckdb.connect(str(db), read_only=True)
+    src.execute(f"COPY (SELECT * FROM sightings) TO '{csv}' (HEADER false)")
+    src.close()
+    out["csv_export_s"] = time.perf_counter() - t0
+    with store._tx() as conn:
+        conn.execute("ALTER TABLE sightings DROP CONSTRAINT sightings_pkey")
+        for name in ("sightings_report", "sightings_visitor", "sightings_face"):
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute("CREATE UNLOGGED TABLE sightings_2024_03 (LIKE sightings)")
+    t0 = time.perf_counter()
+    with store._tx() as conn, conn.cursor().copy(
+        "COPY sightings_2024_03 FROM STDIN (FORMAT csv)"
+    ) as cp, csv.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            cp.write(chunk)
+    out["copy_s"] = time.perf_counter() - t0
+    csv.unlink()
+    with store._tx() as conn:
+        conn.execute("ALTER TABLE sightings_2024_03 SET LOGGED")
+        conn.execute("ALTER TABLE sightings ATTACH PARTITION sightings_2024_03 "
+                     "FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')")
+    out["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.rebuild_rollup()
+    out["rollup_build_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    admin.execute(f"VACUUM ANALYZE {schema}.sightings_2024_03")
+    admin.execute(f"VACUUM ANALYZE {schema}.visit_days")
+    out["vacuum_analyze_s"] = time.perf_counter() - t0
+    row = admin.execute(
+        f"SELECT pg_total_relation_size('{schema}.sightings_2024_03'), "
+        f"pg_total_relation_size('{schema}.visit_days'), "
+        f"(SELECT count(*) FROM {schema}.sightings_2024_03), "
+        f"(SELECT count(*) FROM {schema}.visit_days)").fetchone()
+    out.update(sightings_bytes=row[0], rollup_bytes=row[1], sightings=row[2], rollup_rows=row[3])
+    admin.close()
+    store.close()
+    return out
+
+
+def _postgres_pss_mb() -> float:
+    """Memory of every PostgreSQL server process (proportional set size: shared buffers
+    counted once), when the server runs on this machine and /proc is readable."""
+    total = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() != "postgres":
+                continue
+            for line in (proc / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class _PeakSampler:
+    """Samples a memory figure in a thread; ``peak`` is the highest seen."""
+
+    def __init__(self, fn: Any, every_s: float = 0.1) -> None:
+        import threading
+
+        self.fn, self.every_s = fn, every_s
+        self.start_value = self.peak = fn()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, self.fn())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def _hwm_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -117,12 +224,21 @@ def _hwm_mb() -> float:
     return 0.0
 
 
-def query(db: Path, rollup: bool, memory_limit: str, threads: int | None) -> dict:
-    """Runs in a child process: the report with a bounded DuckDB."""
+def query(db: Path, rollup: bool, memory_limit: str, threads: int | None,
+          pg_url: str | None = None) -> dict:
+    """Runs in a child process: the report with a bounded DuckDB, or on PostgreSQL."""
     from revisit.report.query import ReportQuery
     from revisit.store.duckdb_store import DuckDBStore
 
-    store = DuckDBStore(db, read_only=True, memory_limit=memory_limit, threads=threads)
+    store: Any
+    server = None
+    if pg_url:
+        from revisit.store.postgres_store import PostgresStore
+
+        store = PostgresStore(f"{pg_url}?schema=bench_report")
+        server = _PeakSampler(_postgres_pss_mb)
+    else:
+        store = DuckDBStore(db, read_only=True, memory_limit=memory_limit, threads=threads)
     store.use_rollup = rollup
     locs = tuple(f"L-{i:05d}" for i in range(0, STORES, STORES // 2000))
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs)
@@ -140,6 +256,8 @@ def query(db: Path, rollup: bool, memory_limit: str, threads: int | None) -> dic
     rows_s = time.perf_counter() - t
     store.close()
     return {
+        "server_pss_mb_before": server.start_value if server else None,
+        "server_pss_mb_peak": server.stop() if server else None,
         "header_s": header_s, "first_row_s": first_row_s, "rows_s": rows_s,
         "report_s": header_s + first_row_s, "with_all_rows_in_python_s": header_s + rows_s,
         "unique_visitors": h.unique_visitors, "total_visits": h.total_visits,
@@ -160,16 +278,23 @@ def main() -> None:
                     help="also time the raw sessionisation (no rollup)")
     ap.add_argument("--primary-key", action="store_true",
                     help="keep the store's primary key on sightings (slow to load at 10^8)")
+    ap.add_argument("--store", choices=["duckdb", "postgres"], default="duckdb")
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/revisit_bench",
+                    help="--store postgres: server and database (schema bench_report is replaced)")
     ap.add_argument("--child", choices=["rollup", "raw"], help=argparse.SUPPRESS)
-    ap.add_argument("--out", default="report_duckdb_100m.json")
+    ap.add_argument("--out", default=None,
+                    help="results file (default report_<store>_100m.json)")
     args = ap.parse_args()
+    pg_url = args.pg_url if args.store == "postgres" else None
     if args.child:
-        print(json.dumps(query(args.db, args.child == "rollup", args.memory_limit, args.threads)))
+        print(json.dumps(query(args.db, args.child == "rollup", args.memory_limit, args.threads,
+                               pg_url)))
         return
+    args.out = args.out or f"report_{args.store}_100m.json"
     tmp = tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR"))
     db = args.db or Path(tmp.name) / "report.duckdb"
     if db.exists():
-        prev = RESULTS / args.out
+        prev = RESULTS / "report_duckdb_100m.json"
         gen = json.loads(prev.read_text()).get("data", {}) if prev.exists() else {}
         print(f"reusing {db}")
     else:
@@ -177,7 +302,14 @@ def main() -> None:
         print(f"load: {gen['sightings']:,} sightings of {gen['visitors']:,} visitors in "
               f"{gen['load_s']:.1f} s; rollup ({gen['rollup_rows']:,} rows) "
               f"{gen['rollup_build_s']:.1f} s; file {gen['file_bytes'] / 1e9:.2f} GB")
-    out: dict = {"data": gen, "stores": STORES, "cameras": STORES * CAMERAS_PER_STORE,
+    if pg_url:
+        gen = {"duckdb_generation": gen, **load_postgres(db, pg_url, Path(tmp.name))}
+        print(f"postgres: CSV export {gen['csv_export_s']:.0f} s, COPY {gen['copy_s']:.0f} s, "
+              f"load {gen['load_s']:.0f} s, rollup {gen['rollup_build_s']:.0f} s "
+              f"({gen['rollup_rows']:,} rows), VACUUM ANALYZE {gen['vacuum_analyze_s']:.0f} s; "
+              f"sightings {gen['sightings_bytes'] / 1e9:.2f} GB, rollup "
+              f"{gen['rollup_bytes'] / 1e9:.2f} GB")
+    out: dict = {"store": args.store, "data": gen, "stores": STORES, "cameras": STORES * CAMERAS_PER_STORE,
                  "days": DAYS, "report_stores": 2000, "cpus": os.cpu_count(),
                  "threads": args.threads}
     for mode in ["rollup", "raw"] if args.raw else ["rollup"]:
@@ -185,6 +317,8 @@ def main() -> None:
                "--memory-limit", args.memory_limit]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if pg_url:
+            cmd += ["--store", "postgres", "--pg-url", pg_url]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
                                         text=True).stdout.strip().splitlines()[-1])
         out[mode] = res
@@ -192,7 +326,9 @@ def main() -> None:
               f"rows computed {res['first_row_s']:.2f} s; all {res['rows']:,} rows streamed "
               f"into Python {res['rows_s']:.2f} s), {res['unique_visitors']:,} visitors, "
               f"{res['total_visits']:,} visits, {res['total_sightings']:,} sightings, "
-              f"peak RSS {res['peak_rss_mb']:.0f} MB (memory_limit {args.memory_limit})")
+              f"peak RSS {res['peak_rss_mb']:.0f} MB"
+              + (f", server {res['server_pss_mb_before']:.0f} -> {res['server_pss_mb_peak']:.0f} MB"
+                 if pg_url else f" (memory_limit {args.memory_limit})"))
     if "raw" in out:
         keys = ("unique_visitors", "total_visits", "total_sightings", "rows", "rows_visits")
         out["rollup_equals_raw"] = all(out["rollup"][k] == out["raw"][k] for k in keys)

@@ -1,4 +1,4 @@
-"""The visit_days rollup gives exactly the raw report's numbers.
+"""The visit_days rollup gives exactly the raw report's numbers, on every store backend.
 
 Sightings are written in shuffled batches (late arrivals across midnight, gaps of exactly
 the visit gap, ties, redeliveries), then every report is asked twice: through the rollup
@@ -12,9 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from revisit.report.query import ReportQuery
+from revisit.store.base import SightingStore
 from revisit.store.duckdb_store import DuckDBStore
 from revisit.store.testing import batch, sighting
 
@@ -48,7 +48,7 @@ def _queries() -> list[ReportQuery]:
     return qs
 
 
-def _report(store: DuckDBStore, q: ReportQuery, rollup: bool):
+def _report(store: SightingStore, q: ReportQuery, rollup: bool):
     store.use_rollup = rollup
     try:
         return store.report_header(q), list(store.report_rows(q))
@@ -56,7 +56,7 @@ def _report(store: DuckDBStore, q: ReportQuery, rollup: bool):
         store.use_rollup = True
 
 
-def _assert_same(store: DuckDBStore) -> int:
+def _assert_same(store: SightingStore) -> int:
     checked = 0
     for q in _queries():
         raw = _report(store, q, rollup=False)
@@ -66,14 +66,15 @@ def _assert_same(store: DuckDBStore) -> int:
     return checked
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    s = DuckDBStore(tmp_path / "r.duckdb")
-    yield s
-    s.close()
+def _corrupt(store: SightingStore, sql: str) -> None:
+    if isinstance(store, DuckDBStore):
+        store.connection.execute(sql)
+    else:  # PostgreSQL
+        with store._tx() as conn:  # type: ignore[attr-defined]
+            conn.execute(sql)
 
 
-def test_rollup_equals_raw_after_out_of_order_writes(store: DuckDBStore) -> None:
+def test_rollup_equals_raw_after_out_of_order_writes(store: SightingStore) -> None:
     rows = _history(1)
     rng = np.random.default_rng(2)
     order = rng.permutation(len(rows))
@@ -84,7 +85,7 @@ def test_rollup_equals_raw_after_out_of_order_writes(store: DuckDBStore) -> None
     assert _assert_same(store) > 50
 
 
-def test_rollup_equals_raw_after_merge_split_erase_rebuild(store: DuckDBStore) -> None:
+def test_rollup_equals_raw_after_merge_split_erase_rebuild(store: SightingStore) -> None:
     rows = _history(3)
     for i in range(0, len(rows), 11):
         store.write(batch(rows[i:i + 11]))
@@ -102,7 +103,7 @@ def test_rollup_equals_raw_after_merge_split_erase_rebuild(store: DuckDBStore) -
     _assert_same(store)
 
 
-def test_rollup_is_used_and_raw_fallbacks(store: DuckDBStore) -> None:
+def test_rollup_is_used_and_raw_fallbacks(store: SightingStore) -> None:
     """A rollup that is wrong would show: corrupt it and the default-gap report changes,
     while camera-filtered and other-gap reports (raw) do not."""
     rows = _history(5)
@@ -112,7 +113,7 @@ def test_rollup_is_used_and_raw_fallbacks(store: DuckDBStore) -> None:
     cam_q = ReportQuery(q.start, q.end, cameras=("L1-cam1",))
     gap_q = ReportQuery(q.start, q.end, visit_gap=timedelta(minutes=10))
     cam_before, gap_before = store.report_header(cam_q), store.report_header(gap_q)
-    store.connection.execute("UPDATE visit_days SET visits = visits + 1")
+    _corrupt(store, "UPDATE visit_days SET visits = visits + 1")
     assert store.report_header(q).total_visits > before.total_visits
     assert store.report_header(cam_q) == cam_before
     assert store.report_header(gap_q) == gap_before

@@ -13,9 +13,11 @@ Dialect: DuckDB (``epoch_us``, ``list(... ORDER BY ...)``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from revisit.records import Sighting
 from revisit.report.query import ReportQuery, SightingQuery
 
 # One row per canonical visitor from per_loc (vid, loc, visits, n, first_us, last_us): shared
@@ -198,9 +200,53 @@ FROM (
                lag(s.ts) OVER (PARTITION BY s.tenant, s.face_id, s.location_id ORDER BY s.ts)
                    AS prev
         FROM sightings s WHERE {where}
-    )
-)
+    ) ordered
+) marked
 GROUP BY tenant, face_id, location_id, day"""
+
+
+def rollup_touched(sightings: Iterable[Sighting]) -> list[Any] | None:
+    """Parameters of :func:`rollup_refresh_sql` for newly stored sightings (None: none):
+    their (tenant, visitor, location, day) and the day after, since a late sighting can
+    change whether the next day's first sighting continues a visit."""
+    keys: set[tuple[str, str, str, date]] = set()
+    for s in sightings:
+        day = naive_utc(s.ts).date()
+        keys.add((s.tenant, s.face_id, s.location_id, day))
+        keys.add((s.tenant, s.face_id, s.location_id, day + timedelta(days=1)))
+    if not keys:
+        return None
+    cols: list[Any] = [[k[i] for k in keys] for i in range(4)]
+    lo = datetime.combine(min(cols[3]) - timedelta(days=1), time.min)
+    hi = datetime.combine(max(cols[3]) + timedelta(days=1), time.min)
+    return [cols, [sorted(set(cols[0])), sorted(set(cols[1])), lo, hi, *cols]]
+
+
+_ROLLUP_KEYS = (
+    "SELECT unnest(?::VARCHAR[]) AS tenant, unnest(?::VARCHAR[]) AS face_id, "
+    "unnest(?::VARCHAR[]) AS location_id, unnest(?::DATE[]) AS day"
+)
+
+
+def rollup_refresh_sql() -> tuple[str, str]:
+    """DELETE and INSERT recomputing the ``visit_days`` rows of the keys that
+    :func:`rollup_touched` lists (its two parameter lists, in order). The INSERT scans the
+    touched visitors' sightings over those days plus the day before; keys are distinct,
+    so the join keeps exactly the recomputed rows that were asked for."""
+    delete = (
+        f"DELETE FROM visit_days v USING ({_ROLLUP_KEYS}) k WHERE v.tenant = k.tenant "
+        "AND v.face_id = k.face_id AND v.location_id = k.location_id AND v.day = k.day"
+    )
+    where = (
+        "s.tenant IN (SELECT unnest(?::VARCHAR[])) "
+        "AND s.face_id IN (SELECT unnest(?::VARCHAR[])) AND s.ts >= ? AND s.ts < ?"
+    )
+    insert = (
+        "INSERT INTO visit_days SELECT r.* FROM (" + rollup_rows_from_sightings(where)
+        + f") r JOIN ({_ROLLUP_KEYS}) k ON r.tenant = k.tenant AND r.face_id = k.face_id "
+        "AND r.location_id = k.location_id AND r.day = k.day"
+    )
+    return delete, insert
 
 
 def rollup_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
@@ -246,8 +292,8 @@ def rollup_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]
             FROM sightings s
             LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
             WHERE {where} AND s.face_id IN ({members})
-        )
-    ) GROUP BY vid, loc"""
+        ) merged
+    ) marked GROUP BY vid, loc"""
         params.append(ROLLUP_GAP_US)
         params.extend(raw_params)
         params.extend([query.tenant, query.tenant])

@@ -78,6 +78,11 @@ class SightingStore(Protocol):
 
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]: ...
 
+    def rebuild_rollup(self, tenant: str | None = None) -> None:
+        """Recompute the report rollup from the sightings (after a load that bypassed
+        ``write``). Reports use it when ``use_rollup`` is true and it answers exactly."""
+        ...
+
     # --- identity maintenance (merges are recorded as aliases, never destructive) ---
 
     def canonical_id(self, tenant: str, visitor_id: str) -> str:

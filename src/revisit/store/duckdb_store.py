@@ -43,8 +43,10 @@ from revisit.report.sql import (
     report_rows_sql,
     rollup_applies,
     rollup_header_sql,
+    rollup_refresh_sql,
     rollup_rows_from_sightings,
     rollup_rows_sql,
+    rollup_touched,
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
@@ -444,43 +446,15 @@ class DuckDBStore:
         cur: duckdb.DuckDBPyConnection, sightings: list[Sighting],
         redelivered: set[tuple[str, str]],
     ) -> None:
-        """Recompute the ``visit_days`` rows the new sightings touch: their (visitor,
-        location, day) and the day after (a late sighting can change whether the next
-        day's first sighting continues a visit). One delete + one insert per batch; the
-        scan covers the touched visitors over those days plus the day before."""
-        fresh = [s for s in sightings if (s.tenant, s.face_image_id) not in redelivered]
-        if not fresh:
+        """Recompute the ``visit_days`` rows the new sightings touch (one delete + one
+        insert per batch, :func:`revisit.report.sql.rollup_refresh_sql`)."""
+        params = rollup_touched(
+            s for s in sightings if (s.tenant, s.face_image_id) not in redelivered)
+        if params is None:
             return
-        keys: set[tuple[str, str, str, Any]] = set()
-        for s in fresh:
-            day = naive_utc(s.ts).date()
-            keys.add((s.tenant, s.face_id, s.location_id, day))
-            keys.add((s.tenant, s.face_id, s.location_id, day + timedelta(days=1)))
-        cols = [[k[i] for k in keys] for i in range(4)]
-        lo = min(cols[3]) - timedelta(days=1)
-        hi = max(cols[3]) + timedelta(days=1)
-        key_sql = (
-            "SELECT unnest(?::VARCHAR[]) AS tenant, unnest(?::VARCHAR[]) AS face_id, "
-            "unnest(?::VARCHAR[]) AS location_id, unnest(?::DATE[]) AS day"
-        )
-        cur.execute(
-            f"DELETE FROM visit_days v USING ({key_sql}) k WHERE v.tenant = k.tenant "
-            "AND v.face_id = k.face_id AND v.location_id = k.location_id AND v.day = k.day",
-            cols,
-        )
-        tenants = sorted(set(cols[0]))
-        vids = sorted(set(cols[1]))
-        where = (
-            "s.tenant IN (SELECT unnest(?::VARCHAR[])) "
-            "AND s.face_id IN (SELECT unnest(?::VARCHAR[])) AND s.ts >= ? AND s.ts < ?"
-        )
-        cur.execute(
-            "INSERT INTO visit_days SELECT r.* FROM (" + rollup_rows_from_sightings(where)
-            + f") r SEMI JOIN ({key_sql}) k ON r.tenant = k.tenant AND r.face_id = k.face_id "
-            "AND r.location_id = k.location_id AND r.day = k.day",
-            [tenants, vids, datetime.combine(lo, datetime.min.time()),
-             datetime.combine(hi, datetime.min.time()), *cols],
-        )
+        delete, insert = rollup_refresh_sql()
+        cur.execute(delete, params[0])
+        cur.execute(insert, params[1])
 
     def rebuild_rollup(self, tenant: str | None = None) -> None:
         """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a

@@ -28,6 +28,7 @@ Same contract and same behaviour as :mod:`revisit.store.duckdb_store` (both pass
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import zlib
 from collections import Counter, defaultdict
@@ -49,6 +50,12 @@ from revisit.report.sql import (
     period_text,
     report_header_sql,
     report_rows_sql,
+    rollup_applies,
+    rollup_header_sql,
+    rollup_refresh_sql,
+    rollup_rows_from_sightings,
+    rollup_rows_sql,
+    rollup_touched,
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
@@ -130,6 +137,20 @@ MIGRATIONS.append((2, [
         stream TEXT NOT NULL, seq BIGINT NOT NULL, payload BYTEA NOT NULL,
         parked_at TIMESTAMP NOT NULL, PRIMARY KEY (stream, seq))""",
 ]))
+# Report rollup, as in the DuckDB store (report/sql.py ``rollup_cte``): one row per
+# visitor, location and UTC day, kept by every write, backfilled from existing sightings.
+# The key serves the per-batch delete and the report's day-range scan; the visitor
+# index serves erasure.
+MIGRATIONS.append((3, [
+    """CREATE TABLE visit_days (
+        tenant TEXT NOT NULL, face_id TEXT NOT NULL,
+        location_id TEXT NOT NULL, day DATE NOT NULL,
+        first_ts TIMESTAMP NOT NULL, last_ts TIMESTAMP NOT NULL,
+        n BIGINT NOT NULL, visits BIGINT NOT NULL, cont BOOLEAN NOT NULL,
+        PRIMARY KEY (tenant, day, location_id, face_id))""",
+    "CREATE INDEX visit_days_visitor ON visit_days (tenant, face_id)",
+    "INSERT INTO visit_days " + rollup_rows_from_sightings("true"),
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _TEMP_TABLES = """
@@ -158,11 +179,14 @@ def _lock_key(*parts: str) -> int:
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
+_EPOCH_US = re.compile(r"epoch_us\(([\w.]+)\)")
+
+
 def _pg_report_sql(sql: str) -> str:
     """The shared report SQL (DuckDB dialect) in PostgreSQL's: one source of truth for what
     a visit is, one spelling changed."""
-    out = sql.replace("epoch_us(s.ts)", "(extract(epoch FROM s.ts) * 1000000)::BIGINT")
-    if "epoch_us(" in out or "list(" in out:
+    out = _EPOCH_US.sub(r"(extract(epoch FROM \1) * 1000000)::BIGINT", sql)
+    if "epoch_us(" in out or "list(" in out or "SEMI JOIN" in out:
         raise ValueError("report SQL uses a DuckDB function this translation does not know")
     if "%" in out:
         raise ValueError("report SQL contains '%'; cannot convert placeholders")
@@ -265,6 +289,9 @@ class PostgresStore:
         self._conns: list[psycopg.Connection] = []
         self._partitions: set[date] = set()
         self._closed = False
+        # Reports read the visit_days rollup when it can answer them (same numbers as the
+        # raw query, tested); False forces the raw sessionisation (tests, benchmarks).
+        self.use_rollup = True
         self._ensure_database()
         self._migrate()
 
@@ -342,7 +369,7 @@ class PostgresStore:
                 if version <= have:
                     continue
                 for stmt in statements:
-                    conn.execute(stmt)
+                    conn.execute(_pg_report_sql(stmt) if "epoch_us(" in stmt else stmt)
                 conn.execute("INSERT INTO schema_version VALUES (%s, %s)", [version, _now()])
 
     def schema_version(self) -> int:
@@ -442,7 +469,43 @@ class PostgresStore:
         self._write_places(conn, batch)
         sightings, redelivered = self._write_sightings(conn, batch)
         self._write_visitors(conn, batch, sightings)
+        self._write_rollup(conn, sightings, redelivered)
         self._write_exemplars(conn, batch, redelivered)
+
+    def _write_rollup(
+        self, conn: psycopg.Connection, sightings: list[Sighting],
+        redelivered: set[tuple[str, str]],
+    ) -> None:
+        """Recompute the ``visit_days`` rows the new sightings touch, as the DuckDB store
+        does. A per-tenant lock serialises this between writers: each recomputation then
+        sees every sighting committed before it (READ COMMITTED takes a fresh snapshot per
+        statement), and two writers never insert the same row."""
+        fresh = [s for s in sightings if (s.tenant, s.face_image_id) not in redelivered]
+        params = rollup_touched(fresh)
+        if params is None:
+            return
+        for tenant in sorted({s.tenant for s in fresh}):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                         [_lock_key("rollup", self.schema, tenant)])
+        delete, insert = rollup_refresh_sql()
+        conn.execute(_pg_report_sql(delete), params[0])
+        conn.execute(_pg_report_sql(insert), params[1])
+
+    def rebuild_rollup(self, tenant: str | None = None) -> None:
+        """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a
+        bulk load that bypassed :meth:`write`."""
+        with self._tx() as conn:
+            if tenant is None:
+                conn.execute("DELETE FROM visit_days")
+                conn.execute(_pg_report_sql("INSERT INTO visit_days "
+                                            + rollup_rows_from_sightings("true")))
+            else:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                             [_lock_key("rollup", self.schema, tenant)])
+                conn.execute("DELETE FROM visit_days WHERE tenant = %s", [tenant])
+                conn.execute(_pg_report_sql("INSERT INTO visit_days "
+                                            + rollup_rows_from_sightings("s.tenant = ?")),
+                             [tenant])
 
     def _ensure_partitions(self, batch: Batch) -> None:
         """Monthly partitions for the batch's sightings, created in their own transaction."""
@@ -709,21 +772,32 @@ class PostgresStore:
 
     # --- report side ----------------------------------------------------------------
 
+    def _has_aliases(self, tenant: str) -> bool:
+        return bool(self._query("SELECT 1 FROM aliases WHERE tenant = %s LIMIT 1", [tenant]))
+
+    def _report_sql(self, query: ReportQuery, rows: bool) -> tuple[str, list[Any]]:
+        """Through the rollup when it answers exactly (default gap, no camera filter),
+        else the raw sessionisation; both in the shared SQL (report/sql.py)."""
+        aliases = self._has_aliases(query.tenant)
+        if self.use_rollup and rollup_applies(query):
+            sql, params = (rollup_rows_sql if rows else rollup_header_sql)(query, aliases)
+        else:
+            sql, params = (report_rows_sql if rows else report_header_sql)(query, aliases)
+        return _pg_report_sql(sql), params
+
     def report_header(self, query: ReportQuery) -> ReportHeader:
-        sql, params = report_header_sql(query)
-        rows = self._query(_pg_report_sql(sql), params)
+        rows = self._query(*self._report_sql(query, rows=False))
         visitors, visits, sightings = rows[0] if rows else (0, 0, 0)
         return ReportHeader(
             period=period_text(query),
             camera_group=query.describe_filter(),
             unique_visitors=int(visitors),
-            total_visits=int(visits),
-            total_sightings=int(sightings),
+            total_visits=int(visits or 0),
+            total_sightings=int(sightings or 0),
         )
 
     def report_rows(self, query: ReportQuery) -> Iterator[ReportRow]:
-        sql, params = report_rows_sql(query)
-        for rows in self._stream(_pg_report_sql(sql), params):
+        for rows in self._stream(*self._report_sql(query, rows=True)):
             for vid, total, n_loc, loc_visits, first_us, last_us, n in rows:
                 yield ReportRow(
                     visitor_id=vid,
@@ -878,6 +952,8 @@ class PostgresStore:
             delete("sightings",
                    "DELETE FROM sightings WHERE tenant = %s AND face_id = ANY(%s)",
                    [tenant, group])
+            conn.execute("DELETE FROM visit_days WHERE tenant = %s AND face_id = ANY(%s)",
+                         [tenant, group])
             delete("exemplars",
                    "DELETE FROM exemplars WHERE tenant = %s AND visitor_id = ANY(%s)",
                    [tenant, group])
