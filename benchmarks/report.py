@@ -19,10 +19,11 @@ Writes benchmarks/results/report_duckdb_100m.json.
 ``--store postgres`` (``--pg-url``, default the local server, schema ``bench_report``)
 measures the same report on the PostgreSQL store: the data generated as above (or the
 DuckDB file given with ``--db``) is COPYed as CSV into a fresh schema's March partition,
-the rollup built by PostgreSQL itself (``PostgresStore.rebuild_rollup``), then VACUUM
-ANALYZE; the report runs in a child process through the rollup and raw, and its memory is
-the server backend's peak (VmHWM of its process, same machine) plus the client's. Writes
-benchmarks/results/report_postgres_100m.json.
+the rollup rows are copied from the DuckDB file (same SQL; ``--pg-rollup build`` has
+``PostgresStore.rebuild_rollup`` compute them instead, a slow 10^8-row sort), then
+VACUUM ANALYZE. The report runs in a child process, through the rollup and raw; its
+memory is the client's peak RSS plus the PostgreSQL server processes' peak memory
+(sampled PSS, same machine). Writes benchmarks/results/report_postgres_100m.json.
 """
 
 from __future__ import annotations
@@ -118,14 +119,22 @@ def generate(db: Path, sightings: int, visitors: int, threads: int | None,
             "file_bytes": db.stat().st_size, "table_rows_estimated": sizes}
 
 
-def load_postgres(db: Path, url: str, tmpdir: Path) -> dict[str, Any]:
+def _copy_csv(conn: Any, table: str, csv: Path) -> None:
+    with conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv)") as cp, csv.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            cp.write(chunk)
+
+
+def load_postgres(db: Path, url: str, tmpdir: Path, work_mem: str,
+                  rollup: str) -> dict[str, Any]:
     """The DuckDB file's sightings into a fresh PostgreSQL store (schema ``bench_report``):
     CSV out of DuckDB, COPY into a plain table, attached as the month's partition. Only
     the sightings' primary key and indexes are left out (as in the DuckDB run: they serve
-    idempotent ingestion and visitor lookups, not this report, and would triple the load);
-    the rollup and its key are built by the store."""
+    idempotent ingestion and visitor lookups, not this report, and would triple the load).
+    The rollup keeps its key and index."""
     import duckdb
     import psycopg
+    import psycopg.sql
 
     from revisit.store.postgres_store import PostgresStore
 
@@ -135,6 +144,9 @@ def load_postgres(db: Path, url: str, tmpdir: Path) -> dict[str, Any]:
     old.drop_schema()
     old.close()
     admin = psycopg.connect(url, autocommit=True)
+    # sessions of this database (the load's, the reports') get work_mem for sorts/hashes
+    admin.execute(psycopg.sql.SQL("ALTER DATABASE {} SET work_mem = {}").format(
+        psycopg.sql.Identifier(admin.info.dbname), psycopg.sql.Literal(work_mem)))
     store = PostgresStore(f"{url}?schema={schema}")
     csv = tmpdir / "sightings.csv"
     t0 = time.perf_counter()
@@ -148,11 +160,8 @@ def load_postgres(db: Path, url: str, tmpdir: Path) -> dict[str, Any]:
             conn.execute(f"DROP INDEX {name}")
         conn.execute("CREATE UNLOGGED TABLE sightings_2024_03 (LIKE sightings)")
     t0 = time.perf_counter()
-    with store._tx() as conn, conn.cursor().copy(
-        "COPY sightings_2024_03 FROM STDIN (FORMAT csv)"
-    ) as cp, csv.open("rb") as fh:
-        while chunk := fh.read(8 << 20):
-            cp.write(chunk)
+    with store._tx() as conn:
+        _copy_csv(conn, "sightings_2024_03", csv)
     out["copy_s"] = time.perf_counter() - t0
     csv.unlink()
     with store._tx() as conn:
@@ -161,7 +170,20 @@ def load_postgres(db: Path, url: str, tmpdir: Path) -> dict[str, Any]:
                      "FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')")
     out["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    store.rebuild_rollup()
+    if rollup == "build":
+        store.rebuild_rollup()
+    else:  # the same rows (same SQL, report/sql.py) from the DuckDB file, keys built after
+        src = duckdb.connect(str(db), read_only=True)
+        src.execute(f"COPY (SELECT * FROM visit_days) TO '{csv}' (HEADER false)")
+        src.close()
+        with store._tx() as conn:
+            conn.execute("ALTER TABLE visit_days DROP CONSTRAINT visit_days_pkey")
+            conn.execute("DROP INDEX visit_days_visitor")
+            _copy_csv(conn, "visit_days", csv)
+            conn.execute("ALTER TABLE visit_days ADD PRIMARY KEY (tenant, day, location_id, face_id)")
+            conn.execute("CREATE INDEX visit_days_visitor ON visit_days (tenant, face_id)")
+        csv.unlink()
+    out["rollup"] = rollup
     out["rollup_build_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     admin.execute(f"VACUUM ANALYZE {schema}.sightings_2024_03")
@@ -281,6 +303,11 @@ def main() -> None:
     ap.add_argument("--store", choices=["duckdb", "postgres"], default="duckdb")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/revisit_bench",
                     help="--store postgres: server and database (schema bench_report is replaced)")
+    ap.add_argument("--pg-work-mem", default="256MB",
+                    help="--store postgres: work_mem of the benchmark database's sessions")
+    ap.add_argument("--pg-rollup", choices=["copy", "build"], default="copy",
+                    help="--store postgres: copy the rollup rows DuckDB built (same SQL) or "
+                    "have PostgreSQL build them (a 10^8-row sort: slow)")
     ap.add_argument("--child", choices=["rollup", "raw"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None,
                     help="results file (default report_<store>_100m.json)")
@@ -303,7 +330,9 @@ def main() -> None:
               f"{gen['load_s']:.1f} s; rollup ({gen['rollup_rows']:,} rows) "
               f"{gen['rollup_build_s']:.1f} s; file {gen['file_bytes'] / 1e9:.2f} GB")
     if pg_url:
-        gen = {"duckdb_generation": gen, **load_postgres(db, pg_url, Path(tmp.name))}
+        gen = {"duckdb_generation": gen, **load_postgres(db, pg_url, Path(tmp.name), args.pg_work_mem,
+                                args.pg_rollup),
+               "work_mem": args.pg_work_mem}
         print(f"postgres: CSV export {gen['csv_export_s']:.0f} s, COPY {gen['copy_s']:.0f} s, "
               f"load {gen['load_s']:.0f} s, rollup {gen['rollup_build_s']:.0f} s "
               f"({gen['rollup_rows']:,} rows), VACUUM ANALYZE {gen['vacuum_analyze_s']:.0f} s; "
