@@ -119,6 +119,21 @@ def generate(db: Path, sightings: int, visitors: int, threads: int | None,
             "file_bytes": db.stat().st_size, "table_rows_estimated": sizes}
 
 
+def describe(db: Path) -> dict[str, Any]:
+    """What a reused file holds (its load times belong to the run that generated it)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    out = {
+        "reused_file": str(db), "file_bytes": db.stat().st_size,
+        "sightings": con.execute("SELECT count(*) FROM sightings").fetchone()[0],
+        "visitors": con.execute("SELECT count(DISTINCT face_id) FROM sightings").fetchone()[0],
+        "rollup_rows": con.execute("SELECT count(*) FROM visit_days").fetchone()[0],
+    }
+    con.close()
+    return out
+
+
 def _copy_csv(conn: Any, table: str, csv: Path) -> None:
     with conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv)") as cp, csv.open("rb") as fh:
         while chunk := fh.read(8 << 20):
@@ -321,9 +336,8 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR"))
     db = args.db or Path(tmp.name) / "report.duckdb"
     if db.exists():
-        prev = RESULTS / "report_duckdb_100m.json"
-        gen = json.loads(prev.read_text()).get("data", {}) if prev.exists() else {}
-        print(f"reusing {db}")
+        gen = describe(db)
+        print(f"reusing {db}: {gen['sightings']:,} sightings (load figures: the run that made it)")
     else:
         gen = generate(db, args.sightings, args.visitors, args.threads, args.primary_key)
         print(f"load: {gen['sightings']:,} sightings of {gen['visitors']:,} visitors in "
