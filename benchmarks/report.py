@@ -143,10 +143,10 @@ def _copy_csv(conn: Any, table: str, csv: Path) -> None:
 def load_postgres(db: Path, url: str, tmpdir: Path, work_mem: str,
                   rollup: str) -> dict[str, Any]:
     """The DuckDB file's sightings into a fresh PostgreSQL store (schema ``bench_report``):
-    CSV out of DuckDB, COPY into a plain table, attached as the month's partition. Only
-    the sightings' primary key and indexes are left out (as in the DuckDB run: they serve
-    idempotent ingestion and visitor lookups, not this report, and would triple the load).
-    The rollup keeps its key and index."""
+    CSV out of DuckDB, COPY into the month's partition. Only the sightings' primary key
+    and indexes are left out (as in the DuckDB run: they serve idempotent ingestion and
+    visitor lookups, not this report, and would triple the load). The rollup keeps its
+    key and index."""
     import duckdb
     import psycopg
     import psycopg.sql
@@ -173,17 +173,14 @@ def load_postgres(db: Path, url: str, tmpdir: Path, work_mem: str,
         conn.execute("ALTER TABLE sightings DROP CONSTRAINT sightings_pkey")
         for name in ("sightings_report", "sightings_visitor", "sightings_face"):
             conn.execute(f"DROP INDEX {name}")
-        conn.execute("CREATE UNLOGGED TABLE sightings_2024_03 (LIKE sightings)")
+        conn.execute("CREATE TABLE sightings_2024_03 PARTITION OF sightings "
+                     "FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')")
     t0 = time.perf_counter()
     with store._tx() as conn:
         _copy_csv(conn, "sightings_2024_03", csv)
     out["copy_s"] = time.perf_counter() - t0
     csv.unlink()
-    with store._tx() as conn:
-        conn.execute("ALTER TABLE sightings_2024_03 SET LOGGED")
-        conn.execute("ALTER TABLE sightings ATTACH PARTITION sightings_2024_03 "
-                     "FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')")
-    out["load_s"] = time.perf_counter() - t0
+    out["load_s"] = out["csv_export_s"] + out["copy_s"]
     t0 = time.perf_counter()
     if rollup == "build":
         store.rebuild_rollup()
