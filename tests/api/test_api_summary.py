@@ -1,4 +1,5 @@
-"""Dashboard figures (store/summary.py) on hand-built sightings, checked by hand."""
+"""Dashboard figures (store/summary.py) on hand-built sightings, checked by hand, on every
+store backend (the PostgreSQL store translates the summary SQL's dialect)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ from datetime import date, timedelta
 
 from revisit.report.query import ReportQuery
 from revisit.store import summary
-from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.base import SightingStore
 from revisit.store.testing import at, batch, sighting
 
 
-def _store() -> DuckDBStore:
-    s = DuckDBStore(":memory:")
+def _fill(s: SightingStore) -> SightingStore:
     rows = [
         # V1: two visits at 101 on days 0 and 2, and one at 203 on day 2
         sighting("V-000001", at(0, 0), "101", tenant="acme"),
@@ -31,11 +31,12 @@ def _store() -> DuckDBStore:
     return s
 
 
-def test_summary_figures() -> None:
-    s = _store()
+def test_summary_figures(store: SightingStore) -> None:
+    s = _fill(store)
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), tenant="acme",
                     visit_gap=timedelta(minutes=30))
-    out = summary.summary(s._conn.cursor(), q)
+    with s.report_connection() as con:
+        out = summary.summary(con, q)
     t = out["totals"]
     assert t["unique_visitors"] == 3
     assert t["visits"] == 3 + 1 + 1
@@ -56,8 +57,9 @@ def test_summary_figures() -> None:
     assert (header.unique_visitors, header.total_visits) == (t["unique_visitors"], t["visits"])
 
 
-def test_summary_respects_camera_filter() -> None:
-    s = _store()
+def test_summary_respects_camera_filter(store: SightingStore) -> None:
+    s = _fill(store)
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), tenant="acme", locations=("203",))
-    t = summary.totals(s._conn.cursor(), q)
+    with s.report_connection() as con:
+        t = summary.totals(con, q)
     assert t["unique_visitors"] == 2 and t["previously_seen"] == 1

@@ -50,10 +50,10 @@ def build_query(
     locs, cams = _split(locations), _split(cameras)
     registered_cams = {c.camera_id for c in svc.tenancy.cameras(key.tenant)}
     registered_locs = {loc.location_id for loc in svc.tenancy.locations(key.tenant)}
-    if svc.duckdb_store:
-        seen_cams, seen_locs = summary_sql.known_places(svc.cursor(), key.tenant)
-        registered_cams |= seen_cams
-        registered_locs |= seen_locs
+    with svc.runtime.store.report_connection() as con:
+        seen_cams, seen_locs = summary_sql.known_places(con, key.tenant)
+    registered_cams |= seen_cams
+    registered_locs |= seen_locs
     for c in cams:
         if c not in registered_cams:
             raise HTTPException(403, f"camera {c!r} is not a camera of your tenant")
@@ -178,10 +178,9 @@ def summary(
     key: ApiKey = Depends(reader),
 ) -> dict[str, Any]:
     svc = service_of(request)
-    if not svc.duckdb_store:
-        raise HTTPException(501, "the summary needs the DuckDB store")
     query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
-    out = summary_sql.summary(svc.cursor(), query)
+    with svc.runtime.store.report_connection() as con:
+        out = summary_sql.summary(con, query)
     names = {loc.location_id: loc.name for loc in svc.tenancy.locations(key.tenant)}
     for row in out["locations"]:
         row["name"] = names.get(row["location_id"], row["location_id"])

@@ -45,21 +45,9 @@ class Service:
             self.config.batch_status_kept,
         )
         self.session_secret = self.config.session_secret or secrets.token_urlsafe(32)
-        self._local = threading.local()
         self._stop = threading.Event()
         self._purger: threading.Thread | None = None
         self.ready = False
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the store's connection (for summary SQL)."""
-        cur = getattr(self._local, "cur", None)
-        if cur is None:
-            cur = self._local.cur = self.con.cursor()
-        return cur
-
-    @property
-    def duckdb_store(self) -> bool:
-        return self._own_con is None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, processing: bool = True) -> None:

@@ -9,6 +9,7 @@ search structure rebuilt from, or living beside, the store's exemplars.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -77,6 +78,11 @@ class SightingStore(Protocol):
         ...
 
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]: ...
+
+    def report_connection(self) -> AbstractContextManager[Any]:
+        """A connection whose ``execute(sql, params)`` takes the shared report SQL (DuckDB
+        dialect, ``?`` placeholders) on this store's tables: for store/summary.py."""
+        ...
 
     def rebuild_rollup(self, tenant: str | None = None) -> None:
         """Recompute the report rollup from the sightings (after a load that bypassed

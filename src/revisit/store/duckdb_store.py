@@ -233,6 +233,16 @@ class DuckDBStore:
         modules that keep their own tables beside the store's (tenancy, audit)."""
         return self._conn
 
+    @contextlib.contextmanager
+    def report_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for read-side SQL in the report's dialect (the dashboard
+        summary): DuckDB cursors must not be shared across threads."""
+        cur = self._conn.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

@@ -180,17 +180,30 @@ def _lock_key(*parts: str) -> int:
 
 
 _EPOCH_US = re.compile(r"epoch_us\(([\w.]+)\)")
+_MAKE_TIMESTAMP = re.compile(r"make_timestamp\(([\w.]+)\)")
 
 
 def _pg_report_sql(sql: str) -> str:
     """The shared report SQL (DuckDB dialect) in PostgreSQL's: one source of truth for what
     a visit is, one spelling changed."""
     out = _EPOCH_US.sub(r"(extract(epoch FROM \1) * 1000000)::BIGINT", sql)
-    if "epoch_us(" in out or "list(" in out or "SEMI JOIN" in out:
+    out = _MAKE_TIMESTAMP.sub(r"(to_timestamp(\1 / 1000000.0) AT TIME ZONE 'UTC')", out)
+    if "epoch_us(" in out or "make_timestamp(" in out or "list(" in out or "SEMI JOIN" in out:
         raise ValueError("report SQL uses a DuckDB function this translation does not know")
     if "%" in out:
         raise ValueError("report SQL contains '%'; cannot convert placeholders")
     return out.replace("?", "%s")
+
+
+class ReportConnection:
+    """A PostgreSQL connection that takes the shared report SQL's DuckDB dialect and ``?``
+    placeholders (:func:`_pg_report_sql`), for report-side modules (store/summary.py)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        return self._conn.execute(_pg_report_sql(sql), params)
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -771,6 +784,12 @@ class PostgresStore:
         return out
 
     # --- report side ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def report_connection(self) -> Iterator[ReportConnection]:
+        """Read-side SQL in the report's dialect (the dashboard summary)."""
+        with self._tx() as conn:
+            yield ReportConnection(conn)
 
     def _has_aliases(self, tenant: str) -> bool:
         return bool(self._query("SELECT 1 FROM aliases WHERE tenant = %s LIMIT 1", [tenant]))

@@ -1,9 +1,10 @@
-"""Dashboard figures as SQL over the store's tables (DuckDB dialect).
+"""Dashboard figures as SQL over the store's tables (the report's DuckDB dialect).
 
 Built on :func:`revisit.report.sql.report_cte`, so "visitor", "visit" and "location" mean
-exactly what they mean in the report (aliases resolved, same visit gap). Functions take a
-DuckDB connection/cursor rather than living on the store, so the store's file stays the
-store engineer's.
+exactly what they mean in the report (aliases resolved, same visit gap). Functions take
+the connection a store's ``report_connection()`` gives (a DuckDB cursor, or a PostgreSQL
+connection that translates the dialect) rather than living on the store, so the store's
+file stays the store engineer's.
 
 Definitions
 - *new visitor*: first seen in the period; *previously seen*: seen before the period
@@ -19,9 +20,7 @@ Definitions
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import duckdb
+from typing import Any, Protocol
 
 from revisit.report.query import ReportQuery
 from revisit.report.sql import naive_utc, report_cte
@@ -29,13 +28,19 @@ from revisit.report.sql import naive_utc, report_cte
 HISTOGRAM_BUCKETS = 10
 
 
-def _q(con: duckdb.DuckDBPyConnection, tail: str, query: ReportQuery,
+class Connection(Protocol):
+    """What a store's ``report_connection()`` yields."""
+
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+
+def _q(con: Connection, tail: str, query: ReportQuery,
        extra: list[Any] | None = None) -> list[tuple[Any, ...]]:
     cte, params = report_cte(query)
     return con.execute(cte + "\n" + tail, params + (extra or [])).fetchall()
 
 
-def totals(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> dict[str, Any]:
+def totals(con: Connection, query: ReportQuery) -> dict[str, Any]:
     """Unique visitors, visits, sightings, new/returning/repeat visitors of the period."""
     # Grouped by (min(visits, 2), seen before) and summed in Python: DuckDB 2.0 folds
     # comparisons on per_visitor.total (``total > 1``) to false from wrong statistics.
@@ -73,7 +78,7 @@ FROM per_visitor GROUP BY many, seen_before""", query, [query.tenant, naive_utc(
     }
 
 
-def daily(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dict[str, Any]]:
+def daily(con: Connection, query: ReportQuery) -> list[dict[str, Any]]:
     """Distinct visitors and sightings per UTC day (days without sightings included)."""
     rows = _q(con, """
 SELECT CAST(make_timestamp(t) AS DATE) AS day, count(DISTINCT vid), count(*),
@@ -94,7 +99,7 @@ FROM marked GROUP BY day ORDER BY day""", query)
     return out
 
 
-def histogram(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dict[str, Any]]:
+def histogram(con: Connection, query: ReportQuery) -> list[dict[str, Any]]:
     """Visitors by number of visits in the period: 1, 2, ..., ``10+``."""
     rows = _q(con, f"""
 SELECT least(total, {HISTOGRAM_BUCKETS}) AS b, count(*) FROM per_visitor GROUP BY b ORDER BY b""",
@@ -106,7 +111,7 @@ SELECT least(total, {HISTOGRAM_BUCKETS}) AS b, count(*) FROM per_visitor GROUP B
     ]
 
 
-def per_location(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> list[dict[str, Any]]:
+def per_location(con: Connection, query: ReportQuery) -> list[dict[str, Any]]:
     """One row per location (store): unique visitors, visits, sightings, first/last seen."""
     rows = _q(con, """
 SELECT loc, count(*), sum(visits)::BIGINT, sum(n)::BIGINT, min(first_us), max(last_us),
@@ -122,7 +127,7 @@ FROM per_loc GROUP BY loc ORDER BY loc""", query)
     ]
 
 
-def summary(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> dict[str, Any]:
+def summary(con: Connection, query: ReportQuery) -> dict[str, Any]:
     """Everything the dashboard shows for one period and filter."""
     return {
         "period": {"from": query.start.isoformat(), "to": query.end.isoformat()},
@@ -134,7 +139,7 @@ def summary(con: duckdb.DuckDBPyConnection, query: ReportQuery) -> dict[str, Any
     }
 
 
-def known_places(con: duckdb.DuckDBPyConnection, tenant: str) -> tuple[set[str], set[str]]:
+def known_places(con: Connection, tenant: str) -> tuple[set[str], set[str]]:
     """(camera ids, location ids) the store has seen for a tenant."""
     cams = {r[0] for r in con.execute(
         "SELECT camera_id FROM cameras WHERE tenant = ?", [tenant]).fetchall()}
