@@ -8,6 +8,10 @@ later stages; it never stops the pipeline.
 
 Idempotency: frames the store already has, or that are queued right now, are not enqueued
 again (``image_id`` is the key; the store's primary keys make a redelivery harmless too).
+
+Durability: without a broker, an accepted batch is written to the :class:`Spool` before
+it is queued and deleted once done or failed; at start the processor runs whatever an
+earlier process left there, under the same batch ids.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from revisit.api.metrics import Metrics
+from revisit.api.spool import Spool
 from revisit.pipeline import Pipeline, Runtime, StageFn
 from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
@@ -64,8 +69,10 @@ class BatchStatus:
 class BatchProcessor:
     def __init__(
         self, runtime: Runtime, metrics: Metrics, write_lock: threading.RLock,
-        queue_batches: int, keep: int = 10_000,
+        queue_batches: int, keep: int = 10_000, spool: Spool | None = None,
     ) -> None:
+        """``spool``: where accepted batches wait on disk (embedded mode; with a broker the
+        broker holds them and the spool is not used)."""
         self.runtime = runtime
         self.metrics = metrics
         self.write_lock = write_lock
@@ -77,10 +84,13 @@ class BatchProcessor:
             self.inbox: StageQueue = open_queue(self.broker, BROKER_QUEUE, maxsize=queue_batches)
         else:
             self.inbox = MemoryQueue("batches", queue_batches)
+        self.inbox_size = queue_batches
         self.keep = keep
+        self.spool = None if self.broker else spool
         self._statuses: OrderedDict[str, BatchStatus] = OrderedDict()
         self._inflight: dict[tuple[str, str], str] = {}  # (tenant, image_id) -> batch id
         self._lock = threading.Lock()
+        self._recovered: list[Batch] = self._recover()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -106,7 +116,17 @@ class BatchProcessor:
                 self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
                 status.state = "published"  # workers process it; the report shows when
             elif fresh:
-                self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
+                batch = Batch(batch_id=batch_id, frames=fresh)
+                if self.spool is not None:
+                    if self.inbox.depth() >= self.inbox_size:  # 429 before any disk write
+                        raise QueueFull(f"queue {self.inbox.name} is full ({self.inbox_size} batches)")
+                    self.spool.put(batch)
+                try:
+                    self.inbox.put(batch, timeout=0)
+                except QueueFull:
+                    if self.spool is not None:
+                        self.spool.remove(batch_id)
+                    raise
                 for f in fresh:
                     self._inflight[(tenant, f.image_id)] = batch_id
             else:
@@ -117,6 +137,33 @@ class BatchProcessor:
         if status.duplicates:
             self.metrics.frames_duplicate.labels(tenant).inc(status.duplicates)
         return status
+
+    def _recover(self) -> list[Batch]:
+        """Batches an earlier process accepted but did not finish: queued again, first."""
+        if self.spool is None:
+            return []
+        batches = []
+        for b in self.spool.pending():
+            # stored before the spool file was removed (a crash in between): skip those
+            # frames; the store would too, after running the models on them again
+            by_tenant: dict[str, list[str]] = {}
+            for f in b.frames:
+                by_tenant.setdefault(f.tenant, []).append(f.image_id)
+            known = {(t, i) for t, ids in by_tenant.items()
+                     for i in self.runtime.store.known_frames(t, ids)}
+            b.frames = [f for f in b.frames if (f.tenant, f.image_id) not in known]
+            if not b.frames:
+                self.spool.remove(b.batch_id)
+                continue
+            batches.append(b)
+        for b in batches:
+            tenant = b.frames[0].tenant if b.frames else ""
+            self._remember(BatchStatus(b.batch_id, tenant, "queued", len(b.frames)))
+            for f in b.frames:
+                self._inflight[(f.tenant, f.image_id)] = b.batch_id
+        if batches:
+            log.info("running %d batch(es) accepted before the last stop", len(batches))
+        return batches
 
     def _remember(self, status: BatchStatus) -> None:
         self._statuses[status.batch_id] = status
@@ -155,6 +202,12 @@ class BatchProcessor:
         return run
 
     def _source(self) -> Iterator[Batch]:
+        while self._recovered and not self._stop.is_set():
+            batch = self._recovered.pop(0)
+            st = self._statuses.get(batch.batch_id)
+            if st is not None:
+                st.state = "processing"
+            yield batch
         while not self._stop.is_set():
             d = self.inbox.get(timeout=0.1)
             if d is None:
@@ -193,6 +246,8 @@ class BatchProcessor:
         if st is not None:
             st.finished_at = datetime.now(UTC).isoformat()
             m.batches.labels(st.state).inc()
+        if self.spool is not None:  # stored or failed for good: nothing left to replay
+            self.spool.remove(batch.batch_id)
 
     def stages(self) -> list[tuple[str, StageFn]]:
         return [
@@ -226,7 +281,7 @@ class BatchProcessor:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self._lock:
-                busy = bool(self._inflight) or self.inbox.depth() > 0
+                busy = bool(self._inflight) or self.inbox.depth() > 0 or bool(self._recovered)
             if not busy:
                 return True
             time.sleep(0.05)

@@ -16,6 +16,7 @@ import duckdb
 from revisit.api.metrics import Metrics
 from revisit.api.processing import BatchProcessor
 from revisit.api.settings import ServiceSettings
+from revisit.api.spool import Spool
 from revisit.config import Settings
 from revisit.pipeline import Runtime
 from revisit.tenancy.db import Tenancy, connection_for
@@ -42,7 +43,7 @@ class Service:
         self.metrics = Metrics(lambda: float(self.processor.depth()))
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
-            self.config.batch_status_kept,
+            self.config.batch_status_kept, spool=Spool(settings.data / "spool"),
         )
         self.session_secret = self.config.session_secret or secrets.token_urlsafe(32)
         self._stop = threading.Event()

@@ -1,0 +1,57 @@
+"""Accepted batches kept on disk until they are stored, so that an embedded server (no
+broker) that crashes or restarts loses nothing it answered 202 for.
+
+:meth:`Spool.put` writes the batch (frames with their encoded images, in the queue codec)
+to ``<data>/spool/<batch id>.batch`` through a temporary file, fsync and an atomic rename,
+before the batch is queued; :meth:`Spool.remove` deletes it once the batch is done or has
+failed; :meth:`Spool.pending` returns what an earlier process left, oldest first, for the
+processor to run again at start. Running a batch twice is harmless: the store skips frames
+it already holds (at-least-once delivery, idempotent writes). With a broker the broker
+holds accepted batches instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from revisit.queue.codec import decode_batch, encode_batch
+from revisit.records import Batch
+
+log = logging.getLogger(__name__)
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        for tmp in root.glob("*.tmp"):  # a write cut off before its rename: never acknowledged
+            tmp.unlink(missing_ok=True)
+
+    def _path(self, batch_id: str) -> Path:
+        return self.root / f"{batch_id}.batch"
+
+    def put(self, batch: Batch) -> None:
+        path = self._path(batch.batch_id)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(encode_batch(batch))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+
+    def remove(self, batch_id: str) -> None:
+        self._path(batch_id).unlink(missing_ok=True)
+
+    def pending(self) -> list[Batch]:
+        """Spooled batches, oldest first. A file that does not decode is renamed
+        ``.bad`` and logged, not dropped silently."""
+        out: list[Batch] = []
+        for path in sorted(self.root.glob("*.batch"), key=lambda p: p.stat().st_mtime_ns):
+            try:
+                out.append(decode_batch(path.read_bytes()))
+            except ValueError as exc:  # CodecError included
+                log.error("spooled batch %s does not decode (%s); kept as .bad", path.name, exc)
+                path.replace(path.with_suffix(".bad"))
+        return out

@@ -1,0 +1,67 @@
+"""Accepted batches survive a stop: the spool on disk, and a restarted server that runs
+what the previous one accepted (real models, real faces)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.api.conftest import Env, make_env, photo
+
+from revisit.api.app import create_app
+from revisit.api.service import Service
+from revisit.api.settings import ServiceSettings
+from revisit.api.spool import Spool
+from revisit.config import load_settings
+from revisit.records import Batch, Frame
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _frame(i: int) -> Frame:
+    return Frame(tenant="acme", camera_id="camA", location_id="101", image_id=f"img-{i}",
+                 ts=datetime(2024, 5, 2, 8, i, tzinfo=UTC), data=bytes([i]) * 100)
+
+
+def test_spool_keeps_batches_until_removed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1), _frame(2)]))
+    spool.put(Batch("B-2", frames=[_frame(3)]))
+    (tmp_path / "B-3.tmp").write_bytes(b"cut off")  # a write that never got its rename
+    (tmp_path / "B-4.batch").write_bytes(b"not a batch")
+    again = Spool(tmp_path)  # a new process
+    assert not (tmp_path / "B-3.tmp").exists()
+    pending = again.pending()
+    assert [b.batch_id for b in pending] == ["B-1", "B-2"]
+    assert [f.data for f in pending[0].frames] == [bytes([1]) * 100, bytes([2]) * 100]
+    assert (tmp_path / "B-4.bad").exists()  # kept for a person to look at, not replayed
+    again.remove("B-1")
+    assert [b.batch_id for b in Spool(tmp_path).pending()] == ["B-2"]
+
+
+def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> None:
+    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    # first server: accepts (202) but stops before processing anything
+    gen = make_env(tmp_path, processing=False)
+    env = next(gen)
+    r = env.post_batch("cam_a", items)
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    keys = env.keys
+    assert [p.stem for p in (tmp_path / "data" / "spool").glob("*.batch")] == [batch_id]
+    gen.close()
+    # second server on the same data directory, processing
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0))
+    with TestClient(create_app(service=svc, processing=True)) as client:
+        again = Env(client, svc, keys)
+        st = again.wait(batch_id)  # same batch id, answered by the new process
+        assert st["status"] == "done" and st["processed"] == 1 and st["sightings"] == 1, st
+        assert again.report().json()["header"]["total_sightings"] == 1
+        # posting the same frame again is a duplicate: it was stored exactly once
+        r = again.post_batch("cam_a", items)
+        assert r.json()["duplicates"] == 1
+    assert not list((tmp_path / "data" / "spool").glob("*.batch"))
