@@ -26,19 +26,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REVISIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 T0 = datetime(2024, 3, 4, 8, 0, tzinfo=UTC)
-PG_BIN = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]) if Path(
-    "/usr/lib/postgresql").exists() else Path("/usr/bin")
+# the newest Debian-packaged PostgreSQL, else whatever is on the usual path
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/bin"))
 
 
 def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+        socket.create_connection((host, port), timeout=0.3).close()
         return True
     except OSError:
         return False

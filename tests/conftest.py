@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from benchmarks.distributed_harness import free_port, port_open
 
 from revisit.config import Settings, load_settings
 from revisit.store.base import SightingStore
@@ -63,21 +63,6 @@ def store(store_factory: Callable[[], SightingStore]) -> Iterator[SightingStore]
     s = store_factory()
     yield s
     s.close()
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,13 @@ faces); the figures on the page are checked against the API. Saves docs/dashboar
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from benchmarks.distributed_harness import free_port
 from tests.api.conftest import Env, make_env
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,12 +51,6 @@ def _populate(env: Env) -> None:
     env.service.runtime.store.write(batch(sightings))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Env]]:
     import uvicorn
@@ -64,7 +58,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Env]]:
     gen = make_env(tmp_path, processing=False)
     env = next(gen)
     _populate(env)
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(env.client.app, host="127.0.0.1", port=port,
                                         log_level="warning", lifespan="off"))
     th = threading.Thread(target=srv.run, daemon=True)

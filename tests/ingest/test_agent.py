@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import free_port, lfw_photo
+from benchmarks.distributed_harness import free_port
+from tests.conftest import lfw_photo
 
 from revisit.ingest.agent import Agent, Spool, folder_snapshots
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from tests.conftest import port_open
+from benchmarks.distributed_harness import port_open
 from tests.queue.queue_testdata import QueueMaker
 
 from revisit.queue.base import StageQueue

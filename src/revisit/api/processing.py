@@ -84,7 +84,6 @@ class BatchProcessor:
             self.inbox: StageQueue = open_queue(self.broker, BROKER_QUEUE, maxsize=queue_batches)
         else:
             self.inbox = MemoryQueue("batches", queue_batches)
-        self.inbox_size = queue_batches
         self.keep = keep
         self.spool = None if self.broker else spool
         self._statuses: OrderedDict[str, BatchStatus] = OrderedDict()
@@ -117,9 +116,7 @@ class BatchProcessor:
                 status.state = "published"  # workers process it; the report shows when
             elif fresh:
                 batch = Batch(batch_id=batch_id, frames=fresh)
-                if self.spool is not None:
-                    if self.inbox.depth() >= self.inbox_size:  # 429 before any disk write
-                        raise QueueFull(f"queue {self.inbox.name} is full ({self.inbox_size} batches)")
+                if self.spool is not None:  # on disk before anyone can be told 202
                     self.spool.put(batch)
                 try:
                     self.inbox.put(batch, timeout=0)
@@ -143,24 +140,19 @@ class BatchProcessor:
         if self.spool is None:
             return []
         batches = []
-        for b in self.spool.pending():
+        for b in self.spool.pending():  # one tenant per batch, as submit() made them
+            tenant = b.frames[0].tenant if b.frames else ""
             # stored before the spool file was removed (a crash in between): skip those
             # frames; the store would too, after running the models on them again
-            by_tenant: dict[str, list[str]] = {}
-            for f in b.frames:
-                by_tenant.setdefault(f.tenant, []).append(f.image_id)
-            known = {(t, i) for t, ids in by_tenant.items()
-                     for i in self.runtime.store.known_frames(t, ids)}
-            b.frames = [f for f in b.frames if (f.tenant, f.image_id) not in known]
+            known = self.runtime.store.known_frames(tenant, [f.image_id for f in b.frames])
+            b.frames = [f for f in b.frames if f.image_id not in known]
             if not b.frames:
                 self.spool.remove(b.batch_id)
                 continue
             batches.append(b)
-        for b in batches:
-            tenant = b.frames[0].tenant if b.frames else ""
             self._remember(BatchStatus(b.batch_id, tenant, "queued", len(b.frames)))
             for f in b.frames:
-                self._inflight[(f.tenant, f.image_id)] = b.batch_id
+                self._inflight[(tenant, f.image_id)] = b.batch_id
         if batches:
             log.info("running %d batch(es) accepted before the last stop", len(batches))
         return batches

@@ -13,12 +13,13 @@ Dialect: DuckDB (``epoch_us``, ``list(... ORDER BY ...)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from revisit.records import Sighting
-from revisit.report.query import ReportQuery, SightingQuery
+from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
 
 # One row per canonical visitor from per_loc (vid, loc, visits, n, first_us, last_us): shared
 # by the raw query and the rollup so both answer in exactly the same shape.
@@ -205,12 +206,26 @@ FROM (
 GROUP BY tenant, face_id, location_id, day"""
 
 
-def rollup_touched(sightings: Iterable[Sighting]) -> list[Any] | None:
-    """Parameters of :func:`rollup_refresh_sql` for newly stored sightings (None: none):
-    their (tenant, visitor, location, day) and the day after, since a late sighting can
-    change whether the next day's first sighting continues a visit."""
+@dataclass(frozen=True, slots=True)
+class RollupRefresh:
+    """What :func:`rollup_refresh_sql`'s DELETE and INSERT need for one write."""
+
+    tenants: list[str]  # sorted: the order to lock them in
+    delete_params: list[Any]
+    insert_params: list[Any]
+
+
+def rollup_touched(
+    sightings: Iterable[Sighting], redelivered: Container[tuple[str, str]] = (),
+) -> RollupRefresh | None:
+    """The rollup rows a write's newly stored sightings touch (None: none), i.e. not those
+    ``redelivered`` ((tenant, face_image_id) already stored): their (tenant, visitor,
+    location, day) and the day after, since a late sighting can change whether the next
+    day's first sighting continues a visit."""
     keys: set[tuple[str, str, str, date]] = set()
     for s in sightings:
+        if (s.tenant, s.face_image_id) in redelivered:
+            continue
         day = naive_utc(s.ts).date()
         keys.add((s.tenant, s.face_id, s.location_id, day))
         keys.add((s.tenant, s.face_id, s.location_id, day + timedelta(days=1)))
@@ -219,7 +234,8 @@ def rollup_touched(sightings: Iterable[Sighting]) -> list[Any] | None:
     cols: list[Any] = [[k[i] for k in keys] for i in range(4)]
     lo = datetime.combine(min(cols[3]) - timedelta(days=1), time.min)
     hi = datetime.combine(max(cols[3]) + timedelta(days=1), time.min)
-    return [cols, [sorted(set(cols[0])), sorted(set(cols[1])), lo, hi, *cols]]
+    tenants = sorted(set(cols[0]))
+    return RollupRefresh(tenants, cols, [tenants, sorted(set(cols[1])), lo, hi, *cols])
 
 
 _ROLLUP_KEYS = (
@@ -230,7 +246,7 @@ _ROLLUP_KEYS = (
 
 def rollup_refresh_sql() -> tuple[str, str]:
     """DELETE and INSERT recomputing the ``visit_days`` rows of the keys that
-    :func:`rollup_touched` lists (its two parameter lists, in order). The INSERT scans the
+    :func:`rollup_touched` lists (its ``delete_params`` and ``insert_params``). The INSERT scans the
     touched visitors' sightings over those days plus the day before; keys are distinct,
     so the join keeps exactly the recomputed rows that were asked for."""
     delete = (
@@ -336,4 +352,49 @@ def rollup_header_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, li
         cte + "\nSELECT count(DISTINCT vid), coalesce(sum(visits), 0)::BIGINT, "
         "coalesce(sum(n), 0)::BIGINT FROM per_loc",
         params,
+    )
+
+
+# --- what a store runs and returns ---------------------------------------------------
+
+
+def report_sql(query: ReportQuery, *, rows: bool, aliases: bool,
+               rollup: bool = True) -> tuple[str, list[Any]]:
+    """The header (``rows=False``) or rows query: through the rollup when ``rollup`` is on
+    and it answers exactly (:func:`rollup_applies`), else the raw sessionisation."""
+    if rollup and rollup_applies(query):
+        return (rollup_rows_sql if rows else rollup_header_sql)(query, aliases)
+    return (report_rows_sql if rows else report_header_sql)(query, aliases)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
+
+
+def header_from(query: ReportQuery, record: tuple[Any, ...] | None) -> ReportHeader:
+    """The header query's one row (unique visitors, visits, sightings) as a header."""
+    visitors, visits, sightings = record or (0, 0, 0)
+    return ReportHeader(
+        period=period_text(query),
+        camera_group=query.describe_filter(),
+        unique_visitors=int(visitors or 0),
+        total_visits=int(visits or 0),
+        total_sightings=int(sightings or 0),
+    )
+
+
+def row_from(record: tuple[Any, ...]) -> ReportRow:
+    """One row of the rows query as a :class:`ReportRow`."""
+    vid, total, n_loc, loc_visits, first_us, last_us, n = record
+    return ReportRow(
+        visitor_id=vid,
+        total_appearances=int(total),
+        locations_visited=int(n_loc),
+        visits_per_location=parse_loc_visits(loc_visits),
+        first_seen=_from_us(first_us),
+        last_seen=_from_us(last_us),
+        sightings=int(n),
     )

@@ -25,7 +25,7 @@ import contextlib
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +36,13 @@ from revisit.records import Batch, Exemplar, Sighting
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
 from revisit.report.sql import (
     SIGHTING_COLUMNS,
+    header_from,
     naive_utc,
-    parse_loc_visits,
-    period_text,
-    report_header_sql,
-    report_rows_sql,
-    rollup_applies,
-    rollup_header_sql,
+    report_sql,
     rollup_refresh_sql,
     rollup_rows_from_sightings,
-    rollup_rows_sql,
     rollup_touched,
+    row_from,
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
@@ -135,10 +131,6 @@ def _now() -> datetime:
 
 def _aware(ts: datetime | None) -> datetime | None:
     return None if ts is None else ts.replace(tzinfo=UTC)
-
-
-def _from_us(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
 
 
 class DuckDBStore:
@@ -458,13 +450,12 @@ class DuckDBStore:
     ) -> None:
         """Recompute the ``visit_days`` rows the new sightings touch (one delete + one
         insert per batch, :func:`revisit.report.sql.rollup_refresh_sql`)."""
-        params = rollup_touched(
-            s for s in sightings if (s.tenant, s.face_image_id) not in redelivered)
-        if params is None:
+        touched = rollup_touched(sightings, redelivered)
+        if touched is None:
             return
         delete, insert = rollup_refresh_sql()
-        cur.execute(delete, params[0])
-        cur.execute(insert, params[1])
+        cur.execute(delete, touched.delete_params)
+        cur.execute(insert, touched.insert_params)
 
     def rebuild_rollup(self, tenant: str | None = None) -> None:
         """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a
@@ -651,37 +642,15 @@ class DuckDBStore:
         ).fetchone() is not None
 
     def report_header(self, query: ReportQuery) -> ReportHeader:
-        aliases = self._has_aliases(query.tenant)
-        if self.use_rollup and rollup_applies(query):
-            sql, params = rollup_header_sql(query, aliases)
-        else:
-            sql, params = report_header_sql(query, aliases)
-        row = self._cur().execute(sql, params).fetchone()
-        visitors, visits, sightings = row if row else (0, 0, 0)
-        return ReportHeader(
-            period=period_text(query),
-            camera_group=query.describe_filter(),
-            unique_visitors=int(visitors),
-            total_visits=int(visits),
-            total_sightings=int(sightings),
-        )
+        sql, params = report_sql(query, rows=False, aliases=self._has_aliases(query.tenant),
+                                 rollup=self.use_rollup)
+        return header_from(query, self._cur().execute(sql, params).fetchone())
 
     def report_rows(self, query: ReportQuery) -> Iterator[ReportRow]:
-        aliases = self._has_aliases(query.tenant)
-        if self.use_rollup and rollup_applies(query):
-            sql, params = rollup_rows_sql(query, aliases)
-        else:
-            sql, params = report_rows_sql(query, aliases)
-        for vid, total, n_loc, loc_visits, first_us, last_us, n in self._stream(sql, params):
-            yield ReportRow(
-                visitor_id=vid,
-                total_appearances=int(total),
-                locations_visited=int(n_loc),
-                visits_per_location=parse_loc_visits(loc_visits),
-                first_seen=_from_us(first_us),
-                last_seen=_from_us(last_us),
-                sightings=int(n),
-            )
+        sql, params = report_sql(query, rows=True, aliases=self._has_aliases(query.tenant),
+                                 rollup=self.use_rollup)
+        for record in self._stream(sql, params):
+            yield row_from(record)
 
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]:
         sql, params = sightings_sql(query)

@@ -33,7 +33,7 @@ import threading
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -45,17 +45,13 @@ from revisit.records import Batch, Exemplar, Sighting
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
 from revisit.report.sql import (
     SIGHTING_COLUMNS,
+    header_from,
     naive_utc,
-    parse_loc_visits,
-    period_text,
-    report_header_sql,
-    report_rows_sql,
-    rollup_applies,
-    rollup_header_sql,
+    report_sql,
     rollup_refresh_sql,
     rollup_rows_from_sightings,
-    rollup_rows_sql,
     rollup_touched,
+    row_from,
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
@@ -167,10 +163,6 @@ def _now() -> datetime:
 
 def _aware(ts: datetime | None) -> datetime | None:
     return None if ts is None else ts.replace(tzinfo=UTC)
-
-
-def _from_us(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
 
 
 def _lock_key(*parts: str) -> int:
@@ -493,16 +485,15 @@ class PostgresStore:
         does. A per-tenant lock serialises this between writers: each recomputation then
         sees every sighting committed before it (READ COMMITTED takes a fresh snapshot per
         statement), and two writers never insert the same row."""
-        fresh = [s for s in sightings if (s.tenant, s.face_image_id) not in redelivered]
-        params = rollup_touched(fresh)
-        if params is None:
+        touched = rollup_touched(sightings, redelivered)
+        if touched is None:
             return
-        for tenant in sorted({s.tenant for s in fresh}):
+        for tenant in touched.tenants:
             conn.execute("SELECT pg_advisory_xact_lock(%s)",
                          [_lock_key("rollup", self.schema, tenant)])
         delete, insert = rollup_refresh_sql()
-        conn.execute(_pg_report_sql(delete), params[0])
-        conn.execute(_pg_report_sql(insert), params[1])
+        conn.execute(_pg_report_sql(delete), touched.delete_params)
+        conn.execute(_pg_report_sql(insert), touched.insert_params)
 
     def rebuild_rollup(self, tenant: str | None = None) -> None:
         """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a
@@ -795,38 +786,18 @@ class PostgresStore:
         return bool(self._query("SELECT 1 FROM aliases WHERE tenant = %s LIMIT 1", [tenant]))
 
     def _report_sql(self, query: ReportQuery, rows: bool) -> tuple[str, list[Any]]:
-        """Through the rollup when it answers exactly (default gap, no camera filter),
-        else the raw sessionisation; both in the shared SQL (report/sql.py)."""
-        aliases = self._has_aliases(query.tenant)
-        if self.use_rollup and rollup_applies(query):
-            sql, params = (rollup_rows_sql if rows else rollup_header_sql)(query, aliases)
-        else:
-            sql, params = (report_rows_sql if rows else report_header_sql)(query, aliases)
+        sql, params = report_sql(query, rows=rows, aliases=self._has_aliases(query.tenant),
+                                 rollup=self.use_rollup)
         return _pg_report_sql(sql), params
 
     def report_header(self, query: ReportQuery) -> ReportHeader:
-        rows = self._query(*self._report_sql(query, rows=False))
-        visitors, visits, sightings = rows[0] if rows else (0, 0, 0)
-        return ReportHeader(
-            period=period_text(query),
-            camera_group=query.describe_filter(),
-            unique_visitors=int(visitors),
-            total_visits=int(visits or 0),
-            total_sightings=int(sightings or 0),
-        )
+        records = self._query(*self._report_sql(query, rows=False))
+        return header_from(query, records[0] if records else None)
 
     def report_rows(self, query: ReportQuery) -> Iterator[ReportRow]:
-        for rows in self._stream(*self._report_sql(query, rows=True)):
-            for vid, total, n_loc, loc_visits, first_us, last_us, n in rows:
-                yield ReportRow(
-                    visitor_id=vid,
-                    total_appearances=int(total),
-                    locations_visited=int(n_loc),
-                    visits_per_location=parse_loc_visits(loc_visits),
-                    first_seen=_from_us(first_us),
-                    last_seen=_from_us(last_us),
-                    sightings=int(n),
-                )
+        for records in self._stream(*self._report_sql(query, rows=True)):
+            for record in records:
+                yield row_from(record)
 
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]:
         sql, params = sightings_sql(query)
