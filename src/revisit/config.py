@@ -36,22 +36,59 @@ class DetectorSettings(BaseModel):
 
 
 class QualitySettings(BaseModel):
+    """Face quality bars (docs/accuracy.md "Face quality" has the real-footage measurements
+    that set the defaults)."""
+
+    min_track_height: int = Field(
+        12, ge=4, le=1000,
+        description="Faces shorter than this (px) are dropped outright: too small even to follow "
+        "in a track.",
+    )
+    min_match_height: int = Field(
+        16, ge=4, le=1000,
+        description="Faces shorter than this (px) count only as sightings of their track's "
+        "visitor; their embedding is not used to decide who that is.",
+    )
     min_face_height: int = Field(
-        40, ge=8, le=1000, description="Faces shorter than this (px) never create a visitor."
+        40, ge=8, le=1000,
+        description="Faces shorter than this (px) never create a visitor on their own (a track "
+        "of several fair faces still may: identity.track_create_faces).",
     )
     min_det_score: float = Field(
         0.75, ge=0.0, le=1.0,
         description="Faces with a lower detector score never create a visitor.",
     )
     min_sharpness: float = Field(
-        20.0, ge=0.0, le=10000.0,
+        8.0, ge=0.0, le=10000.0,
         description="Variance of the Laplacian of the aligned crop; blurrier faces never create "
         "a visitor.",
     )
-    min_match_height: int = Field(
-        20, ge=8, le=1000,
-        description="Faces shorter than this (px) are dropped outright: too small even to match.",
+    max_match_yaw: float = Field(
+        50.0, ge=0.0, le=90.0,
+        description="Faces turned further (degrees, from the landmarks) only follow their track.",
     )
+    max_create_yaw: float = Field(
+        35.0, ge=0.0, le=90.0, description="Faces turned further never create a visitor."
+    )
+    max_create_pitch: float = Field(
+        30.0, ge=0.0, le=90.0,
+        description="Faces tilted further up or down (degrees) never create a visitor.",
+    )
+    max_landmark_residual: float = Field(
+        12.0, ge=0.0, le=100.0,
+        description="Landmarks further from a face's layout than this (mean px on the 112 px "
+        "crop) are not a face (a back of a head, an object): dropped.",
+    )
+    max_match_residual: float = Field(
+        7.0, ge=0.0, le=100.0,
+        description="Faces with a landmark residual above this only follow their track.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualitySettings:
+        if not self.min_track_height <= self.min_match_height <= self.min_face_height:
+            raise ValueError("need min_track_height <= min_match_height <= min_face_height")
+        return self
 
 
 class EmbedderSettings(BaseModel):
@@ -81,12 +118,34 @@ class IdentitySettings(BaseModel):
     )
     track_threshold_offset: float = Field(
         0.0, ge=-0.5, le=0.5,
-        description="Added to the match threshold to link a face to a track of consecutive "
-        "snapshots of the same camera.",
+        description="Added to the match threshold: a face this like a track's pooled embedding "
+        "joins it wherever it is in the frame.",
     )
     track_gap_s: float = Field(
         120.0, ge=0.0, le=3600.0,
-        description="Longest time between two snapshots of one track (same camera).",
+        description="Longest time between two snapshots of one track (same camera); a track "
+        "with nothing new for longer closes.",
+    )
+    track_motion_s: float = Field(
+        4.0, ge=0.0, le=60.0,
+        description="Snapshots at most this far apart may link by position and motion (a face "
+        "where the track's movement puts it); further apart only by face likeness.",
+    )
+    track_veto_offset: float = Field(
+        -0.23, ge=-1.0, le=0.0,
+        description="Added to the match threshold: two usable faces less alike than this never "
+        "link by position (someone else stepped into the spot).",
+    )
+    track_context_veto: float = Field(
+        0.45, ge=0.0, le=1.0,
+        description="Clothes colours less alike than this (Bhattacharyya coefficient) never "
+        "link by position.",
+    )
+    track_create_faces: int = Field(
+        3, ge=1, le=1000,
+        description="A track with this many matchable, confidently detected faces may found a "
+        "visitor although none of its faces passes the creation bar alone (counts people "
+        "seen only small or soft; such visitors are hard to re-identify on a later visit).",
     )
     merge_threshold: float | None = Field(
         None, ge=0.0, le=1.0,

@@ -71,8 +71,9 @@ class Frame:
 class Face:
     """One detected face. Carries its frame's identity so it can travel alone.
 
-    ``creatable`` is the quality gate's verdict: faces below the bar may still match a
-    known visitor but never create one (they are too unreliable to found an identity).
+    The quality gate's verdict (:mod:`revisit.vision.quality`): ``creatable`` faces may
+    found a visitor; ``matchable`` ones count in deciding who their track is; the rest
+    only follow their track (a sighting of the track's visitor, once it has one).
     """
 
     tenant: str
@@ -88,6 +89,10 @@ class Face:
     creatable: bool = True
     crop: np.ndarray | None = None  # aligned crop (112x112 BGR uint8), dropped after embedding
     embedding: np.ndarray | None = None  # L2-normalised float32
+    matchable: bool = True
+    pose: tuple[float, float, float] = (0.0, 0.0, 0.0)  # yaw, pitch, roll in degrees
+    faceness: float | None = None  # the embedder's face check (raw embedding norm)
+    context: np.ndarray | None = None  # colours below the face (clothes), float32, sums to 1
 
     @property
     def frame_key(self) -> str:
@@ -123,6 +128,19 @@ class Rejected:
 
 
 @dataclass(slots=True)
+class Dropped:
+    """A detected face that did not become a sighting, with the reason code
+    (:data:`revisit.vision.quality.DROP_REASONS`) and details for ``-v`` listings."""
+
+    tenant: str
+    image_id: str
+    bbox: tuple[int, int, int, int]
+    reason: str
+    detail: str = ""
+    source: str = ""
+
+
+@dataclass(slots=True)
 class Exemplar:
     """A stored embedding of one visitor: what the face index searches against."""
 
@@ -147,6 +165,7 @@ class Batch:
     faces: list[Face] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)  # faces that became no sighting
     exemplars_added: list[Exemplar] = field(default_factory=list)
     exemplars_dropped: list[tuple[str, str]] = field(default_factory=list)  # (tenant, face_image_id)
     # visitors created by resolution: (tenant, visitor_id, first sighting ts)

@@ -56,12 +56,26 @@ def test_a_blurred_face_never_creates(vision, settings, lfw):
     assert not face.creatable
 
 
-def test_faces_below_min_match_height_are_dropped(vision, lfw):
+def test_faces_below_min_track_height_are_dropped_with_the_reason(vision, lfw):
     from revisit.config import Settings
 
-    strict = Settings(quality={"min_match_height": 300, "min_face_height": 300})
+    strict = Settings(quality={"min_track_height": 300, "min_match_height": 300,
+                               "min_face_height": 300})
     image = read(lfw / PHOTO)
-    assert _only_face(vision, strict, image, "dropped") == []
+    batch = detect_batch(Batch("b", frames=[make_frame(jpeg(image), "dropped")]),
+                         vision.detector, strict)
+    assert batch.faces == []
+    assert batch.dropped and {d.reason for d in batch.dropped} == {"too_small"}
+    assert "min_track_height" in batch.dropped[0].detail
+
+
+def test_faces_below_min_match_height_only_follow_their_track(vision, lfw):
+    from revisit.config import Settings
+
+    loose = Settings(quality={"min_match_height": 300, "min_face_height": 300})
+    image = read(lfw / PHOTO)
+    face = _central(_only_face(vision, loose, image, "track-only"), image)
+    assert not face.matchable and not face.creatable
 
 
 def test_assess_reasons_and_bounds():
@@ -75,6 +89,9 @@ def test_assess_reasons_and_bounds():
     assert not flat.creatable and "sharpness" in flat.reason
     tiny = assess(10, 0.95, crop, q)
     assert not tiny.keep and not tiny.creatable and tiny.quality == 0.0
+    assert tiny.drop == "too_small"
+    small = assess(14, 0.95, crop, q)
+    assert small.keep and not small.matchable and "min_match_height" in small.reason
 
 
 @pytest.mark.parametrize("height", [20, 40, 80, 100, 200])

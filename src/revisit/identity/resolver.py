@@ -1,29 +1,34 @@
 """Identity resolution: each embedded face becomes a sighting of a visitor.
 
-One snapshot of a face is weak evidence (small, blurred, half-turned); a visit usually
-leaves several consecutive snapshots on a camera. So the resolver decides per *track*, not
-per face (measured in docs/accuracy.md):
+One snapshot of a face is weak evidence (small, blurred, half-turned); a visit leaves
+several consecutive snapshots on a camera. So the resolver decides per *track*, not per
+face (measured in docs/accuracy.md):
 
 1. **Redelivered faces** keep the visitor they were stored with (idempotence), and that
    visitor is taken in their frame.
-2. **Tracks**: the batch's other faces are linked, per camera and in time order, to the
-   track whose pooled embedding they resemble (>= ``track_threshold``), if the track's last
-   face is at most ``track_gap_s`` earlier and in another frame (a track never holds two
-   faces of one frame). Batches are camera batches of consecutive frames, so a visit's
-   snapshots mostly arrive together; deferral never outlives the batch, so a crash cannot
-   lose a held face.
-3. **Matching**: each track's pooled embedding (quality-weighted mean) is compared with
-   the centroids of the visitors the face index proposes (nearest exemplars); the best
-   centroid at or above the match threshold wins. Tracks are decided in order of
-   appearance, so visitors created from this batch are visible to the tracks after them
-   and visitor numbers follow first sightings.
-4. **Cannot-link**: two faces of one frame never share a visitor: a visitor given to one
+2. **Tracks** (:mod:`revisit.identity.tracks`): per camera and in time order, each frame's
+   faces join the open tracks of that camera, kept across camera batches, by face
+   likeness or by position, motion and clothes. A track never holds two faces of a frame.
+3. **A track with a visitor** (decided in an earlier batch) gives all its new faces to
+   that visitor, whatever their pose or size: a head turning within a pass cannot create
+   a second visitor.
+4. **Matching an undecided track**: its pooled embedding (quality-weighted mean of its
+   matchable faces) is compared with the centroids of the visitors the face index
+   proposes (nearest exemplars); the best centroid at or above the match threshold wins.
+   Tracks are decided in order of appearance, so visitors created from this batch are
+   visible to the tracks after them and visitor numbers follow first sightings.
+5. **Cannot-link**: two faces of one frame never share a visitor: a visitor given to one
    track is barred for every track that shares a frame with it.
-5. **Creation**: an unmatched track founds a new visitor only if one of its faces passed
-   the quality gate; then all its faces (small ones too) are sightings of it. A track of
-   poor faces only that matches nobody is dropped.
-6. **Exemplars**: per visitor at most ``max_exemplars`` (best quality kept), at most
-   ``exemplars_per_track`` from one track so a visitor's centroid spans visits.
+6. **Creation**: an unmatched track founds a new visitor only if one of its faces passed
+   the quality gate's creation bar, or ``identity.track_create_faces`` of its faces were
+   matchable and confidently detected (several fair snapshots of one person are evidence
+   enough to count them, though too weak to re-identify them later); then all its faces
+   are sightings of it. Until then its faces are held, for at most ``track_gap_s``
+   after its last face; a track that closes undecided is dropped (reason ``weak_track``).
+   Held faces live in memory: a crash loses at most those, never a decided sighting.
+7. **Exemplars**: per visitor at most ``max_exemplars`` (best quality kept), at most
+   ``exemplars_per_track`` from one track so a visitor's centroid spans visits; only
+   faces that passed the creation bar become exemplars.
 
 Splits that survive this (a visitor seen once from afar, then close up) are repaired
 afterwards by :mod:`revisit.identity.consolidate` (average-linkage merges, reversible).
@@ -41,10 +46,12 @@ import numpy as np
 
 from revisit.config import Settings
 from revisit.identity.index import FaceIndex
-from revisit.records import Batch, Exemplar, Face, Sighting
+from revisit.identity.tracks import CameraTracks, Track, TrackParams
+from revisit.records import Batch, Dropped, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
+from revisit.vision.quality import WEAK_TRACK
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +93,6 @@ class _Gallery:
 
     def changed(self, visitor: str) -> None:
         self._centroids.pop(visitor, None)
-
-
-@dataclass(slots=True)
-class _Track:
-    """Faces of one camera, consecutive frames, similar embeddings: one person's pass.
-    ``rows`` index the batch's matrix of unit embeddings."""
-
-    faces: list[Face]
-    rows: list[int]
-    weight_sum: float
-    vec_sum: np.ndarray
-    pooled: np.ndarray  # unit vector of vec_sum, kept current by add()
-
-    @classmethod
-    def start(cls, face: Face, row: int, unit: np.ndarray) -> _Track:
-        w = _weight(face)
-        return cls([face], [row], w, w * unit, unit)
-
-    @property
-    def creatable(self) -> bool:
-        return any(f.creatable for f in self.faces)
-
-    def add(self, face: Face, row: int, unit: np.ndarray) -> None:
-        w = _weight(face)
-        self.faces.append(face)
-        self.rows.append(row)
-        self.weight_sum += w
-        self.vec_sum = self.vec_sum + w * unit
-        self.pooled = _unit(self.vec_sum)
 
 
 class _Pending:
@@ -160,16 +138,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def _units(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float32)
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-
-
-def _weight(face: Face) -> float:
-    """Pooling weight: better faces count more, poor ones still a little."""
-    return 0.25 + float(face.quality)
-
-
 class Resolver:
     """Stateful per tenant; loads each tenant's gallery from the store on first use."""
 
@@ -183,12 +151,20 @@ class Resolver:
             if ident.match_threshold is not None
             else DEFAULT_MATCH_THRESHOLD[settings.embedder.model]
         )
-        self.track_threshold = self.threshold + ident.track_threshold_offset
-        self.track_gap = timedelta(seconds=ident.track_gap_s)
+        self.track_params = TrackParams(
+            gap=timedelta(seconds=ident.track_gap_s),
+            motion_s=ident.track_motion_s,
+            face_link=self.threshold + ident.track_threshold_offset,
+            face_veto=self.threshold + ident.track_veto_offset,
+            context_veto=ident.track_context_veto,
+            min_det_score=settings.quality.min_det_score,
+        )
+        self.track_create_faces = ident.track_create_faces
         self.k = ident.neighbours
         self.max_exemplars = ident.max_exemplars
         self.per_track = ident.exemplars_per_track
         self._galleries: dict[str, _Gallery] = {}
+        self._cameras: dict[tuple[str, str], CameraTracks] = {}
 
     # -- gallery state ---------------------------------------------------------------
     def _gallery(self, tenant: str) -> _Gallery:
@@ -211,6 +187,14 @@ class Resolver:
             self.index.remove(tenant, [h.face_image_id for held in g.exemplars.values()
                                        for h in held])
         self._gallery(tenant)
+        # open tracks follow merges; a track whose visitor was erased decides afresh
+        for (t, _), cam in self._cameras.items():
+            if t != tenant:
+                continue
+            for tr in cam.open:
+                if tr.visitor is not None:
+                    vid = self.store.canonical_id(tenant, tr.visitor)
+                    tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
 
     def _new_visitor(self, tenant: str) -> str:
         g = self._gallery(tenant)
@@ -249,9 +233,60 @@ class Resolver:
         return batch
 
     def flush(self) -> Batch | None:
-        """Faces still held at the end of a stream. Deferral never outlives a batch, so
-        there are none; the hook exists so a pipeline can drain any resolver the same way."""
-        return None
+        """End of a stream: close every open track. Faces of tracks that never got a
+        visitor are reported dropped (``weak_track``); nothing else is pending."""
+        out = Batch(batch_id="resolver-flush")
+        for cam in self._cameras.values():
+            self._drop_weak(out, cam.open)
+        self._cameras.clear()
+        return out if out.dropped else None
+
+    @staticmethod
+    def _drop_faces(batch: Batch, faces: Iterable[Face], detail: str) -> None:
+        batch.dropped.extend(Dropped(f.tenant, f.image_id, f.bbox, WEAK_TRACK, detail)
+                             for f in faces)
+
+    def _drop_weak(self, batch: Batch, tracks: Iterable[Track]) -> None:
+        """Closed tracks: faces of those that never got a visitor are dropped."""
+        for tr in tracks:
+            if tr.visitor is None:
+                self._drop_faces(batch, tr.held, f"track of {tr.faces} face(s) matched nobody "
+                                 "and none could found a visitor")
+            tr.held = []
+
+    def _camera(self, tenant: str, camera: str) -> CameraTracks:
+        cam = self._cameras.get((tenant, camera))
+        if cam is None:
+            cam = self._cameras[(tenant, camera)] = CameraTracks(tenant, camera, self.track_params)
+        return cam
+
+    def _link(self, faces: list[Face]) -> tuple[list[Track], list[Track]]:
+        """Faces into their cameras' tracks, frame by frame in time order; returns the
+        tracks this batch touched and the tracks that closed (to be settled once this
+        batch's decisions are made)."""
+        by_frame: dict[tuple[str, str], list[Face]] = defaultdict(list)
+        for f in faces:
+            by_frame[(f.camera_id, f.image_id)].append(f)
+        order = sorted(by_frame, key=lambda k: (by_frame[k][0].ts, k))
+        touched: dict[int, Track] = {}
+        closed: list[Track] = []
+        for cam_id, image_id in order:
+            frame_faces = by_frame[(cam_id, image_id)]
+            cam = self._camera(frame_faces[0].tenant, cam_id)
+            closed += cam.close_before(frame_faces[0].ts)
+            for tr in cam.link(frame_faces):
+                touched.setdefault(id(tr), tr)
+        # cameras gone quiet: close their tracks too, once well past the gap
+        if faces:
+            latest = max(f.ts for f in faces)
+            for key, cam in list(self._cameras.items()):
+                if cam.latest is not None and cam.latest < latest - 2 * self.track_params.gap:
+                    closed += cam.close_before(latest)
+                    if not cam.open:
+                        del self._cameras[key]
+        for tr in closed:
+            touched.setdefault(id(tr), tr)
+        return list(touched.values()), closed
 
     def _already_stored(self, tenant: str, faces: Iterable[Face]) -> dict[str, str]:
         return self.store.existing_sightings(tenant, [f.face_image_id for f in faces])
@@ -269,74 +304,66 @@ class Resolver:
         fresh = [f for f in faces if f.face_image_id not in known]
         if not fresh:
             return
-        units = _units(np.stack([f.embedding for f in fresh]))  # type: ignore[misc]
-        tracks = self._tracks(fresh, units)
+        tracks, closed = self._link(fresh)
         # in order of appearance, so visitor numbers follow first sighting (older = lower)
-        tracks.sort(key=lambda t: (t.faces[0].ts, not t.creatable, -t.weight_sum,
-                                   t.faces[0].face_image_id))
-        # one index search for the whole batch; exemplars the batch adds are searched in
-        # ``pending`` and reach the index at the end
-        hits = self.index.search(tenant, np.stack([t.pooled for t in tracks]), self.k,
-                                 enough=self.threshold + RECENT_MARGIN)
-        pending = _Pending(units.shape[1])
-        for tr, tr_hits in zip(tracks, hits, strict=True):
-            barred = set().union(*(taken[f.frame_key] for f in tr.faces))
-            proposals = [h.visitor_id for h in tr_hits]
-            proposals += pending.visitors_near(tr.pooled, self.k)
-            vid, _ = self._best_centroid(g, tr.pooled, proposals, barred)
-            new = False
-            if vid is None:
-                if not tr.creatable:
-                    continue  # below the quality bar: may match, never founds a visitor
-                vid, new = self._new_visitor(tenant), True
-                batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.faces)))
-            rows = units[tr.rows]
-            scores = np.ones(len(rows)) if new else rows @ g.centroid(vid)
-            for f, s in zip(tr.faces, scores.tolist(), strict=True):
-                taken[f.frame_key].add(vid)
-                self._emit(batch, f, vid, s, new=new and f is tr.faces[0])
-            best = sorted(
-                (i for i, f in enumerate(tr.faces) if f.creatable),
-                key=lambda i: (-tr.faces[i].quality, tr.faces[i].face_image_id),
-            )
-            for i in best[: self.per_track]:
-                self._remember(batch, pending, tr.faces[i], units[tr.rows[i]].copy(), vid)
-        self.index.add(pending.exemplars())
-
-    def _tracks(self, faces: list[Face], units: np.ndarray) -> list[_Track]:
-        """Link faces per camera over consecutive frames (see module docstring)."""
-        by_camera: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for i, f in enumerate(faces):
-            by_camera[f.camera_id][f.image_id].append(i)
-        out: list[_Track] = []
-        for cam in sorted(by_camera):
-            frames = by_camera[cam]
-            if len(frames) == 1:  # one snapshot: nothing to link, a track per face
-                out.extend(_Track.start(faces[r], r, units[r]) for r in next(iter(frames.values())))
+        tracks.sort(key=lambda t: (min(f.ts for f in t.held) if t.held else t.first_ts,
+                                   t.visitor is None, not t.creatable, t.camera, t.key))
+        undecided = [t for t in tracks if t.visitor is None and t.pooled is not None]
+        # one index search for the batch's undecided tracks; exemplars the batch adds are
+        # searched in ``pending`` and reach the index at the end
+        hits = dict(zip(
+            (id(t) for t in undecided),
+            self.index.search(tenant, np.stack([t.pooled for t in undecided]), self.k,
+                              enough=self.threshold + RECENT_MARGIN) if undecided else [],
+            strict=True,
+        ))
+        pending = _Pending(next(f.embedding for f in fresh).shape[0])
+        # tracks decided in an earlier batch keep their visitor, and take it in their frames
+        # first, so no undecided track of those frames can be given it too
+        for tr in tracks:
+            if tr.visitor is None or not tr.held:
                 continue
-            ordered = sorted(frames.values(), key=lambda rs: (faces[rs[0]].ts, faces[rs[0]].image_id))
-            open_tracks: list[_Track] = []
-            for rows in ordered:
-                first = faces[rows[0]]
-                live = [t for t in open_tracks if first.ts - t.faces[-1].ts <= self.track_gap]
-                used_f: set[int] = set()
-                if live:
-                    sims = units[rows] @ np.stack([t.pooled for t in live]).T
-                    fi, tj = np.nonzero(sims >= self.track_threshold)
-                    options = sorted(zip((-sims[fi, tj]).tolist(), fi.tolist(), tj.tolist(), strict=True))
-                    used_t: set[int] = set()
-                    for _, i, j in options:
-                        if i in used_f or j in used_t:
-                            continue
-                        live[j].add(faces[rows[i]], rows[i], units[rows[i]])
-                        used_f.add(i)
-                        used_t.add(j)
-                for i, r in enumerate(rows):
-                    if i not in used_f:
-                        t = _Track.start(faces[r], r, units[r])
-                        open_tracks.append(t)
-                        out.append(t)
-        return out
+            clash = [f for f in tr.held if tr.visitor in taken[f.frame_key]]  # redelivered
+            if clash:
+                self._drop_faces(batch, clash, "its frame already holds this track's visitor")
+                tr.held = [f for f in tr.held if f not in clash]
+            for f in tr.held:
+                taken[f.frame_key].add(tr.visitor)
+        for tr in tracks:
+            if not tr.held:
+                continue
+            new = False
+            if tr.visitor is not None:
+                vid = tr.visitor
+            else:
+                barred = set().union(*(taken[f.frame_key] for f in tr.held))
+                pooled = tr.pooled
+                vid = None
+                if pooled is not None:
+                    proposals = [h.visitor_id for h in hits.get(id(tr), [])]
+                    proposals += pending.visitors_near(pooled, self.k)
+                    vid, _ = self._best_centroid(g, pooled, proposals, barred)
+                if vid is None:
+                    if not (tr.creatable or tr.fair >= self.track_create_faces):
+                        continue  # held until it matches, can found a visitor, or closes
+                    vid, new = self._new_visitor(tenant), True
+                    batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.held)))
+                tr.visitor = vid
+            centroid = g.centroid(vid)
+            first = min(tr.held, key=lambda f: (f.ts, f.face_image_id))
+            for f in tr.held:
+                score = 1.0 if new or centroid is None or f.embedding is None \
+                    else float(np.asarray(f.embedding, dtype=np.float32) @ centroid)
+                taken[f.frame_key].add(vid)
+                self._emit(batch, f, vid, score, new=new and f is first)
+            best = sorted((f for f in tr.held if f.creatable and f.embedding is not None),
+                          key=lambda f: (-f.quality, f.face_image_id))
+            for f in best[: max(0, self.per_track - tr.exemplars)]:
+                self._remember(batch, pending, f, _unit(f.embedding), vid)  # type: ignore[arg-type]
+                tr.exemplars += 1
+            tr.held = []
+        self.index.add(pending.exemplars())
+        self._drop_weak(batch, closed)
 
     def _best_centroid(
         self, g: _Gallery, query: np.ndarray, proposals: list[str], barred: set[str]

@@ -19,9 +19,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from revisit.records import Batch, Exemplar, Face, Frame, Rejected, Sighting
+from revisit.records import Batch, Dropped, Exemplar, Face, Frame, Rejected, Sighting
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 # Little-endian dtypes we expect (crops uint8, embeddings/landmarks float32) plus a few
@@ -142,7 +142,10 @@ def _face(f: Face) -> dict[str, Any]:
         "image_id": f.image_id, "ts": _ts(f.ts), "face_image_id": f.face_image_id,
         "bbox": _bbox(f.bbox), "landmarks": _arr(f.landmarks), "det_score": float(f.det_score),
         "quality": float(f.quality), "creatable": bool(f.creatable), "crop": _arr(f.crop),
-        "embedding": _arr(f.embedding),
+        "embedding": _arr(f.embedding), "matchable": bool(f.matchable),
+        "pose": [float(v) for v in f.pose],
+        "faceness": None if f.faceness is None else float(f.faceness),
+        "context": _arr(f.context),
     }
 
 
@@ -158,6 +161,28 @@ def _from_face(d: dict[str, Any]) -> Face:
         landmarks=landmarks, det_score=_num(d["det_score"], "det_score"),
         quality=_num(d["quality"], "quality"), creatable=_bool(d["creatable"], "creatable"),
         crop=_from_arr(d["crop"]), embedding=_from_arr(d["embedding"]),
+        matchable=_bool(d["matchable"], "matchable"), pose=_pose(d["pose"]),
+        faceness=None if d["faceness"] is None else _num(d["faceness"], "faceness"),
+        context=_from_arr(d["context"]),
+    )
+
+
+def _pose(v: Any) -> tuple[float, float, float]:
+    if not (isinstance(v, list) and len(v) == 3):
+        raise CodecError("pose must be [yaw, pitch, roll]")
+    return (_num(v[0], "yaw"), _num(v[1], "pitch"), _num(v[2], "roll"))
+
+
+def _dropped(d: Dropped) -> dict[str, Any]:
+    return {"tenant": d.tenant, "image_id": d.image_id, "bbox": _bbox(d.bbox),
+            "reason": d.reason, "detail": d.detail, "source": d.source}
+
+
+def _from_dropped(d: dict[str, Any]) -> Dropped:
+    return Dropped(
+        tenant=_str(d["tenant"], "tenant"), image_id=_str(d["image_id"], "image_id"),
+        bbox=_from_bbox(d["bbox"]), reason=_str(d["reason"], "reason"),
+        detail=_str(d["detail"], "detail"), source=_str(d["source"], "source"),
     )
 
 
@@ -221,6 +246,7 @@ def encode_batch(batch: Batch) -> bytes:
         "faces": [_face(f) for f in batch.faces],
         "sightings": [_sighting(s) for s in batch.sightings],
         "rejected": [_rejected(r) for r in batch.rejected],
+        "dropped": [_dropped(d) for d in batch.dropped],
         "exemplars_added": [_exemplar(e) for e in batch.exemplars_added],
         "exemplars_dropped": [[t, f] for t, f in batch.exemplars_dropped],
         "visitors_created": [[t, v, _ts(ts)] for t, v, ts in batch.visitors_created],
@@ -265,6 +291,7 @@ def decode_batch(payload: bytes) -> Batch:
             faces=[_from_face(x) for x in _maps(doc, "faces")],
             sightings=[_from_sighting(x) for x in _maps(doc, "sightings")],
             rejected=[_from_rejected(x) for x in _maps(doc, "rejected")],
+            dropped=[_from_dropped(x) for x in _maps(doc, "dropped")],
             exemplars_added=[_from_exemplar(x) for x in _maps(doc, "exemplars_added")],
             exemplars_dropped=[(_str(t, "tenant"), _str(f, "face_image_id")) for t, f in pairs],
             visitors_created=[

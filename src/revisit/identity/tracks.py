@@ -1,0 +1,239 @@
+"""Tracks: one person's pass in front of one camera, kept across camera batches.
+
+A camera sees a walking person in consecutive snapshots seconds apart. Their face turns,
+shrinks and blurs from one snapshot to the next, so the face embedding alone splits one
+pass into several "people". Where they are, how they move and what they wear change little
+in a second, so a face joins an open track of its camera when either
+
+- **its face resembles the track's** (cosine to the track's pooled embedding at or above
+  the link bar, the match threshold by default), wherever it is; or
+- **it is where the track's motion puts it**: the distance to the predicted position,
+  in face heights, is within what a person covers in that time (a bound that grows with
+  the gap and is tighter once the track's velocity is known), the size change is
+  plausible, and neither the face (both embeddings usable and less alike than
+  ``face_veto``) nor the clothes below it (colour similarity under ``context_veto``) say
+  it is someone else. Position is only trusted for gaps up to ``motion_s``.
+
+Each frame's faces are assigned to tracks best pair first (one face per track per frame),
+so two people crossing keep their tracks when their faces or clothes differ. A track
+closes when nothing joined it for ``gap``. The bounds were measured on labelled real clips
+(docs/accuracy.md "Tracks").
+
+Tracks hold no identity decision; the resolver makes it per track
+(:mod:`revisit.identity.resolver`) and writes the visitor onto the track, so later faces
+of the same pass become sightings of that visitor, whatever their pose or size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from revisit.records import Face
+from revisit.vision.context import context_similarity
+
+
+@dataclass(frozen=True, slots=True)
+class TrackParams:
+    gap: timedelta  # longest pause inside a track
+    motion_s: float  # position links only across gaps up to this many seconds
+    face_link: float  # face cosine that links wherever the face is
+    face_veto: float  # both faces usable and less alike than this: not the same person
+    context_veto: float  # clothes less alike than this: not the same person
+    min_det_score: float  # "fair" faces (a track of several may found a visitor)
+
+
+# Reach of a person between snapshots, in face heights: base + per second, capped. Two
+# bounds: before the track's velocity is known (one face so far) and after.
+_REACH_FIRST = (1.0, 3.0)
+_REACH_MOVING = (0.8, 1.0)
+_REACH_CAP = 6.0
+# Size change (|log ratio of face heights|) allowed: base + per second; tighter once the
+# track's rate of growth (walking towards or away from the camera) is known.
+_SIZE_FIRST = (0.35, 0.6)
+_SIZE_MOVING = (0.3, 0.3)
+# A face with no usable embedding has only its place and clothes to go by: it must be this
+# much closer (share of the reach) and its clothes at least this alike.
+_TRACK_ONLY_REACH = 0.5
+_TRACK_ONLY_CONTEXT = 0.6
+
+
+def _centre(box: tuple[float, float, float, float]) -> np.ndarray:
+    return np.array([box[0] + box[2] / 2.0, box[1] + box[3] / 2.0])
+
+
+@dataclass(slots=True)
+class Track:
+    """One pass of one person before one camera (module docstring)."""
+
+    key: int
+    tenant: str
+    camera: str
+    first_ts: datetime
+    last_ts: datetime
+    last_box: tuple[float, float, float, float]
+    visitor: str | None = None
+    held: list[Face] = field(default_factory=list)  # joined, not yet emitted as sightings
+    velocity: np.ndarray | None = None  # px/s of the face centre
+    size_rate: float | None = None  # d log(face height) / dt, 1/s
+    emb_sum: np.ndarray | None = None  # weighted sum of matchable faces' unit embeddings
+    emb_weight: float = 0.0
+    context: np.ndarray | None = None
+    faces: int = 0
+    creatable: int = 0  # faces that passed the quality gate's creation bar
+    fair: int = 0  # matchable faces with a confident detection
+    exemplars: int = 0  # exemplars this track gave its visitor
+
+    @property
+    def pooled(self) -> np.ndarray | None:
+        """Unit vector of the weighted mean of the track's matchable faces, if any."""
+        if self.emb_sum is None:
+            return None
+        n = float(np.linalg.norm(self.emb_sum))
+        return (self.emb_sum / n).astype(np.float32) if n > 0 else None
+
+    def add(self, face: Face, params: TrackParams) -> None:
+        dt = (face.ts - self.last_ts).total_seconds()
+        box = tuple(float(v) for v in face.bbox)
+        if 0 < dt <= params.motion_s:
+            v = (_centre(box) - _centre(self.last_box)) / dt  # type: ignore[arg-type]
+            self.velocity = v if self.velocity is None else 0.5 * self.velocity + 0.5 * v
+            r = math.log(max(box[3], 1.0) / max(self.last_box[3], 1.0)) / dt
+            self.size_rate = r if self.size_rate is None else 0.5 * self.size_rate + 0.5 * r
+        elif dt > params.motion_s:
+            self.velocity = self.size_rate = None
+        if face.ts >= self.last_ts:
+            self.last_ts = face.ts
+            self.last_box = box  # type: ignore[assignment]
+        self.first_ts = min(self.first_ts, face.ts)
+        self._absorb(face, params)
+
+    def _absorb(self, face: Face, params: TrackParams) -> None:
+        self.held.append(face)
+        self.faces += 1
+        self.creatable += face.creatable
+        if face.matchable and face.embedding is not None:
+            w = 0.25 + float(face.quality)
+            vec = np.asarray(face.embedding, dtype=np.float64)
+            self.emb_sum = w * vec if self.emb_sum is None else self.emb_sum + w * vec
+            self.emb_weight += w
+            self.fair += face.det_score >= params.min_det_score
+        if face.context is not None:
+            self.context = (face.context.copy() if self.context is None
+                            else 0.7 * self.context + 0.3 * face.context)
+
+
+class CameraTracks:
+    """The open tracks of one camera of one tenant."""
+
+    def __init__(self, tenant: str, camera: str, params: TrackParams) -> None:
+        self.tenant = tenant
+        self.camera = camera
+        self.params = params
+        self.open: list[Track] = []
+        self._next_key = 0
+        self.latest: datetime | None = None  # newest frame seen
+        self._previous: datetime | None = None  # the frame before the one being linked
+
+    def close_before(self, ts: datetime) -> list[Track]:
+        """Close (and return) tracks with nothing joined since ``ts - gap``."""
+        horizon = ts - self.params.gap
+        closed = [t for t in self.open if t.last_ts < horizon]
+        if closed:
+            self.open = [t for t in self.open if t.last_ts >= horizon]
+        return closed
+
+    def link(self, faces: list[Face]) -> list[Track]:
+        """Assign the faces of ONE frame to tracks (new ones where none fits); returns the
+        track of each face, in order."""
+        if not faces:
+            return []
+        ts = faces[0].ts
+        self._previous = self.latest if self.latest is not None and self.latest < ts else None
+        self.latest = ts if self.latest is None else max(self.latest, ts)
+        live = [t for t in self.open if t.last_ts != ts and t.first_ts != ts]
+        options: list[tuple[float, int, int]] = []
+        for i, f in enumerate(faces):
+            for j, t in enumerate(live):
+                score = self._score(f, t)
+                if score is not None:
+                    options.append((-score, i, j))
+        options.sort()
+        out: list[Track | None] = [None] * len(faces)
+        used: set[int] = set()
+        for _, i, j in options:
+            if out[i] is not None or j in used:
+                continue
+            out[i] = live[j]
+            used.add(j)
+        tracks: list[Track] = []
+        for f, t in zip(faces, out, strict=True):
+            if t is None:
+                t = Track(self._next_key, self.tenant, self.camera, f.ts, f.ts,
+                          tuple(float(v) for v in f.bbox))  # type: ignore[arg-type]
+                self._next_key += 1
+                self.open.append(t)
+                t._absorb(f, self.params)
+            else:
+                t.add(f, self.params)
+            tracks.append(t)
+        return tracks
+
+    def _score(self, f: Face, t: Track) -> float | None:
+        """How well face ``f`` continues track ``t`` (higher is better), None if it cannot.
+
+        Position decides at short gaps; face and clothes likeness adjust. A track that
+        missed the camera's previous frame (the person left, or turned away) links by
+        position only with some face evidence.
+        """
+        p = self.params
+        dt = abs((f.ts - t.last_ts).total_seconds())
+        if dt > p.gap.total_seconds():
+            return None
+        pooled = t.pooled
+        face_sim = None
+        if f.matchable and f.embedding is not None and pooled is not None:
+            face_sim = float(np.asarray(f.embedding, dtype=np.float32) @ pooled)
+        ctx = (context_similarity(f.context, t.context)
+               if f.context is not None and t.context is not None else None)
+        strong = face_sim is not None and face_sim >= p.face_link
+        near = self._nearness(f, t, dt, face_sim, ctx)
+        if not strong and near <= 0.0:
+            return None
+        return (1.0 if strong else 0.0) + near \
+            + (face_sim - p.face_veto if face_sim is not None else 0.0) \
+            + 0.5 * (ctx - 0.7 if ctx is not None else 0.0)
+
+    def _nearness(self, f: Face, t: Track, dt: float, face_sim: float | None,
+                  ctx: float | None) -> float:
+        """1 at the predicted spot, falling to 0 at the edge of the person's reach; 0 when
+        position may not link them (module docstring)."""
+        p = self.params
+        if dt > p.motion_s or (face_sim is not None and face_sim < p.face_veto) \
+                or (ctx is not None and ctx < p.context_veto):
+            return 0.0
+        missed = self._previous is not None and t.last_ts < self._previous and f.ts > t.last_ts
+        if missed and (face_sim is None or face_sim < (p.face_veto + p.face_link) / 2):
+            return 0.0
+        forward = f.ts > t.last_ts
+        moving = t.velocity is not None and forward
+        base, per_s = _REACH_MOVING if moving else _REACH_FIRST
+        reach = min(base + per_s * dt, _REACH_CAP)
+        if face_sim is None:  # nothing but place and clothes
+            if ctx is not None and ctx < _TRACK_ONLY_CONTEXT:
+                return 0.0
+            reach *= _TRACK_ONLY_REACH
+        pred = _centre(t.last_box) + (t.velocity * dt if moving else 0.0)  # type: ignore[operator]
+        box = tuple(float(v) for v in f.bbox)
+        h = max(box[3], t.last_box[3], 1.0)
+        dist = float(np.linalg.norm(_centre(box) - pred)) / h  # type: ignore[arg-type]
+        growing = t.size_rate is not None and forward
+        grow = t.size_rate * dt if growing else 0.0  # type: ignore[operator]
+        size = abs(math.log(max(box[3], 1.0) / max(t.last_box[3], 1.0)) - grow)
+        sbase, sper_s = _SIZE_MOVING if growing else _SIZE_FIRST
+        if dist > reach or size > sbase + sper_s * dt:
+            return 0.0
+        return 1.0 - dist / reach
