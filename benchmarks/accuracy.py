@@ -45,19 +45,25 @@ MODELS = ("sface", "arcface")
 def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0, 1)) -> Path:
     """Detect once, embed with both models; cache per-face records in DIR/faces.npz.
 
-    ``shard`` (i, n) processes the i-th of n contiguous slices into DIR/faces.i-of-n.npz;
-    ``merge`` joins them (run n shards as separate processes to use every core)."""
+    Every detection is kept with what the quality gate and the embedders' face check need
+    (size, score, landmarks, sharpness, clothes colours, raw embedding norms), so a replay
+    re-applies the gate with its own settings. ``shard`` (i, n) processes the i-th of n
+    contiguous slices into DIR/faces.i-of-n.npz; ``merge`` joins them (run n shards as
+    separate processes to use every core)."""
     from revisit.config import Settings
     from revisit.ingest.manifest import read_manifest
     from revisit.pipeline import batched
     from revisit.records import Frame
-    from revisit.vision.stages import Vision, embed_batch
+    from revisit.vision.quality import sharpness
+    from revisit.vision.stages import Vision
 
     one = {"threads": 1}
-    settings = Settings(privacy={"keep_crops": True}, pipeline=one)  # type: ignore[arg-type]
+    keep_all = {"min_track_height": 8, "min_match_height": 8, "min_face_height": 8,
+                "max_landmark_residual": 100.0}
+    settings = Settings(privacy={"keep_crops": True}, pipeline=one,  # type: ignore[arg-type]
+                        quality=keep_all)  # type: ignore[arg-type]
     vision = Vision(settings)
-    arc = Vision(Settings(embedder={"model": "arcface"}, privacy={"keep_crops": True},  # type: ignore[arg-type]
-                          pipeline=one))  # type: ignore[arg-type]
+    arc = Vision(Settings(embedder={"model": "arcface"}, pipeline=one))  # type: ignore[arg-type]
     cols: dict[str, list[Any]] = defaultdict(list)
     frames = [f for f in read_manifest(scenario / "manifest.jsonl") if isinstance(f, Frame)]
     i_shard, n_shard = shard
@@ -68,12 +74,10 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
     for batch in batched(frames, batch_frames):
         order = {f.image_id: i for i, f in enumerate(batch.frames)}
         vision.detect(batch)
-        embed_batch(batch, vision.embedder, settings)
-        sface = [f.embedding for f in batch.faces]
-        for f in batch.faces:
-            f.embedding = None
-        embed_batch(batch, arc.embedder, settings)
-        for f, s in zip(batch.faces, sface, strict=True):
+        crops = [f.crop for f in batch.faces]
+        sface, sface_norm = vision.embedder.predict_with_norms(crops)
+        arcface, arcface_norm = arc.embedder.predict_with_norms(crops)
+        for i, f in enumerate(batch.faces):
             cols["image_id"].append(f.image_id)
             cols["camera_id"].append(f.camera_id)
             cols["location_id"].append(f.location_id)
@@ -81,10 +85,12 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
             cols["bbox"].append(f.bbox)
             cols["landmarks"].append(f.landmarks)
             cols["det_score"].append(f.det_score)
-            cols["quality"].append(f.quality)
-            cols["creatable"].append(f.creatable)
-            cols["sface"].append(s)
-            cols["arcface"].append(f.embedding)
+            cols["sharpness"].append(sharpness(f.crop))
+            cols["context"].append(f.context if f.context is not None else np.zeros(36, np.float32))
+            cols["sface"].append(sface[i])
+            cols["sface_norm"].append(sface_norm[i])
+            cols["arcface"].append(arcface[i])
+            cols["arcface_norm"].append(arcface_norm[i])
             cols["order"].append(order[f.image_id])
         done += len(batch.frames)
         if done % 320 < batch_frames:
@@ -98,10 +104,12 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         bbox=np.array(cols["bbox"], dtype=np.int32).reshape(-1, 4),
         landmarks=np.array(cols["landmarks"], dtype=np.float32).reshape(-1, 5, 2),
         det_score=np.array(cols["det_score"], dtype=np.float32),
-        quality=np.array(cols["quality"], dtype=np.float32),
-        creatable=np.array(cols["creatable"], dtype=bool),
+        sharpness=np.array(cols["sharpness"], dtype=np.float32),
+        context=np.array(cols["context"], dtype=np.float32).reshape(-1, 36),
         sface=np.array(cols["sface"], dtype=np.float32),
+        sface_norm=np.array(cols["sface_norm"], dtype=np.float32),
         arcface=np.array(cols["arcface"], dtype=np.float32),
+        arcface_norm=np.array(cols["arcface_norm"], dtype=np.float32),
         frame_images=np.array([f.image_id for f in frames]),
     )
     print(f"wrote {out}: {len(cols['image_id'])} faces from {len(frames)} frames "
@@ -126,6 +134,8 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     from revisit.pipeline import batched
     from revisit.records import Face, Frame
     from revisit.store.duckdb_store import DuckDBStore
+    from revisit.vision.model import model_class
+    from revisit.vision.quality import assess, face_check
 
     with np.load(scenario / "faces.npz") as npz:
         data = {k: npz[k] for k in npz.files}
@@ -133,21 +143,35 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
         data=Path("/tmp/revisit-accuracy-unused"),
         embedder={"model": model}, identity=overrides.get("identity", {}),  # type: ignore[arg-type]
         pipeline=overrides.get("pipeline", {}),  # type: ignore[arg-type]
+        quality=overrides.get("quality", {}),  # type: ignore[arg-type]
     )
     store = DuckDBStore(":memory:")
     index = open_index(settings)
     resolver = Resolver(settings, store, index)
+    embedder = model_class("embedder", model)
     faces_by_image: dict[str, list[Face]] = defaultdict(list)
+    dropped = 0
     for i in range(len(data["image_id"])):
         img = str(data["image_id"][i])
+        box = tuple(int(x) for x in data["bbox"][i])
+        verdict = assess(box[3], float(data["det_score"][i]), None, settings.quality,
+                         data["landmarks"][i], sharp=float(data["sharpness"][i]))
+        norm = float(data[f"{model}_norm"][i])
+        check = face_check(norm, embedder.faceness_floor, embedder.faceness_match)  # type: ignore[attr-defined]
+        if not verdict.keep or check == "drop":
+            dropped += 1
+            continue
+        ctx = data["context"][i]
         faces_by_image[img].append(Face(
             tenant="default", camera_id=str(data["camera_id"][i]),
             location_id=str(data["location_id"][i]), image_id=img,
             ts=datetime.fromisoformat(str(data["ts"][i])),
-            face_image_id=f"F-{i:08d}", bbox=tuple(int(x) for x in data["bbox"][i]),  # type: ignore[arg-type]
+            face_image_id=f"F-{i:08d}", bbox=box,  # type: ignore[arg-type]
             landmarks=data["landmarks"][i], det_score=float(data["det_score"][i]),
-            quality=float(data["quality"][i]), creatable=bool(data["creatable"][i]),
-            embedding=data[model][i],
+            quality=verdict.quality, creatable=verdict.creatable and check == "ok",
+            matchable=verdict.matchable and check == "ok",
+            pose=(verdict.pose.yaw, verdict.pose.pitch, verdict.pose.roll), faceness=norm,
+            context=ctx if ctx.sum() > 0 else None, embedding=data[model][i],
         ))
     frames = []
     for line in (scenario / "manifest.jsonl").read_text().splitlines():
@@ -182,7 +206,7 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     result = _score_store(scenario, store, with_reference=overrides.get("reference", True))
     result.update(online_s=round(online, 1), consolidate_s=round(cons_s, 1), merges=merges,
                   merge_sweep=sweep,
-                  faces_detected=len(data["image_id"]))
+                  faces_detected=len(data["image_id"]), faces_dropped_by_gate=dropped)
     return result
 
 
@@ -235,6 +259,8 @@ def main() -> None:
     r.add_argument("--no-reference", action="store_true")
     r.add_argument("--merge-threshold", type=float, default=None)
     r.add_argument("--track-offset", type=float, default=None)
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="settings override, e.g. quality.min_face_height=32")
     r.add_argument("--merge-sweep", default="",
                    help="comma-separated merge bars to try: T (everywhere) or T/S (S for "
                    "visitors sharing a store), e.g. 0.42,0.42/0.36")
@@ -253,7 +279,11 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "replay":
-        ov: dict[str, Any] = {"identity": {}, "pipeline": {}}
+        from revisit.config import dotted_overrides
+
+        ov: dict[str, Any] = {"identity": {}, "pipeline": {}, "quality": {}}
+        for key, value in dotted_overrides(args.set).items():
+            ov.setdefault(key, {}).update(value)
         if args.threshold is not None:
             ov["identity"]["match_threshold"] = args.threshold
         if args.frame_batch is not None:

@@ -22,25 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from revisit.config import load_settings
+from revisit.config import dotted_overrides, load_settings
 from revisit.evaluation.footage import load_labels, run_clip
 from revisit.simulate.scenario import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "tests" / "evaluation" / "footage"
-
-
-def _override(pairs: list[str]) -> dict[str, Any]:
-    """``a.b=1`` -> {"a": {"b": "1"}} (pydantic converts the strings)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
 
 
 def _one(job: tuple[str, float, dict[str, Any]]) -> dict[str, Any]:
@@ -71,7 +58,7 @@ def main() -> None:
     wanted = [w for w in args.clips.split(",") if w]
     paths = sorted(p for p in LABELS.glob("*.json")
                    if not wanted or any(w in p.name for w in wanted))
-    overrides = _override(args.set)
+    overrides = dotted_overrides(args.set)
     jobs = [(str(p), float(e), overrides) for p in paths for e in args.every.split(",")]
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")

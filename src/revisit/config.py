@@ -288,3 +288,19 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     finally:
         _CONFIG_OVERRIDE = None
+
+
+def dotted_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["identity.match_threshold=0.5"]`` -> ``{"identity": {"match_threshold": "0.5"}}``
+    for :func:`load_settings` (pydantic converts and validates the strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"setting {pair!r} is not KEY=VALUE (e.g. quality.min_face_height=32)")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value.strip()
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from revisit.config import Settings
 from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
-from revisit.records import Batch, Frame, Rejected
+from revisit.records import DROP_REASONS, NOT_A_FACE, TOO_SMALL, WEAK_TRACK, Batch, Dropped, Frame, Rejected
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
@@ -41,6 +42,11 @@ class Summary:
     merges: int = 0  # visitors merged by end-of-run consolidation
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
+    dropped: Counter = field(default_factory=Counter)  # reason code -> faces
+    dropped_faces: list[Dropped] = field(default_factory=list)  # the first MAX_LISTED, for -v
+    largest_dropped: int = 0  # tallest face (px) dropped as too small
+
+    MAX_LISTED = 10_000
 
     def add(self, batch: Batch) -> None:
         self.frames += len(batch.frames)
@@ -48,20 +54,52 @@ class Summary:
         self.sightings += len(batch.sightings)
         self.new_visitors += len(batch.visitors_created)
         self.rejected.extend(batch.rejected)
+        for d in batch.dropped:
+            self.dropped[d.reason] += 1
+            if d.reason == TOO_SMALL:
+                self.largest_dropped = max(self.largest_dropped, d.bbox[3])
+        room = self.MAX_LISTED - len(self.dropped_faces)
+        if room > 0:
+            self.dropped_faces.extend(batch.dropped[:room])
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        dropped = ""
+        if self.dropped:
+            parts = ", ".join(f"{n} {DROP_REASONS.get(r, r)}"
+                              for r, n in self.dropped.most_common())
+            dropped = f" (dropped: {parts})"
+        detected = self.faces + self.dropped[TOO_SMALL] + self.dropped[NOT_A_FACE]
         return (
-            f"{self.frames} frames, {self.faces} faces, {self.sightings} sightings, "
+            f"{self.frames} frames, {detected} faces{dropped}, {self.sightings} sightings, "
             f"{self.new_visitors} new visitors, {self.merges} merged, "
             f"{len(self.rejected)} rejected, "
             f"{self.skipped} already stored; {self.seconds:.1f} s, "
             f"{self.frames_per_second:.1f} frames/s, "
             f"{self.faces / self.seconds if self.seconds else 0.0:.1f} faces/s"
         )
+
+
+def too_small_advice(summary: Summary, settings: Settings) -> str | None:
+    """One line for a run that saw faces but counted nobody because they were all too
+    small or too weak, naming the settings that decide it; None otherwise."""
+    small = summary.dropped.get(TOO_SMALL, 0) + summary.dropped.get(WEAK_TRACK, 0)
+    if summary.sightings or not small:
+        return None
+    q, ident = settings.quality, settings.identity
+    largest = f" (largest {summary.largest_dropped} px)" if summary.largest_dropped else ""
+    return (
+        f"no visitor counted: all {small} faces seen were too small or too weak{largest}. A "
+        f"face is followed from quality.min_track_height={q.min_track_height} px, matched from "
+        f"quality.min_match_height={q.min_match_height} px, and a visitor needs one face of "
+        f"quality.min_face_height={q.min_face_height} px or identity.track_create_faces="
+        f"{ident.track_create_faces} matchable snapshots; lower them to count smaller faces "
+        "(re-identification below ~24 px is unreliable, docs/accuracy.md) or move the camera "
+        "closer."
+    )
 
 
 def batched(

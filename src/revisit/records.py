@@ -127,6 +127,17 @@ class Rejected:
     tenant: str = DEFAULT_TENANT
 
 
+# Why a detected face became no sighting (stable codes: summaries, logs and the API use them).
+TOO_SMALL = "too_small"
+NOT_A_FACE = "not_a_face"
+WEAK_TRACK = "weak_track"
+DROP_REASONS = {
+    TOO_SMALL: "too small to follow",
+    NOT_A_FACE: "not a face (landmarks or embedding check)",
+    WEAK_TRACK: "in tracks that matched nobody and could not found a visitor",
+}
+
+
 @dataclass(slots=True)
 class Dropped:
     """A detected face that did not become a sighting, with the reason code

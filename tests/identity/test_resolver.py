@@ -47,14 +47,15 @@ def emb() -> dict[tuple[str, int], np.ndarray]:
 
 def face(
     e: np.ndarray, image_id: str, *, camera: str = "S1-C1", minute: float = 0.0,
-    creatable: bool = True, quality: float = 0.8, slot: int = 0,
+    creatable: bool = True, quality: float = 0.8, slot: int = 0, matchable: bool = True,
+    x: int | None = None, det_score: float = 0.9,
 ) -> Face:
-    bbox = (10 + 100 * slot, 20, 80, 100)
+    bbox = (10 + 100 * slot if x is None else x, 20, 80, 100)
     return Face(
         tenant="t", camera_id=camera, location_id=camera.split("-")[0], image_id=image_id,
         ts=T0 + timedelta(minutes=minute), face_image_id=face_image_id("t", image_id, bbox),
-        bbox=bbox, landmarks=np.zeros((5, 2), np.float32), det_score=0.9, quality=quality,
-        creatable=creatable, embedding=e,
+        bbox=bbox, landmarks=np.zeros((5, 2), np.float32), det_score=det_score, quality=quality,
+        creatable=creatable, embedding=e, matchable=matchable,
     )
 
 
@@ -196,3 +197,51 @@ def test_consolidation_never_merges_faces_seen_together(make_settings, emb) -> N
     ])))
     assert consolidate(make_settings(), store, resolver, "t") == []
     store.close()
+
+
+SECOND = 1 / 60
+
+
+def test_a_turning_head_in_the_next_batch_stays_the_same_visitor(env, emb) -> None:
+    _, _, _, run = env
+    first = run([face(emb[("Andre_Agassi", 1)], f"p{k}", minute=k * SECOND, x=100 + 20 * k)
+                 for k in range(3)])
+    vid = set(visitors_of(first).values())
+    assert len(vid) == 1
+    # the next camera batch: his head has turned (no usable face), he walked on a little;
+    # then a face that on its own would be someone else (another person's photo)
+    turned = [face(emb[("Andre_Agassi", 2)], f"p{k}", minute=k * SECOND, x=100 + 20 * k,
+                   matchable=False, creatable=False, quality=0.2) for k in range(3, 5)]
+    later = run(turned)
+    assert set(visitors_of(later).values()) == vid
+    assert later.visitors_created == []
+
+
+def test_someone_else_stepping_into_the_spot_is_not_that_visitor(env, emb) -> None:
+    _, _, _, run = env
+    a = visitors_of(run([face(emb[("Andre_Agassi", 1)], "s0", x=100)]))
+    b = visitors_of(run([face(emb[("Angelina_Jolie", 1)], "s1", minute=SECOND, x=104)]))
+    assert set(a.values()).isdisjoint(b.values())
+
+
+def test_several_fair_snapshots_found_a_visitor_a_weak_track_is_held_then_dropped(env, emb) -> None:
+    settings, _, resolver, run = env
+    n = settings.identity.track_create_faces
+    fair = [face(emb[("Alvaro_Uribe", 1 + k % 2)], f"f{k}", minute=k * SECOND, x=100 + 10 * k,
+                 creatable=False, quality=0.3) for k in range(n)]
+    # the first n - 1 arrive in one batch: held, not yet a visitor, nothing dropped
+    early = run(fair[:-1])
+    assert early.sightings == [] and early.dropped == []
+    # the n-th snapshot arrives in the next batch: the track founds one visitor, and the
+    # held faces become its sightings too
+    rest = run(fair[-1:])
+    assert len(rest.visitors_created) == 1
+    assert {s.face_image_id for s in rest.sightings} == {f.face_image_id for f in fair}
+    # a track of faces too poor to count (unconfident detections) is held, then dropped at
+    # the end of the stream with its reason
+    weak = run([face(emb[("Angelina_Jolie", 1)], f"w{k}", minute=10 + k * SECOND, x=300,
+                     creatable=False, quality=0.2, det_score=0.65) for k in range(n)])
+    assert weak.sightings == []
+    tail = resolver.flush()
+    assert tail is not None and {d.reason for d in tail.dropped} == {"weak_track"}
+    assert len(tail.dropped) == n

@@ -16,6 +16,7 @@ from revisit.config import ConfigError, Settings, load_settings
 class CliState:
     data: Path | None = None
     config: Path | None = None
+    verbose: bool = False
     _settings: Settings | None = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Settings:

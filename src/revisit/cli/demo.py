@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
                 read_manifest(scenario.manifest), progress=sys.stderr.isatty(),
                 total=scenario.frames,
             )
-            print_summary(summary)
+            print_summary(summary, settings)
             query = ReportQuery(start=spec.start, end=spec.start + timedelta(days=days - 1))
             header = runtime.store.report_header(query)
             formats.write_report("table", header, runtime.store.report_rows(query), sys.stdout)

@@ -16,9 +16,18 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         ctx: typer.Context,
         truth: Annotated[
-            Path, typer.Option(help="truth.json written by `revisit simulate`.", exists=True,
-                               dir_okay=False)
-        ],
+            Path | None, typer.Option(help="truth.json written by `revisit simulate`.",
+                                      exists=True, dir_okay=False)
+        ] = None,
+        footage: Annotated[
+            Path | None, typer.Option(
+                help="By-eye labels of a real clip (tests/evaluation/footage/*.json): ingest the "
+                "clip into a fresh data directory with the current settings and score it.",
+                exists=True, dir_okay=False)
+        ] = None,
+        every: Annotated[
+            str, typer.Option("--every", help="With --footage: sampling interval, e.g. 1s, 0.5s.")
+        ] = "1s",
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
         data: Annotated[
             Path | None, typer.Option("--data", help="Data directory (overrides the global one).")
@@ -34,6 +43,14 @@ def register(app: typer.Typer) -> None:
 
         Printed beside an offline clustering of the same embeddings (best threshold).
         """
+        if (truth is None) == (footage is None):
+            typer.echo("error: give either --truth (a simulated scenario) or --footage (labels "
+                       "of a real clip)", err=True)
+            raise typer.Exit(2)
+        if footage is not None:
+            _footage(ctx, footage, every, data, as_json)
+            return
+        assert truth is not None
         from revisit.evaluation.evaluate import evaluate_store, format_table
         from revisit.evaluation.truth import load_truth
 
@@ -60,3 +77,39 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result, indent=2, default=str))
         else:
             typer.echo(format_table(result, t.identities))
+
+
+def _footage(ctx: typer.Context, labels_path: Path, every: str, data: Path | None,
+             as_json: bool) -> None:
+    """``revisit eval --footage``: ingest a labelled real clip and score it."""
+    import tempfile
+
+    from revisit.evaluation.footage import LabelError, load_labels, run_clip
+    from revisit.report.durations import parse_duration
+    from revisit.simulate.scenario import shared_data_dir
+
+    try:
+        step = parse_duration(every).total_seconds()
+        labels = load_labels(labels_path)
+    except (ValueError, LabelError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if step <= 0:
+        typer.echo("error: --every must be positive", err=True)
+        raise typer.Exit(2)
+    with tempfile.TemporaryDirectory(prefix="revisit-eval-") as tmp:
+        settings = state(ctx).settings(data=data or Path(tmp))
+        try:
+            score = run_clip(labels, step, settings, shared_data_dir())
+        except LabelError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(score.as_dict(), indent=2, default=str))
+        return
+    typer.echo(score.line())
+    for vid, v in score.visitors.items():
+        people = ", ".join(v["people"]) or "nobody"
+        typer.echo(f"  {vid}: {people}  {v['sightings']}")
+    if score.missed:
+        typer.echo(f"  missed: {', '.join(score.missed)}")

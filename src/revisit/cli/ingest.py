@@ -9,18 +9,34 @@ from typing import Annotated
 import typer
 
 from revisit.cli.context import state
-from revisit.pipeline import Runtime, Summary
+from revisit.config import Settings
+from revisit.pipeline import Runtime, Summary, too_small_advice
 from revisit.report.durations import parse_duration
 
 EXIT_SKIPPED = 3  # some input was rejected; everything else was stored
 
 
-def print_summary(summary: Summary, max_errors: int = 20) -> None:
+def print_summary(summary: Summary, settings: Settings | None = None, *, verbose: bool = False,
+                  max_errors: int = 20) -> None:
+    """Rejected input, then (with ``-v``) every dropped face per frame, then the one-line
+    summary and, when faces were seen but none counted, what to change."""
     for rej in summary.rejected[:max_errors]:
         typer.echo(f"skipped {rej.source}: {rej.reason}", err=True)
     if len(summary.rejected) > max_errors:
         typer.echo(f"... and {len(summary.rejected) - max_errors} more skipped", err=True)
+    if verbose:
+        for d in summary.dropped_faces:
+            x, y, w, h = d.bbox
+            typer.echo(f"dropped face {w}x{h} at ({x},{y}) in {d.source or d.image_id}: "
+                       f"{d.reason} ({d.detail})", err=True)
+        listed = len(summary.dropped_faces)
+        if sum(summary.dropped.values()) > listed:
+            typer.echo(f"... and {sum(summary.dropped.values()) - listed} more dropped faces",
+                       err=True)
     typer.echo(summary.line())
+    advice = too_small_advice(summary, settings) if settings is not None else None
+    if advice:
+        typer.echo(advice)
 
 
 def _count_lines(path: Path) -> int:
@@ -53,7 +69,7 @@ def register(app: typer.Typer) -> None:
             )
         finally:
             runtime.close()
-        print_summary(summary)
+        print_summary(summary, settings, verbose=state(ctx).verbose)
         if summary.rejected:
             raise typer.Exit(EXIT_SKIPPED)
 
@@ -101,6 +117,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         finally:
             runtime.close()
-        print_summary(summary)
+        print_summary(summary, settings, verbose=state(ctx).verbose)
         if summary.rejected:
             raise typer.Exit(EXIT_SKIPPED)

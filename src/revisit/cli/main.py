@@ -37,7 +37,7 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = context.CliState(data=data, config=config)
+    ctx.obj = context.CliState(data=data, config=config, verbose=verbose)
 
 
 def _register_all() -> None:

@@ -35,15 +35,21 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Folder of CCTV frames (default shared mall frames).")
         ] = None,
         workers: Annotated[int, typer.Option(min=1, max=64, help="Rendering processes.")] = 2,
+        hard: Annotated[
+            bool, typer.Option("--hard", help="Add what real cameras add: faces of 24-80 px, head "
+                               "tilt and turn, mirrored pose, motion blur, lower-face occlusion, "
+                               "dim frames, sensor noise, heavy JPEG.")
+        ] = False,
     ) -> None:
         """Build camera snapshots with known truth: real faces pasted into CCTV frames.
 
         Writes frames, manifest.jsonl (for `revisit ingest`), truth.json (`revisit eval`).
         """
-        from revisit.simulate.scenario import ScenarioSpec, build_scenario
+        from revisit.simulate.scenario import HARD_FACE_HEIGHT, ScenarioSpec, build_scenario
 
         try:
             spec = ScenarioSpec(
+                hard=hard, **({"face_height": HARD_FACE_HEIGHT} if hard else {}),
                 stores=stores, cameras_per_store=cameras_per_store, days=days,
                 visitors=visitors, seed=seed, start=parse_day(start, "--start"),
                 snapshot_interval_s=interval, visit_gap_min=visit_gap, tenant=tenant,

@@ -47,11 +47,10 @@ import numpy as np
 from revisit.config import Settings
 from revisit.identity.index import FaceIndex
 from revisit.identity.tracks import CameraTracks, Track, TrackParams
-from revisit.records import Batch, Dropped, Exemplar, Face, Sighting
+from revisit.records import WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
-from revisit.vision.quality import WEAK_TRACK
 
 log = logging.getLogger(__name__)
 

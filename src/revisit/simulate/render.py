@@ -11,6 +11,7 @@ feathered into the background; nothing else of the source photo shows.
 from __future__ import annotations
 
 import functools
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,13 +114,23 @@ def background(path: str, flip: bool) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Paste:
-    """One face to paste: which photo, how tall the face ends up, and its degradation."""
+    """One face to paste: which photo, how tall the face ends up, and its degradation.
+
+    The fields after ``gain`` are what ``revisit simulate --hard`` adds (all no-ops by
+    default): a real head tilts, turns and moves, and scarves cover the lower face.
+    """
 
     photo: str
     face_height: int
-    blur_sigma: float  # Gaussian blur of the face patch (focus, motion)
+    blur_sigma: float  # Gaussian blur of the face patch (focus)
     resolution: float  # <1: down- then up-sampled (a lower-resolution sensor)
     gain: float  # brightness multiplier of the patch (lighting of that spot)
+    roll: float = 0.0  # head tilt, degrees
+    yaw: float = 0.0  # head turn, degrees (a perspective squeeze of one side)
+    mirror: bool = False  # the photo flipped left-right (the other side of the face)
+    motion: float = 0.0  # length (px, in frame pixels) of a linear motion blur
+    motion_angle: float = 0.0  # its direction, degrees
+    occlusion: float = 0.0  # share of the face box height covered from the chin up
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +177,66 @@ def _face_patch(p: Paste) -> tuple[np.ndarray, np.ndarray, tuple[float, float, f
         patch = cv2.resize(crop, (out_w, out_h), interpolation=interp)
     if p.blur_sigma > 0.05:
         patch = cv2.GaussianBlur(patch, (0, 0), p.blur_sigma)
-    patch = np.clip(patch.astype(np.float32) * p.gain, 0, 255)
     box = ((fx - x0) * s, (fy - y0) * s, fw * s, fh * s)
+    patch, box = _pose_and_damage(patch, box, p)
+    patch = np.clip(patch.astype(np.float32) * p.gain, 0, 255)
     return patch, _feather_mask(out_w, out_h), box
+
+
+def _pose_and_damage(
+    patch: np.ndarray, box: tuple[float, float, float, float], p: Paste
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Mirror, turn, tilt, occlude and motion-blur a face patch; returns the patch and the
+    face box inside it (the box of the moved face corners, upright)."""
+    h, w = patch.shape[:2]
+    bx, by, bw, bh = box
+    if p.mirror:
+        patch = cv2.flip(patch, 1)
+        bx = w - (bx + bw)
+    corners = np.array([[bx, by], [bx + bw, by], [bx + bw, by + bh], [bx, by + bh]], np.float32)
+    if abs(p.yaw) > 0.5:
+        # the far half of the face gets narrower and a little shorter
+        t = np.sin(np.radians(abs(p.yaw)))
+        cx = bx + bw / 2
+        src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+        squeeze, shrink = 0.55 * t * (w - cx), 0.12 * t * h
+        dst = src.copy()
+        if p.yaw > 0:
+            dst[1] = [w - squeeze, shrink]
+            dst[2] = [w - squeeze, h - shrink]
+        else:
+            dst[0] = [squeeze, shrink]
+            dst[3] = [squeeze, h - shrink]
+        m = cv2.getPerspectiveTransform(src, dst)
+        patch = cv2.warpPerspective(patch, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        corners = cv2.perspectiveTransform(corners[None], m)[0]
+    if abs(p.roll) > 0.5:
+        centre = corners.mean(axis=0)
+        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), p.roll, 1.0)
+        patch = cv2.warpAffine(patch, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        corners = np.c_[corners, np.ones(4)] @ m.T
+    x0, y0 = corners.min(axis=0)
+    x1, y1 = corners.max(axis=0)
+    # a tilted face's upright box is bigger than the face: the detector boxes the face
+    shrink = 0.5 * (1 - np.cos(np.radians(abs(p.roll))))
+    box = (float(x0 + shrink * (x1 - x0)), float(y0 + shrink * (y1 - y0)),
+           float((x1 - x0) * (1 - 2 * shrink)), float((y1 - y0) * (1 - 2 * shrink)))
+    if p.occlusion > 0.01:
+        bx, by, bw, bh = box
+        top = round(by + bh * (1 - p.occlusion))
+        tint = zlib.crc32(p.photo.encode())
+        colour = np.array([40 + 60 * ((tint >> k) & 1) for k in range(3)], np.uint8)
+        patch = patch.copy()
+        patch[max(0, top):h, :] = colour
+    if p.motion >= 1.5:
+        k = round(p.motion) | 1
+        kernel = np.zeros((k, k), np.float32)
+        kernel[k // 2, :] = 1.0 / k
+        rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), p.motion_angle, 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (k, k))
+        kernel /= max(float(kernel.sum()), 1e-6)
+        patch = cv2.filter2D(patch, -1, kernel)
+    return patch, box
 
 
 def render_frame(

@@ -67,6 +67,7 @@ class ScenarioSpec:
     tenant: str | None = None  # written to the manifest when set
     backgrounds: Path | None = None  # folder of CCTV frames; default shared mall frames
     workers: int = 2  # rendering processes (1 = in-process)
+    hard: bool = False  # what real cameras add: pose, motion, occlusion, dim frames (HARD)
 
     def __post_init__(self) -> None:
         if self.stores < 1 or self.cameras_per_store < 1 or self.days < 1 or self.visitors < 1:
@@ -88,6 +89,21 @@ class ScenarioSpec:
     @property
     def visit_gap(self) -> timedelta:
         return timedelta(minutes=self.visit_gap_min)
+
+
+# ``--hard``: shares and ranges of each degradation (what real cameras add, issue "Real
+# footage"). Drawn from their own random stream, so the default scenario is unchanged.
+HARD_FACE_HEIGHT = (24, 80)
+HARD = {
+    "roll_sd": 12.0, "roll_max": 30.0,  # head tilt, degrees
+    "turned_share": 0.5, "yaw_max": 40.0,  # turned heads
+    "mirror_share": 0.5,  # the other side of the face
+    "motion_share": 0.25, "motion_px": (3.0, 9.0),  # motion blur length
+    "occluded_share": 0.12, "occlusion": (0.25, 0.4),  # scarf / mask over the lower face
+    "dim_share": 0.2, "dim_gain": (0.35, 0.6),  # dim snapshots
+    "noise": (5.0, 12.0),  # sensor noise sigma
+    "jpeg": (20, 45),  # JPEG quality of hard cameras
+}
 
 
 @dataclass(slots=True)
@@ -225,8 +241,25 @@ def _plan_visits(
     return visits
 
 
+def _hard_damage(rng: np.random.Generator) -> dict[str, Any]:
+    """Pose and damage of one pasted face under ``--hard`` (see ``HARD``)."""
+    turned = rng.random() < HARD["turned_share"]
+    moving = rng.random() < HARD["motion_share"]
+    occluded = rng.random() < HARD["occluded_share"]
+    return {
+        "roll": float(np.clip(rng.normal(0, HARD["roll_sd"]), -HARD["roll_max"], HARD["roll_max"])),
+        "yaw": float(rng.uniform(-HARD["yaw_max"], HARD["yaw_max"])) if turned else 0.0,
+        "mirror": bool(rng.random() < HARD["mirror_share"]),
+        "motion": float(rng.uniform(*HARD["motion_px"])) if moving else 0.0,
+        "motion_angle": float(rng.uniform(0, 180)),
+        "occlusion": float(rng.uniform(*HARD["occlusion"])) if occluded else 0.0,
+    }
+
+
 def _camera_looks(spec: ScenarioSpec, backgrounds: list[Path], rng: np.random.Generator):  # type: ignore[no-untyped-def]
-    """Per camera: its background frames, mirror, exposure, noise and JPEG quality."""
+    """Per camera: its background frames, mirror, exposure, noise and JPEG quality (worse
+    under ``--hard``, from a stream of its own)."""
+    hrng = np.random.default_rng([spec.seed, 13])
     looks = {}
     n_bg = len(backgrounds)
     for s in range(spec.stores):
@@ -242,6 +275,9 @@ def _camera_looks(spec: ScenarioSpec, backgrounds: list[Path], rng: np.random.Ge
                 "quality": int(rng.integers(60, 91)),
                 "phase": int(rng.integers(0, spec.snapshot_interval_s)),
             }
+            if spec.hard:
+                looks[(s, c)]["noise"] = float(hrng.uniform(*HARD["noise"]))
+                looks[(s, c)]["quality"] = int(hrng.integers(HARD["jpeg"][0], HARD["jpeg"][1] + 1))
     return looks
 
 
@@ -270,6 +306,8 @@ def build_scenario(faces_dir: Path | str, out_dir: Path | str, spec: ScenarioSpe
     photo_turn = [0] * len(people)
     day_ticks = int((spec.close_hour - spec.open_hour) * 3600 // interval)
 
+    hrng = np.random.default_rng([spec.seed, 11])  # --hard's own stream
+
     def add_face(pi: int, photo: str, key: tuple[int, int, int, int], fh: int) -> None:
         paste = Paste(
             photo=photo,
@@ -277,6 +315,7 @@ def build_scenario(faces_dir: Path | str, out_dir: Path | str, spec: ScenarioSpe
             blur_sigma=float(rng.uniform(0.0, 1.0)),
             resolution=float(rng.uniform(0.55, 1.0)),
             gain=float(rng.uniform(0.75, 1.1)),
+            **(_hard_damage(hrng) if spec.hard else {}),
         )
         frames[key].append(_FaceAt(pi, photo, paste))
 
@@ -355,13 +394,15 @@ def build_scenario(faces_dir: Path | str, out_dir: Path | str, spec: ScenarioSpe
         rel = f"frames/{location_id(store)}/{cid}/{image_id}.jpg"
         fseed = int(rng.integers(0, 2**31))
         frng = np.random.default_rng(fseed)
+        dim = float(hrng.uniform(*HARD["dim_gain"])) if spec.hard and \
+            hrng.random() < HARD["dim_share"] else 1.0
         look = FrameLook(
             background=c["bgs"][int(frng.integers(0, len(c["bgs"])))],
             flip=c["flip"],
-            gain=float(c["gain"] * frng.uniform(0.95, 1.05)),
+            gain=float(c["gain"] * frng.uniform(0.95, 1.05)) * dim,
             bias=float(c["bias"] + frng.uniform(-4, 4)),
             noise_sigma=c["noise"],
-            jpeg_quality=int(np.clip(c["quality"] + frng.integers(-5, 6), 40, 95)),
+            jpeg_quality=int(np.clip(c["quality"] + frng.integers(-5, 6), 15 if spec.hard else 40, 95)),
         )
         faces = frames[key]
         tasks.append(_FrameTask(idx, str(out_dir / rel), look, [f.paste for f in faces], fseed))

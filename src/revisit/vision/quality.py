@@ -27,20 +27,20 @@ import cv2
 import numpy as np
 
 from revisit.config import QualitySettings
+from revisit.records import NOT_A_FACE, TOO_SMALL
 from revisit.vision.pose import Pose, head_pose, landmark_residual
 
 # Faces this tall (px) or taller count as fully sized in the quality score.
 _FULL_HEIGHT = 100.0
 
-# Reason codes of dropped faces (stable: summaries, logs and the API name them).
-TOO_SMALL = "too_small"
-NOT_A_FACE = "not_a_face"
-WEAK_TRACK = "weak_track"
-DROP_REASONS = {
-    TOO_SMALL: "too small to follow",
-    NOT_A_FACE: "not a face (landmarks or embedding check)",
-    WEAK_TRACK: "never good enough to found a visitor, and matched nobody",
-}
+
+
+def face_check(faceness: float | None, floor: float, match: float) -> str:
+    """The embedder's verdict on a crop from its raw embedding norm (``faceness``):
+    ``"drop"`` (no face), ``"track"`` (too weak a face to match) or ``"ok"``."""
+    if faceness is None:
+        return "ok"
+    return "drop" if faceness < floor else "track" if faceness < match else "ok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +66,11 @@ def sharpness(crop: np.ndarray) -> float:
 
 
 def assess(face_height: int, det_score: float, crop: np.ndarray | None,
-           settings: QualitySettings, landmarks: np.ndarray | None = None) -> QualityVerdict:
-    """Score one face. ``crop`` may be None when the face is already too small to keep;
-    without ``landmarks`` the pose is taken as frontal and the landmark check is skipped."""
+           settings: QualitySettings, landmarks: np.ndarray | None = None,
+           sharp: float | None = None) -> QualityVerdict:
+    """Score one face. ``crop`` may be None when the face is already too small to keep (or
+    when ``sharp``, its sharpness, is given); without ``landmarks`` the pose is taken as
+    frontal and the landmark check is skipped."""
     pose = head_pose(landmarks) if landmarks is not None else Pose(0.0, 0.0, 0.0)
     if face_height < settings.min_track_height:
         return QualityVerdict(0.0, False, False, False, 0.0, pose, TOO_SMALL,
@@ -79,7 +81,8 @@ def assess(face_height: int, det_score: float, crop: np.ndarray | None,
         return QualityVerdict(0.0, False, False, False, 0.0, pose, NOT_A_FACE,
                               f"landmarks fit no face (residual {residual:.1f} > "
                               f"{settings.max_landmark_residual})")
-    sharp = sharpness(crop) if crop is not None else 0.0
+    if sharp is None:
+        sharp = sharpness(crop) if crop is not None else 0.0
     lo = float(settings.min_track_height)
     size_term = float(np.clip((face_height - lo) / max(_FULL_HEIGHT - lo, 1.0), 0.0, 1.0))
     full_sharp = max(settings.min_sharpness * 5.0, 1.0)

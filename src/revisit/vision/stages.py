@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 
 from revisit.config import Settings
-from revisit.records import Batch, Dropped, Face, Frame, Rejected, face_image_id
+from revisit.records import NOT_A_FACE, Batch, Dropped, Face, Frame, Rejected, face_image_id
 from revisit.vision import model as registry
 from revisit.vision.align import align_crop
 from revisit.vision.context import clothes_histogram
 from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
-from revisit.vision.quality import NOT_A_FACE, assess
+from revisit.vision.quality import assess, face_check
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,13 @@ def embed_batch(batch: Batch, embedder: Embedder, settings: Settings) -> Batch:
             face.faceness = round(float(norm), 3)
     kept: list[Face] = []
     for face in batch.faces:
-        if face.faceness is not None and face.faceness < embedder.faceness_floor:
+        verdict = face_check(face.faceness, embedder.faceness_floor, embedder.faceness_match)
+        if verdict == "drop":
             batch.dropped.append(Dropped(
                 face.tenant, face.image_id, face.bbox, NOT_A_FACE,
                 f"embedding check {face.faceness:.1f} < {embedder.faceness_floor}"))
             continue
-        if face.faceness is not None and face.faceness < embedder.faceness_match:
+        if verdict == "track":
             face.matchable = face.creatable = False
         kept.append(face)
     batch.faces = kept
