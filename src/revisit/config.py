@@ -132,7 +132,7 @@ class IdentitySettings(BaseModel):
         "where the track's movement puts it); further apart only by face likeness.",
     )
     track_veto_offset: float = Field(
-        -0.23, ge=-1.0, le=0.0,
+        -0.20, ge=-1.0, le=0.0,
         description="Added to the match threshold: two usable faces less alike than this never "
         "link by position (someone else stepped into the spot).",
     )
@@ -140,6 +140,17 @@ class IdentitySettings(BaseModel):
         0.45, ge=0.0, le=1.0,
         description="Clothes colours less alike than this (Bhattacharyya coefficient) never "
         "link by position.",
+    )
+    stitch_offset: float = Field(
+        -0.26, ge=-1.0, le=0.0,
+        description="Added to the match threshold: consolidation merges two visitors at this "
+        "average similarity when a run of one on a camera ends where and when a run of the "
+        "other begins (one pass the tracker cut in two).",
+    )
+    twin_offset: float = Field(
+        -0.13, ge=-1.0, le=0.0,
+        description="Added to the match threshold: a new track this like a visitor seen in the "
+        "same frame is a reflection or a picture of them, not a visitor.",
     )
     track_create_faces: int = Field(
         3, ge=1, le=1000,

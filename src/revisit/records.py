@@ -93,6 +93,7 @@ class Face:
     pose: tuple[float, float, float] = (0.0, 0.0, 0.0)  # yaw, pitch, roll in degrees
     faceness: float | None = None  # the embedder's face check (raw embedding norm)
     context: np.ndarray | None = None  # colours below the face (clothes), float32, sums to 1
+    contrast: float | None = None  # grey-level standard deviation of the aligned crop
 
     @property
     def frame_key(self) -> str:
@@ -131,10 +132,12 @@ class Rejected:
 TOO_SMALL = "too_small"
 NOT_A_FACE = "not_a_face"
 WEAK_TRACK = "weak_track"
+TWIN = "twin"
 DROP_REASONS = {
     TOO_SMALL: "too small to follow",
     NOT_A_FACE: "not a face (landmarks or embedding check)",
     WEAK_TRACK: "in tracks that matched nobody and could not found a visitor",
+    TWIN: "alike a person in the same frame (a reflection or a picture of them)",
 }
 
 

@@ -26,15 +26,19 @@ and the resolver's gallery is rebuilt from the store.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from revisit.config import Settings
+from revisit.identity.tracks import Box, step_nearness
 from revisit.records import Batch
 from revisit.report.query import SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
@@ -63,20 +67,46 @@ def merge_threshold(settings: Settings) -> float:
     return t if t is not None else DEFAULT_MERGE_THRESHOLD[settings.embedder.model]
 
 
+def stitch_threshold(settings: Settings) -> float:
+    """Average similarity at which two pieces of one pass before a camera merge."""
+    from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
+
+    ident = settings.identity
+    match = ident.match_threshold if ident.match_threshold is not None \
+        else DEFAULT_MATCH_THRESHOLD[settings.embedder.model]
+    return match + ident.stitch_offset
+
+
 def merge_threshold_same_store(settings: Settings) -> float:
     t = settings.identity.merge_threshold_same_store
     return t if t is not None else DEFAULT_MERGE_THRESHOLD_SAME_STORE[settings.embedder.model]
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One unbroken run of a visitor's sightings on one camera (a track, as stored): where
+    it began and ended, and how it was moving at each end."""
+
+    camera: str
+    first_ts: datetime
+    first_box: Box
+    first_velocity: np.ndarray | None  # px/s over its first two sightings
+    last_ts: datetime
+    last_box: Box
+    last_velocity: np.ndarray | None  # px/s over its last two sightings
+
+
 @dataclass(slots=True)
 class ClusterStats:
     """What consolidation knows of one visitor: quality-weighted sum of its sightings'
-    unit embeddings, their total weight, the frames and the stores it was seen in."""
+    unit embeddings, their total weight, the frames and the stores it was seen in, and its
+    runs per camera."""
 
     vec_sum: np.ndarray
     weight: float
     frames: set[str]
     places: set[str] = field(default_factory=set)
+    segments: list[Segment] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -103,15 +133,57 @@ def _order(a: str, b: str) -> tuple[str, str]:
     return (a, b) if ka <= kb else (b, a)
 
 
+def stitchable(clusters: dict[str, ClusterStats], max_s: float) -> set[frozenset[str]]:
+    """Pairs of visitors where a run of one on a camera ends and a run of the other begins
+    on the same camera at most one snapshot later (and within ``max_s``), where the
+    first's motion puts it: one pass the tracker cut in two. (Two people in a queue rarely
+    fit: the one in front is still in view when the next one arrives, and seen together
+    they can never merge.)"""
+    by_camera: dict[str, list[tuple[Segment, str]]] = {}
+    for vid, c in clusters.items():
+        for seg in c.segments:
+            by_camera.setdefault(seg.camera, []).append((seg, vid))
+    out: set[frozenset[str]] = set()
+    for runs in by_camera.values():
+        within_s = min(max_s, 2.0 * _snapshot_interval(runs))
+        ends = sorted(runs, key=lambda r: r[0].last_ts)
+        end_times = [r[0].last_ts for r in ends]
+        for seg_b, vid_b in runs:
+            lo = bisect.bisect_left(end_times, seg_b.first_ts - timedelta(seconds=within_s))
+            hi = bisect.bisect_left(end_times, seg_b.first_ts)
+            for seg_a, vid_a in ends[lo:hi]:
+                if vid_a == vid_b:
+                    continue
+                dt = (seg_b.first_ts - seg_a.last_ts).total_seconds()
+                ahead = step_nearness(seg_a.last_box, seg_a.last_velocity, None, seg_b.first_box, dt)
+                back = step_nearness(seg_b.first_box,
+                                     None if seg_b.first_velocity is None else -seg_b.first_velocity,
+                                     None, seg_a.last_box, dt)
+                if ahead > 0 and back > 0:
+                    out.add(frozenset((vid_a, vid_b)))
+    return out
+
+
+def _snapshot_interval(runs: list[tuple[Segment, str]]) -> float:
+    """The camera's usual time between snapshots, from when its runs begin and end (the
+    shortest step between distinct such times, which busy cameras pin down)."""
+    times = sorted({t for seg, _ in runs for t in (seg.first_ts, seg.last_ts)})
+    steps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    steps = [d for d in steps if d > 0]
+    return float(np.percentile(steps, 10)) if steps else 0.0
+
+
 def plan_merges(
     clusters: dict[str, ClusterStats], threshold: float, same_store: float | None = None,
-    candidates: int = CANDIDATES,
+    candidates: int = CANDIDATES, stitch: float | None = None, stitch_s: float = 0.0,
 ) -> list[Proposal]:
     """Average-linkage agglomeration of visitors, best pair first, with cannot-link; pairs
-    that share a store merge at ``same_store`` (default: ``threshold``)."""
+    that share a store merge at ``same_store`` (default: ``threshold``), pieces of one pass
+    before one camera (:func:`stitchable`) at ``stitch``."""
     if len(clusters) < 2:
         return []
     same = threshold if same_store is None else same_store
+    pieces = stitchable(clusters, stitch_s) if stitch is not None and stitch_s > 0 else set()
     state = {v: _Cluster(v, c.vec_sum.astype(np.float64), c.weight, set(c.frames), set(c.places))
              for v, c in clusters.items()}
     ids = sorted(state)
@@ -124,6 +196,15 @@ def plan_merges(
             if j >= 0 and j != i:
                 state[ids[i]].near.add(ids[j])
                 state[ids[j]].near.add(ids[i])
+    for pair in pieces:
+        a, b = sorted(pair)
+        state[a].near.add(b)
+        state[b].near.add(a)
+
+    def bar(a: _Cluster, b: _Cluster) -> float:
+        if frozenset((a.vid, b.vid)) in pieces:
+            return min(stitch, same) if stitch is not None else same
+        return same if a.places & b.places else threshold
 
     def sim(a: _Cluster, b: _Cluster) -> float:
         return float(np.dot(a.vec_sum, b.vec_sum) / (a.n * b.n))
@@ -136,7 +217,7 @@ def plan_merges(
             if b is None or a.frames & b.frames:
                 continue
             s = sim(a, b)
-            if s >= (same if a.places & b.places else threshold):
+            if s >= bar(a, b):
                 x, y = (a, b) if a.vid < b.vid else (b, a)
                 heapq.heappush(heap, (-s, x.vid, y.vid, x.version, y.version))
 
@@ -163,20 +244,32 @@ def plan_merges(
             if o is not None:
                 o.near.discard(absorb)
                 o.near.add(keep)
+        for pair in [p for p in pieces if absorb in p]:
+            pieces.discard(pair)
+            rest = set(pair) - {absorb}
+            if rest and rest != {keep}:
+                pieces.add(frozenset((keep, *rest)))
         out.append(Proposal(keep, absorb, -neg))
         push(k)
     return out
 
 
-def load_clusters(store: SightingStore, tenant: str) -> dict[str, ClusterStats]:
-    """visitor (canonical) -> its :class:`ClusterStats`."""
+def load_clusters(store: SightingStore, tenant: str,
+                  gap: timedelta = timedelta(seconds=120)) -> dict[str, ClusterStats]:
+    """visitor (canonical) -> its :class:`ClusterStats`; a visitor's sightings on one camera
+    more than ``gap`` apart are separate runs."""
     frame_of: dict[str, str] = {}
     place_of: dict[str, str] = {}
     weight_of: dict[str, float] = {}
+    seen: dict[str, list[tuple[str, datetime, Box]]] = {}
     for row in store.sightings(SightingQuery(tenant=tenant)):
         frame_of[row["face_image_id"]] = row["image_id"]
         place_of[row["face_image_id"]] = row["location_id"]
         weight_of[row["face_image_id"]] = 0.25 + float(row.get("quality") or 0.0)
+        box = (float(row["bbox_x"] or 0), float(row["bbox_y"] or 0), float(row["bbox_w"] or 0),
+               float(row["bbox_h"] or 0))
+        seen.setdefault(row["face_id"], []).append(
+            (row["camera_id"], datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00")), box))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, float] = {}
     frames: dict[str, set[str]] = {}
@@ -197,7 +290,40 @@ def load_clusters(store: SightingStore, tenant: str) -> dict[str, ClusterStats]:
             if fid in frame_of:
                 frames[vid].add(frame_of[fid])
                 places[vid].add(place_of[fid])
-    return {v: ClusterStats(sums[v], counts[v], frames[v], places[v]) for v in sums}
+    return {v: ClusterStats(sums[v], counts[v], frames[v], places[v],
+                            _segments(seen.get(v, []), gap)) for v in sums}
+
+
+def _segments(sightings: list[tuple[str, datetime, Box]], gap: timedelta) -> list[Segment]:
+    by_camera: dict[str, list[tuple[datetime, Box]]] = {}
+    for cam, ts, box in sightings:
+        by_camera.setdefault(cam, []).append((ts, box))
+    out = []
+    for cam, items in by_camera.items():
+        items.sort(key=lambda i: i[0])
+        run = [items[0]]
+        for item in [*items[1:], None]:  # type: ignore[list-item]
+            if item is not None and item[0] - run[-1][0] <= gap:
+                run.append(item)
+                continue
+            out.append(Segment(cam, run[0][0], run[0][1], _velocity(run[0], run[1:2]),
+                               run[-1][0], run[-1][1], _velocity(run[-2], run[-1:])
+                               if len(run) > 1 else None))
+            if item is not None:
+                run = [item]
+    return out
+
+
+def _velocity(a: tuple[datetime, Box], rest: list[tuple[datetime, Box]]) -> np.ndarray | None:
+    """px/s of the face centre from ``a`` to the first of ``rest``, if any and apart."""
+    if not rest:
+        return None
+    (t0, b0), (t1, b1) = a, rest[0]
+    dt = (t1 - t0).total_seconds()
+    if dt <= 0:
+        return None
+    return np.array([(b1[0] + b1[2] / 2) - (b0[0] + b0[2] / 2),
+                     (b1[1] + b1[3] / 2) - (b0[1] + b0[3] / 2)]) / dt
 
 
 def consolidate(
@@ -209,7 +335,10 @@ def consolidate(
     thr = merge_threshold(settings) if threshold is None else threshold
     if same_store is None:
         same_store = merge_threshold_same_store(settings) if threshold is None else thr
-    proposals = plan_merges(load_clusters(store, tenant), thr, same_store)
+    ident = settings.identity
+    clusters = load_clusters(store, tenant, timedelta(seconds=ident.track_gap_s))
+    proposals = plan_merges(clusters, thr, same_store, stitch=stitch_threshold(settings),
+                            stitch_s=ident.track_motion_s)
     if dry_run:
         return proposals
     records: list[MergeRecord] = []

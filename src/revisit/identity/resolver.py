@@ -47,7 +47,7 @@ import numpy as np
 from revisit.config import Settings
 from revisit.identity.index import FaceIndex
 from revisit.identity.tracks import CameraTracks, Track, TrackParams
-from revisit.records import WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
+from revisit.records import TWIN, WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 # one scores this far above the match threshold: the person was seen minutes ago, and the
 # full gallery would only add a look-alike (docs/performance.md measures the agreement).
 RECENT_MARGIN = 0.1
+# A reflection's contrast is at most this share of the person's it reflects.
+TWIN_CONTRAST = 0.8
 
 
 @dataclass(slots=True)
@@ -159,6 +161,7 @@ class Resolver:
             min_det_score=settings.quality.min_det_score,
         )
         self.track_create_faces = ident.track_create_faces
+        self.twin_threshold = self.threshold + ident.twin_offset
         self.k = ident.neighbours
         self.max_exemplars = ident.max_exemplars
         self.per_track = ident.exemplars_per_track
@@ -241,14 +244,35 @@ class Resolver:
         return out if out.dropped else None
 
     @staticmethod
-    def _drop_faces(batch: Batch, faces: Iterable[Face], detail: str) -> None:
-        batch.dropped.extend(Dropped(f.tenant, f.image_id, f.bbox, WEAK_TRACK, detail)
+    def _drop_faces(batch: Batch, faces: Iterable[Face], detail: str,
+                    reason: str = WEAK_TRACK) -> None:
+        batch.dropped.extend(Dropped(f.tenant, f.image_id, f.bbox, reason, detail)
                              for f in faces)
+
+    def _twin(self, tr: Track, barred: set[str]) -> str | None:
+        """The visitor of another track of this camera, seen in the same frames, of whom
+        this track looks like a washed-out copy: a reflection (or a picture) of them. Two
+        people of one frame are rarely this alike, and a reflection is always fainter
+        than the person it shows."""
+        pooled = tr.pooled
+        cam = self._cameras.get((tr.tenant, tr.camera))
+        if pooled is None or cam is None or not barred:
+            return None
+        best, best_sim = None, self.twin_threshold
+        for other in cam.open:
+            if other is tr or other.visitor not in barred or (op := other.pooled) is None:
+                continue
+            sim = float(op @ pooled)
+            if sim >= best_sim and tr.contrast < TWIN_CONTRAST * other.contrast:
+                best, best_sim = other.visitor, sim
+        if best is not None:
+            log.debug("track is a twin of %s (%.3f)", best, best_sim)
+        return best
 
     def _drop_weak(self, batch: Batch, tracks: Iterable[Track]) -> None:
         """Closed tracks: faces of those that never got a visitor are dropped."""
         for tr in tracks:
-            if tr.visitor is None:
+            if tr.visitor is None and tr.twin_of is None:
                 self._drop_faces(batch, tr.held, f"track of {tr.faces} face(s) matched nobody "
                                  "and none could found a visitor")
             tr.held = []
@@ -329,6 +353,10 @@ class Resolver:
             for f in tr.held:
                 taken[f.frame_key].add(tr.visitor)
         for tr in tracks:
+            if tr.twin_of is not None and tr.held:
+                self._drop_faces(batch, tr.held, f"alike {tr.twin_of}, seen in the same frame",
+                                 reason=TWIN)
+                tr.held = []
             if not tr.held:
                 continue
             new = False
@@ -345,6 +373,12 @@ class Resolver:
                 if vid is None:
                     if not (tr.creatable or tr.fair >= self.track_create_faces):
                         continue  # held until it matches, can found a visitor, or closes
+                    tr.twin_of = self._twin(tr, barred)
+                    if tr.twin_of is not None:
+                        self._drop_faces(batch, tr.held, f"alike {tr.twin_of}, seen in the "
+                                         "same frame", reason=TWIN)
+                        tr.held = []
+                        continue
                     vid, new = self._new_visitor(tenant), True
                     batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.held)))
                 tr.visitor = vid

@@ -59,10 +59,36 @@ _SIZE_MOVING = (0.3, 0.3)
 # much closer (share of the reach) and its clothes at least this alike.
 _TRACK_ONLY_REACH = 0.5
 _TRACK_ONLY_CONTEXT = 0.6
+# Two tracks scoring within this of each other for one face: too close to call.
+_AMBIGUOUS = 0.15
+# A link by position needs at least this score (place, face and clothes together).
+_MIN_LINK = 0.5
 
 
-def _centre(box: tuple[float, float, float, float]) -> np.ndarray:
+Box = tuple[float, float, float, float]
+
+
+def _centre(box: Box) -> np.ndarray:
     return np.array([box[0] + box[2] / 2.0, box[1] + box[3] / 2.0])
+
+
+def step_nearness(last: Box, velocity: np.ndarray | None, size_rate: float | None, box: Box,
+                  dt: float, share: float = 1.0) -> float:
+    """Whether a person last seen at ``last`` (moving at ``velocity`` px/s, face growing at
+    ``size_rate`` per second, if known) can be at ``box`` ``dt`` seconds later: 1 at the
+    predicted spot, falling to 0 at the edge of their reach (``share`` of it), 0 beyond."""
+    moving = velocity is not None
+    base, per_s = _REACH_MOVING if moving else _REACH_FIRST
+    reach = min(base + per_s * dt, _REACH_CAP) * share
+    pred = _centre(last) + (velocity * dt if moving else 0.0)  # type: ignore[operator]
+    h = max(box[3], last[3], 1.0)
+    dist = float(np.linalg.norm(_centre(box) - pred)) / h
+    grow = size_rate * dt if size_rate is not None else 0.0
+    size = abs(math.log(max(box[3], 1.0) / max(last[3], 1.0)) - grow)
+    sbase, sper_s = _SIZE_MOVING if size_rate is not None else _SIZE_FIRST
+    if dist > reach or size > sbase + sper_s * dt:
+        return 0.0
+    return 1.0 - dist / reach
 
 
 @dataclass(slots=True)
@@ -86,6 +112,8 @@ class Track:
     creatable: int = 0  # faces that passed the quality gate's creation bar
     fair: int = 0  # matchable faces with a confident detection
     exemplars: int = 0  # exemplars this track gave its visitor
+    twin_of: str | None = None  # a reflection / picture of this visitor: its faces are dropped
+    contrast: float = 0.0  # the highest contrast of its faces
 
     @property
     def pooled(self) -> np.ndarray | None:
@@ -121,6 +149,8 @@ class Track:
             self.emb_sum = w * vec if self.emb_sum is None else self.emb_sum + w * vec
             self.emb_weight += w
             self.fair += face.det_score >= params.min_det_score
+        if face.contrast is not None:
+            self.contrast = max(self.contrast, face.contrast)
         if face.context is not None:
             self.context = (face.context.copy() if self.context is None
                             else 0.7 * self.context + 0.3 * face.context)
@@ -136,7 +166,8 @@ class CameraTracks:
         self.open: list[Track] = []
         self._next_key = 0
         self.latest: datetime | None = None  # newest frame seen
-        self._previous: datetime | None = None  # the frame before the one being linked
+        self._recent: list[datetime] = []  # times of the frames linked, newest last (bounded)
+        self._missed: dict[int, int] = {}  # track key -> frames of this camera it was absent from
 
     def close_before(self, ts: datetime) -> list[Track]:
         """Close (and return) tracks with nothing joined since ``ts - gap``."""
@@ -152,20 +183,33 @@ class CameraTracks:
         if not faces:
             return []
         ts = faces[0].ts
-        self._previous = self.latest if self.latest is not None and self.latest < ts else None
         self.latest = ts if self.latest is None else max(self.latest, ts)
+        if ts not in self._recent:
+            self._recent.append(ts)
+            self._recent.sort()
+            horizon = ts - self.params.gap
+            self._recent = [t for t in self._recent if t >= horizon][-256:]
         live = [t for t in self.open if t.last_ts != ts and t.first_ts != ts]
-        options: list[tuple[float, int, int]] = []
+        self._missed = {t.key: sum(t.last_ts < r < ts for r in self._recent) for t in live}
+        scores: dict[tuple[int, int], float] = {}
         for i, f in enumerate(faces):
             for j, t in enumerate(live):
                 score = self._score(f, t)
                 if score is not None:
-                    options.append((-score, i, j))
-        options.sort()
+                    scores[(i, j)] = score
+        options = sorted((-sc, i, j) for (i, j), sc in scores.items())
         out: list[Track | None] = [None] * len(faces)
         used: set[int] = set()
-        for _, i, j in options:
+        for neg, i, j in options:
             if out[i] is not None or j in used:
+                continue
+            # a close call between two free tracks: rather a new track (a split) than
+            # perhaps the wrong person's (a merge)
+            rival = max((sc for (fi, tj), sc in scores.items()
+                         if fi == i and tj != j and tj not in used), default=None)
+            if rival is not None and -neg - rival < _AMBIGUOUS:
+                out[i] = None
+                used.add(j)  # nobody else takes it in this frame either
                 continue
             out[i] = live[j]
             used.add(j)
@@ -187,7 +231,8 @@ class CameraTracks:
 
         Position decides at short gaps; face and clothes likeness adjust. A track that
         missed the camera's previous frame (the person left, or turned away) links by
-        position only with some face evidence.
+        position only with some face evidence, one that missed several only with a face
+        alike enough to link anywhere.
         """
         p = self.params
         dt = abs((f.ts - t.last_ts).total_seconds())
@@ -203,9 +248,10 @@ class CameraTracks:
         near = self._nearness(f, t, dt, face_sim, ctx)
         if not strong and near <= 0.0:
             return None
-        return (1.0 if strong else 0.0) + near \
+        score = (1.0 if strong else 0.0) + near \
             + (face_sim - p.face_veto if face_sim is not None else 0.0) \
             + 0.5 * (ctx - 0.7 if ctx is not None else 0.0)
+        return score if strong or score >= _MIN_LINK else None
 
     def _nearness(self, f: Face, t: Track, dt: float, face_sim: float | None,
                   ctx: float | None) -> float:
@@ -215,25 +261,14 @@ class CameraTracks:
         if dt > p.motion_s or (face_sim is not None and face_sim < p.face_veto) \
                 or (ctx is not None and ctx < p.context_veto):
             return 0.0
-        missed = self._previous is not None and t.last_ts < self._previous and f.ts > t.last_ts
-        if missed and (face_sim is None or face_sim < (p.face_veto + p.face_link) / 2):
+        missed = self._missed.get(t.key, 0) if f.ts > t.last_ts else 0
+        if missed and (face_sim is None or face_sim < (
+                (p.face_veto + p.face_link) / 2 if missed == 1 else p.face_link)):
             return 0.0
+        if face_sim is None and ctx is not None and ctx < _TRACK_ONLY_CONTEXT:
+            return 0.0  # nothing but place and clothes: the clothes must agree
         forward = f.ts > t.last_ts
-        moving = t.velocity is not None and forward
-        base, per_s = _REACH_MOVING if moving else _REACH_FIRST
-        reach = min(base + per_s * dt, _REACH_CAP)
-        if face_sim is None:  # nothing but place and clothes
-            if ctx is not None and ctx < _TRACK_ONLY_CONTEXT:
-                return 0.0
-            reach *= _TRACK_ONLY_REACH
-        pred = _centre(t.last_box) + (t.velocity * dt if moving else 0.0)  # type: ignore[operator]
-        box = tuple(float(v) for v in f.bbox)
-        h = max(box[3], t.last_box[3], 1.0)
-        dist = float(np.linalg.norm(_centre(box) - pred)) / h  # type: ignore[arg-type]
-        growing = t.size_rate is not None and forward
-        grow = t.size_rate * dt if growing else 0.0  # type: ignore[operator]
-        size = abs(math.log(max(box[3], 1.0) / max(t.last_box[3], 1.0)) - grow)
-        sbase, sper_s = _SIZE_MOVING if growing else _SIZE_FIRST
-        if dist > reach or size > sbase + sper_s * dt:
-            return 0.0
-        return 1.0 - dist / reach
+        return step_nearness(t.last_box, t.velocity if forward else None,
+                             t.size_rate if forward else None,
+                             tuple(float(v) for v in f.bbox), dt,  # type: ignore[arg-type]
+                             share=_TRACK_ONLY_REACH if face_sim is None else 1.0)

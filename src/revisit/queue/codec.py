@@ -146,6 +146,7 @@ def _face(f: Face) -> dict[str, Any]:
         "pose": [float(v) for v in f.pose],
         "faceness": None if f.faceness is None else float(f.faceness),
         "context": _arr(f.context),
+        "contrast": None if f.contrast is None else float(f.contrast),
     }
 
 
@@ -164,6 +165,7 @@ def _from_face(d: dict[str, Any]) -> Face:
         matchable=_bool(d["matchable"], "matchable"), pose=_pose(d["pose"]),
         faceness=None if d["faceness"] is None else _num(d["faceness"], "faceness"),
         context=_from_arr(d["context"]),
+        contrast=None if d["contrast"] is None else _num(d["contrast"], "contrast"),
     )
 
 

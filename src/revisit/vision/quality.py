@@ -65,6 +65,13 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
+def contrast(crop: np.ndarray) -> float:
+    """Grey-level standard deviation of the aligned crop: a face seen in glass is washed out
+    next to the person it reflects."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    return float(gray.std())
+
+
 def assess(face_height: int, det_score: float, crop: np.ndarray | None,
            settings: QualitySettings, landmarks: np.ndarray | None = None,
            sharp: float | None = None) -> QualityVerdict:

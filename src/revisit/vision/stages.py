@@ -19,7 +19,7 @@ from revisit.vision.align import align_crop
 from revisit.vision.context import clothes_histogram
 from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
-from revisit.vision.quality import assess, face_check
+from revisit.vision.quality import assess, contrast, face_check
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection]
             matchable=verdict.matchable,
             pose=(verdict.pose.yaw, verdict.pose.pitch, verdict.pose.roll),
             context=clothes_histogram(pixels, det.bbox),
+            contrast=round(contrast(crop), 2) if crop is not None else None,
         ))
     return faces
 
