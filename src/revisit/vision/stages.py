@@ -70,6 +70,17 @@ def decode(frame: Frame) -> np.ndarray | Rejected:
     return pixels
 
 
+def head_top_duplicate(face: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> bool:
+    """Whether box ``other`` sits on the top of box ``face``, of about its size and centred
+    over it: a second detection on one head (forehead and hair), not a second person,
+    whose face could not be where that head is."""
+    fx, fy, fw, fh = face
+    ox, oy, ow, oh = other
+    return (fy - oy > 0.3 * fh and fy <= oy + oh <= fy + 0.5 * fh
+            and abs((ox + ow / 2) - (fx + fw / 2)) < 0.35 * fw
+            and max(fh, oh) / max(min(fh, oh), 1) <= 1.6)
+
+
 def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection],
                    settings: Settings, dropped: list[Dropped] | None = None) -> list[Face]:
     """Quality-gate and align one frame's detections into Face records; faces the gate
@@ -78,6 +89,11 @@ def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection]
     q = settings.quality
     for det in detections:
         height = det.bbox[3]
+        if any(o.score > det.score and head_top_duplicate(o.bbox, det.bbox) for o in detections):
+            if dropped is not None:
+                dropped.append(Dropped(frame.tenant, frame.image_id, det.bbox, NOT_A_FACE,
+                                       "a second box on the top of a face's head", frame.source))
+            continue
         crop = align_crop(pixels, det.landmarks) if height >= q.min_track_height else None
         verdict = assess(height, det.score, crop, q, det.landmarks)
         if not verdict.keep:
