@@ -38,7 +38,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-MODELS = ("sface", "arcface")
+MODELS = ("sface-reid", "sface", "reid0095", "arcface")
 
 
 # -- extraction ----------------------------------------------------------------------------
@@ -62,8 +62,10 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
                 "max_landmark_residual": 100.0}
     settings = Settings(privacy={"keep_crops": True}, pipeline=one,  # type: ignore[arg-type]
                         quality=keep_all)  # type: ignore[arg-type]
-    vision = Vision(settings)
+    vision = Vision(settings.model_copy(update={"embedder": settings.embedder.model_copy(
+        update={"model": "sface"})}))
     arc = Vision(Settings(embedder={"model": "arcface"}, pipeline=one))  # type: ignore[arg-type]
+    reid = Vision(Settings(embedder={"model": "reid0095"}, pipeline=one))  # type: ignore[arg-type]
     cols: dict[str, list[Any]] = defaultdict(list)
     frames = [f for f in read_manifest(scenario / "manifest.jsonl") if isinstance(f, Frame)]
     i_shard, n_shard = shard
@@ -77,6 +79,7 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         crops = [f.crop for f in batch.faces]
         sface, sface_norm = vision.embedder.predict_with_norms(crops)
         arcface, arcface_norm = arc.embedder.predict_with_norms(crops)
+        reid0095, reid0095_norm = reid.embedder.predict_with_norms(crops)
         for i, f in enumerate(batch.faces):
             cols["image_id"].append(f.image_id)
             cols["camera_id"].append(f.camera_id)
@@ -91,6 +94,8 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
             cols["sface_norm"].append(sface_norm[i])
             cols["arcface"].append(arcface[i])
             cols["arcface_norm"].append(arcface_norm[i])
+            cols["reid0095"].append(reid0095[i])
+            cols["reid0095_norm"].append(reid0095_norm[i])
             cols["order"].append(order[f.image_id])
         done += len(batch.frames)
         if done % 320 < batch_frames:
@@ -110,6 +115,8 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         sface_norm=np.array(cols["sface_norm"], dtype=np.float32),
         arcface=np.array(cols["arcface"], dtype=np.float32),
         arcface_norm=np.array(cols["arcface_norm"], dtype=np.float32),
+        reid0095=np.array(cols["reid0095"], dtype=np.float32),
+        reid0095_norm=np.array(cols["reid0095_norm"], dtype=np.float32),
         frame_images=np.array([f.image_id for f in frames]),
     )
     print(f"wrote {out}: {len(cols['image_id'])} faces from {len(frames)} frames "
@@ -139,6 +146,9 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
 
     with np.load(scenario / "faces.npz") as npz:
         data = {k: npz[k] for k in npz.files}
+    # the default embedder is SFace and the Intel model side by side (SFaceReidEmbedder)
+    data["sface-reid"] = (np.hstack([data["sface"], data["reid0095"]]) / np.sqrt(2.0)).astype(np.float32)
+    data["sface-reid_norm"] = data["sface_norm"]
     settings = Settings(
         data=Path("/tmp/revisit-accuracy-unused"),
         embedder={"model": model}, identity=overrides.get("identity", {}),  # type: ignore[arg-type]
@@ -251,7 +261,7 @@ def main() -> None:
     mg.add_argument("n", type=int)
     r = sub.add_parser("replay")
     r.add_argument("scenario", type=Path)
-    r.add_argument("--model", choices=MODELS, default="sface")
+    r.add_argument("--model", choices=MODELS, default="sface-reid")
     r.add_argument("--threshold", type=float, default=None)
     r.add_argument("--frame-batch", type=int, default=None)
     r.add_argument("--no-consolidate", action="store_true")
@@ -267,7 +277,7 @@ def main() -> None:
     s = sub.add_parser("score")
     s.add_argument("scenario", type=Path)
     s.add_argument("--data", type=Path, required=True)
-    s.add_argument("--model", choices=MODELS, default="sface")
+    s.add_argument("--model", choices=MODELS, default="sface-reid")
     s.add_argument("--tag", default="pipeline")
     args = ap.parse_args()
     if args.cmd == "extract":

@@ -1,4 +1,4 @@
-"""Face-verification score distributions and thresholds on lfw-dev, SFace vs ArcFace.
+"""Face-verification score distributions and thresholds on lfw-dev, for every embedder.
 
 Every photo goes through our own stage code (``detect_batch`` -> largest, most central
 face -> the aligned crop), then through both embedders. Genuine pairs are all pairs of
@@ -29,14 +29,15 @@ import numpy as np
 
 from revisit.config import Settings
 from revisit.records import Batch, Frame
-from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
+from revisit.vision.model import embedder_facts
 from revisit.vision.stages import Vision, detect_batch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = RESULTS / "thresholds_lfw_dev_embeddings.npz"
 OUT = RESULTS / "thresholds.json"
-MODELS = ("sface", "arcface")
+MODELS = ("sface", "reid0095", "sface-reid", "arcface")
+RUN = ("sface", "reid0095", "arcface")  # sface-reid is the first two side by side
 FARS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 PERCENTILES = (1, 5, 50, 95, 99, 99.9, 99.99)
 TS = datetime(2024, 1, 1, tzinfo=UTC)
@@ -62,17 +63,17 @@ _VISION: dict[str, Vision] = {}
 
 def _worker_init() -> None:
     base = Settings(pipeline={"threads": 1})  # one thread per process, one process per core
-    _VISION["sface"] = Vision(base)
-    _VISION["arcface"] = Vision(base.model_copy(update={
-        "embedder": base.embedder.model_copy(update={"model": "arcface"})}))
+    for model in RUN:
+        _VISION[model] = Vision(base.model_copy(update={
+            "embedder": base.embedder.model_copy(update={"model": model})}))
 
 
-def _embed_chunk(paths: list[str]) -> tuple[list, float, float, float, int]:
+def _embed_chunk(paths: list[str]) -> tuple[list, float, float, float, float, int]:
     """Embeddings of the chosen face of each photo, plus time spent per stage."""
     settings = _VISION["sface"].settings
     det = _VISION["sface"].detector
     rows = []
-    t_det = t_sf = t_af = 0.0
+    t_det = t_sf = t_af = t_rd = 0.0
     for path in paths:
         data = Path(path).read_bytes()
         frame = Frame("lfw", "cam", "loc", path, TS, data=data, source=path)
@@ -88,10 +89,12 @@ def _embed_chunk(paths: list[str]) -> tuple[list, float, float, float, int]:
         t1 = time.perf_counter()
         af = _VISION["arcface"].embedder.predict([face.crop])[0]
         t2 = time.perf_counter()
+        rd = _VISION["reid0095"].embedder.predict([face.crop])[0]
+        t_rd += time.perf_counter() - t2
         t_sf += t1 - t0
         t_af += t2 - t1
-        rows.append((sf, af, face.bbox[3], face.det_score, face.quality, face.creatable))
-    return rows, t_det, t_sf, t_af, len(paths)
+        rows.append((sf, af, face.bbox[3], face.det_score, face.quality, face.creatable, rd))
+    return rows, t_det, t_sf, t_af, t_rd, len(paths)
 
 
 def _centrality(bbox: tuple[int, int, int, int], width: int, height: int) -> float:
@@ -106,15 +109,16 @@ def compute_embeddings(photos: list[tuple[str, str]], workers: int) -> dict[str,
     paths = [p for _, p in photos]
     chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
     rows: list = []
-    t_det = t_sf = t_af = 0.0
+    t_det = t_sf = t_af = t_rd = 0.0
     n_det = 0
     start = time.perf_counter()
     with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
-        for i, (r, td, ts_, ta, n) in enumerate(pool.imap(_embed_chunk, chunks)):
+        for i, (r, td, ts_, ta, tr, n) in enumerate(pool.imap(_embed_chunk, chunks)):
             rows.extend(r)
             t_det += td
             t_sf += ts_
             t_af += ta
+            t_rd += tr
             n_det += n
             if i % 10 == 0:
                 print(f"  {len(rows)}/{len(paths)} photos, {time.perf_counter() - start:.0f}s",
@@ -126,13 +130,14 @@ def compute_embeddings(photos: list[tuple[str, str]], workers: int) -> dict[str,
         "found": found,
         "sface": np.stack([r[0] for r in ok]).astype(np.float32),
         "arcface": np.stack([r[1] for r in ok]).astype(np.float32),
+        "reid0095": np.stack([r[6] for r in ok]).astype(np.float32),
         "face_height": np.array([r[2] for r in ok], dtype=np.int32),
         "det_score": np.array([r[3] for r in ok], dtype=np.float32),
         "quality": np.array([r[4] for r in ok], dtype=np.float32),
         "creatable": np.array([r[5] for r in ok], dtype=bool),
         "timing_ms": np.array([
             1000 * t_det / n_det, 1000 * t_sf / n_faces, 1000 * t_af / n_faces,
-            time.perf_counter() - start, workers,
+            time.perf_counter() - start, workers, 1000 * t_rd / n_faces,
         ]),
     }
 
@@ -203,7 +208,7 @@ def roc(genuine: np.ndarray, impostor: np.ndarray, model: str) -> dict:
     fars = fars / n_imp
     frrs = frrs / n_gen
     k = int(np.argmin(np.abs(fars - frrs)))
-    t = DEFAULT_MATCH_THRESHOLD[model]
+    t = embedder_facts(model).match_threshold
     at_default = {"threshold": t, "tar": round(tar_at(t), 4), "far": far_at(t)}
     return {
         "tar_at_far": points,
@@ -211,6 +216,15 @@ def roc(genuine: np.ndarray, impostor: np.ndarray, model: str) -> dict:
         "eer_threshold": round(float(grid[k]), 4),
         "at_default_threshold": at_default,
     }
+
+
+def _side_by_side(sface: np.ndarray, reid: np.ndarray) -> np.ndarray:
+    """The sface-reid embedding from its parts, as SFaceReidEmbedder forms it."""
+    def unit(m: np.ndarray) -> np.ndarray:
+        m = m.astype(np.float32)
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    return (np.hstack([unit(sface), unit(reid)]) / np.sqrt(2.0)).astype(np.float32)
 
 
 def describe(x: np.ndarray) -> dict:
@@ -245,9 +259,10 @@ def main() -> None:
         data = compute_embeddings(photos, args.workers)
         np.savez_compressed(cache, **{k: (v.astype(np.float16) if k in MODELS else v)
                                       for k, v in data.items()})
+    data["sface-reid"] = _side_by_side(data["sface"], data["reid0095"])
     found = data["found"].astype(bool)
     labels = people[found]
-    t_det, t_sf, t_af, wall, workers = data["timing_ms"].tolist()
+    t_det, t_sf, t_af, wall, workers, t_rd = data["timing_ms"].tolist()
     result: dict = {
         "dataset": "lfw-dev",
         "photos": len(photos),
@@ -257,7 +272,8 @@ def main() -> None:
         "creatable_share": round(float(data["creatable"].mean()), 4),
         "timing": {
             "detect_ms_per_photo": round(t_det, 2), "sface_ms_per_face": round(t_sf, 2),
-            "arcface_ms_per_face": round(t_af, 2), "embedding_wall_s": round(wall, 1),
+            "arcface_ms_per_face": round(t_af, 2), "reid0095_ms_per_face": round(t_rd, 2),
+            "embedding_wall_s": round(wall, 1),
             "workers": int(workers), "threads_per_worker": 1,
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -271,7 +287,7 @@ def main() -> None:
         result["models"][model] = {
             "pairs": {"genuine": describe(g), "impostor": describe(i), **roc(g, i, model)},
             "centroid": {"genuine": describe(cg), "impostor": describe(ci), **roc(cg, ci, model)},
-            "default_match_threshold": DEFAULT_MATCH_THRESHOLD[model],
+            "default_match_threshold": embedder_facts(model).match_threshold,
         }
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({m: {k: result["models"][m][k]["tar_at_far"] for k in ("pairs", "centroid")}
@@ -279,7 +295,7 @@ def main() -> None:
     for m in MODELS:
         for proto in ("pairs", "centroid"):
             r = result["models"][m][proto]
-            print(f"{m:8s} {proto:8s} genuine mean {r['genuine']['mean']:.3f} impostor mean "
+            print(f"{m:10s} {proto:8s} genuine mean {r['genuine']['mean']:.3f} impostor mean "
                   f"{r['impostor']['mean']:.3f} p99.9 {r['impostor']['percentiles']['99.9']:.3f} "
                   f"EER {r['eer']:.4f} @ {r['eer_threshold']:.3f} "
                   f"default {r['at_default_threshold']}")

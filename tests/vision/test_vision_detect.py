@@ -69,8 +69,11 @@ def test_alignment_matches_opencv_aligncrop(vision, lfw):
     image = read(lfw / LFW_PHOTOS[1])
     d = max(vision.detector.detect(image), key=lambda d: d.bbox[3])
     ours = align_crop(image, d.landmarks)
-    vision.embedder.load()
+    from revisit.vision.model import create
+
+    sface = create("embedder", "sface", threads=1)
+    sface.load()
     row = np.array([*d.bbox, *d.landmarks.reshape(-1), d.score], np.float32)
-    theirs = vision.embedder._net.alignCrop(image, row)
+    theirs = sface._net.alignCrop(image, row)  # type: ignore[attr-defined]
     assert ours.shape == (112, 112, 3)
     assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 1.0

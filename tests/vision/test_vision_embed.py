@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from tests.vision.vision_testdata import read
 
-from revisit.vision import DEFAULT_MATCH_THRESHOLD
+from revisit.config import Settings
+from revisit.vision import Vision
 from revisit.vision.align import align_crop
 
 # Two photos each of eight lfw-dev people (every 80th person with >= 2 photos).
@@ -25,9 +26,15 @@ def crops(vision, lfw):
     return out
 
 
-@pytest.fixture(params=["sface", "arcface"])
-def embedder(request, vision, arcface_vision):
-    return (vision if request.param == "sface" else arcface_vision).embedder
+def _vision_of(model: str) -> Vision:
+    return Vision(Settings(pipeline={"threads": 2}, embedder={"model": model}))
+
+
+@pytest.fixture(params=["sface-reid", "sface", "reid0095", "arcface"])
+def embedder(request, arcface_vision):
+    if request.param == "arcface":
+        return arcface_vision.embedder
+    return _vision_of(request.param).embedder
 
 
 def _all(crops):
@@ -47,7 +54,7 @@ def test_batch_equals_one_by_one(embedder, crops):
 
 
 def test_same_person_above_threshold_different_below(embedder, crops):
-    t = DEFAULT_MATCH_THRESHOLD[embedder.name]
+    t = embedder.match_threshold
     emb = {p: embedder.predict(crops[p]) for p in PEOPLE}
     for p in PEOPLE:
         assert float(emb[p][0] @ emb[p][1]) > t, p
@@ -55,10 +62,34 @@ def test_same_person_above_threshold_different_below(embedder, crops):
         assert float(emb[a][0] @ emb[b][1]) < t, (a, b)
 
 
-def test_sface_matches_opencv_feature(vision, crops):
+def test_sface_matches_opencv_feature(crops):
     """Our SFace numbers are FaceRecognizerSF.feature's, normalised."""
-    emb = vision.embedder
+    emb = _vision_of("sface").embedder
     emb.load()
     crop = crops[PEOPLE[0]][0]
     raw = emb._net.feature(crop).reshape(-1)
     np.testing.assert_allclose(emb.embed(crop), raw / np.linalg.norm(raw), atol=1e-6)
+
+
+def test_the_default_is_sface_and_the_intel_model_side_by_side(crops):
+    """A cosine of sface-reid embeddings is the mean of the two models' cosines, and its face
+    check is SFace's raw norm."""
+    both, sface, reid = (_vision_of(m).embedder for m in ("sface-reid", "sface", "reid0095"))
+    a, b = crops[PEOPLE[0]]
+    mean = (float(sface.embed(a) @ sface.embed(b)) + float(reid.embed(a) @ reid.embed(b))) / 2
+    assert float(both.embed(a) @ both.embed(b)) == pytest.approx(mean, abs=1e-4)
+    _, norms = both.predict_with_norms([a])
+    _, sface_norms = sface.predict_with_norms([a])
+    assert norms[0] == pytest.approx(sface_norms[0], rel=1e-5)
+
+
+def test_a_back_of_head_fails_the_face_check_a_face_passes(crops):
+    """The embedding-space face check: a crop with no face in it (a dark, hair-like blob
+    on a pale wall) has a raw SFace norm under the floor; real faces clear the match bar."""
+    emb = _vision_of("sface").embedder
+    blob = np.full((112, 112, 3), 200, np.uint8)
+    yy, xx = np.mgrid[:112, :112]
+    blob[(yy - 60) ** 2 + (xx - 56) ** 2 < 45 ** 2] = (30, 25, 20)
+    _, norms = emb.predict_with_norms([blob, *_all(crops)])
+    assert norms[0] < emb.faceness_floor
+    assert (norms[1:] >= emb.faceness_match).all()

@@ -10,7 +10,7 @@ from revisit.vision.model import ModelNotAvailable, package_file, resolve_thread
 
 def test_registry_lists_builtin_models():
     assert available("detector") == ["yunet"]
-    assert set(available("embedder")) == {"sface", "arcface"}
+    assert set(available("embedder")) == {"sface-reid", "sface", "reid0095", "arcface"}
 
 
 def test_unknown_model_names_the_choices():
@@ -35,7 +35,7 @@ def test_empty_batch_does_not_load():
 def test_default_models_are_commercially_usable():
     v = Vision(Settings())
     assert v.detector.commercial_use_ok and v.embedder.commercial_use_ok
-    assert v.detector.name == "yunet" and v.embedder.name == "sface"
+    assert v.detector.name == "yunet" and v.embedder.name == "sface-reid"
 
 
 def test_arcface_is_flagged_non_commercial(caplog):
@@ -46,7 +46,9 @@ def test_arcface_is_flagged_non_commercial(caplog):
 
 
 def test_match_threshold_uses_setting_then_model_default():
-    assert Vision(Settings()).match_threshold == pytest.approx(0.48)
+    from revisit.vision.embed import SFaceReidEmbedder
+
+    assert Vision(Settings()).match_threshold == SFaceReidEmbedder.match_threshold
     assert Vision(Settings(identity={"match_threshold": 0.6})).match_threshold == 0.6
 
 

@@ -72,7 +72,7 @@ def test_embed_batch_fills_unit_embeddings_and_drops_crops(vision, settings, lfw
     assert batch.faces
     for face in batch.faces:
         assert face.crop is None
-        assert face.embedding.shape == (128,) and face.embedding.dtype == np.float32
+        assert face.embedding.shape == (vision.embedder.dim,) and face.embedding.dtype == np.float32
         assert abs(np.linalg.norm(face.embedding) - 1.0) < 1e-4
 
 

@@ -43,43 +43,37 @@ from revisit.records import Batch
 from revisit.report.query import SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
 from revisit.store.visitor_ids import visitor_number_or_zero
+from revisit.vision.model import embedder_facts
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
-# Average-linkage similarity at which two visitors are one person, per embedder: one rule
-# for both, the single-pair threshold at FAR 1e-4 on lfw-dev (SFace 0.449, ArcFace 0.319,
-# docs/accuracy.md) minus 0.03, since a mean over many pairs has a far narrower impostor
-# spread than one pair. Checked, not fitted, on simulated scenarios (two seeds).
-DEFAULT_MERGE_THRESHOLD: dict[str, float] = {"sface": 0.42, "arcface": 0.29}
-# Two visitors who share a store: a shared store makes "same person" roughly ten times
-# likelier a priori, so the bar moves one decade of FAR: the single-pair threshold at FAR
-# 1e-3 (SFace 0.370, ArcFace 0.239) minus 0.01. The offset was picked from a sweep of
-# 0.33-0.38 (SFace) on two simulated scenarios; docs/accuracy.md has the neighbours.
-DEFAULT_MERGE_THRESHOLD_SAME_STORE: dict[str, float] = {"sface": 0.36, "arcface": 0.23}
 CANDIDATES = 20  # nearest visitor centroids examined per visitor
 
 
 def merge_threshold(settings: Settings) -> float:
+    """identity.merge_threshold, else the embedder's measured default: the single-pair
+    threshold at FAR 1e-4 on lfw-dev minus a margin, since a mean over many pairs has a far
+    narrower impostor spread than one pair (docs/accuracy.md)."""
     t = settings.identity.merge_threshold
-    return t if t is not None else DEFAULT_MERGE_THRESHOLD[settings.embedder.model]
+    return t if t is not None else embedder_facts(settings.embedder.model).merge_threshold
 
 
 def stitch_threshold(settings: Settings) -> float:
     """Average similarity at which two pieces of one pass before a camera merge."""
-    from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
-
     ident = settings.identity
     match = ident.match_threshold if ident.match_threshold is not None \
-        else DEFAULT_MATCH_THRESHOLD[settings.embedder.model]
+        else embedder_facts(settings.embedder.model).match_threshold
     return match + ident.stitch_offset
 
 
 def merge_threshold_same_store(settings: Settings) -> float:
+    """The bar for two visitors seen at a common store: regulars return to their store, so
+    a shared store is roughly a tenfold prior for "same person", one decade of FAR lower."""
     t = settings.identity.merge_threshold_same_store
-    return t if t is not None else DEFAULT_MERGE_THRESHOLD_SAME_STORE[settings.embedder.model]
+    return t if t is not None else embedder_facts(settings.embedder.model).merge_threshold_same_store
 
 
 @dataclass(frozen=True, slots=True)

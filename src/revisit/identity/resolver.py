@@ -50,7 +50,7 @@ from revisit.identity.tracks import CameraTracks, Track, TrackParams
 from revisit.records import TWIN, WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
-from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD
+from revisit.vision.model import embedder_facts
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Resolver:
         self.threshold = (
             ident.match_threshold
             if ident.match_threshold is not None
-            else DEFAULT_MATCH_THRESHOLD[settings.embedder.model]
+            else embedder_facts(settings.embedder.model).match_threshold
         )
         self.track_params = TrackParams(
             gap=timedelta(seconds=ident.track_gap_s),
@@ -162,6 +162,8 @@ class Resolver:
         )
         self.track_create_faces = ident.track_create_faces
         self.twin_threshold = self.threshold + ident.twin_offset
+        self.create_after = ident.create_after
+        self.single_face_quality = ident.single_face_quality
         self.k = ident.neighbours
         self.max_exemplars = ident.max_exemplars
         self.per_track = ident.exemplars_per_track
@@ -235,13 +237,20 @@ class Resolver:
         return batch
 
     def flush(self) -> Batch | None:
-        """End of a stream: close every open track. Faces of tracks that never got a
-        visitor are reported dropped (``weak_track``); nothing else is pending."""
+        """End of a stream: close every open track, deciding the undecided ones (a track
+        waiting for more snapshots founds its visitor now). Faces of tracks that still
+        have no visitor are reported dropped (``weak_track``)."""
         out = Batch(batch_id="resolver-flush")
+        by_tenant: dict[str, list[Track]] = defaultdict(list)
+        for cam in self._cameras.values():
+            by_tenant[cam.tenant] += [t for t in cam.open if t.held]
+        for tenant in sorted(by_tenant):
+            tracks = by_tenant[tenant]
+            self._decide(out, tenant, tracks, {id(t) for t in tracks}, defaultdict(set))
         for cam in self._cameras.values():
             self._drop_weak(out, cam.open)
         self._cameras.clear()
-        return out if out.dropped else None
+        return out if out.dropped or out.sightings else None
 
     @staticmethod
     def _drop_faces(batch: Batch, faces: Iterable[Face], detail: str,
@@ -315,9 +324,8 @@ class Resolver:
         return self.store.existing_sightings(tenant, [f.face_image_id for f in faces])
 
     def _resolve_tenant(self, batch: Batch, tenant: str, faces: list[Face]) -> None:
-        g = self._gallery(tenant)
         known = self._already_stored(tenant, faces)
-        taken: dict[str, set[str]] = defaultdict(set)  # frame -> visitors given there
+        taken: dict[str, set[str]] = defaultdict(set)  # frame -> visitors redelivered there
         canonical = {v: self.store.canonical_id(tenant, v) for v in set(known.values())}
         for f in faces:
             if f.face_image_id in known:
@@ -328,21 +336,27 @@ class Resolver:
         if not fresh:
             return
         tracks, closed = self._link(fresh)
+        self._decide(batch, tenant, tracks, {id(t) for t in closed}, taken)
+        self._drop_weak(batch, closed)
+
+    def _decide(self, batch: Batch, tenant: str, tracks: list[Track], closed: set[int],
+                taken: dict[str, set[str]]) -> None:
+        """Give the tracks' held faces their visitors (module docstring, rules 3-7)."""
+        g = self._gallery(tenant)
         # in order of appearance, so visitor numbers follow first sighting (older = lower)
-        tracks.sort(key=lambda t: (min(f.ts for f in t.held) if t.held else t.first_ts,
-                                   t.visitor is None, not t.creatable, t.camera, t.key))
-        undecided = [t for t in tracks if t.visitor is None and t.pooled is not None]
-        # one index search for the batch's undecided tracks; exemplars the batch adds are
-        # searched in ``pending`` and reach the index at the end
+        tracks = sorted(tracks, key=lambda t: (min(f.ts for f in t.held) if t.held else t.first_ts,
+                                               t.visitor is None, not t.creatable, t.camera, t.key))
+        undecided = [t for t in tracks if t.visitor is None and t.held and t.pooled is not None]
+        # one index search for the undecided tracks; exemplars this call adds are searched
+        # in ``pending`` and reach the index at the end
         hits = dict(zip(
             (id(t) for t in undecided),
             self.index.search(tenant, np.stack([t.pooled for t in undecided]), self.k,
                               enough=self.threshold + RECENT_MARGIN) if undecided else [],
             strict=True,
         ))
-        pending = _Pending(next(f.embedding for f in fresh).shape[0])
-        # tracks decided in an earlier batch keep their visitor, and take it in their frames
-        # first, so no undecided track of those frames can be given it too
+        dim = next((len(f.embedding) for t in tracks for f in t.held if f.embedding is not None), 0)
+        pending = _Pending(dim or 1)
         for tr in tracks:
             if tr.visitor is None or not tr.held:
                 continue
@@ -350,8 +364,6 @@ class Resolver:
             if clash:
                 self._drop_faces(batch, clash, "its frame already holds this track's visitor")
                 tr.held = [f for f in tr.held if f not in clash]
-            for f in tr.held:
-                taken[f.frame_key].add(tr.visitor)
         for tr in tracks:
             if tr.twin_of is not None and tr.held:
                 self._drop_faces(batch, tr.held, f"alike {tr.twin_of}, seen in the same frame",
@@ -363,7 +375,8 @@ class Resolver:
             if tr.visitor is not None:
                 vid = tr.visitor
             else:
-                barred = set().union(*(taken[f.frame_key] for f in tr.held))
+                barred = {c.visitor for c in tr.companions if c.visitor is not None}
+                barred |= set().union(*(taken[f.frame_key] for f in tr.held))
                 pooled = tr.pooled
                 vid = None
                 if pooled is not None:
@@ -373,6 +386,10 @@ class Resolver:
                 if vid is None:
                     if not (tr.creatable or tr.fair >= self.track_create_faces):
                         continue  # held until it matches, can found a visitor, or closes
+                    if tr.faces < self.create_after and id(tr) not in closed:
+                        continue  # young: more snapshots may still match a known visitor
+                    if tr.faces == 1 and tr.best_quality < self.single_face_quality:
+                        continue  # one mediocre snapshot: too little to count a person
                     tr.twin_of = self._twin(tr, barred)
                     if tr.twin_of is not None:
                         self._drop_faces(batch, tr.held, f"alike {tr.twin_of}, seen in the "
@@ -387,7 +404,6 @@ class Resolver:
             for f in tr.held:
                 score = 1.0 if new or centroid is None or f.embedding is None \
                     else float(np.asarray(f.embedding, dtype=np.float32) @ centroid)
-                taken[f.frame_key].add(vid)
                 self._emit(batch, f, vid, score, new=new and f is first)
             best = sorted((f for f in tr.held if f.creatable and f.embedding is not None),
                           key=lambda f: (-f.quality, f.face_image_id))
@@ -396,7 +412,6 @@ class Resolver:
                 tr.exemplars += 1
             tr.held = []
         self.index.add(pending.exemplars())
-        self._drop_weak(batch, closed)
 
     def _best_centroid(
         self, g: _Gallery, query: np.ndarray, proposals: list[str], barred: set[str]

@@ -91,7 +91,7 @@ def step_nearness(last: Box, velocity: np.ndarray | None, size_rate: float | Non
     return 1.0 - dist / reach
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Track:
     """One pass of one person before one camera (module docstring)."""
 
@@ -114,6 +114,8 @@ class Track:
     exemplars: int = 0  # exemplars this track gave its visitor
     twin_of: str | None = None  # a reflection / picture of this visitor: its faces are dropped
     contrast: float = 0.0  # the highest contrast of its faces
+    best_quality: float = 0.0  # of its creatable faces
+    companions: set[Track] = field(default_factory=set)  # tracks seen in the same frames
 
     @property
     def pooled(self) -> np.ndarray | None:
@@ -143,6 +145,8 @@ class Track:
         self.held.append(face)
         self.faces += 1
         self.creatable += face.creatable
+        if face.creatable:
+            self.best_quality = max(self.best_quality, face.quality)
         if face.matchable and face.embedding is not None:
             w = 0.25 + float(face.quality)
             vec = np.asarray(face.embedding, dtype=np.float64)
@@ -224,6 +228,8 @@ class CameraTracks:
             else:
                 t.add(f, self.params)
             tracks.append(t)
+        for t in tracks:
+            t.companions.update(o for o in tracks if o is not t)
         return tracks
 
     def _score(self, f: Face, t: Track) -> float | None:

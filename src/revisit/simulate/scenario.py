@@ -95,14 +95,14 @@ class ScenarioSpec:
 # footage"). Drawn from their own random stream, so the default scenario is unchanged.
 HARD_FACE_HEIGHT = (24, 80)
 HARD = {
-    "roll_sd": 12.0, "roll_max": 30.0,  # head tilt, degrees
+    "roll_sd": 8.0, "roll_max": 25.0,  # head tilt, degrees
     "turned_share": 0.5, "yaw_max": 40.0,  # turned heads
     "mirror_share": 0.5,  # the other side of the face
-    "motion_share": 0.25, "motion_px": (3.0, 9.0),  # motion blur length
-    "occluded_share": 0.12, "occlusion": (0.25, 0.4),  # scarf / mask over the lower face
-    "dim_share": 0.2, "dim_gain": (0.35, 0.6),  # dim snapshots
-    "noise": (5.0, 12.0),  # sensor noise sigma
-    "jpeg": (20, 45),  # JPEG quality of hard cameras
+    "motion_share": 0.15, "motion_px": (2.0, 6.0),  # motion blur length
+    "occluded_share": 0.1, "occlusion": (0.2, 0.35),  # scarf / mask over the lower face
+    "dim_share": 0.2, "dim_gain": (0.45, 0.7),  # dim snapshots
+    "noise": (4.0, 9.0),  # sensor noise sigma
+    "jpeg": (30, 55),  # JPEG quality of hard cameras
 }
 
 
@@ -239,6 +239,13 @@ def _plan_visits(
         for _ in range(n):
             visits.append((int(rng.choice(p.stores)), int(rng.integers(0, spec.days)), hour()))
     return visits
+
+
+def _damage_of(p: Paste) -> dict[str, float]:
+    """What ``--hard`` did to one pasted face, for the truth file."""
+    return {"roll": round(p.roll, 1), "yaw": round(p.yaw, 1), "mirror": float(p.mirror),
+            "motion": round(p.motion, 1), "occlusion": round(p.occlusion, 2),
+            "blur": round(p.blur_sigma, 2), "resolution": round(p.resolution, 2)}
 
 
 def _hard_damage(rng: np.random.Generator) -> dict[str, Any]:
@@ -408,7 +415,7 @@ def build_scenario(faces_dir: Path | str, out_dir: Path | str, spec: ScenarioSpe
         tasks.append(_FrameTask(idx, str(out_dir / rel), look, [f.paste for f in faces], fseed))
         meta.append({
             "image": rel, "camera_id": cid, "location_id": location_id(store),
-            "ts": ts.isoformat(), "image_id": image_id, "faces": faces,
+            "ts": ts.isoformat(), "image_id": image_id, "faces": faces, "look": look,
         })
 
     boxes = _render_all(tasks, spec.workers)
@@ -430,9 +437,13 @@ def build_scenario(faces_dir: Path | str, out_dir: Path | str, spec: ScenarioSpe
                     "visitor": p.visitor, "identity": p.identity,
                     "photo": str(Path(f.photo).relative_to(faces_dir)),
                     "bbox": list(b), "face_height": f.paste.face_height,
+                    **({"damage": _damage_of(f.paste)} if spec.hard else {}),
                 })
                 seen[f.person].append((m["location_id"], datetime.fromisoformat(m["ts"])))
-            truth_frames.append({**line, "faces": tfaces})
+            look = m["look"]
+            truth_frames.append({**line, "faces": tfaces, **({"look": {
+                "gain": round(look.gain, 2), "noise": look.noise_sigma, "jpeg": look.jpeg_quality,
+            }} if spec.hard else {})})
     visitors = []
     total_visits = 0
     for pi, p in enumerate(people):

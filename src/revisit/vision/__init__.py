@@ -10,12 +10,17 @@ Public API (what the pipeline calls)::
 """
 
 from revisit.vision.detect import Detection, Detector
-from revisit.vision.embed import DEFAULT_MATCH_THRESHOLD, Embedder, default_match_threshold
-from revisit.vision.model import InferenceModel, ModelNotAvailable, available, create
+from revisit.vision.embed import Embedder
+from revisit.vision.model import (
+    InferenceModel,
+    ModelNotAvailable,
+    available,
+    create,
+    embedder_facts,
+)
 from revisit.vision.stages import Vision, decode, detect_batch, embed_batch
 
 __all__ = [
-    "DEFAULT_MATCH_THRESHOLD",
     "Detection",
     "Detector",
     "Embedder",
@@ -25,7 +30,7 @@ __all__ = [
     "available",
     "create",
     "decode",
-    "default_match_threshold",
     "detect_batch",
     "embed_batch",
+    "embedder_facts",
 ]

@@ -1,31 +1,30 @@
-"""Face embedders: aligned 112x112 BGR crops in, (n, d) L2-normalised float32 out."""
+"""Face embedders: aligned 112x112 BGR crops in, (n, d) L2-normalised float32 out.
+
+The facts of each model live on its class: embedding size, the measured thresholds the
+resolver and consolidation use when settings leave them empty (benchmarks/thresholds.py,
+docs/accuracy.md "Face verification on lfw-dev"), and the face-check bars.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from revisit.vision.model import (
     InferenceModel,
+    ModelNotAvailable,
     configure_cv2_threads,
     ort_session,
     package_file,
     register,
+    resolve_threads,
 )
 
-# Cosine similarity a face needs to join a visitor when identity.match_threshold is unset.
-# Measured on all of lfw-dev (benchmarks/thresholds.py, docs/accuracy.md "Face verification
-# on lfw-dev"): SFace 0.48 gives FAR 3.8e-5 / TAR 0.988 on single-photo pairs (2.4e-5 /
-# 0.987 against a visitor centroid); ArcFace 0.35 gives FAR 3.9e-5 / TAR 0.996. Both sit
-# between the FAR 1e-4 and 1e-5 points, because a resolver compares each face with every
-# stored visitor, so the per-face false-join risk is roughly FAR x visitors.
-DEFAULT_MATCH_THRESHOLD: dict[str, float] = {"sface": 0.48, "arcface": 0.35}
-
-
-def default_match_threshold(model: str) -> float:
-    return DEFAULT_MATCH_THRESHOLD[model]
+REID_WEIGHTS = Path(__file__).parent / "weights" / "face-reidentification-retail-0095"
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -37,23 +36,28 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 class Embedder(InferenceModel):
     """``_predict`` returns raw (unnormalised) vectors; ``predict`` their unit vectors.
 
-    ``faceness_floor`` / ``faceness_match``: raw embedding norms below which a crop is no
-    face / too weak a face to match (measured per model on labelled real clips,
-    docs/accuracy.md "Face quality").
+    Facts (class attributes, measured per model):
+
+    - ``match_threshold``: cosine a face (or track) needs to join a visitor: between the
+      FAR 1e-4 and 1e-5 points on lfw-dev pairs, because a resolver compares each face with
+      every stored visitor (false-join risk ~ FAR x visitors);
+    - ``merge_threshold`` / ``merge_threshold_same_store``: average similarity at which
+      consolidation merges two visitors (identity/consolidate.py);
+    - ``faceness_floor`` / ``faceness_match``: raw embedding norms below which a crop is no
+      face / too weak a face to match (labelled real clips, docs/accuracy.md "Face quality").
     """
 
     task = "embedder"
     dim: int
+    match_threshold: float
+    merge_threshold: float
+    merge_threshold_same_store: float
     faceness_floor: float = 0.0
     faceness_match: float = 0.0
 
     def __init__(self, threads: int = 0, batch_size: int = 32) -> None:
         super().__init__(threads)
         self.batch_size = batch_size
-
-    @property
-    def match_threshold(self) -> float:
-        return DEFAULT_MATCH_THRESHOLD[self.name]
 
     def embed(self, crop: np.ndarray) -> np.ndarray:
         """(d,) embedding of one crop."""
@@ -85,6 +89,9 @@ class SFaceEmbedder(Embedder):
     licence = "SFace weights: Apache-2.0 (OpenCV Zoo)"
     commercial_use_ok = True
     dim = 128
+    match_threshold = 0.48
+    merge_threshold = 0.42
+    merge_threshold_same_store = 0.36
     faceness_floor = 5.0
     faceness_match = 6.0
 
@@ -113,6 +120,9 @@ class ArcFaceEmbedder(Embedder):
                "not licensed for commercial deployment")
     commercial_use_ok = False
     dim = 512
+    match_threshold = 0.35
+    merge_threshold = 0.29
+    merge_threshold_same_store = 0.23
     faceness_floor = 11.5
     faceness_match = 13.5
 
@@ -130,3 +140,80 @@ class ArcFaceEmbedder(Embedder):
                                           (127.5, 127.5, 127.5), swapRB=True, crop=False)
             parts.append(self._sess.run(None, {self._input: blob})[0])
         return np.concatenate(parts, axis=0)
+
+
+@register
+class Reid0095Embedder(Embedder):
+    """Intel face-reidentification-retail-0095 (OpenVINO IR, shipped inside revisit), 256-d.
+
+    Built for re-identification on surveillance cameras. It expects a 128x128 face aligned
+    to the 96x112 form of the same 5-point template, which is the middle 96 columns of
+    our 112x112 crop stretched to 128x128: no second alignment.
+    """
+
+    name = "reid0095"
+    licence = "face-reidentification-retail-0095 weights: Apache-2.0 (Intel Open Model Zoo)"
+    commercial_use_ok = True
+    dim = 256
+    match_threshold = 0.48
+    merge_threshold = 0.42
+    merge_threshold_same_store = 0.36
+    faceness_floor = 7.5
+    faceness_match = 10.0
+
+    def _load(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:  # pragma: no cover - a main dependency
+            raise ModelNotAvailable("openvino is not installed (pip install openvino)") from exc
+        core = ov.Core()
+        core.set_property("CPU", {"INFERENCE_NUM_THREADS": resolve_threads(self.threads)})
+        model = core.read_model(str(REID_WEIGHTS / "face-reidentification-retail-0095.xml"))
+        model.reshape([-1, 3, 128, 128])  # any batch size
+        self._net: Any = core.compile_model(model, "CPU")
+
+    def _predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        parts = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start:start + self.batch_size]
+            blob = np.stack([cv2.resize(c[:, 8:104], (128, 128), interpolation=cv2.INTER_LINEAR)
+                             for c in chunk]).transpose(0, 3, 1, 2).astype(np.float32)
+            out = self._net(blob)[self._net.output(0)]
+            parts.append(np.asarray(out, dtype=np.float32).reshape(len(chunk), -1))
+        return np.concatenate(parts, axis=0)
+
+
+@register
+class SFaceReidEmbedder(Embedder):
+    """SFace and face-reidentification-retail-0095 side by side (the default): each unit
+    vector scaled by 1/sqrt(2) and concatenated, so a cosine is the mean of the two models'
+    cosines. Two models trained differently err on different faces; together they separate
+    people better than either (docs/accuracy.md). The face check is SFace's."""
+
+    name = "sface-reid"
+    licence = "SFace: Apache-2.0 (OpenCV Zoo); face-reidentification-retail-0095: Apache-2.0 (Intel)"
+    commercial_use_ok = True
+    dim = SFaceEmbedder.dim + Reid0095Embedder.dim
+    match_threshold = 0.445
+    merge_threshold = 0.385
+    merge_threshold_same_store = 0.325
+    faceness_floor = SFaceEmbedder.faceness_floor
+    faceness_match = SFaceEmbedder.faceness_match
+
+    def __init__(self, threads: int = 0, batch_size: int = 32) -> None:
+        super().__init__(threads, batch_size)
+        self._parts = (SFaceEmbedder(threads, batch_size), Reid0095Embedder(threads, batch_size))
+
+    def _load(self) -> None:
+        for part in self._parts:
+            part.load()
+
+    def _predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:  # pragma: no cover
+        return self.predict_with_norms(batch)[0]
+
+    def predict_with_norms(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if len(batch) == 0:
+            return np.empty((0, self.dim), dtype=np.float32), np.empty(0, dtype=np.float32)
+        self.load()
+        (sface, norms), (reid, _) = (p.predict_with_norms(batch) for p in self._parts)
+        return (np.hstack([sface, reid]) / np.sqrt(2.0)).astype(np.float32), norms

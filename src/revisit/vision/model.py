@@ -149,6 +149,12 @@ def model_class(task: Task, name: str) -> type[InferenceModel]:
         ) from None
 
 
+def embedder_facts(name: str) -> Any:
+    """The embedder class registered as ``name``: its dim, thresholds and face-check bars
+    (class attributes, readable without loading weights)."""
+    return model_class("embedder", name)
+
+
 def create(task: Task, name: str, **kwargs: Any) -> InferenceModel:
     """Build (not load) the model registered for (task, name)."""
     cls = model_class(task, name)
