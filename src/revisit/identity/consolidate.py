@@ -40,7 +40,7 @@ import numpy as np
 from revisit.config import Settings
 from revisit.identity.tracks import Box, step_nearness
 from revisit.records import Batch
-from revisit.report.query import SightingQuery
+from revisit.report.query import DEFAULT_VISIT_GAP, SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
 from revisit.store.visitor_ids import visitor_number_or_zero
 from revisit.vision.model import embedder_facts
@@ -82,6 +82,7 @@ class Segment:
     it began and ended, and how it was moving at each end."""
 
     camera: str
+    place: str  # the camera's location
     first_ts: datetime
     first_box: Box
     first_velocity: np.ndarray | None  # px/s over its first two sightings
@@ -110,8 +111,21 @@ class _Cluster:
     n: float
     frames: set[str]
     places: set[str]
+    spans: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # place, from, to
     near: set[str] = field(default_factory=set)
     version: int = 0
+
+
+def _other_visit(a: _Cluster, b: _Cluster, gap: timedelta | None) -> bool:
+    """Whether ``a`` and ``b`` were seen at a common store on different visits (at least
+    ``gap`` apart there). Without runs (or ``gap``), any common store counts."""
+    shared = a.places & b.places
+    if not shared:
+        return False
+    if gap is None or not a.spans or not b.spans:
+        return True
+    return any(pa == pb and (sb - ea >= gap or sa - eb >= gap)
+               for pa, sa, ea in a.spans if pa in shared for pb, sb, eb in b.spans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,15 +184,21 @@ def _snapshot_interval(runs: list[tuple[Segment, str]]) -> float:
 def plan_merges(
     clusters: dict[str, ClusterStats], threshold: float, same_store: float | None = None,
     candidates: int = CANDIDATES, stitch: float | None = None, stitch_s: float = 0.0,
+    visit_gap: timedelta | None = None,
 ) -> list[Proposal]:
     """Average-linkage agglomeration of visitors, best pair first, with cannot-link; pairs
-    that share a store merge at ``same_store`` (default: ``threshold``), pieces of one pass
-    before one camera (:func:`stitchable`) at ``stitch``."""
+    seen at a common store merge at ``same_store`` (default: ``threshold``), pieces of one
+    pass before one camera (:func:`stitchable`) at ``stitch``.
+
+    With ``visit_gap``, the store bar needs the two seen there on different visits: the
+    store prior is about regulars coming back, while two people in a store at the same
+    time, seen by the same cameras in the same light, look more alike than strangers do."""
     if len(clusters) < 2:
         return []
     same = threshold if same_store is None else same_store
     pieces = stitchable(clusters, stitch_s) if stitch is not None and stitch_s > 0 else set()
-    state = {v: _Cluster(v, c.vec_sum.astype(np.float64), c.weight, set(c.frames), set(c.places))
+    state = {v: _Cluster(v, c.vec_sum.astype(np.float64), c.weight, set(c.frames), set(c.places),
+                         [(seg.place, seg.first_ts, seg.last_ts) for seg in c.segments])
              for v, c in clusters.items()}
     ids = sorted(state)
     cent = np.stack([state[v].vec_sum / max(np.linalg.norm(state[v].vec_sum), 1e-12) for v in ids])
@@ -198,7 +218,7 @@ def plan_merges(
     def bar(a: _Cluster, b: _Cluster) -> float:
         if frozenset((a.vid, b.vid)) in pieces:
             return min(stitch, same) if stitch is not None else same
-        return same if a.places & b.places else threshold
+        return same if _other_visit(a, b, visit_gap) else threshold
 
     def sim(a: _Cluster, b: _Cluster) -> float:
         return float(np.dot(a.vec_sum, b.vec_sum) / (a.n * b.n))
@@ -231,6 +251,7 @@ def plan_merges(
         k.n += m.n
         k.frames |= m.frames
         k.places |= m.places
+        k.spans += m.spans
         k.near = (k.near | m.near) - {keep, absorb}
         k.version += 1
         for other in m.near:
@@ -255,7 +276,7 @@ def load_clusters(store: SightingStore, tenant: str,
     frame_of: dict[str, str] = {}
     place_of: dict[str, str] = {}
     weight_of: dict[str, float] = {}
-    seen: dict[str, list[tuple[str, datetime, Box]]] = {}
+    seen: dict[str, list[tuple[str, str, datetime, Box]]] = {}
     for row in store.sightings(SightingQuery(tenant=tenant)):
         frame_of[row["face_image_id"]] = row["image_id"]
         place_of[row["face_image_id"]] = row["location_id"]
@@ -263,7 +284,8 @@ def load_clusters(store: SightingStore, tenant: str,
         box = (float(row["bbox_x"] or 0), float(row["bbox_y"] or 0), float(row["bbox_w"] or 0),
                float(row["bbox_h"] or 0))
         seen.setdefault(row["face_id"], []).append(
-            (row["camera_id"], datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00")), box))
+            (row["camera_id"], row["location_id"],
+             datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00")), box))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, float] = {}
     frames: dict[str, set[str]] = {}
@@ -288,19 +310,19 @@ def load_clusters(store: SightingStore, tenant: str,
                             _segments(seen.get(v, []), gap)) for v in sums}
 
 
-def _segments(sightings: list[tuple[str, datetime, Box]], gap: timedelta) -> list[Segment]:
-    by_camera: dict[str, list[tuple[datetime, Box]]] = {}
-    for cam, ts, box in sightings:
-        by_camera.setdefault(cam, []).append((ts, box))
+def _segments(sightings: list[tuple[str, str, datetime, Box]], gap: timedelta) -> list[Segment]:
+    by_camera: dict[tuple[str, str], list[tuple[datetime, Box]]] = {}
+    for cam, place, ts, box in sightings:
+        by_camera.setdefault((cam, place), []).append((ts, box))
     out = []
-    for cam, items in by_camera.items():
+    for (cam, place), items in by_camera.items():
         items.sort(key=lambda i: i[0])
         run = [items[0]]
         for item in [*items[1:], None]:  # type: ignore[list-item]
             if item is not None and item[0] - run[-1][0] <= gap:
                 run.append(item)
                 continue
-            out.append(Segment(cam, run[0][0], run[0][1], _velocity(run[0], run[1:2]),
+            out.append(Segment(cam, place, run[0][0], run[0][1], _velocity(run[0], run[1:2]),
                                run[-1][0], run[-1][1], _velocity(run[-2], run[-1:])
                                if len(run) > 1 else None))
             if item is not None:
@@ -332,7 +354,7 @@ def consolidate(
     ident = settings.identity
     clusters = load_clusters(store, tenant, timedelta(seconds=ident.track_gap_s))
     proposals = plan_merges(clusters, thr, same_store, stitch=stitch_threshold(settings),
-                            stitch_s=ident.track_motion_s)
+                            stitch_s=ident.track_motion_s, visit_gap=DEFAULT_VISIT_GAP)
     if dry_run:
         return proposals
     records: list[MergeRecord] = []

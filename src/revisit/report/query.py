@@ -7,6 +7,9 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from revisit.records import DEFAULT_TENANT
 
+# A visit: sightings of one visitor at one location with no gap longer than this.
+DEFAULT_VISIT_GAP = timedelta(minutes=30)
+
 
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
@@ -20,7 +23,7 @@ class ReportQuery:
     tenant: str = DEFAULT_TENANT
     locations: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()
-    visit_gap: timedelta = timedelta(minutes=30)
+    visit_gap: timedelta = DEFAULT_VISIT_GAP
     camera_group: str = ""  # name shown in the header when the cameras came from a group
 
     def __post_init__(self) -> None:

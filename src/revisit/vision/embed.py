@@ -155,9 +155,9 @@ class Reid0095Embedder(Embedder):
     licence = "face-reidentification-retail-0095 weights: Apache-2.0 (Intel Open Model Zoo)"
     commercial_use_ok = True
     dim = 256
-    match_threshold = 0.48
-    merge_threshold = 0.42
-    merge_threshold_same_store = 0.36
+    match_threshold = 0.47
+    merge_threshold = 0.41
+    merge_threshold_same_store = 0.345
     faceness_floor = 7.5
     faceness_match = 10.0
 
@@ -185,7 +185,7 @@ class Reid0095Embedder(Embedder):
 
 @register
 class SFaceReidEmbedder(Embedder):
-    """SFace and face-reidentification-retail-0095 side by side (the default): each unit
+    """SFace and face-reidentification-retail-0095 side by side: each unit
     vector scaled by 1/sqrt(2) and concatenated, so a cosine is the mean of the two models'
     cosines. Two models trained differently err on different faces; together they separate
     people better than either (docs/accuracy.md). The face check is SFace's."""
