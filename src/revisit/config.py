@@ -155,6 +155,12 @@ class IdentitySettings(BaseModel):
         description="Added to the match threshold: a new track this like a visitor seen in the "
         "same frame is a reflection or a picture of them, not a visitor.",
     )
+    static_after_s: float = Field(
+        1800.0, ge=10.0, le=86400.0,
+        description="A face that stays in one place with the same pixels this long is a poster, "
+        "a screen or a mannequin: its track never becomes a visitor. Until then a still track "
+        "founds its visitor once it moves or closes.",
+    )
     create_after: int = Field(
         3, ge=1, le=1000,
         description="A track founds a new visitor once it has this many faces or when it closes "

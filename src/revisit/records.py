@@ -94,6 +94,7 @@ class Face:
     faceness: float | None = None  # the embedder's face check (raw embedding norm)
     context: np.ndarray | None = None  # colours below the face (clothes), float32, sums to 1
     contrast: float | None = None  # grey-level standard deviation of the aligned crop
+    sharpness: float | None = None  # variance of the Laplacian of the aligned crop
 
     @property
     def frame_key(self) -> str:
@@ -133,11 +134,13 @@ TOO_SMALL = "too_small"
 NOT_A_FACE = "not_a_face"
 WEAK_TRACK = "weak_track"
 TWIN = "twin"
+STATIC = "static"
 DROP_REASONS = {
     TOO_SMALL: "too small to follow",
     NOT_A_FACE: "not a face (landmarks or embedding check)",
     WEAK_TRACK: "in tracks that matched nobody and could not found a visitor",
     TWIN: "alike a person in the same frame (a reflection or a picture of them)",
+    STATIC: "the same face in the same place for a long time (a poster, screen or mannequin)",
 }
 
 

@@ -270,3 +270,18 @@ def test_several_fair_snapshots_found_a_visitor_a_weak_track_is_held_then_droppe
     tail = resolver.flush()
     assert tail is not None and {d.reason for d in tail.dropped} == {"weak_track"}
     assert len(tail.dropped) == n
+
+
+def test_a_poster_never_becomes_a_visitor(make_settings, emb) -> None:
+    settings = make_settings(identity={"static_after_s": 30})
+    store = DuckDBStore(":memory:")
+    resolver = Resolver(settings, store, FaissIndex(128))
+    poster = emb[("Angelina_Jolie", 1)]
+    out = [resolver.resolve(batch_of([face(poster, f"s{k}", minute=k * 10 * SECOND, x=200)]))
+           for k in range(6)]
+    assert all(b.visitors_created == [] for b in out)
+    dropped = [d for b in out for d in b.dropped]
+    assert dropped and {d.reason for d in dropped} == {"static"}
+    tail = resolver.flush()
+    assert tail is None or tail.visitors_created == []
+    store.close()

@@ -127,3 +127,21 @@ def test_a_person_walking_towards_the_camera_grows_without_losing_the_track():
         h = 30 * 1.35 ** i  # 30 px to 134 px in 5 s
         keys.add(cam.link([face(e[i], 300 - 8 * i, 150 + 20 * i, i, h=h)])[0].key)
     assert len(keys) == 1
+
+
+def test_a_face_unchanged_in_one_place_becomes_static_a_living_one_does_not():
+    params = TrackParams(gap=timedelta(seconds=120), motion_s=4.0, face_link=0.48,
+                         face_veto=0.25, context_veto=0.45, min_det_score=0.75,
+                         static_after=timedelta(seconds=60))
+    cam = CameraTracks("t", "c", params)
+    poster = person(0.9)[0]
+    tr = None
+    for i in range(0, 70, 5):  # the same pixels, the same place, every 5 s
+        tr = cam.link([face(poster, 300, 100, i)])[0]
+        assert tr.still == (i > 0)
+    assert tr is not None and tr.static
+    cam2 = CameraTracks("t", "c", params)
+    alive = person(0.35)  # a person sitting still: their face changes from shot to shot
+    for i in range(0, 70, 5):
+        tr = cam2.link([face(alive[i // 5 % 12], 300 + (i % 2), 100, i)])[0]
+    assert not tr.static and not tr.still

@@ -47,7 +47,7 @@ import numpy as np
 from revisit.config import Settings
 from revisit.identity.index import FaceIndex
 from revisit.identity.tracks import CameraTracks, Track, TrackParams
-from revisit.records import TWIN, WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
+from revisit.records import STATIC, TWIN, WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.vision.model import embedder_facts
@@ -58,8 +58,9 @@ log = logging.getLogger(__name__)
 # one scores this far above the match threshold: the person was seen minutes ago, and the
 # full gallery would only add a look-alike (docs/performance.md measures the agreement).
 RECENT_MARGIN = 0.1
-# A reflection's contrast is at most this share of the person's it reflects.
+# A reflection's contrast and sharpness are at most these shares of the person's it shows.
 TWIN_CONTRAST = 0.8
+TWIN_SHARPNESS = 0.5
 
 
 @dataclass(slots=True)
@@ -159,6 +160,7 @@ class Resolver:
             face_veto=self.threshold + ident.track_veto_offset,
             context_veto=ident.track_context_veto,
             min_det_score=settings.quality.min_det_score,
+            static_after=timedelta(seconds=ident.static_after_s),
         )
         self.track_create_faces = ident.track_create_faces
         self.twin_threshold = self.threshold + ident.twin_offset
@@ -260,9 +262,9 @@ class Resolver:
 
     def _twin(self, tr: Track, barred: set[str]) -> str | None:
         """The visitor of another track of this camera, seen in the same frames, of whom
-        this track looks like a washed-out copy: a reflection (or a picture) of them. Two
-        people of one frame are rarely this alike, and a reflection is always fainter
-        than the person it shows."""
+        this track looks like a washed-out, blurred copy: a reflection (or a picture) of
+        them. Two people of one frame are rarely this alike, and glass both dims and blurs
+        what it reflects (one of the two alone also describes a person in worse light)."""
         pooled = tr.pooled
         cam = self._cameras.get((tr.tenant, tr.camera))
         if pooled is None or cam is None or not barred:
@@ -272,7 +274,8 @@ class Resolver:
             if other is tr or other.visitor not in barred or (op := other.pooled) is None:
                 continue
             sim = float(op @ pooled)
-            if sim >= best_sim and tr.contrast < TWIN_CONTRAST * other.contrast:
+            if sim >= best_sim and tr.contrast < TWIN_CONTRAST * other.contrast \
+                    and tr.sharpness < TWIN_SHARPNESS * other.sharpness:
                 best, best_sim = other.visitor, sim
         if best is not None:
             log.debug("track is a twin of %s (%.3f)", best, best_sim)
@@ -369,6 +372,10 @@ class Resolver:
                 self._drop_faces(batch, tr.held, f"alike {tr.twin_of}, seen in the same frame",
                                  reason=TWIN)
                 tr.held = []
+            if tr.static and tr.held:
+                self._drop_faces(batch, tr.held, "unchanged since "
+                                 f"{tr.still_since:%Y-%m-%d %H:%M:%S}", reason=STATIC)
+                tr.held = []
             if not tr.held:
                 continue
             new = False
@@ -388,6 +395,8 @@ class Resolver:
                         continue  # held until it matches, can found a visitor, or closes
                     if tr.faces < self.create_after and id(tr) not in closed:
                         continue  # young: more snapshots may still match a known visitor
+                    if tr.still and id(tr) not in closed:
+                        continue  # unchanged so far: a person counts once they move or leave
                     if tr.faces == 1 and tr.best_quality < self.single_face_quality:
                         continue  # one mediocre snapshot: too little to count a person
                     tr.twin_of = self._twin(tr, barred)

@@ -44,6 +44,7 @@ class TrackParams:
     face_veto: float  # both faces usable and less alike than this: not the same person
     context_veto: float  # clothes less alike than this: not the same person
     min_det_score: float  # "fair" faces (a track of several may found a visitor)
+    static_after: timedelta = timedelta(minutes=30)  # unchanged this long: not a person
 
 
 # Reach of a person between snapshots, in face heights: base + per second, capped. Two
@@ -59,6 +60,11 @@ _SIZE_MOVING = (0.3, 0.3)
 # much closer (share of the reach) and its clothes at least this alike.
 _TRACK_ONLY_REACH = 0.5
 _TRACK_ONLY_CONTEXT = 0.6
+# A face is "still" when it moved less than this share of its height since the track's
+# last face and its embedding is this alike the last one: a printed or screen face gives
+# the same pixels snapshot after snapshot, a living one does not for long.
+_STILL_MOVE = 0.15
+_STILL_SIM = 0.9
 # Two tracks scoring within this of each other for one face: too close to call.
 _AMBIGUOUS = 0.15
 # A link by position needs at least this score (place, face and clothes together).
@@ -114,7 +120,11 @@ class Track:
     exemplars: int = 0  # exemplars this track gave its visitor
     twin_of: str | None = None  # a reflection / picture of this visitor: its faces are dropped
     contrast: float = 0.0  # the highest contrast of its faces
+    sharpness: float = 0.0  # the highest sharpness of its faces
     best_quality: float = 0.0  # of its creatable faces
+    still_since: datetime | None = None  # start of its current run of still faces
+    static: bool = False  # still for params.static_after: a poster, screen or mannequin
+    last_embedding: np.ndarray | None = None
     companions: set[Track] = field(default_factory=set)  # tracks seen in the same frames
 
     @property
@@ -125,9 +135,15 @@ class Track:
         n = float(np.linalg.norm(self.emb_sum))
         return (self.emb_sum / n).astype(np.float32) if n > 0 else None
 
+    @property
+    def still(self) -> bool:
+        """In a run of still faces (it may yet turn out to be a picture, not a person)."""
+        return self.still_since is not None
+
     def add(self, face: Face, params: TrackParams) -> None:
         dt = (face.ts - self.last_ts).total_seconds()
         box = tuple(float(v) for v in face.bbox)
+        self._stillness(face, box, params)  # type: ignore[arg-type]
         if 0 < dt <= params.motion_s:
             v = (_centre(box) - _centre(self.last_box)) / dt  # type: ignore[arg-type]
             self.velocity = v if self.velocity is None else 0.5 * self.velocity + 0.5 * v
@@ -140,6 +156,16 @@ class Track:
             self.last_box = box  # type: ignore[assignment]
         self.first_ts = min(self.first_ts, face.ts)
         self._absorb(face, params)
+
+    def _stillness(self, face: Face, box: Box, params: TrackParams) -> None:
+        moved = float(np.linalg.norm(_centre(box) - _centre(self.last_box))) / max(box[3], 1.0)
+        same = (face.embedding is not None and self.last_embedding is not None
+                and float(np.asarray(face.embedding) @ self.last_embedding) >= _STILL_SIM)
+        if moved < _STILL_MOVE and same and face.ts > self.last_ts:
+            self.still_since = self.still_since or self.last_ts
+            self.static = self.static or face.ts - self.still_since >= params.static_after
+        else:
+            self.still_since = None
 
     def _absorb(self, face: Face, params: TrackParams) -> None:
         self.held.append(face)
@@ -155,6 +181,10 @@ class Track:
             self.fair += face.det_score >= params.min_det_score
         if face.contrast is not None:
             self.contrast = max(self.contrast, face.contrast)
+        if face.sharpness is not None:
+            self.sharpness = max(self.sharpness, face.sharpness)
+        if face.embedding is not None:
+            self.last_embedding = np.asarray(face.embedding, dtype=np.float32)
         if face.context is not None:
             self.context = (face.context.copy() if self.context is None
                             else 0.7 * self.context + 0.3 * face.context)

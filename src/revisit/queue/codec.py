@@ -147,6 +147,7 @@ def _face(f: Face) -> dict[str, Any]:
         "faceness": None if f.faceness is None else float(f.faceness),
         "context": _arr(f.context),
         "contrast": None if f.contrast is None else float(f.contrast),
+        "sharpness": None if f.sharpness is None else float(f.sharpness),
     }
 
 
@@ -166,6 +167,7 @@ def _from_face(d: dict[str, Any]) -> Face:
         faceness=None if d["faceness"] is None else _num(d["faceness"], "faceness"),
         context=_from_arr(d["context"]),
         contrast=None if d["contrast"] is None else _num(d["contrast"], "contrast"),
+        sharpness=None if d["sharpness"] is None else _num(d["sharpness"], "sharpness"),
     )
 
 

@@ -118,6 +118,7 @@ def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection]
             pose=(verdict.pose.yaw, verdict.pose.pitch, verdict.pose.roll),
             context=clothes_histogram(pixels, det.bbox),
             contrast=round(contrast(crop), 2) if crop is not None else None,
+            sharpness=round(verdict.sharpness, 2),
         ))
     return faces
 
