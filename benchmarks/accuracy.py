@@ -220,6 +220,43 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     return result
 
 
+def likeness(scenario: Path, model: str = "sface") -> dict[str, Any]:
+    """How alike a face is to its own visit: each detected face (matched to the truth)
+    against the leave-one-out centroid of the faces pasted from the same photo (one visit),
+    and of all faces of the same person. Compared with the same figure on real clips
+    (face_quality.json, "same_person_to_own_centroid") it says how hard a scene is."""
+    from revisit.evaluation.matching import match_boxes
+
+    with np.load(scenario / "faces.npz") as npz:
+        data = {k: npz[k] for k in ("image_id", "bbox", model)}
+    truth = json.loads((scenario / "truth.json").read_text())
+    by_image: dict[str, list[int]] = defaultdict(list)
+    for i, img in enumerate(data["image_id"]):
+        by_image[str(img)].append(i)
+    groups: dict[str, dict[str, list[int]]] = {"visit": defaultdict(list), "person": defaultdict(list)}
+    for frame in truth["frames"]:
+        idx = by_image.get(frame["image_id"], [])
+        boxes = [tuple(float(v) for v in data["bbox"][i]) for i in idx]
+        for r, c, _ in match_boxes([tuple(f["bbox"]) for f in frame["faces"]], boxes):
+            groups["visit"][frame["faces"][r]["photo"]].append(idx[c])
+            groups["person"][frame["faces"][r]["identity"]].append(idx[c])
+    emb = data[model].astype(np.float64)
+    out: dict[str, Any] = {}
+    for name, members in groups.items():
+        sims = []
+        for rows in members.values():
+            if len(rows) < 2:
+                continue
+            total = emb[rows].sum(axis=0)
+            for i in rows:
+                loo = total - emb[i]
+                sims.append(float(emb[i] @ loo) / max(float(np.linalg.norm(loo)), 1e-12))
+        a = np.array(sims)
+        out[f"same_{name}"] = {"n": len(a), "p10": round(float(np.percentile(a, 10)), 3),
+                               "p50": round(float(np.median(a)), 3)}
+    return out
+
+
 def _score_store(scenario: Path, store: Any, with_reference: bool = True) -> dict[str, Any]:
     """Score with the same code as `revisit eval` (revisit.evaluation)."""
     from revisit.evaluation.evaluate import evaluate_store
@@ -274,6 +311,9 @@ def main() -> None:
     r.add_argument("--merge-sweep", default="",
                    help="comma-separated merge bars to try: T (everywhere) or T/S (S for "
                    "visitors sharing a store), e.g. 0.42,0.42/0.36")
+    lk = sub.add_parser("likeness", help="how alike faces are to their own visit and person")
+    lk.add_argument("scenario", type=Path)
+    lk.add_argument("--model", choices=MODELS, default="sface")
     s = sub.add_parser("score")
     s.add_argument("scenario", type=Path)
     s.add_argument("--data", type=Path, required=True)
@@ -286,6 +326,9 @@ def main() -> None:
         return
     if args.cmd == "merge":
         merge_shards(args.scenario, args.n)
+        return
+    if args.cmd == "likeness":
+        print(json.dumps(likeness(args.scenario, args.model)))
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cmd == "replay":

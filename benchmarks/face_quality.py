@@ -236,6 +236,8 @@ def summarise(all_rows: list[dict[str, Any]]) -> dict[str, Any]:
         for o in usable:
             if o["clip"] == clip and o["person"] != person:
                 impostor[_hbin(o["box"][3])].append(float(o["sface"] @ cent))
+    overall = [v for b, vals in ident.items() if b != "0-16" for v in vals]
+    out["same_person_to_own_centroid"] = pct(overall, (10, 50))
     out["identity_by_height"] = {b: {"same_person": pct(ident[b], (5, 25, 50)),
                                      "other_people": pct(impostor[b], (50, 99, 99.9))}
                                  for b in sorted(ident)}
