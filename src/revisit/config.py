@@ -124,6 +124,12 @@ class IdentitySettings(BaseModel):
         description="Added to the match threshold: a face this like a track's pooled embedding "
         "joins it wherever it is in the frame.",
     )
+    track_link_height: int = Field(
+        32, ge=8, le=1000,
+        description="Faces (and tracks) at least this tall (px) may link by face likeness alone, "
+        "wherever they are; smaller ones only by position and motion (small faces of different "
+        "people look alike).",
+    )
     track_gap_s: float = Field(
         120.0, ge=0.0, le=3600.0,
         description="Longest time between two snapshots of one track (same camera); a track "
@@ -158,14 +164,15 @@ class IdentitySettings(BaseModel):
     static_after_s: float = Field(
         1800.0, ge=10.0, le=86400.0,
         description="A face that stays in one place with the same pixels this long is a poster, "
-        "a screen or a mannequin: its track never becomes a visitor. Until then a still track "
-        "founds its visitor once it moves or closes.",
+        "a screen or a mannequin: its faces are dropped from then on, the visitor it founded "
+        "is erased, and a new track at that spot with that face is static at once.",
     )
     create_after: int = Field(
-        3, ge=1, le=1000,
+        1, ge=1, le=1000,
         description="A track founds a new visitor once it has this many faces or when it closes "
         "(identity.track_gap_s after its last face, or at the end of a run): more snapshots "
-        "may still match a known visitor. Matching never waits.",
+        "may still match a known visitor. Matching never waits. Above 1, sightings of new "
+        "visitors reach the store later in the live service.",
     )
     single_face_quality: float = Field(
         0.0, ge=0.0, le=1.0,

@@ -20,6 +20,7 @@ from revisit.config import Settings
 from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
 from revisit.records import DROP_REASONS, NOT_A_FACE, TOO_SMALL, WEAK_TRACK, Batch, Dropped, Frame, Rejected
+from revisit.store.base import erase_withdrawn
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
@@ -289,6 +290,7 @@ class Runtime:
 
             save_crops(self.settings.crops_dir, batch)
         self.store.write(batch)
+        erase_withdrawn(self.store, batch)
         return batch
 
     def embed(self, batch: Batch) -> Batch:

@@ -187,3 +187,6 @@ class Batch:
     exemplars_dropped: list[tuple[str, str]] = field(default_factory=list)  # (tenant, face_image_id)
     # visitors created by resolution: (tenant, visitor_id, first sighting ts)
     visitors_created: list[tuple[str, str, datetime]] = field(default_factory=list)
+    # visitors found to be no person (a poster that founded one before it was known to be
+    # static): (tenant, visitor_id), erased by the store stage after the batch is written
+    visitors_withdrawn: list[tuple[str, str]] = field(default_factory=list)

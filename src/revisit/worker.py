@@ -31,7 +31,8 @@ moment loses nothing and doubles nothing:
 - Each resolver keeps its gallery (faiss, or bookkeeping beside pgvector) in memory and
   reloads a tenant from the store when the tenant's ``identity_version`` moved (another
   resolver, a merge or an erasure committed since).
-- store: post-commit work that needs no lock (face crops when ``privacy.keep_crops``).
+- store: post-commit work that needs no lock (face crops when ``privacy.keep_crops``;
+  erasing a visitor the resolver withdrew, a poster found static after founding one).
 
 Broker or database down: the worker logs, waits and reconnects; its unacked input is
 delivered again (Redis: claimed after ``claim_idle_ms``). See docs/deploy.md.
@@ -324,6 +325,7 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         fn = vision.detect if stage == "detect" else vision.embed
         return (lambda b: [fn(b)]), None
     from revisit.backends import open_store
+    from revisit.store.base import erase_withdrawn
 
     store = open_store(settings)
     if stage == "resolve":
@@ -334,6 +336,7 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
             from revisit.store.crops import save_crops
 
             save_crops(settings.crops_dir, batch)
+        erase_withdrawn(store, batch)
         return []
 
     return store_stage, store

@@ -7,6 +7,7 @@ at every frame ``revisit ingest-video --every 0.5s`` samples. The clips stay in
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,3 +171,43 @@ def test_a_clip_of_faces_too_small_to_count_says_so(make_settings) -> None:
     assert "too small" in summary.line()
     advice = too_small_advice(summary, settings)
     assert advice is not None and "quality.min_match_height" in advice
+
+
+def test_small_faces_in_a_crowd_are_followed_by_position_never_joined_by_likeness(make_settings):
+    """Real Mall frames (a crowd, faces of 15-22 px) as one camera 2 s apart: every
+    visitor made only of small faces moves like one person (no jump beyond the tracker's
+    reach between snapshots seconds apart): small faces of different people look alike, so
+    likeness alone must never join them."""
+    import json
+
+    from revisit.ingest.manifest import read_manifest
+
+    frames_dir = SHARED / "mall" / "frames"
+    if not frames_dir.is_dir():
+        pytest.skip(f"Mall frames missing: {frames_dir}")
+    settings = make_settings()
+    manifest = settings.data.parent / "mall.jsonl"
+    t0 = datetime(2024, 1, 1, 10, tzinfo=UTC)
+    lines = [json.dumps({"image": str(p), "camera_id": "mall", "location_id": "M",
+                         "ts": (t0 + timedelta(seconds=2 * i)).isoformat()})
+             for i, p in enumerate(sorted(frames_dir.glob("*.jpg"))[:150])]
+    manifest.write_text("\n".join(lines) + "\n")
+    runtime = Runtime(settings)
+    try:
+        runtime.ingest(read_manifest(manifest))
+        rows = list(runtime.store.sightings(SightingQuery()))
+    finally:
+        runtime.close()
+    by_visitor: dict[str, list[dict]] = {}
+    for r in rows:
+        by_visitor.setdefault(r["face_id"], []).append(r)
+    small = {v: rs for v, rs in by_visitor.items() if max(r["bbox_h"] for r in rs) < 32}
+    assert small, "the crowd's small faces should make some visitors"
+    for vid, rs in small.items():
+        rs.sort(key=lambda r: r["ts"])
+        for a, b in itertools.pairwise(rs):
+            dt = (datetime.fromisoformat(b["ts"].replace("Z", "+00:00"))
+                  - datetime.fromisoformat(a["ts"].replace("Z", "+00:00"))).total_seconds()
+            h = max(a["bbox_h"], b["bbox_h"])
+            jump = ((b["bbox_x"] - a["bbox_x"]) ** 2 + (b["bbox_y"] - a["bbox_y"]) ** 2) ** 0.5 / h
+            assert dt > settings.identity.track_motion_s or jump <= 6, (vid, a, b)

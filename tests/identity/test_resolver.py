@@ -227,7 +227,7 @@ def test_someone_else_stepping_into_the_spot_is_not_that_visitor(env, emb) -> No
 
 
 def test_a_young_track_waits_for_more_snapshots_before_founding_a_visitor(make_settings, emb):
-    settings = make_settings()
+    settings = make_settings(identity={"create_after": 3})
     store = DuckDBStore(":memory:")
     resolver = Resolver(settings, store, FaissIndex(128))
     n = settings.identity.create_after
@@ -272,16 +272,34 @@ def test_several_fair_snapshots_found_a_visitor_a_weak_track_is_held_then_droppe
     assert len(tail.dropped) == n
 
 
-def test_a_poster_never_becomes_a_visitor(make_settings, emb) -> None:
+def test_a_poster_is_withdrawn_once_found_static_and_never_counted_again(make_settings, emb):
+    from revisit.store.base import erase_withdrawn
+
     settings = make_settings(identity={"static_after_s": 30})
     store = DuckDBStore(":memory:")
     resolver = Resolver(settings, store, FaissIndex(128))
     poster = emb[("Angelina_Jolie", 1)]
-    out = [resolver.resolve(batch_of([face(poster, f"s{k}", minute=k * 10 * SECOND, x=200)]))
-           for k in range(6)]
-    assert all(b.visitors_created == [] for b in out)
-    dropped = [d for b in out for d in b.dropped]
-    assert dropped and {d.reason for d in dropped} == {"static"}
-    tail = resolver.flush()
-    assert tail is None or tail.visitors_created == []
+    query = ReportQuery(T0.date(), T0.date(), tenant="t")
+
+    def run(faces: list[Face]) -> Batch:
+        out = resolver.resolve(batch_of(faces))
+        store.write(out)
+        erase_withdrawn(store, out)
+        return out
+
+    # its first snapshot looks like a person and founds a visitor ...
+    first = run([face(poster, "s0", x=200)])
+    assert len(first.visitors_created) == 1
+    # ... the same pixels in the same place for 30 s: a picture; the visitor is withdrawn
+    out = [run([face(poster, f"s{k}", minute=k * 10 * SECOND, x=200)]) for k in range(1, 6)]
+    assert [v for b in out for v in b.visitors_withdrawn] == [("t", first.visitors_created[0][1])]
+    assert {d.reason for b in out for d in b.dropped} == {"static"}
+    assert store.report_header(query).unique_visitors == 0
+    # hidden for a while (its track closes), then seen again: static at once, no new visitor
+    again = [run([face(poster, f"r{k}", minute=10 + k * 10 * SECOND, x=200)]) for k in range(3)]
+    assert all(b.visitors_created == [] for b in again)
+    assert store.report_header(query).unique_visitors == 0
+    # a person next to it is counted as usual
+    person = run([face(emb[("Andre_Agassi", 1)], "p0", minute=11, x=400)])
+    assert len(person.visitors_created) == 1
     store.close()

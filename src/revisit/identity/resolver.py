@@ -161,6 +161,7 @@ class Resolver:
             context_veto=ident.track_context_veto,
             min_det_score=settings.quality.min_det_score,
             static_after=timedelta(seconds=ident.static_after_s),
+            link_height=ident.track_link_height,
         )
         self.track_create_faces = ident.track_create_faces
         self.twin_threshold = self.threshold + ident.twin_offset
@@ -281,6 +282,22 @@ class Resolver:
             log.debug("track is a twin of %s (%.3f)", best, best_sim)
         return best
 
+    def _withdraw(self, batch: Batch, g: _Gallery, tenant: str, tr: Track) -> None:
+        """A track that founded a visitor turned out to be a static picture: the visitor was
+        never a person. Unless it was merged with anyone since, the store erases it after
+        this batch is written, and it is forgotten here."""
+        vid = tr.visitor
+        tr.visitor = None
+        if vid is None:
+            return
+        detail = self.store.visitor_detail(tenant, vid)
+        if detail is not None and (detail.visitor_id != vid or detail.aliases):
+            return  # merged with someone: keep it (a person may be in that group)
+        held = g.exemplars.pop(vid, [])
+        g.changed(vid)
+        self.index.remove(tenant, [h.face_image_id for h in held])
+        batch.visitors_withdrawn.append((tenant, vid))
+
     def _drop_weak(self, batch: Batch, tracks: Iterable[Track]) -> None:
         """Closed tracks: faces of those that never got a visitor are dropped."""
         for tr in tracks:
@@ -376,6 +393,8 @@ class Resolver:
                 self._drop_faces(batch, tr.held, "unchanged since "
                                  f"{tr.still_since:%Y-%m-%d %H:%M:%S}", reason=STATIC)
                 tr.held = []
+                if tr.founded and tr.visitor is not None:
+                    self._withdraw(batch, g, tenant, tr)
             if not tr.held:
                 continue
             new = False
@@ -406,6 +425,7 @@ class Resolver:
                         tr.held = []
                         continue
                     vid, new = self._new_visitor(tenant), True
+                    tr.founded = True
                     batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.held)))
                 tr.visitor = vid
             centroid = g.centroid(vid)

@@ -6,7 +6,8 @@ pass into several "people". Where they are, how they move and what they wear cha
 in a second, so a face joins an open track of its camera when either
 
 - **its face resembles the track's** (cosine to the track's pooled embedding at or above
-  the link bar, the match threshold by default), wherever it is; or
+  the link bar, the match threshold by default), wherever it is, when both are large
+  enough to identify (``link_height``); or
 - **it is where the track's motion puts it**: the distance to the predicted position,
   in face heights, is within what a person covers in that time (a bound that grows with
   the gap and is tighter once the track's velocity is known), the size change is
@@ -45,6 +46,7 @@ class TrackParams:
     context_veto: float  # clothes less alike than this: not the same person
     min_det_score: float  # "fair" faces (a track of several may found a visitor)
     static_after: timedelta = timedelta(minutes=30)  # unchanged this long: not a person
+    link_height: int = 32  # faces (and tracks) this tall (px) may link by likeness alone
 
 
 # Reach of a person between snapshots, in face heights: base + per second, capped. Two
@@ -122,8 +124,10 @@ class Track:
     contrast: float = 0.0  # the highest contrast of its faces
     sharpness: float = 0.0  # the highest sharpness of its faces
     best_quality: float = 0.0  # of its creatable faces
+    tallest: int = 0  # height (px) of its tallest matchable face
     still_since: datetime | None = None  # start of its current run of still faces
     static: bool = False  # still for params.static_after: a poster, screen or mannequin
+    founded: bool = False  # its visitor was created from this track
     last_embedding: np.ndarray | None = None
     companions: set[Track] = field(default_factory=set)  # tracks seen in the same frames
 
@@ -174,6 +178,7 @@ class Track:
         if face.creatable:
             self.best_quality = max(self.best_quality, face.quality)
         if face.matchable and face.embedding is not None:
+            self.tallest = max(self.tallest, face.bbox[3])
             w = 0.25 + float(face.quality)
             vec = np.asarray(face.embedding, dtype=np.float64)
             self.emb_sum = w * vec if self.emb_sum is None else self.emb_sum + w * vec
@@ -201,6 +206,9 @@ class CameraTracks:
         self._next_key = 0
         self.latest: datetime | None = None  # newest frame seen
         self._recent: list[datetime] = []  # times of the frames linked, newest last (bounded)
+        # places found static (a poster): a new track there with the same face is static at
+        # once; kept while this process runs
+        self.static_spots: list[tuple[Box, np.ndarray]] = []
         self._missed: dict[int, int] = {}  # track key -> frames of this camera it was absent from
 
     def close_before(self, ts: datetime) -> list[Track]:
@@ -255,12 +263,25 @@ class CameraTracks:
                 self._next_key += 1
                 self.open.append(t)
                 t._absorb(f, self.params)
+                if self._at_static_spot(f):
+                    t.static, t.still_since = True, f.ts
             else:
+                was_static = t.static
                 t.add(f, self.params)
+                if t.static and not was_static and t.last_embedding is not None:
+                    self.static_spots.append((t.last_box, t.last_embedding))
+                    del self.static_spots[:-64]
             tracks.append(t)
         for t in tracks:
             t.companions.update(o for o in tracks if o is not t)
         return tracks
+
+    def _at_static_spot(self, f: Face) -> bool:
+        if f.embedding is None:
+            return False
+        box = tuple(float(v) for v in f.bbox)
+        return any(float(np.linalg.norm(_centre(box) - _centre(b))) < _STILL_MOVE * box[3]  # type: ignore[arg-type]
+                   and float(np.asarray(f.embedding) @ e) >= _STILL_SIM for b, e in self.static_spots)
 
     def _score(self, f: Face, t: Track) -> float | None:
         """How well face ``f`` continues track ``t`` (higher is better), None if it cannot.
@@ -280,7 +301,10 @@ class CameraTracks:
             face_sim = float(np.asarray(f.embedding, dtype=np.float32) @ pooled)
         ctx = (context_similarity(f.context, t.context)
                if f.context is not None and t.context is not None else None)
-        strong = face_sim is not None and face_sim >= p.face_link
+        # a face links anywhere only if it and the track are large enough to identify:
+        # small faces of different people are alike (docs/accuracy.md, identity by size)
+        strong = face_sim is not None and face_sim >= p.face_link \
+            and f.bbox[3] >= p.link_height and t.tallest >= p.link_height
         near = self._nearness(f, t, dt, face_sim, ctx)
         if not strong and near <= 0.0:
             return None

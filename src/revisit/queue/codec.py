@@ -254,6 +254,7 @@ def encode_batch(batch: Batch) -> bytes:
         "exemplars_added": [_exemplar(e) for e in batch.exemplars_added],
         "exemplars_dropped": [[t, f] for t, f in batch.exemplars_dropped],
         "visitors_created": [[t, v, _ts(ts)] for t, v, ts in batch.visitors_created],
+        "visitors_withdrawn": [[t, v] for t, v in batch.visitors_withdrawn],
     }
     return msgpack.packb(doc, use_bin_type=True)
 
@@ -285,6 +286,9 @@ def decode_batch(payload: bytes) -> Batch:
     try:
         pairs = _list(doc, "exemplars_dropped")
         created = _list(doc, "visitors_created")
+        withdrawn = _list(doc, "visitors_withdrawn")
+        if not all(isinstance(p, list) and len(p) == 2 for p in withdrawn):
+            raise CodecError("visitors_withdrawn must hold [tenant, visitor_id] pairs")
         if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
             raise CodecError("exemplars_dropped must hold [tenant, face_image_id] pairs")
         if not all(isinstance(c, list) and len(c) == 3 for c in created):
@@ -298,6 +302,7 @@ def decode_batch(payload: bytes) -> Batch:
             dropped=[_from_dropped(x) for x in _maps(doc, "dropped")],
             exemplars_added=[_from_exemplar(x) for x in _maps(doc, "exemplars_added")],
             exemplars_dropped=[(_str(t, "tenant"), _str(f, "face_image_id")) for t, f in pairs],
+            visitors_withdrawn=[(_str(t, "tenant"), _str(v, "visitor_id")) for t, v in withdrawn],
             visitors_created=[
                 (_str(t, "tenant"), _str(v, "visitor_id"), _from_ts(ts)) for t, v, ts in created
             ],

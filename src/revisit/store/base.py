@@ -122,3 +122,13 @@ class SightingStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def erase_withdrawn(store: SightingStore, batch: Batch) -> None:
+    """Erase the visitors the resolver withdrew from ``batch`` (after it is written): they
+    were never people. Idempotent: a visitor already gone is skipped."""
+    for tenant, visitor in batch.visitors_withdrawn:
+        try:
+            store.erase_visitor(tenant, visitor)
+        except KeyError:
+            continue
