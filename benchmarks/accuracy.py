@@ -228,7 +228,8 @@ def likeness(scenario: Path, model: str = "sface") -> dict[str, Any]:
     from revisit.evaluation.matching import match_boxes
 
     with np.load(scenario / "faces.npz") as npz:
-        data = {k: npz[k] for k in ("image_id", "bbox", model)}
+        data = {k: npz[k] for k in ("image_id", "bbox", "sface", "reid0095", "arcface")}
+    data["sface-reid"] = np.hstack([data["sface"], data["reid0095"]]) / np.sqrt(2.0)
     truth = json.loads((scenario / "truth.json").read_text())
     by_image: dict[str, list[int]] = defaultdict(list)
     for i, img in enumerate(data["image_id"]):
@@ -242,6 +243,20 @@ def likeness(scenario: Path, model: str = "sface") -> dict[str, Any]:
             groups["person"][frame["faces"][r]["identity"]].append(idx[c])
     emb = data[model].astype(np.float64)
     out: dict[str, Any] = {}
+    # pairwise: every pair of one person's faces against 2M random pairs of two people
+    person = np.full(len(emb), -1)
+    for k, rows in enumerate(groups["person"].values()):
+        person[rows] = k
+    seen = np.nonzero(person >= 0)[0]
+    rng = np.random.default_rng(0)
+    a, b = rng.choice(seen, 2_000_000), rng.choice(seen, 2_000_000)
+    other = person[a] != person[b]
+    impostor = np.einsum("ij,ij->i", emb[a[other]], emb[b[other]])
+    bar = float(np.quantile(impostor, 1 - 1e-3))
+    genuine = np.concatenate([(emb[r] @ emb[r].T)[np.triu_indices(len(r), 1)]
+                              for r in groups["person"].values() if len(r) > 1])
+    out["pairs_tar_at_far_1e-3"] = {"threshold": round(bar, 3),
+                                    "tar": round(float(np.mean(genuine >= bar)), 3)}
     for name, members in groups.items():
         sims = []
         for rows in members.values():
