@@ -45,7 +45,7 @@ class Summary:
     seconds: float = 0.0
     dropped: Counter = field(default_factory=Counter)  # reason code -> faces
     dropped_faces: list[Dropped] = field(default_factory=list)  # the first MAX_LISTED, for -v
-    largest_dropped: int = 0  # tallest face (px) dropped as too small
+    largest_dropped: int = 0  # tallest face (px) dropped as too small or in a weak track
 
     MAX_LISTED = 10_000
 
@@ -57,7 +57,7 @@ class Summary:
         self.rejected.extend(batch.rejected)
         for d in batch.dropped:
             self.dropped[d.reason] += 1
-            if d.reason == TOO_SMALL:
+            if d.reason in (TOO_SMALL, WEAK_TRACK):
                 self.largest_dropped = max(self.largest_dropped, d.bbox[3])
         room = self.MAX_LISTED - len(self.dropped_faces)
         if room > 0:
@@ -91,6 +91,10 @@ def too_small_advice(summary: Summary, settings: Settings) -> str | None:
     if summary.sightings or not small:
         return None
     q, ident = settings.quality, settings.identity
+    if summary.largest_dropped >= q.min_face_height:
+        return (f"no visitor counted: the {small} faces seen were too turned, blurred or "
+                "unconfident to found a visitor, and matched nobody known (`revisit -v` lists "
+                "each face with its reason).")
     largest = f" (largest {summary.largest_dropped} px)" if summary.largest_dropped else ""
     return (
         f"no visitor counted: all {small} faces seen were too small or too weak{largest}. A "
