@@ -208,6 +208,9 @@ def test_erase_removes_visitor_everywhere(store: SightingStore) -> None:
     b = batch([keep, *gone, absorbed])
     store.write(b)
     store.merge_visitors("default", "V-000002", "V-000003")
+    # the faces whose crops go with the person: the whole merge group, on every store
+    assert store.visitor_face_ids("default", "V-000003") == {
+        s.face_image_id for s in [*gone, absorbed]}
     deleted = store.erase_visitor("default", "V-000003")  # any id of the group
     assert deleted["sightings"] == 4 and deleted["visitors"] == 2
     c = counts(store)

@@ -109,6 +109,17 @@ class SightingStore(Protocol):
 
     def visitor_detail(self, tenant: str, visitor_id: str) -> VisitorDetail | None: ...
 
+    def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
+        """face_image_ids of every sighting of the visitor's merge group (crop erasure)."""
+        ...
+
+    def purge_before(self, tenant: str, cutoff: datetime) -> tuple[dict[str, int], list[str]]:
+        """Retention: delete the tenant's sightings, embeddings and exemplars older than
+        ``cutoff`` (naive UTC) and visitors left with no sighting, and recompute the
+        tenant's report rollup, in one transaction. Returns the deleted counts and the
+        face_image_ids of the exemplars deleted (for the face index)."""
+        ...
+
     def merges(self, tenant: str) -> list[MergeRecord]: ...
 
     def load_embeddings(

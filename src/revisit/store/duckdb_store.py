@@ -46,6 +46,7 @@ from revisit.report.sql import (
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
+from revisit.store.retention import purge_statements
 from revisit.store.visitor_ids import visitor_number_or_zero
 
 FETCH_ROWS = 10_000  # rows per fetchmany: bounded memory however large the report
@@ -834,6 +835,31 @@ class DuckDBStore:
                 [tenant, group, now],
             )
             return counts
+
+        return self._transaction(run)
+
+    def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
+        cur = self._cur()
+        canon = self._canonical(cur, tenant, visitor_id)
+        rows = cur.execute(
+            "SELECT s.face_image_id FROM sightings s LEFT JOIN aliases a "
+            "ON a.tenant = s.tenant AND a.alias_id = s.face_id "
+            "WHERE s.tenant = ? AND coalesce(a.visitor_id, s.face_id) = ?",
+            [tenant, canon]).fetchall()
+        return {r[0] for r in rows}
+
+    def purge_before(self, tenant: str, cutoff: datetime) -> tuple[dict[str, int], list[str]]:
+        def run(cur: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], list[str]]:
+            dropped = [r[0] for r in cur.execute(
+                "SELECT face_image_id FROM exemplars WHERE tenant = ? AND ts < ?",
+                [tenant, cutoff]).fetchall()]
+            counts: dict[str, int] = {}
+            for name, sql, params in purge_statements(tenant, cutoff):
+                counts[name] = len(cur.execute(sql + " RETURNING 1", params).fetchall())
+            cur.execute("DELETE FROM visit_days WHERE tenant = ?", [tenant])
+            cur.execute("INSERT INTO visit_days " + rollup_rows_from_sightings("s.tenant = ?")
+                        + " ORDER BY day, location_id", [tenant])
+            return counts, dropped
 
         return self._transaction(run)
 

@@ -55,6 +55,7 @@ from revisit.report.sql import (
     sightings_sql,
 )
 from revisit.store.base import MergeRecord, VisitorDetail
+from revisit.store.retention import purge_statements
 from revisit.store.visitor_ids import visitor_number_or_zero
 
 FETCH_ROWS = 10_000
@@ -961,6 +962,32 @@ class PostgresStore:
                 [tenant, group, _now()],
             )
             return counts
+
+        return self._maintenance(tenant, run)
+
+    def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
+        with self._tx() as conn:
+            canon = self._canonical(conn, tenant, visitor_id)
+            rows = conn.execute(
+                "SELECT s.face_image_id FROM sightings s LEFT JOIN aliases a "
+                "ON a.tenant = s.tenant AND a.alias_id = s.face_id "
+                "WHERE s.tenant = %s AND coalesce(a.visitor_id, s.face_id) = %s",
+                [tenant, canon]).fetchall()
+            return {r[0] for r in rows}
+
+    def purge_before(self, tenant: str, cutoff: datetime) -> tuple[dict[str, int], list[str]]:
+        def run(conn: psycopg.Connection) -> tuple[dict[str, int], list[str]]:
+            dropped = [r[0] for r in conn.execute(
+                "SELECT face_image_id FROM exemplars WHERE tenant = %s AND ts < %s",
+                [tenant, cutoff]).fetchall()]
+            counts = {name: conn.execute(sql, params).rowcount
+                      for name, sql, params in purge_statements(tenant, cutoff, "%s")}
+            conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                         [_lock_key("rollup", self.schema, tenant)])
+            conn.execute("DELETE FROM visit_days WHERE tenant = %s", [tenant])
+            conn.execute(_pg_report_sql("INSERT INTO visit_days "
+                                        + rollup_rows_from_sightings("s.tenant = ?")), [tenant])
+            return counts, dropped
 
         return self._maintenance(tenant, run)
 
