@@ -229,9 +229,6 @@ class PrivacySettings(BaseModel):
     keep_crops: bool = Field(
         False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
     )
-    crop_retention_days: int = Field(
-        30, ge=1, le=3650, description="Crops older than this are deleted by `revisit purge`."
-    )
 
 
 class Settings(BaseSettings):

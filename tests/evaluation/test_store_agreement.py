@@ -11,9 +11,9 @@ import numpy as np
 from revisit.evaluation.evaluate import evaluate_store
 from revisit.evaluation.truth import load_truth
 from revisit.report.query import ReportQuery
-from revisit.simulate.visits import visits_per_location
 from revisit.store.duckdb_store import DuckDBStore
 from revisit.store.testing import T0, at, batch, sighting
+from revisit.visits import visits_per_location
 
 # (visitor, location, minutes after T0): gaps of exactly 30, 31 and 600 minutes
 PLAN = [

@@ -130,7 +130,7 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
                 raise _fail(403, f"this key may not post for camera {cam!r}")
             camera = svc.tenancy.camera(key.tenant, cam)
             if camera is None:
-                raise _fail(422, f"camera {cam!r} is not registered (revisit admin camera)")
+                raise _fail(422, f"camera {cam!r} is not registered (revisit admin add-camera)")
             ts = _timestamp(it["ts"], i)
             part = uploads[it["file"]]
             if part.size is not None and part.size > cfg.max_image_bytes:

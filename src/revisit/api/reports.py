@@ -20,10 +20,11 @@ from fastapi.responses import StreamingResponse
 from revisit.api.auth import require, service_of
 from revisit.api.service import Service
 from revisit.report import formats
-from revisit.report.durations import parse_duration
+from revisit.report.durations import format_duration, parse_duration
 from revisit.report.query import ReportQuery, ReportRow
 from revisit.store import summary as summary_sql
 from revisit.tenancy.db import ApiKey
+from revisit.visits import DEFAULT_VISIT_GAP
 
 router = APIRouter(tags=["reports"])
 reader = require("analyst", "admin")
@@ -124,7 +125,8 @@ def unique_visitors(
     locations: str | None = Query(None, description="Location ids, comma separated."),
     cameras: str | None = Query(None, description="Camera ids, comma separated."),
     camera_group: str | None = Query(None, description="A camera group of the tenant."),
-    visit_gap: str = Query("30m", description="Longest gap inside one visit, e.g. 30m."),
+    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP),
+                           description="Longest gap inside one visit, e.g. 30m."),
     format: str = Query("json", pattern="^(json|csv)$"),
     page: int = Query(1, ge=1),
     page_size: int = Query(100, ge=1),
@@ -174,7 +176,7 @@ def summary(
     locations: str | None = Query(None),
     cameras: str | None = Query(None),
     camera_group: str | None = Query(None),
-    visit_gap: str = Query("30m"),
+    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP)),
     key: ApiKey = Depends(reader),
 ) -> dict[str, Any]:
     svc = service_of(request)

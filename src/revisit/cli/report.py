@@ -11,8 +11,9 @@ from typing import Annotated, TextIO
 import typer
 
 from revisit.cli.context import parse_day, split_list, state
-from revisit.report.durations import parse_duration
+from revisit.report.durations import format_duration, parse_duration
 from revisit.report.query import ReportQuery, SightingQuery
+from revisit.visits import DEFAULT_VISIT_GAP
 
 
 @contextlib.contextmanager
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         cameras: Annotated[str | None, typer.Option(help="Camera ids, comma separated.")] = None,
         visit_gap: Annotated[
             str, typer.Option("--visit-gap", help="Longest gap inside one visit (0: every sighting).")
-        ] = "30m",
+        ] = format_duration(DEFAULT_VISIT_GAP),
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
         tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from revisit.cli.context import parse_day
+from revisit.visits import DEFAULT_VISIT_GAP
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
         ] = 15,
         visit_gap: Annotated[
             int, typer.Option("--visit-gap", min=0, help="Visit gap in minutes (truth visits).")
-        ] = 30,
+        ] = int(DEFAULT_VISIT_GAP.total_seconds() // 60),
         tenant: Annotated[str | None, typer.Option(help="Tenant written to the manifest.")] = None,
         backgrounds: Annotated[
             Path | None, typer.Option(help="Folder of CCTV frames (default shared mall frames).")

@@ -20,7 +20,7 @@ from revisit.evaluation import metrics
 from revisit.evaluation.matching import MIN_IOU, match_boxes
 from revisit.evaluation.reference import MAX_ITEMS, sweep
 from revisit.evaluation.truth import Truth
-from revisit.simulate.visits import visits_per_location
+from revisit.visits import visits_per_location
 
 
 def _ts(value: Any) -> datetime:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from revisit.simulate.visits import visits_per_location
+from revisit.visits import visits_per_location
 
 
 @dataclass(slots=True)

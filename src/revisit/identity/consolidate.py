@@ -40,10 +40,11 @@ import numpy as np
 from revisit.config import Settings
 from revisit.identity.tracks import Box, step_nearness
 from revisit.records import Batch
-from revisit.report.query import DEFAULT_VISIT_GAP, SightingQuery
+from revisit.report.query import SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
 from revisit.store.visitor_ids import visitor_number_or_zero
 from revisit.vision.model import embedder_facts
+from revisit.visits import DEFAULT_VISIT_GAP
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver

@@ -127,10 +127,6 @@ class LabelledIndex:
             t.meta[fid] = (new, t.meta[fid][1])
         t.by_visitor.setdefault(new, set()).update(ids)
 
-    def visitor_exemplars(self, tenant: str, visitor_id: str) -> int:
-        t = self._tenants.get(tenant)
-        return 0 if t is None else len(t.by_visitor.get(visitor_id, ()))
-
 
 class _TenantIndex:
     def __init__(self, dim: int) -> None:

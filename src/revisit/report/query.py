@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from revisit.records import DEFAULT_TENANT
-
-# A visit: sightings of one visitor at one location with no gap longer than this.
-DEFAULT_VISIT_GAP = timedelta(minutes=30)
+from revisit.visits import DEFAULT_VISIT_GAP
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from revisit.records import Sighting
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
+from revisit.visits import DEFAULT_VISIT_GAP
 
 # One row per canonical visitor from per_loc (vid, loc, visits, n, first_us, last_us): shared
 # by the raw query and the rollup so both answer in exactly the same shape.
@@ -173,7 +174,7 @@ def period_text(query: ReportQuery) -> str:
 # with the default gap and no camera filter exactly, reading ~n/10 rows instead of n
 # sightings and sorting nothing.
 
-ROLLUP_GAP_US = 30 * 60 * 1_000_000  # the default visit gap; other gaps use the raw query
+ROLLUP_GAP_US = int(DEFAULT_VISIT_GAP.total_seconds() * 1_000_000)  # other gaps use the raw query
 
 
 def rollup_applies(query: ReportQuery) -> bool:

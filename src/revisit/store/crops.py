@@ -7,7 +7,7 @@ so retention is a matter of deleting whole day folders and erasure of one face i
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import cv2
@@ -53,14 +53,6 @@ def purge_crop_days(tenant_root: Path, before: date) -> int:
             shutil.rmtree(day_dir)
             removed += 1
     return removed
-
-
-def purge_crops(root: Path, retention_days: int, today: date | None = None) -> int:
-    """Delete day folders older than the retention, in every tenant; returns folders removed."""
-    if not root.exists():
-        return 0
-    limit = (today or datetime.now(UTC).date()) - timedelta(days=retention_days)
-    return sum(purge_crop_days(t, limit) for t in root.iterdir())
 
 
 def erase_crops(root: Path, tenant: str, face_image_ids: set[str]) -> int:

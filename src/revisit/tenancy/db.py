@@ -178,7 +178,7 @@ class Tenancy:
     def require_tenant(self, tenant: str) -> Tenant:
         t = self.tenant(tenant)
         if t is None:
-            raise TenancyError(f"unknown tenant {tenant!r} (create it with `revisit admin tenant`)")
+            raise TenancyError(f"unknown tenant {tenant!r} (create it with `revisit admin add-tenant`)")
         return t
 
     def tenants(self) -> list[Tenant]:

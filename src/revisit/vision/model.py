@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -167,5 +167,3 @@ def _import_builtin_models() -> None:
     # Registration happens on import of the modules that define the models.
     from revisit.vision import detect, embed  # noqa: F401
 
-
-ModelFactory = Callable[..., InferenceModel]

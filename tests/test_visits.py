@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from revisit.simulate.visits import count_visits, visits_per_location
+from revisit.visits import count_visits, visits_per_location
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 

@@ -1,10 +1,12 @@
-"""The visit rule, stated once for the ground truth and the evaluation.
+"""The visit rule, stated once: the report (its default gap, and the rollup kept for it),
+consolidation, the simulator's ground truth and the evaluation all import it.
 
 A visit is a run of sightings of one visitor at one location with no gap longer than the
-visit gap (the report's definition, see ``docs`` / ``revisit.report.query.ReportQuery``).
-Ground truth counts visits from the snapshots a person really appears in, not from the
-plan, so a shopper who steps out for ten minutes and comes back is one visit, as the
-report would count it.
+visit gap; a gap exactly equal to it continues the visit, and a gap of zero makes every
+sighting a visit. The report computes the same in SQL (``revisit.report.sql``); tests hold
+the two to the same numbers. Ground truth counts visits from the snapshots a person really
+appears in, not from the plan, so a shopper who steps out for ten minutes and comes back is
+one visit, as the report would count it.
 """
 
 from __future__ import annotations
