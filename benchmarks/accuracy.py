@@ -141,7 +141,7 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
     from revisit.pipeline import batched
     from revisit.records import Face, Frame
     from revisit.store.duckdb_store import DuckDBStore
-    from revisit.vision.model import model_class
+    from revisit.vision.catalog import model_class
     from revisit.vision.quality import assess, face_check
 
     with np.load(scenario / "faces.npz") as npz:

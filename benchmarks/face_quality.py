@@ -42,9 +42,10 @@ from revisit.evaluation.matching import match_boxes
 from revisit.ingest.video import sample_video
 from revisit.simulate.scenario import shared_data_dir
 from revisit.vision.align import align_crop
+from revisit.vision.catalog import create
 from revisit.vision.context import clothes_histogram, context_similarity
 from revisit.vision.embed import SFaceEmbedder
-from revisit.vision.model import create, package_file
+from revisit.vision.model import package_file
 from revisit.vision.pose import head_pose, landmark_residual
 from revisit.vision.quality import sharpness
 

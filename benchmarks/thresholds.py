@@ -29,7 +29,7 @@ import numpy as np
 
 from revisit.config import Settings
 from revisit.records import Batch, Frame
-from revisit.vision.model import embedder_facts
+from revisit.vision.catalog import embedder_facts
 from revisit.vision.stages import Vision, detect_batch
 
 REPO = Path(__file__).resolve().parents[1]

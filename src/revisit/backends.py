@@ -36,7 +36,7 @@ def open_store(settings: Settings) -> SightingStore:
 
 def open_index(settings: Settings) -> FaceIndex:
     url = settings.index_url
-    from revisit.vision.model import embedder_facts
+    from revisit.vision.catalog import embedder_facts
 
     dim = embedder_facts(settings.embedder.model).dim
     if url.startswith("faiss://") and url.partition("?")[2]:  # options: the approximate index

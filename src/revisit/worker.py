@@ -53,6 +53,7 @@ from typing import Any
 from revisit.config import Settings
 from revisit.pipeline import Runtime, Summary, batched
 from revisit.queue.base import QueueFull, StageQueue
+from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch, Face, Frame, Rejected, Sighting
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class ResolveHandler:
                 if seq <= last:
                     return [self._replay(batch)]
                 if seq > last + 1:
-                    tx.park(stream, seq, batch)
+                    tx.park(stream, seq, encode_batch(batch))
                     out = []
                 else:
                     out = [self._apply(tx, batch)]
@@ -247,10 +248,10 @@ class ResolveHandler:
         while True:
             with self.store.identity_transaction(stream=stream) as tx:
                 nxt = tx.last_seq(stream) + 1
-                parked = tx.unpark(stream, nxt)
-                if parked is None:
+                payload = tx.unpark(stream, nxt)
+                if payload is None:
                     return out
-                out.append(self._apply(tx, parked))
+                out.append(self._apply(tx, decode_batch(payload)))
                 tx.advance(stream, nxt)
 
     def _apply(self, tx: Any, batch: Batch) -> Batch:

@@ -69,7 +69,7 @@ def test_alignment_matches_opencv_aligncrop(vision, lfw):
     image = read(lfw / LFW_PHOTOS[1])
     d = max(vision.detector.detect(image), key=lambda d: d.bbox[3])
     ours = align_crop(image, d.landmarks)
-    from revisit.vision.model import create
+    from revisit.vision.catalog import create
 
     sface = create("embedder", "sface", threads=1)
     sface.load()

@@ -43,7 +43,7 @@ from revisit.records import Batch
 from revisit.report.query import SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
 from revisit.store.visitor_ids import visitor_number_or_zero
-from revisit.vision.model import embedder_facts
+from revisit.vision.catalog import embedder_facts
 from revisit.visits import DEFAULT_VISIT_GAP
 
 if TYPE_CHECKING:

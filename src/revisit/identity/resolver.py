@@ -50,7 +50,7 @@ from revisit.identity.tracks import CameraTracks, Track, TrackParams
 from revisit.records import STATIC, TWIN, WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
-from revisit.vision.model import embedder_facts
+from revisit.vision.catalog import embedder_facts
 
 log = logging.getLogger(__name__)
 

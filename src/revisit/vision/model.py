@@ -2,8 +2,9 @@
 
 Modelled on Immich's ``InferenceModel``: a model knows its name and licence, loads its
 weights lazily on the first ``predict`` (so building a pipeline, or a worker that never
-sees a face, costs nothing), and is created through a registry keyed by (task, name).
-Weights come only from installed packages; nothing is ever downloaded.
+sees a face, costs nothing), and is created by name through the catalogue
+(:mod:`revisit.vision.catalog`). Weights come only from installed packages or ship inside
+revisit; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -123,47 +124,3 @@ class InferenceModel(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, loaded={self._loaded})"
-
-
-_REGISTRY: dict[tuple[str, str], type[InferenceModel]] = {}
-
-
-def register(cls: type[InferenceModel]) -> type[InferenceModel]:
-    """Class decorator: make a model creatable by (task, name)."""
-    _REGISTRY[(cls.task, cls.name)] = cls
-    return cls
-
-
-def available(task: Task) -> list[str]:
-    _import_builtin_models()
-    return sorted(name for (t, name) in _REGISTRY if t == task)
-
-
-def model_class(task: Task, name: str) -> type[InferenceModel]:
-    _import_builtin_models()
-    try:
-        return _REGISTRY[(task, name)]
-    except KeyError:
-        raise ValueError(
-            f"unknown {task} {name!r}; available: {', '.join(available(task))}"
-        ) from None
-
-
-def embedder_facts(name: str) -> Any:
-    """The embedder class registered as ``name``: its dim, thresholds and face-check bars
-    (class attributes, readable without loading weights)."""
-    return model_class("embedder", name)
-
-
-def create(task: Task, name: str, **kwargs: Any) -> InferenceModel:
-    """Build (not load) the model registered for (task, name)."""
-    cls = model_class(task, name)
-    if not cls.commercial_use_ok:
-        log.warning("%s %s selected: %s", task, name, cls.licence)
-    return cls(**kwargs)
-
-
-def _import_builtin_models() -> None:
-    # Registration happens on import of the modules that define the models.
-    from revisit.vision import detect, embed  # noqa: F401
-

@@ -14,7 +14,7 @@ import numpy as np
 
 from revisit.config import Settings
 from revisit.records import NOT_A_FACE, Batch, Dropped, Face, Frame, Rejected, face_image_id
-from revisit.vision import model as registry
+from revisit.vision import catalog
 from revisit.vision.align import align_crop
 from revisit.vision.context import clothes_histogram
 from revisit.vision.detect import Detection, Detector
@@ -202,7 +202,7 @@ class Vision:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            det = registry.create("detector", self.settings.detector.model,
+            det = catalog.create("detector", self.settings.detector.model,
                                   settings=self.settings.detector,
                                   threads=self.settings.pipeline.threads)
             assert isinstance(det, Detector)
@@ -212,7 +212,7 @@ class Vision:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            emb = registry.create("embedder", self.settings.embedder.model,
+            emb = catalog.create("embedder", self.settings.embedder.model,
                                   threads=self.settings.pipeline.threads,
                                   batch_size=self.settings.embedder.batch_size)
             assert isinstance(emb, Embedder)
