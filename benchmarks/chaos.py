@@ -33,6 +33,7 @@ STAGES = ("detect", "embed", "resolve", "store")
 def run(frames, redis: H.Redis, pg: H.Postgres, db: int, schema: str, per_stage: int,
         work: Path, chaos: dict | None = None) -> dict:
     from revisit.config import load_settings
+    from revisit.distributed.publish import publish
     from revisit.pipeline import Runtime
     from revisit.store.postgres_store import PostgresStore
 
@@ -46,7 +47,7 @@ def run(frames, redis: H.Redis, pg: H.Postgres, db: int, schema: str, per_stage:
     runtime = Runtime(load_settings(None, data=work / f"pub-{schema}", queue_url=qurl,
                                     store_url=surl))
     t0 = time.monotonic()
-    publisher = threading.Thread(target=lambda: runtime.ingest(iter(frames)), daemon=True)
+    publisher = threading.Thread(target=lambda: publish(runtime, iter(frames)), daemon=True)
     publisher.start()
     events: list[str] = []
     rng = random.Random(1)

@@ -46,6 +46,7 @@ def embedded(frames, work: Path) -> tuple[float, dict]:
 def distributed(frames, work: Path, redis: H.Redis, pg: H.Postgres, per_stage: int,
                 db: int) -> tuple[float, dict, dict]:
     from revisit.config import load_settings
+    from revisit.distributed.publish import publish
     from revisit.pipeline import Runtime
     from revisit.store.postgres_store import PostgresStore
 
@@ -60,7 +61,7 @@ def distributed(frames, work: Path, redis: H.Redis, pg: H.Postgres, per_stage: i
     rt = Runtime(load_settings(None, data=work / f"pub{per_stage}", queue_url=qurl,
                                store_url=surl))
     t0 = time.perf_counter()
-    pub = threading.Thread(target=lambda: rt.ingest(iter(frames)), daemon=True)
+    pub = threading.Thread(target=lambda: publish(rt, iter(frames)), daemon=True)
     pub.start()
     H.wait_stored(store, len(frames), TENANTS, timeout=3600)
     seconds = time.perf_counter() - t0

@@ -3,7 +3,8 @@
 The embedded default runs one thread per stage connected by bounded in-process queues, so
 decoding/detection of one batch overlaps embedding of the previous one (OpenCV and
 onnxruntime release the GIL). The distributed mode runs the very same stage functions as
-separate workers over broker queues (:mod:`revisit.worker`).
+separate workers over broker queues (:mod:`revisit.distributed`, which imports this
+module, never the other way round).
 """
 
 from __future__ import annotations
@@ -374,10 +375,12 @@ class Runtime:
         progress: bool = False,
         total: int | None = None,
     ) -> Summary:
-        """Run frames through every stage and return what happened. With a broker
-        configured (``queue_url``) the frames are published for workers instead."""
+        """Run frames through every stage in this process and return what happened. (With a
+        broker configured, callers publish instead:
+        :func:`revisit.distributed.publish.ingest_frames`.)"""
         if self.settings.queue_url:
-            return self.publish(items, progress=progress, total=total)
+            raise RuntimeError("queue_url is set: publish the frames for workers "
+                               "(revisit.distributed.publish.ingest_frames)")
         from tqdm import tqdm
 
         summary = Summary()
@@ -400,15 +403,6 @@ class Runtime:
             summary.seconds = time.perf_counter() - t0
             self.stage_seconds = pipe.stage_seconds
         return summary
-
-    def publish(
-        self, items: Iterable[Frame | Rejected], *, progress: bool = False,
-        total: int | None = None, stream: str | None = None,
-    ) -> Summary:
-        """Distributed mode: put camera batches on the broker for ``revisit worker``s."""
-        from revisit.worker import publish
-
-        return publish(self, items, stream=stream, progress=progress, total=total)
 
     def finish(self, summary: Summary | None = None) -> None:
         """End of stream: store whatever the resolver still holds, then consolidate the

@@ -15,9 +15,11 @@ import pytest
 from benchmarks import distributed_harness as H
 
 from revisit.config import load_settings
+from revisit.distributed.publish import ingest_frames
+from revisit.distributed.resolve import ResolveHandler
+from revisit.distributed.worker import Worker
 from revisit.pipeline import Runtime
 from revisit.records import Batch
-from revisit.worker import ResolveHandler, Worker
 
 TENANTS = ("default", "acme")
 
@@ -45,7 +47,7 @@ def _distributed(tmp_path: Path, frames: list, queue_url: str, store_url: str,
     rt = Runtime(settings)
     store = PostgresStore(store_url)
     try:
-        summary = rt.ingest(iter(frames))
+        summary = ingest_frames(rt, iter(frames))
         assert summary.frames == len(frames)  # published, not processed here
         H.wait_stored(store, len(frames), TENANTS, timeout=300)
         time.sleep(1.0)  # let the store stage ack its last batches

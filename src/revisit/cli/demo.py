@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate a few stores from real faces, ingest them, print the report."""
         from revisit.cli.ingest import print_summary
+        from revisit.distributed.publish import ingest_frames
         from revisit.pipeline import Runtime
         from revisit.report import formats
         from revisit.report.query import ReportQuery
@@ -68,8 +69,8 @@ def register(app: typer.Typer) -> None:
 
         runtime = Runtime(settings)
         try:
-            summary = runtime.ingest(
-                read_manifest(scenario.manifest), progress=sys.stderr.isatty(),
+            summary = ingest_frames(
+                runtime, read_manifest(scenario.manifest), progress=sys.stderr.isatty(),
                 total=scenario.frames,
             )
             print_summary(summary, settings)

@@ -10,6 +10,7 @@ import typer
 
 from revisit.cli.context import state
 from revisit.config import Settings
+from revisit.distributed.publish import ingest_frames
 from revisit.pipeline import Runtime, Summary, too_small_advice
 from revisit.report.durations import parse_duration
 
@@ -64,8 +65,9 @@ def register(app: typer.Typer) -> None:
         settings = state(ctx).settings(**overrides)
         runtime = Runtime(settings)
         try:
-            summary = runtime.ingest(
-                read_manifest(manifest), progress=progress, total=_count_lines(manifest)
+            summary = ingest_frames(
+                runtime, read_manifest(manifest), progress=progress,
+                total=_count_lines(manifest),
             )
         finally:
             runtime.close()
@@ -111,7 +113,7 @@ def register(app: typer.Typer) -> None:
                 source, camera_id=camera, location_id=location, every=step, start=origin,
                 tenant=tenant, max_frames=max_frames,
             )
-            summary = runtime.ingest(frames, progress=True)
+            summary = ingest_frames(runtime, frames, progress=True)
         except VideoError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Consume one stage's queue and feed the next (needs queue_url and, for resolve,
         a PostgreSQL store_url). Run any number of each stage, on any machine."""
-        from revisit.worker import STAGES, Worker
+        from revisit.distributed.topology import STAGES
+        from revisit.distributed.worker import Worker
 
         if stage not in STAGES:
             typer.echo(f"error: --stage must be one of {', '.join(STAGES)}", err=True)

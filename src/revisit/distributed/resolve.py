@@ -1,0 +1,174 @@
+"""The resolve stage's protocol: identities decided and committed with the sightings in one
+PostgreSQL transaction, per tenant lock, each stream's batches in sequence order
+(the package docstring has the whole story)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from revisit.config import Settings
+from revisit.distributed.topology import sequence_of, tenants_of
+from revisit.queue.codec import decode_batch, encode_batch
+from revisit.records import Batch, Face, Sighting
+
+log = logging.getLogger(__name__)
+
+
+class _LoadGuard:
+    """Index wrapper for a shared (pgvector) index: rebuilding a resolver's bookkeeping from
+    the store must not re-insert every exemplar into a table that already has them."""
+
+    def __init__(self, index: Any) -> None:
+        self.inner = index
+        self.loading = False
+
+    def add(self, exemplars: Any) -> None:
+        if not self.loading:
+            self.inner.add(exemplars)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class ResolveHandler:
+    """Resolve + commit, serialised per tenant and ordered per stream (module docstring)."""
+
+    settings: Settings
+    store: Any  # PostgresStore
+    versions: dict[str, int] = field(default_factory=dict)
+    resolver: Any = None
+    index: Any = None
+
+    def __post_init__(self) -> None:
+        from revisit.store.postgres_store import PostgresStore
+
+        if not isinstance(self.store, PostgresStore):
+            raise RuntimeError(
+                "resolve workers need a shared store: set store_url = \"postgresql://...\" "
+                "(DuckDB is one process's file)"
+            )
+        self._reset()
+
+    def _reset(self) -> None:
+        from revisit.backends import open_index
+        from revisit.identity.resolver import Resolver
+
+        self.index = open_index(self.settings)
+        shared = type(self.index).__name__ == "PgVectorIndex"
+        self.guard = _LoadGuard(self.index) if shared else None
+        self.resolver = Resolver(self.settings, self.store, self.guard or self.index)
+        self.versions.clear()
+
+    def __call__(self, batch: Batch) -> list[Batch]:
+        self.store.prepare(batch)  # partitions: DDL outside the locked transaction
+        stream, seq = sequence_of(batch.batch_id)
+        try:
+            if stream is None:
+                with self.store.identity_transaction() as tx:
+                    return [self._apply(tx, batch)]
+            with self.store.identity_transaction(stream=stream) as tx:
+                last = tx.last_seq(stream)
+                if seq <= last:
+                    return [self._replay(batch)]
+                if seq > last + 1:
+                    tx.park(stream, seq, encode_batch(batch))
+                    out = []
+                else:
+                    out = [self._apply(tx, batch)]
+                    tx.advance(stream, seq)
+            # a resolver killed while draining leaves parked batches: whoever comes next
+            # (or idle(), below) applies them
+            return out + self._drain(stream)
+        except BaseException:
+            self._reset()  # in-memory decisions of a rolled-back transaction are void
+            raise
+
+    def idle(self) -> list[Batch]:
+        """Between deliveries: apply parked batches whose turn has come (their stream's
+        predecessor was committed by a resolver that died before draining)."""
+        out: list[Batch] = []
+        try:
+            for stream in self.store.parked_streams():
+                out += self._drain(stream)
+        except BaseException:
+            self._reset()
+            raise
+        return out
+
+    def _drain(self, stream: str) -> list[Batch]:
+        """Apply parked batches that are next in line, one transaction each."""
+        out: list[Batch] = []
+        while True:
+            with self.store.identity_transaction(stream=stream) as tx:
+                nxt = tx.last_seq(stream) + 1
+                payload = tx.unpark(stream, nxt)
+                if payload is None:
+                    return out
+                out.append(self._apply(tx, decode_batch(payload)))
+                tx.advance(stream, nxt)
+
+    def _apply(self, tx: Any, batch: Batch) -> Batch:
+        tenants = tenants_of(batch)
+        tx.lock_tenants(tenants)
+        if self._committed(batch):
+            return self._replay(batch)
+        current = {t: tx.version(t) for t in tenants}
+        stale = [t for t in tenants if self.versions.get(t) != current[t]]
+        if stale:
+            self._reload(stale)
+        self.versions.update(current)
+        bind = getattr(self.index, "bind", None)
+        with bind(tx.conn) if bind is not None else contextlib.nullcontext():
+            out = self.resolver.resolve(batch)
+            tx.write(out)
+        tx.bump(tenants)
+        for t in tenants:
+            self.versions[t] += 1
+        return out
+
+    def _reload(self, tenants: list[str]) -> None:
+        """Another process changed these tenants' identities since we last looked."""
+        if self.guard is None:  # faiss in memory: rebuild everything from the store, lazily
+            self._reset()
+            return
+        self.guard.loading = True  # pgvector is shared: rebuild only our bookkeeping
+        try:
+            for t in tenants:
+                self.resolver._galleries.pop(t, None)
+                self.resolver._gallery(t)
+        finally:
+            self.guard.loading = False
+
+    def _committed(self, batch: Batch) -> bool:
+        """All frames stored already: a replay of a committed batch (kill before ack)."""
+        by_tenant: dict[str, list[str]] = {}
+        for f in batch.frames:
+            by_tenant.setdefault(f.tenant, []).append(f.image_id)
+        if not by_tenant:
+            return False
+        return all(
+            len(self.store.known_frames(t, ids)) == len(set(ids)) for t, ids in by_tenant.items()
+        )
+
+    def _replay(self, batch: Batch) -> Batch:
+        """The batch as it was committed: sightings from the stored assignments."""
+        by_tenant: dict[str, list[Face]] = {}
+        for f in batch.faces:
+            by_tenant.setdefault(f.tenant, []).append(f)
+        batch.sightings = []
+        for tenant, faces in by_tenant.items():
+            known = self.store.existing_sightings(tenant, [f.face_image_id for f in faces])
+            for f in faces:
+                if f.face_image_id in known:
+                    batch.sightings.append(Sighting(
+                        tenant=tenant, face_id=known[f.face_image_id],
+                        face_image_id=f.face_image_id, image_id=f.image_id,
+                        camera_id=f.camera_id, location_id=f.location_id, ts=f.ts,
+                        bbox=f.bbox, quality=f.quality, match_score=1.0,
+                        embedding=f.embedding,
+                    ))
+        return batch

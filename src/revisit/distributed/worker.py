@@ -1,0 +1,160 @@
+"""The worker loop: ``concurrency`` threads consuming one stage's queue and feeding the next
+(``revisit worker --stage S``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from revisit.config import Settings
+from revisit.distributed.publish import put_blocking
+from revisit.distributed.resolve import ResolveHandler
+from revisit.distributed.topology import QUEUE_BOUND, QUEUE_IN, QUEUE_OUT, STAGES
+from revisit.queue.base import StageQueue
+from revisit.records import Batch
+
+log = logging.getLogger(__name__)
+
+
+def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Batch]], Any]:
+    """(handler, closable) for one worker thread."""
+    if stage in ("detect", "embed"):
+        from revisit.vision.stages import Vision
+
+        vision = Vision(settings)
+        fn = vision.detect if stage == "detect" else vision.embed
+        return (lambda b: [fn(b)]), None
+    from revisit.backends import open_store
+    from revisit.store.base import erase_withdrawn
+
+    store = open_store(settings)
+    if stage == "resolve":
+        return ResolveHandler(settings, store), store
+
+    def store_stage(batch: Batch) -> list[Batch]:
+        if settings.privacy.keep_crops:
+            from revisit.store.crops import save_crops
+
+            save_crops(settings.crops_dir, batch)
+        erase_withdrawn(store, batch)
+        return []
+
+    return store_stage, store
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    frames: int = 0
+    errors: int = 0
+    busy_s: float = 0.0  # wall time handling batches (includes lock waits)
+    cpu_s: float = 0.0  # CPU time of the handling threads (inference runs on them)
+
+
+class Worker:
+    """``concurrency`` threads consuming one stage's queue and feeding the next."""
+
+    def __init__(self, settings: Settings, stage: str, concurrency: int = 1,
+                 name: str | None = None) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
+        if not settings.queue_url:
+            raise RuntimeError("workers need a broker: set queue_url (redis://... or kafka://...)")
+        self.settings = settings
+        self.stage = stage
+        self.concurrency = max(1, concurrency)
+        self.name = name
+        self.stop = threading.Event()
+        self.stats = WorkerStats()
+        self._lock = threading.Lock()
+
+    def run(self, max_idle_s: float | None = None) -> WorkerStats:
+        """Run until :attr:`stop` is set (or nothing arrived for ``max_idle_s``)."""
+        threads = [
+            threading.Thread(target=self._loop, args=(i, max_idle_s), daemon=True,
+                             name=f"{self.stage}-{i}")
+            for i in range(self.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self.stop.set()
+            for t in threads:
+                t.join()
+        return self.stats
+
+    def _open(self, i: int) -> tuple[StageQueue, StageQueue | None]:
+        from revisit.queue.factory import open_queue
+
+        consumer = f"{self.name}-{i}" if self.name else None
+        inq = open_queue(self.settings.queue_url, QUEUE_IN[self.stage], consumer=consumer,
+                         maxsize=QUEUE_BOUND)
+        out_name = QUEUE_OUT[self.stage]
+        outq = None if out_name is None else open_queue(
+            self.settings.queue_url, out_name, maxsize=QUEUE_BOUND)
+        return inq, outq
+
+    def _loop(self, i: int, max_idle_s: float | None) -> None:
+        handler = closable = inq = outq = None
+        last_work = last_idle = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                if handler is None:
+                    handler, closable = _handler(self.settings, self.stage)
+                if inq is None:
+                    inq, outq = self._open(i)
+                delivery = inq.get(timeout=0.5)
+                if delivery is None:
+                    idle = getattr(handler, "idle", None)
+                    if idle is not None and time.monotonic() - last_idle > 2.0:
+                        last_idle = time.monotonic()
+                        for out in idle():
+                            if outq is not None:
+                                put_blocking(outq, out, self.stop)
+                    if max_idle_s is not None and time.monotonic() - last_work > max_idle_s:
+                        return
+                    continue
+                t0, c0 = time.perf_counter(), time.thread_time()
+                outs = handler(delivery.batch)
+                for out in outs:
+                    if outq is not None:
+                        put_blocking(outq, out, self.stop)
+                delivery.ack()
+                with self._lock:
+                    self.stats.batches += 1
+                    self.stats.frames += len(delivery.batch.frames)
+                    self.stats.busy_s += time.perf_counter() - t0
+                    self.stats.cpu_s += time.thread_time() - c0
+                last_work = time.monotonic()
+            except Exception as exc:  # broker/database down, or a bad batch: retry later
+                with self._lock:
+                    self.stats.errors += 1
+                log.warning("%s worker %d: %s: %s; reconnecting", self.stage, i,
+                            type(exc).__name__, exc)
+                for q in (inq, outq):
+                    if q is not None:
+                        with contextlib.suppress(Exception):
+                            q.close()
+                inq = outq = None
+                if self.stage == "resolve" and handler is not None:
+                    with contextlib.suppress(Exception):
+                        if closable is not None:
+                            closable.close()
+                    handler = closable = None
+                time.sleep(1.0)
+        for q in (inq, outq):
+            if q is not None:
+                with contextlib.suppress(Exception):
+                    q.close()
+        if closable is not None:
+            with contextlib.suppress(Exception):
+                closable.close()
