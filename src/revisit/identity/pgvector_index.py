@@ -29,8 +29,8 @@ import psycopg
 from psycopg import sql as psql
 
 from revisit.identity.index import Neighbour
+from revisit.postgres import ensure_database, parse_url
 from revisit.records import Exemplar
-from revisit.store.postgres_store import parse_url
 
 EF_SEARCH = 100
 
@@ -102,9 +102,7 @@ class PgVectorIndex:
         return cur.fetchall() if cur.description else []
 
     def _setup(self) -> None:
-        from revisit.store.postgres_store import PostgresStore
-
-        PostgresStore(self.url_for_store(), connect_timeout=self.connect_timeout).close()
+        ensure_database(self.conninfo, self.schema, self.connect_timeout)
         t = self._t
         with self._connect() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('revisit-pgvector-setup'))")
@@ -127,10 +125,6 @@ class PgVectorIndex:
             conn.execute(psql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} (tenant, visitor_id)"
             ).format(psql.Identifier(f"{self.table}_visitor"), t))
-
-    def url_for_store(self) -> str:
-        sep = "&" if "?" in self.conninfo else "?"
-        return f"{self.conninfo}{sep}schema={self.schema}"
 
     # --- FaceIndex ------------------------------------------------------------------
 

@@ -35,12 +35,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
 from psycopg import sql as psql
 
+from revisit.postgres import ensure_database, parse_url
 from revisit.records import Batch, Exemplar, Sighting
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
 from revisit.report.sql import (
@@ -199,17 +199,6 @@ class ReportConnection:
         return self._conn.execute(_pg_report_sql(sql), params)
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """``postgresql://...?schema=NAME`` -> (libpq conninfo URL, schema). ``schema`` lets
-    tests and several deployments share one database."""
-    parts = urlsplit(url)
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in params if k == "schema"), "public")
-    rest = urlencode([(k, v) for k, v in params if k != "schema"])
-    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
-    return urlunsplit((scheme, parts.netloc, parts.path, rest, "")), schema
-
-
 def _month_start(d: date) -> date:
     return date(d.year, d.month, 1)
 
@@ -308,25 +297,7 @@ class PostgresStore:
         return conn
 
     def _ensure_database(self) -> None:
-        """Create the database (and schema) on first use, so a URL is all a deployment needs."""
-        try:
-            conn = self._connect()
-        except psycopg.OperationalError as exc:
-            if "does not exist" not in str(exc):
-                raise
-            parts = urlsplit(self.conninfo)
-            dbname = parts.path.lstrip("/")
-            admin = urlunsplit(parts._replace(path="/postgres"))
-            with psycopg.connect(admin, autocommit=True) as c, contextlib.suppress(
-                psycopg.errors.DuplicateDatabase
-            ):
-                c.execute(psql.SQL("CREATE DATABASE {}").format(psql.Identifier(dbname)))
-            conn = self._connect()
-        with conn:
-            conn.autocommit = True
-            with contextlib.suppress(psycopg.errors.UniqueViolation):
-                conn.execute(psql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    psql.Identifier(self.schema)))
+        ensure_database(self.conninfo, self.schema, self.connect_timeout)
 
     def _conn(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
