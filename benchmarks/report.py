@@ -169,14 +169,16 @@ def load_postgres(db: Path, url: str, tmpdir: Path, work_mem: str,
     src.execute(f"COPY (SELECT * FROM sightings) TO '{csv}' (HEADER false)")
     src.close()
     out["csv_export_s"] = time.perf_counter() - t0
-    with store._tx() as conn:
+    with store.transaction() as session:
+        conn = session.conn  # the psycopg connection (PostgresSession)
         conn.execute("ALTER TABLE sightings DROP CONSTRAINT sightings_pkey")
         for name in ("sightings_report", "sightings_visitor", "sightings_face"):
             conn.execute(f"DROP INDEX {name}")
         conn.execute("CREATE TABLE sightings_2024_03 PARTITION OF sightings "
                      "FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')")
     t0 = time.perf_counter()
-    with store._tx() as conn:
+    with store.transaction() as session:
+        conn = session.conn  # the psycopg connection (PostgresSession)
         _copy_csv(conn, "sightings_2024_03", csv)
     out["copy_s"] = time.perf_counter() - t0
     csv.unlink()
@@ -184,11 +186,12 @@ def load_postgres(db: Path, url: str, tmpdir: Path, work_mem: str,
     t0 = time.perf_counter()
     if rollup == "build":
         store.rebuild_rollup()
-    else:  # the same rows (same SQL, report/sql.py) from the DuckDB file, keys built after
+    else:  # the same rows (same SQL, store/report_sql.py) from the DuckDB file, keys built after
         src = duckdb.connect(str(db), read_only=True)
         src.execute(f"COPY (SELECT * FROM visit_days) TO '{csv}' (HEADER false)")
         src.close()
-        with store._tx() as conn:
+        with store.transaction() as session:
+            conn = session.conn  # the psycopg connection (PostgresSession)
             conn.execute("ALTER TABLE visit_days DROP CONSTRAINT visit_days_pkey")
             conn.execute("DROP INDEX visit_days_visitor")
             _copy_csv(conn, "visit_days", csv)

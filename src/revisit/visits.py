@@ -3,7 +3,7 @@ consolidation, the simulator's ground truth and the evaluation all import it.
 
 A visit is a run of sightings of one visitor at one location with no gap longer than the
 visit gap; a gap exactly equal to it continues the visit, and a gap of zero makes every
-sighting a visit. The report computes the same in SQL (``revisit.report.sql``); tests hold
+sighting a visit. The report computes the same in SQL (``revisit.store.report_sql``); tests hold
 the two to the same numbers. Ground truth counts visits from the snapshots a person really
 appears in, not from the plan, so a shopper who steps out for ten minutes and comes back is
 one visit, as the report would count it.

@@ -35,7 +35,7 @@ def test_summary_figures(store: SightingStore) -> None:
     s = _fill(store)
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), tenant="acme",
                     visit_gap=timedelta(minutes=30))
-    with s.report_connection() as con:
+    with s.read() as con:
         out = summary.summary(con, q)
     t = out["totals"]
     assert t["unique_visitors"] == 3
@@ -60,6 +60,6 @@ def test_summary_figures(store: SightingStore) -> None:
 def test_summary_respects_camera_filter(store: SightingStore) -> None:
     s = _fill(store)
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), tenant="acme", locations=("203",))
-    with s.report_connection() as con:
+    with s.read() as con:
         t = summary.totals(con, q)
     assert t["unique_visitors"] == 2 and t["previously_seen"] == 1

@@ -114,7 +114,7 @@ def test_rows_sorted_by_appearances_then_id(store: SightingStore) -> None:
 
 
 def test_rows_stream_beyond_one_fetch_chunk(store: SightingStore, monkeypatch) -> None:
-    import revisit.store.duckdb_store as mod
+    import revisit.store.sql_store as mod
 
     monkeypatch.setattr(mod, "FETCH_ROWS", 7)
     store.write(batch([sighting(f"V-{i:06X}", at(i)) for i in range(1, 51)]))

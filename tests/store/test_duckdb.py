@@ -7,8 +7,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from revisit.store.duckdb_store import MIGRATIONS, SCHEMA_VERSION, DuckDBStore
+from revisit.store.dialect import DUCKDB
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.schema import migrations
 from revisit.store.testing import at, batch, sighting
+
+MIGRATIONS = migrations(DUCKDB)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _sql(s: DuckDBStore, sql: str) -> list:
+    with s.read() as session:
+        return session.execute(sql).fetchall()
 
 
 def test_schema_version_recorded_once(tmp_path: Path) -> None:
@@ -18,37 +28,60 @@ def test_schema_version_recorded_once(tmp_path: Path) -> None:
         s.write(batch([sighting("V-000001", at(0))]))
     with DuckDBStore(path) as s:  # reopening applies nothing twice and keeps data
         assert s.schema_version() == SCHEMA_VERSION
-        rows = s._cur().execute("SELECT count(*) FROM schema_version").fetchone()
-        assert rows == (len(MIGRATIONS),)
+        assert _sql(s, "SELECT count(*) FROM schema_version") == [(len(MIGRATIONS),)]
         assert s.stats("default")["sightings"] == 1
 
 
 def test_new_migration_is_applied_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import revisit.store.duckdb_store as mod
+    import revisit.store.sql_store as mod
 
     path = tmp_path / "s.duckdb"
     DuckDBStore(path).close()
     extra = (SCHEMA_VERSION + 1, ["ALTER TABLE locations ADD COLUMN region VARCHAR"])
-    monkeypatch.setattr(mod, "MIGRATIONS", [*MIGRATIONS, extra])
+    monkeypatch.setattr(mod, "migrations", lambda d: [*MIGRATIONS, extra])
     with DuckDBStore(path) as s:
         assert s.schema_version() == SCHEMA_VERSION + 1
-        s._cur().execute("SELECT region FROM locations").fetchall()
+        _sql(s, "SELECT region FROM locations")
 
 
 def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import revisit.store.duckdb_store as mod
+    import revisit.store.sql_store as mod
 
     path = tmp_path / "s.duckdb"
     DuckDBStore(path).close()
     bad = (SCHEMA_VERSION + 1, ["CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL"])
-    monkeypatch.setattr(mod, "MIGRATIONS", [*MIGRATIONS, bad])
+    monkeypatch.setattr(mod, "migrations", lambda d: [*MIGRATIONS, bad])
     with pytest.raises(duckdb.Error):
         DuckDBStore(path)
     monkeypatch.undo()
     with DuckDBStore(path) as s:
         assert s.schema_version() == SCHEMA_VERSION
-        tables = {r[0] for r in s._cur().execute("SHOW TABLES").fetchall()}
+        tables = {r[0] for r in _sql(s, "SHOW TABLES")}
         assert "half" not in tables
+
+
+def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> None:
+    """A file made when DuckDB had its own list (versions 1, 2: no resolve tables, no
+    identity_version) opens, keeps its data and reaches the current version."""
+    path = tmp_path / "old.duckdb"
+    with DuckDBStore(path) as s:
+        s.write(batch([sighting("V-000001", at(0))]))
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE resolve_cursors")
+    con.execute("DROP TABLE resolve_parked")
+    con.execute("ALTER TABLE tenants DROP COLUMN identity_version")
+    con.execute("DELETE FROM schema_version WHERE version > 2")
+    con.close()
+    with DuckDBStore(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        assert s.stats("default")["sightings"] == 1
+        assert s.identity_version("default") == 0
+        s.write(batch([sighting("V-000002", at(1))]))
+        with s.identity_transaction(["default"], stream="st") as tx:
+            tx.advance("st", 3)
+            tx.bump(["default"])
+        assert s.identity_version("default") == 1
+        assert s.stats("default")["sightings"] == 2
 
 
 def test_read_only_open_reads(tmp_path: Path) -> None:
@@ -69,7 +102,7 @@ def test_in_memory_store() -> None:
 
 def test_threads_and_memory_limit(tmp_path: Path) -> None:
     with DuckDBStore(tmp_path / "s.duckdb", threads=2, memory_limit="512MB") as s:
-        assert s._cur().execute("SELECT current_setting('threads')").fetchone() == (2,)
+        assert _sql(s, "SELECT current_setting('threads')") == [(2,)]
 
 
 def test_write_while_streaming_in_same_thread(tmp_path: Path) -> None:

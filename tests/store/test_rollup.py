@@ -15,7 +15,6 @@ import numpy as np
 
 from revisit.report.query import ReportQuery
 from revisit.store.base import SightingStore
-from revisit.store.duckdb_store import DuckDBStore
 from revisit.store.testing import batch, sighting
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -67,11 +66,8 @@ def _assert_same(store: SightingStore) -> int:
 
 
 def _corrupt(store: SightingStore, sql: str) -> None:
-    if isinstance(store, DuckDBStore):
-        store.connection.execute(sql)
-    else:  # PostgreSQL
-        with store._tx() as conn:  # type: ignore[attr-defined]
-            conn.execute(sql)
+    with store.transaction() as s:
+        s.execute(sql)
 
 
 def test_rollup_equals_raw_after_out_of_order_writes(store: SightingStore) -> None:
@@ -157,7 +153,7 @@ def test_purge_keeps_the_rollup_true_and_purging_everything_leaves_nothing(
         assert (header.unique_visitors, header.total_visits, header.total_sightings) == (0, 0, 0)
         assert rows_out == []
     assert list(store.sightings(SightingQuery())) == []
-    with store.report_connection() as con:
+    with store.read() as con:
         totals = summary(con, q)["totals"]
     assert (totals["unique_visitors"], totals["visits"], totals["sightings"]) == (0, 0, 0)
     assert store.stats("default")["visitors"] == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import duckdb
 import pytest
 
 from revisit.store.duckdb_store import DuckDBStore
@@ -14,8 +13,8 @@ from revisit.tenancy.privacy import erase_visitor, purge_tenant
 
 
 @pytest.fixture
-def t() -> Tenancy:
-    ten = Tenancy(duckdb.connect(":memory:"))
+def t(store) -> Tenancy:
+    ten = Tenancy(store)
     ten.create_tenant("acme", retention_days=30)
     ten.add_location("acme", "101", "Main", "Europe/Berlin")
     ten.add_camera("acme", "camA", "101")
@@ -26,9 +25,10 @@ def t() -> Tenancy:
 def test_keys_are_stored_hashed_and_authenticate(t: Tenancy) -> None:
     key, secret = t.create_key("acme", "camera", ["camA"], "door")
     assert secret.startswith("rvk_") and len(secret) > 40
-    stored = t.con.execute("SELECT key_hash FROM tenancy_keys").fetchall()
-    assert stored == [(hash_key(secret),)]
-    assert secret not in str(t.con.execute("SELECT * FROM tenancy_keys").fetchall())
+    with t.store.read() as s:
+        stored = s.execute("SELECT key_hash FROM tenancy_keys").fetchall()
+        assert [tuple(r) for r in stored] == [(hash_key(secret),)]
+        assert secret not in str(s.execute("SELECT * FROM tenancy_keys").fetchall())
     got = t.authenticate(secret)
     assert got is not None and got.tenant == "acme" and got.cameras == ("camA",)
     assert got.may_post_for("camA") and not got.may_post_for("camB")
@@ -75,9 +75,7 @@ def test_registry_groups_and_audit(t: Tenancy) -> None:
 
 def test_purge_and_erase_on_store(tmp_path) -> None:
     store = DuckDBStore(tmp_path / "s.duckdb")
-    from revisit.tenancy.db import connection_for
-
-    ten = Tenancy(connection_for(store))
+    ten = Tenancy(store)
     ten.create_tenant("acme", retention_days=10)
     now = datetime(2024, 3, 20, tzinfo=UTC)
     store.write(batch([

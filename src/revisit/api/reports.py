@@ -51,7 +51,7 @@ def build_query(
     locs, cams = _split(locations), _split(cameras)
     registered_cams = {c.camera_id for c in svc.tenancy.cameras(key.tenant)}
     registered_locs = {loc.location_id for loc in svc.tenancy.locations(key.tenant)}
-    with svc.runtime.store.report_connection() as con:
+    with svc.runtime.store.read() as con:
         seen_cams, seen_locs = summary_sql.known_places(con, key.tenant)
     registered_cams |= seen_cams
     registered_locs |= seen_locs
@@ -181,7 +181,7 @@ def summary(
 ) -> dict[str, Any]:
     svc = service_of(request)
     query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
-    with svc.runtime.store.report_connection() as con:
+    with svc.runtime.store.read() as con:
         out = summary_sql.summary(con, query)
     names = {loc.location_id: loc.name for loc in svc.tenancy.locations(key.tenant)}
     for row in out["locations"]:

@@ -1,17 +1,14 @@
 """The one object a server process owns: runtime, admin data, batch processor, metrics.
 
-The DuckDB file admits one writer process, so the admin tables go through the store's own
-connection; a non-DuckDB store keeps them in ``<data>/tenancy.duckdb``.
+Admin data (tenants, keys, audit log, the dashboard session key) lives in the configured
+store, so replicas of ``revisit serve`` on one PostgreSQL store share it.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from typing import Any
-
-import duckdb
 
 from revisit.api.metrics import Metrics
 from revisit.api.processing import BatchProcessor
@@ -19,7 +16,7 @@ from revisit.api.settings import ServiceSettings
 from revisit.api.spool import Spool
 from revisit.config import Settings
 from revisit.pipeline import Runtime
-from revisit.tenancy.db import Tenancy, connection_for
+from revisit.tenancy.db import open_tenancy
 from revisit.tenancy.privacy import erase_visitor, purge_tenant
 
 log = logging.getLogger(__name__)
@@ -34,18 +31,14 @@ class Service:
         self.config = service or ServiceSettings()
         self.runtime = runtime or Runtime(settings)
         self.write_lock = threading.RLock()
-        con = connection_for(self.runtime.store)
-        self._own_con: duckdb.DuckDBPyConnection | None = None
-        if con is None:
-            self._own_con = con = duckdb.connect(str(settings.data / "tenancy.duckdb"))
-        self.con = con
-        self.tenancy = Tenancy(con)
+        self.tenancy = open_tenancy(self.runtime.store, settings.data)
         self.metrics = Metrics(lambda: float(self.processor.depth()))
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
             self.config.batch_status_kept, spool=Spool(settings.data / "spool"),
         )
-        self.session_secret = self.config.session_secret or secrets.token_urlsafe(32)
+        self.session_secret = (self.config.session_secret
+                               or self.tenancy.shared_secret("dashboard_session"))
         self._stop = threading.Event()
         self._purger: threading.Thread | None = None
         self.ready = False
@@ -67,8 +60,6 @@ class Service:
         if self._purger is not None:
             self._purger.join(timeout=5)
         self.runtime.close()
-        if self._own_con is not None:
-            self._own_con.close()
 
     def _purge_loop(self) -> None:
         while not self._stop.wait(self.config.purge_interval_s):

@@ -33,8 +33,8 @@ class ServiceSettings(BaseSettings):
         10_000, ge=10, description="Batch statuses remembered (oldest forgotten first)."
     )
     session_secret: str = Field(
-        "", description="Signs dashboard session cookies. Empty = random per process "
-        "(sessions end when the server restarts)."
+        "", description="Signs dashboard session cookies. Empty = a random key kept in "
+        "the store, shared by every replica on it (sessions survive restarts)."
     )
     session_max_age_s: int = Field(8 * 3600, ge=60, description="Dashboard session lifetime.")
     purge_interval_s: int = Field(

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from revisit.cli.context import split_list, state
-from revisit.tenancy.db import Tenancy, TenancyError, connection_for
+from revisit.tenancy.db import Tenancy, TenancyError, open_tenancy
 
 admin_app = typer.Typer(help="Tenants, keys, cameras, groups, erasure and retention.",
                         no_args_is_help=True)
@@ -33,19 +33,13 @@ def _open(ctx: typer.Context) -> Iterator[tuple[object, Tenancy]]:
     except duckdb.IOException as exc:
         typer.echo(f"error: cannot open the store ({exc}); is `revisit serve` running?", err=True)
         raise typer.Exit(2) from None
-    own = None
-    con = connection_for(store)
-    if con is None:
-        own = con = duckdb.connect(str(settings.data / "tenancy.duckdb"))
     try:
-        yield store, Tenancy(con)
+        yield store, open_tenancy(store, settings.data)
     except TenancyError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     finally:
-        if own is not None:
-            own.close()
-        store.close()  # type: ignore[attr-defined]
+        store.close()
 
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]

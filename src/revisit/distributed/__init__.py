@@ -20,9 +20,9 @@ moment loses nothing and doubles nothing:
   faces (deterministic ``face_image_id``).
 - resolve decides identities and **commits them with the sightings in the same
   PostgreSQL transaction**, holding a per-tenant advisory lock
-  (:meth:`PostgresStore.identity_transaction`): two resolvers can never create two
-  visitors for one person because two sightings arrived at once, and visitor numbers come
-  from the tenant's counter row read under that lock.
+  (:meth:`revisit.store.sql_store.SQLStore.identity_transaction`): two resolvers can
+  never create two visitors for one person because two sightings arrived at once, and
+  visitor numbers come from the tenant's counter row read under that lock.
 - **Order.** Online clustering depends on the order faces are seen. A publisher stamps
   its batches ``<stream>#<seq>``; resolvers apply each stream's batches strictly in
   ``seq`` order (a per-stream cursor row, advanced in the same transaction). A batch that

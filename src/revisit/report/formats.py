@@ -11,7 +11,7 @@ Formats
   ``# key: value`` lines (for people, not for CSV parsers).
 - ``json``: ``{"header": {...}, "visitors": [{...}, ...]}``, written row by row;
   ``visits_per_location`` is an object ``{"101": 8, "203": 7}`` in location-id order.
-- sightings: ``csv`` (columns :data:`revisit.report.sql.SIGHTING_COLUMNS`) or ``jsonl``.
+- sightings: ``csv`` (columns :data:`revisit.report.query.SIGHTING_COLUMNS`) or ``jsonl``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from revisit.report.query import ReportHeader, ReportRow
-from revisit.report.sql import SIGHTING_COLUMNS
+from revisit.report.query import SIGHTING_COLUMNS, ReportHeader, ReportRow
 
 REPORT_CSV_COLUMNS = (
     "visitor_id", "total_appearances", "locations_visited", "visits_per_location",

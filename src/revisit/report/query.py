@@ -81,3 +81,10 @@ class SightingQuery:
     tenant: str = DEFAULT_TENANT
     locations: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()
+
+
+# The columns of a sightings export, in order (CSV header, JSON keys).
+SIGHTING_COLUMNS = (
+    "face_id", "face_image_id", "image_id", "camera_id", "location_id", "ts",
+    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score",
+)

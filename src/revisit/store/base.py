@@ -1,5 +1,5 @@
-"""The sighting store contract. Every backend (DuckDB default, PostgreSQL) implements it
-and passes ``tests/store/test_contract.py``.
+"""The sighting store contract. :class:`revisit.store.sql_store.SQLStore` implements it
+once, on DuckDB (default) and PostgreSQL; both pass ``tests/store/test_contract.py``.
 
 The store is the source of truth for everything resolution learned: sightings, visitors,
 exemplars (the embeddings a face index searches) and aliases (merges). A face index is a
@@ -79,9 +79,14 @@ class SightingStore(Protocol):
 
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]: ...
 
-    def report_connection(self) -> AbstractContextManager[Any]:
-        """A connection whose ``execute(sql, params)`` takes the shared report SQL (DuckDB
-        dialect, ``?`` placeholders) on this store's tables: for store/summary.py."""
+    def read(self) -> AbstractContextManager[Any]:
+        """A read :class:`revisit.store.dialect.Session` on the store's database (the
+        dashboard's summary SQL)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One transaction on the store's database: for the tables other concerns keep
+        in it (tenancy), so every process using the store sees the same rows."""
         ...
 
     def rebuild_rollup(self, tenant: str | None = None) -> None:

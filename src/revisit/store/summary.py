@@ -1,10 +1,8 @@
-"""Dashboard figures as SQL over the store's tables (the report's DuckDB dialect).
+"""Dashboard figures as SQL over the store's tables, in the store's common spelling.
 
-Built on :func:`revisit.report.sql.report_cte`, so "visitor", "visit" and "location" mean
-exactly what they mean in the report (aliases resolved, same visit gap). Functions take
-the connection a store's ``report_connection()`` gives (a DuckDB cursor, or a PostgreSQL
-connection that translates the dialect) rather than living on the store, so the store's
-file stays the store engineer's.
+Built on :func:`revisit.store.report_sql.report_cte`, so "visitor", "visit" and "location"
+mean exactly what they mean in the report (aliases resolved, same visit gap). Functions
+take the session a store's ``read()`` gives (its dialect supplies the time functions).
 
 Definitions
 - *new visitor*: first seen in the period; *previously seen*: seen before the period
@@ -20,27 +18,22 @@ Definitions
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from revisit.report.query import ReportQuery
-from revisit.report.sql import naive_utc, report_cte
+from revisit.store.dialect import Session
+from revisit.store.report_sql import naive_utc, report_cte
 
 HISTOGRAM_BUCKETS = 10
 
 
-class Connection(Protocol):
-    """What a store's ``report_connection()`` yields."""
-
-    def execute(self, sql: str, params: Any = ...) -> Any: ...
-
-
-def _q(con: Connection, tail: str, query: ReportQuery,
+def _q(con: Session, tail: str, query: ReportQuery,
        extra: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    cte, params = report_cte(query)
+    cte, params = report_cte(query, con.dialect)
     return con.execute(cte + "\n" + tail, params + (extra or [])).fetchall()
 
 
-def totals(con: Connection, query: ReportQuery) -> dict[str, Any]:
+def totals(con: Session, query: ReportQuery) -> dict[str, Any]:
     """Unique visitors, visits, sightings, new/returning/repeat visitors of the period."""
     # Grouped by (min(visits, 2), seen before) and summed in Python: DuckDB 2.0 folds
     # comparisons on per_visitor.total (``total > 1``) to false from wrong statistics.
@@ -78,10 +71,10 @@ FROM per_visitor GROUP BY many, seen_before""", query, [query.tenant, naive_utc(
     }
 
 
-def daily(con: Connection, query: ReportQuery) -> list[dict[str, Any]]:
+def daily(con: Session, query: ReportQuery) -> list[dict[str, Any]]:
     """Distinct visitors and sightings per UTC day (days without sightings included)."""
-    rows = _q(con, """
-SELECT CAST(make_timestamp(t) AS DATE) AS day, count(DISTINCT vid), count(*),
+    rows = _q(con, f"""
+SELECT CAST({con.dialect.from_us('t')} AS DATE) AS day, count(DISTINCT vid), count(*),
        sum(new_visit)::BIGINT
 FROM marked GROUP BY day ORDER BY day""", query)
     found = {r[0]: r for r in rows}
@@ -99,7 +92,7 @@ FROM marked GROUP BY day ORDER BY day""", query)
     return out
 
 
-def histogram(con: Connection, query: ReportQuery) -> list[dict[str, Any]]:
+def histogram(con: Session, query: ReportQuery) -> list[dict[str, Any]]:
     """Visitors by number of visits in the period: 1, 2, ..., ``10+``."""
     rows = _q(con, f"""
 SELECT least(total, {HISTOGRAM_BUCKETS}) AS b, count(*) FROM per_visitor GROUP BY b ORDER BY b""",
@@ -111,7 +104,7 @@ SELECT least(total, {HISTOGRAM_BUCKETS}) AS b, count(*) FROM per_visitor GROUP B
     ]
 
 
-def per_location(con: Connection, query: ReportQuery) -> list[dict[str, Any]]:
+def per_location(con: Session, query: ReportQuery) -> list[dict[str, Any]]:
     """One row per location (store): unique visitors, visits, sightings, first/last seen."""
     rows = _q(con, """
 SELECT loc, count(*), sum(visits)::BIGINT, sum(n)::BIGINT, min(first_us), max(last_us),
@@ -127,7 +120,7 @@ FROM per_loc GROUP BY loc ORDER BY loc""", query)
     ]
 
 
-def summary(con: Connection, query: ReportQuery) -> dict[str, Any]:
+def summary(con: Session, query: ReportQuery) -> dict[str, Any]:
     """Everything the dashboard shows for one period and filter."""
     return {
         "period": {"from": query.start.isoformat(), "to": query.end.isoformat()},
@@ -139,7 +132,7 @@ def summary(con: Connection, query: ReportQuery) -> dict[str, Any]:
     }
 
 
-def known_places(con: Connection, tenant: str) -> tuple[set[str], set[str]]:
+def known_places(con: Session, tenant: str) -> tuple[set[str], set[str]]:
     """(camera ids, location ids) the store has seen for a tenant."""
     cams = {r[0] for r in con.execute(
         "SELECT camera_id FROM cameras WHERE tenant = ?", [tenant]).fetchall()}

@@ -1,8 +1,14 @@
-"""Admin data in ``tenancy_*`` tables: tenants, keys, locations, cameras, groups, audit.
+"""Admin data in ``tenancy_*`` tables of the store's database: tenants, keys, locations,
+cameras, groups, audit log, shared secrets.
 
-Secrets are never stored: a key is ``rvk_`` + 32 random bytes (URL-safe base64), and only
-its SHA-256 is kept. A key that high in entropy needs no slow hash; lookup is by digest.
-Every read takes the tenant, so nothing of tenant A is reachable with tenant B's key.
+The tables live in the configured store (created by its migrations, read and written
+through its transactions), so every API replica and worker on one PostgreSQL store sees
+the same tenants and keys, and a key revoked through one replica is refused by all.
+
+API key secrets are never stored: a key is ``rvk_`` + 32 random bytes (URL-safe base64),
+and only its SHA-256 is kept. A key that high in entropy needs no slow hash; lookup is by
+digest. Every read takes the tenant, so nothing of tenant A is reachable with tenant B's
+key.
 """
 
 from __future__ import annotations
@@ -11,48 +17,17 @@ import hashlib
 import json
 import re
 import secrets
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import duckdb
+from revisit.store.base import SightingStore
 
 ROLES = ("admin", "analyst", "camera")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenancy_tenants (
-    tenant VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, retention_days INTEGER NOT NULL,
-    created_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tenancy_keys (
-    key_hash VARCHAR PRIMARY KEY, key_id VARCHAR NOT NULL UNIQUE, tenant VARCHAR NOT NULL,
-    role VARCHAR NOT NULL, cameras VARCHAR[] NOT NULL, name VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL, revoked_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS tenancy_locations (
-    tenant VARCHAR NOT NULL, location_id VARCHAR NOT NULL, name VARCHAR NOT NULL,
-    timezone VARCHAR NOT NULL, PRIMARY KEY (tenant, location_id)
-);
-CREATE TABLE IF NOT EXISTS tenancy_cameras (
-    tenant VARCHAR NOT NULL, camera_id VARCHAR NOT NULL, location_id VARCHAR NOT NULL,
-    name VARCHAR NOT NULL, timezone VARCHAR NOT NULL, PRIMARY KEY (tenant, camera_id)
-);
-CREATE TABLE IF NOT EXISTS tenancy_groups (
-    tenant VARCHAR NOT NULL, name VARCHAR NOT NULL, camera_id VARCHAR NOT NULL,
-    PRIMARY KEY (tenant, name, camera_id)
-);
-CREATE SEQUENCE IF NOT EXISTS tenancy_audit_seq;
-CREATE TABLE IF NOT EXISTS tenancy_audit (
-    id BIGINT PRIMARY KEY DEFAULT nextval('tenancy_audit_seq'), ts TIMESTAMP NOT NULL,
-    tenant VARCHAR NOT NULL, actor VARCHAR NOT NULL, action VARCHAR NOT NULL,
-    detail VARCHAR NOT NULL
-);
-"""
-
 
 class TenancyError(ValueError):
     """A request the admin data cannot satisfy (unknown tenant, bad timezone...)."""
@@ -99,16 +74,6 @@ class Camera:
     timezone: str
 
 
-def connection_for(store: object) -> duckdb.DuckDBPyConnection | None:
-    """The DuckDB connection a store owns (None for other backends).
-
-    DuckDB allows one writer process per file, so admin tables must go through the store's
-    own connection. Uses a public ``connection`` attribute when the store has one.
-    """
-    con = getattr(store, "connection", None)
-    return con if isinstance(con, duckdb.DuckDBPyConnection) else None
-
-
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -136,26 +101,29 @@ def _timezone(tz: str) -> str:
 
 
 class Tenancy:
-    """Admin data over a DuckDB connection shared with the store (``lock`` serialises use)."""
+    """Admin data in the store's database (any SQL store: DuckDB or PostgreSQL)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, lock: threading.RLock | None = None) -> None:
-        self._base = con
-        self._local = threading.local()
-        self.lock = lock or threading.RLock()
-        with self.lock:
-            self.con.execute(SCHEMA)
+    def __init__(self, store: SightingStore) -> None:
+        self.store = store
 
-    @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the shared connection (connections are not thread-safe)."""
-        cur = getattr(self._local, "cur", None)
-        if cur is None:
-            cur = self._local.cur = self._base.cursor()
-        return cur
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.store.read() as s:
+            return list(s.execute(sql, list(params)).fetchall())
 
-    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.lock:
-            return self.con.execute(sql, list(params)).fetchall()
+    def _do(self, sql: str, params: Iterable[Any] = ()) -> None:
+        with self.store.transaction() as s:
+            s.execute(sql, list(params))
+
+    def shared_secret(self, name: str) -> str:
+        """A random secret every process using this store shares (made at first use),
+        e.g. the key that signs dashboard sessions, so any replica accepts a session
+        another one signed."""
+        with self.store.transaction() as s:
+            s.execute("INSERT INTO tenancy_secrets VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                      [name, secrets.token_urlsafe(32), _now()])
+            row = s.execute("SELECT secret FROM tenancy_secrets WHERE name = ?",
+                            [name]).fetchone()
+        return str(row[0])
 
     # -- tenants ----------------------------------------------------------------------
     def create_tenant(self, tenant: str, name: str = "", retention_days: int = 365) -> Tenant:
@@ -164,7 +132,7 @@ class Tenancy:
             raise TenancyError("retention days must be between 1 and 36500")
         if self.tenant(tenant) is not None:
             raise TenancyError(f"tenant {tenant!r} already exists")
-        self._q(
+        self._do(
             "INSERT INTO tenancy_tenants VALUES (?, ?, ?, ?)",
             (tenant, name or tenant, retention_days, _now()),
         )
@@ -172,7 +140,7 @@ class Tenancy:
         return self.require_tenant(tenant)
 
     def tenant(self, tenant: str) -> Tenant | None:
-        rows = self._q("SELECT * FROM tenancy_tenants WHERE tenant = ?", (tenant,))
+        rows = self._rows("SELECT * FROM tenancy_tenants WHERE tenant = ?", (tenant,))
         return Tenant(*rows[0]) if rows else None
 
     def require_tenant(self, tenant: str) -> Tenant:
@@ -182,11 +150,11 @@ class Tenancy:
         return t
 
     def tenants(self) -> list[Tenant]:
-        return [Tenant(*r) for r in self._q("SELECT * FROM tenancy_tenants ORDER BY tenant")]
+        return [Tenant(*r) for r in self._rows("SELECT * FROM tenancy_tenants ORDER BY tenant")]
 
     def set_retention(self, tenant: str, days: int) -> None:
         self.require_tenant(tenant)
-        self._q("UPDATE tenancy_tenants SET retention_days = ? WHERE tenant = ?", (days, tenant))
+        self._do("UPDATE tenancy_tenants SET retention_days = ? WHERE tenant = ?", (days, tenant))
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
@@ -208,7 +176,7 @@ class Tenancy:
             raise TenancyError("only camera keys are bound to cameras")
         secret = "rvk_" + secrets.token_urlsafe(32)
         key_id = secrets.token_hex(6)
-        self._q(
+        self._do(
             "INSERT INTO tenancy_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
             (hash_key(secret), key_id, tenant, role, list(cams), name, _now()),
         )
@@ -221,7 +189,7 @@ class Tenancy:
     def authenticate(self, secret: str) -> ApiKey | None:
         if not secret or len(secret) > 200:
             return None
-        rows = self._q(
+        rows = self._rows(
             "SELECT key_id, tenant, role, cameras, name, created_at, revoked_at "
             "FROM tenancy_keys WHERE key_hash = ? AND revoked_at IS NULL",
             (hash_key(secret),),
@@ -232,7 +200,7 @@ class Tenancy:
         return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6])
 
     def key(self, tenant: str, key_id: str) -> ApiKey | None:
-        rows = self._q(
+        rows = self._rows(
             "SELECT key_id, tenant, role, cameras, name, created_at, revoked_at "
             "FROM tenancy_keys WHERE tenant = ? AND key_id = ?", (tenant, key_id),
         )
@@ -242,7 +210,7 @@ class Tenancy:
         return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6])
 
     def keys(self, tenant: str) -> list[ApiKey]:
-        rows = self._q(
+        rows = self._rows(
             "SELECT key_id, tenant, role, cameras, name, created_at, revoked_at "
             "FROM tenancy_keys WHERE tenant = ? ORDER BY created_at", (tenant,),
         )
@@ -251,7 +219,7 @@ class Tenancy:
     def revoke_key(self, tenant: str, key_id: str, actor: str = "cli") -> bool:
         if self.key(tenant, key_id) is None:
             return False
-        self._q(
+        self._do(
             "UPDATE tenancy_keys SET revoked_at = ? WHERE tenant = ? AND key_id = ?",
             (_now(), tenant, key_id),
         )
@@ -265,8 +233,9 @@ class Tenancy:
     ) -> Location:
         self.require_tenant(tenant)
         _slug(location_id, "location id")
-        self._q(
-            "INSERT OR REPLACE INTO tenancy_locations VALUES (?, ?, ?, ?)",
+        self._do(
+            "INSERT INTO tenancy_locations VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) "
+            "DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
             (tenant, location_id, name or location_id, _timezone(timezone)),
         )
         self.audit(tenant, actor, "location.put", {"location_id": location_id, "name": name,
@@ -274,14 +243,14 @@ class Tenancy:
         return Location(location_id, name or location_id, timezone)
 
     def locations(self, tenant: str) -> list[Location]:
-        rows = self._q(
+        rows = self._rows(
             "SELECT location_id, name, timezone FROM tenancy_locations WHERE tenant = ? "
             "ORDER BY location_id", (tenant,),
         )
         return [Location(*r) for r in rows]
 
     def location(self, tenant: str, location_id: str) -> Location | None:
-        rows = self._q(
+        rows = self._rows(
             "SELECT location_id, name, timezone FROM tenancy_locations "
             "WHERE tenant = ? AND location_id = ?", (tenant, location_id),
         )
@@ -298,8 +267,10 @@ class Tenancy:
         if loc is None:
             raise TenancyError(f"unknown location {location_id!r} (add it first)")
         tz = _timezone(timezone or loc.timezone)
-        self._q(
-            "INSERT OR REPLACE INTO tenancy_cameras VALUES (?, ?, ?, ?, ?)",
+        self._do(
+            "INSERT INTO tenancy_cameras VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, camera_id) "
+            "DO UPDATE SET location_id = excluded.location_id, name = excluded.name, "
+            "timezone = excluded.timezone",
             (tenant, camera_id, location_id, name or camera_id, tz),
         )
         self.audit(tenant, actor, "camera.put", {"camera_id": camera_id,
@@ -307,14 +278,14 @@ class Tenancy:
         return Camera(camera_id, location_id, name or camera_id, tz)
 
     def camera(self, tenant: str, camera_id: str) -> Camera | None:
-        rows = self._q(
+        rows = self._rows(
             "SELECT camera_id, location_id, name, timezone FROM tenancy_cameras "
             "WHERE tenant = ? AND camera_id = ?", (tenant, camera_id),
         )
         return Camera(*rows[0]) if rows else None
 
     def cameras(self, tenant: str) -> list[Camera]:
-        rows = self._q(
+        rows = self._rows(
             "SELECT camera_id, location_id, name, timezone FROM tenancy_cameras "
             "WHERE tenant = ? ORDER BY camera_id", (tenant,),
         )
@@ -333,24 +304,15 @@ class Tenancy:
         for c in cams:
             if self.camera(tenant, c) is None:
                 raise TenancyError(f"camera {c!r} is not registered in tenant {tenant!r}")
-        with self.lock:
-            self.con.execute("BEGIN")
-            try:
-                self.con.execute(
-                    "DELETE FROM tenancy_groups WHERE tenant = ? AND name = ?", [tenant, name]
-                )
-                self.con.executemany(
-                    "INSERT INTO tenancy_groups VALUES (?, ?, ?)", [[tenant, name, c] for c in cams]
-                )
-                self.con.execute("COMMIT")
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+        with self.store.transaction() as s:
+            s.execute("DELETE FROM tenancy_groups WHERE tenant = ? AND name = ?", [tenant, name])
+            s.execute("INSERT INTO tenancy_groups SELECT ?, ?, unnest(?::VARCHAR[])",
+                      [tenant, name, cams])
         self.audit(tenant, actor, "group.put", {"name": name, "cameras": cams})
         return cams
 
     def group_cameras(self, tenant: str, name: str) -> list[str] | None:
-        rows = self._q(
+        rows = self._rows(
             "SELECT camera_id FROM tenancy_groups WHERE tenant = ? AND name = ? ORDER BY camera_id",
             (tenant, name),
         )
@@ -358,7 +320,7 @@ class Tenancy:
 
     def groups(self, tenant: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for name, cam in self._q(
+        for name, cam in self._rows(
             "SELECT name, camera_id FROM tenancy_groups WHERE tenant = ? ORDER BY name, camera_id",
             (tenant,),
         ):
@@ -367,13 +329,13 @@ class Tenancy:
 
     # -- audit log ----------------------------------------------------------------------
     def audit(self, tenant: str, actor: str, action: str, detail: dict[str, Any]) -> None:
-        self._q(
+        self._do(
             "INSERT INTO tenancy_audit (ts, tenant, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
             (_now(), tenant, actor, action, json.dumps(detail, default=str, sort_keys=True)),
         )
 
     def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._q(
+        rows = self._rows(
             "SELECT id, ts, actor, action, detail FROM tenancy_audit WHERE tenant = ? "
             "ORDER BY id DESC LIMIT ?", (tenant, limit),
         )
@@ -382,3 +344,39 @@ class Tenancy:
              "action": r[3], "detail": json.loads(r[4])}
             for r in rows
         ]
+
+
+LEGACY_FILE = "tenancy.duckdb"
+_LEGACY_TABLES = ("tenancy_tenants", "tenancy_keys", "tenancy_locations", "tenancy_cameras",
+                  "tenancy_groups", "tenancy_audit")
+
+
+def open_tenancy(store: SightingStore, data_dir: Path) -> Tenancy:
+    """The tenancy of ``store``. Earlier versions kept it in ``<data>/tenancy.duckdb``
+    beside a PostgreSQL store; such a file is copied into the store once (rows already
+    there win) and renamed ``tenancy.duckdb.imported``."""
+    tenancy = Tenancy(store)
+    legacy = data_dir / LEGACY_FILE
+    if legacy.is_file():
+        import duckdb
+
+        con = duckdb.connect(str(legacy), read_only=True)
+        try:
+            have = {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables").fetchall()}
+            with store.transaction() as s:
+                for table in (t for t in _LEGACY_TABLES if t in have):
+                    cur = con.execute(f"SELECT * FROM {table}")
+                    cols = [d[0] for d in cur.description or ()]
+                    if table == "tenancy_audit":  # new ids from the store's sequence
+                        cur = con.execute(f"SELECT {', '.join(c for c in cols if c != 'id')} "
+                                          f"FROM {table} ORDER BY id")
+                        cols = [c for c in cols if c != "id"]
+                    marks = ", ".join("?" * len(cols))
+                    for row in cur.fetchall():
+                        s.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) "
+                                  "ON CONFLICT DO NOTHING", list(row))
+        finally:
+            con.close()
+        legacy.rename(legacy.with_name(LEGACY_FILE + ".imported"))
+    return tenancy

@@ -7,8 +7,9 @@ A visit is a run of sightings of one canonical visitor at one location with no g
 longer than ``visit_gap``: a gap exactly equal to ``visit_gap`` continues the visit.
 ``visit_gap == 0`` makes every sighting a visit (no window pass at all).
 
-Timestamps are stored as UTC ``TIMESTAMP`` (no zone); parameters are naive UTC.
-Dialect: DuckDB (``epoch_us``, ``list(... ORDER BY ...)``).
+Timestamps are stored as UTC ``TIMESTAMP`` (no zone); parameters are naive UTC. The SQL
+is the store's common spelling (:mod:`revisit.store.dialect`); time functions come from
+the :class:`~revisit.store.dialect.Dialect` each builder takes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from revisit.records import Sighting
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
+from revisit.store.dialect import Dialect
 from revisit.visits import DEFAULT_VISIT_GAP
 
 # One row per canonical visitor from per_loc (vid, loc, visits, n, first_us, last_us): shared
@@ -64,7 +66,7 @@ def _filters(
     return " AND ".join(where), params
 
 
-def report_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
+def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[str, list[Any]]:
     """``WITH ... per_visitor AS (...)``: one row per canonical visitor in the window.
 
     per_visitor columns: vid, total (visits), n_locations, loc_visits, first_us, last_us
@@ -92,7 +94,7 @@ def report_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]
     )
     sql = f"""
 WITH base AS (
-    SELECT {vid} AS vid, s.location_id AS loc, epoch_us(s.ts) AS t
+    SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us('s.ts')} AS t
     FROM sightings s
     {join}
     WHERE {where}
@@ -107,34 +109,20 @@ per_loc AS (
     return sql, params
 
 
-def report_rows_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
-    cte, params = report_cte(query, aliases)
-    return (
-        cte + _ROWS_SELECT,
-        params,
-    )
-
-
 def parse_loc_visits(text: str) -> dict[str, int]:
     """``per_visitor.loc_visits`` -> {location id: visits}, ordered by location id."""
     pairs = (p.rsplit("\x1f", 1) for p in text.split("\x1e"))
     return {loc: int(n) for loc, n in sorted(pairs)}
 
 
-def report_header_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
+def report_header_sql(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[str, list[Any]]:
     """Totals straight from the marked sightings: skips both group-bys of the rows query."""
-    cte, params = report_cte(query, aliases)
+    cte, params = report_cte(query, d, aliases)
     return (
         cte + "\nSELECT count(DISTINCT vid), coalesce(sum(new_visit), 0)::BIGINT, "
         "count(*)::BIGINT FROM marked",
         params,
     )
-
-
-SIGHTING_COLUMNS = (
-    "face_id", "face_image_id", "image_id", "camera_id", "location_id", "ts",
-    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score",
-)
 
 
 def sightings_sql(query: SightingQuery) -> tuple[str, list[Any]]:
@@ -185,7 +173,7 @@ def rollup_applies(query: ReportQuery) -> bool:
     )
 
 
-def rollup_rows_from_sightings(where: str) -> str:
+def rollup_rows_from_sightings(d: Dialect, where: str) -> str:
     """SELECT producing ``visit_days`` rows from the sightings matching ``where`` (over
     ``s``). The scan must include the day before each recomputed day, so the first
     sighting of a day sees its predecessor; callers keep only the rows they asked for."""
@@ -194,7 +182,7 @@ SELECT tenant, face_id, location_id, day, min(ts) AS first_ts, max(ts) AS last_t
        count(*)::BIGINT AS n, sum(nv)::BIGINT AS visits, bool_or(first_of_day AND nv = 0) AS cont
 FROM (
     SELECT tenant, face_id, location_id, ts, ts::DATE AS day,
-           CASE WHEN prev IS NOT NULL AND epoch_us(ts) - epoch_us(prev) <= {ROLLUP_GAP_US}
+           CASE WHEN prev IS NOT NULL AND {d.epoch_us('ts')} - {d.epoch_us('prev')} <= {ROLLUP_GAP_US}
                 THEN 0 ELSE 1 END AS nv,
            (prev IS NULL OR prev::DATE <> ts::DATE) AS first_of_day
     FROM (
@@ -245,7 +233,7 @@ _ROLLUP_KEYS = (
 )
 
 
-def rollup_refresh_sql() -> tuple[str, str]:
+def rollup_refresh_sql(d: Dialect) -> tuple[str, str]:
     """DELETE and INSERT recomputing the ``visit_days`` rows of the keys that
     :func:`rollup_touched` lists (its ``delete_params`` and ``insert_params``). The INSERT scans the
     touched visitors' sightings over those days plus the day before; keys are distinct,
@@ -259,14 +247,14 @@ def rollup_refresh_sql() -> tuple[str, str]:
         "AND s.face_id IN (SELECT unnest(?::VARCHAR[])) AND s.ts >= ? AND s.ts < ?"
     )
     insert = (
-        "INSERT INTO visit_days SELECT r.* FROM (" + rollup_rows_from_sightings(where)
+        "INSERT INTO visit_days SELECT r.* FROM (" + rollup_rows_from_sightings(d, where)
         + f") r JOIN ({_ROLLUP_KEYS}) k ON r.tenant = k.tenant AND r.face_id = k.face_id "
         "AND r.location_id = k.location_id AND r.day = k.day"
     )
     return delete, insert
 
 
-def rollup_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
+def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[str, list[Any]]:
     """Like :func:`report_cte` (``per_loc`` and ``per_visitor``), from ``visit_days``.
 
     Visitors in a merge group (``aliases``) are sessionised from their raw sightings,
@@ -288,8 +276,8 @@ def rollup_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]
     roll = f"""
     SELECT r.face_id AS vid, r.location_id AS loc,
            sum(r.visits + CASE WHEN r.cont AND r.day = ? THEN 1 ELSE 0 END) AS visits,
-           sum(r.n) AS n, min(epoch_us(r.first_ts)) AS first_us,
-           max(epoch_us(r.last_ts)) AS last_us
+           sum(r.n) AS n, min({d.epoch_us('r.first_ts')}) AS first_us,
+           max({d.epoch_us('r.last_ts')}) AS last_us
     FROM visit_days r
     WHERE r.tenant = ? AND r.day BETWEEN ? AND ?{loc_filter}
     {"AND r.face_id NOT IN (" + members + ")" if aliases else ""}
@@ -305,7 +293,7 @@ def rollup_cte(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]
                                  THEN 0 ELSE 1 END AS nv
         FROM (
             SELECT coalesce(a.visitor_id, s.face_id) AS vid, s.location_id AS loc,
-                   epoch_us(s.ts) AS t
+                   {d.epoch_us('s.ts')} AS t
             FROM sightings s
             LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
             WHERE {where} AND s.face_id IN ({members})
@@ -324,15 +312,7 @@ WITH per_loc AS ({per_loc}
     return sql, params
 
 
-def rollup_rows_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
-    cte, params = rollup_cte(query, aliases)
-    return (
-        cte + _ROWS_SELECT,
-        params,
-    )
-
-
-def rollup_header_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, list[Any]]:
+def rollup_header_sql(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[str, list[Any]]:
     if not aliases:  # straight from the rollup rows: no per-location group-by needed
         if not rollup_applies(query):
             raise ValueError("the rollup only answers default-gap reports without cameras")
@@ -348,7 +328,7 @@ def rollup_header_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, li
             f"WHERE tenant = ? AND day BETWEEN ? AND ?{loc_filter}",
             params,
         )
-    cte, params = rollup_cte(query, aliases)
+    cte, params = rollup_cte(query, d, aliases)
     return (
         cte + "\nSELECT count(DISTINCT vid), coalesce(sum(visits), 0)::BIGINT, "
         "coalesce(sum(n), 0)::BIGINT FROM per_loc",
@@ -359,13 +339,15 @@ def rollup_header_sql(query: ReportQuery, aliases: bool = True) -> tuple[str, li
 # --- what a store runs and returns ---------------------------------------------------
 
 
-def report_sql(query: ReportQuery, *, rows: bool, aliases: bool,
+def report_sql(query: ReportQuery, d: Dialect, *, rows: bool, aliases: bool,
                rollup: bool = True) -> tuple[str, list[Any]]:
     """The header (``rows=False``) or rows query: through the rollup when ``rollup`` is on
     and it answers exactly (:func:`rollup_applies`), else the raw sessionisation."""
-    if rollup and rollup_applies(query):
-        return (rollup_rows_sql if rows else rollup_header_sql)(query, aliases)
-    return (report_rows_sql if rows else report_header_sql)(query, aliases)
+    use_rollup = rollup and rollup_applies(query)
+    if not rows:
+        return (rollup_header_sql if use_rollup else report_header_sql)(query, d, aliases)
+    cte, params = (rollup_cte if use_rollup else report_cte)(query, d, aliases)
+    return cte + _ROWS_SELECT, params
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

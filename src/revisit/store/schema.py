@@ -1,0 +1,172 @@
+"""The store's tables: one migration list for every engine, rendered by its dialect.
+
+Conventions:
+- every table carries ``tenant``; keys are (tenant, natural id);
+- timestamps are UTC ``TIMESTAMP`` (no zone): converted on the way in and out, so the
+  session time zone never matters;
+- merges are aliases (absorbed id -> canonical id, kept flat: an alias always points at a
+  canonical id); reports resolve every sighting through them, nothing is rewritten;
+- on PostgreSQL ``sightings`` is partitioned by UTC month (partitions made on demand), and
+  PostgreSQL requires the partition key in every unique key, so the key is
+  (tenant, face_image_id, ts); ``face_image_id`` is a hash of (tenant, image id, bbox) and
+  a face's ``ts`` is its frame's, so it is still one row per face.
+
+Append new versions; never edit an applied one. Tables of other concerns (tenancy) are
+created here too, so every process using the database sees them.
+"""
+
+from __future__ import annotations
+
+from revisit.store.dialect import Dialect
+from revisit.store.report_sql import rollup_rows_from_sightings
+
+
+def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
+    """(version, statements) in order, in the dialect ``d``."""
+    vec = d.vector_type
+    if d.partitioned:
+        sightings_key, partition = "tenant, face_image_id, ts", " PARTITION BY RANGE (ts)"
+    else:
+        sightings_key, partition = "tenant, face_image_id", ""
+
+    def index(name: str, table: str, cols: str, include: str = "") -> list[str]:
+        if not d.indexes:
+            return []
+        inc = f" INCLUDE ({include})" if include else ""
+        return [f"CREATE INDEX {name} ON {table} ({cols}){inc}"]
+
+    return [
+        (1, [
+            """CREATE TABLE tenants (
+                tenant VARCHAR PRIMARY KEY,
+                max_visitor_number BIGINT NOT NULL DEFAULT 0,
+                identity_version BIGINT NOT NULL DEFAULT 0,
+                created_at TIMESTAMP NOT NULL)""",
+            """CREATE TABLE frames (
+                tenant VARCHAR NOT NULL, image_id VARCHAR NOT NULL,
+                camera_id VARCHAR NOT NULL, location_id VARCHAR NOT NULL,
+                ts TIMESTAMP NOT NULL, faces INTEGER NOT NULL DEFAULT 0,
+                processed_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (tenant, image_id))""",
+            f"""CREATE TABLE sightings (
+                tenant VARCHAR NOT NULL, face_image_id VARCHAR NOT NULL,
+                face_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL,
+                camera_id VARCHAR NOT NULL, location_id VARCHAR NOT NULL,
+                ts TIMESTAMP NOT NULL,
+                bbox_x INTEGER, bbox_y INTEGER, bbox_w INTEGER, bbox_h INTEGER,
+                quality REAL, match_score REAL,
+                PRIMARY KEY ({sightings_key})){partition}""",
+            # the report's time-window scan (index-only, feeding the window function),
+            # visitor detail / erasure, and redelivery checks by face
+            *index("sightings_report", "sightings", "tenant, ts",
+                   "location_id, camera_id, face_id"),
+            *index("sightings_visitor", "sightings", "tenant, face_id"),
+            *index("sightings_face", "sightings", "tenant, face_image_id"),
+            f"""CREATE TABLE embeddings (
+                tenant VARCHAR NOT NULL, face_image_id VARCHAR NOT NULL,
+                embedding {vec} NOT NULL,
+                PRIMARY KEY (tenant, face_image_id))""",
+            """CREATE TABLE visitors (
+                tenant VARCHAR NOT NULL, visitor_id VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL, first_seen TIMESTAMP, last_seen TIMESTAMP,
+                PRIMARY KEY (tenant, visitor_id))""",
+            """CREATE TABLE cameras (
+                tenant VARCHAR NOT NULL, camera_id VARCHAR NOT NULL,
+                location_id VARCHAR NOT NULL, name VARCHAR, first_seen TIMESTAMP,
+                PRIMARY KEY (tenant, camera_id))""",
+            """CREATE TABLE locations (
+                tenant VARCHAR NOT NULL, location_id VARCHAR NOT NULL, name VARCHAR,
+                timezone VARCHAR NOT NULL DEFAULT 'UTC', first_seen TIMESTAMP,
+                PRIMARY KEY (tenant, location_id))""",
+            f"""CREATE TABLE exemplars (
+                tenant VARCHAR NOT NULL, visitor_id VARCHAR NOT NULL,
+                face_image_id VARCHAR NOT NULL, embedding {vec} NOT NULL,
+                quality REAL, ts TIMESTAMP,
+                PRIMARY KEY (tenant, face_image_id))""",
+            *index("exemplars_visitor", "exemplars", "tenant, visitor_id"),
+            """CREATE TABLE aliases (
+                tenant VARCHAR NOT NULL, alias_id VARCHAR NOT NULL,
+                visitor_id VARCHAR NOT NULL, merged_at TIMESTAMP NOT NULL, reason VARCHAR,
+                PRIMARY KEY (tenant, alias_id))""",
+            *index("aliases_visitor", "aliases", "tenant, visitor_id"),
+            """CREATE TABLE merge_log (
+                tenant VARCHAR NOT NULL, merge_id BIGINT NOT NULL,
+                keep_id VARCHAR NOT NULL, absorb_id VARCHAR NOT NULL,
+                merged_at TIMESTAMP NOT NULL, reason VARCHAR,
+                repointed VARCHAR[] NOT NULL, split_at TIMESTAMP,
+                PRIMARY KEY (tenant, merge_id))""",
+            """CREATE TABLE erased (
+                tenant VARCHAR NOT NULL, visitor_id VARCHAR NOT NULL,
+                erased_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (tenant, visitor_id))""",
+            # ordered resolution of a broker's ingest streams (distributed/resolve.py)
+            """CREATE TABLE resolve_cursors (
+                stream VARCHAR PRIMARY KEY, last_seq BIGINT NOT NULL,
+                updated_at TIMESTAMP NOT NULL)""",
+        ]),
+        (2, [
+            # resolve reorder buffer: batches of a stream that arrived before their
+            # predecessor, kept as the queue's bytes
+            f"""CREATE TABLE resolve_parked (
+                stream VARCHAR NOT NULL, seq BIGINT NOT NULL, payload {d.blob_type} NOT NULL,
+                parked_at TIMESTAMP NOT NULL, PRIMARY KEY (stream, seq))""",
+        ]),
+        # Report rollup: one row per visitor, location and UTC day (report_sql.rollup_cte),
+        # kept by every write and delete, backfilled from existing sightings. Without
+        # indexes (DuckDB) no key either: an ART index over ~10^7 rows costs more at load
+        # than it saves in the per-batch delete + insert, which prunes by day through zone
+        # maps. With them, the key serves that delete and the report's day-range scan.
+        (3, [
+            f"""CREATE TABLE visit_days (
+                tenant VARCHAR NOT NULL, face_id VARCHAR NOT NULL,
+                location_id VARCHAR NOT NULL, day DATE NOT NULL,
+                first_ts TIMESTAMP NOT NULL, last_ts TIMESTAMP NOT NULL,
+                n BIGINT NOT NULL, visits BIGINT NOT NULL, cont BOOLEAN NOT NULL
+                {", PRIMARY KEY (tenant, day, location_id, face_id)" if d.indexes else ""})""",
+            *index("visit_days_visitor", "visit_days", "tenant, face_id"),
+            "INSERT INTO visit_days " + rollup_rows_from_sightings(d, "true")
+            + " ORDER BY tenant, day, location_id",
+        ]),
+        # Tenancy (revisit.tenancy.db): tenants, API keys (SHA-256 of the secret only),
+        # the camera registry, camera groups, the audit log, and secrets every replica
+        # shares (the dashboard session key). IF NOT EXISTS: embedded stores made before
+        # this version already hold these tables.
+        (4, [
+            """CREATE TABLE IF NOT EXISTS tenancy_tenants (
+                tenant VARCHAR PRIMARY KEY, name VARCHAR NOT NULL,
+                retention_days INTEGER NOT NULL, created_at TIMESTAMP NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS tenancy_keys (
+                key_hash VARCHAR PRIMARY KEY, key_id VARCHAR NOT NULL UNIQUE,
+                tenant VARCHAR NOT NULL, role VARCHAR NOT NULL, cameras VARCHAR[] NOT NULL,
+                name VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, revoked_at TIMESTAMP)""",
+            """CREATE TABLE IF NOT EXISTS tenancy_locations (
+                tenant VARCHAR NOT NULL, location_id VARCHAR NOT NULL, name VARCHAR NOT NULL,
+                timezone VARCHAR NOT NULL, PRIMARY KEY (tenant, location_id))""",
+            """CREATE TABLE IF NOT EXISTS tenancy_cameras (
+                tenant VARCHAR NOT NULL, camera_id VARCHAR NOT NULL,
+                location_id VARCHAR NOT NULL, name VARCHAR NOT NULL,
+                timezone VARCHAR NOT NULL, PRIMARY KEY (tenant, camera_id))""",
+            """CREATE TABLE IF NOT EXISTS tenancy_groups (
+                tenant VARCHAR NOT NULL, name VARCHAR NOT NULL, camera_id VARCHAR NOT NULL,
+                PRIMARY KEY (tenant, name, camera_id))""",
+            "CREATE SEQUENCE IF NOT EXISTS tenancy_audit_seq",
+            """CREATE TABLE IF NOT EXISTS tenancy_audit (
+                id BIGINT PRIMARY KEY DEFAULT nextval('tenancy_audit_seq'),
+                ts TIMESTAMP NOT NULL, tenant VARCHAR NOT NULL, actor VARCHAR NOT NULL,
+                action VARCHAR NOT NULL, detail VARCHAR NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS tenancy_secrets (
+                name VARCHAR PRIMARY KEY, secret VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL)""",
+        ]),
+    ]
+
+
+# DuckDB stores made before the one migration list recorded versions 1 (the tables without
+# identity_version and resolve_cursors) and 2 (visit_days). These statements bring such a
+# file's version-1 tables to version 1 of the list above (see DuckDBStore).
+DUCKDB_LEGACY_V1 = [
+    "ALTER TABLE tenants ADD COLUMN identity_version BIGINT DEFAULT 0",
+    """CREATE TABLE resolve_cursors (
+        stream VARCHAR PRIMARY KEY, last_seq BIGINT NOT NULL,
+        updated_at TIMESTAMP NOT NULL)""",
+]

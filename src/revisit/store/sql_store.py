@@ -1,0 +1,796 @@
+"""The sighting store, written once over any SQL engine (:mod:`revisit.store.dialect`).
+
+:class:`SQLStore` is the whole :class:`revisit.store.base.SightingStore`: the write path,
+merge / split / erase, retention purge, visitor detail, the report and the tables other
+concerns keep (tenancy, through :meth:`SQLStore.transaction`). An engine adapter
+(:class:`revisit.store.duckdb_store.DuckDBStore`, the embedded default;
+:class:`revisit.store.postgres_store.PostgresStore`, the distributed one) supplies only
+connections, transactions, streaming, bulk load and locks.
+
+- A batch is written in ONE transaction with ``INSERT ... ON CONFLICT DO NOTHING`` on
+  natural keys, so a redelivered batch changes nothing.
+- Every delete (purge, erasure) and every write keeps the ``visit_days`` rollup equal to
+  what a rebuild from the sightings gives, in the same transaction.
+- Identity decisions (resolve, merge, split, erase, purge) run in
+  :meth:`SQLStore.identity_transaction`: the tenant's lock, a per-tenant
+  ``identity_version`` (bumped by each, so a resolver knows when its in-memory gallery is
+  stale) and per-stream resolve cursors (batches of one ingest stream resolved in
+  publication order, exactly once). See docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+
+from revisit.records import Batch, Exemplar, Sighting
+from revisit.report.query import (
+    SIGHTING_COLUMNS,
+    ReportHeader,
+    ReportQuery,
+    ReportRow,
+    SightingQuery,
+)
+from revisit.store.base import MergeRecord, VisitorDetail
+from revisit.store.dialect import Dialect, Engine, Session
+from revisit.store.report_sql import (
+    header_from,
+    naive_utc,
+    report_sql,
+    rollup_refresh_sql,
+    rollup_rows_from_sightings,
+    rollup_touched,
+    row_from,
+    sightings_sql,
+)
+from revisit.store.schema import migrations
+from revisit.store.visitor_ids import visitor_number_or_zero
+
+FETCH_ROWS = 10_000  # rows per fetch: bounded memory however large the report
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LIST = "IN (SELECT unnest(?::VARCHAR[]))"  # membership in a list parameter
+T = TypeVar("T")
+
+
+def now_utc() -> datetime:
+    """Now, as the store keeps times (naive UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    return None if ts is None else ts.replace(tzinfo=UTC)
+
+
+def _month(d: date) -> date:
+    return date(d.year, d.month, 1)
+
+
+@dataclass
+class _Written:
+    """Facts a committed write teaches the store's memos."""
+
+    places: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, tenant, id)
+    tops: dict[str, int] = field(default_factory=dict)  # tenant -> highest visitor number
+
+
+class IdentityTransaction:
+    """A resolve + write transaction holding the locks of its stream and tenants."""
+
+    def __init__(self, store: SQLStore, session: Session) -> None:
+        self.store = store
+        self.session = session
+        self._written: list[_Written] = []
+
+    @property
+    def conn(self) -> Any:
+        """The engine's own connection, for a face index kept in the same database
+        (pgvector) whose writes must commit or roll back with this transaction."""
+        return getattr(self.session, "conn", None)
+
+    def lock_tenants(self, tenants: Iterable[str]) -> None:
+        """Take the tenants' locks (call once per transaction: sorted, so no deadlocks)."""
+        for t in sorted(set(tenants)):
+            self.session.lock("tenant", t)
+
+    def park(self, stream: str, seq: int, payload: bytes) -> None:
+        """Keep an encoded batch that arrived before its predecessor, durably, until its
+        turn (the caller encodes: the store holds bytes, not the queue's format)."""
+        self.session.execute(
+            "INSERT INTO resolve_parked VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [stream, seq, payload, now_utc()],
+        )
+
+    def unpark(self, stream: str, seq: int) -> bytes | None:
+        row = self.session.execute(
+            "DELETE FROM resolve_parked WHERE stream = ? AND seq = ? RETURNING payload",
+            [stream, seq],
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def version(self, tenant: str) -> int:
+        row = self.session.execute(
+            "SELECT identity_version FROM tenants WHERE tenant = ?", [tenant]
+        ).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def last_seq(self, stream: str) -> int:
+        row = self.session.execute(
+            "SELECT last_seq FROM resolve_cursors WHERE stream = ?", [stream]
+        ).fetchone()
+        return int(row[0]) if row else -1
+
+    def write(self, batch: Batch) -> None:
+        self._written.append(self.store._write_in(self.session, batch))
+
+    def advance(self, stream: str, seq: int) -> None:
+        self.session.execute(
+            "INSERT INTO resolve_cursors VALUES (?, ?, ?) ON CONFLICT (stream) DO UPDATE "
+            "SET last_seq = greatest(resolve_cursors.last_seq, excluded.last_seq), "
+            "updated_at = excluded.updated_at",
+            [stream, seq, now_utc()],
+        )
+
+    def bump(self, tenants: Iterable[str]) -> None:
+        names = sorted(set(tenants))
+        if names:
+            self.session.execute(
+                "INSERT INTO tenants (tenant, created_at, identity_version) "
+                "SELECT unnest(?::VARCHAR[]), ?, 1 ON CONFLICT (tenant) DO UPDATE "
+                "SET identity_version = coalesce(tenants.identity_version, 0) + 1",
+                [names, now_utc()],
+            )
+
+
+class SQLStore:
+    """:class:`revisit.store.base.SightingStore` over an :class:`Engine`."""
+
+    def __init__(self, engine: Engine, *, migrate: bool = True) -> None:
+        self.engine = engine
+        self.dialect: Dialect = engine.dialect
+        # Write-side memos, only ever holding committed facts, so a stale entry can only
+        # skip an insert that would have been a no-op (cameras and locations are never
+        # deleted; the visitor counter only grows).
+        self._places_known: set[tuple[str, str, str]] = set()
+        self._tenant_max: dict[str, int] = {}
+        self._partitions: set[date] = set()
+        # Reports read the visit_days rollup when it can answer them (same numbers as the
+        # raw query, tested); False forces the raw sessionisation (tests, benchmarks).
+        self.use_rollup = True
+        if migrate:
+            self._migrate()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.engine.transaction() as s:
+            s.lock("migrate")
+            s.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                      "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+            row = s.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            have = int(row[0]) if row else 0
+            self._before_migrations(s, have)
+            row = s.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            have = int(row[0]) if row else 0
+            for version, statements in migrations(self.dialect):
+                if version <= have:
+                    continue
+                for stmt in statements:
+                    s.execute(stmt)
+                s.execute("INSERT INTO schema_version VALUES (?, ?)", [version, now_utc()])
+
+    def _before_migrations(self, s: Session, have: int) -> None:
+        """Hook for an engine's own upgrade of databases older than the migration list."""
+
+    def schema_version(self) -> int:
+        with self.engine.read() as s:
+            row = s.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+        """One transaction on the store's database, in its dialect (``?`` placeholders):
+        for the tables other concerns keep beside the store's (tenancy)."""
+        return self.engine.transaction()
+
+    def read(self) -> contextlib.AbstractContextManager[Session]:
+        """A read session on the store's database (the dashboard's summary SQL)."""
+        return self.engine.read()
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[Any]:
+        with self.engine.read() as s:
+            return s.execute(sql, params or []).fetchall()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- ingest side ----------------------------------------------------------------
+
+    def known_frames(self, tenant: str, image_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return set()
+        rows = self._query(f"SELECT image_id FROM frames WHERE tenant = ? AND image_id {_LIST}",
+                           [tenant, ids])
+        return {r[0] for r in rows}
+
+    def existing_sightings(self, tenant: str, face_image_ids: Iterable[str]) -> dict[str, str]:
+        """face_image_id -> canonical visitor id (after merges)."""
+        ids = list(dict.fromkeys(face_image_ids))
+        if not ids:
+            return {}
+        rows = self._query(
+            "SELECT s.face_image_id, coalesce(a.visitor_id, s.face_id) FROM sightings s "
+            "LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id "
+            f"WHERE s.tenant = ? AND s.face_image_id {_LIST}",
+            [tenant, ids],
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def prepare(self, batch: Batch) -> None:
+        """Create what writing ``batch`` needs outside any transaction (monthly partitions):
+        call before :meth:`identity_transaction`, whose locks a DDL would wait behind."""
+        if not self.dialect.partitioned:
+            return
+        items: list[Any] = [*batch.sightings, *batch.faces]
+        months = {_month(naive_utc(s.ts).date()) for s in items} - self._partitions
+        if months:
+            self.engine.ensure_partitions(months)
+            self._partitions |= months
+
+    def write(self, batch: Batch) -> None:
+        """One transaction; idempotent. Steps are methods so tests can inject failures."""
+        self.prepare(batch)
+        with self.engine.transaction() as s:
+            written = self._write_in(s, batch)
+        self._learn([written])
+
+    def _learn(self, written: Iterable[_Written]) -> None:
+        """Update the memos from writes that committed."""
+        for w in written:
+            self._places_known |= w.places
+            for tenant, top in w.tops.items():
+                self._tenant_max[tenant] = max(self._tenant_max.get(tenant, 0), top)
+
+    def _write_in(self, s: Session, batch: Batch) -> _Written:
+        self.prepare(batch)
+        erased = self._erased_in_batch(s, batch)
+        self._write_frames(s, batch)
+        places = self._write_places(s, batch)
+        sightings, redelivered = self._write_sightings(s, batch, erased)
+        tops = self._write_visitors(s, batch, sightings, erased)
+        self._write_rollup(s, sightings, redelivered)
+        self._write_exemplars(s, batch, redelivered, erased)
+        return _Written(places, tops)
+
+    def _erased_in_batch(self, s: Session, batch: Batch) -> dict[str, set[str]]:
+        """Which visitor ids mentioned by the batch were erased: one query per tenant."""
+        ids: dict[str, set[str]] = defaultdict(set)
+        for x in batch.sightings:
+            ids[x.tenant].add(x.face_id)
+        for tenant, vid, _ in batch.visitors_created:
+            ids[tenant].add(vid)
+        for e in batch.exemplars_added:
+            ids[e.tenant].add(e.visitor_id)
+        return {t: self._erased(s, t, v) for t, v in ids.items()}
+
+    @staticmethod
+    def _erased(s: Session, tenant: str, ids: Iterable[str]) -> set[str]:
+        ids = list(set(ids))
+        if not ids:
+            return set()
+        rows = s.execute(f"SELECT visitor_id FROM erased WHERE tenant = ? AND visitor_id {_LIST}",
+                         [tenant, ids]).fetchall()
+        return {r[0] for r in rows}
+
+    def _write_frames(self, s: Session, batch: Batch) -> None:
+        if not batch.frames:
+            return
+        faces = Counter((f.tenant, f.image_id) for f in batch.faces)
+        seen = Counter((x.tenant, x.image_id) for x in batch.sightings)
+        now = now_utc()
+        s.insert("frames", ("tenant", "image_id", "camera_id", "location_id", "ts", "faces",
+                            "processed_at"), [
+            (fr.tenant, fr.image_id, fr.camera_id, fr.location_id, naive_utc(fr.ts),
+             max(faces[(fr.tenant, fr.image_id)], seen[(fr.tenant, fr.image_id)]), now)
+            for fr in batch.frames
+        ])
+
+    def _write_places(self, s: Session, batch: Batch) -> set[tuple[str, str, str]]:
+        """Register cameras and locations the first time they are seen; returns them."""
+        cams: dict[tuple[str, str], tuple[str, datetime]] = {}
+        locs: dict[tuple[str, str], datetime] = {}
+        items: list[Any] = [*batch.frames, *batch.sightings]
+        known = self._places_known
+        for it in items:
+            ts = naive_utc(it.ts)
+            ck = (it.tenant, it.camera_id)
+            if ("cam", *ck) not in known and (ck not in cams or ts < cams[ck][1]):
+                cams[ck] = (it.location_id, ts)
+            lk = (it.tenant, it.location_id)
+            if ("loc", *lk) not in known and (lk not in locs or ts < locs[lk]):
+                locs[lk] = ts
+        if cams:
+            s.insert("cameras", ("tenant", "camera_id", "location_id", "first_seen"),
+                     [(k[0], k[1], *cams[k]) for k in sorted(cams)])
+        if locs:
+            s.insert("locations", ("tenant", "location_id", "first_seen"),
+                     [(k[0], k[1], locs[k]) for k in sorted(locs)])
+        return {("cam", *k) for k in cams} | {("loc", *k) for k in locs}
+
+    def _write_sightings(
+        self, s: Session, batch: Batch, erased: dict[str, set[str]]
+    ) -> tuple[list[Sighting], set[tuple[str, str]]]:
+        """Insert new sightings (+ embeddings). Returns the sightings kept and the
+        (tenant, face_image_id) of those already stored (a redelivery)."""
+        if not batch.sightings:
+            return [], set()
+        by_tenant: dict[str, list[Sighting]] = defaultdict(list)
+        for x in batch.sightings:
+            by_tenant[x.tenant].append(x)
+        kept: list[Sighting] = []
+        redelivered: set[tuple[str, str]] = set()
+        for tenant, group in by_tenant.items():
+            gone = erased.get(tenant, set())
+            live = [x for x in group if x.face_id not in gone]
+            if not live:
+                continue
+            rows = s.execute(
+                f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_image_id {_LIST}",
+                [tenant, [x.face_image_id for x in live]],
+            ).fetchall()
+            redelivered.update((tenant, r[0]) for r in rows)
+            kept.extend(live)
+        if not kept:
+            return [], redelivered
+        s.insert("sightings", SIGHTING_TABLE_COLUMNS, [
+            (x.tenant, x.face_image_id, x.face_id, x.image_id, x.camera_id, x.location_id,
+             naive_utc(x.ts), int(x.bbox[0]), int(x.bbox[1]), int(x.bbox[2]), int(x.bbox[3]),
+             float(x.quality), float(x.match_score))
+            for x in kept
+        ])
+        with_emb = [x for x in kept if x.embedding is not None]
+        if with_emb:
+            s.insert("embeddings", ("tenant", "face_image_id", "embedding"), [
+                (x.tenant, x.face_image_id, np.asarray(x.embedding, dtype=np.float32).tolist())
+                for x in with_emb
+            ])
+        return kept, redelivered
+
+    def _write_visitors(
+        self, s: Session, batch: Batch, sightings: list[Sighting], erased: dict[str, set[str]]
+    ) -> dict[str, int]:
+        """Upsert visitors (first/last seen widen only) and each tenant's id counter, which
+        only ever grows (``greatest``, atomically in the row); returns the highest visitor
+        number per tenant written."""
+        span: dict[tuple[str, str], list[datetime]] = {}
+        for tenant, vid, ts in batch.visitors_created:
+            t = naive_utc(ts)
+            span.setdefault((tenant, vid), [t, t])
+        for x in sightings:
+            t = naive_utc(x.ts)
+            cur = span.setdefault((x.tenant, x.face_id), [t, t])
+            cur[0] = min(cur[0], t)
+            cur[1] = max(cur[1], t)
+        tenants = {x.tenant for x in batch.sightings} | {f.tenant for f in batch.frames}
+        tenants |= {t for t, _, _ in batch.visitors_created}
+        # visitors created in this batch but erased meanwhile must not come back
+        span = {k: v for k, v in span.items() if k[1] not in erased.get(k[0], set())}
+        now = now_utc()
+        if span:
+            s.insert(
+                "visitors", ("tenant", "visitor_id", "created_at", "first_seen", "last_seen"),
+                [(k[0], k[1], now, *span[k]) for k in sorted(span)],
+                "(tenant, visitor_id) DO UPDATE SET "
+                "first_seen = least(visitors.first_seen, excluded.first_seen), "
+                "last_seen = greatest(visitors.last_seen, excluded.last_seen)",
+            )
+        top: dict[str, int] = dict.fromkeys(tenants, 0)
+        for tenant, vid in span:
+            top[tenant] = max(top.get(tenant, 0), visitor_number_or_zero(vid))
+        names = sorted(t for t, n in top.items()
+                       if t not in self._tenant_max or n > self._tenant_max[t])
+        if names:
+            s.insert(
+                "tenants", ("tenant", "max_visitor_number", "created_at"),
+                [(n, top[n], now) for n in names],
+                "(tenant) DO UPDATE SET max_visitor_number = "
+                "greatest(tenants.max_visitor_number, excluded.max_visitor_number)",
+            )
+        return top
+
+    def _write_rollup(
+        self, s: Session, sightings: list[Sighting], redelivered: set[tuple[str, str]]
+    ) -> None:
+        """Recompute the ``visit_days`` rows the new sightings touch (one delete + one
+        insert per batch, :func:`revisit.store.report_sql.rollup_refresh_sql`). A
+        per-tenant lock serialises this between writers: each recomputation then sees
+        every sighting committed before it, and two writers never insert the same row."""
+        touched = rollup_touched(sightings, redelivered)
+        if touched is None:
+            return
+        for tenant in touched.tenants:
+            s.lock("rollup", tenant)
+        delete, insert = rollup_refresh_sql(self.dialect)
+        s.execute(delete, touched.delete_params)
+        s.execute(insert, touched.insert_params)
+
+    def _rebuild_rollup_in(self, s: Session, tenant: str | None) -> None:
+        if tenant is None:
+            s.execute("DELETE FROM visit_days")
+            s.execute("INSERT INTO visit_days " + rollup_rows_from_sightings(self.dialect, "true")
+                      + " ORDER BY tenant, day, location_id")
+            return
+        s.lock("rollup", tenant)
+        s.execute("DELETE FROM visit_days WHERE tenant = ?", [tenant])
+        s.execute("INSERT INTO visit_days "
+                  + rollup_rows_from_sightings(self.dialect, "s.tenant = ?")
+                  + " ORDER BY day, location_id", [tenant])
+
+    def rebuild_rollup(self, tenant: str | None = None) -> None:
+        """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a
+        bulk load that bypassed :meth:`write`."""
+        with self.engine.transaction() as s:
+            self._rebuild_rollup_in(s, tenant)
+
+    def _write_exemplars(
+        self, s: Session, batch: Batch, redelivered: set[tuple[str, str]],
+        erased: dict[str, set[str]],
+    ) -> None:
+        """Add/drop exemplars. Adds for a redelivered sighting are skipped: replaying an
+        old batch must not resurrect an exemplar a later batch dropped."""
+        added = [
+            e for e in batch.exemplars_added
+            if (e.tenant, e.face_image_id) not in redelivered
+            and e.visitor_id not in erased.get(e.tenant, set())
+        ]
+        if added:
+            s.insert("exemplars", ("tenant", "visitor_id", "face_image_id", "embedding",
+                                   "quality", "ts"), [
+                (e.tenant, e.visitor_id, e.face_image_id,
+                 np.asarray(e.embedding, dtype=np.float32).tolist(), float(e.quality),
+                 naive_utc(e.ts))
+                for e in added
+            ])
+        dropped: dict[str, list[str]] = defaultdict(list)
+        for tenant, fid in batch.exemplars_dropped:
+            dropped[tenant].append(fid)
+        for tenant, fids in dropped.items():
+            s.execute(f"DELETE FROM exemplars WHERE tenant = ? AND face_image_id {_LIST}",
+                      [tenant, fids])
+
+    @contextlib.contextmanager
+    def identity_transaction(
+        self, tenants: Iterable[str] = (), stream: str | None = None
+    ) -> Iterator[IdentityTransaction]:
+        """One transaction holding locks: the stream's first (if any), then the tenants'
+        (here or via :meth:`IdentityTransaction.lock_tenants`), always in that order, so
+        resolvers cannot deadlock. Resolution decisions made inside and written with
+        :meth:`IdentityTransaction.write` are serialised per tenant across every process
+        using this database."""
+        with self.engine.transaction() as s:
+            if stream is not None:
+                s.lock("stream", stream)
+            tx = IdentityTransaction(self, s)
+            names = list(tenants)
+            if names:
+                tx.lock_tenants(names)
+            yield tx
+        self._learn(tx._written)
+
+    def parked_streams(self) -> list[str]:
+        """Streams with batches waiting in the resolve reorder buffer."""
+        return [r[0] for r in self._query("SELECT DISTINCT stream FROM resolve_parked")]
+
+    def identity_version(self, tenant: str) -> int:
+        rows = self._query("SELECT identity_version FROM tenants WHERE tenant = ?", [tenant])
+        return int(rows[0][0] or 0) if rows else 0
+
+    def load_exemplars(self, tenant: str, chunk: int = FETCH_ROWS) -> Iterator[list[Exemplar]]:
+        """Exemplars in chunks, in no particular order (sorting millions of vectors costs
+        more than it gives); ``visitor_id`` is the canonical id (after merges), so a
+        rebuilt index never hands out an id that was merged away."""
+        for rows in self.engine.stream(
+            "SELECT coalesce(a.visitor_id, e.visitor_id), e.face_image_id, e.embedding, "
+            "e.quality, e.ts FROM exemplars e LEFT JOIN aliases a "
+            "ON a.tenant = e.tenant AND a.alias_id = e.visitor_id WHERE e.tenant = ?",
+            [tenant], chunk,
+        ):
+            yield [
+                Exemplar(
+                    tenant=tenant, visitor_id=r[0], face_image_id=r[1],
+                    embedding=np.asarray(r[2], dtype=np.float32), quality=float(r[3]),
+                    ts=_aware(r[4]) or _EPOCH,
+                )
+                for r in rows
+            ]
+
+    def load_embeddings(
+        self, tenant: str, chunk: int = FETCH_ROWS
+    ) -> Iterator[list[tuple[str, str, np.ndarray]]]:
+        """Every sighting's embedding, in time order: a fixed order keeps consolidation's
+        float sums, and so its decisions, the same from run to run."""
+        for rows in self.engine.stream(
+            "SELECT s.face_image_id, coalesce(a.visitor_id, s.face_id), m.embedding "
+            "FROM embeddings m JOIN sightings s "
+            "ON s.tenant = m.tenant AND s.face_image_id = m.face_image_id "
+            "LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id "
+            "WHERE m.tenant = ? ORDER BY s.ts, s.face_image_id",
+            [tenant], chunk,
+        ):
+            yield [(r[0], r[1], np.asarray(r[2], dtype=np.float32)) for r in rows]
+
+    def tenants(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT tenant FROM tenants ORDER BY tenant")]
+
+    def max_visitor_number(self, tenant: str) -> int:
+        """Highest number ever issued (erased visitors included: ids are never reused)."""
+        rows = self._query("SELECT max_visitor_number FROM tenants WHERE tenant = ?", [tenant])
+        return int(rows[0][0]) if rows else 0
+
+    def stats(self, tenant: str) -> dict[str, int]:
+        out = {}
+        with self.engine.read() as s:
+            for table in ("frames", "sightings", "embeddings", "visitors", "exemplars",
+                          "aliases", "cameras", "locations", "erased"):
+                row = s.execute(f"SELECT count(*) FROM {table} WHERE tenant = ?",
+                                [tenant]).fetchone()
+                out[table] = int(row[0]) if row else 0
+        return out
+
+    # --- report side ----------------------------------------------------------------
+
+    def _has_aliases(self, tenant: str) -> bool:
+        return bool(self._query("SELECT 1 FROM aliases WHERE tenant = ? LIMIT 1", [tenant]))
+
+    def _report_sql(self, query: ReportQuery, rows: bool) -> tuple[str, list[Any]]:
+        return report_sql(query, self.dialect, rows=rows,
+                          aliases=self._has_aliases(query.tenant), rollup=self.use_rollup)
+
+    def report_header(self, query: ReportQuery) -> ReportHeader:
+        records = self._query(*self._report_sql(query, rows=False))
+        return header_from(query, records[0] if records else None)
+
+    def report_rows(self, query: ReportQuery) -> Iterator[ReportRow]:
+        sql, params = self._report_sql(query, rows=True)
+        for records in self.engine.stream(sql, params, FETCH_ROWS):
+            for record in records:
+                yield row_from(record)
+
+    def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]:
+        sql, params = sightings_sql(query)
+        for rows in self.engine.stream(sql, params, FETCH_ROWS):
+            for row in rows:
+                d = dict(zip(SIGHTING_COLUMNS, row, strict=True))
+                d["ts"] = d["ts"].replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+                # stored as REAL: round away float32 noise (0.8999999761 -> 0.9)
+                for k in ("quality", "match_score"):
+                    if d[k] is not None:
+                        d[k] = round(float(d[k]), 6)
+                yield d
+
+    # --- identity maintenance -------------------------------------------------------
+
+    def canonical_id(self, tenant: str, visitor_id: str) -> str:
+        with self.engine.read() as s:
+            return self._canonical(s, tenant, visitor_id)
+
+    @staticmethod
+    def _canonical(s: Session, tenant: str, visitor_id: str) -> str:
+        row = s.execute("SELECT visitor_id FROM aliases WHERE tenant = ? AND alias_id = ?",
+                        [tenant, visitor_id]).fetchone()
+        return row[0] if row else visitor_id
+
+    @staticmethod
+    def _visitor_exists(s: Session, tenant: str, visitor_id: str) -> bool:
+        return s.execute("SELECT 1 FROM visitors WHERE tenant = ? AND visitor_id = ?",
+                         [tenant, visitor_id]).fetchone() is not None
+
+    @staticmethod
+    def _aliases_of(s: Session, tenant: str, canon: str) -> list[str]:
+        return [r[0] for r in s.execute(
+            "SELECT alias_id FROM aliases WHERE tenant = ? AND visitor_id = ? ORDER BY alias_id",
+            [tenant, canon]).fetchall()]
+
+    def _maintenance(self, tenant: str, fn: Callable[[Session], T]) -> T:
+        """Merges, splits, erasure and purge take the tenant's lock (they change
+        identities, as a resolver does) and bump ``identity_version`` so resolvers reload
+        their gallery."""
+        with self.identity_transaction([tenant]) as tx:
+            out = fn(tx.session)
+            tx.bump([tenant])
+            return out
+
+    def merge_visitors(self, tenant: str, keep: str, absorb: str, reason: str = "") -> MergeRecord:
+        """Record ``absorb`` -> ``keep`` (both resolved to canonical ids first). Aliases that
+        pointed at ``absorb`` are re-pointed at ``keep`` (aliases stay one hop deep) and
+        listed in the merge log so a split can send them back."""
+
+        def run(s: Session) -> MergeRecord:
+            k = self._canonical(s, tenant, keep)
+            a = self._canonical(s, tenant, absorb)
+            for vid in (k, a):
+                if not self._visitor_exists(s, tenant, vid):
+                    raise KeyError(f"no visitor {vid} in tenant {tenant}")
+            if k == a:
+                raise ValueError(f"{absorb} and {keep} are already the same visitor ({k})")
+            repointed = self._aliases_of(s, tenant, a)
+            now = now_utc()
+            s.execute("UPDATE aliases SET visitor_id = ? WHERE tenant = ? AND visitor_id = ?",
+                      [k, tenant, a])
+            s.execute("INSERT INTO aliases VALUES (?, ?, ?, ?, ?)", [tenant, a, k, now, reason])
+            row = s.execute("SELECT coalesce(max(merge_id), 0) + 1 FROM merge_log "
+                            "WHERE tenant = ?", [tenant]).fetchone()
+            merge_id = int(row[0]) if row else 1
+            s.execute("INSERT INTO merge_log VALUES (?, ?, ?, ?, ?, ?, ?::VARCHAR[], NULL)",
+                      [tenant, merge_id, k, a, now, reason, repointed])
+            return MergeRecord(merge_id, tenant, k, a, _aware(now) or _EPOCH, reason)
+
+        return self._maintenance(tenant, run)
+
+    def split_visitor(self, tenant: str, merged_id: str) -> MergeRecord:
+        """Undo the merge that absorbed ``merged_id``: drop its alias and send back the
+        aliases that merge re-pointed (those still in the same group and absorbed before
+        it), so the report returns exactly to its numbers before the merge."""
+
+        def run(s: Session) -> MergeRecord:
+            row = s.execute(
+                "SELECT merge_id, keep_id, merged_at, reason, repointed FROM merge_log "
+                "WHERE tenant = ? AND absorb_id = ? AND split_at IS NULL",
+                [tenant, merged_id],
+            ).fetchone()
+            if row is None:
+                absorbed = self._aliases_of(s, tenant, merged_id)
+                hint = f"; ids merged into it: {', '.join(absorbed)}" if absorbed else ""
+                raise ValueError(f"{merged_id} is not merged into another visitor{hint}")
+            merge_id, keep_id, merged_at, reason, repointed = row
+            group = self._canonical(s, tenant, merged_id)
+            s.execute("DELETE FROM aliases WHERE tenant = ? AND alias_id = ?",
+                      [tenant, merged_id])
+            if repointed:
+                s.execute(
+                    "UPDATE aliases SET visitor_id = ? WHERE tenant = ? AND visitor_id = ? "
+                    f"AND alias_id {_LIST} AND alias_id IN ("
+                    "  SELECT absorb_id FROM merge_log WHERE tenant = ? AND split_at IS NULL "
+                    "  AND merge_id < ?)",
+                    [merged_id, tenant, group, list(repointed), tenant, merge_id],
+                )
+            now = now_utc()
+            s.execute("UPDATE merge_log SET split_at = ? WHERE tenant = ? AND merge_id = ?",
+                      [now, tenant, merge_id])
+            return MergeRecord(
+                int(merge_id), tenant, keep_id, merged_id, _aware(merged_at) or _EPOCH,
+                reason or "", _aware(now),
+            )
+
+        return self._maintenance(tenant, run)
+
+    def merges(self, tenant: str) -> list[MergeRecord]:
+        rows = self._query(
+            "SELECT merge_id, keep_id, absorb_id, merged_at, reason, split_at FROM merge_log "
+            "WHERE tenant = ? ORDER BY merge_id", [tenant]
+        )
+        return [
+            MergeRecord(int(r[0]), tenant, r[1], r[2], _aware(r[3]) or _EPOCH, r[4] or "",
+                        _aware(r[5]))
+            for r in rows
+        ]
+
+    def erase_visitor(self, tenant: str, visitor_id: str) -> dict[str, int]:
+        """Delete the visitor's whole merge group: sightings, embeddings, exemplars,
+        aliases, merge records, visitor rows, rollup rows. The ids are remembered as
+        erased (ids only) so a redelivered batch cannot bring the person back. Frames stay
+        marked processed for the same reason."""
+
+        def run(s: Session) -> dict[str, int]:
+            canon = self._canonical(s, tenant, visitor_id)
+            group = [canon, *self._aliases_of(s, tenant, canon)]
+            known = s.execute(f"SELECT count(*) FROM visitors WHERE tenant = ? "
+                              f"AND visitor_id {_LIST}", [tenant, group]).fetchone()
+            if not known or not known[0]:
+                raise KeyError(f"no visitor {visitor_id} in tenant {tenant}")
+            g = [tenant, group]
+            counts = {
+                "embeddings": s.count(
+                    "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
+                    f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_id {_LIST})",
+                    [tenant, *g]),
+                "sightings": s.count(f"DELETE FROM sightings WHERE tenant = ? AND face_id {_LIST}",
+                                     g),
+            }
+            s.lock("rollup", tenant)
+            s.execute(f"DELETE FROM visit_days WHERE tenant = ? AND face_id {_LIST}", g)
+            counts["exemplars"] = s.count(
+                f"DELETE FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}", g)
+            counts["aliases"] = s.count(
+                f"DELETE FROM aliases WHERE tenant = ? AND alias_id {_LIST}", g)
+            counts["merge_log"] = s.count(
+                f"DELETE FROM merge_log WHERE tenant = ? AND (keep_id {_LIST} "
+                f"OR absorb_id {_LIST})", [tenant, group, group])
+            counts["visitors"] = s.count(
+                f"DELETE FROM visitors WHERE tenant = ? AND visitor_id {_LIST}", g)
+            s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
+                      "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
+            return counts
+
+        return self._maintenance(tenant, run)
+
+    def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
+        with self.engine.read() as s:
+            canon = self._canonical(s, tenant, visitor_id)
+            rows = s.execute(
+                "SELECT s.face_image_id FROM sightings s LEFT JOIN aliases a "
+                "ON a.tenant = s.tenant AND a.alias_id = s.face_id "
+                "WHERE s.tenant = ? AND coalesce(a.visitor_id, s.face_id) = ?",
+                [tenant, canon]).fetchall()
+        return {r[0] for r in rows}
+
+    def purge_before(self, tenant: str, cutoff: datetime) -> tuple[dict[str, int], list[str]]:
+        """Retention: sightings, their embeddings and exemplars older than ``cutoff``,
+        then visitors left with nothing, and the tenant's rollup recomputed, at once."""
+
+        def run(s: Session) -> tuple[dict[str, int], list[str]]:
+            dropped = [r[0] for r in s.execute(
+                "SELECT face_image_id FROM exemplars WHERE tenant = ? AND ts < ?",
+                [tenant, cutoff]).fetchall()]
+            t, c = [tenant], [tenant, cutoff]
+            counts = {
+                "embeddings": s.count(
+                    "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
+                    "SELECT face_image_id FROM sightings WHERE tenant = ? AND ts < ?)", t + c),
+                "sightings": s.count("DELETE FROM sightings WHERE tenant = ? AND ts < ?", c),
+                "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ?", c),
+                # visitors left with no sighting: neither their own nor a merged id's
+                "visitors": s.count(
+                    "DELETE FROM visitors v WHERE v.tenant = ? AND NOT EXISTS ("
+                    "SELECT 1 FROM sightings s WHERE s.tenant = v.tenant "
+                    "AND s.face_id = v.visitor_id) AND NOT EXISTS (SELECT 1 FROM aliases a "
+                    "JOIN sightings s ON s.tenant = a.tenant AND s.face_id = a.alias_id "
+                    "WHERE a.tenant = v.tenant AND a.visitor_id = v.visitor_id)", t),
+            }
+            self._rebuild_rollup_in(s, tenant)
+            return counts, dropped
+
+        return self._maintenance(tenant, run)
+
+    def visitor_detail(self, tenant: str, visitor_id: str) -> VisitorDetail | None:
+        with self.engine.read() as s:
+            canon = self._canonical(s, tenant, visitor_id)
+            if not self._visitor_exists(s, tenant, canon):
+                return None
+            aliases = self._aliases_of(s, tenant, canon)
+            group = [canon, *aliases]
+            locs = s.execute(
+                "SELECT location_id, count(*), min(ts), max(ts) FROM sightings "
+                f"WHERE tenant = ? AND face_id {_LIST} GROUP BY location_id "
+                "ORDER BY location_id", [tenant, group]).fetchall()
+            ex = s.execute(
+                "SELECT count(*), avg(quality), max(quality) FROM exemplars WHERE tenant = ? "
+                f"AND visitor_id {_LIST}", [tenant, group]).fetchone()
+        return VisitorDetail(
+            visitor_id=canon,
+            aliases=tuple(aliases),
+            sightings=sum(int(r[1]) for r in locs),
+            locations={r[0]: int(r[1]) for r in locs},
+            first_seen=_aware(min(r[2] for r in locs)) if locs else None,
+            last_seen=_aware(max(r[3] for r in locs)) if locs else None,
+            exemplars=int(ex[0]) if ex else 0,
+            exemplar_quality_mean=float(ex[1]) if ex and ex[1] is not None else None,
+            exemplar_quality_max=float(ex[2]) if ex and ex[2] is not None else None,
+        )
+
+
+SIGHTING_TABLE_COLUMNS = (
+    "tenant", "face_image_id", "face_id", "image_id", "camera_id", "location_id", "ts",
+    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score",
+)

@@ -1,0 +1,116 @@
+"""Two ``revisit serve`` processes on one PostgreSQL store are replicas: tenants, keys,
+revocations and dashboard sessions made through one hold on the other.
+
+Real processes, a real PostgreSQL (``bash scripts/services.sh``; skipped without one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+from benchmarks.distributed_harness import free_port, port_open  # noqa: E402
+
+pytestmark = pytest.mark.services
+
+REVISIT = str(Path(sys.executable).with_name("revisit"))
+PG = os.environ.get("REVISIT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/revisit_test")
+
+
+def _env(data: Path, store_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REVISIT_")}
+    env.update(REVISIT_DATA=str(data), REVISIT_STORE_URL=store_url)
+    return env
+
+
+def _cli(args: list[str], env: dict[str, str]) -> str:
+    out = subprocess.run([REVISIT, *args], env=env, text=True,
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """(url of replica A, url of replica B, an admin key made with the CLI)."""
+    if not port_open(5432):
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (bash scripts/services.sh)")
+    schema = "r_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+    url = f"{PG}?schema={schema}"
+    env_a, env_b = _env(tmp_path / "a", url), _env(tmp_path / "b", url)
+    _cli(["admin", "add-tenant", "acme"], env_a)
+    admin = _cli(["admin", "add-key", "--tenant", "acme", "--role", "admin"], env_a)
+    procs, urls = [], []
+    try:
+        for env in (env_a, env_b):
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [REVISIT, "serve", "--port", str(port),
+                 "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE))
+            urls.append(f"http://127.0.0.1:{port}")
+        for proc, base in zip(procs, urls, strict=True):
+            end = time.monotonic() + 90
+            while time.monotonic() < end:
+                if proc.poll() is not None:
+                    pytest.fail(f"serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                try:
+                    if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            else:
+                pytest.fail(f"{base} not ready in 90 s")
+        yield urls[0], urls[1], admin
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        from revisit.store.postgres_store import PostgresStore
+
+        store = PostgresStore(url)
+        store.drop_schema()
+        store.close()
+
+
+def test_replicas_share_tenants_keys_revocation_and_sessions(
+        replicas: tuple[str, str, str]) -> None:
+    a, b, admin = replicas
+    bearer = {"Authorization": f"Bearer {admin}"}
+    # the admin key made by the CLI works on both replicas
+    for base in (a, b):
+        assert httpx.get(base + "/v1/places", headers=bearer).status_code == 200
+    # a key created through A works on B
+    made = httpx.post(a + "/v1/admin/keys", headers=bearer,
+                      json={"role": "analyst", "name": "bi"})
+    assert made.status_code == 201, made.text
+    analyst = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert httpx.get(b + "/v1/places", headers=analyst).status_code == 200
+    # a dashboard session signed by A is valid on B
+    login = httpx.post(a + "/login", data={"key": made.json()["key"]})
+    assert login.status_code == 303
+    cookies = login.cookies
+    assert httpx.get(b + "/dashboard", cookies=cookies).status_code == 200
+    # revoked on B: refused by A, API and dashboard alike
+    gone = httpx.delete(b + f"/v1/admin/keys/{made.json()['key_id']}", headers=bearer)
+    assert gone.status_code == 200
+    assert httpx.get(a + "/v1/places", headers=analyst).status_code == 401
+    assert httpx.get(a + "/dashboard", cookies=cookies).status_code == 303
+    # one audit log: both replicas list the creation and the revocation
+    for base in (a, b):
+        actions = [e["action"] for e in httpx.get(base + "/v1/admin/audit",
+                                                  headers=bearer).json()]
+        assert "key.create" in actions and "key.revoke" in actions
