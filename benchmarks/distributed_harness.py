@@ -48,6 +48,27 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 # --- scenario ---------------------------------------------------------------------------
 
 
+def start_server(env: dict[str, str], port: int, timeout: float = 90) -> subprocess.Popen:
+    """``revisit serve`` on ``port`` with ``env``, returned once ``/readyz`` answers 200."""
+    import httpx
+
+    revisit = str(Path(sys.executable).parent / "revisit")
+    proc = subprocess.Popen([revisit, "serve", "--port", str(port), "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"revisit serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"revisit serve on port {port} not ready in {timeout:.0f} s")
+
+
 def photo_pool(people: int, seed: int = 7, size: int = 160) -> list[tuple[str, list[bytes]]]:
     """``people`` LFW identities with >= 2 photos each, as small JPEGs."""
     import cv2

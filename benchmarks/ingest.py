@@ -35,6 +35,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
+from distributed_harness import start_server
 from scenes import build_scenes
 
 RESULTS = Path(__file__).parent / "results"
@@ -169,18 +170,8 @@ def main() -> None:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "REVISIT_DATA": str(data)}
-        srv = subprocess.Popen([REVISIT, "serve", "--port", str(port), "--log-level", "warning"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        srv = start_server(env, port, timeout=60)
         try:
-            import httpx
-
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
             server = psutil.Process(srv.pid)
             sat = phase(url, key, frames, args, 0.0, server)
             print(f"saturation: accepted {sat['accepted_frames_per_s']:.1f} frames/s, processed "

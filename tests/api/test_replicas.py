@@ -10,14 +10,13 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 httpx = pytest.importorskip("httpx")
-from benchmarks.distributed_harness import free_port, port_open  # noqa: E402
+from benchmarks.distributed_harness import free_port, port_open, start_server  # noqa: E402
 
 pytestmark = pytest.mark.services
 
@@ -52,24 +51,8 @@ def replicas(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     try:
         for env in (env_a, env_b):
             port = free_port()
-            procs.append(subprocess.Popen(
-                [REVISIT, "serve", "--port", str(port),
-                 "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE))
+            procs.append(start_server(env, port))
             urls.append(f"http://127.0.0.1:{port}")
-        for proc, base in zip(procs, urls, strict=True):
-            end = time.monotonic() + 90
-            while time.monotonic() < end:
-                if proc.poll() is not None:
-                    pytest.fail(f"serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-                try:
-                    if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
-            else:
-                pytest.fail(f"{base} not ready in 90 s")
         yield urls[0], urls[1], admin
     finally:
         for proc in procs:
