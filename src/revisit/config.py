@@ -10,6 +10,8 @@ with a message that names the field.
 from __future__ import annotations
 
 import os
+import tomllib
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from revisit.ingest.timestamps import TimeWindow
 
 
 class DetectorSettings(BaseModel):
@@ -212,6 +216,12 @@ class PipelineSettings(BaseModel):
         0, ge=0, le=256, description="Threads for model inference; 0 = number of CPU cores."
     )
     decode_workers: int = Field(1, ge=1, le=64, description="Threads decoding images.")
+    gap_wait_s: int = Field(
+        300, ge=1, le=7 * 86400,
+        description="Distributed mode: how long resolve holds a stream's later batches "
+        "waiting for a missing one (dead-lettered or lost upstream) before it skips the "
+        "gap, records it (resolve_skipped) and goes on; a late copy is still applied.",
+    )
 
 
 class StoreSettings(BaseModel):
@@ -223,6 +233,23 @@ class StoreSettings(BaseModel):
     duckdb_threads: int = Field(
         0, ge=0, le=256, description="DuckDB worker threads; 0 = every core."
     )
+
+
+class IngestSettings(BaseModel):
+    """The timestamps a snapshot may carry (revisit.ingest.timestamps): anything else is
+    refused per frame, with a reason, at every input."""
+
+    earliest: date = Field(
+        date(2000, 1, 1), ge=date(1970, 1, 1), le=date(2100, 1, 1),
+        description="Oldest snapshot date accepted (UTC). Older: refused per frame.",
+    )
+    max_future_s: int = Field(
+        86400, ge=0, le=366 * 86400,
+        description="How far past now a snapshot timestamp may be (camera clock drift).",
+    )
+
+    def window(self) -> TimeWindow:
+        return TimeWindow(self.earliest, timedelta(seconds=self.max_future_s))
 
 
 class PrivacySettings(BaseModel):
@@ -255,6 +282,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
@@ -316,6 +344,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return Settings(**clean)
+    except tomllib.TOMLDecodeError as exc:
+        where = _config_file_path()  # the override is still set here
+        raise ConfigError(f"config file {where} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -84,7 +84,7 @@ def make_env(tmp_path: Path, processing: bool, **limits: Any) -> Iterator[Env]:
     keys["other_admin"] = t.create_key("other", "admin")[1]
     keys["other_cam"] = t.create_key("other", "camera", ["camX"])[1]
     app = create_app(service=svc, processing=processing)
-    with TestClient(app) as client:
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:  # a client on this machine
         yield Env(client, svc, keys)
 
 

@@ -59,8 +59,8 @@ def test_batch_appears_in_analyst_report(live: Env, posted: dict) -> None:
     assert other["header"]["unique_visitors"] == 0 and other["visitors"] == []
     # metrics counted the work
     text = live.client.get("/metrics").text
-    assert 'revisit_frames_processed_total{tenant="acme"} 3.0' in text
-    assert 'revisit_new_visitors_total{tenant="acme"} 2.0' in text
+    assert 'revisit_frames_processed_total{tenant="all"} 3.0' in text
+    assert 'revisit_new_visitors_total{tenant="all"} 2.0' in text
 
 
 def test_report_filters_pages_and_summary(live: Env, posted: dict) -> None:

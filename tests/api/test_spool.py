@@ -65,3 +65,40 @@ def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> N
         r = again.post_batch("cam_a", items)
         assert r.json()["duplicates"] == 1
     assert not list((tmp_path / "data" / "spool").glob("*.batch"))
+
+
+def test_a_failed_batch_is_kept_aside_and_replayed(tmp_path: Path, monkeypatch) -> None:
+    """A batch that fails in a stage (here: the store is down) is not lost: its status says
+    why, its file waits in spool/failed, and `revisit admin replay` + a restart store it."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    gen = make_env(tmp_path, processing=True)
+    env = next(gen)
+    store = env.service.runtime.store
+
+    def down(batch: Batch) -> None:
+        raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(store, "write", down)
+    r = env.post_batch("cam_a", items)
+    st = env.wait(r.json()["batch_id"])
+    assert st["status"] == "failed" and "database unreachable" in st["error"]
+    spool = tmp_path / "data" / "spool"
+    assert [p.stem for p in (spool / "failed").glob("*.batch")] == [r.json()["batch_id"]]
+    keys = env.keys
+    monkeypatch.undo()
+    gen.close()
+    out = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "admin", "replay"])
+    assert out.exit_code == 0 and "1 failed batch" in out.output
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0))
+    with TestClient(create_app(service=svc, processing=True),
+                    client=("127.0.0.1", 50000)) as client:
+        again = Env(client, svc, keys)
+        st = again.wait(r.json()["batch_id"])
+        assert st["status"] == "done" and st["sightings"] == 1, st
+    assert not list(spool.rglob("*.batch"))

@@ -86,6 +86,13 @@ def test_poison_batch_is_dead_lettered_after_max_deliveries(rq, redis_url: str) 
     dead = r.xrange(f"revisit:{rq.name}:dead")
     assert len(dead) == 1 and b"too many" in dead[0][1][b"reason"]
     assert producer.depth() == 0
+    # the cause fixed, `revisit admin replay-dead` puts it back in line, once
+    assert producer.dead_letters() == 1
+    assert producer.replay_dead() == 1
+    assert producer.dead_letters() == 0 and producer.depth() == 1
+    d = rq("w3", max_deliveries=5).get(timeout=2)
+    assert d is not None and d.batch.batch_id == "poison"
+    d.ack()
 
 
 def test_garbage_payload_is_dead_lettered_not_delivered(rq, redis_url: str) -> None:

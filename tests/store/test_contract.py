@@ -290,3 +290,22 @@ def test_visitor_seen_span_widens_only(store: SightingStore) -> None:
     store.write(batch([sighting("V-000001", at(30))], exemplars=False))
     d = store.visitor_detail("default", "V-000001")
     assert d is not None and (d.first_seen, d.last_seen, d.sightings) == (at(0), at(60), 3)
+
+
+def test_a_read_past_its_time_budget_is_stopped(store: SightingStore) -> None:
+    """The service's per-request budget: a runaway query ends with QueryTimeout well
+    before it would finish, and the store answers the next read normally."""
+    import time
+
+    from revisit.store.base import QueryTimeout, time_budget
+
+    slow = ("SELECT count(*) FROM generate_series(1, 3000000000) a"
+            if "Postgres" in type(store).__name__
+            else "SELECT count(*) FROM range(30000000000) a WHERE a.range % 7 = 3")
+    t0 = time.monotonic()
+    with pytest.raises(QueryTimeout), time_budget(0.5), store.read() as s:
+        s.execute(slow).fetchall()
+    assert time.monotonic() - t0 < 10
+    with time_budget(30), store.read() as s:
+        assert s.execute("SELECT 1").fetchall()[0][0] == 1
+    assert counts(store)["sightings"] == 0

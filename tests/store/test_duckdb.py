@@ -70,6 +70,9 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
     con.execute("DROP TABLE resolve_cursors")
     con.execute("DROP TABLE resolve_parked")
     con.execute("ALTER TABLE tenants DROP COLUMN identity_version")
+    con.execute("DROP TABLE batch_status")  # and what later versions added
+    con.execute("DROP TABLE resolve_skipped")
+    con.execute("ALTER TABLE tenancy_keys DROP COLUMN expires_at")
     con.execute("DELETE FROM schema_version WHERE version > 2")
     con.close()
     with DuckDBStore(path) as s:

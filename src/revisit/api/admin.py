@@ -2,47 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
+from revisit.api.errors import ID_PATTERN, errors
+from revisit.report.durations import parse_duration
 from revisit.tenancy.db import ApiKey, TenancyError
 
-router = APIRouter(tags=["admin and privacy"])
+router = APIRouter(tags=["admin and privacy"], responses=errors(401, 403, 422))
 admin = require("admin")
 
 
+Id = Field(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 _ . - (not first)")
+Name = Field("", max_length=200)
+
+
 class LocationIn(BaseModel):
-    location_id: str
-    name: str = ""
-    timezone: str = "UTC"
+    location_id: str = Id
+    name: str = Name
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone")
 
 
 class CameraIn(BaseModel):
-    camera_id: str
-    location_id: str
-    name: str = ""
-    timezone: str | None = None
+    camera_id: str = Id
+    location_id: str = Id
+    name: str = Name
+    timezone: str | None = Field(None, max_length=64,
+                                 description="IANA time zone; default: the location's")
 
 
 class GroupIn(BaseModel):
-    name: str
-    cameras: list[str] = Field(min_length=1)
+    name: str = Id
+    cameras: list[str] = Field(min_length=1, max_length=10_000)
 
 
 class KeyIn(BaseModel):
-    role: str
-    cameras: list[str] = []
-    name: str = ""
+    role: Literal["admin", "analyst", "camera"]
+    cameras: list[str] = Field([], max_length=10_000,
+                               description="Camera keys: the cameras it may post for")
+    name: str = Name
 
 
 def _bad(exc: TenancyError) -> HTTPException:
     return HTTPException(422, str(exc))
 
 
-@router.delete("/v1/visitors/{visitor_id}", summary="Erase a visitor (privacy)")
+@router.delete("/v1/visitors/{visitor_id}", summary="Erase a visitor (privacy)",
+               responses=errors(404))
 def erase(visitor_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
     svc = service_of(request)
     try:
@@ -52,7 +61,8 @@ def erase(visitor_id: str, request: Request, key: ApiKey = Depends(admin)) -> di
     return {"visitor_id": visitor_id, "erased": counts}
 
 
-@router.get("/v1/visitors/{visitor_id}", summary="What is stored about a visitor")
+@router.get("/v1/visitors/{visitor_id}", summary="What is stored about a visitor",
+            responses=errors(404))
 def visitor(
     visitor_id: str, request: Request, key: ApiKey = Depends(require("admin", "analyst"))
 ) -> dict[str, Any]:
@@ -78,9 +88,22 @@ def purge(request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
                             key.actor, crops)
 
 
+@router.get("/v1/admin/skipped-batches",
+            summary="Distributed mode: stream batches resolve stopped waiting for")
+def skipped_batches(request: Request, limit: int = Query(100, ge=1, le=10_000),
+                    key: ApiKey = Depends(admin)) -> list[dict[str, Any]]:
+    rows = service_of(request).runtime.store.skipped_batches(key.tenant, limit=limit)
+    for r in rows:
+        r.pop("tenants", None)  # other tenants of a shared stream are not this key's business
+        for k in ("skipped_at", "replayed_at"):
+            r[k] = r[k].isoformat() if r[k] is not None else None
+    return rows
+
+
 @router.get("/v1/admin/audit", summary="Audit log of admin actions and erasures")
-def audit(request: Request, limit: int = 100, key: ApiKey = Depends(admin)) -> list[dict]:
-    return service_of(request).tenancy.audit_log(key.tenant, min(max(limit, 1), 10_000))
+def audit(request: Request, limit: int = Query(100, ge=1, le=10_000),
+          key: ApiKey = Depends(admin)) -> list[dict]:
+    return service_of(request).tenancy.audit_log(key.tenant, limit)
 
 
 @router.put("/v1/admin/locations", summary="Create or update a location")
@@ -131,13 +154,41 @@ def list_keys(request: Request, key: ApiKey = Depends(admin)) -> list[dict]:
     return [
         {"key_id": k.key_id, "role": k.role, "cameras": list(k.cameras), "name": k.name,
          "created_at": k.created_at.isoformat(),
-         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
+         "active": k.active()}
         for k in service_of(request).tenancy.keys(key.tenant)
     ]
 
 
-@router.delete("/v1/admin/keys/{key_id}", summary="Revoke an API key")
+@router.delete("/v1/admin/keys/{key_id}", summary="Revoke an API key",
+               responses=errors(404, 409))
 def revoke_key(key_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict:
-    if not service_of(request).tenancy.revoke_key(key.tenant, key_id, actor=key.actor):
+    try:
+        ok = service_of(request).tenancy.revoke_key(key.tenant, key_id, actor=key.actor)
+    except TenancyError as exc:
+        raise HTTPException(409, str(exc)) from None
+    if not ok:
         raise HTTPException(404, f"no key {key_id}")
     return {"key_id": key_id, "revoked": True}
+
+
+class RotateIn(BaseModel):
+    grace: str = Field("24h", max_length=32, description="How long the old key keeps working, e.g. 24h; "
+                       "0 revokes it now.")
+
+
+@router.post("/v1/admin/keys/{key_id}/rotate", status_code=201,
+             summary="Replace a key: a new key now, the old one stops after a grace period",
+             responses=errors(404))
+def rotate_key(key_id: str, body: RotateIn, request: Request,
+               key: ApiKey = Depends(admin)) -> dict:
+    try:
+        grace = parse_duration(body.grace)
+        new, secret = service_of(request).tenancy.rotate_key(key.tenant, key_id, grace,
+                                                             actor=key.actor)
+    except (TenancyError, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"key_id": new.key_id, "role": new.role, "cameras": list(new.cameras),
+            "key": secret, "replaces": key_id,
+            "old_key_expires_at": (new.created_at + grace).isoformat()}

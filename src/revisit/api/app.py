@@ -7,19 +7,24 @@ shutdown. Tests pass their own service to control processing.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
 from revisit.api import admin, batches, dashboard, reports
+from revisit.api import errors as api_errors
+from revisit.api.errors import errors
 from revisit.api.metrics import CONTENT_TYPE_LATEST
 from revisit.api.service import Service
 from revisit.api.settings import ServiceSettings
 from revisit.config import Settings
+
+_LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def create_app(
@@ -48,19 +53,23 @@ def create_app(
         description="Camera batches in, unique-visitor reports out. Authenticate with "
         "`Authorization: Bearer <key>`; see docs/service.md.",
         lifespan=lifespan,
+        dependencies=[Depends(api_errors.known_query)],
     )
     app.state.service = svc
+    api_errors.install(app)
     app.add_middleware(
         SessionMiddleware, secret_key=svc.session_secret, session_cookie="revisit_session",
         max_age=svc.config.session_max_age_s, same_site="strict", https_only=False,
     )
 
+    # liveness answers on the event loop itself: no thread pool a busy service could fill
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Ready to accept batches")
-    def readyz(request: Request) -> Any:
+    @app.get("/readyz", tags=["operations"], summary="Ready to accept batches",
+             responses={503: {"description": "Starting, or the pipeline stopped"}})
+    def readyz(request: Request) -> Any:  # asks the broker: off the event loop
         s: Service = request.app.state.service
         problems = []
         if not s.ready:
@@ -72,10 +81,22 @@ def create_app(
         return {"status": "ready", "queue_depth": s.processor.depth(),
                 "processing": s.processor.running}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             responses={**errors(401, 403),
+                        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
     def metrics(request: Request) -> Response:
-        return Response(request.app.state.service.metrics.render(),
-                        media_type=CONTENT_TYPE_LATEST)
+        s: Service = request.app.state.service
+        token = s.config.metrics_token
+        if token:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise HTTPException(401, "metrics need 'Authorization: Bearer <metrics_token>'",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        elif (request.client.host if request.client else "") not in _LOOPBACK:
+            raise HTTPException(403, "metrics answer only on this machine unless "
+                                     "REVISIT_SERVICE_METRICS_TOKEN is set")
+        return Response(s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(batches.router)
     app.include_router(reports.router)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from revisit.api.service import Service
 from revisit.tenancy.db import ApiKey
+
+# declares the scheme in OpenAPI; the header itself is read by current_key (and a dashboard
+# session cookie stands in for it)
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
 def service_of(request: Request) -> Service:
@@ -36,14 +41,16 @@ def current_key(request: Request) -> ApiKey:
     session = request.scope.get("session") or {}
     if session.get("key_id") and session.get("tenant"):
         key = svc.tenancy.key(session["tenant"], session["key_id"])
-        if key is not None and key.revoked_at is None:
+        if key is not None and key.active():
             return key
         session.clear()
     raise _unauthorized("missing API key (Authorization: Bearer <key>)")
 
 
 def require(*roles: str) -> Callable[[Request], ApiKey]:
-    def dep(request: Request) -> ApiKey:
+    def dep(
+        request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)
+    ) -> ApiKey:
         key = current_key(request)
         if key.role not in roles:
             needs = " or ".join(roles)

@@ -6,28 +6,80 @@ multipart form with field ``metadata`` = JSON array, one object per image
 "image_id": "optional"}`` and the images in repeated field ``images``. 202 answers
 ``{"batch_id", "frames", "status_url"}`` (plus ``duplicates``).
 
-A batch is accepted or refused as a whole: every check runs before anything is queued.
+Every check runs before anything is queued. A batch is accepted or refused as a whole,
+except for frames whose timestamp is unusable (malformed, or outside the ``ingest`` window):
+those are refused one by one, listed in the 202's ``rejected`` with a reason, and the
+others go on (a batch where none is left is a 422).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from revisit.api.auth import require, service_of
+from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
 from revisit.api.processing import QueueFull
+from revisit.ingest.timestamps import TimestampError, parse_ts
 from revisit.records import Frame, content_id
 from revisit.tenancy.db import ApiKey
 
-router = APIRouter(tags=["camera batches"])
+router = APIRouter(tags=["camera batches"], responses=errors(401, 403, 422))
+
+_UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+    "schema": {
+        "type": "object", "required": ["metadata", "images"],
+        "properties": {
+            "metadata": {
+                "type": "string",
+                "description": 'JSON array, one object per image: {"file": "<part filename>", '
+                '"camera_id": "...", "ts": "ISO 8601 with offset", "image_id": "optional"}',
+            },
+            "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                       "description": "JPEG or PNG images; each part's filename is the "
+                       "'file' of its metadata entry"},
+        },
+    },
+}}}}
+
+
+class Refused(BaseModel):
+    file: str
+    image_id: str
+    reason: str
+
+
+class BatchAccepted(BaseModel):
+    batch_id: str
+    frames: int
+    duplicates: int
+    rejected: list[Refused]
+    status: Literal["queued", "done"]
+    status_url: str
+
+
+class BatchState(BaseModel):
+    batch_id: str
+    status: Literal["queued", "processing", "done", "failed"]
+    frames: int
+    duplicates: int
+    processed: int
+    faces: int
+    sightings: int
+    new_visitors: int
+    rejected: list[dict[str, str]]
+    error: str | None
+    received_at: str | None
+    finished_at: str | None
+
 
 
 class BodyTooLarge(Exception):
@@ -56,6 +108,17 @@ def _fail(status: int, detail: str) -> HTTPException:
     return HTTPException(status, detail)
 
 
+def _text_ok(value: str) -> bool:
+    """Printable and encodable (no lone surrogates, no control characters)."""
+    if not value.isprintable():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
     if not isinstance(raw, str):
         raise _fail(422, "field 'metadata' (a JSON array, one object per image) is missing")
@@ -63,6 +126,9 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
         items = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise _fail(422, f"field 'metadata' is not JSON: {exc}") from None
+    except RecursionError:
+        raise _fail(422, "field 'metadata' is nested too deeply (a flat array of objects "
+                         "is expected)") from None
     if not isinstance(items, list) or not items:
         raise _fail(422, "field 'metadata' must be a non-empty JSON array")
     if len(items) > max_frames:
@@ -77,20 +143,16 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
             not isinstance(it["image_id"], str) or not 0 < len(it["image_id"]) <= 200
         ):
             raise _fail(422, f"metadata[{i}].image_id must be a string of 1-200 characters")
+        for k in ("file", "camera_id", "image_id"):
+            v = it.get(k)
+            if isinstance(v, str) and (len(v) > 200 or not _text_ok(v)):
+                raise _fail(422, f"metadata[{i}].{k} must be 1-200 printable characters")
     return items
 
 
-def _timestamp(text: str, i: int) -> datetime:
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise _fail(422, f"metadata[{i}].ts {text!r} is not ISO 8601") from None
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise _fail(422, f"metadata[{i}].ts {text!r} has no UTC offset")
-    return ts
-
-
-@router.post("/v1/batches", status_code=202, summary="Upload a camera batch (camera key)")
+@router.post("/v1/batches", status_code=202, summary="Upload a camera batch (camera key)",
+             openapi_extra=_UPLOAD, response_model=BatchAccepted,
+             responses=errors(413, 429))
 async def post_batch(request: Request, key: ApiKey = Depends(require("camera"))) -> JSONResponse:
     svc = service_of(request)
     cfg = svc.config
@@ -103,6 +165,8 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
     except BodyTooLarge:
         raise _fail(413, f"request body exceeds {cfg.max_body_bytes} bytes") from None
     except Exception as exc:  # multipart parser errors: too many files, bad encoding
+        if "too many files" in str(exc).lower():
+            raise _fail(413, f"batch has more than {cfg.max_batch_frames} images") from None
         raise _fail(422, f"not a valid multipart form: {exc}") from None
     try:
         items = _metadata(form.get("metadata"), cfg.max_batch_frames)
@@ -124,6 +188,8 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
             raise _fail(422, f"image part(s) without metadata: {', '.join(extra[:5])}")
 
         frames: list[Frame] = []
+        refused: list[dict[str, str]] = []  # frames refused one by one (their timestamp)
+        window = svc.settings.ingest.window()
         for i, it in enumerate(items):
             cam = it["camera_id"]
             if not key.may_post_for(cam):
@@ -131,7 +197,12 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
             camera = svc.tenancy.camera(key.tenant, cam)
             if camera is None:
                 raise _fail(422, f"camera {cam!r} is not registered (revisit admin add-camera)")
-            ts = _timestamp(it["ts"], i)
+            try:
+                ts = window.check(parse_ts(it["ts"]))
+            except TimestampError as exc:
+                refused.append({"file": it["file"], "image_id": it.get("image_id") or "",
+                                "reason": f"metadata[{i}].{exc}"})
+                continue
             part = uploads[it["file"]]
             if part.size is not None and part.size > cfg.max_image_bytes:
                 raise _fail(413, f"image {it['file']!r} is {part.size} bytes; "
@@ -151,15 +222,18 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
                 image_id=it.get("image_id") or content_id(data), ts=ts, data=data,
                 source=f"batch:{it['file']}",
             ))
+        if not frames:
+            raise _fail(422, "no frame accepted: " + "; ".join(r["reason"] for r in refused[:5]))
     except HTTPException as exc:
         if exc.status_code in (413, 422):
-            svc.metrics.frames_rejected.labels(key.tenant, f"http_{exc.status_code}").inc(
+            svc.metrics.frames_rejected.labels(svc.metrics.tenant(key.tenant), f"http_{exc.status_code}").inc(
                 max(1, len(form.getlist("images"))))
         raise
     finally:
         await form.close()
     try:
-        status = await run_in_threadpool(svc.processor.submit, key.tenant, frames)
+        status = await run_in_threadpool(svc.processor.submit, key.tenant, frames, refused,
+                                          key.key_id)
     except QueueFull:
         svc.metrics.throttled.inc()
         retry = str(cfg.retry_after_s)
@@ -167,19 +241,23 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
             {"detail": f"processing queue is full; retry in {retry} s"}, status_code=429,
             headers={"Retry-After": retry},
         )
+    if refused:
+        svc.metrics.frames_rejected.labels(svc.metrics.tenant(key.tenant), "timestamp").inc(len(refused))
     return JSONResponse(
         {"batch_id": status.batch_id, "frames": status.frames, "duplicates": status.duplicates,
-         "status": status.state, "status_url": f"/v1/batches/{status.batch_id}"},
+         "rejected": refused, "status": status.state,
+         "status_url": f"/v1/batches/{status.batch_id}"},
         status_code=202,
     )
 
 
-@router.get("/v1/batches/{batch_id}", summary="Status of a camera batch")
+@router.get("/v1/batches/{batch_id}", summary="Status of a camera batch",
+            response_model=BatchState, responses=errors(404))
 def get_batch(
     batch_id: str, request: Request,
     key: ApiKey = Depends(require("camera", "admin", "analyst")),
 ) -> dict[str, Any]:
     st = service_of(request).processor.status(key.tenant, batch_id)
-    if st is None:
-        raise HTTPException(404, f"no batch {batch_id} (statuses are kept in memory)")
+    if st is None or (key.role == "camera" and st.key_id != key.key_id):
+        raise HTTPException(404, f"no batch {batch_id} of this key")
     return st.as_dict()

@@ -65,7 +65,7 @@ def dashboard(request: Request) -> Response:
     key = None
     if session.get("key_id") and session.get("tenant"):
         key = svc.tenancy.key(session["tenant"], session["key_id"])
-    if key is None or key.revoked_at is not None or key.role not in ("analyst", "admin"):
+    if key is None or not key.active() or key.role not in ("analyst", "admin"):
         session.clear()
         return RedirectResponse("/login", status_code=303)
     tenant = svc.tenancy.tenant(key.tenant)

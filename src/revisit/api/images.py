@@ -25,6 +25,8 @@ def image_size(data: bytes) -> tuple[str, int, int]:
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise ImageError("corrupt PNG: no IHDR header")
         w, h = struct.unpack(">II", data[16:24])
+        if w == 0 or h == 0:
+            raise ImageError("corrupt PNG: zero width or height")
         return "PNG", w, h
     if not data:
         raise ImageError("empty file")

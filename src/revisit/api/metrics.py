@@ -1,4 +1,8 @@
-"""Prometheus metrics of one service instance (own registry, so tests can run several)."""
+"""Prometheus metrics of one service instance (own registry, so tests can run several).
+
+Per-tenant series are labelled ``tenant="all"`` unless ``tenant_labels`` is on: a metrics
+scraper should not learn which tenants a server holds, nor their volumes, by default.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,22 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
+def _or_nan(fn: Callable[[], float]) -> Callable[[], float]:
+    """A gauge that reads the store must not turn a scrape into an error."""
+
+    def read() -> float:
+        try:
+            return fn()
+        except Exception:
+            return float("nan")
+
+    return read
+
+
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], float]) -> None:
+    def __init__(self, queue_depth: Callable[[], float], tenant_labels: bool = False,
+                 skipped: Callable[[], float] | None = None) -> None:
+        self.tenant_labels = tenant_labels
         self.registry = CollectorRegistry()
         r = self.registry
         self.frames_received = Counter(
@@ -40,6 +58,15 @@ class Metrics:
         self.queue_depth = Gauge(
             "revisit_queue_depth", "Accepted batches waiting for processing", registry=r)
         self.queue_depth.set_function(queue_depth)
+        if skipped is not None:
+            self.skipped = Gauge(
+                "revisit_resolve_skipped_batches", "Stream batches resolve stopped waiting "
+                "for (dead-lettered upstream) and that have not turned up since", registry=r)
+            self.skipped.set_function(_or_nan(skipped))
+
+    def tenant(self, tenant: str) -> str:
+        """The ``tenant`` label value of a tenant's series."""
+        return tenant if self.tenant_labels else "all"
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

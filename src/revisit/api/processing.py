@@ -10,8 +10,10 @@ Idempotency: frames the store already has, or that are queued right now, are not
 again (``image_id`` is the key; the store's primary keys make a redelivery harmless too).
 
 Durability: without a broker, an accepted batch is written to the :class:`Spool` before
-it is queued and deleted once done or failed; at start the processor runs whatever an
-earlier process left there, under the same batch ids.
+it is queued and deleted once done; a failed batch's file moves to ``spool/failed`` (kept
+for ``revisit admin replay``, never lost); at start the processor runs whatever an earlier
+process left there, under the same batch ids. Statuses live in the store
+(:mod:`revisit.ingest.status`), so every replica answers the same and they survive restarts.
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from revisit.api.metrics import Metrics
 from revisit.api.spool import Spool
+from revisit.ingest.status import BatchLedger, BatchStatus
 from revisit.pipeline import Pipeline, Runtime, StageFn
 from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
@@ -40,36 +39,10 @@ __all__ = ["BatchProcessor", "BatchStatus", "QueueFull"]
 BROKER_QUEUE = "frames"  # the first pipeline arrow: what detect workers consume
 
 
-@dataclass
-class BatchStatus:
-    batch_id: str
-    tenant: str
-    state: str  # queued | processing | done | failed (| published, with a broker)
-    frames: int  # frames in the request
-    duplicates: int = 0  # frames skipped as already received
-    processed: int = 0
-    faces: int = 0
-    sightings: int = 0
-    new_visitors: int = 0
-    rejected: list[dict[str, str]] = field(default_factory=list)
-    error: str = ""
-    received_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-    finished_at: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id, "status": self.state, "frames": self.frames,
-            "duplicates": self.duplicates, "processed": self.processed, "faces": self.faces,
-            "sightings": self.sightings, "new_visitors": self.new_visitors,
-            "rejected": self.rejected, "error": self.error or None,
-            "received_at": self.received_at, "finished_at": self.finished_at,
-        }
-
-
 class BatchProcessor:
     def __init__(
         self, runtime: Runtime, metrics: Metrics, write_lock: threading.RLock,
-        queue_batches: int, keep: int = 10_000, spool: Spool | None = None,
+        queue_batches: int, spool: Spool | None = None,
     ) -> None:
         """``spool``: where accepted batches wait on disk (embedded mode; with a broker the
         broker holds them and the spool is not used)."""
@@ -84,9 +57,11 @@ class BatchProcessor:
             self.inbox: StageQueue = open_queue(self.broker, BROKER_QUEUE, maxsize=queue_batches)
         else:
             self.inbox = MemoryQueue("batches", queue_batches)
-        self.keep = keep
+        self.queue_batches = queue_batches
         self.spool = None if self.broker else spool
-        self._statuses: OrderedDict[str, BatchStatus] = OrderedDict()
+        self.ledger = BatchLedger(runtime.store)
+        self._tenant_of: dict[str, str] = {}  # batch id -> tenant, while in the pipeline
+        self._failed: set[str] = set()  # batches a stage failed: later stages skip them
         self._inflight: dict[tuple[str, str], str] = {}  # (tenant, image_id) -> batch id
         self._lock = threading.Lock()
         self._recovered: list[Batch] = self._recover()
@@ -95,8 +70,11 @@ class BatchProcessor:
         self.error: BaseException | None = None
 
     # -- accepting ------------------------------------------------------------------------
-    def submit(self, tenant: str, frames: list[Frame]) -> BatchStatus:
-        """Queue the frames not seen before; raises QueueFull (nothing is recorded then)."""
+    def submit(self, tenant: str, frames: list[Frame],
+               refused: list[dict[str, str]] | None = None, key_id: str = "") -> BatchStatus:
+        """Queue the frames not seen before; raises QueueFull (nothing is recorded then).
+        ``refused``: frames of the request refused at the door, kept in the status;
+        ``key_id``: the key that posted it (a camera key reads only its own batches)."""
         batch_id = "B-" + uuid.uuid4().hex[:20]
         ids = [f.image_id for f in frames]
         known = self.runtime.store.known_frames(tenant, ids)
@@ -109,30 +87,38 @@ class BatchProcessor:
                     continue
                 seen.add(f.image_id)
                 fresh.append(f)
-            status = BatchStatus(batch_id, tenant, "queued", len(frames),
-                                 duplicates=len(frames) - len(fresh))
-            if fresh and self.broker:
-                self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
-                status.state = "published"  # workers process it; the report shows when
-            elif fresh:
-                batch = Batch(batch_id=batch_id, frames=fresh)
-                if self.spool is not None:  # on disk before anyone can be told 202
-                    self.spool.put(batch)
-                try:
-                    self.inbox.put(batch, timeout=0)
-                except QueueFull:
-                    if self.spool is not None:
-                        self.spool.remove(batch_id)
-                    raise
-                for f in fresh:
-                    self._inflight[(tenant, f.image_id)] = batch_id
-            else:
+            # only a batch with new frames needs room (a redelivery is answered at once)
+            if fresh and not self.broker and len(self._tenant_of) >= self.queue_batches:
+                raise QueueFull(f"{len(self._tenant_of)} batches accepted and not yet stored")
+            status = BatchStatus(batch_id, tenant, "queued", len(frames) + len(refused or ()),
+                                 duplicates=len(frames) - len(fresh),
+                                 rejected=list(refused or ()), key_id=key_id)
+            if not fresh:
                 status.state = "done"
                 status.finished_at = status.received_at
-            self._remember(status)
-        self.metrics.frames_received.labels(tenant).inc(len(fresh))
+            self.ledger.record(status)  # before the queue: a fast worker finds the row
+            try:
+                if fresh and self.broker:
+                    self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
+                elif fresh:
+                    batch = Batch(batch_id=batch_id, frames=fresh)
+                    if self.spool is not None:  # on disk before anyone can be told 202
+                        self.spool.put(batch)
+                    try:
+                        self.inbox.put(batch, timeout=0)
+                    except QueueFull:
+                        if self.spool is not None:
+                            self.spool.remove(batch_id)
+                        raise
+                    self._tenant_of[batch_id] = tenant
+                    for f in fresh:
+                        self._inflight[(tenant, f.image_id)] = batch_id
+            except QueueFull:
+                self.ledger.forget(tenant, batch_id)
+                raise
+        self.metrics.frames_received.labels(self.metrics.tenant(tenant)).inc(len(fresh))
         if status.duplicates:
-            self.metrics.frames_duplicate.labels(tenant).inc(status.duplicates)
+            self.metrics.frames_duplicate.labels(self.metrics.tenant(tenant)).inc(status.duplicates)
         return status
 
     def _recover(self) -> list[Batch]:
@@ -150,22 +136,16 @@ class BatchProcessor:
                 self.spool.remove(b.batch_id)
                 continue
             batches.append(b)
-            self._remember(BatchStatus(b.batch_id, tenant, "queued", len(b.frames)))
+            self.ledger.requeue(BatchStatus(b.batch_id, tenant, "queued", len(b.frames)))
+            self._tenant_of[b.batch_id] = tenant
             for f in b.frames:
                 self._inflight[(tenant, f.image_id)] = b.batch_id
         if batches:
             log.info("running %d batch(es) accepted before the last stop", len(batches))
         return batches
 
-    def _remember(self, status: BatchStatus) -> None:
-        self._statuses[status.batch_id] = status
-        while len(self._statuses) > self.keep:
-            self._statuses.popitem(last=False)
-
     def status(self, tenant: str, batch_id: str) -> BatchStatus | None:
-        with self._lock:
-            st = self._statuses.get(batch_id)
-        return st if st is not None and st.tenant == tenant else None
+        return self.ledger.get(tenant, batch_id)
 
     def depth(self) -> int:
         return self.inbox.depth()
@@ -173,8 +153,7 @@ class BatchProcessor:
     # -- processing -----------------------------------------------------------------------
     def _wrap(self, name: str, fn: StageFn, serialised: bool) -> StageFn:
         def run(batch: Batch) -> Batch:
-            st = self._statuses.get(batch.batch_id)
-            if st is not None and st.state == "failed":
+            if batch.batch_id in self._failed:
                 return batch
             t0 = time.perf_counter()
             try:
@@ -184,9 +163,14 @@ class BatchProcessor:
                 return fn(batch)
             except Exception as exc:
                 log.exception("batch %s failed in %s", batch.batch_id, name)
-                if st is not None:
-                    st.state = "failed"
-                    st.error = f"{name}: {type(exc).__name__}: {exc}"
+                self._failed.add(batch.batch_id)
+                tenant = self._tenant_of.get(batch.batch_id)
+                if tenant is not None:
+                    try:
+                        self.ledger.failed(tenant, batch.batch_id,
+                                           f"{name}: {type(exc).__name__}: {exc}")
+                    except Exception:  # the store is what failed: the log has it
+                        log.exception("cannot record batch %s as failed", batch.batch_id)
                 return batch
             finally:
                 self.metrics.stage_seconds.labels(name).observe(time.perf_counter() - t0)
@@ -196,23 +180,26 @@ class BatchProcessor:
     def _source(self) -> Iterator[Batch]:
         while self._recovered and not self._stop.is_set():
             batch = self._recovered.pop(0)
-            st = self._statuses.get(batch.batch_id)
-            if st is not None:
-                st.state = "processing"
+            self._mark_processing(batch.batch_id)
             yield batch
         while not self._stop.is_set():
             d = self.inbox.get(timeout=0.1)
             if d is None:
                 continue
-            st = self._statuses.get(d.batch.batch_id)
-            if st is not None:
-                st.state = "processing"
+            self._mark_processing(d.batch.batch_id)
             d.ack()
             yield d.batch
 
+    def _mark_processing(self, batch_id: str) -> None:
+        tenant = self._tenant_of.get(batch_id)
+        if tenant is not None:
+            try:
+                self.ledger.processing(tenant, batch_id)
+            except Exception:  # a status is not worth stopping the pipeline for
+                log.exception("cannot record batch %s as processing", batch_id)
+
     def _done(self, batch: Batch) -> None:
         with self._lock:
-            st = self._statuses.get(batch.batch_id)
             for f in batch.frames:
                 self._inflight.pop((f.tenant, f.image_id), None)
             for r in batch.rejected:
@@ -220,26 +207,28 @@ class BatchProcessor:
             # frames dropped by a failed stage are released too
             for key in [k for k, v in self._inflight.items() if v == batch.batch_id]:
                 del self._inflight[key]
-        tenant = st.tenant if st is not None else ""
+        tenant = self._tenant_of.pop(batch.batch_id, "")
+        failed = batch.batch_id in self._failed
+        self._failed.discard(batch.batch_id)
         m = self.metrics
-        if st is not None and st.state != "failed":
-            st.processed = len(batch.frames)
-            st.faces = len(batch.faces)
-            st.sightings = len(batch.sightings)
-            st.new_visitors = len(batch.visitors_created)
-            st.rejected = [{"image_id": r.image_id, "reason": r.reason} for r in batch.rejected]
-            st.state = "done"
-            m.frames_processed.labels(tenant).inc(len(batch.frames))
-            m.faces.labels(tenant).inc(len(batch.faces))
-            m.sightings.labels(tenant).inc(len(batch.sightings))
-            m.new_visitors.labels(tenant).inc(len(batch.visitors_created))
+        label = m.tenant(tenant)
+        if not failed:
+            try:
+                self.ledger.done(tenant, batch)
+            except Exception:
+                log.exception("cannot record batch %s as done", batch.batch_id)
+            m.frames_processed.labels(label).inc(len(batch.frames))
+            m.faces.labels(label).inc(len(batch.faces))
+            m.sightings.labels(label).inc(len(batch.sightings))
+            m.new_visitors.labels(label).inc(len(batch.visitors_created))
             for _ in batch.rejected:
-                m.frames_rejected.labels(tenant, "undecodable").inc()
-        if st is not None:
-            st.finished_at = datetime.now(UTC).isoformat()
-            m.batches.labels(st.state).inc()
-        if self.spool is not None:  # stored or failed for good: nothing left to replay
-            self.spool.remove(batch.batch_id)
+                m.frames_rejected.labels(label, "undecodable").inc()
+        m.batches.labels("failed" if failed else "done").inc()
+        if self.spool is not None:  # stored: nothing left to replay; failed: kept aside
+            if failed:
+                self.spool.set_aside(batch.batch_id)
+            else:
+                self.spool.remove(batch.batch_id)
 
     def stages(self) -> list[tuple[str, StageFn]]:
         return [

@@ -7,26 +7,30 @@ cannot probe another tenant's ids.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
-import queue
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from revisit.api.auth import require, service_of
+from revisit.api.errors import errors
 from revisit.api.service import Service
+from revisit.api.workpool import PoolBusy
 from revisit.report import formats
 from revisit.report.durations import format_duration, parse_duration
 from revisit.report.query import ReportQuery, ReportRow
 from revisit.store import summary as summary_sql
+from revisit.store.base import QueryTimeout, budget_left
 from revisit.tenancy.db import ApiKey
 from revisit.visits import DEFAULT_VISIT_GAP
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], responses=errors(401, 403, 422, 429, 503))
+T = TypeVar("T")
 reader = require("analyst", "admin")
 
 SORTS = {
@@ -69,19 +73,32 @@ def build_query(
         cams = tuple(sorted(set(cams) | set(members))) if cams else tuple(members)
         group = camera_group
     try:
-        return ReportQuery(start=from_, end=to, tenant=key.tenant, locations=locs, cameras=cams,
-                           visit_gap=parse_duration(visit_gap), camera_group=group)
+        query = ReportQuery(start=from_, end=to, tenant=key.tenant, locations=locs,
+                            cameras=cams, visit_gap=parse_duration(visit_gap),
+                            camera_group=group)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    days = (to - from_).days + 1
+    if days > svc.config.max_report_days:
+        raise HTTPException(422, f"period of {days} days; at most {svc.config.max_report_days} "
+                                 "per request (REVISIT_SERVICE_MAX_REPORT_DAYS)")
+    return query
 
 
 class _Pipe:
-    """A text sink one thread writes and a generator reads in chunks (bounded)."""
+    """A text sink a report worker writes and the response reads, in 64 KiB chunks, with
+    back-pressure: the writer waits while ``depth`` chunks are unread (and gives up when
+    its time budget is spent, e.g. a client that stopped reading)."""
 
-    def __init__(self) -> None:
-        self.q: queue.Queue[str | None] = queue.Queue(maxsize=64)
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 16) -> None:
+        self.loop = loop
+        self.q: asyncio.Queue[str | BaseException | None] = asyncio.Queue(maxsize=depth)
         self.buf: list[str] = []
         self.size = 0
+
+    def put(self, item: str | BaseException | None) -> None:
+        asyncio.run_coroutine_threadsafe(self.q.put(item), self.loop).result(
+            timeout=budget_left())
 
     def write(self, s: str) -> int:
         self.buf.append(s)
@@ -92,56 +109,61 @@ class _Pipe:
 
     def flush(self) -> None:
         if self.buf:
-            self.q.put("".join(self.buf))
+            self.put("".join(self.buf))
             self.buf, self.size = [], 0
 
 
-def _stream_csv(svc: Service, query: ReportQuery) -> Iterator[bytes]:
-    pipe = _Pipe()
-    error: list[BaseException] = []
-
+def _csv_producer(svc: Service, query: ReportQuery, pipe: _Pipe) -> Callable[[], None]:
     def produce() -> None:
+        end: BaseException | None = None
         try:
             header = svc.runtime.store.report_header(query)
             formats.write_csv(svc.runtime.store.report_rows(query), pipe, header)  # type: ignore[arg-type]
             pipe.flush()
-        except BaseException as exc:
-            error.append(exc)
-        finally:
-            pipe.q.put(None)
+        except BaseException as exc:  # handed to the response, which ends the stream
+            end = exc
+        with contextlib.suppress(Exception):
+            pipe.put(end)
 
-    threading.Thread(target=produce, name="csv-report", daemon=True).start()
-    while (chunk := pipe.q.get()) is not None:
-        yield chunk.encode()
-    if error:
-        raise error[0]
+    return produce
 
 
-@router.get("/v1/reports/unique-visitors", summary="Unique visitors (JSON pages or CSV)")
-def unique_visitors(
-    request: Request,
-    from_: date = Query(..., alias="from", description="First day (YYYY-MM-DD), inclusive."),
-    to: date = Query(..., description="Last day, inclusive."),
-    locations: str | None = Query(None, description="Location ids, comma separated."),
-    cameras: str | None = Query(None, description="Camera ids, comma separated."),
-    camera_group: str | None = Query(None, description="A camera group of the tenant."),
-    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP),
-                           description="Longest gap inside one visit, e.g. 30m."),
-    format: str = Query("json", pattern="^(json|csv)$"),
-    page: int = Query(1, ge=1),
-    page_size: int = Query(100, ge=1),
-    sort: str = Query(DEFAULT_SORT, description="Column, '-' prefix for descending: "
-                      + ", ".join(SORTS)),
-    key: ApiKey = Depends(reader),
-) -> Any:
-    svc = service_of(request)
+async def _chunks(pipe: _Pipe) -> AsyncIterator[bytes]:
+    while (item := await pipe.q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item  # the client sees a cut-off response, never a silently short file
+        yield item.encode()
+
+
+async def _pooled(svc: Service, fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` on the report pool, its refusals as HTTP answers."""
+    try:
+        return await svc.reports.run(fn, *args)
+    except PoolBusy:
+        raise _busy(svc) from None
+    except QueryTimeout:
+        raise _too_slow(svc) from None
+
+
+def _busy(svc: Service) -> HTTPException:
+    retry = str(svc.config.retry_after_s)
+    return HTTPException(429, f"every report worker is busy; retry in {retry} s",
+                         headers={"Retry-After": retry})
+
+
+def _too_slow(svc: Service) -> HTTPException:
+    return HTTPException(
+        503, f"the report needed more than its {svc.config.report_budget_s:g} s budget; ask "
+        "for a shorter period or fewer places (REVISIT_SERVICE_REPORT_BUDGET_S)",
+        headers={"Retry-After": str(svc.config.retry_after_s)})
+
+
+def _report_page(
+    svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
+    cameras: str | None, camera_group: str | None, visit_gap: str, page: int,
+    page_size: int, sort: str,
+) -> dict[str, Any]:
     query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
-    if format == "csv":
-        name = f"unique-visitors_{from_.isoformat()}_{to.isoformat()}.csv"
-        return StreamingResponse(
-            _stream_csv(svc, query), media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
     if page_size > svc.config.max_page_size:
         raise HTTPException(422, f"page_size is at most {svc.config.max_page_size}")
     field = sort.removeprefix("-")
@@ -168,18 +190,51 @@ def unique_visitors(
     }
 
 
-@router.get("/v1/reports/summary", summary="Dashboard figures for a period")
-def summary(
+@router.get("/v1/reports/unique-visitors", summary="Unique visitors (JSON pages or CSV)",
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "A JSON page, or the whole report as CSV"}})
+async def unique_visitors(
     request: Request,
-    from_: date = Query(..., alias="from"),
-    to: date = Query(...),
-    locations: str | None = Query(None),
-    cameras: str | None = Query(None),
-    camera_group: str | None = Query(None),
-    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP)),
+    from_: date = Query(..., alias="from", description="First day (YYYY-MM-DD), inclusive; "
+                        "not after 'to'."),
+    to: date = Query(..., description="Last day, inclusive; the period is at most "
+                     "max_report_days (731 by default)."),
+    locations: str | None = Query(None, max_length=10_000,
+                                  description="Location ids, comma separated."),
+    cameras: str | None = Query(None, max_length=10_000,
+                                description="Camera ids, comma separated."),
+    camera_group: str | None = Query(None, max_length=64,
+                                     description="A camera group of the tenant."),
+    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32,
+                           description="Longest gap inside one visit, e.g. 30m."),
+    format: Literal["json", "csv"] = Query("json"),
+    page: int = Query(1, ge=1, le=1_000_000),
+    page_size: int = Query(100, ge=1, le=100_000,
+                           description="At most max_page_size (1000 by default)."),
+    sort: str = Query(DEFAULT_SORT, max_length=32, description="Column, '-' prefix for "
+                      "descending: " + ", ".join(SORTS)),
     key: ApiKey = Depends(reader),
-) -> dict[str, Any]:
+) -> Any:
     svc = service_of(request)
+    if format == "json":
+        return await _pooled(svc, _report_page, svc, key, from_, to, locations, cameras,
+                             camera_group, visit_gap, page, page_size, sort)
+    query = await _pooled(svc, build_query, svc, key, from_, to, locations, cameras,
+                          camera_group, visit_gap)
+    pipe = _Pipe(asyncio.get_running_loop())
+    try:
+        svc.reports.start(_csv_producer(svc, query, pipe))
+    except PoolBusy:
+        raise _busy(svc) from None
+    name = f"unique-visitors_{from_.isoformat()}_{to.isoformat()}.csv"
+    return StreamingResponse(
+        _chunks(pipe), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _summary(svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
+             cameras: str | None, camera_group: str | None, visit_gap: str) -> dict[str, Any]:
     query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
     with svc.runtime.store.read() as con:
         out = summary_sql.summary(con, query)
@@ -187,6 +242,22 @@ def summary(
     for row in out["locations"]:
         row["name"] = names.get(row["location_id"], row["location_id"])
     return out
+
+
+@router.get("/v1/reports/summary", summary="Dashboard figures for a period")
+async def summary(
+    request: Request,
+    from_: date = Query(..., alias="from", description="First day, inclusive."),
+    to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
+    locations: str | None = Query(None, max_length=10_000),
+    cameras: str | None = Query(None, max_length=10_000),
+    camera_group: str | None = Query(None, max_length=64),
+    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32),
+    key: ApiKey = Depends(reader),
+) -> dict[str, Any]:
+    svc = service_of(request)
+    return await _pooled(svc, _summary, svc, key, from_, to, locations, cameras,
+                         camera_group, visit_gap)
 
 
 @router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant")

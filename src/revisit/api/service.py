@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from revisit.api.metrics import Metrics
 from revisit.api.processing import BatchProcessor
 from revisit.api.settings import ServiceSettings
 from revisit.api.spool import Spool
+from revisit.api.workpool import ReportPool
 from revisit.config import Settings
 from revisit.pipeline import Runtime
 from revisit.tenancy.db import open_tenancy
@@ -32,11 +34,18 @@ class Service:
         self.runtime = runtime or Runtime(settings)
         self.write_lock = threading.RLock()
         self.tenancy = open_tenancy(self.runtime.store, settings.data)
-        self.metrics = Metrics(lambda: float(self.processor.depth()))
+        store = self.runtime.store
+        self.metrics = Metrics(
+            lambda: float(self.processor.depth()),
+            tenant_labels=self.config.metrics_tenant_labels,
+            skipped=lambda: float(len(store.skipped_batches(pending_only=True, limit=100_000))),
+        )
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
-            self.config.batch_status_kept, spool=Spool(settings.data / "spool"),
+            spool=Spool(settings.data / "spool"),
         )
+        self.reports = ReportPool(self.config.report_workers, self.config.report_waiting,
+                                  self.config.report_budget_s)
         self.session_secret = (self.config.session_secret
                                or self.tenancy.shared_secret("dashboard_session"))
         self._stop = threading.Event()
@@ -57,6 +66,7 @@ class Service:
         self.ready = False
         self._stop.set()
         self.processor.stop()
+        self.reports.close()
         if self._purger is not None:
             self._purger.join(timeout=5)
         self.runtime.close()
@@ -82,4 +92,6 @@ class Service:
             with self.write_lock:
                 out[t.tenant] = purge_tenant(self.runtime.store, self.runtime.index,
                                              self.tenancy, t.tenant, actor, crops)
+        self.processor.ledger.forget_before(
+            datetime.now(UTC).replace(tzinfo=None) - timedelta(days=self.config.batch_status_days))
         return out

@@ -29,15 +29,41 @@ class ServiceSettings(BaseSettings):
         "this POST /v1/batches answers 429 with Retry-After."
     )
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After on 429.")
-    batch_status_kept: int = Field(
-        10_000, ge=10, description="Batch statuses remembered (oldest forgotten first)."
+    batch_status_days: int = Field(
+        30, ge=1, le=3650, description="Days a finished batch's status is kept (deleted by "
+        "the scheduled purge).",
     )
     session_secret: str = Field(
         "", description="Signs dashboard session cookies. Empty = a random key kept in "
         "the store, shared by every replica on it (sessions survive restarts)."
     )
     session_max_age_s: int = Field(8 * 3600, ge=60, description="Dashboard session lifetime.")
+    metrics_token: str = Field(
+        "", description="Bearer token GET /metrics requires. Empty = /metrics answers only "
+        "to clients on this machine (loopback).",
+    )
+    metrics_tenant_labels: bool = Field(
+        False, description="Label per-tenant metrics with the tenant id (off: 'all'), so "
+        "a scraper does not learn tenant ids and volumes unless you want it to.",
+    )
     purge_interval_s: int = Field(
         3600, ge=0, description="Seconds between scheduled retention purges; 0 = never."
     )
+    max_report_days: int = Field(
+        731, ge=1, le=36600, description="Longest period (days, inclusive) one report or "
+        "summary request may cover: bounds the work and the answer of one request.",
+    )
     max_page_size: int = Field(1000, ge=1, description="Largest JSON report page.")
+    report_workers: int = Field(
+        2, ge=1, le=64, description="Threads that run reports and summaries, apart from "
+        "the threads that answer uploads and health checks.",
+    )
+    report_waiting: int = Field(
+        8, ge=0, le=10_000, description="Report requests that may wait for a worker; "
+        "beyond this they answer 429 with Retry-After.",
+    )
+    report_budget_s: float = Field(
+        60.0, ge=0.1, le=3600, description="Time budget of one report or summary request "
+        "(its queries in all, a CSV export's streaming included); past it the query is "
+        "stopped and the request answers 503.",
+    )

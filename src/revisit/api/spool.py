@@ -3,8 +3,10 @@ broker) that crashes or restarts loses nothing it answered 202 for.
 
 :meth:`Spool.put` writes the batch (frames with their encoded images, in the queue codec)
 to ``<data>/spool/<batch id>.batch`` through a temporary file, fsync and an atomic rename,
-before the batch is queued; :meth:`Spool.remove` deletes it once the batch is done or has
-failed; :meth:`Spool.pending` returns what an earlier process left, oldest first, for the
+before the batch is queued; :meth:`Spool.remove` deletes it once the batch is stored;
+:meth:`Spool.set_aside` moves a failed batch to ``spool/failed/`` (kept, not run again at
+start: ``revisit admin replay`` queues it again once the cause is fixed);
+:meth:`Spool.pending` returns what an earlier process left, oldest first, for the
 processor to run again at start. Running a batch twice is harmless: the store skips frames
 it already holds (at-least-once delivery, idempotent writes). With a broker the broker
 holds accepted batches instead.
@@ -43,6 +45,25 @@ class Spool:
 
     def remove(self, batch_id: str) -> None:
         self._path(batch_id).unlink(missing_ok=True)
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.root / "failed"
+
+    def set_aside(self, batch_id: str) -> None:
+        """Keep a failed batch's file out of the way of the next start."""
+        path = self._path(batch_id)
+        if path.exists():
+            self.failed_dir.mkdir(exist_ok=True)
+            path.replace(self.failed_dir / path.name)
+
+    def replay_failed(self) -> list[str]:
+        """Move every set-aside batch back in line (run at the next start); returns ids."""
+        ids = []
+        for path in sorted(self.failed_dir.glob("*.batch")) if self.failed_dir.is_dir() else []:
+            path.replace(self.root / path.name)
+            ids.append(path.stem)
+        return ids
 
     def pending(self) -> list[Batch]:
         """Spooled batches, oldest first. A file that does not decode is renamed

@@ -22,17 +22,11 @@ admin_app = typer.Typer(help="Tenants, keys, cameras, groups, erasure and retent
 
 @contextlib.contextmanager
 def _open(ctx: typer.Context) -> Iterator[tuple[object, Tenancy]]:
-    import duckdb
-
     from revisit.backends import open_store
 
     settings = state(ctx).settings()
     settings.data.mkdir(parents=True, exist_ok=True)
-    try:
-        store = open_store(settings)
-    except duckdb.IOException as exc:
-        typer.echo(f"error: cannot open the store ({exc}); is `revisit serve` running?", err=True)
-        raise typer.Exit(2) from None
+    store = open_store(settings)  # StoreUnavailable: a readable error (cli.main.run)
     try:
         yield store, open_tenancy(store, settings.data)
     except TenancyError as exc:
@@ -86,14 +80,41 @@ def add_key(
 
 
 @admin_app.command("revoke-key")
-def revoke_key(ctx: typer.Context, tenant: Tenant, key_id: str) -> None:
+def revoke_key(
+    ctx: typer.Context, tenant: Tenant, key_id: str,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Revoke even the tenant's last admin key (the API then has none; "
+        "the CLI can always make another).")] = False,
+) -> None:
     """Revoke an API key by its id."""
     with _open(ctx) as (_, t):
-        ok = t.revoke_key(tenant, key_id)
+        ok = t.revoke_key(tenant, key_id, keep_an_admin=not force)
     if not ok:
         typer.echo(f"error: no key {key_id} in tenant {tenant}", err=True)
         raise typer.Exit(1)
     typer.echo(f"key {key_id} revoked")
+
+
+@admin_app.command("rotate-key")
+def rotate_key(
+    ctx: typer.Context, tenant: Tenant, key_id: str,
+    grace: Annotated[str, typer.Option(
+        help="How long the old key keeps working, e.g. 24h; 0 revokes it now.")] = "24h",
+) -> None:
+    """Replace a key: prints a new key with the same role and cameras; the old one stops
+    working after the grace period."""
+    from revisit.report.durations import parse_duration
+
+    try:
+        period = parse_duration(grace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    with _open(ctx) as (_, t):
+        new, secret = t.rotate_key(tenant, key_id, period)
+    typer.echo(f"key id {new.key_id} replaces {key_id} ({new.role}, tenant {tenant}); "
+               f"{key_id} stops working in {grace}. Keep the new key, it is shown only now:",
+               err=True)
+    typer.echo(secret)
 
 
 @admin_app.command("add-location")
@@ -149,7 +170,8 @@ def show(ctx: typer.Context, tenant: AnyTenant = None) -> None:
                 "cameras": [vars_(c) for c in t.cameras(tenant)],
                 "groups": t.groups(tenant),
                 "keys": [{"key_id": k.key_id, "role": k.role, "cameras": list(k.cameras),
-                          "name": k.name, "revoked": k.revoked_at is not None}
+                          "name": k.name, "revoked": k.revoked_at is not None,
+                          "expires_at": k.expires_at, "active": k.active()}
                          for k in t.keys(tenant)],
             }
     typer.echo(json.dumps(out, indent=2, default=str))
@@ -197,6 +219,49 @@ def audit(ctx: typer.Context, tenant: Tenant, limit: int = 50) -> None:
     with _open(ctx) as (_, t):
         for rec in t.audit_log(tenant, limit):
             typer.echo(json.dumps(rec))
+
+
+@admin_app.command("replay")
+def replay(ctx: typer.Context) -> None:
+    """Put batches that failed in the embedded server (kept in spool/failed) back in line:
+    the server runs them at its next start (frames already stored are skipped)."""
+    from revisit.api.spool import Spool
+
+    settings = state(ctx).settings()
+    ids = Spool(settings.data / "spool").replay_failed()
+    typer.echo(f"{len(ids)} failed batch(es) queued for the next start of `revisit serve`"
+               + (": " + ", ".join(ids[:10]) if ids else ""))
+
+
+@admin_app.command("replay-dead")
+def replay_dead(ctx: typer.Context) -> None:
+    """Distributed mode: put the dead letters of every stage queue back in line (after the
+    cause is fixed). A batch resolve skipped meanwhile is applied when it arrives."""
+    from revisit.distributed.topology import QUEUE_IN
+    from revisit.queue.factory import open_queue
+
+    settings = state(ctx).settings()
+    if not settings.queue_url:
+        raise typer.BadParameter("no broker configured (queue_url): the embedded server's "
+                                 "failed batches are replayed with `revisit admin replay`")
+    for name in QUEUE_IN.values():
+        q = open_queue(settings.queue_url, name)
+        try:
+            replay = getattr(q, "replay_dead", None)
+            if replay is None:
+                typer.echo(f"{name}: this broker keeps no dead letters")
+                continue
+            typer.echo(f"{name}: {replay()} dead letter(s) re-published")
+        finally:
+            q.close()
+
+
+@admin_app.command("skipped")
+def skipped(ctx: typer.Context, tenant: AnyTenant = None, limit: int = 100) -> None:
+    """Distributed mode: stream batches resolve stopped waiting for (JSON lines)."""
+    with _open(ctx) as (store, _t):
+        for rec in store.skipped_batches(tenant, limit=limit):  # type: ignore[attr-defined]
+            typer.echo(json.dumps(rec, default=str))
 
 
 def register(app: typer.Typer) -> None:

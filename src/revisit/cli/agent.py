@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         so nothing is lost while the server is unreachable or restarting.
         """
         from revisit.ingest.agent import Agent, folder_snapshots
-        from revisit.ingest.manifest import ManifestError, parse_ts
+        from revisit.ingest.timestamps import parse_ts
         from revisit.ingest.video import VideoError, sample_video
 
         logging.getLogger("revisit.ingest.agent").setLevel(logging.INFO)
@@ -49,8 +49,10 @@ def register(app: typer.Typer) -> None:
         try:
             step = parse_duration(every)
             origin = parse_ts(start) if start else None
-        except (ValueError, ManifestError) as exc:
+        except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        if step.total_seconds() <= 0:
+            raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
         frames: Iterator[Frame]
         if folder is not None:
             if not folder.is_dir():

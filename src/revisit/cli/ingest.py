@@ -56,17 +56,22 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ) -> None:
         """Ingest camera snapshots listed in a manifest; re-ingesting is a no-op."""
-        from revisit.ingest.manifest import read_manifest
+        from revisit.ingest.manifest import ManifestError, check_manifest, read_manifest
 
         if not manifest.is_file():
             typer.echo(f"error: manifest {manifest} not found", err=True)
             raise typer.Exit(2)
+        try:
+            check_manifest(manifest)
+        except ManifestError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         overrides = {"privacy": {"keep_crops": True}} if keep_crops else {}
         settings = state(ctx).settings(**overrides)
         runtime = Runtime(settings)
         try:
             summary = ingest_frames(
-                runtime, read_manifest(manifest), progress=progress,
+                runtime, read_manifest(manifest, settings.ingest.window()), progress=progress,
                 total=_count_lines(manifest),
             )
         finally:
@@ -91,14 +96,16 @@ def register(app: typer.Typer) -> None:
         max_frames: Annotated[int | None, typer.Option("--max-frames", min=1)] = None,
     ) -> None:
         """Sample one frame every N seconds from a video file (video time) or stream (wall time)."""
-        from revisit.ingest.manifest import ManifestError, parse_ts
+        from revisit.ingest.timestamps import parse_ts
         from revisit.ingest.video import VideoError, is_stream, sample_video
 
         try:
             step = parse_duration(every)
             origin = parse_ts(start) if start else None
-        except (ValueError, ManifestError) as exc:
+        except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        if step.total_seconds() <= 0:
+            raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
         if not is_stream(source) and not Path(source).exists():
             typer.echo(f"error: video {source} not found", err=True)
             raise typer.Exit(2)
@@ -107,6 +114,8 @@ def register(app: typer.Typer) -> None:
         if origin is None and not is_stream(source):
             origin = datetime.fromtimestamp(Path(source).stat().st_mtime).astimezone()
             typer.echo(f"no --start given: using the file's time {origin.isoformat()}", err=True)
+        if origin is not None and (why := settings.ingest.window().reason(origin)):
+            raise typer.BadParameter(f"--start: {why}")
         runtime = Runtime(settings)
         try:
             frames = sample_video(

@@ -57,9 +57,12 @@ _register_all()
 
 
 def run() -> None:
-    """Entry point that turns configuration errors into a readable message and exit code 2."""
+    """Entry point that turns configuration errors and an unavailable store into a
+    readable message and exit code 2."""
+    from revisit.store.base import StoreUnavailable
+
     try:
         app()
-    except ConfigError as exc:
+    except (ConfigError, StoreUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None

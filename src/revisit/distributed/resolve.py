@@ -11,8 +11,10 @@ from typing import Any
 
 from revisit.config import Settings
 from revisit.distributed.topology import sequence_of, tenants_of
+from revisit.ingest.status import BatchLedger
 from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch, Face, Sighting
+from revisit.store.sql_store import now_utc
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class ResolveHandler:
                 "resolve workers need a shared store: set store_url = \"postgresql://...\" "
                 "(DuckDB is one process's file)"
             )
+        self.ledger = BatchLedger(self.store)
         self._reset()
 
     def _reset(self) -> None:
@@ -72,6 +75,9 @@ class ResolveHandler:
                     return [self._apply(tx, batch)]
             with self.store.identity_transaction(stream=stream) as tx:
                 last = tx.last_seq(stream)
+                if seq <= last and tx.take_skipped(stream, seq):
+                    log.warning("applying %s, skipped earlier, out of order", batch.batch_id)
+                    return [self._apply(tx, batch)]
                 if seq <= last:
                     return [self._replay(batch)]
                 if seq > last + 1:
@@ -107,9 +113,29 @@ class ResolveHandler:
                 nxt = tx.last_seq(stream) + 1
                 payload = tx.unpark(stream, nxt)
                 if payload is None:
+                    if self._skip_gap(tx, stream, nxt):
+                        continue
                     return out
                 out.append(self._apply(tx, decode_batch(payload)))
                 tx.advance(stream, nxt)
+
+    def _skip_gap(self, tx: Any, stream: str, nxt: int) -> bool:
+        """Stop waiting for ``nxt..`` once later batches have waited ``gap_wait_s``: a
+        batch that never comes (dead-lettered upstream) must not hold its stream."""
+        first = tx.first_parked(stream)
+        if first is None:
+            return False
+        seq, since, payload = first
+        wait = self.settings.pipeline.gap_wait_s
+        if (now_utc() - since).total_seconds() < wait:
+            return False
+        tenants = ",".join(tenants_of(decode_batch(payload)))
+        reason = (f"not delivered to resolve within {wait} s while later batches waited "
+                  "(dead-lettered or lost upstream); `revisit admin replay-dead` "
+                  "re-publishes dead letters, and a late copy is applied")
+        log.error("stream %s: skipping batches %d..%d: %s", stream, nxt, seq - 1, reason)
+        tx.skip(stream, nxt, seq - 1, tenants, reason)
+        return True
 
     def _apply(self, tx: Any, batch: Batch) -> Batch:
         tenants = tenants_of(batch)
@@ -125,6 +151,8 @@ class ResolveHandler:
         with bind(tx.conn) if bind is not None else contextlib.nullcontext():
             out = self.resolver.resolve(batch)
             tx.write(out)
+        for t in tenants:  # an API batch's status: done with the sightings, atomically
+            self.ledger.done(t, out, session=tx.session)
         tx.bump(tenants)
         for t in tenants:
             self.versions[t] += 1

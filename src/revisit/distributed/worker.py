@@ -14,7 +14,7 @@ from typing import Any
 from revisit.config import Settings
 from revisit.distributed.publish import put_blocking
 from revisit.distributed.resolve import ResolveHandler
-from revisit.distributed.topology import QUEUE_BOUND, QUEUE_IN, QUEUE_OUT, STAGES
+from revisit.distributed.topology import QUEUE_BOUND, QUEUE_IN, QUEUE_OUT, STAGES, sequence_of
 from revisit.queue.base import StageQueue
 from revisit.records import Batch
 
@@ -45,6 +45,40 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         return []
 
     return store_stage, store
+
+
+class _Statuses:
+    """API batch statuses seen from a worker (with a shared store configured): the first
+    stage marks a batch ``processing``; a stage that fails on it records why (the broker
+    redelivers it; a later success marks it ``done``). Stream batches have no status."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ledger = None
+        if settings.store_url.startswith(("postgres://", "postgresql://")):
+            from revisit.backends import open_store
+            from revisit.ingest.status import BatchLedger
+
+            self.ledger = BatchLedger(open_store(settings))
+
+    def _each(self, batch: Batch, fn: Callable[[str], None]) -> None:
+        if self.ledger is None or sequence_of(batch.batch_id)[0] is not None:
+            return
+        for tenant in {f.tenant for f in batch.frames} or {f.tenant for f in batch.faces}:
+            try:
+                fn(tenant)
+            except Exception:  # a status is not worth stopping a worker for
+                log.exception("cannot record the status of batch %s", batch.batch_id)
+
+    def processing(self, batch: Batch) -> None:
+        self._each(batch, lambda t: self.ledger.processing(t, batch.batch_id))  # type: ignore[union-attr]
+
+    def failed(self, batch: Batch, stage: str, exc: BaseException) -> None:
+        why = f"{stage}: {type(exc).__name__}: {exc} (the broker delivers it again)"
+        self._each(batch, lambda t: self.ledger.failed(t, batch.batch_id, why))  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.store.close()
 
 
 @dataclass
@@ -105,9 +139,13 @@ class Worker:
 
     def _loop(self, i: int, max_idle_s: float | None) -> None:
         handler = closable = inq = outq = None
+        statuses: _Statuses | None = None
         last_work = last_idle = time.monotonic()
         while not self.stop.is_set():
+            delivery = None
             try:
+                if statuses is None:
+                    statuses = _Statuses(self.settings)
                 if handler is None:
                     handler, closable = _handler(self.settings, self.stage)
                 if inq is None:
@@ -124,6 +162,8 @@ class Worker:
                         return
                     continue
                 t0, c0 = time.perf_counter(), time.thread_time()
+                if self.stage == "detect":
+                    statuses.processing(delivery.batch)
                 outs = handler(delivery.batch)
                 for out in outs:
                     if outq is not None:
@@ -138,6 +178,8 @@ class Worker:
             except Exception as exc:  # broker/database down, or a bad batch: retry later
                 with self._lock:
                     self.stats.errors += 1
+                if delivery is not None and statuses is not None:
+                    statuses.failed(delivery.batch, self.stage, exc)
                 log.warning("%s worker %d: %s: %s; reconnecting", self.stage, i,
                             type(exc).__name__, exc)
                 for q in (inq, outq):
@@ -158,3 +200,6 @@ class Worker:
         if closable is not None:
             with contextlib.suppress(Exception):
                 closable.close()
+        if statuses is not None:
+            with contextlib.suppress(Exception):
+                statuses.close()

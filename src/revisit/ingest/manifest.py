@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
+from revisit.ingest.timestamps import TimestampError, TimeWindow, parse_ts
 from revisit.records import DEFAULT_TENANT, Frame, Rejected, content_id
 
 REQUIRED = ("image", "camera_id", "location_id", "ts")
@@ -33,18 +33,7 @@ def _text(obj: dict, key: str) -> str:
     return text
 
 
-def parse_ts(text: str) -> datetime:
-    """ISO 8601 with an explicit offset (``Z`` or ``+01:00``); anything else is an error."""
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise ManifestError(f"ts {text!r} is not an ISO 8601 timestamp") from None
-    if ts.tzinfo is None:
-        raise ManifestError(f"ts {text!r} has no UTC offset (add Z or +HH:MM)")
-    return ts
-
-
-def parse_line(line: str, base: Path) -> Frame:
+def parse_line(line: str, base: Path, window: TimeWindow | None = None) -> Frame:
     """Turn one manifest line into a frame carrying the image bytes (read, not decoded)."""
     try:
         obj = json.loads(line)
@@ -58,7 +47,12 @@ def parse_line(line: str, base: Path) -> Frame:
     image = _text(obj, "image")
     camera = _text(obj, "camera_id")
     location = _text(obj, "location_id")
-    ts = parse_ts(_text(obj, "ts"))
+    try:
+        ts = parse_ts(_text(obj, "ts"))
+        if window is not None:
+            window.check(ts)
+    except TimestampError as exc:
+        raise ManifestError(str(exc)) from None
     tenant = _text(obj, "tenant") if obj.get("tenant") not in (None, "") else DEFAULT_TENANT
     path = (base / image).resolve()
     try:
@@ -72,16 +66,39 @@ def parse_line(line: str, base: Path) -> Frame:
     )
 
 
-def read_manifest(path: Path) -> Iterator[Frame | Rejected]:
-    """Frames in file order; bad lines come out as Rejected with ``file:line`` and reason."""
+def check_manifest(path: Path) -> None:
+    """Refuse a file that is not a text manifest (an image or video passed by mistake)
+    before anything is ingested."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 4 KB mark
+            raise ManifestError(f"{path} is not a text manifest (JSON lines); to ingest a "
+                                "video use `revisit ingest-video`") from None
+        text = head[:exc.start].decode("utf-8")
+    if "\x00" in text or (text.strip() and not text.lstrip().startswith("{")):
+        raise ManifestError(f"{path} is not a manifest: expected one JSON object per line "
+                            '({"image": ..., "camera_id": ..., "location_id": ..., "ts": ...})')
+
+
+def read_manifest(path: Path, window: TimeWindow | None = None) -> Iterator[Frame | Rejected]:
+    """Frames in file order; bad lines come out as Rejected with ``file:line`` and reason
+    (a timestamp outside ``window`` too)."""
     base = path.parent
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
             where = f"{path}:{number}"
             try:
-                frame = parse_line(line, base)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Rejected(source=where, reason="line is not UTF-8 text")
+                continue
+            if not line.strip():
+                continue
+            try:
+                frame = parse_line(line, base, window)
             except ManifestError as exc:
                 yield Rejected(source=where, reason=str(exc))
                 continue

@@ -17,6 +17,9 @@ _UNITS = {
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d)", re.IGNORECASE)
 
 
+MAX_DURATION = timedelta(days=3660)  # ten years: longer is a typo, and overflows SQL
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``30m``, ``5s``, ``90s``, ``1h30m``, ``1.5h``, ``250ms`` or a bare ``0``.
 
@@ -35,13 +38,18 @@ def parse_duration(text: str) -> timedelta:
     for m in _PART.finditer(s):
         if m.start() != pos:
             break
-        total += float(m.group(1)) * _UNITS[m.group(2).lower()]
+        try:
+            total += float(m.group(1)) * _UNITS[m.group(2).lower()]
+        except OverflowError:
+            total = MAX_DURATION * 2
         pos = m.end()
     if pos != len(s) or pos == 0:
         raise ValueError(
             f"cannot read duration {text!r} (expected e.g. 30m, 5s, 1h30m, 250ms or 0; "
             "units: ms, s, m, h, d)"
         )
+    if total > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION.days} days")
     return total
 
 

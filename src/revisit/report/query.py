@@ -8,6 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from revisit.records import DEFAULT_TENANT
 from revisit.visits import DEFAULT_VISIT_GAP
 
+# Report days a query may name: no snapshot is older (ingest.earliest >= 1970) and none
+# is stored far in the future; wider dates only overflow date arithmetic.
+EARLIEST_DAY = date(1970, 1, 1)
+LATEST_DAY = date(2199, 12, 31)
+
 
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
@@ -25,8 +30,11 @@ class ReportQuery:
     camera_group: str = ""  # name shown in the header when the cameras came from a group
 
     def __post_init__(self) -> None:
+        for name, day in (("from", self.start), ("to", self.end)):
+            if not EARLIEST_DAY <= day <= LATEST_DAY:
+                raise ValueError(f"{name} {day} is outside {EARLIEST_DAY} to {LATEST_DAY}")
         if self.end < self.start:
-            raise ValueError(f"--to {self.end} is before --from {self.start}")
+            raise ValueError(f"to {self.end} is before from {self.start}")
         if self.visit_gap < timedelta(0):
             raise ValueError("visit gap must not be negative")
 

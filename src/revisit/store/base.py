@@ -8,6 +8,9 @@ search structure rebuilt from, or living beside, the store's exemplars.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -16,6 +19,42 @@ from typing import Any, Protocol, runtime_checkable
 
 from revisit.records import Batch, Exemplar
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened (held by another process, server unreachable), with a
+    message that says what to do."""
+
+
+class QueryTimeout(RuntimeError):
+    """A read ran past the time budget of its thread (:func:`time_budget`) and was stopped."""
+
+
+_budget = threading.local()
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float | None) -> Iterator[None]:
+    """Reads this thread makes inside stop after ``seconds`` in all (``None``: no limit):
+    the engines interrupt the query (DuckDB) or set ``statement_timeout`` (PostgreSQL) and
+    raise :class:`QueryTimeout`. A service gives each request's reads one budget."""
+    before = getattr(_budget, "deadline", None)
+    _budget.deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _budget.deadline = before
+
+
+def budget_left() -> float | None:
+    """Seconds left of this thread's budget (``None``: unbounded); QueryTimeout at 0."""
+    deadline = getattr(_budget, "deadline", None)
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise QueryTimeout("the time budget of this request is spent")
+    return left
 
 
 @dataclass(frozen=True, slots=True)

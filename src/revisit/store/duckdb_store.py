@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 
+from revisit.store.base import QueryTimeout, StoreUnavailable, budget_left
 from revisit.store.dialect import DUCKDB, Dialect, PerThread
 from revisit.store.schema import DUCKDB_LEGACY_V1, migrations
 from revisit.store.sql_store import SQLStore, now_utc
@@ -59,13 +60,41 @@ class DuckDBSession:
         """Nothing to do: the engine's writer lock is held for the whole transaction."""
 
 
+@contextlib.contextmanager
+def _interrupted_after(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Interrupt ``cur`` when this thread's time budget runs out (no budget: nothing)."""
+    left = budget_left()
+    if left is None:
+        yield
+        return
+    timer = threading.Timer(left, cur.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise QueryTimeout("the query ran past its time budget and was stopped") from None
+    finally:
+        timer.cancel()
+
+
 class DuckDBEngine:
     """Connections and transactions of one DuckDB file (or ``":memory:"``)."""
 
     dialect: Dialect = DUCKDB
 
     def __init__(self, path: str, read_only: bool, config: dict[str, Any]) -> None:
-        self.conn = duckdb.connect(path, read_only=read_only, config=config)
+        try:
+            self.conn = duckdb.connect(path, read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            raise StoreUnavailable(
+                f"the store {path} is in use by another process (DuckDB admits one at a "
+                "time: is `revisit serve` running on this data directory?). While it runs, "
+                "read reports through its HTTP API (GET /v1/reports/unique-visitors or "
+                "/v1/reports/summary with an analyst key) and manage tenants through "
+                "/v1/admin/...; or stop it first.") from None
         self._cursors = PerThread(self.conn.cursor, lambda c: c.close())
         self._local = threading.local()  # this thread's transaction depth
         self._lock = threading.RLock()  # the one writer
@@ -105,14 +134,23 @@ class DuckDBEngine:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[DuckDBSession]:
-        yield DuckDBSession(self._cursors.get(), self)
+        if budget_left() is None:
+            yield DuckDBSession(self._cursors.get(), self)
+            return
+        cur = self.conn.cursor()  # its own: an interrupt must not reach another query
+        try:
+            with _interrupted_after(cur):
+                yield DuckDBSession(cur, self)
+        finally:
+            cur.close()
 
     def stream(self, sql: str, params: Sequence[Any], chunk: int) -> Iterator[list[Any]]:
         cur = self.conn.cursor()
         try:
-            cur.execute(sql, list(params))
-            while rows := cur.fetchmany(chunk):
-                yield rows
+            with _interrupted_after(cur):
+                cur.execute(sql, list(params))
+                while rows := cur.fetchmany(chunk):
+                    yield rows
         finally:
             cur.close()
 

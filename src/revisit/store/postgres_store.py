@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql as psql
 
 from revisit.postgres import ensure_database, parse_url
+from revisit.store.base import QueryTimeout, budget_left
 from revisit.store.dialect import POSTGRES, Dialect, PerThread
 from revisit.store.sql_store import SQLStore
 
@@ -93,6 +94,13 @@ class PostgresSession:
                           [_lock_key(kind, self._schema, *rest)])
 
 
+def _limit(conn: psycopg.Connection) -> None:
+    """The rest of this thread's time budget as the transaction's statement_timeout."""
+    left = budget_left()
+    if left is not None:
+        conn.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
+
+
 class PostgresEngine:
     """Connections and transactions of one PostgreSQL schema."""
 
@@ -116,7 +124,10 @@ class PostgresEngine:
         handle = self._conns.get()
         try:
             with handle.conn.transaction():
+                _limit(handle.conn)
                 yield PostgresSession(handle, self.schema)
+        except psycopg.errors.QueryCanceled:
+            raise QueryTimeout("the query ran past its time budget and was stopped") from None
         except psycopg.OperationalError:  # server restart: reconnect next time
             self._conns.drop()
             raise
@@ -131,9 +142,15 @@ class PostgresEngine:
             conn.cursor(name="revisit_stream") as cur,
         ):
             cur.itersize = chunk
-            cur.execute(_pg(sql), list(params))
-            while rows := cur.fetchmany(chunk):
-                yield rows
+            try:
+                _limit(conn)
+                cur.execute(_pg(sql), list(params))
+                while rows := cur.fetchmany(chunk):
+                    yield rows
+                    _limit(conn)
+            except psycopg.errors.QueryCanceled:
+                raise QueryTimeout("the query ran past its time budget and was stopped") \
+                    from None
 
     def ensure_partitions(self, months: set[date]) -> None:
         """Monthly partitions of ``sightings``, each ``[month, next month)``, created in a

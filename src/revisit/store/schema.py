@@ -158,6 +158,30 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 name VARCHAR PRIMARY KEY, secret VARCHAR NOT NULL,
                 created_at TIMESTAMP NOT NULL)""",
         ]),
+        # Key rotation: the old key keeps working until expires_at (grace period).
+        # Batch status, kept where every API replica and worker reads it: state, counts,
+        # per-frame reasons (JSON), the key that posted it (a camera key reads only its
+        # own batches).
+        (5, [
+            "ALTER TABLE tenancy_keys ADD COLUMN expires_at TIMESTAMP",
+            """CREATE TABLE batch_status (
+                tenant VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, key_id VARCHAR,
+                state VARCHAR NOT NULL, frames INTEGER NOT NULL,
+                duplicates INTEGER NOT NULL DEFAULT 0, processed INTEGER NOT NULL DEFAULT 0,
+                faces INTEGER NOT NULL DEFAULT 0, sightings INTEGER NOT NULL DEFAULT 0,
+                new_visitors INTEGER NOT NULL DEFAULT 0, rejected VARCHAR NOT NULL,
+                error VARCHAR, received_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+                PRIMARY KEY (tenant, batch_id))""",
+        ]),
+        # Stream gaps resolve stopped waiting for (a batch dead-lettered or lost upstream):
+        # which, why, for which tenant(s) (those of the batch that waited), and when a
+        # late copy was applied after all.
+        (6, [
+            """CREATE TABLE resolve_skipped (
+                stream VARCHAR NOT NULL, seq BIGINT NOT NULL, tenants VARCHAR NOT NULL,
+                reason VARCHAR NOT NULL, skipped_at TIMESTAMP NOT NULL,
+                replayed_at TIMESTAMP, PRIMARY KEY (stream, seq))""",
+        ]),
     ]
 
 

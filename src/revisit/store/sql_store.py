@@ -113,6 +113,32 @@ class IdentityTransaction:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def first_parked(self, stream: str) -> tuple[int, datetime, bytes] | None:
+        """The lowest parked batch of the stream: (seq, when the stream's first parked
+        batch arrived, its bytes), or None."""
+        row = self.session.execute(
+            "SELECT seq, payload, (SELECT min(parked_at) FROM resolve_parked WHERE stream = ?) "
+            "FROM resolve_parked WHERE stream = ? ORDER BY seq LIMIT 1", [stream, stream],
+        ).fetchone()
+        return None if row is None else (int(row[0]), row[2], bytes(row[1]))
+
+    def skip(self, stream: str, first: int, last: int, tenants: str, reason: str) -> None:
+        """Give up waiting for ``first..last`` of the stream: record them and move the
+        cursor past them (a late copy is still applied, see :meth:`take_skipped`)."""
+        at = now_utc()
+        self.session.insert(
+            "resolve_skipped", ("stream", "seq", "tenants", "reason", "skipped_at"),
+            [(stream, s, tenants, reason, at) for s in range(first, last + 1)])
+        self.advance(stream, last)
+
+    def take_skipped(self, stream: str, seq: int) -> bool:
+        """True once for a skipped batch that turned up after all (replayed from a dead
+        letter): the caller applies it, out of order."""
+        row = self.session.execute(
+            "UPDATE resolve_skipped SET replayed_at = ? WHERE stream = ? AND seq = ? "
+            "AND replayed_at IS NULL RETURNING seq", [now_utc(), stream, seq]).fetchone()
+        return row is not None
+
     def version(self, tenant: str) -> int:
         row = self.session.execute(
             "SELECT identity_version FROM tenants WHERE tenant = ?", [tenant]
@@ -487,6 +513,22 @@ class SQLStore:
                 tx.lock_tenants(names)
             yield tx
         self._learn(tx._written)
+
+    def skipped_batches(self, tenant: str | None = None, pending_only: bool = False,
+                        limit: int = 1000) -> list[dict[str, Any]]:
+        """Stream gaps resolve skipped, newest first (``tenant``: those that held it)."""
+        sql = ("SELECT stream, seq, tenants, reason, skipped_at, replayed_at "
+               "FROM resolve_skipped WHERE 1 = 1")
+        params: list[Any] = []
+        if tenant is not None:
+            sql += " AND ',' || tenants || ',' LIKE ?"
+            params.append(f"%,{tenant},%")
+        if pending_only:
+            sql += " AND replayed_at IS NULL"
+        rows = self._query(sql + " ORDER BY skipped_at DESC, stream, seq LIMIT ?",
+                           [*params, limit])
+        keys = ("stream", "seq", "tenants", "reason", "skipped_at", "replayed_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def parked_streams(self) -> list[str]:
         """Streams with batches waiting in the resolve reorder buffer."""

@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -50,6 +50,13 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None  # set by a rotation: works until then (naive UTC)
+
+    def active(self, now: datetime | None = None) -> bool:
+        """Not revoked and not past a rotation's grace period."""
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > (now or _now())
 
     @property
     def actor(self) -> str:
@@ -83,7 +90,7 @@ def _now() -> datetime:
 
 
 def _slug(value: str, what: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise TenancyError(
             f"{what} {value!r} is not valid (letters, digits, _ . -; at most 64 characters)"
         )
@@ -119,7 +126,8 @@ class Tenancy:
         e.g. the key that signs dashboard sessions, so any replica accepts a session
         another one signed."""
         with self.store.transaction() as s:
-            s.execute("INSERT INTO tenancy_secrets VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            s.execute("INSERT INTO tenancy_secrets (name, secret, created_at) VALUES (?, ?, ?) "
+                      "ON CONFLICT DO NOTHING",
                       [name, secrets.token_urlsafe(32), _now()])
             row = s.execute("SELECT secret FROM tenancy_secrets WHERE name = ?",
                             [name]).fetchone()
@@ -133,7 +141,8 @@ class Tenancy:
         if self.tenant(tenant) is not None:
             raise TenancyError(f"tenant {tenant!r} already exists")
         self._do(
-            "INSERT INTO tenancy_tenants VALUES (?, ?, ?, ?)",
+            "INSERT INTO tenancy_tenants (tenant, name, retention_days, created_at) "
+            "VALUES (?, ?, ?, ?)",
             (tenant, name or tenant, retention_days, _now()),
         )
         self.audit(tenant, "cli", "tenant.create", {"retention_days": retention_days})
@@ -177,7 +186,8 @@ class Tenancy:
         secret = "rvk_" + secrets.token_urlsafe(32)
         key_id = secrets.token_hex(6)
         self._do(
-            "INSERT INTO tenancy_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO tenancy_keys (key_hash, key_id, tenant, role, cameras, name, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (hash_key(secret), key_id, tenant, role, list(cams), name, _now()),
         )
         self.audit(tenant, actor, "key.create", {"key_id": key_id, "role": role,
@@ -186,45 +196,72 @@ class Tenancy:
         assert key is not None
         return key, secret
 
+    _KEY = ("SELECT key_id, tenant, role, cameras, name, created_at, revoked_at, expires_at "
+            "FROM tenancy_keys ")
+
+    @staticmethod
+    def _key(r: tuple[Any, ...]) -> ApiKey:
+        return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6], r[7])
+
     def authenticate(self, secret: str) -> ApiKey | None:
+        """The active key with this secret (not revoked, not past a rotation's grace)."""
         if not secret or len(secret) > 200:
             return None
-        rows = self._rows(
-            "SELECT key_id, tenant, role, cameras, name, created_at, revoked_at "
-            "FROM tenancy_keys WHERE key_hash = ? AND revoked_at IS NULL",
-            (hash_key(secret),),
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6])
+        rows = self._rows(self._KEY + "WHERE key_hash = ? AND revoked_at IS NULL",
+                          (hash_key(secret),))
+        key = self._key(rows[0]) if rows else None
+        return key if key is not None and key.active() else None
 
     def key(self, tenant: str, key_id: str) -> ApiKey | None:
-        rows = self._rows(
-            "SELECT key_id, tenant, role, cameras, name, created_at, revoked_at "
-            "FROM tenancy_keys WHERE tenant = ? AND key_id = ?", (tenant, key_id),
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6])
+        rows = self._rows(self._KEY + "WHERE tenant = ? AND key_id = ?", (tenant, key_id))
+        return self._key(rows[0]) if rows else None
 
     def keys(self, tenant: str) -> list[ApiKey]:
-        rows = self._rows(
-            "SELECT key_id, tenant, role, cameras, name, created_at, revoked_at "
-            "FROM tenancy_keys WHERE tenant = ? ORDER BY created_at", (tenant,),
-        )
-        return [ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6]) for r in rows]
+        rows = self._rows(self._KEY + "WHERE tenant = ? ORDER BY created_at", (tenant,))
+        return [self._key(r) for r in rows]
 
-    def revoke_key(self, tenant: str, key_id: str, actor: str = "cli") -> bool:
-        if self.key(tenant, key_id) is None:
+    def _check_not_last_admin(self, key: ApiKey) -> None:
+        if key.role != "admin" or not key.active():
+            return
+        others = [k for k in self.keys(key.tenant)
+                  if k.role == "admin" and k.key_id != key.key_id and k.active()
+                  and k.expires_at is None]
+        if not others:
+            raise TenancyError(
+                f"key {key.key_id} is the last admin key of tenant {key.tenant!r}; create "
+                "another admin key first, or rotate this one (`revisit admin rotate-key`)")
+
+    def revoke_key(self, tenant: str, key_id: str, actor: str = "cli",
+                   keep_an_admin: bool = True) -> bool:
+        """Revoke a key (False: no such key). With ``keep_an_admin`` (the API), the
+        tenant's last active admin key cannot be revoked: :class:`TenancyError`."""
+        key = self.key(tenant, key_id)
+        if key is None:
             return False
+        if keep_an_admin:
+            self._check_not_last_admin(key)
         self._do(
             "UPDATE tenancy_keys SET revoked_at = ? WHERE tenant = ? AND key_id = ?",
             (_now(), tenant, key_id),
         )
         self.audit(tenant, actor, "key.revoke", {"key_id": key_id})
         return True
+
+    def rotate_key(self, tenant: str, key_id: str, grace: timedelta = timedelta(hours=24),
+                   actor: str = "cli") -> tuple[ApiKey, str]:
+        """A new key with the same role, cameras and name; the old one keeps working for
+        ``grace`` (0: revoked now) and then stops. Returns (new key, its secret)."""
+        old = self.key(tenant, key_id)
+        if old is None or not old.active():
+            raise TenancyError(f"no active key {key_id} in tenant {tenant!r}")
+        if not timedelta(0) <= grace <= timedelta(days=90):
+            raise TenancyError("the grace period must be between 0 and 90 days")
+        new, secret = self.create_key(tenant, old.role, old.cameras, old.name, actor=actor)
+        self._do("UPDATE tenancy_keys SET expires_at = ? WHERE tenant = ? AND key_id = ?",
+                 (_now() + grace, tenant, key_id))
+        self.audit(tenant, actor, "key.rotate", {"key_id": key_id, "new_key_id": new.key_id,
+                                                 "grace_s": int(grace.total_seconds())})
+        return new, secret
 
     # -- locations and cameras ----------------------------------------------------------
     def add_location(
@@ -234,7 +271,8 @@ class Tenancy:
         self.require_tenant(tenant)
         _slug(location_id, "location id")
         self._do(
-            "INSERT INTO tenancy_locations VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) "
+            "INSERT INTO tenancy_locations (tenant, location_id, name, timezone) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) "
             "DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
             (tenant, location_id, name or location_id, _timezone(timezone)),
         )
@@ -268,7 +306,8 @@ class Tenancy:
             raise TenancyError(f"unknown location {location_id!r} (add it first)")
         tz = _timezone(timezone or loc.timezone)
         self._do(
-            "INSERT INTO tenancy_cameras VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, camera_id) "
+            "INSERT INTO tenancy_cameras (tenant, camera_id, location_id, name, timezone) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, camera_id) "
             "DO UPDATE SET location_id = excluded.location_id, name = excluded.name, "
             "timezone = excluded.timezone",
             (tenant, camera_id, location_id, name or camera_id, tz),

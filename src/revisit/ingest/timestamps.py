@@ -1,0 +1,60 @@
+"""Snapshot timestamps: one strict parser and one sane window for every input.
+
+A timestamp is ISO 8601 with an explicit offset (``Z`` or ``+01:00``), printable, and
+inside the window ``[ingest.earliest, now + ingest.max_future_s]``: a camera clock reset to
+1970 or a typo'd year is refused at the door (per frame, with a reason) instead of
+failing later in the store or silently polluting reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+
+class TimestampError(ValueError):
+    """A timestamp that is malformed, has no offset, or lies outside the window."""
+
+
+def parse_ts(text: str) -> datetime:
+    """ISO 8601 with an explicit offset; the result is timezone-aware."""
+    if not text.isprintable() or len(text) > 64:
+        raise TimestampError(f"ts {text[:64]!r} is not an ISO 8601 timestamp")
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise TimestampError(f"ts {text!r} is not an ISO 8601 timestamp") from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise TimestampError(f"ts {text!r} has no UTC offset (add Z or +HH:MM)")
+    try:
+        ts.astimezone(UTC)
+    except OverflowError:
+        raise TimestampError(f"ts {text!r} is outside the representable range") from None
+    return ts
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Timestamps a snapshot may carry: from ``earliest`` (UTC midnight) to ``future``
+    after now."""
+
+    earliest: date = date(2000, 1, 1)
+    future: timedelta = timedelta(days=1)
+
+    def reason(self, ts: datetime, now: datetime | None = None) -> str | None:
+        """Why ``ts`` is refused (None: it is fine)."""
+        start = datetime.combine(self.earliest, time.min, UTC)
+        end = (now or datetime.now(UTC)) + self.future
+        if ts < start:
+            return f"ts {ts.isoformat()} is before {start.date().isoformat()} (ingest.earliest)"
+        if ts > end:
+            return (f"ts {ts.isoformat()} is more than {self.future} in the future "
+                    "(ingest.max_future_s; is the camera clock right?)")
+        return None
+
+    def check(self, ts: datetime) -> datetime:
+        """``ts``, or :class:`TimestampError` naming why it is refused."""
+        why = self.reason(ts)
+        if why is not None:
+            raise TimestampError(why)
+        return ts

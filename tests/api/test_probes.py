@@ -1,0 +1,220 @@
+"""The hostile-client probes of the hardening issue, one test each: every input that once
+answered 500, lost accepted frames or leaked across tenants, with what it must do now.
+
+No models run here (``processing=False`` unless stated): these are door checks.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from tests.api.conftest import Env
+
+
+def _jpeg(seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))[1].tobytes()
+
+
+def _png(w: int, h: int) -> bytes:
+    data = bytearray(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    data[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")  # what the header claims
+    return bytes(data)
+
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+GOOD_TS = (NOW - timedelta(hours=1)).isoformat()
+
+
+def _post(env: Env, items: list[dict], key: str = "cam_a") -> object:
+    return env.post_batch(key, [{"camera_id": "camA", "data": _jpeg(i), **it}
+                                for i, it in enumerate(items)])
+
+
+@pytest.mark.parametrize("bad_ts", [
+    "0001-01-01T00:00:00+00:00", "9999-12-30T00:00:00+00:00", "9999-12-31T23:59:59+00:00",
+    "9999-12-31T23:00:00-05:00", "1900-01-01T00:00:00Z", "2100-01-01T00:00:00Z",
+    GOOD_TS + "\x00", "1999-12-31T23:59:59Z", (NOW + timedelta(days=2)).isoformat(),
+])
+def test_a_bad_timestamp_is_refused_per_frame_and_good_frames_go_on(env: Env, bad_ts: str) -> None:
+    r = _post(env, [{"ts": GOOD_TS}, {"ts": bad_ts, "file": "bad.jpg"}])
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["frames"] == 2 and body["status"] == "queued"  # frames in the request
+    assert [x["file"] for x in body["rejected"]] == ["bad.jpg"]
+    assert "ts" in body["rejected"][0]["reason"]
+    st = env.client.get(body["status_url"], headers=env.auth("cam_a")).json()
+    assert st["status"] == "queued" and st["rejected"][0]["file"] == "bad.jpg"
+    # nothing but bad timestamps: 422 naming them, nothing queued
+    r = _post(env, [{"ts": bad_ts}])
+    assert r.status_code == 422 and "ts" in r.json()["detail"]
+
+
+def test_metrics_need_a_token_or_this_machine(env: Env, tmp_path) -> None:
+    remote = TestClient(env.client.app, client=("203.0.113.9", 40000))
+    assert remote.get("/metrics").status_code == 403
+    local = env.client.get("/metrics")
+    assert local.status_code == 200
+    assert 'tenant="acme"' not in local.text and 'tenant="other"' not in local.text
+    env.service.config.metrics_token = "s3cret-token"
+    try:
+        assert remote.get("/metrics").status_code == 401
+        assert remote.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        ok = remote.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status_code == 200 and "revisit_frames_received" in ok.text
+    finally:
+        env.service.config.metrics_token = ""
+
+
+@pytest.mark.parametrize("params", [
+    {"visit_gap": "99999999999d"},
+    {"to": "9999-12-31"},
+    {"from": "0001-01-02", "to": "9999-12-30"},
+    {"page": str(10**30)},
+    {"page_size": str(10**30)},
+    {"from": "2024-01-01", "to": "2027-01-01"},  # longer than max_report_days
+])
+def test_report_and_summary_bounds_answer_422(env: Env, params: dict) -> None:
+    r = env.report(**params)
+    assert r.status_code == 422, r.text
+    q = {"from": "2024-01-01", "to": "2024-12-31", **params}
+    q.pop("page", None), q.pop("page_size", None)
+    s = env.client.get("/v1/reports/summary", params=q, headers=env.auth("analyst"))
+    assert s.status_code in (200, 422) and s.status_code != 500
+
+
+def test_deep_json_and_lone_surrogates_answer_422(env: Env) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    r = env.client.post("/v1/batches", data={"metadata": deep},
+                        files=[("images", ("a.jpg", _jpeg(), "image/jpeg"))],
+                        headers=env.auth("cam_a"))
+    assert r.status_code == 422 and "nested" in r.json()["detail"]
+    for field in ("image_id", "file"):
+        meta = [{"file": "a.jpg", "camera_id": "camA", "ts": GOOD_TS, field: "x\ud800y"}]
+        r = env.client.post("/v1/batches", data={"metadata": json.dumps(meta)},
+                            files=[("images", ("a.jpg", _jpeg(), "image/jpeg"))],
+                            headers=env.auth("cam_a"))
+        assert r.status_code == 422, (field, r.text)
+
+
+def test_too_many_files_is_413(env: Env) -> None:
+    n = env.service.config.max_batch_frames + 1
+    meta = [{"file": f"f{i}.jpg", "camera_id": "camA", "ts": GOOD_TS} for i in range(n)]
+    r = env.client.post("/v1/batches", data={"metadata": json.dumps(meta)},
+                        files=[("images", (f"f{i}.jpg", b"x", "image/jpeg")) for i in range(n)],
+                        headers=env.auth("cam_a"))
+    assert r.status_code == 413, r.text
+
+
+def test_png_claiming_zero_size_is_422(env: Env) -> None:
+    r = env.post_batch("cam_a", [{"camera_id": "camA", "ts": GOOD_TS, "data": _png(0, 0)}])
+    assert r.status_code == 422 and "zero" in r.json()["detail"]
+
+
+def test_camera_key_reads_only_its_own_batches(env: Env) -> None:
+    r = _post(env, [{"ts": GOOD_TS}])
+    url = r.json()["status_url"]
+    assert env.client.get(url, headers=env.auth("cam_a")).status_code == 200
+    assert env.client.get(url, headers=env.auth("cam_b")).status_code == 404
+    assert env.client.get(url, headers=env.auth("analyst")).status_code == 200
+    assert env.client.get(url, headers=env.auth("other_admin")).status_code == 404
+
+
+def test_status_lives_in_the_store(env: Env) -> None:
+    """Statuses are rows of the store (every replica reads the same, tests/api/test_replicas.py)."""
+    r = _post(env, [{"ts": GOOD_TS}])
+    batch_id = r.json()["batch_id"]
+    st = env.service.processor.ledger.get("acme", batch_id)
+    assert st is not None and st.state == "queued" and st.frames == 1
+
+
+def test_no_more_batches_held_than_queue_batches(tmp_path) -> None:
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False, queue_batches=2)
+    env = next(gen)
+    try:
+        codes = [_post(env, [{"ts": GOOD_TS, "image_id": f"i{i}"}]).status_code
+                 for i in range(4)]
+        assert codes == [202, 202, 429, 429]
+    finally:
+        gen.close()
+
+
+def test_the_last_admin_key_cannot_be_revoked_through_the_api(env: Env) -> None:
+    keys = env.client.get("/v1/admin/keys", headers=env.auth("admin")).json()
+    admin_id = next(k["key_id"] for k in keys if k["role"] == "admin")
+    r = env.client.delete(f"/v1/admin/keys/{admin_id}", headers=env.auth("admin"))
+    assert r.status_code == 409 and "last admin key" in r.json()["detail"]
+    assert env.client.get("/v1/admin/keys", headers=env.auth("admin")).status_code == 200
+    # rotation: a new admin key now, the old one keeps working through the grace period
+    rot = env.client.post(f"/v1/admin/keys/{admin_id}/rotate", json={"grace": "1h"},
+                          headers=env.auth("admin"))
+    assert rot.status_code == 201, rot.text
+    new = {"Authorization": f"Bearer {rot.json()['key']}"}
+    assert env.client.get("/v1/admin/keys", headers=new).status_code == 200
+    assert env.client.get("/v1/admin/keys", headers=env.auth("admin")).status_code == 200
+    # grace 0: the old one stops now; the new one is the last admin and stays
+    rot2 = env.client.post(f"/v1/admin/keys/{rot.json()['key_id']}/rotate", json={"grace": "0"},
+                           headers=new)
+    assert rot2.status_code == 201
+    assert env.client.get("/v1/admin/keys", headers=new).status_code == 401
+    newest = {"Authorization": f"Bearer {rot2.json()['key']}"}
+    assert env.client.get("/v1/admin/keys", headers=newest).status_code == 200
+
+
+def test_reports_run_in_their_own_pool_under_a_budget(env: Env) -> None:
+    """A report past its budget answers 503 (its query stopped); with every report worker
+    busy a report answers 429, while health and uploads still answer at once."""
+    import threading
+
+    from revisit.api.workpool import ReportPool
+
+    svc = env.service
+    old = svc.reports
+    try:
+        svc.reports = ReportPool(1, 0, budget_s=1e-6)  # spent before the first query
+        r = env.report()
+        assert r.status_code == 503 and "budget" in r.json()["detail"], r.text
+        assert "retry-after" in r.headers
+        csv = env.report(format="csv")
+        assert csv.status_code == 503
+        svc.reports.close()
+
+        svc.reports = ReportPool(1, 0, budget_s=30)
+        release = threading.Event()
+        svc.reports.start(lambda: release.wait(30))  # a slow report holds the one worker
+        try:
+            r = env.report()
+            assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+            s = env.client.get("/v1/reports/summary", headers=env.auth("analyst"),
+                               params={"from": "2024-01-01", "to": "2024-01-31"})
+            assert s.status_code == 429
+            assert env.client.get("/healthz").status_code == 200
+            assert _post(env, [{"ts": GOOD_TS}]).status_code == 202
+        finally:
+            release.set()
+        for _ in range(100):  # the worker is free again
+            if (r := env.report()).status_code != 429:
+                break
+            threading.Event().wait(0.05)
+        assert r.status_code == 200
+    finally:
+        svc.reports.close()
+        svc.reports = old
+
+
+def test_unknown_query_parameters_and_unreadable_bodies_answer_422(env: Env) -> None:
+    r = env.report(form="2024-01-01")  # misspelt 'from'
+    assert r.status_code == 422 and "form" in r.json()["detail"]
+    r = env.client.put("/v1/admin/locations", content=b"\xff\xfe{",
+                       headers={**env.auth("admin"), "Content-Type": "application/json"})
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+    r = env.client.put("/v1/admin/locations", json={"location_id": 5},
+                       headers=env.auth("admin"))
+    assert r.status_code == 422 and "location_id" in r.json()["detail"]
