@@ -97,3 +97,40 @@ def test_replicas_share_tenants_keys_revocation_and_sessions(
         actions = [e["action"] for e in httpx.get(base + "/v1/admin/audit",
                                                   headers=bearer).json()]
         assert "key.create" in actions and "key.revoke" in actions
+
+
+def test_replicas_answer_the_same_batch_status(replicas: tuple[str, str, str]) -> None:
+    """A batch posted to A: B answers its status (from the store), through to done."""
+    import json
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from benchmarks.distributed_harness import photo_pool
+
+    a, b, admin = replicas
+    bearer = {"Authorization": f"Bearer {admin}"}
+    assert httpx.put(a + "/v1/admin/locations", headers=bearer,
+                     json={"location_id": "s1"}).status_code == 200
+    assert httpx.put(a + "/v1/admin/cameras", headers=bearer,
+                     json={"camera_id": "c1", "location_id": "s1"}).status_code == 200
+    made = httpx.post(a + "/v1/admin/keys", headers=bearer,
+                      json={"role": "camera", "cameras": ["c1"]})
+    cam = {"Authorization": f"Bearer {made.json()['key']}"}
+    ts = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    meta = [{"file": "a.jpg", "camera_id": "c1", "ts": ts},
+            {"file": "b.jpg", "camera_id": "c1", "ts": "0001-01-01T00:00:00Z"}]
+    jpg = photo_pool(1)[0][1][0]
+    r = httpx.post(a + "/v1/batches", headers=cam, data={"metadata": json.dumps(meta)},
+                   files=[("images", ("a.jpg", jpg, "image/jpeg")),
+                          ("images", ("b.jpg", jpg, "image/jpeg"))], timeout=60)
+    assert r.status_code == 202, r.text
+    url = r.json()["status_url"]
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        on_b = httpx.get(b + url, headers=cam).json()
+        if on_b["status"] == "done":
+            break
+        time.sleep(0.2)
+    on_a = httpx.get(a + url, headers=cam).json()
+    assert on_b == on_a and on_b["status"] == "done", (on_a, on_b)
+    assert on_b["processed"] == 1 and [x["file"] for x in on_b["rejected"]] == ["b.jpg"]

@@ -9,6 +9,9 @@ import typer
 from revisit.cli.context import state
 
 
+HEAD_LIMIT = 256 * 1024  # bytes of request line + headers uvicorn reads
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
@@ -25,4 +28,7 @@ def register(app: typer.Typer) -> None:
         settings = state(ctx).settings()
         app = create_app(settings)
         typer.echo(f"revisit serving {settings.data} on http://{host}:{port} (docs: /docs)")
-        uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+        # request line + headers up to 256 KiB (h11's default, 16 KiB, drops a long
+        # filter list without an answer; past this one the connection is closed)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1,
+                    h11_max_incomplete_event_size=HEAD_LIMIT)
