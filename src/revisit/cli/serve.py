@@ -8,7 +8,6 @@ import typer
 
 from revisit.cli.context import state
 
-
 HEAD_LIMIT = 256 * 1024  # bytes of request line + headers uvicorn reads
 
 
