@@ -62,8 +62,10 @@ class Env:
                                headers=self.auth(key))
 
 
-def make_env(tmp_path: Path, processing: bool, **limits: Any) -> Iterator[Env]:
-    settings = load_settings(None, data=tmp_path / "data")
+def make_env(tmp_path: Path, processing: bool, settings: dict[str, Any] | None = None,
+             **limits: Any) -> Iterator[Env]:
+    """A service with two tenants, places and keys; ``settings``: overrides (a broker)."""
+    settings = load_settings(None, data=tmp_path / "data", **(settings or {}))
     svc = Service(settings, ServiceSettings(purge_interval_s=0, **limits))
     t = svc.tenancy
     keys: dict[str, str] = {}

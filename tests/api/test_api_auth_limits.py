@@ -31,7 +31,8 @@ def _nothing_queued(env: Env) -> None:
 
 def test_health_ready_metrics_docs(env: Env) -> None:
     assert env.client.get("/healthz").json() == {"status": "ok"}
-    assert env.client.get("/readyz").status_code == 200
+    ready = env.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["busy"] is False  # idle: nothing queued
     m = env.client.get("/metrics")
     assert m.status_code == 200
     for name in ("revisit_frames_received_total", "revisit_queue_depth",

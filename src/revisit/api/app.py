@@ -79,7 +79,9 @@ def create_app(
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return {"status": "ready", "queue_depth": s.processor.depth(),
-                "processing": s.processor.running}
+                "pipeline": "broker" if s.processor.broker else (
+                    "running" if s.processor.running else "stopped"),
+                "busy": s.processor.busy()}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              responses={**errors(401, 403),

@@ -27,7 +27,7 @@ from starlette.types import Message
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
-from revisit.api.processing import QueueFull
+from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.ingest.timestamps import TimestampError, parse_ts
 from revisit.records import Frame, content_id
 from revisit.tenancy.db import ApiKey
@@ -152,7 +152,7 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
 
 @router.post("/v1/batches", status_code=202, summary="Upload a camera batch (camera key)",
              openapi_extra=_UPLOAD, response_model=BatchAccepted,
-             responses=errors(413, 429))
+             responses=errors(413, 429, 503))
 async def post_batch(request: Request, key: ApiKey = Depends(require("camera"))) -> JSONResponse:
     svc = service_of(request)
     cfg = svc.config
@@ -234,6 +234,11 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
     try:
         status = await run_in_threadpool(svc.processor.submit, key.tenant, frames, refused,
                                           key.key_id)
+    except BrokerUnavailable as exc:
+        retry = str(cfg.retry_after_s)
+        return JSONResponse({"detail": f"{exc}; retry in {retry} s (a retry is never "
+                                       "counted twice)"}, status_code=503,
+                            headers={"Retry-After": retry})
     except QueueFull:
         svc.metrics.throttled.inc()
         retry = str(cfg.retry_after_s)

@@ -28,13 +28,13 @@ from revisit.api.metrics import Metrics
 from revisit.api.spool import Spool
 from revisit.ingest.status import BatchLedger, BatchStatus
 from revisit.pipeline import Pipeline, Runtime, StageFn
-from revisit.queue.base import QueueFull, StageQueue
+from revisit.queue.base import BrokerUnavailable, QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
 from revisit.records import Batch, Frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchProcessor", "BatchStatus", "QueueFull"]
+__all__ = ["BatchProcessor", "BatchStatus", "BrokerUnavailable", "QueueFull"]
 
 BROKER_QUEUE = "frames"  # the first pipeline arrow: what detect workers consume
 
@@ -113,7 +113,7 @@ class BatchProcessor:
                     self._tenant_of[batch_id] = tenant
                     for f in fresh:
                         self._inflight[(tenant, f.image_id)] = batch_id
-            except QueueFull:
+            except (QueueFull, BrokerUnavailable):
                 self.ledger.forget(tenant, batch_id)
                 raise
         self.metrics.frames_received.labels(self.metrics.tenant(tenant)).inc(len(fresh))
@@ -257,13 +257,17 @@ class BatchProcessor:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def busy(self) -> bool:
+        """Batches accepted here and not yet stored (with a broker: those published and
+        not yet taken by a detect worker)."""
+        with self._lock:
+            return bool(self._inflight) or self.inbox.depth() > 0 or bool(self._recovered)
+
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """True once nothing is queued or in flight (tests, graceful shutdown)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            with self._lock:
-                busy = bool(self._inflight) or self.inbox.depth() > 0 or bool(self._recovered)
-            if not busy:
+            if not self.busy():
                 return True
             time.sleep(0.05)
         return False

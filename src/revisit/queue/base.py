@@ -25,6 +25,11 @@ class QueueFull(Exception):
     """The queue is at capacity and the caller asked not to wait (HTTP answers 429)."""
 
 
+class BrokerUnavailable(RuntimeError):
+    """The broker did not confirm a write in time: not a full queue (HTTP answers 503);
+    the batch may still arrive, and a retry is a duplicate at worst."""
+
+
 @runtime_checkable
 class StageQueue(Protocol):
     name: str

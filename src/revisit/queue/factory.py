@@ -72,7 +72,9 @@ def open_queue(
         if not parts.netloc:
             raise ValueError(f"queue_url {url!r}: expected kafka://host:port[,host:port]")
         params = _int_params(
-            parts.query, {"partitions", "session_timeout_ms", "max_poll_interval_ms"}, url
+            parts.query,
+            {"partitions", "session_timeout_ms", "max_poll_interval_ms", "confirm_timeout_ms"},
+            url,
         )
         return KafkaQueue(
             parts.netloc, f"revisit.{name}", f"{group}.{name}", name=name, consumer=consumer,

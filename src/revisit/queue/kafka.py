@@ -34,7 +34,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from revisit.queue.base import Delivery, QueueFull
+from revisit.queue.base import BrokerUnavailable, Delivery, QueueFull
 from revisit.queue.codec import CodecError, decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -75,6 +75,7 @@ class KafkaQueue:
         partitions: int = 6,
         session_timeout_ms: int = 10_000,
         max_poll_interval_ms: int = 300_000,
+        confirm_timeout_ms: int = 30_000,
         create_topic: bool = True,
     ) -> None:
         self.name = name or topic
@@ -84,6 +85,7 @@ class KafkaQueue:
         self._common: dict[str, Any] = {"bootstrap.servers": bootstrap}
         if consumer:
             self._common["client.id"] = consumer
+        self._confirm_timeout_s = confirm_timeout_ms / 1000
         self._session_timeout_ms = session_timeout_ms
         self._max_poll_interval_ms = max(max_poll_interval_ms, session_timeout_ms)
         self._producer: Producer | None = None
@@ -110,6 +112,9 @@ class KafkaQueue:
     # -- producer ---------------------------------------------------------------------------
 
     def put(self, batch: Batch, timeout: float | None = None) -> None:
+        """``timeout`` bounds the wait for room (QueueFull past it; 0 = do not wait); the
+        broker's confirmation is waited for apart, up to ``confirm_timeout_ms``
+        (BrokerUnavailable past it), so a slow acknowledgement never reads as full."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.maxsize is not None:
             self._wait_for_room(deadline)
@@ -134,12 +139,14 @@ class KafkaQueue:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise QueueFull(f"queue {self.name}: producer buffer full") from None
                 self._producer.poll(0.05)
+        confirm_by = time.monotonic() + self._confirm_timeout_s
         while not result:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            left = confirm_by - time.monotonic()
+            if left <= 0:
                 # It may still be delivered later; a retry by the caller is a duplicate at worst.
-                raise QueueFull(f"queue {self.name}: broker did not confirm within {timeout}s")
-            self._producer.flush(1.0 if left is None else min(left, 1.0))
+                raise BrokerUnavailable(f"queue {self.name}: the broker did not confirm within "
+                                        f"{self._confirm_timeout_s:g} s")
+            self._producer.flush(min(left, 1.0))
         if result[0] is not None:
             raise KafkaException(result[0])
 
