@@ -47,9 +47,9 @@ def _distributed(tmp_path: Path, frames: list, queue_url: str, store_url: str,
     rt = Runtime(settings)
     store = PostgresStore(store_url)
     try:
-        summary = ingest_frames(rt, iter(frames))
-        assert summary.frames == len(frames)  # published, not processed here
-        H.wait_stored(store, len(frames), TENANTS, timeout=300)
+        summary = ingest_frames(rt, iter(frames))  # publishes, then follows them to the store
+        assert summary.frames == len(frames) and summary.sightings > 0
+        assert sum(store.stats(t)["frames"] for t in TENANTS) == len(frames)
         time.sleep(1.0)  # let the store stage ack its last batches
         H.consolidate_all(store, store_url, TENANTS)  # the embedded default does it at the end
         return H.snapshot(store, TENANTS)
@@ -314,3 +314,36 @@ def test_http_batches_into_an_idle_broker_are_all_accepted(
         assert codes == [202] * 50
     finally:
         gen.close()
+
+
+def test_status_shows_the_backlog_and_ingest_can_only_publish(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """``ingest_frames(wait=False)`` (``revisit ingest --no-wait``) returns once published;
+    ``revisit status`` then shows the batches waiting at detect and nothing stored."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    settings = load_settings(None, data=tmp_path / "st", queue_url=redis_url,
+                             store_url=pg_url)
+    rt = Runtime(settings)
+    try:
+        frames = H.scenario(40, people=4, face_ratio=1.0, tenants=("acme",))
+        summary = ingest_frames(rt, iter(frames), wait=False)
+        assert summary.frames == 40 and summary.sightings == 0
+    finally:
+        rt.close()
+    env = {"REVISIT_DATA": str(tmp_path / "st"), "REVISIT_QUEUE_URL": redis_url,
+           "REVISIT_STORE_URL": pg_url}
+    res = CliRunner().invoke(app, ["status", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    st = json.loads(res.output)
+    batches = -(-40 // settings.pipeline.frame_batch)
+    assert st["stages"]["detect"]["waiting"] == batches
+    assert st["stages"]["detect"]["in_flight"] == 0 and st["stages"]["detect"]["dead_letters"] == 0
+    assert st["stored_frames"].get("acme", 0) == 0
+    table = CliRunner().invoke(app, ["status"], env=env)
+    assert table.exit_code == 0 and "detect" in table.output and "frames stored" in table.output

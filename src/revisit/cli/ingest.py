@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--keep-crops", help="Store aligned face crops (off by default).")
         ] = False,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        wait: Annotated[bool, typer.Option(
+            "--wait/--no-wait", help="With a broker: follow the frames until the workers "
+            "stored them (default), or only publish them.")] = True,
     ) -> None:
         """Ingest camera snapshots listed in a manifest; re-ingesting is a no-op."""
         from revisit.ingest.manifest import ManifestError, check_manifest, read_manifest
@@ -72,7 +75,7 @@ def register(app: typer.Typer) -> None:
         try:
             summary = ingest_frames(
                 runtime, read_manifest(manifest, settings.ingest.window()), progress=progress,
-                total=_count_lines(manifest),
+                total=_count_lines(manifest), wait=wait,
             )
         finally:
             runtime.close()

@@ -47,3 +47,49 @@ def register(app: typer.Typer) -> None:
         stats = w.run(max_idle_s=exit_when_idle)
         typer.echo(f"{stage} worker: {stats.batches} batches, {stats.frames} frames, "
                    f"{stats.errors} errors, {stats.busy_s:.1f} s busy, {stats.cpu_s:.1f} s CPU")
+
+    @app.command("status")
+    def status(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    ) -> None:
+        """Distributed mode: per stage queue, batches waiting, in flight and dead-lettered;
+        frames stored per tenant; batches parked or skipped by resolve."""
+        import json
+
+        from revisit.backends import open_store
+        from revisit.distributed.topology import QUEUE_IN
+        from revisit.queue.factory import open_queue
+
+        settings = state(ctx).settings()
+        if not settings.queue_url:
+            typer.echo("error: no broker configured (queue_url): in the embedded default "
+                       "`revisit serve`'s /readyz shows its queue", err=True)
+            raise typer.Exit(2)
+        out: dict = {"stages": {}}
+        for stage, name in QUEUE_IN.items():
+            q = open_queue(settings.queue_url, name)
+            try:
+                out["stages"][stage] = getattr(q, "status", lambda q=q: {"waiting": q.depth()})()
+            finally:
+                q.close()
+        store = open_store(settings)
+        try:
+            tenants = store.tenants()
+            out["stored_frames"] = {t: store.stats(t)["frames"] for t in tenants}
+            out["parked_streams"] = store.parked_streams()
+            out["skipped_batches"] = len(store.skipped_batches(pending_only=True))
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps(out))
+            return
+        typer.echo(f"{'stage':<8} {'waiting':>8} {'in flight':>9} {'dead':>6} {'consumers':>9}")
+        for stage, st in out["stages"].items():
+            cells = [st.get(k) for k in ("waiting", "in_flight", "dead_letters", "consumers")]
+            typer.echo(f"{stage:<8} " + " ".join(
+                f"{'-' if v is None else v:>{w}}" for v, w in zip(cells, (8, 9, 6, 9), strict=True)))
+        stored = ", ".join(f"{t} {n}" for t, n in out["stored_frames"].items()) or "none"
+        typer.echo(f"frames stored: {stored}")
+        typer.echo(f"streams with parked batches: {len(out['parked_streams'])}; "
+                   f"skipped batches not turned up: {out['skipped_batches']}")

@@ -106,6 +106,7 @@ class Worker:
         self.stop = threading.Event()
         self.stats = WorkerStats()
         self._lock = threading.Lock()
+        self._reported = time.monotonic()
 
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
         """Run until :attr:`stop` is set (or nothing arrived for ``max_idle_s``)."""
@@ -125,6 +126,17 @@ class Worker:
             for t in threads:
                 t.join()
         return self.stats
+
+    def _report(self, every_s: float = 60.0) -> None:
+        """One log line per minute of work: what this process did so far."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._reported < every_s:
+                return
+            self._reported = now
+            s = self.stats
+            log.info("%s worker: %d batches, %d frames, %d errors, %.0f s busy so far",
+                     self.stage, s.batches, s.frames, s.errors, s.busy_s)
 
     def _open(self, i: int) -> tuple[StageQueue, StageQueue | None]:
         from revisit.queue.factory import open_queue
@@ -175,6 +187,7 @@ class Worker:
                     self.stats.busy_s += time.perf_counter() - t0
                     self.stats.cpu_s += time.thread_time() - c0
                 last_work = time.monotonic()
+                self._report()
             except Exception as exc:  # broker/database down, or a bad batch: retry later
                 with self._lock:
                     self.stats.errors += 1

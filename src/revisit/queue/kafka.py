@@ -250,6 +250,11 @@ class KafkaQueue:
 
     # -- housekeeping -----------------------------------------------------------------------
 
+    def status(self) -> dict[str, int]:
+        """What ``revisit status`` shows: the group's lag (waiting and in flight; Kafka
+        does not tell them apart). Kafka keeps no dead letters here."""
+        return {"waiting": self.depth()}
+
     def depth(self) -> int:
         """The group's lag: messages produced and not yet committed (pending + undelivered)."""
         if self._meta is None:

@@ -216,6 +216,18 @@ class RedisStreamQueue:
     def dead_letters(self) -> int:
         return int(self._r.xlen(self.dead_key))
 
+    def status(self) -> dict[str, int]:
+        """What ``revisit status`` shows for this stage's queue: waiting (not yet
+        delivered), in flight (delivered, not acked), dead letters, live consumers."""
+        total = int(self._r.xlen(self.key))
+        try:
+            in_flight = int(self._r.xpending(self.key, self.group)["pending"])
+            consumers = len(self._r.xinfo_consumers(self.key, self.group))
+        except redis.ResponseError:  # no group yet: nobody consumed
+            in_flight, consumers = 0, 0
+        return {"waiting": total - in_flight, "in_flight": in_flight,
+                "dead_letters": self.dead_letters(), "consumers": consumers}
+
     def depth(self) -> int:
         """Entries not yet acked: pending (delivered, unacked) + not yet delivered."""
         return int(self._r.xlen(self.key))
