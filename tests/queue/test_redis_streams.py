@@ -118,3 +118,20 @@ def test_close_leaves_group_only_without_pending(rq, redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     names = {c["name"] for c in r.xinfo_consumers(f"revisit:{rq.name}", "g")}
     assert b"holder" in names and b"idle" not in names
+
+
+def test_idle_consumers_holding_nothing_are_forgotten(rq, redis_url: str) -> None:
+    producer = rq("p")
+    producer.put(camera_batch("b0"))
+    gone = rq("gone", forget_idle_ms=200)
+    d = gone.get(timeout=2)
+    d.ack()  # holds nothing now, and never comes back
+    holder = rq("holder", forget_idle_ms=200, claim_idle_ms=3_600_000)
+    producer.put(camera_batch("b1"))
+    assert holder.get(timeout=2) is not None  # unacked: it must stay listed
+    time.sleep(0.4)
+    live = rq("live", forget_idle_ms=200, claim_idle_ms=3_600_000)
+    assert live.get(timeout=0.5) is None  # its claim scan finds nothing to take, then prunes
+    r = redis.Redis.from_url(redis_url)
+    names = {c["name"].decode() for c in r.xinfo_consumers(f"revisit:{rq.name}", "g")}
+    assert "gone" not in names and "holder" in names and "live" in names

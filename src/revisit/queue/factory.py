@@ -61,7 +61,8 @@ def open_queue(
     if scheme in ("redis", "rediss"):
         from revisit.queue.redis_streams import RedisStreamQueue
 
-        params = _int_params(parts.query, {"claim_idle_ms", "max_deliveries"}, url)
+        params = _int_params(
+            parts.query, {"claim_idle_ms", "max_deliveries", "forget_idle_ms"}, url)
         base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         return RedisStreamQueue(
             base, name, group=group, consumer=consumer, maxlen=maxsize, **params

@@ -58,6 +58,7 @@ class RedisStreamQueue:
         maxlen: int = 8,
         claim_idle_ms: int = 60_000,
         max_deliveries: int = 5,
+        forget_idle_ms: int = 600_000,
         client: redis.Redis | None = None,
     ) -> None:
         if maxlen < 1:
@@ -72,6 +73,8 @@ class RedisStreamQueue:
         self.maxlen = maxlen
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
+        self.forget_idle_ms = forget_idle_ms
+        self._next_prune = 0.0
         self._r = client or redis.Redis.from_url(url, socket_connect_timeout=5)
         self._put_script = self._r.register_script(_PUT_LUA)
         self._own_cursor: str | None = "0"  # replay own pending entries once, after a restart
@@ -158,6 +161,7 @@ class RedisStreamQueue:
                 if self._claim_cursor == "0-0":
                     # Scanned the whole pending list: nothing to claim for a while.
                     self._next_claim = now + min(1.0, self.claim_idle_ms / 4000)
+                    self._prune(now)
                     return None
                 continue
             entry_id, fields = entries[0]
@@ -169,6 +173,19 @@ class RedisStreamQueue:
             delivery = self._deliver(entry_id, fields)
             if delivery is not None:
                 return delivery
+
+    def _prune(self, now: float) -> None:
+        """Forget consumers idle longer than ``forget_idle_ms`` that hold nothing (workers
+        that died or were renamed): they cost nothing but clutter ``XINFO`` and status."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.forget_idle_ms / 4000
+        for c in self._r.xinfo_consumers(self.key, self.group):
+            name = _as_str(c["name"])
+            if name != self.consumer and int(c["pending"]) == 0 \
+                    and int(c["idle"]) > self.forget_idle_ms:
+                self._r.xgroup_delconsumer(self.key, self.group, name)
+                log.info("forgot consumer %s of %s (idle, nothing pending)", name, self.key)
 
     def _too_many_deliveries(self, entry_id: Any) -> bool:
         info = self._r.xpending_range(self.key, self.group, min=entry_id, max=entry_id, count=1)
