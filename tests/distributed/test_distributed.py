@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,30 @@ from revisit.pipeline import Runtime
 from revisit.records import Batch
 
 TENANTS = ("default", "acme")
+
+
+@contextlib.contextmanager
+def _workers(settings: object, per_stage: int = 1) -> Iterator[None]:
+    """One worker (``per_stage`` threads) per stage, in threads, stopped on exit."""
+    workers = [Worker(settings, stage, concurrency=per_stage)  # type: ignore[arg-type]
+               for stage in ("detect", "embed", "resolve", "store")]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        for w in workers:
+            w.stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+
+def _queue_url(broker: str, request: pytest.FixtureRequest) -> str:
+    if broker == "redis":
+        return request.getfixturevalue("redis_url")
+    return (f"kafka://{request.getfixturevalue('kafka_bootstrap')}"
+            "?partitions=2&session_timeout_ms=1500")
 
 
 def _embedded(tmp_path: Path, frames: list) -> dict:
@@ -39,25 +65,17 @@ def _distributed(tmp_path: Path, frames: list, queue_url: str, store_url: str,
 
     settings = load_settings(None, data=tmp_path / "dist", queue_url=queue_url,
                              store_url=store_url)
-    workers = [Worker(settings, stage, concurrency=per_stage)
-               for stage in ("detect", "embed", "resolve", "store")]
-    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
-    for t in threads:
-        t.start()
     rt = Runtime(settings)
     store = PostgresStore(store_url)
     try:
-        summary = ingest_frames(rt, iter(frames))  # publishes, then follows them to the store
-        assert summary.frames == len(frames) and summary.sightings > 0
-        assert sum(store.stats(t)["frames"] for t in TENANTS) == len(frames)
-        time.sleep(1.0)  # let the store stage ack its last batches
+        with _workers(settings, per_stage):
+            summary = ingest_frames(rt, iter(frames))  # publishes, then follows them
+            assert summary.frames == len(frames) and summary.sightings > 0
+            assert sum(store.stats(t)["frames"] for t in TENANTS) == len(frames)
+            time.sleep(1.0)  # let the store stage ack its last batches
         H.consolidate_all(store, store_url, TENANTS)  # the embedded default does it at the end
         return H.snapshot(store, TENANTS)
     finally:
-        for w in workers:
-            w.stop.set()
-        for t in threads:
-            t.join(timeout=30)
         rt.close()
         store.close()
 
@@ -67,11 +85,7 @@ def test_workers_give_the_embedded_report(
     broker: str, tmp_path: Path, pg_url: str, request: pytest.FixtureRequest
 ) -> None:
     frames = H.scenario(96, people=20, face_ratio=0.7)
-    if broker == "redis":
-        queue_url = request.getfixturevalue("redis_url")
-    else:
-        queue_url = (f"kafka://{request.getfixturevalue('kafka_bootstrap')}"
-                     "?partitions=2&session_timeout_ms=1500")
+    queue_url = _queue_url(broker, request)
     want = _embedded(tmp_path, frames)
     got = _distributed(tmp_path, H.scenario(96, people=20, face_ratio=0.7), queue_url, pg_url)
     assert sum(len(want[t]["sightings"]) for t in TENANTS) > 30  # real faces were found
@@ -261,19 +275,16 @@ def test_api_batch_status_with_a_broker(tmp_path: Path, pg_url: str, redis_url: 
     status = processor.submit("acme", frames)
     assert processor.status("acme", status.batch_id).state == "queued"
     seen: set[str] = set()
-    workers = [Worker(settings, stage) for stage in ("detect", "embed", "resolve", "store")]
-    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
-    for t in threads:
-        t.start()
     other = PostgresStore(pg_url)  # what another replica would answer
     try:
-        end = time.monotonic() + 180
-        while time.monotonic() < end:
-            st = processor.status("acme", status.batch_id)
-            seen.add(st.state)
-            if st.state == "done":
-                break
-            time.sleep(0.02)
+        with _workers(settings):
+            end = time.monotonic() + 180
+            while time.monotonic() < end:
+                st = processor.status("acme", status.batch_id)
+                seen.add(st.state)
+                if st.state == "done":
+                    break
+                time.sleep(0.02)
         from revisit.ingest.status import BatchLedger
 
         final = BatchLedger(other).get("acme", status.batch_id)
@@ -281,10 +292,6 @@ def test_api_batch_status_with_a_broker(tmp_path: Path, pg_url: str, redis_url: 
         assert final.processed == 16 and final.faces >= 8 and final.sightings >= 8
         assert "processing" in seen, seen  # polled every 20 ms; detecting 16 frames takes longer
     finally:
-        for w in workers:
-            w.stop.set()
-        for t in threads:
-            t.join(timeout=30)
         other.close()
         rt.close()
 
@@ -297,10 +304,7 @@ def test_http_batches_into_an_idle_broker_are_all_accepted(
     queue, never a broker that takes a few milliseconds to confirm (Kafka did)."""
     from tests.api.conftest import make_env
 
-    if broker == "redis":
-        queue_url = request.getfixturevalue("redis_url")
-    else:
-        queue_url = f"kafka://{request.getfixturevalue('kafka_bootstrap')}?partitions=2"
+    queue_url = _queue_url(broker, request)
     gen = make_env(tmp_path, processing=False, settings={"queue_url": queue_url,
                                                          "store_url": pg_url},
                    queue_batches=64)
