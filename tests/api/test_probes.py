@@ -60,6 +60,9 @@ def test_metrics_need_a_token_or_this_machine(env: Env, tmp_path) -> None:
     assert remote.get("/metrics").status_code == 403
     local = env.client.get("/metrics")
     assert local.status_code == 200
+    assert remote.get("/v1/pipeline").status_code == 403  # the same guard: operators only
+    assert env.client.get("/v1/pipeline").json() == {"mode": "embedded", "queue_depth": 0,
+                                                     "busy": False}
     assert 'tenant="acme"' not in local.text and 'tenant="other"' not in local.text
     env.service.config.metrics_token = "s3cret-token"
     try:

@@ -351,3 +351,25 @@ def test_status_shows_the_backlog_and_ingest_can_only_publish(
     assert st["stored_frames"].get("acme", 0) == 0
     table = CliRunner().invoke(app, ["status"], env=env)
     assert table.exit_code == 0 and "detect" in table.output and "frames stored" in table.output
+
+
+def test_the_service_shows_the_pipeline(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    """With a broker, GET /v1/pipeline and /metrics show what waits at each stage."""
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False,
+                   settings={"queue_url": redis_url, "store_url": pg_url})
+    env = next(gen)
+    try:
+        frames = H.scenario(3, people=3, face_ratio=1.0, tenants=("acme",))
+        for i, f in enumerate(frames):
+            r = env.post_batch("cam_a", [{"data": f.data, "camera_id": "camA",
+                                          "ts": f.ts.isoformat(), "image_id": f"p-{i}"}])
+            assert r.status_code == 202
+        st = env.client.get("/v1/pipeline").json()
+        assert st["mode"] == "broker" and st["stages"]["detect"]["waiting"] == 3
+        assert st["stages"]["resolve"]["waiting"] == 0
+        text = env.client.get("/metrics").text
+        assert 'revisit_stage_batches{stage="detect",state="waiting"} 3.0' in text
+    finally:
+        gen.close()

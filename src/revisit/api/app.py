@@ -27,6 +27,21 @@ from revisit.config import Settings
 _LOOPBACK = {"127.0.0.1", "::1"}
 
 
+def _operator(request: Request) -> Service:
+    """Operator endpoints (metrics, pipeline): the metrics token, or this machine."""
+    s: Service = request.app.state.service
+    token = s.config.metrics_token
+    if token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "operator endpoints need 'Authorization: Bearer "
+                                     "<metrics_token>'", headers={"WWW-Authenticate": "Bearer"})
+    elif (request.client.host if request.client else "") not in _LOOPBACK:
+        raise HTTPException(403, "operator endpoints answer only on this machine unless "
+                                 "REVISIT_SERVICE_METRICS_TOKEN is set")
+    return s
+
+
 def create_app(
     settings: Settings | None = None, service: Service | None = None,
     service_settings: ServiceSettings | None = None, processing: bool = True,
@@ -88,17 +103,14 @@ def create_app(
                         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                               "description": "Prometheus text format"}})
     def metrics(request: Request) -> Response:
-        s: Service = request.app.state.service
-        token = s.config.metrics_token
-        if token:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                raise HTTPException(401, "metrics need 'Authorization: Bearer <metrics_token>'",
-                                    headers={"WWW-Authenticate": "Bearer"})
-        elif (request.client.host if request.client else "") not in _LOOPBACK:
-            raise HTTPException(403, "metrics answer only on this machine unless "
-                                     "REVISIT_SERVICE_METRICS_TOKEN is set")
+        s = _operator(request)
+        s.update_pipeline_gauges()
         return Response(s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/pipeline", tags=["operations"], responses=errors(401, 403),
+             summary="Where the work is: queues per stage, frames stored (operators)")
+    def pipeline(request: Request) -> dict[str, Any]:
+        return _operator(request).pipeline_status()
 
     app.include_router(batches.router)
     app.include_router(reports.router)

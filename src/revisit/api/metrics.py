@@ -58,6 +58,10 @@ class Metrics:
         self.queue_depth = Gauge(
             "revisit_queue_depth", "Accepted batches waiting for processing", registry=r)
         self.queue_depth.set_function(queue_depth)
+        self.stage_batches = Gauge(
+            "revisit_stage_batches", "Distributed mode: batches per stage queue, by state "
+            "(waiting, in_flight, dead_letters), read at each scrape", ["stage", "state"],
+            registry=r)
         if skipped is not None:
             self.skipped = Gauge(
                 "revisit_resolve_skipped_batches", "Stream batches resolve stopped waiting "

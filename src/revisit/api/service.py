@@ -48,6 +48,11 @@ class Service:
                                   self.config.report_budget_s)
         self.session_secret = (self.config.session_secret
                                or self.tenancy.shared_secret("dashboard_session"))
+        self._pipeline = None
+        if settings.queue_url:
+            from revisit.distributed.status import PipelineStatus
+
+            self._pipeline = PipelineStatus(settings, self.runtime.store)
         self._stop = threading.Event()
         self._purger: threading.Thread | None = None
         self.ready = False
@@ -67,6 +72,8 @@ class Service:
         self._stop.set()
         self.processor.stop()
         self.reports.close()
+        if self._pipeline is not None:
+            self._pipeline.close()
         if self._purger is not None:
             self._purger.join(timeout=5)
         self.runtime.close()
@@ -77,6 +84,28 @@ class Service:
                 self.purge_all("scheduler")
             except Exception:
                 log.exception("scheduled retention purge failed")
+
+    # -- operations -----------------------------------------------------------------------
+    def pipeline_status(self) -> dict[str, Any]:
+        """Distributed: every stage's queue and the store (revisit.distributed.status);
+        embedded: this process's queue."""
+        if self._pipeline is None:
+            return {"mode": "embedded", "queue_depth": self.processor.depth(),
+                    "busy": self.processor.busy()}
+        return {"mode": "broker", **self._pipeline.read()}
+
+    def update_pipeline_gauges(self) -> None:
+        if self._pipeline is None:
+            return
+        try:
+            stages = self._pipeline.stages()
+        except Exception:  # a broker away must not fail the scrape
+            log.warning("cannot read the stage queues for metrics", exc_info=True)
+            return
+        for stage, st in stages.items():
+            for what, value in st.items():
+                if what in ("waiting", "in_flight", "dead_letters"):
+                    self.metrics.stage_batches.labels(stage, what).set(value)
 
     # -- privacy --------------------------------------------------------------------------
     def erase(self, tenant: str, visitor_id: str, actor: str) -> dict[str, int]:

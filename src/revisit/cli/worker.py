@@ -58,28 +58,19 @@ def register(app: typer.Typer) -> None:
         import json
 
         from revisit.backends import open_store
-        from revisit.distributed.topology import QUEUE_IN
-        from revisit.queue.factory import open_queue
+        from revisit.distributed.status import PipelineStatus
 
         settings = state(ctx).settings()
         if not settings.queue_url:
             typer.echo("error: no broker configured (queue_url): in the embedded default "
                        "`revisit serve`'s /readyz shows its queue", err=True)
             raise typer.Exit(2)
-        out: dict = {"stages": {}}
-        for stage, name in QUEUE_IN.items():
-            q = open_queue(settings.queue_url, name)
-            try:
-                out["stages"][stage] = getattr(q, "status", lambda q=q: {"waiting": q.depth()})()
-            finally:
-                q.close()
         store = open_store(settings)
+        status = PipelineStatus(settings, store)
         try:
-            tenants = store.tenants()
-            out["stored_frames"] = {t: store.stats(t)["frames"] for t in tenants}
-            out["parked_streams"] = store.parked_streams()
-            out["skipped_batches"] = len(store.skipped_batches(pending_only=True))
+            out = status.read()
         finally:
+            status.close()
             store.close()
         if as_json:
             typer.echo(json.dumps(out))
