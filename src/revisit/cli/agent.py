@@ -22,6 +22,13 @@ def register(app: typer.Typer) -> None:
         rtsp: Annotated[str | None, typer.Option(help="RTSP stream URL.")] = None,
         video: Annotated[Path | None, typer.Option(help="Video file.")] = None,
         folder: Annotated[Path | None, typer.Option(help="Folder of snapshot images.")] = None,
+        time_from: Annotated[str, typer.Option(
+            "--time-from", help="--folder: a snapshot's time from the file's modification "
+            "time (mtime), the EXIF DateTimeOriginal its camera wrote (exif), or a timestamp "
+            "in its name such as 20240105T093000 (name).")] = "mtime",
+        timezone: Annotated[str | None, typer.Option(
+            "--timezone", help="--time-from exif|name: the zone of times written without "
+            "an offset (IANA name; default: this machine's).")] = None,
         every: Annotated[str, typer.Option(help="Sampling interval (video/stream).")] = "5s",
         batch: Annotated[int, typer.Option(min=1, max=500, help="Snapshots per batch.")] = 10,
         start: Annotated[str | None, typer.Option(help="Time of a video's first frame.")] = None,
@@ -38,7 +45,9 @@ def register(app: typer.Typer) -> None:
         Batches are spooled to disk first and deleted only once the server accepted them,
         so nothing is lost while the server is unreachable or restarting.
         """
-        from revisit.ingest.agent import Agent, folder_snapshots
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from revisit.ingest.agent import TIME_SOURCES, Agent, folder_snapshots
         from revisit.ingest.timestamps import parse_ts
         from revisit.ingest.video import VideoError, sample_video
 
@@ -57,7 +66,15 @@ def register(app: typer.Typer) -> None:
         if folder is not None:
             if not folder.is_dir():
                 raise typer.BadParameter(f"{folder} is not a folder", param_hint="--folder")
-            frames = folder_snapshots(folder, camera)
+            if time_from not in TIME_SOURCES:
+                raise typer.BadParameter(f"use one of {', '.join(TIME_SOURCES)}",
+                                         param_hint="--time-from")
+            try:
+                zone = ZoneInfo(timezone) if timezone else None
+            except (ZoneInfoNotFoundError, ValueError):
+                raise typer.BadParameter(f"unknown time zone {timezone!r}",
+                                         param_hint="--timezone") from None
+            frames = folder_snapshots(folder, camera, time_from=time_from, zone=zone)
         else:
             src = rtsp or str(video)
             frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)

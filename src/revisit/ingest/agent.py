@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import cv2
@@ -48,10 +49,71 @@ class AgentStats:
     send_failures: int = 0
 
 
-def folder_snapshots(folder: Path, camera_id: str, location_id: str = "") -> Iterator[Frame]:
-    """Images of a folder, in name order; a snapshot's time is the file's modification time."""
+TIME_SOURCES = ("mtime", "exif", "name")
+# 20240105T093000, 2024-01-05_09-30-00, 20240105_093000, 2024-01-05T09:30:00Z, ...
+_NAME_TS = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})[-_:.]?(\d{2})[-_:.]?"
+                      r"(\d{2})(?!\d)(Z|[+-]\d{2}:?\d{2})?")
+_EXIF_IFD, _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x8769, 36867, 36881
+
+
+def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None) -> datetime:
+    """When a snapshot file was taken: its modification time (``mtime``), the EXIF
+    DateTimeOriginal its camera wrote (``exif``), or a timestamp in its name (``name``).
+    EXIF and name times without an offset are read in ``zone`` (default: this machine's).
+    Raises ValueError naming the file when the source holds no time."""
+    if source == "mtime":
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
+    zone = zone or datetime.now().astimezone().tzinfo
+    if source == "name":
+        m = _NAME_TS.search(path.stem)
+        if m is None:
+            raise ValueError(f"{path.name}: no timestamp in the name (e.g. 20240105T093000)")
+        y, mo, d, h, mi, s, off = m.groups()
+        try:
+            naive = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))
+        except ValueError as exc:
+            raise ValueError(f"{path.name}: {exc}") from None
+        return _with_offset(naive, off, zone)
+    if source == "exif":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                ifd = img.getexif().get_ifd(_EXIF_IFD)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ValueError(f"{path.name}: cannot read EXIF: {exc}") from None
+        raw = ifd.get(_DATETIME_ORIGINAL)
+        if not raw:
+            raise ValueError(f"{path.name}: no EXIF DateTimeOriginal")
+        try:
+            naive = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+        except ValueError:
+            raise ValueError(f"{path.name}: EXIF DateTimeOriginal {raw!r} is not a time") from None
+        return _with_offset(naive, ifd.get(_OFFSET_ORIGINAL), zone)
+    raise ValueError(f"unknown time source {source!r} (one of {', '.join(TIME_SOURCES)})")
+
+
+def _with_offset(naive: datetime, offset: str | None, zone: tzinfo) -> datetime:
+    if offset in (None, ""):
+        return naive.replace(tzinfo=zone).astimezone(UTC)
+    if offset == "Z":
+        return naive.replace(tzinfo=UTC)
+    sign = -1 if offset.startswith("-") else 1
+    digits = offset[1:].replace(":", "")
+    delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+    return naive.replace(tzinfo=timezone(sign * delta)).astimezone(UTC)
+
+
+def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
+                     time_from: str = "mtime", zone: tzinfo | None = None) -> Iterator[Frame]:
+    """Images of a folder, in name order, each at its :func:`snapshot_time`; a file whose
+    time cannot be read is skipped with a warning naming it."""
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        ts = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
+        try:
+            ts = snapshot_time(path, time_from, zone)
+        except ValueError as exc:
+            log.warning("skipping %s", exc)
+            continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
             image_id=frame_image_id("", camera_id, ts) + "-" + path.stem[:40], ts=ts,

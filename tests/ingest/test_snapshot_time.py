@@ -1,0 +1,62 @@
+"""Where the agent's --folder takes a snapshot's time from (docs/service.md, agent)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from revisit.ingest.agent import folder_snapshots, snapshot_time
+
+PIL = pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def _jpeg(path: Path, exif_time: str | None = None, offset: str | None = None) -> Path:
+    img = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    exif = Image.Exif()
+    if exif_time is not None:
+        ifd = exif.get_ifd(0x8769)
+        ifd[36867] = exif_time
+        if offset is not None:
+            ifd[36881] = offset
+    img.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize(("name", "want"), [
+    ("cam1_20240105T093000", datetime(2024, 1, 5, 8, 30, tzinfo=UTC)),  # Berlin, winter
+    ("2024-07-05_09-30-00", datetime(2024, 7, 5, 7, 30, tzinfo=UTC)),  # Berlin, summer
+    ("snap-20240105_093000Z", datetime(2024, 1, 5, 9, 30, tzinfo=UTC)),
+    ("20240105T093000+0530", datetime(2024, 1, 5, 4, 0, tzinfo=UTC)),
+])
+def test_time_from_the_name(tmp_path: Path, name: str, want: datetime) -> None:
+    assert snapshot_time(_jpeg(tmp_path / f"{name}.jpg"), "name", BERLIN) == want
+
+
+def test_time_from_exif_with_and_without_offset(tmp_path: Path) -> None:
+    plain = _jpeg(tmp_path / "a.jpg", "2024:01:05 09:30:00")
+    assert snapshot_time(plain, "exif", BERLIN) == datetime(2024, 1, 5, 8, 30, tzinfo=UTC)
+    with_offset = _jpeg(tmp_path / "b.jpg", "2024:01:05 09:30:00", "-03:00")
+    assert snapshot_time(with_offset, "exif", BERLIN) == datetime(2024, 1, 5, 12, 30, tzinfo=UTC)
+
+
+def test_time_from_mtime_and_files_without_a_time_are_skipped(tmp_path: Path) -> None:
+    when = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    a = _jpeg(tmp_path / "a.jpg")
+    os.utime(a, (when.timestamp(), when.timestamp()))
+    assert snapshot_time(a, "mtime") == when
+    with pytest.raises(ValueError, match="a.jpg"):
+        snapshot_time(a, "exif")
+    with pytest.raises(ValueError, match="no timestamp"):
+        snapshot_time(a, "name")
+    _jpeg(tmp_path / "20240301T130000.jpg")
+    frames = list(folder_snapshots(tmp_path, "c1", time_from="name",
+                                   zone=timezone(timedelta(hours=1))))
+    assert [f.ts for f in frames] == [when]  # a.jpg has no time in its name: skipped
