@@ -100,6 +100,19 @@ def skipped_batches(request: Request, limit: int = Query(100, ge=1, le=10_000),
     return rows
 
 
+class RetentionIn(BaseModel):
+    retention_days: int = Field(ge=1, le=36500, description="Days sightings and "
+                                "embeddings are kept; older ones go at the next purge.")
+
+
+@router.put("/v1/admin/retention", summary="Change how long the tenant's data is kept")
+def put_retention(body: RetentionIn, request: Request,
+                  key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    t = service_of(request).tenancy
+    t.set_retention(key.tenant, body.retention_days, actor=key.actor)
+    return {"tenant": key.tenant, "retention_days": body.retention_days}
+
+
 @router.get("/v1/admin/audit", summary="Audit log of admin actions and erasures")
 def audit(request: Request, limit: int = Query(100, ge=1, le=10_000),
           key: ApiKey = Depends(admin)) -> list[dict]:
@@ -163,9 +176,14 @@ def list_keys(request: Request, key: ApiKey = Depends(admin)) -> list[dict]:
 
 @router.delete("/v1/admin/keys/{key_id}", summary="Revoke an API key",
                responses=errors(404, 409))
-def revoke_key(key_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict:
+def revoke_key(key_id: str, request: Request, force: bool = Query(
+        False, description="Operator token only: revoke even the last admin key."),
+        key: ApiKey = Depends(admin)) -> dict:
+    if force and key.key_id != "operator":
+        raise HTTPException(403, "force is for the operator token (the CLI)")
     try:
-        ok = service_of(request).tenancy.revoke_key(key.tenant, key_id, actor=key.actor)
+        ok = service_of(request).tenancy.revoke_key(key.tenant, key_id, actor=key.actor,
+                                                    keep_an_admin=not force)
     except TenancyError as exc:
         raise HTTPException(409, str(exc)) from None
     if not ok:

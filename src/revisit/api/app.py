@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
-from revisit.api import admin, batches, dashboard, reports
+from revisit.api import admin, batches, dashboard, operator, reports
 from revisit.api import errors as api_errors
 from revisit.api.errors import errors
 from revisit.api.metrics import CONTENT_TYPE_LATEST
@@ -27,17 +27,17 @@ from revisit.config import Settings
 _LOOPBACK = {"127.0.0.1", "::1"}
 
 
-def _operator(request: Request) -> Service:
-    """Operator endpoints (metrics, pipeline): the metrics token, or this machine."""
+def _monitoring(request: Request) -> Service:
+    """Monitoring endpoints (metrics, pipeline): the metrics token, or this machine."""
     s: Service = request.app.state.service
     token = s.config.metrics_token
     if token:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "operator endpoints need 'Authorization: Bearer "
+            raise HTTPException(401, "monitoring endpoints need 'Authorization: Bearer "
                                      "<metrics_token>'", headers={"WWW-Authenticate": "Bearer"})
     elif (request.client.host if request.client else "") not in _LOOPBACK:
-        raise HTTPException(403, "operator endpoints answer only on this machine unless "
+        raise HTTPException(403, "monitoring endpoints answer only on this machine unless "
                                  "REVISIT_SERVICE_METRICS_TOKEN is set")
     return s
 
@@ -103,18 +103,19 @@ def create_app(
                         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                               "description": "Prometheus text format"}})
     def metrics(request: Request) -> Response:
-        s = _operator(request)
+        s = _monitoring(request)
         s.update_pipeline_gauges()
         return Response(s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/pipeline", tags=["operations"], responses=errors(401, 403),
              summary="Where the work is: queues per stage, frames stored (operators)")
     def pipeline(request: Request) -> dict[str, Any]:
-        return _operator(request).pipeline_status()
+        return _monitoring(request).pipeline_status()
 
     app.include_router(batches.router)
     app.include_router(reports.router)
     app.include_router(admin.router)
+    app.include_router(operator.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
     return app

@@ -6,7 +6,9 @@ action. The tenant always comes from the key, never from the request.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +19,19 @@ from revisit.tenancy.db import ApiKey
 # declares the scheme in OpenAPI; the header itself is read by current_key (and a dashboard
 # session cookie stands in for it)
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+
+def _operator_as_admin(request: Request, svc: Service) -> ApiKey:
+    """The operator token with ``X-Revisit-Tenant``: that tenant's admin (audited as
+    ``key:operator``)."""
+    tenant = request.headers.get("x-revisit-tenant", "")
+    if not tenant:
+        raise HTTPException(422, "the operator token acts for one tenant: send "
+                                 "X-Revisit-Tenant: <tenant>")
+    if svc.tenancy.tenant(tenant) is None:
+        raise HTTPException(404, f"no tenant {tenant!r}")
+    return ApiKey(key_id="operator", tenant=tenant, role="admin", cameras=(),
+                  name="operator", created_at=datetime.now(UTC).replace(tzinfo=None))
 
 
 def service_of(request: Request) -> Service:
@@ -34,6 +49,9 @@ def current_key(request: Request) -> ApiKey:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise _unauthorized("Authorization must be 'Bearer <key>'")
+        token = svc.config.operator_token
+        if token and hmac.compare_digest(secret.strip().encode(), token.encode()):
+            return _operator_as_admin(request, svc)
         key = svc.tenancy.authenticate(secret.strip())
         if key is None:
             raise _unauthorized("unknown or revoked API key")

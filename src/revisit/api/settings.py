@@ -42,6 +42,11 @@ class ServiceSettings(BaseSettings):
         "", description="Bearer token GET /metrics requires. Empty = /metrics answers only "
         "to clients on this machine (loopback).",
     )
+    operator_token: str = Field(
+        "", description="Token of the operator API (/v1/operator; with X-Revisit-Tenant, "
+        "any tenant's /v1/admin). Empty: `revisit serve` makes a random one and writes it "
+        "to <data>/serve.json (mode 0600) for the CLI on this machine.",
+    )
     metrics_tenant_labels: bool = Field(
         False, description="Label per-tenant metrics with the tenant id (off: 'all'), so "
         "a scraper does not learn tenant ids and volumes unless you want it to.",

@@ -23,10 +23,25 @@ admin_app = typer.Typer(help="Tenants, keys, cameras, groups, erasure and retent
 @contextlib.contextmanager
 def _open(ctx: typer.Context) -> Iterator[tuple[object, Tenancy]]:
     from revisit.backends import open_store
+    from revisit.cli.remote import running_server
+    from revisit.store.base import StoreUnavailable
 
     settings = state(ctx).settings()
     settings.data.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings)  # StoreUnavailable: a readable error (cli.main.run)
+    try:
+        store = open_store(settings)
+    except StoreUnavailable:  # `revisit serve` holds it: go through the server, if it runs
+        remote = running_server(settings.data)
+        if remote is None:
+            raise  # a readable error (cli.main.run)
+        try:
+            yield None, remote  # type: ignore[misc]
+        except TenancyError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            remote.close()
+        return
     try:
         yield store, open_tenancy(store, settings.data)
     except TenancyError as exc:
@@ -34,6 +49,14 @@ def _open(ctx: typer.Context) -> Iterator[tuple[object, Tenancy]]:
         raise typer.Exit(2) from None
     finally:
         store.close()
+
+
+def _needs_store(store: object, api: str) -> None:
+    """Commands that work on the store itself, not only tenancy."""
+    if store is None:
+        typer.echo(f"error: `revisit serve` holds the store; while it runs use {api}",
+                   err=True)
+        raise typer.Exit(2)
 
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
@@ -58,7 +81,6 @@ def set_retention(ctx: typer.Context, tenant: Tenant, days: int) -> None:
     """Change how many days a tenant's sightings and embeddings are kept."""
     with _open(ctx) as (_, t):
         t.set_retention(tenant, days)
-        t.audit(tenant, "cli", "tenant.retention", {"retention_days": days})
     typer.echo(f"tenant {tenant}: retention {days} days")
 
 
@@ -191,6 +213,7 @@ def erase_visitor(ctx: typer.Context, tenant: Tenant, visitor_id: str) -> None:
     settings = state(ctx).settings()
     crops = settings.crops_dir if settings.privacy.keep_crops else None
     with _open(ctx) as (store, t):
+        _needs_store(store, "DELETE /v1/visitors/{id} with an admin key")
         try:
             counts = erase(store, None, t, tenant, visitor_id, "cli", crops)  # type: ignore[arg-type]
         except KeyError:
@@ -207,6 +230,8 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
     settings = state(ctx).settings()
     crops = settings.crops_dir if settings.privacy.keep_crops else None
     with _open(ctx) as (store, t):
+        _needs_store(store, "POST /v1/admin/purge (the server also purges every "
+                            "purge_interval_s)")
         tenants = [tenant] if tenant else [x.tenant for x in t.tenants()]
         for name in tenants:
             counts = purge_tenant(store, None, t, name, "cli", crops)  # type: ignore[arg-type]
@@ -260,6 +285,7 @@ def replay_dead(ctx: typer.Context) -> None:
 def skipped(ctx: typer.Context, tenant: AnyTenant = None, limit: int = 100) -> None:
     """Distributed mode: stream batches resolve stopped waiting for (JSON lines)."""
     with _open(ctx) as (store, _t):
+        _needs_store(store, "GET /v1/admin/skipped-batches")
         for rec in store.skipped_batches(tenant, limit=limit):  # type: ignore[attr-defined]
             typer.echo(json.dumps(rec, default=str))
 

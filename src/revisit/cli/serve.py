@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -23,11 +25,21 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from revisit.api.app import create_app
+        from revisit.api.settings import ServiceSettings
+        from revisit.cli.remote import announced, new_token
 
         settings = state(ctx).settings()
-        app = create_app(settings)
+        service = ServiceSettings()
+        token = service.operator_token or new_token()
+        app = create_app(settings, service_settings=service.model_copy(
+            update={"operator_token": token}))
         typer.echo(f"revisit serving {settings.data} on http://{host}:{port} (docs: /docs)")
-        # request line + headers up to 256 KiB (h11's default, 16 KiB, drops a long
-        # filter list without an answer; past this one the connection is closed)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1,
-                    h11_max_incomplete_event_size=HEAD_LIMIT)
+        # serve.json: `revisit admin` on this machine goes through this server meanwhile
+        # uvicorn stops gracefully on SIGTERM, then raises the signal again with the
+        # handler it found: make that an exit, so serve.json is removed on the way out
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        with announced(settings.data, host, port, token):
+            # request line + headers up to 256 KiB (h11's default, 16 KiB, drops a long
+            # filter list without an answer; past this one the connection is closed)
+            uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1,
+                        h11_max_incomplete_event_size=HEAD_LIMIT)

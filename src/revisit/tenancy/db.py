@@ -134,7 +134,8 @@ class Tenancy:
         return str(row[0])
 
     # -- tenants ----------------------------------------------------------------------
-    def create_tenant(self, tenant: str, name: str = "", retention_days: int = 365) -> Tenant:
+    def create_tenant(self, tenant: str, name: str = "", retention_days: int = 365,
+                      actor: str = "cli") -> Tenant:
         _slug(tenant, "tenant")
         if not 1 <= retention_days <= 36500:
             raise TenancyError("retention days must be between 1 and 36500")
@@ -145,7 +146,7 @@ class Tenancy:
             "VALUES (?, ?, ?, ?)",
             (tenant, name or tenant, retention_days, _now()),
         )
-        self.audit(tenant, "cli", "tenant.create", {"retention_days": retention_days})
+        self.audit(tenant, actor, "tenant.create", {"retention_days": retention_days})
         return self.require_tenant(tenant)
 
     def tenant(self, tenant: str) -> Tenant | None:
@@ -161,9 +162,17 @@ class Tenancy:
     def tenants(self) -> list[Tenant]:
         return [Tenant(*r) for r in self._rows("SELECT * FROM tenancy_tenants ORDER BY tenant")]
 
-    def set_retention(self, tenant: str, days: int) -> None:
+    def set_retention(self, tenant: str, days: int, actor: str = "cli") -> None:
         self.require_tenant(tenant)
+        if not 1 <= days <= 36500:
+            raise TenancyError("retention days must be between 1 and 36500")
         self._do("UPDATE tenancy_tenants SET retention_days = ? WHERE tenant = ?", (days, tenant))
+        self.audit(tenant, actor, "tenant.retention", {"retention_days": days})
+
+    def rename_tenant(self, tenant: str, name: str, actor: str = "cli") -> None:
+        self.require_tenant(tenant)
+        self._do("UPDATE tenancy_tenants SET name = ? WHERE tenant = ?", (name or tenant, tenant))
+        self.audit(tenant, actor, "tenant.rename", {"name": name})
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
