@@ -373,3 +373,37 @@ def test_the_service_shows_the_pipeline(tmp_path: Path, pg_url: str, redis_url: 
         assert 'revisit_stage_batches{stage="detect",state="waiting"} 3.0' in text
     finally:
         gen.close()
+
+
+def test_an_image_sent_again_at_another_time_is_stored_once(tmp_path: Path, pg_url: str) -> None:
+    """The same image id in two batches with different timestamps (sent again while its
+    first copy was in flight): one frame, its sightings once, and the report's rollup
+    agrees with the raw query (PostgreSQL's sightings key includes the time)."""
+    from datetime import date, timedelta
+
+    from revisit.report.query import ReportQuery
+    from revisit.store.postgres_store import PostgresStore
+
+    frames = H.scenario(8, people=4, face_ratio=1.0, tenants=("acme",))
+    first = _embedded_batches(tmp_path, frames[:4], 4)[0]
+    fresh = H.scenario(8, people=4, face_ratio=1.0, tenants=("acme",))
+    again = fresh[:2]
+    for f in again:
+        f.ts += timedelta(minutes=7)  # the same image ids as two of the first batch, later
+    second = _embedded_batches(tmp_path, again + fresh[4:6], 4)[0]
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url)
+    store = PostgresStore(pg_url)
+    handler = ResolveHandler(settings, store)
+    one = handler(first)[0]
+    two = handler(second)[0]
+    assert len(one.sightings) >= 3 and {s.image_id for s in two.sightings} <= {
+        f.image_id for f in fresh[4:6]}  # the images sent again were left out
+    assert store.stats("acme")["frames"] == 6
+    assert store.stats("acme")["sightings"] == len(one.sightings) + len(two.sightings)
+    q = ReportQuery(start=date(2024, 3, 1), end=date(2024, 3, 31), tenant="acme")
+    store.use_rollup = False
+    raw = store.report_header(q)
+    store.use_rollup = True
+    assert store.report_header(q) == raw
+    assert raw.total_sightings == len(one.sightings) + len(two.sightings)
+    store.close()

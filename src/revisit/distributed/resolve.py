@@ -142,6 +142,7 @@ class ResolveHandler:
         tx.lock_tenants(tenants)
         if self._committed(batch):
             return self._replay(batch)
+        self._drop_stored_frames(batch)
         current = {t: tx.version(t) for t in tenants}
         stale = [t for t in tenants if self.versions.get(t) != current[t]]
         if stale:
@@ -181,6 +182,18 @@ class ResolveHandler:
         return all(
             len(self.store.known_frames(t, ids)) == len(set(ids)) for t, ids in by_tenant.items()
         )
+
+    def _drop_stored_frames(self, batch: Batch) -> None:
+        """Frames of this batch stored by an earlier one (the same image sent again, e.g.
+        published while its first copy was still in flight) are left out: a frame is
+        stored once. Checked under the tenant lock, so two resolvers cannot both miss it."""
+        by_tenant: dict[str, list[str]] = {}
+        for f in batch.frames:
+            by_tenant.setdefault(f.tenant, []).append(f.image_id)
+        known = {(t, i) for t, ids in by_tenant.items() for i in self.store.known_frames(t, ids)}
+        if known:
+            batch.frames = [f for f in batch.frames if (f.tenant, f.image_id) not in known]
+            batch.faces = [f for f in batch.faces if (f.tenant, f.image_id) not in known]
 
     def _replay(self, batch: Batch) -> Batch:
         """The batch as it was committed: sightings from the stored assignments."""
