@@ -52,8 +52,8 @@ def test_batch_appears_in_analyst_report(live: Env, posted: dict) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     expected = sorted(v["visitor_id"] for v in body["visitors"])
-    assert sorted(x["visitor_id"] for x in rows) == expected
-    assert sum(int(x["sightings"]) for x in rows) == 3
+    assert sorted(x["Visitor ID"] for x in rows) == expected
+    assert sum(int(x["Sightings"]) for x in rows) == 3
     # other tenant: nothing
     other = live.report("other_analyst").json()
     assert other["header"]["unique_visitors"] == 0 and other["visitors"] == []

@@ -63,19 +63,42 @@ def test_csv_parses() -> None:
     formats.write_report("csv", HEADER, iter(ROWS), out)
     text = out.getvalue()
     assert text.splitlines()[0] == ",".join(formats.REPORT_CSV_COLUMNS)
+    assert text.splitlines()[0] == ("Visitor ID,Total Appearances,Locations Visited,"
+                                    "Visit Frequency per Location,First Seen (UTC),"
+                                    "Last Seen (UTC),Sightings")  # the specification's
     recs = list(formats.read_report_csv(io.StringIO(text)))
-    assert recs[0]["visitor_id"] == "V-000001"
-    assert recs[0]["visits_per_location"] == "101: 2, 203: 1"
-    assert recs[0]["total_appearances"] == "3" and recs[0]["last_seen"] == "2024-03-02T17:05:00Z"
+    assert recs[0]["Visitor ID"] == "V-000001"
+    assert recs[0]["Locations Visited"] == "101, 203"
+    assert recs[0]["Visit Frequency per Location"] == "101: 2, 203: 1"
+    assert recs[0]["Total Appearances"] == "3"
+    assert recs[0]["Last Seen (UTC)"] == "2024-03-02T17:05:00Z"
     assert len(recs) == 2
+
+
+def test_stores_appear_by_name_where_they_have_one() -> None:
+    names = {"101": "Store #101", "203": "Store #203"}
+    out = io.StringIO()
+    formats.write_report("csv", HEADER, iter(ROWS), out, names=names)
+    rec = next(formats.read_report_csv(io.StringIO(out.getvalue())))
+    assert rec["Locations Visited"] == "Store #101, Store #203"
+    assert rec["Visit Frequency per Location"] == "Store #101: 2, Store #203: 1"
+    out = io.StringIO()
+    formats.write_report("json", HEADER, iter(ROWS), out, names={"101": "Store #101"})
+    v = json.loads(out.getvalue())["visitors"][0]
+    assert v["visits_per_location"] == {"101": 2, "203": 1}  # ids stay the keys
+    assert v["locations"] == [{"location_id": "101", "name": "Store #101", "visits": 2},
+                              {"location_id": "203", "name": "203", "visits": 1}]
+    out = io.StringIO()
+    formats.write_report("table", HEADER, iter(ROWS), out, names=names)
+    assert "Store #101: 2, Store #203: 1" in out.getvalue()
 
 
 def test_csv_header_comments_option() -> None:
     out = io.StringIO()
     formats.write_report("csv", HEADER, iter(ROWS), out, header_comments=True)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "# period: 2024-03-01 to 2024-03-31"
-    assert "# unique visitors: 2" in lines
+    assert lines[0] == "# time period: 2024-03-01 to 2024-03-31"
+    assert "# total unique visitors: 2" in lines
     assert len(list(formats.read_report_csv(io.StringIO(out.getvalue())))) == 2
 
 
@@ -83,8 +106,9 @@ def test_table_has_header_block_and_aligned_columns() -> None:
     out = io.StringIO()
     formats.write_report("table", HEADER, iter(ROWS), out)
     lines = out.getvalue().splitlines()
-    assert "Unique visitors:  2" in lines
-    assert "Cameras:          locations 101,203" in lines
+    assert "Time Period:           2024-03-01 to 2024-03-31" in lines
+    assert "Camera Group:          locations 101,203" in lines
+    assert "Total Unique Visitors: 2" in lines
     head = next(i for i, ln in enumerate(lines) if ln.startswith("Visitor ID"))
     body = lines[head + 2:]
     assert [ln.split()[0] for ln in body] == ["V-000001", "V-00000A"]
@@ -141,7 +165,9 @@ def test_end_to_end_from_store(store) -> None:
     assert doc["header"]["total_visits"] == 4
     assert doc["visitors"][0] == {
         "visitor_id": "V-000001", "total_appearances": 3, "locations_visited": 1,
-        "visits_per_location": {"101": 3}, "first_seen": "2024-03-01T09:00:00Z",
+        "visits_per_location": {"101": 3},
+        "locations": [{"location_id": "101", "name": "101", "visits": 3}],
+        "first_seen": "2024-03-01T09:00:00Z",
         "last_seen": "2024-03-01T11:00:00Z", "sightings": 3,
     }
     out = io.StringIO()

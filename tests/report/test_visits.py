@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from revisit.report.formats import frequency_text
 from revisit.report.query import ReportQuery, ReportRow, SightingQuery
 from revisit.store.base import SightingStore
 from revisit.store.testing import at, batch, sighting
@@ -59,7 +60,7 @@ def test_visits_are_per_location(store: SightingStore) -> None:
     assert list(r.visits_per_location) == ["101", "203"]  # ordered by location id
     assert r.total_appearances == 3 and r.locations_visited == 2
     assert r.first_seen == at(0) and r.last_seen == at(0, day=1)
-    assert r.frequency_text() == "101: 2, 203: 1"
+    assert frequency_text(r) == "101: 2, 203: 1"
 
 
 def test_time_filter_includes_whole_from_and_to_days(store: SightingStore) -> None:

@@ -53,18 +53,8 @@ def build_query(
     cameras: str | None, camera_group: str | None, visit_gap: str,
 ) -> ReportQuery:
     locs, cams = _split(locations), _split(cameras)
-    registered_cams = {c.camera_id for c in svc.tenancy.cameras(key.tenant)}
-    registered_locs = {loc.location_id for loc in svc.tenancy.locations(key.tenant)}
-    with svc.runtime.store.read() as con:
-        seen_cams, seen_locs = summary_sql.known_places(con, key.tenant)
-    registered_cams |= seen_cams
-    registered_locs |= seen_locs
-    for c in cams:
-        if c not in registered_cams:
-            raise HTTPException(403, f"camera {c!r} is not a camera of your tenant")
-    for loc in locs:
-        if loc not in registered_locs:
-            raise HTTPException(403, f"location {loc!r} is not a location of your tenant")
+    if problems := svc.tenancy.unknown_places(key.tenant, locs, cams):
+        raise HTTPException(403, problems[0])
     group = ""
     if camera_group:
         members = svc.tenancy.group_cameras(key.tenant, camera_group)
@@ -118,7 +108,8 @@ def _csv_producer(svc: Service, query: ReportQuery, pipe: _Pipe) -> Callable[[],
         end: BaseException | None = None
         try:
             header = svc.runtime.store.report_header(query)
-            formats.write_csv(svc.runtime.store.report_rows(query), pipe, header)  # type: ignore[arg-type]
+            formats.write_csv(svc.runtime.store.report_rows(query), pipe, header,  # type: ignore[arg-type]
+                              names=svc.tenancy.location_names(query.tenant))
             pipe.flush()
         except BaseException as exc:  # handed to the response, which ends the stream
             end = exc
@@ -182,11 +173,12 @@ def _report_page(
         ordered = sorted(rows, key=SORTS[field], reverse=sort.startswith("-"))
         page_rows = ordered[start:start + page_size]
     total = header.unique_visitors
+    names = svc.tenancy.location_names(key.tenant)
     return {
         "header": formats.header_dict(header),
         "page": page, "page_size": page_size, "sort": sort, "total": total,
         "pages": (total + page_size - 1) // page_size,
-        "visitors": [formats.row_dict(r) for r in page_rows],
+        "visitors": [formats.row_dict(r, names) for r in page_rows],
     }
 
 

@@ -56,12 +56,19 @@ def register(app: typer.Typer) -> None:
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        from revisit.tenancy.db import Tenancy
+
         store = _open_store(ctx)
         try:
+            tenancy = Tenancy(store)
+            if problems := tenancy.unknown_places(tenant, query.locations, query.cameras):
+                typer.echo("error: " + "; ".join(problems), err=True)
+                raise typer.Exit(2)
             header = store.report_header(query)
             rows = store.report_rows(query)
             with _output(output) as out:
-                formats.write_report(fmt, header, rows, out)
+                formats.write_report(fmt, header, rows, out,
+                                     names=tenancy.location_names(tenant))
         finally:
             store.close()
 

@@ -2,15 +2,21 @@
 text stream and never holds more than a bounded number of rows, so a report with
 millions of visitors writes in constant memory.
 
-Formats
-- ``table``: a header block (period, cameras, totals), then aligned columns. Column widths
-  come from the first :data:`TABLE_SAMPLE` rows; a longer later value just widens its line.
+Formats (the specification's report: ``Visitor ID``, ``Total Appearances``, ``Locations
+Visited``, ``Visit Frequency per Location``, then the extra columns; stores appear by the
+name ``add-location --name`` gave them, else by id: ``names`` maps id -> name)
+- ``table``: a header block (Time Period, Camera Group, Total Unique Visitors, totals),
+  then aligned columns. Column widths come from the first :data:`TABLE_SAMPLE` rows; a
+  longer later value just widens its line.
 - ``csv``: one row per visitor, columns :data:`REPORT_CSV_COLUMNS`; timestamps ISO 8601 UTC
-  (``...Z``); ``visits_per_location`` is the spec's text ``101: 8, 203: 7`` (quoted).
-  Plain CSV by default; ``header_comments=True`` puts the header totals first as
-  ``# key: value`` lines (for people, not for CSV parsers).
-- ``json``: ``{"header": {...}, "visitors": [{...}, ...]}``, written row by row;
-  ``visits_per_location`` is an object ``{"101": 8, "203": 7}`` in location-id order.
+  (``...Z``); ``Locations Visited`` is ``Store #101, Store #203`` and ``Visit Frequency per
+  Location`` ``Store #101: 8, Store #203: 7`` (quoted). Plain CSV by default;
+  ``header_comments=True`` puts the header first as ``# key: value`` lines (for people,
+  not for CSV parsers).
+- ``json``: ``{"header": {...}, "visitors": [{...}, ...]}``, written row by row, stable
+  snake_case keys with ids and names: ``locations_visited`` (count), ``visits_per_location``
+  ``{"101": 8, "203": 7}`` in location-id order, and ``locations`` ``[{"location_id",
+  "name", "visits"}]``.
 - sightings: ``csv`` (columns :data:`revisit.report.query.SIGHTING_COLUMNS`) or ``jsonl``.
 """
 
@@ -19,7 +25,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -27,9 +33,10 @@ from typing import Any, TextIO
 from revisit.report.query import SIGHTING_COLUMNS, ReportHeader, ReportRow
 
 REPORT_CSV_COLUMNS = (
-    "visitor_id", "total_appearances", "locations_visited", "visits_per_location",
-    "first_seen", "last_seen", "sightings",
+    "Visitor ID", "Total Appearances", "Locations Visited", "Visit Frequency per Location",
+    "First Seen (UTC)", "Last Seen (UTC)", "Sightings",
 )
+Names = Mapping[str, str]  # location id -> display name
 TABLE_SAMPLE = 1000  # rows looked at to size the table's columns
 
 
@@ -52,40 +59,51 @@ def header_dict(header: ReportHeader | None) -> dict[str, Any] | None:
 
 def header_lines(header: ReportHeader) -> list[tuple[str, str]]:
     return [
-        ("Period", header.period),
-        ("Cameras", header.camera_group),
-        ("Unique visitors", str(header.unique_visitors)),
-        ("Total visits", str(header.total_visits)),
-        ("Total sightings", str(header.total_sightings)),
+        ("Time Period", header.period),
+        ("Camera Group", header.camera_group),
+        ("Total Unique Visitors", str(header.unique_visitors)),
+        ("Total Visits", str(header.total_visits)),
+        ("Total Sightings", str(header.total_sightings)),
     ]
+
+
+def _name(names: Names | None, location_id: str) -> str:
+    return (names or {}).get(location_id) or location_id
+
+
+def locations_text(row: ReportRow, names: Names | None = None) -> str:
+    """``Store #101, Store #203``: the stores of the visitor, in location-id order."""
+    return ", ".join(_name(names, loc) for loc in row.visits_per_location)
+
+
+def frequency_text(row: ReportRow, names: Names | None = None) -> str:
+    """``Store #101: 8, Store #203: 7``."""
+    return ", ".join(f"{_name(names, loc)}: {n}" for loc, n in row.visits_per_location.items())
 
 
 # --- report -------------------------------------------------------------------------
 
-_TABLE_COLUMNS = (
-    ("Visitor ID", "<"), ("Total Appearances", ">"), ("Locations", ">"),
-    ("Visit Frequency per Location", "<"), ("First Seen (UTC)", "<"),
-    ("Last Seen (UTC)", "<"), ("Sightings", ">"),
-)
+_TABLE_COLUMNS = tuple(zip(REPORT_CSV_COLUMNS, "<><<<<>", strict=True))
 
 
-def _table_cells(row: ReportRow) -> tuple[str, ...]:
+def _table_cells(row: ReportRow, names: Names | None) -> tuple[str, ...]:
     return (
-        row.visitor_id, str(row.total_appearances), str(row.locations_visited),
-        row.frequency_text(), _short_utc(row.first_seen), _short_utc(row.last_seen),
+        row.visitor_id, str(row.total_appearances), locations_text(row, names),
+        frequency_text(row, names), _short_utc(row.first_seen), _short_utc(row.last_seen),
         str(row.sightings),
     )
 
 
-def write_table(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None) -> int:
+def write_table(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None,
+                names: Names | None = None) -> int:
     """Human-readable report; returns the number of visitor rows written."""
     if header is not None:
         out.write("Unique visitor report\n")
         for key, value in header_lines(header):
-            out.write(f"{key + ':':<17} {value}\n")
+            out.write(f"{key + ':':<22} {value}\n")
         out.write("\n")
     it = iter(rows)
-    sample = [_table_cells(r) for r in itertools.islice(it, TABLE_SAMPLE)]
+    sample = [_table_cells(r, names) for r in itertools.islice(it, TABLE_SAMPLE)]
     widths = [len(name) for name, _ in _TABLE_COLUMNS]
     for cells in sample:
         widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
@@ -98,7 +116,7 @@ def write_table(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | N
     out.write(line(tuple(name for name, _ in _TABLE_COLUMNS)))
     out.write("  ".join("-" * w for w in widths) + "\n")
     n = 0
-    for cells in itertools.chain(sample, (_table_cells(r) for r in it)):
+    for cells in itertools.chain(sample, (_table_cells(r, names) for r in it)):
         out.write(line(cells))
         n += 1
     if n == 0:
@@ -106,16 +124,17 @@ def write_table(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | N
     return n
 
 
-def _csv_record(row: ReportRow) -> list[Any]:
+def _csv_record(row: ReportRow, names: Names | None) -> list[Any]:
     return [
-        row.visitor_id, row.total_appearances, row.locations_visited, row.frequency_text(),
-        iso_utc(row.first_seen), iso_utc(row.last_seen), row.sightings,
+        row.visitor_id, row.total_appearances, locations_text(row, names),
+        frequency_text(row, names), iso_utc(row.first_seen), iso_utc(row.last_seen),
+        row.sightings,
     ]
 
 
 def write_csv(
     rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None,
-    header_comments: bool = False,
+    header_comments: bool = False, names: Names | None = None,
 ) -> int:
     """Plain CSV (``header`` is ignored unless ``header_comments``)."""
     if header is not None and header_comments:
@@ -125,24 +144,27 @@ def write_csv(
     w.writerow(REPORT_CSV_COLUMNS)
     n = 0
     for row in rows:
-        w.writerow(_csv_record(row))
+        w.writerow(_csv_record(row, names))
         n += 1
     return n
 
 
-def row_dict(row: ReportRow) -> dict[str, Any]:
+def row_dict(row: ReportRow, names: Names | None = None) -> dict[str, Any]:
     return {
         "visitor_id": row.visitor_id,
         "total_appearances": row.total_appearances,
         "locations_visited": row.locations_visited,
         "visits_per_location": row.visits_per_location,
+        "locations": [{"location_id": loc, "name": _name(names, loc), "visits": n}
+                      for loc, n in row.visits_per_location.items()],
         "first_seen": iso_utc(row.first_seen) or None,
         "last_seen": iso_utc(row.last_seen) or None,
         "sightings": row.sightings,
     }
 
 
-def write_json(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None) -> int:
+def write_json(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | None = None,
+               names: Names | None = None) -> int:
     """One JSON object written incrementally: valid JSON however many rows stream."""
     out.write('{"header": ')
     out.write(json.dumps(header_dict(header)))
@@ -150,7 +172,7 @@ def write_json(rows: Iterable[ReportRow], out: TextIO, header: ReportHeader | No
     n = 0
     for row in rows:
         out.write(",\n  " if n else "\n  ")
-        out.write(json.dumps(row_dict(row)))
+        out.write(json.dumps(row_dict(row, names)))
         n += 1
     out.write("\n]}\n" if n else "]}\n")
     return n
@@ -163,13 +185,15 @@ def write_report(
     fmt: str, header: ReportHeader | None, rows: Iterable[ReportRow], out: TextIO,
     **options: Any,
 ) -> int:
-    """Dispatch on ``fmt`` (table, csv, json); returns visitor rows written."""
+    """Dispatch on ``fmt`` (table, csv, json); returns visitor rows written. ``options``:
+    ``names`` (location id -> name), ``header_comments`` (csv)."""
+    names = options.pop("names", None)
     if fmt == "table":
-        return write_table(rows, out, header)
+        return write_table(rows, out, header, names=names)
     if fmt == "csv":
-        return write_csv(rows, out, header, **options)
+        return write_csv(rows, out, header, names=names, **options)
     if fmt == "json":
-        return write_json(rows, out, header)
+        return write_json(rows, out, header, names=names)
     raise ValueError(f"unknown report format {fmt!r} (use {', '.join(REPORT_FORMATS)})")
 
 

@@ -77,10 +77,6 @@ class ReportRow:
     last_seen: datetime | None = None
     sightings: int = 0
 
-    def frequency_text(self) -> str:
-        """``101: 8, 203: 7``: the spec's "Visit Frequency per Location" column."""
-        return ", ".join(f"{loc}: {n}" for loc, n in self.visits_per_location.items())
-
 
 @dataclass(frozen=True, slots=True)
 class SightingQuery:

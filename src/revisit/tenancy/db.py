@@ -296,6 +296,25 @@ class Tenancy:
         )
         return [Location(*r) for r in rows]
 
+    def location_names(self, tenant: str) -> dict[str, str]:
+        """location id -> display name (the id when none was given), for reports."""
+        return {loc.location_id: loc.name or loc.location_id for loc in self.locations(tenant)}
+
+    def unknown_places(self, tenant: str, locations: Iterable[str],
+                       cameras: Iterable[str]) -> list[str]:
+        """Filter ids that name no place of the tenant (neither registered nor seen in its
+        sightings), as messages: a report filtered on a typo must not look empty."""
+        from revisit.store.summary import known_places
+
+        with self.store.read() as s:
+            seen_cams, seen_locs = known_places(s, tenant)
+        locs = seen_locs | {x.location_id for x in self.locations(tenant)}
+        cams = seen_cams | {c.camera_id for c in self.cameras(tenant)}
+        return ([f"location {x!r} is not a location of tenant {tenant!r}"
+                 for x in locations if x not in locs]
+                + [f"camera {x!r} is not a camera of tenant {tenant!r}"
+                   for x in cameras if x not in cams])
+
     def location(self, tenant: str, location_id: str) -> Location | None:
         rows = self._rows(
             "SELECT location_id, name, timezone FROM tenancy_locations "

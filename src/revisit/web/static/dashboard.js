@@ -120,7 +120,7 @@ async function loadVisitors() {
     cell(tr, v.visitor_id);
     cell(tr, v.total_appearances, true);
     cell(tr, v.locations_visited, true);
-    cell(tr, Object.entries(v.visits_per_location).map(([k, n]) => `${k}: ${n}`).join(", "));
+    cell(tr, v.locations.map((l) => `${l.name}: ${l.visits}`).join(", "));
     cell(tr, fmtTime(v.first_seen));
     cell(tr, fmtTime(v.last_seen));
     body.append(tr);

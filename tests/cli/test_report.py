@@ -1,0 +1,72 @@
+"""``revisit report`` as the specification shows it: its columns and header, stores by
+name, and a filter naming no place of the tenant refused (not an empty report)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from revisit.config import load_settings
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.testing import T0, at, batch, sighting
+from revisit.tenancy.db import Tenancy
+
+REVISIT = str(Path(sys.executable).with_name("revisit"))
+DAY = T0.date().isoformat()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    settings = load_settings(None, data=tmp_path)
+    with DuckDBStore(settings.db_path) as store:
+        store.write(batch([
+            sighting("V-000001", at(0), "101"), sighting("V-000001", at(120), "101"),
+            sighting("V-000001", at(300), "203"), sighting("V-000002", at(10), "203"),
+        ]))
+        t = Tenancy(store)
+        t.create_tenant("default")
+        t.add_location("default", "101", "Store #101")
+        t.add_location("default", "203", "Store #203")
+    return tmp_path
+
+
+def _report(data: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REVISIT_")}
+    env["REVISIT_DATA"] = str(data)
+    return subprocess.run([REVISIT, "report", "--from", DAY, "--to", DAY, *args], env=env,
+                          text=True, capture_output=True, timeout=120)
+
+
+def test_table_and_csv_as_specified(data: Path) -> None:
+    table = _report(data)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[1].startswith("Time Period:") and lines[2].startswith("Camera Group:")
+    assert lines[3] == "Total Unique Visitors: 2"
+    head = next(ln for ln in lines if ln.startswith("Visitor ID"))
+    assert re.split(r"\s{2,}", head)[:4] == ["Visitor ID", "Total Appearances", "Locations Visited",
+                                    "Visit Frequency per Location"]
+    assert any("Store #101, Store #203" in ln and "Store #101: 2, Store #203: 1" in ln
+               for ln in lines)
+    out = _report(data, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    v1 = next(r for r in rows if r["Visitor ID"] == "V-000001")
+    assert v1["Total Appearances"] == "3"
+    assert v1["Locations Visited"] == "Store #101, Store #203"
+    assert v1["Visit Frequency per Location"] == "Store #101: 2, Store #203: 1"
+
+
+def test_an_unknown_filter_is_an_error(data: Path) -> None:
+    out = _report(data, "--locations", "NOPE")
+    assert out.returncode != 0 and "location 'NOPE'" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = _report(data, "--cameras", "nope-cam")
+    assert out.returncode != 0 and "camera 'nope-cam'" in out.stderr
+    assert _report(data, "--locations", "101").returncode == 0
