@@ -34,6 +34,8 @@ def data(tmp_path: Path) -> Path:
         t.create_tenant("default")
         t.add_location("default", "101", "Store #101")
         t.add_location("default", "203", "Store #203")
+        t.add_camera("default", "203-cam1", "203")
+        t.set_group("default", "harbour", ["203-cam1"])
     return tmp_path
 
 
@@ -70,3 +72,15 @@ def test_an_unknown_filter_is_an_error(data: Path) -> None:
     out = _report(data, "--cameras", "nope-cam")
     assert out.returncode != 0 and "camera 'nope-cam'" in out.stderr
     assert _report(data, "--locations", "101").returncode == 0
+
+
+def test_a_camera_group_filters_and_is_named(data: Path) -> None:
+    out = _report(data, "--group", "harbour", "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert {r["Visitor ID"] for r in rows} == {"V-000001", "V-000002"}
+    assert all(r["Locations Visited"] == "Store #203" for r in rows)
+    table = _report(data, "--group", "harbour").stdout
+    assert "Camera Group:          group harbour" in table
+    bad = _report(data, "--group", "nope")
+    assert bad.returncode != 0 and "camera group 'nope'" in bad.stderr

@@ -26,7 +26,7 @@ from revisit.report.durations import format_duration, parse_duration
 from revisit.report.query import ReportQuery, ReportRow
 from revisit.store import summary as summary_sql
 from revisit.store.base import QueryTimeout, budget_left
-from revisit.tenancy.db import ApiKey
+from revisit.tenancy.db import ApiKey, TenancyError
 from revisit.visits import DEFAULT_VISIT_GAP
 
 router = APIRouter(tags=["reports"], responses=errors(401, 403, 422, 429, 503))
@@ -52,16 +52,11 @@ def build_query(
     svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
     cameras: str | None, camera_group: str | None, visit_gap: str,
 ) -> ReportQuery:
-    locs, cams = _split(locations), _split(cameras)
-    if problems := svc.tenancy.unknown_places(key.tenant, locs, cams):
-        raise HTTPException(403, problems[0])
-    group = ""
-    if camera_group:
-        members = svc.tenancy.group_cameras(key.tenant, camera_group)
-        if members is None:
-            raise HTTPException(403, f"camera group {camera_group!r} is not a group of your tenant")
-        cams = tuple(sorted(set(cams) | set(members))) if cams else tuple(members)
-        group = camera_group
+    locs, group = _split(locations), camera_group or ""
+    try:  # another tenant's ids answer 403, as ids that do not exist: a key cannot probe
+        cams = svc.tenancy.report_filter(key.tenant, locs, _split(cameras), group)
+    except TenancyError as exc:
+        raise HTTPException(403, str(exc)) from None
     try:
         query = ReportQuery(start=from_, end=to, tenant=key.tenant, locations=locs,
                             cameras=cams, visit_gap=parse_duration(visit_gap),

@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
         tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+        group: Annotated[str | None, typer.Option(
+            "--group", help="A camera group of the tenant (admin set-group): its cameras, "
+            "named in the header.")] = None,
     ) -> None:
         """Unique visitors in a time range, with visits per location."""
         from revisit.report import formats
@@ -52,18 +55,23 @@ def register(app: typer.Typer) -> None:
             query = ReportQuery(
                 start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
                 locations=split_list(locations), cameras=split_list(cameras),
-                visit_gap=parse_duration(visit_gap),
+                visit_gap=parse_duration(visit_gap), camera_group=group or "",
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        from revisit.tenancy.db import Tenancy
+        from dataclasses import replace
+
+        from revisit.tenancy.db import Tenancy, TenancyError
 
         store = _open_store(ctx)
         try:
             tenancy = Tenancy(store)
-            if problems := tenancy.unknown_places(tenant, query.locations, query.cameras):
-                typer.echo("error: " + "; ".join(problems), err=True)
-                raise typer.Exit(2)
+            try:
+                query = replace(query, cameras=tenancy.report_filter(
+                    tenant, query.locations, query.cameras, group or ""))
+            except TenancyError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
             header = store.report_header(query)
             rows = store.report_rows(query)
             with _output(output) as out:

@@ -315,6 +315,19 @@ class Tenancy:
                 + [f"camera {x!r} is not a camera of tenant {tenant!r}"
                    for x in cameras if x not in cams])
 
+    def report_filter(self, tenant: str, locations: tuple[str, ...], cameras: tuple[str, ...],
+                      group: str = "") -> tuple[str, ...]:
+        """The cameras a report filters on: ``cameras`` plus the members of ``group``.
+        Raises TenancyError naming a location, camera or group the tenant does not have."""
+        if problems := self.unknown_places(tenant, locations, cameras):
+            raise TenancyError("; ".join(problems))
+        if not group:
+            return cameras
+        members = self.group_cameras(tenant, group)
+        if members is None:
+            raise TenancyError(f"camera group {group!r} is not a group of tenant {tenant!r}")
+        return tuple(sorted(set(cameras) | set(members)))
+
     def location(self, tenant: str, location_id: str) -> Location | None:
         rows = self._rows(
             "SELECT location_id, name, timezone FROM tenancy_locations "
