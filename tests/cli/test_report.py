@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import subprocess
@@ -84,3 +85,19 @@ def test_a_camera_group_filters_and_is_named(data: Path) -> None:
     assert "Camera Group:          group harbour" in table
     bad = _report(data, "--group", "nope")
     assert bad.returncode != 0 and "camera group 'nope'" in bad.stderr
+
+
+def test_analytics_on_the_cli(data: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REVISIT_")}
+    env["REVISIT_DATA"] = str(data)
+    out = subprocess.run([REVISIT, "analytics", "--from", DAY, "--to", DAY], env=env,
+                         text=True, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # V-000001: 101 at 09:00 and 11:00 (two visits), 203 at 14:00; V-000002: 203 at 09:10
+    assert "Unique visitors 2: new 2" in out.stdout
+    assert re.search(r"Store #101\s+2\s+0m15s", out.stdout), out.stdout
+    assert "09h 2, 11h 1, 14h 1" in out.stdout
+    js = subprocess.run([REVISIT, "analytics", "--from", DAY, "--to", DAY, "--format", "json",
+                         "--interval", "1m"], env=env, text=True, capture_output=True,
+                        timeout=120)
+    assert json.loads(js.stdout)["dwell"]["all"]["median_s"] == 60.0

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -221,10 +221,17 @@ async def unique_visitors(
 
 
 def _summary(svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
-             cameras: str | None, camera_group: str | None, visit_gap: str) -> dict[str, Any]:
+             cameras: str | None, camera_group: str | None, visit_gap: str,
+             snapshot_interval: str) -> dict[str, Any]:
     query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+    try:
+        interval = parse_duration(snapshot_interval)
+    except ValueError as exc:
+        raise HTTPException(422, f"snapshot_interval: {exc}") from None
+    if interval > timedelta(hours=1):
+        raise HTTPException(422, "snapshot_interval: at most 1h")
     with svc.runtime.store.read() as con:
-        out = summary_sql.summary(con, query)
+        out = summary_sql.summary(con, query, interval)
     names = {loc.location_id: loc.name for loc in svc.tenancy.locations(key.tenant)}
     for row in out["locations"]:
         row["name"] = names.get(row["location_id"], row["location_id"])
@@ -240,11 +247,13 @@ async def summary(
     cameras: str | None = Query(None, max_length=4000),
     camera_group: str | None = Query(None, max_length=64),
     visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32),
+    snapshot_interval: str = Query("15s", max_length=32, description="The cameras' "
+                                   "snapshot interval, added to each visit's duration."),
     key: ApiKey = Depends(reader),
 ) -> dict[str, Any]:
     svc = service_of(request)
     return await _pooled(svc, _summary, svc, key, from_, to, locations, cameras,
-                         camera_group, visit_gap)
+                         camera_group, visit_gap, snapshot_interval)
 
 
 @router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant")

@@ -80,6 +80,58 @@ def register(app: typer.Typer) -> None:
         finally:
             store.close()
 
+    @app.command("analytics")
+    def analytics(
+        ctx: typer.Context,
+        from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
+        to: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
+        locations: Annotated[str | None, typer.Option(help="Location ids, comma separated.")] = None,
+        cameras: Annotated[str | None, typer.Option(help="Camera ids, comma separated.")] = None,
+        group: Annotated[str | None, typer.Option("--group", help="A camera group.")] = None,
+        visit_gap: Annotated[str, typer.Option("--visit-gap")] = format_duration(DEFAULT_VISIT_GAP),
+        interval: Annotated[str, typer.Option(
+            "--interval", help="The cameras' snapshot interval, added to each visit's "
+            "duration.")] = "15s",
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+    ) -> None:
+        """New and returning visitors, visit durations per store, when visits happen."""
+        import json
+        from dataclasses import replace
+
+        from revisit.store import summary as summary_sql
+        from revisit.tenancy.db import Tenancy, TenancyError
+
+        if fmt not in {"table", "json"}:
+            raise typer.BadParameter(f"{fmt!r} is not one of table, json", param_hint="--format")
+        try:
+            query = ReportQuery(
+                start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
+                locations=split_list(locations), cameras=split_list(cameras),
+                visit_gap=parse_duration(visit_gap), camera_group=group or "",
+            )
+            step = parse_duration(interval)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        store = _open_store(ctx)
+        try:
+            tenancy = Tenancy(store)
+            try:
+                query = replace(query, cameras=tenancy.report_filter(
+                    tenant, query.locations, query.cameras, group or ""))
+            except TenancyError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            with store.read() as con:  # type: ignore[attr-defined]
+                out = summary_sql.summary(con, query, step)
+            names = tenancy.location_names(tenant)
+        finally:
+            store.close()
+        if fmt == "json":
+            typer.echo(json.dumps(out))
+            return
+        _print_analytics(out, names)
+
     @app.command("sightings")
     def sightings(
         ctx: typer.Context,
@@ -120,3 +172,38 @@ def _open_store(ctx: typer.Context):
         )
         raise typer.Exit(2)
     return open_store(settings)
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, sec = divmod(round(seconds), 60)
+    return f"{m}m{sec:02d}s"
+
+
+def _print_analytics(out: dict, names: dict[str, str]) -> None:
+    t = out["totals"]
+    lines = [
+        f"Time Period:  {out['period']['from']} to {out['period']['to']}",
+        f"Camera Group: {out['filter']}",
+        f"Unique visitors {t['unique_visitors']}: new {t['new_visitors']}, previously seen "
+        f"{t['previously_seen']}; returning {t['returning_visitors']} "
+        f"({t['returning_share']:.1%}); repeat (2+ visits) {t['repeat_visitors']} "
+        f"({t['repeat_share']:.1%}); visits {t['visits']}",
+        "",
+        f"Visit duration (first to last sighting + {out['dwell']['interval_s']:g} s)",
+    ]
+    labels = list(out["dwell"]["all"]["buckets"])
+    rows = [(names.get(x["location_id"], x["location_id"]), x)
+            for x in out["dwell"]["locations"]] + [("All stores", out["dwell"]["all"])]
+    width = max(len(n) for n, _ in rows)
+    lines.append(f"{'Store':<{width}}  {'Visits':>6}  {'Median':>8}  "
+                 + "  ".join(f"{lb:>6}" for lb in labels))
+    for name, x in rows:
+        lines.append(f"{name:<{width}}  {x['visits']:>6}  {_minutes(x['median_s']):>8}  "
+                     + "  ".join(f"{x['buckets'][lb]:>6}" for lb in labels))
+    hours = ", ".join(f"{h['hour']:02d}h {h['visits']}" for h in out["by_hour"] if h["visits"])
+    lines += ["", "Visits by hour (UTC): " + (hours or "none"),
+        "Visits by weekday:    " + ", ".join(
+        f"{d['day']} {d['visits']}" for d in out["by_weekday"])]
+    typer.echo("\n".join(lines))

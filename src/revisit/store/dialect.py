@@ -43,6 +43,7 @@ class Dialect:
     partitioned: bool  # sightings partitioned by UTC month (partitions made on demand)
     epoch_us_sql: str  # {} = a naive-UTC TIMESTAMP -> microseconds since 1970, BIGINT
     from_us_sql: str  # {} = microseconds since 1970 -> naive-UTC TIMESTAMP
+    median_sql: str  # {} = a numeric column -> its median (an aggregate)
 
     def epoch_us(self, expr: str) -> str:
         return self.epoch_us_sql.format(expr)
@@ -50,15 +51,20 @@ class Dialect:
     def from_us(self, expr: str) -> str:
         return self.from_us_sql.format(expr)
 
+    def median(self, expr: str) -> str:
+        return self.median_sql.format(expr)
+
 
 DUCKDB = Dialect(
     name="duckdb", vector_type="FLOAT[]", blob_type="BLOB", indexes=False, partitioned=False,
     epoch_us_sql="epoch_us({})", from_us_sql="make_timestamp({})",
+    median_sql="median({})",
 )
 POSTGRES = Dialect(
     name="postgresql", vector_type="REAL[]", blob_type="BYTEA", indexes=True, partitioned=True,
     epoch_us_sql="(extract(epoch FROM {}) * 1000000)::BIGINT",
     from_us_sql="(to_timestamp({} / 1000000.0) AT TIME ZONE 'UTC')",
+    median_sql="percentile_cont(0.5) WITHIN GROUP (ORDER BY {})",
 )
 
 

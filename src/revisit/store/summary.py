@@ -13,6 +13,11 @@ Definitions
 - daily unique visitors: distinct visitors per UTC day.
 - visit-frequency histogram: visitors by visits in the period, the last bucket open
   (``"10+"``).
+- *visit duration* (dwell): a visit's last sighting minus its first, plus one snapshot
+  interval (a visit seen once lasted about one interval); per store the median and the
+  distribution over :data:`DWELL_BUCKETS`.
+- visits by hour of day and by day of week: when visits start (their first sighting), in
+  UTC like the report's days.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from revisit.store.dialect import Session
 from revisit.store.report_sql import naive_utc, report_cte
 
 HISTOGRAM_BUCKETS = 10
+# upper bounds (minutes) of the visit-duration buckets; the last one is open
+DWELL_BUCKETS = (1, 5, 15, 30, 60)
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def _q(con: Session, tail: str, query: ReportQuery,
@@ -120,8 +128,78 @@ FROM per_loc GROUP BY loc ORDER BY loc""", query)
     ]
 
 
-def summary(con: Session, query: ReportQuery) -> dict[str, Any]:
-    """Everything the dashboard shows for one period and filter."""
+_VISITS = """
+, numbered AS (
+    SELECT vid, loc, t, new_visit,
+           sum(new_visit) OVER (PARTITION BY vid, loc ORDER BY t ROWS UNBOUNDED PRECEDING) AS k
+    FROM marked
+), visits AS (
+    SELECT loc, vid, k, min(t) AS start_us, max(t) - min(t) AS span_us
+    FROM numbered GROUP BY loc, vid, k
+)"""
+
+
+def _bucket_label(i: int) -> str:
+    if i == 0:
+        return f"<{DWELL_BUCKETS[0]}m"
+    if i == len(DWELL_BUCKETS):
+        return f"{DWELL_BUCKETS[-1]}m+"
+    return f"{DWELL_BUCKETS[i - 1]}-{DWELL_BUCKETS[i]}m"
+
+
+def dwell(con: Session, query: ReportQuery, interval: timedelta) -> dict[str, Any]:
+    """Visit durations per store and over all stores: median seconds and buckets."""
+    add_us = int(interval.total_seconds() * 1_000_000)
+    cases = " ".join(f"WHEN span_us + {add_us} < {m * 60_000_000} THEN {i}"
+                     for i, m in enumerate(DWELL_BUCKETS))
+    rows = _q(con, _VISITS + f"""
+, bucketed AS (
+    SELECT loc, CASE {cases} ELSE {len(DWELL_BUCKETS)} END AS b, span_us + {add_us} AS dur
+    FROM visits
+)
+SELECT loc, b, count(*), {con.dialect.median("dur")}
+FROM bucketed GROUP BY GROUPING SETS ((loc, b), (loc), (b), ())""", query)
+    out: dict[str, Any] = {"interval_s": interval.total_seconds(), "locations": {}}
+
+    def entry(key: str | None) -> dict[str, Any]:
+        if key is None:
+            return out.setdefault("all", {"visits": 0, "median_s": None, "buckets": {
+                _bucket_label(i): 0 for i in range(len(DWELL_BUCKETS) + 1)}})
+        return out["locations"].setdefault(key, {"visits": 0, "median_s": None, "buckets": {
+            _bucket_label(i): 0 for i in range(len(DWELL_BUCKETS) + 1)}})
+
+    for loc, b, n, med in rows:
+        e = entry(loc)
+        if b is None:  # the per-store (or overall) total
+            e["visits"] = int(n)
+            e["median_s"] = round(float(med) / 1e6, 1) if med is not None else None
+        else:
+            e["buckets"][_bucket_label(int(b))] = int(n)
+    entry(None)
+    out["locations"] = [{"location_id": k, **v} for k, v in sorted(out["locations"].items())]
+    return out
+
+
+def by_time(con: Session, query: ReportQuery) -> dict[str, list[dict[str, Any]]]:
+    """Visits by the UTC hour and the day of week they started."""
+    start = con.dialect.from_us("start_us")
+    rows = _q(con, _VISITS + f"""
+SELECT CAST(extract(hour FROM {start}) AS INTEGER) AS h,
+       CAST(extract(isodow FROM {start}) AS INTEGER) AS d, count(*)
+FROM visits GROUP BY h, d""", query)
+    hours = [0] * 24
+    days = [0] * 7
+    for h, d, n in rows:
+        hours[int(h)] += int(n)
+        days[int(d) - 1] += int(n)
+    return {"by_hour": [{"hour": h, "visits": n} for h, n in enumerate(hours)],
+            "by_weekday": [{"day": WEEKDAYS[i], "visits": n} for i, n in enumerate(days)]}
+
+
+def summary(con: Session, query: ReportQuery,
+            interval: timedelta = timedelta(seconds=15)) -> dict[str, Any]:
+    """Everything the dashboard shows for one period and filter (``interval``: the
+    cameras' snapshot interval, added to each visit's duration)."""
     return {
         "period": {"from": query.start.isoformat(), "to": query.end.isoformat()},
         "filter": query.describe_filter(),
@@ -129,6 +207,8 @@ def summary(con: Session, query: ReportQuery) -> dict[str, Any]:
         "daily": daily(con, query),
         "histogram": histogram(con, query),
         "locations": per_location(con, query),
+        "dwell": dwell(con, query, interval),
+        **by_time(con, query),
     }
 
 

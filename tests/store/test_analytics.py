@@ -1,0 +1,59 @@
+"""Dwell (visit duration) and when visits happen, on both stores, from sightings whose
+truth is known by construction."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from revisit.report.query import ReportQuery
+from revisit.store import summary as S
+from revisit.store.base import SightingStore
+from revisit.store.testing import at, batch, sighting
+
+Q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3), visit_gap=timedelta(minutes=30))
+STEP = timedelta(seconds=15)
+
+
+def _load(store: SightingStore) -> None:
+    # T0 = 2024-03-01 09:00 UTC, a Friday
+    store.write(batch([
+        # V1 at 101: a visit 09:00-09:20 (20 min), then another the next day 12:00 alone
+        sighting("V-000001", at(0), "101"), sighting("V-000001", at(10), "101"),
+        sighting("V-000001", at(20), "101"), sighting("V-000001", at(180, day=1), "101"),
+        # V2 at 101: 09:05-09:08 (3 min); at 203: 09:40-10:25 (45 min, gaps under 30)
+        sighting("V-000002", at(5), "101"), sighting("V-000002", at(8), "101"),
+        sighting("V-000002", at(40), "203"), sighting("V-000002", at(65), "203"),
+        sighting("V-000002", at(85), "203"),
+    ]))
+
+
+def test_visit_durations_per_store(store: SightingStore) -> None:
+    _load(store)
+    with store.read() as con:  # type: ignore[attr-defined]
+        d = S.dwell(con, Q, STEP)
+    by = {x["location_id"]: x for x in d["locations"]}
+    # 101: 20m15s, 15s (seen once), 3m15s -> median 3m15s
+    assert by["101"]["visits"] == 3 and by["101"]["median_s"] == 195.0
+    assert by["101"]["buckets"] == {"<1m": 1, "1-5m": 1, "5-15m": 0, "15-30m": 1,
+                                    "30-60m": 0, "60m+": 0}
+    assert by["203"]["visits"] == 1 and by["203"]["median_s"] == 45 * 60 + 15
+    assert d["all"]["visits"] == 4 and d["all"]["buckets"]["30-60m"] == 1
+    assert d["all"]["median_s"] == (195.0 + 20 * 60 + 15) / 2
+
+
+def test_visits_by_hour_and_weekday(store: SightingStore) -> None:
+    _load(store)
+    with store.read() as con:  # type: ignore[attr-defined]
+        t = S.by_time(con, Q)
+    hours = {x["hour"]: x["visits"] for x in t["by_hour"] if x["visits"]}
+    assert hours == {9: 3, 12: 1}  # visits start at 09:00, 09:05, 09:40 and 12:00
+    days = {x["day"]: x["visits"] for x in t["by_weekday"] if x["visits"]}
+    assert days == {"Fri": 3, "Sat": 1}
+
+
+def test_summary_carries_them(store: SightingStore) -> None:
+    _load(store)
+    with store.read() as con:  # type: ignore[attr-defined]
+        out = S.summary(con, Q, STEP)
+    assert out["dwell"]["all"]["visits"] == out["totals"]["visits"] == 4
+    assert sum(x["visits"] for x in out["by_hour"]) == 4
