@@ -221,3 +221,28 @@ def test_unknown_query_parameters_and_unreadable_bodies_answer_422(env: Env) -> 
     r = env.client.put("/v1/admin/locations", json={"location_id": 5},
                        headers=env.auth("admin"))
     assert r.status_code == 422 and "location_id" in r.json()["detail"]
+
+
+def test_flows_over_http(env: Env) -> None:
+    """GET /v1/reports/flows: store affinity and transitions, JSON and CSV, names included,
+    only the key's tenant."""
+    from revisit.store.testing import at, batch, sighting
+
+    env.service.runtime.store.write(batch([
+        sighting("V-000001", at(0), "101", tenant="acme"),
+        sighting("V-000001", at(50), "203", tenant="acme"),
+        sighting("V-000002", at(5), "101", tenant="acme"),
+        sighting("V-000001", at(0), "900", tenant="other"),
+    ]))
+    q = {"from": "2024-03-01", "to": "2024-03-01"}
+    r = env.client.get("/v1/reports/flows", params=q, headers=env.auth("analyst"))
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["affinity"] == [{"from": "101", "to": "203", "visitors": 1, "share": 0.5},
+                             {"from": "203", "to": "101", "visitors": 1, "share": 1.0}]
+    assert f["transitions"] == [{"from": "101", "to": "203", "visits": 1}]
+    assert f["names"]["101"] == "Main Street"
+    csv_text = env.client.get("/v1/reports/flows", params={**q, "format": "csv"},
+                              headers=env.auth("analyst")).text
+    assert "affinity,101,Main Street,203,Harbour,1,0.5" in csv_text
+    assert "transition,101,Main Street,203,Harbour,1," in csv_text

@@ -57,3 +57,18 @@ def test_summary_carries_them(store: SightingStore) -> None:
         out = S.summary(con, Q, STEP)
     assert out["dwell"]["all"]["visits"] == out["totals"]["visits"] == 4
     assert sum(x["visits"] for x in out["by_hour"]) == 4
+
+
+def test_flows_between_stores(store: SightingStore) -> None:
+    _load(store)
+    store.write(batch([sighting("V-000003", at(30), "203")]))  # 203 only
+    with store.read() as con:  # type: ignore[attr-defined]
+        f = S.flows(con, Q)
+    assert f["visitors_per_location"] == {"101": 2, "203": 2}
+    # of 101's two visitors, one (V2) also went to 203; of 203's two, one (V2) to 101
+    assert f["affinity"] == [
+        {"from": "101", "to": "203", "visitors": 1, "share": 0.5},
+        {"from": "203", "to": "101", "visitors": 1, "share": 0.5},
+    ]
+    # V2: 101 (09:05) then 203 (09:40); V1 stays at 101
+    assert f["transitions"] == [{"from": "101", "to": "203", "visits": 1}]

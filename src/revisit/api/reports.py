@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, timedelta
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
@@ -254,6 +255,39 @@ async def summary(
     svc = service_of(request)
     return await _pooled(svc, _summary, svc, key, from_, to, locations, cameras,
                          camera_group, visit_gap, snapshot_interval)
+
+
+def _flows(svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
+           cameras: str | None, camera_group: str | None, visit_gap: str) -> dict[str, Any]:
+    query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+    with svc.runtime.store.read() as con:
+        out = summary_sql.flows(con, query)
+    out["names"] = svc.tenancy.location_names(key.tenant)
+    return out
+
+
+@router.get("/v1/reports/flows", summary="Between stores: affinity and transitions",
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "JSON, or the affinity matrix as CSV rows"}})
+async def flows(
+    request: Request,
+    from_: date = Query(..., alias="from", description="First day, inclusive."),
+    to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
+    locations: str | None = Query(None, max_length=4000),
+    cameras: str | None = Query(None, max_length=4000),
+    camera_group: str | None = Query(None, max_length=64),
+    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32),
+    format: Literal["json", "csv"] = Query("json"),
+    key: ApiKey = Depends(reader),
+) -> Any:
+    svc = service_of(request)
+    out = await _pooled(svc, _flows, svc, key, from_, to, locations, cameras, camera_group,
+                        visit_gap)
+    if format == "json":
+        return out
+    buf = io.StringIO()
+    formats.write_flows_csv(out, buf)
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
 
 
 @router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant")

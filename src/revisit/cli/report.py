@@ -124,6 +124,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from None
             with store.read() as con:  # type: ignore[attr-defined]
                 out = summary_sql.summary(con, query, step)
+                out["flows"] = summary_sql.flows(con, query)
             names = tenancy.location_names(tenant)
         finally:
             store.close()
@@ -202,6 +203,12 @@ def _print_analytics(out: dict, names: dict[str, str]) -> None:
     for name, x in rows:
         lines.append(f"{name:<{width}}  {x['visits']:>6}  {_minutes(x['median_s']):>8}  "
                      + "  ".join(f"{x['buckets'][lb]:>6}" for lb in labels))
+    aff = out["flows"]["affinity"]
+    if aff:
+        lines += ["", "Store affinity (of the visitors of A, who also visited B)"]
+        for a in sorted(aff, key=lambda x: (-x["share"], x["from"], x["to"]))[:20]:
+            lines.append(f"  {names.get(a['from'], a['from'])} -> {names.get(a['to'], a['to'])}: "
+                         f"{a['visitors']} ({a['share']:.0%})")
     hours = ", ".join(f"{h['hour']:02d}h {h['visits']}" for h in out["by_hour"] if h["visits"])
     lines += ["", "Visits by hour (UTC): " + (hours or "none"),
         "Visits by weekday:    " + ", ".join(

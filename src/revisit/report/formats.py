@@ -197,6 +197,24 @@ def write_report(
     raise ValueError(f"unknown report format {fmt!r} (use {', '.join(REPORT_FORMATS)})")
 
 
+def write_flows_csv(flows: dict[str, Any], out: TextIO) -> int:
+    """Store affinity and transitions as one CSV: ``kind`` (affinity | transition),
+    from/to ids and names, visitors or visits, share (affinity)."""
+    names = flows.get("names", {})
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["kind", "from", "from_name", "to", "to_name", "count", "share"])
+    n = 0
+    for a in flows["affinity"]:
+        w.writerow(["affinity", a["from"], _name(names, a["from"]), a["to"],
+                    _name(names, a["to"]), a["visitors"], a["share"]])
+        n += 1
+    for t in flows["transitions"]:
+        w.writerow(["transition", t["from"], _name(names, t["from"]), t["to"],
+                    _name(names, t["to"]), t["visits"], ""])
+        n += 1
+    return n
+
+
 # --- sightings ----------------------------------------------------------------------
 
 SIGHTING_FORMATS = ("csv", "jsonl")

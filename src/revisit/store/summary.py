@@ -18,6 +18,9 @@ Definitions
   distribution over :data:`DWELL_BUCKETS`.
 - visits by hour of day and by day of week: when visits start (their first sighting), in
   UTC like the report's days.
+- *store affinity*: of the visitors of store A in the period, those who also visited B
+  (count and share of A's); *transitions*: a visit at A whose visitor's next visit in the
+  period was at B.
 """
 
 from __future__ import annotations
@@ -194,6 +197,31 @@ FROM visits GROUP BY h, d""", query)
         days[int(d) - 1] += int(n)
     return {"by_hour": [{"hour": h, "visits": n} for h, n in enumerate(hours)],
             "by_weekday": [{"day": WEEKDAYS[i], "visits": n} for i, n in enumerate(days)]}
+
+
+def flows(con: Session, query: ReportQuery) -> dict[str, Any]:
+    """Between stores: ``affinity`` (of store A's visitors in the period, how many and
+    what share also visited store B) and ``transitions`` (a visit to A followed by the
+    visitor's next visit, at B != A: how often), each as a list of (a, b) pairs."""
+    pairs = _q(con, """
+, visitors_of AS (SELECT DISTINCT loc, vid FROM per_loc)
+SELECT a.loc, b.loc, count(*) FROM visitors_of a JOIN visitors_of b ON a.vid = b.vid
+GROUP BY a.loc, b.loc""", query)
+    seen = {a: int(n) for a, b, n in pairs if a == b}
+    affinity = [
+        {"from": a, "to": b, "visitors": int(n), "share": round(int(n) / seen[a], 4)}
+        for a, b, n in sorted(pairs) if a != b
+    ]
+    moves = _q(con, _VISITS + """
+, ordered AS (
+    SELECT vid, loc, lead(loc) OVER (PARTITION BY vid ORDER BY start_us, loc) AS next_loc
+    FROM visits
+)
+SELECT loc, next_loc, count(*) FROM ordered
+WHERE next_loc IS NOT NULL AND next_loc <> loc GROUP BY loc, next_loc""", query)
+    transitions = [{"from": a, "to": b, "visits": int(n)} for a, b, n in sorted(moves)]
+    return {"visitors_per_location": dict(sorted(seen.items())), "affinity": affinity,
+            "transitions": transitions}
 
 
 def summary(con: Session, query: ReportQuery,
