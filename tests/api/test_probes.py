@@ -246,3 +246,5 @@ def test_flows_over_http(env: Env) -> None:
                               headers=env.auth("analyst")).text
     assert "affinity,101,Main Street,203,Harbour,1,0.5" in csv_text
     assert "transition,101,Main Street,203,Harbour,1," in csv_text
+    assert f["camera_paths"][0]["location_id"] == "101"  # one camera per store here: no moves
+    assert f["camera_paths"][0]["transitions"] == []

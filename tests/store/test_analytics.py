@@ -72,3 +72,25 @@ def test_flows_between_stores(store: SightingStore) -> None:
     ]
     # V2: 101 (09:05) then 203 (09:40); V1 stays at 101
     assert f["transitions"] == [{"from": "101", "to": "203", "visits": 1}]
+
+
+def test_camera_paths_within_a_store(store: SightingStore) -> None:
+    store.write(batch([
+        # V1, one visit at 101: door -> door -> till -> door (repeats collapse)
+        sighting("V-000001", at(0), "101", camera="door"),
+        sighting("V-000001", at(2), "101", camera="door"),
+        sighting("V-000001", at(6), "101", camera="till"),
+        sighting("V-000001", at(9), "101", camera="door"),
+        # V2, one visit: door -> till; V3: door only
+        sighting("V-000002", at(1), "101", camera="door"),
+        sighting("V-000002", at(4), "101", camera="till"),
+        sighting("V-000003", at(3), "101", camera="door"),
+    ]))
+    with store.read() as con:  # type: ignore[attr-defined]
+        (p,) = S.camera_paths(con, Q)
+    assert p["location_id"] == "101"
+    assert p["transitions"] == [{"from": "door", "to": "till", "visits": 2},
+                                {"from": "till", "to": "door", "visits": 1}]
+    assert p["paths"] == [{"path": ["door"], "visits": 1},
+                          {"path": ["door", "till"], "visits": 1},
+                          {"path": ["door", "till", "door"], "visits": 1}]

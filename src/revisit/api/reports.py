@@ -262,6 +262,7 @@ def _flows(svc: Service, key: ApiKey, from_: date, to: date, locations: str | No
     query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
     with svc.runtime.store.read() as con:
         out = summary_sql.flows(con, query)
+        out["camera_paths"] = summary_sql.camera_paths(con, query)
     out["names"] = svc.tenancy.location_names(key.tenant)
     return out
 

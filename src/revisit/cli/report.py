@@ -125,6 +125,7 @@ def register(app: typer.Typer) -> None:
             with store.read() as con:  # type: ignore[attr-defined]
                 out = summary_sql.summary(con, query, step)
                 out["flows"] = summary_sql.flows(con, query)
+                out["camera_paths"] = summary_sql.camera_paths(con, query, top=3)
             names = tenancy.location_names(tenant)
         finally:
             store.close()
@@ -209,6 +210,9 @@ def _print_analytics(out: dict, names: dict[str, str]) -> None:
         for a in sorted(aff, key=lambda x: (-x["share"], x["from"], x["to"]))[:20]:
             lines.append(f"  {names.get(a['from'], a['from'])} -> {names.get(a['to'], a['to'])}: "
                          f"{a['visitors']} ({a['share']:.0%})")
+    for store in out["camera_paths"]:
+        top = "; ".join(f"{' > '.join(p['path'])} ({p['visits']})" for p in store["paths"])
+        lines.append(f"Paths at {names.get(store['location_id'], store['location_id'])}: {top}")
     hours = ", ".join(f"{h['hour']:02d}h {h['visits']}" for h in out["by_hour"] if h["visits"])
     lines += ["", "Visits by hour (UTC): " + (hours or "none"),
         "Visits by weekday:    " + ", ".join(

@@ -199,7 +199,8 @@ def write_report(
 
 def write_flows_csv(flows: dict[str, Any], out: TextIO) -> int:
     """Store affinity and transitions as one CSV: ``kind`` (affinity | transition),
-    from/to ids and names, visitors or visits, share (affinity)."""
+    from/to ids and names, visitors or visits, share (affinity); then ``camera`` rows:
+    from/to cameras, the store's id and name in the name columns."""
     names = flows.get("names", {})
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["kind", "from", "from_name", "to", "to_name", "count", "share"])
@@ -212,6 +213,11 @@ def write_flows_csv(flows: dict[str, Any], out: TextIO) -> int:
         w.writerow(["transition", t["from"], _name(names, t["from"]), t["to"],
                     _name(names, t["to"]), t["visits"], ""])
         n += 1
+    for store in flows.get("camera_paths", []):  # within a store: camera to camera
+        for t in store["transitions"]:
+            w.writerow(["camera", t["from"], store["location_id"], t["to"],
+                        _name(names, store["location_id"]), t["visits"], ""])
+            n += 1
     return n
 
 

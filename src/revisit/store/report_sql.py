@@ -66,24 +66,27 @@ def _filters(
     return " AND ".join(where), params
 
 
-def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[str, list[Any]]:
+def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
+               cameras: bool = False) -> tuple[str, list[Any]]:
     """``WITH ... per_visitor AS (...)``: one row per canonical visitor in the window.
 
     per_visitor columns: vid, total (visits), n_locations, loc_visits, first_us, last_us
     (epoch microseconds), n_sightings. ``loc_visits`` is ``loc<US>visits`` pairs joined by
     ``<RS>`` (ASCII unit/record separators), unordered: see :func:`parse_loc_visits`. An
     ordered ``list(... ORDER BY loc)`` aggregate was ~4x slower over the whole query.
-    ``aliases=False`` (the tenant has no merges) skips the alias join on every sighting.
+    ``aliases=False`` (the tenant has no merges) skips the alias join on every sighting;
+    ``cameras=True`` carries each sighting's camera (``cam``) in ``base`` and ``marked``.
     """
     where, params = _filters(
         query.tenant, query.locations, query.cameras, query.ts_from, query.ts_to
     )
     gap_us = int(query.visit_gap.total_seconds() * 1_000_000)
+    cam = ", cam" if cameras else ""
     if gap_us == 0:
-        marked = "SELECT vid, loc, t, 1 AS new_visit FROM base"
+        marked = f"SELECT vid, loc, t{cam}, 1 AS new_visit FROM base"
     else:
         marked = (
-            "SELECT vid, loc, t, "
+            f"SELECT vid, loc, t{cam}, "
             "CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= ? "
             "THEN 0 ELSE 1 END AS new_visit FROM base"
         )
@@ -95,6 +98,7 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
     sql = f"""
 WITH base AS (
     SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us('s.ts')} AS t
+           {", s.camera_id AS cam" if cameras else ""}
     FROM sightings s
     {join}
     WHERE {where}

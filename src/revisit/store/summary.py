@@ -39,8 +39,8 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def _q(con: Session, tail: str, query: ReportQuery,
-       extra: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    cte, params = report_cte(query, con.dialect)
+       extra: list[Any] | None = None, cameras: bool = False) -> list[tuple[Any, ...]]:
+    cte, params = report_cte(query, con.dialect, cameras=cameras)
     return con.execute(cte + "\n" + tail, params + (extra or [])).fetchall()
 
 
@@ -222,6 +222,44 @@ WHERE next_loc IS NOT NULL AND next_loc <> loc GROUP BY loc, next_loc""", query)
     transitions = [{"from": a, "to": b, "visits": int(n)} for a, b, n in sorted(moves)]
     return {"visitors_per_location": dict(sorted(seen.items())), "affinity": affinity,
             "transitions": transitions}
+
+
+_CAMERA_MOVES = """
+, numbered AS (
+    SELECT vid, loc, cam, t,
+           sum(new_visit) OVER (PARTITION BY vid, loc ORDER BY t ROWS UNBOUNDED PRECEDING) AS k
+    FROM marked
+), steps AS (
+    SELECT loc, vid, k, cam, t, lag(cam) OVER (PARTITION BY vid, loc, k ORDER BY t) AS prev
+    FROM numbered
+), moves AS (SELECT * FROM steps WHERE prev IS NULL OR prev <> cam)"""
+
+
+def camera_paths(con: Session, query: ReportQuery, top: int = 10) -> list[dict[str, Any]]:
+    """Within each store: how visits move between its cameras. ``transitions``: camera
+    pairs (a sighting at A, the visit's next sighting at another camera B); ``paths``: the
+    ``top`` most common sequences of cameras a visit passed (repeats collapsed)."""
+    pairs = _q(con, _CAMERA_MOVES + """
+SELECT loc, prev, cam, count(*) FROM moves WHERE prev IS NOT NULL
+GROUP BY loc, prev, cam""", query, cameras=True)
+    paths = _q(con, _CAMERA_MOVES + """
+, per_visit AS (
+    SELECT loc, string_agg(cam, ' > ' ORDER BY t) AS path FROM moves GROUP BY loc, vid, k
+), counted AS (
+    SELECT loc, path, count(*) AS n,
+           row_number() OVER (PARTITION BY loc ORDER BY count(*) DESC, path) AS r
+    FROM per_visit GROUP BY loc, path
+)
+SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", query, [top],
+               cameras=True)
+    out: dict[str, dict[str, Any]] = {}
+    for loc, a, b, n in sorted(pairs):
+        out.setdefault(loc, {"transitions": [], "paths": []})["transitions"].append(
+            {"from": a, "to": b, "visits": int(n)})
+    for loc, path, n in paths:
+        out.setdefault(loc, {"transitions": [], "paths": []})["paths"].append(
+            {"path": path.split(" > "), "visits": int(n)})
+    return [{"location_id": loc, **v} for loc, v in sorted(out.items())]
 
 
 def summary(con: Session, query: ReportQuery,
