@@ -86,7 +86,8 @@ def one_run(env: dict[str, str], settings: Any, store: Any, logs: Path, restart:
         time.sleep(0.005)
     if held is None:
         raise RuntimeError("the embed stage never took the batch")
-    entry, victim = held
+    entry, consumer = held
+    victim = consumer.rsplit("-", 1)[0]  # a worker's consumers are <name>-<thread>
     embed[victim].kill()
     embed[victim].wait()
     t_kill = time.monotonic()
@@ -98,7 +99,7 @@ def one_run(env: dict[str, str], settings: Any, store: Any, logs: Path, restart:
             row = r.xpending_range(key, "revisit", min=entry, max=entry, count=1)
             # acked already, taken over by another consumer, or delivered again to the
             # restarted one: a live consumer has it
-            if not row or row[0]["consumer"].decode() != victim or \
+            if not row or row[0]["consumer"].decode() != consumer or \
                     row[0]["times_delivered"] > 1:
                 redelivered = time.monotonic() - t_kill
         if _stored(store, frames):
@@ -156,7 +157,8 @@ def main() -> None:
             embed.wait(timeout=30)
             out["undisturbed_s"] = base
             for restart in (True, False):
-                runs = [one_run(env, settings, store, logs, restart, seed=200 + i)
+                runs = [one_run(env, settings, store, logs, restart,
+                                seed=(200 if restart else 300) + i)  # frames not yet stored
                         for i in range(args.runs)]
                 label = "restart" if restart else "no_restart"
                 out[label] = runs

@@ -160,7 +160,7 @@ class RedisStreamQueue:
             if not entries:
                 if self._claim_cursor == "0-0":
                     # Scanned the whole pending list: nothing to claim for a while.
-                    self._next_claim = now + min(1.0, self.claim_idle_ms / 4000)
+                    self._next_claim = now + min(0.25, self.claim_idle_ms / 4000)
                     self._prune(now)
                     return None
                 continue
