@@ -138,7 +138,7 @@ class Redis:
              str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        _wait_port(self.port, "redis")
+        wait_port(self.port, "redis")
 
     def stop(self, hard: bool = False) -> None:
         if self.proc is not None:
@@ -182,13 +182,13 @@ class Postgres:
                   "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                   "-c fsync=on -c synchronous_commit=on -c max_connections=200",
                   "start")
-        _wait_port(self.port, "postgres")
+        wait_port(self.port, "postgres")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.dir / "db"), "-m", mode, "-w", "stop")
 
 
-def _wait_port(port: int, what: str, timeout: float = 30) -> None:
+def wait_port(port: int, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not port_open(port):
         if time.monotonic() > deadline:

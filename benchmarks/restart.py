@@ -74,43 +74,45 @@ def one_run(env: dict[str, str], settings: Any, store: Any, logs: Path, restart:
     embed = {"embed-a": _spawn(env, "embed", "embed-a", logs)}
     if not restart:
         embed["embed-b"] = _spawn(env, "embed", "embed-b", logs)
-    time.sleep(8)  # models loaded
-    frames = H.scenario(64, people=8, face_ratio=1.0, tenants=("acme",), seed=seed)
-    for f in frames:
-        f.image_id = f"restart-{seed}-{f.image_id}"
-    t_pub = time.monotonic()
-    _publish(settings, frames)
-    held = None
-    while held is None and time.monotonic() - t_pub < 120:
-        held = _holder(r, key)
-        time.sleep(0.005)
-    if held is None:
-        raise RuntimeError("the embed stage never took the batch")
-    entry, consumer = held
-    victim = consumer.rsplit("-", 1)[0]  # a worker's consumers are <name>-<thread>
-    embed[victim].kill()
-    embed[victim].wait()
-    t_kill = time.monotonic()
-    if restart:
-        embed[victim] = _spawn(env, "embed", victim, logs)
-    redelivered = None
-    while time.monotonic() - t_kill < 600:
-        if redelivered is None:
-            row = r.xpending_range(key, "revisit", min=entry, max=entry, count=1)
-            # acked already, taken over by another consumer, or delivered again to the
-            # restarted one: a live consumer has it
-            if not row or row[0]["consumer"].decode() != consumer or \
-                    row[0]["times_delivered"] > 1:
-                redelivered = time.monotonic() - t_kill
-        if _stored(store, frames):
-            break
-        time.sleep(0.02)
-    stored = time.monotonic() - t_kill
-    for p in embed.values():
-        p.terminate()
-    for p in embed.values():
-        p.wait(timeout=30)
-    return {"redelivered_s": round(redelivered or stored, 2), "stored_s": round(stored, 2)}
+    try:
+        time.sleep(8)  # models loaded
+        frames = H.scenario(64, people=8, face_ratio=1.0, tenants=("acme",), seed=seed)
+        for f in frames:
+            f.image_id = f"restart-{seed}-{f.image_id}"
+        t_pub = time.monotonic()
+        _publish(settings, frames)
+        held = None
+        while held is None and time.monotonic() - t_pub < 120:
+            held = _holder(r, key)
+            time.sleep(0.005)
+        if held is None:
+            raise RuntimeError("the embed stage never took the batch")
+        entry, consumer = held
+        victim = consumer.rsplit("-", 1)[0]  # a worker's consumers are <name>-<thread>
+        embed[victim].kill()
+        embed[victim].wait()
+        t_kill = time.monotonic()
+        if restart:
+            embed[victim] = _spawn(env, "embed", victim, logs)
+        redelivered = None
+        while time.monotonic() - t_kill < 600:
+            if redelivered is None:
+                row = r.xpending_range(key, "revisit", min=entry, max=entry, count=1)
+                # acked already, taken over by another consumer, or delivered again to the
+                # restarted one: a live consumer has it
+                if not row or row[0]["consumer"].decode() != consumer or \
+                        row[0]["times_delivered"] > 1:
+                    redelivered = time.monotonic() - t_kill
+            if _stored(store, frames):
+                break
+            time.sleep(0.02)
+        stored = time.monotonic() - t_kill
+        return {"redelivered_s": round(redelivered or stored, 2), "stored_s": round(stored, 2)}
+    finally:  # no worker outlives the run, whatever happened
+        for p in embed.values():
+            p.kill()
+        for p in embed.values():
+            p.wait(timeout=30)
 
 
 def main() -> None:

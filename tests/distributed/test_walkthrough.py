@@ -34,8 +34,16 @@ def test_the_deploy_walkthrough_runs_as_written(
         pytest.skip("curl is not installed")
     if not (REPO / ".venv" / "bin" / "honcho").exists():
         pytest.skip("honcho is not installed: pip install -e '.[distributed]'")
-    queue_url = (request.getfixturevalue("redis_url").split("?")[0] if broker == "redis"
-                 else f"kafka://{request.getfixturevalue('kafka_bootstrap')}")
+    if broker == "redis":
+        queue_url = request.getfixturevalue("redis_url").split("?")[0]
+    else:  # a broker of its own, from scripts/kafka.sh: topics no other test has used
+        request.getfixturevalue("kafka_bootstrap")  # skips where Tansu is missing
+        port = H.free_port()
+        kafka = subprocess.Popen(["bash", str(REPO / "scripts" / "kafka.sh"), str(port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        request.addfinalizer(kafka.kill)
+        H.wait_port(port, "tansu")
+        queue_url = f"kafka://127.0.0.1:{port}"
     work = tmp_path / "walk"
     work.mkdir()
     (work / ".venv").symlink_to(REPO / ".venv")
