@@ -106,6 +106,8 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             assert page.locator("#stores tbody tr").count() == 3
             assert "Main Street" in page.text_content("#stores tbody")
             assert page.locator("#visitors tbody tr").count() == 25
+            # stores by name in the visitors table (the API's locations)
+            assert "Main Street: " in page.text_content("#visitors tbody")
             info = page.text_content("#page-info")
             assert info.startswith("page 1 of") and f"{t['unique_visitors']} visitors" in info
 
@@ -120,7 +122,7 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             # CSV export with the session cookie
             href = page.get_attribute("#csv", "href")
             csv_text = page.request.get(base + href).text()
-            assert csv_text.splitlines()[0].startswith("visitor_id,total_appearances")
+            assert csv_text.splitlines()[0].startswith("Visitor ID,Total Appearances")
             assert len(csv_text.splitlines()) == t["unique_visitors"] + 1
 
             page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)

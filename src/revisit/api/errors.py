@@ -70,8 +70,10 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 def known_query(request: Request) -> None:
-    """Refuse query parameters the route does not declare: a misspelt filter
+    """Refuse query parameters an API route does not declare: a misspelt filter
     (``form=`` for ``from=``) would otherwise be silently ignored."""
+    if not request.url.path.startswith("/v1/"):  # pages (the dashboard reads its own query)
+        return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
