@@ -101,3 +101,23 @@ def test_analytics_on_the_cli(data: Path) -> None:
                          "--interval", "1m"], env=env, text=True, capture_output=True,
                         timeout=120)
     assert json.loads(js.stdout)["dwell"]["all"]["median_s"] == 60.0
+
+
+def test_parquet_exports(data: Path, tmp_path: Path) -> None:
+    import duckdb
+
+    out = tmp_path / "report.parquet"
+    r = _report(data, "--format", "parquet", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = duckdb.sql(f"SELECT visitor_id, total_appearances, locations FROM '{out}' "
+                      "ORDER BY visitor_id").fetchall()
+    assert rows[0][0] == "V-000001" and rows[0][1] == 3
+    assert rows[0][2][0] == {"location_id": "101", "name": "Store #101", "visits": 2}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REVISIT_")}
+    env["REVISIT_DATA"] = str(data)
+    s_out = tmp_path / "sightings.parquet"
+    s = subprocess.run([REVISIT, "sightings", "--format", "parquet", "--output", str(s_out)],
+                       env=env, text=True, capture_output=True, timeout=120)
+    assert s.returncode == 0, s.stderr
+    assert duckdb.sql(f"SELECT count(*) FROM '{s_out}'").fetchall()[0][0] == 4
+    assert _report(data, "--format", "parquet").returncode != 0  # a file is needed

@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
         visit_gap: Annotated[
             str, typer.Option("--visit-gap", help="Longest gap inside one visit (0: every sighting).")
         ] = format_duration(DEFAULT_VISIT_GAP),
-        fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+        fmt: Annotated[str, typer.Option(
+            "--format", help="table, csv, json or parquet (parquet needs --output).")] = "table",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
         tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
         group: Annotated[str | None, typer.Option(
@@ -49,8 +50,12 @@ def register(app: typer.Typer) -> None:
         """Unique visitors in a time range, with visits per location."""
         from revisit.report import formats
 
-        if fmt not in {"table", "csv", "json"}:
-            raise typer.BadParameter(f"{fmt!r} is not one of table, csv, json", param_hint="--format")
+        if fmt not in {"table", "csv", "json", "parquet"}:
+            raise typer.BadParameter(f"{fmt!r} is not one of table, csv, json, parquet",
+                                     param_hint="--format")
+        if fmt == "parquet" and output is None:
+            raise typer.BadParameter("parquet is written to a file: give --output FILE",
+                                     param_hint="--format")
         try:
             query = ReportQuery(
                 start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
@@ -74,6 +79,11 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from None
             header = store.report_header(query)
             rows = store.report_rows(query)
+            if fmt == "parquet":
+                n = formats.write_report_parquet(rows, output,
+                                                 names=tenancy.location_names(tenant))
+                typer.echo(f"{n} visitors written to {output}", err=True)
+                return
             with _output(output) as out:
                 formats.write_report(fmt, header, rows, out,
                                      names=tenancy.location_names(tenant))
@@ -141,15 +151,20 @@ def register(app: typer.Typer) -> None:
         to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
         locations: Annotated[str | None, typer.Option(help="Location ids, comma separated.")] = None,
         cameras: Annotated[str | None, typer.Option(help="Camera ids, comma separated.")] = None,
-        fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+        fmt: Annotated[str, typer.Option(
+            "--format", help="csv, jsonl or parquet (parquet needs --output).")] = "csv",
         output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
         tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
     ) -> None:
         """Every sighting (one row per face assigned to a visitor), for audits."""
         from revisit.report import formats
 
-        if fmt not in {"csv", "jsonl"}:
-            raise typer.BadParameter(f"{fmt!r} is not one of csv, jsonl", param_hint="--format")
+        if fmt not in {"csv", "jsonl", "parquet"}:
+            raise typer.BadParameter(f"{fmt!r} is not one of csv, jsonl, parquet",
+                                     param_hint="--format")
+        if fmt == "parquet" and output is None:
+            raise typer.BadParameter("parquet is written to a file: give --output FILE",
+                                     param_hint="--format")
         query = SightingQuery(
             start=parse_day(from_, "--from") if from_ else None,
             end=parse_day(to, "--to") if to else None,
@@ -157,6 +172,10 @@ def register(app: typer.Typer) -> None:
         )
         store = _open_store(ctx)
         try:
+            if fmt == "parquet":
+                n = formats.write_sightings_parquet(store.sightings(query), output)
+                typer.echo(f"{n} sightings written to {output}", err=True)
+                return
             with _output(output) as out:
                 formats.write_sightings(fmt, store.sightings(query), out)
         finally:

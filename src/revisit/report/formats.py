@@ -254,6 +254,68 @@ def write_sightings(fmt: str, sightings: Iterable[dict[str, Any]], out: TextIO) 
     raise ValueError(f"unknown sightings format {fmt!r} (use {', '.join(SIGHTING_FORMATS)})")
 
 
+# --- Parquet (large reports and sightings exports) ----------------------------------------
+
+REPORT_PARQUET = (
+    ("visitor_id", "VARCHAR"), ("total_appearances", "INTEGER"),
+    ("locations_visited", "INTEGER"),
+    ("locations", "STRUCT(location_id VARCHAR, name VARCHAR, visits INTEGER)[]"),
+    ("first_seen", "TIMESTAMPTZ"), ("last_seen", "TIMESTAMPTZ"), ("sightings", "INTEGER"),
+)
+SIGHTINGS_PARQUET = (
+    ("face_id", "VARCHAR"), ("face_image_id", "VARCHAR"), ("image_id", "VARCHAR"),
+    ("camera_id", "VARCHAR"), ("location_id", "VARCHAR"), ("ts", "TIMESTAMPTZ"),
+    ("bbox_x", "INTEGER"), ("bbox_y", "INTEGER"), ("bbox_w", "INTEGER"),
+    ("bbox_h", "INTEGER"), ("quality", "REAL"), ("match_score", "REAL"),
+)
+PARQUET_CHUNK = 100_000
+
+
+def write_parquet(path: Any, columns: tuple[tuple[str, str], ...],
+                  rows: Iterable[tuple[Any, ...]]) -> int:
+    """Rows into one Parquet file through an in-memory DuckDB (which spills to disk past
+    its memory limit), loaded a chunk at a time; the file appears whole or not at all."""
+    import os
+
+    import duckdb
+
+    tmp = f"{path}.part"
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE t (" + ", ".join(f"{n} {t}" for n, t in columns) + ")")
+        load = ("INSERT INTO t SELECT * FROM (SELECT "
+                + ", ".join(f"unnest(?::{t}[])" for _, t in columns) + ")")
+        n = 0
+        for chunk in _chunks(rows, PARQUET_CHUNK):
+            con.execute(load, [list(col) for col in zip(*chunk, strict=True)])
+            n += len(chunk)
+        con.execute("COPY t TO ? (FORMAT PARQUET, COMPRESSION ZSTD)", [tmp])
+    finally:
+        con.close()
+    os.replace(tmp, path)
+    return n
+
+
+def _chunks(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def write_report_parquet(rows: Iterable[ReportRow], path: Any,
+                         names: Names | None = None) -> int:
+    return write_parquet(path, REPORT_PARQUET, (
+        (r.visitor_id, r.total_appearances, r.locations_visited,
+         [{"location_id": loc, "name": _name(names, loc), "visits": n}
+          for loc, n in r.visits_per_location.items()],
+         r.first_seen, r.last_seen, r.sightings) for r in rows))
+
+
+def write_sightings_parquet(sightings: Iterable[dict[str, Any]], path: Any) -> int:
+    return write_parquet(path, SIGHTINGS_PARQUET,
+                         (tuple(s.get(k) for k, _ in SIGHTINGS_PARQUET) for s in sightings))
+
+
 def read_report_csv(lines: Iterable[str]) -> Iterator[dict[str, str]]:
     """Parse a report CSV back (skips ``#`` header comments): for tests and tooling."""
     return csv.DictReader(line for line in lines if not line.startswith("#"))
