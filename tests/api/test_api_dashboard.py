@@ -101,8 +101,20 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             assert page.text_content("#t-visitors") == str(t["unique_visitors"])
             assert page.text_content("#t-visits") == str(t["visits"])
             assert page.text_content("#t-returning") == f"{round(t['returning_share'] * 100)}%"
-            assert page.locator("#daily-chart svg rect").count() == 14
-            assert page.locator("#histogram-chart svg rect").count() == 10
+            def drawn(chart_id: str) -> list:
+                """The values a Chart.js chart on the page was drawn with."""
+                return page.evaluate(
+                    f"Chart.getChart('{chart_id}').data.datasets[0].data")
+
+            assert drawn("daily-chart") == [d["unique_visitors"] for d in api["daily"]]
+            assert len(drawn("daily-chart")) == 14
+            assert drawn("histogram-chart") == [h["visitors"] for h in api["histogram"]]
+            assert drawn("dwell-chart") == list(api["dwell"]["all"]["buckets"].values())
+            assert sum(drawn("hour-chart")) == sum(drawn("weekday-chart")) == t["visits"]
+            assert page.locator("#no-charts").is_hidden()
+            # store affinity: 3 x 3, the diagonal empty
+            assert page.locator("#affinity tbody tr").count() == 3
+            assert "%" in page.text_content("#affinity tbody")
             assert page.locator("#stores tbody tr").count() == 3
             assert "Main Street" in page.text_content("#stores tbody")
             assert page.locator("#visitors tbody tr").count() == 25
@@ -126,6 +138,7 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             assert len(csv_text.splitlines()) == t["unique_visitors"] + 1
 
             page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
+            page.locator("section.charts").nth(1).screenshot(path=str(DOCS / "analytics.png"))
 
             # a camera group narrows everything
             page.select_option("#camera_group", "harbour")

@@ -3,7 +3,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const SVG = "http://www.w3.org/2000/svg";
 const state = { page: 1, pageSize: 25, sort: "-total_appearances", pages: 1 };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
@@ -28,52 +27,27 @@ async function getJSON(url) {
   return body;
 }
 
-function el(tag, attrs, text) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+const charts = {};
 
-function niceMax(v) {
-  if (v <= 5) return 5;
-  const mag = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= v) return m * mag;
-  return 10 * mag;
-}
-
-// A bar chart (or line chart) with a y axis; points = [{label, value}].
-function chart(container, points, kind) {
-  const W = Math.max(240, container.clientWidth || 600), H = 220, L = 36, B = 24, T = 8, R = 8;
-  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img" });
-  const max = niceMax(Math.max(1, ...points.map((p) => p.value)));
-  const iw = W - L - R, ih = H - T - B;
-  for (let i = 0; i <= 4; i++) {
-    const y = T + ih - (ih * i) / 4;
-    svg.append(el("line", { x1: L, x2: W - R, y1: y, y2: y, class: "axis" }));
-    svg.append(el("text", { x: L - 4, y: y + 3, "text-anchor": "end" }, String(Math.round((max * i) / 4))));
-  }
-  const n = Math.max(points.length, 1), step = iw / n;
-  const every = Math.ceil(n / 10);
-  const xy = points.map((p, i) => [L + step * i + step / 2, T + ih - (ih * p.value) / max]);
-  points.forEach((p, i) => {
-    const [x, y] = xy[i];
-    if (kind === "bar") {
-      const bw = Math.max(2, step * 0.7);
-      const bar = el("rect", { x: x - bw / 2, y, width: bw, height: T + ih - y, class: "bar" });
-      bar.append(el("title", {}, `${p.label}: ${p.value}`));
-      svg.append(bar);
-    } else {
-      const dot = el("circle", { cx: x, cy: y, r: 3, class: "dot" });
-      dot.append(el("title", {}, `${p.label}: ${p.value}`));
-      svg.append(dot);
-    }
-    if (i % every === 0) svg.append(el("text", { x, y: H - 8, "text-anchor": "middle" }, p.label));
+// A bar (or line) chart drawn by Chart.js, served from /static/vendor (scripts/setup.sh).
+function chart(id, labels, values, kind) {
+  if (!window.Chart) { $("no-charts").hidden = false; return; }
+  const accent = getComputedStyle(document.body).getPropertyValue("--accent").trim() || "#2f6fde";
+  if (charts[id]) charts[id].destroy();
+  charts[id] = new Chart($(id), {
+    type: kind === "line" ? "line" : "bar",
+    data: { labels, datasets: [{ data: values, backgroundColor: accent, borderColor: accent }] },
+    options: {
+      animation: false, maintainAspectRatio: false, plugins: { legend: { display: false } },
+      scales: { y: { beginAtZero: true, ticks: { precision: 0 } }, x: { ticks: { maxTicksLimit: 12 } } },
+    },
   });
-  if (kind !== "bar" && xy.length > 1) {
-    svg.append(el("polyline", { points: xy.map((p) => p.join(",")).join(" "), class: "line" }));
-  }
-  container.replaceChildren(svg);
+}
+
+function minutes(s) {
+  if (s === null || s === undefined) return "–";
+  const m = Math.floor(s / 60), sec = Math.round(s - 60 * m);
+  return `${m}m${String(sec).padStart(2, "0")}s`;
 }
 
 function cell(tr, text, num) {
@@ -92,9 +66,15 @@ async function loadSummary() {
   $("t-visits").textContent = t.visits;
   $("t-returning").textContent = Math.round(t.returning_share * 100) + "%";
   $("t-new").textContent = t.new_visitors;
-  chart($("daily-chart"), s.daily.map((d) => ({ label: d.day.slice(5), value: d.unique_visitors })),
+  chart("daily-chart", s.daily.map((d) => d.day.slice(5)), s.daily.map((d) => d.unique_visitors),
         s.daily.length > 31 ? "line" : "bar");
-  chart($("histogram-chart"), s.histogram.map((h) => ({ label: h.visits, value: h.visitors })), "bar");
+  chart("histogram-chart", s.histogram.map((h) => h.visits), s.histogram.map((h) => h.visitors));
+  const all = s.dwell.all;
+  chart("dwell-chart", Object.keys(all.buckets), Object.values(all.buckets));
+  $("dwell-median").textContent = `median ${minutes(all.median_s)} over ${all.visits} visits`;
+  chart("hour-chart", s.by_hour.map((h) => String(h.hour).padStart(2, "0")), s.by_hour.map((h) => h.visits));
+  chart("weekday-chart", s.by_weekday.map((d) => d.day), s.by_weekday.map((d) => d.visits));
+  const dwellOf = Object.fromEntries(s.dwell.locations.map((d) => [d.location_id, d]));
   const body = document.querySelector("#stores tbody");
   body.replaceChildren();
   for (const loc of s.locations) {
@@ -104,6 +84,30 @@ async function loadSummary() {
     cell(tr, loc.visits, true);
     cell(tr, loc.repeat_visitors, true);
     cell(tr, loc.sightings, true);
+    cell(tr, minutes((dwellOf[loc.location_id] || {}).median_s), true);
+    body.append(tr);
+  }
+}
+
+async function loadFlows() {
+  const f = await getJSON("/v1/reports/flows?" + params());
+  const stores = Object.keys(f.visitors_per_location);
+  const share = {};
+  for (const a of f.affinity) share[`${a.from}\u0000${a.to}`] = a;
+  const name = (id) => f.names[id] || id;
+  const head = document.createElement("tr");
+  cell(head, "");
+  for (const b of stores) cell(head, name(b), true);
+  document.querySelector("#affinity thead").replaceChildren(head);
+  const body = document.querySelector("#affinity tbody");
+  body.replaceChildren();
+  for (const a of stores) {
+    const tr = document.createElement("tr");
+    cell(tr, `${name(a)} (${f.visitors_per_location[a]})`);
+    for (const b of stores) {
+      const x = share[`${a}\u0000${b}`];
+      cell(tr, a === b ? "–" : x ? `${Math.round(x.share * 100)}% (${x.visitors})` : "0%", true);
+    }
     body.append(tr);
   }
 }
@@ -139,7 +143,7 @@ async function loadVisitors() {
 async function refresh() {
   $("error").hidden = true;
   try {
-    await Promise.all([loadSummary(), loadVisitors()]);
+    await Promise.all([loadSummary(), loadVisitors(), loadFlows()]);
     document.body.dataset.loaded = "true";
   } catch (e) {
     $("error").textContent = e.message;
