@@ -14,6 +14,8 @@ if command -v npm >/dev/null; then
   mkdir -p "$web/static/vendor"
   cp "$web/node_modules/chart.js/dist/chart.umd.js" "$web/static/vendor/chart.umd.js"
   cp "$web/node_modules/chart.js/LICENSE.md" "$web/static/vendor/chart.js.LICENSE.md"
+  # the bundle includes @kurkle/color (MIT)
+  cp "$web/node_modules/@kurkle/color/LICENSE.md" "$web/static/vendor/kurkle-color.LICENSE.md"
 else
   echo "npm not found: the dashboard's charts need it at set-up (apt-get install npm)" >&2
 fi
