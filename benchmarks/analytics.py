@@ -1,0 +1,76 @@
+"""Each analysis of docs/analytics.md timed on the 100M-sighting data set of
+``benchmarks/report.py`` (DuckDB store), over the month and the same 2,000 of 10,000 stores.
+
+    .venv/bin/python benchmarks/analytics.py [--db FILE] [--sightings 100000000]
+
+``--db FILE`` reuses a file ``benchmarks/report.py --db FILE`` generated (or generates it
+there). The store is opened read-only with a DuckDB ``memory_limit`` (2 GB). Every
+analysis is one SQL query over the raw sightings (it needs the visits, which the rollup
+does not keep). Writes ``benchmarks/results/analytics_100m.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import STORES, _hwm_mb, generate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", type=Path, required=True, help="the report benchmark's file")
+    ap.add_argument("--sightings", type=int, default=100_000_000)
+    ap.add_argument("--visitors", type=int, default=3_500_000)
+    ap.add_argument("--memory-limit", default="2GB")
+    ap.add_argument("--out", type=Path, default=RESULTS / "analytics_100m.json")
+    args = ap.parse_args()
+    from revisit.report.query import ReportQuery
+    from revisit.store import summary as S
+    from revisit.store.duckdb_store import DuckDBStore
+
+    out: dict[str, Any] = {}
+    if not args.db.exists():
+        out["generate"] = generate(args.db, args.sightings, args.visitors, None, False)
+    store = DuckDBStore(args.db, read_only=True, memory_limit=args.memory_limit)
+    locs = tuple(f"L-{i:05d}" for i in range(0, STORES, STORES // 2000))
+    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs)
+    step = timedelta(seconds=15)
+    analyses = {
+        "totals (new / returning / repeat)": lambda con: S.totals(con, q),
+        "daily": lambda con: S.daily(con, q),
+        "histogram": lambda con: S.histogram(con, q),
+        "per store": lambda con: S.per_location(con, q),
+        "dwell": lambda con: S.dwell(con, q, step),
+        "hour and weekday": lambda con: S.by_time(con, q),
+        "flows (affinity, transitions)": lambda con: S.flows(con, q),
+        "camera paths": lambda con: S.camera_paths(con, q),
+    }
+    timings: dict[str, float] = {}
+    with store.read() as con:
+        for name, fn in analyses.items():
+            t0 = time.perf_counter()
+            result = fn(con)
+            timings[name] = round(time.perf_counter() - t0, 2)
+            size = len(result) if isinstance(result, list | dict) else 0
+            print(f"{name}: {timings[name]:.2f} s ({size} items)")
+        out["totals"] = S.totals(con, q)
+    store.close()
+    out.update({"seconds": timings, "stores_in_filter": len(locs),
+                "memory_limit": args.memory_limit, "peak_rss_mb": _hwm_mb(),
+                "db_sightings": args.sightings})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
