@@ -101,6 +101,13 @@ def test_analytics_on_the_cli(data: Path) -> None:
                          "--interval", "1m"], env=env, text=True, capture_output=True,
                         timeout=120)
     assert json.loads(js.stdout)["dwell"]["all"]["median_s"] == 60.0
+    c = subprocess.run([REVISIT, "analytics", "--from", DAY, "--to", DAY, "--format", "csv"],
+                       env=env, text=True, capture_output=True, timeout=120)
+    rows = list(csv.DictReader(io.StringIO(c.stdout)))
+    assert {"section": "dwell", "location_id": "101", "name": "Store #101", "key": "visits",
+            "value": "2"} in rows
+    assert {"section": "affinity", "location_id": "101", "name": "Store #101",
+            "key": "also:203", "value": "1.0"} in rows  # V1, the one visitor of 101
 
 
 def test_parquet_exports(data: Path, tmp_path: Path) -> None:

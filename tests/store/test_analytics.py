@@ -94,3 +94,26 @@ def test_camera_paths_within_a_store(store: SightingStore) -> None:
     assert p["paths"] == [{"path": ["door"], "visits": 1},
                           {"path": ["door", "till"], "visits": 1},
                           {"path": ["door", "till", "door"], "visits": 1}]
+
+
+def test_analytics_follow_merges_splits_and_erasure(store: SightingStore) -> None:
+    """A merge makes two visitors one everywhere; a split undoes it; an erased visitor is
+    gone from every analysis."""
+    _load(store)
+    store.write(batch([sighting("V-000003", at(45), "203")]))  # joins V2's 203 visit...
+
+    def figures() -> tuple[int, int, int, list]:
+        with store.read() as con:  # type: ignore[attr-defined]
+            t = S.totals(con, Q)
+            d = S.dwell(con, Q, STEP)
+            f = S.flows(con, Q)
+        return t["unique_visitors"], t["visits"], d["all"]["visits"], f["affinity"]
+
+    assert figures()[:3] == (3, 5, 5)
+    store.merge_visitors("default", "V-000002", "V-000003")  # ...once they are one person
+    assert figures()[:3] == (2, 4, 4)  # one visitor, its two 203 visits one
+    store.split_visitor("default", "V-000003")
+    assert figures()[:3] == (3, 5, 5)
+    store.erase_visitor("default", "V-000002")
+    visitors, visits, dwell_visits, affinity = figures()
+    assert (visitors, visits, dwell_visits) == (2, 3, 3) and affinity == []  # V2 linked them

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         interval: Annotated[str, typer.Option(
             "--interval", help="The cameras' snapshot interval, added to each visit's "
             "duration.")] = "15s",
-        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
         tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
     ) -> None:
         """New and returning visitors, visit durations per store, when visits happen."""
@@ -112,8 +112,9 @@ def register(app: typer.Typer) -> None:
         from revisit.store import summary as summary_sql
         from revisit.tenancy.db import Tenancy, TenancyError
 
-        if fmt not in {"table", "json"}:
-            raise typer.BadParameter(f"{fmt!r} is not one of table, json", param_hint="--format")
+        if fmt not in {"table", "json", "csv"}:
+            raise typer.BadParameter(f"{fmt!r} is not one of table, json, csv",
+                                     param_hint="--format")
         try:
             query = ReportQuery(
                 start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
@@ -141,6 +142,11 @@ def register(app: typer.Typer) -> None:
             store.close()
         if fmt == "json":
             typer.echo(json.dumps(out))
+            return
+        if fmt == "csv":
+            from revisit.report import formats
+
+            formats.write_analytics_csv(out, sys.stdout, names)
             return
         _print_analytics(out, names)
 

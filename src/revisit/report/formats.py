@@ -254,6 +254,31 @@ def write_sightings(fmt: str, sightings: Iterable[dict[str, Any]], out: TextIO) 
     raise ValueError(f"unknown sightings format {fmt!r} (use {', '.join(SIGHTING_FORMATS)})")
 
 
+def write_analytics_csv(a: dict[str, Any], out: TextIO, names: Names | None = None) -> int:
+    """``revisit analytics --format csv``: one long table, columns ``section``,
+    ``location_id``, ``name``, ``key``, ``value`` (totals, dwell per store and for all
+    stores, visits by hour and weekday, store affinity and transitions)."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["section", "location_id", "name", "key", "value"])
+    rows: list[list[Any]] = [["totals", "", "", k, v] for k, v in a["totals"].items()]
+    for d in [*a["dwell"]["locations"], {"location_id": "", **a["dwell"]["all"]}]:
+        loc = d["location_id"]
+        name = _name(names, loc) if loc else "All stores"
+        rows += [["dwell", loc, name, "visits", d["visits"]],
+                 ["dwell", loc, name, "median_s", d["median_s"]]]
+        rows += [["dwell", loc, name, k, v] for k, v in d["buckets"].items()]
+    rows += [["by_hour", "", "", h["hour"], h["visits"]] for h in a["by_hour"]]
+    rows += [["by_weekday", "", "", d["day"], d["visits"]] for d in a["by_weekday"]]
+    for x in a.get("flows", {}).get("affinity", []):
+        rows.append(["affinity", x["from"], _name(names, x["from"]), f"also:{x['to']}",
+                     x["share"]])
+    for x in a.get("flows", {}).get("transitions", []):
+        rows.append(["transition", x["from"], _name(names, x["from"]), f"then:{x['to']}",
+                     x["visits"]])
+    w.writerows(rows)
+    return len(rows)
+
+
 # --- Parquet (large reports and sightings exports) ----------------------------------------
 
 REPORT_PARQUET = (
