@@ -256,6 +256,11 @@ class PrivacySettings(BaseModel):
     keep_crops: bool = Field(
         False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
     )
+    scene_backgrounds: bool = Field(
+        True, description="Keep each camera's empty scene (the median of frames sampled a "
+        "minute apart, faces left in it blurred, 480 px wide) as the heatmap background. "
+        "Off: heatmaps are drawn on a plain grid.",
+    )
 
 
 class Settings(BaseSettings):

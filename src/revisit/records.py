@@ -170,6 +170,20 @@ class Exemplar:
 
 
 @dataclass(slots=True)
+class Scene:
+    """A camera's empty-scene background (vision/scenes): JPEG at reduced size; width and
+    height are the camera's own, in which heatmap coordinates are given."""
+
+    tenant: str
+    camera_id: str
+    width: int
+    height: int
+    jpeg: bytes
+    frames: int  # samples the median was taken over
+    ts: datetime  # newest sample
+
+
+@dataclass(slots=True)
 class Batch:
     """The envelope every stage takes and returns: a camera batch and what became of it.
 
@@ -190,3 +204,5 @@ class Batch:
     # visitors found to be no person (a poster that founded one before it was known to be
     # static): (tenant, visitor_id), erased by the store stage after the batch is written
     visitors_withdrawn: list[tuple[str, str]] = field(default_factory=list)
+    # cameras' empty-scene backgrounds renewed by this batch (vision/scenes)
+    scenes: list[Scene] = field(default_factory=list)

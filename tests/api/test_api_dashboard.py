@@ -112,6 +112,9 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             assert drawn("dwell-chart") == list(api["dwell"]["all"]["buckets"].values())
             assert sum(drawn("hour-chart")) == sum(drawn("weekday-chart")) == t["visits"]
             assert page.locator("#no-charts").is_hidden()
+            # the heatmap of the first camera, drawn by the API, shown
+            page.wait_for_function("document.querySelector('#heatmap').complete && "
+                                   "document.querySelector('#heatmap').naturalWidth > 0")
             # store affinity: 3 x 3, the diagonal empty
             assert page.locator("#affinity tbody tr").count() == 3
             assert "%" in page.text_content("#affinity tbody")

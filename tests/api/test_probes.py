@@ -248,3 +248,26 @@ def test_flows_over_http(env: Env) -> None:
     assert "transition,101,Main Street,203,Harbour,1," in csv_text
     assert f["camera_paths"][0]["location_id"] == "101"  # one camera per store here: no moves
     assert f["camera_paths"][0]["transitions"] == []
+
+
+def test_heatmap_over_http(env: Env) -> None:
+    """GET /v1/cameras/{id}/heatmap.png: a PNG for a camera of the key's tenant, 404 for
+    any other id (another tenant's included)."""
+    import cv2
+    import numpy as np
+
+    from revisit.store.testing import at, batch, sighting
+
+    env.service.runtime.store.write(batch([
+        sighting("V-000001", at(i), "101", camera="camA", tenant="acme") for i in range(5)]))
+    q = {"from": "2024-03-01", "to": "2024-03-01"}
+    r = env.client.get("/v1/cameras/camA/heatmap.png", params=q, headers=env.auth("analyst"))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[1] == 640  # no background yet: the plain grid
+    for cam in ("camX", "nope"):
+        r = env.client.get(f"/v1/cameras/{cam}/heatmap.png", params=q,
+                           headers=env.auth("analyst"))
+        assert r.status_code == 404
+    assert env.client.get("/v1/cameras/camA/heatmap.png", params=q,
+                          headers=env.auth("cam_a")).status_code == 403

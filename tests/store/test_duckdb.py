@@ -72,6 +72,7 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
     con.execute("ALTER TABLE tenants DROP COLUMN identity_version")
     con.execute("DROP TABLE batch_status")  # and what later versions added
     con.execute("DROP TABLE resolve_skipped")
+    con.execute("DROP TABLE camera_scenes")
     con.execute("ALTER TABLE tenancy_keys DROP COLUMN expires_at")
     con.execute("DELETE FROM schema_version WHERE version > 2")
     con.close()

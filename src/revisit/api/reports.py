@@ -291,6 +291,38 @@ async def flows(
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
 
 
+def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date) -> bytes:
+    from revisit.report.heatmap import render
+
+    if svc.tenancy.unknown_places(key.tenant, (), (camera_id,)):
+        raise HTTPException(404, f"no camera {camera_id!r} in your tenant")
+    query = build_query(svc, key, from_, to, None, None, None, format_duration(DEFAULT_VISIT_GAP))
+    store = svc.runtime.store
+    scene = store.scene(key.tenant, camera_id)
+    points = (tuple(p) for chunk in store.face_positions(key.tenant, camera_id, query.ts_from,
+                                                         query.ts_to) for p in chunk)
+    width, height, jpeg = scene if scene else (None, None, None)
+    return render(points, width, height, jpeg)
+
+
+@router.get("/v1/cameras/{camera_id}/heatmap.png",
+            summary="Where faces were seen by a camera, over its empty scene (PNG)",
+            response_class=Response, responses={
+                200: {"content": {"image/png": {"schema": {"type": "string",
+                                                           "format": "binary"}}},
+                      "description": "The density of sightings over the background"},
+                **errors(404)})
+async def heatmap(
+    request: Request, camera_id: str,
+    from_: date = Query(..., alias="from", description="First day, inclusive."),
+    to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
+    key: ApiKey = Depends(reader),
+) -> Response:
+    svc = service_of(request)
+    png = await _pooled(svc, _heatmap, svc, key, camera_id, from_, to)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 @router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant")
 def places(request: Request, key: ApiKey = Depends(reader)) -> dict[str, Any]:
     t = service_of(request).tenancy

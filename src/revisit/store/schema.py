@@ -182,6 +182,15 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 reason VARCHAR NOT NULL, skipped_at TIMESTAMP NOT NULL,
                 replayed_at TIMESTAMP, PRIMARY KEY (stream, seq))""",
         ]),
+        # Each camera's empty-scene background (vision/scenes), the latest one: the
+        # picture heatmaps are drawn on.
+        (7, [
+            f"""CREATE TABLE camera_scenes (
+                tenant VARCHAR NOT NULL, camera_id VARCHAR NOT NULL, width INTEGER NOT NULL,
+                height INTEGER NOT NULL, image {d.blob_type} NOT NULL,
+                frames INTEGER NOT NULL, ts TIMESTAMP NOT NULL,
+                PRIMARY KEY (tenant, camera_id))""",
+        ]),
     ]
 
 

@@ -297,7 +297,24 @@ class SQLStore:
         tops = self._write_visitors(s, batch, sightings, erased)
         self._write_rollup(s, sightings, redelivered)
         self._write_exemplars(s, batch, redelivered, erased)
+        self._write_scenes(s, batch)
         return _Written(places, tops)
+
+    @staticmethod
+    def _write_scenes(s: Session, batch: Batch) -> None:
+        """The newest background per camera wins (a redelivered older one does not)."""
+        newest: dict[tuple[str, str], Any] = {}
+        for sc in batch.scenes:
+            k = (sc.tenant, sc.camera_id)
+            if k not in newest or sc.ts > newest[k].ts:
+                newest[k] = sc
+        for sc in newest.values():
+            s.execute("DELETE FROM camera_scenes WHERE tenant = ? AND camera_id = ? AND ts <= ?",
+                      [sc.tenant, sc.camera_id, naive_utc(sc.ts)])
+            s.insert("camera_scenes", ("tenant", "camera_id", "width", "height", "image",
+                                       "frames", "ts"),
+                     [(sc.tenant, sc.camera_id, sc.width, sc.height, sc.jpeg, sc.frames,
+                       naive_utc(sc.ts))])
 
     def _erased_in_batch(self, s: Session, batch: Batch) -> dict[str, set[str]]:
         """Which visitor ids mentioned by the batch were erased: one query per tenant."""
@@ -792,6 +809,7 @@ class SQLStore:
                     "SELECT face_image_id FROM sightings WHERE tenant = ? AND ts < ?)", t + c),
                 "sightings": s.count("DELETE FROM sightings WHERE tenant = ? AND ts < ?", c),
                 "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ?", c),
+                "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
                 # visitors left with no sighting: neither their own nor a merged id's
                 "visitors": s.count(
                     "DELETE FROM visitors v WHERE v.tenant = ? AND NOT EXISTS ("
@@ -804,6 +822,20 @@ class SQLStore:
             return counts, dropped
 
         return self._maintenance(tenant, run)
+
+    def scene(self, tenant: str, camera_id: str) -> tuple[int, int, bytes] | None:
+        """The camera's empty-scene background: (width, height, JPEG), or None."""
+        rows = self._query("SELECT width, height, image FROM camera_scenes WHERE tenant = ? "
+                           "AND camera_id = ?", [tenant, camera_id])
+        return (int(rows[0][0]), int(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+    def face_positions(self, tenant: str, camera_id: str, ts_from: datetime,
+                       ts_to: datetime) -> Iterator[list[Any]]:
+        """Centres (x, y) of the camera's sightings in [ts_from, ts_to), in chunks."""
+        yield from self.engine.stream(
+            "SELECT bbox_x + bbox_w / 2.0, bbox_y + bbox_h / 2.0 FROM sightings "
+            "WHERE tenant = ? AND camera_id = ? AND ts >= ? AND ts < ?",
+            [tenant, camera_id, naive_utc(ts_from), naive_utc(ts_to)], FETCH_ROWS)
 
     def visitor_detail(self, tenant: str, visitor_id: str) -> VisitorDetail | None:
         with self.engine.read() as s:

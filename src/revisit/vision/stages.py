@@ -20,6 +20,7 @@ from revisit.vision.context import clothes_histogram
 from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
 from revisit.vision.quality import assess, contrast, face_check
+from revisit.vision.scenes import SceneKeeper
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,15 @@ def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection]
     return faces
 
 
-def detect_batch(batch: Batch, detector: Detector, settings: Settings) -> Batch:
+def detect_batch(batch: Batch, detector: Detector, settings: Settings,
+                 scenes: SceneKeeper | None = None) -> Batch:
     """Decode, detect, gate and align every frame; append Faces and Rejected to ``batch``.
 
     Frames stay in the batch (the store marks them processed even with no face), but
     their pixels and encoded bytes are released: after this stage only crops travel.
     Frames that fail to decode are removed from ``batch.frames`` and reported in
-    ``batch.rejected``.
+    ``batch.rejected``. ``scenes`` samples the decoded frames for the cameras' empty-scene
+    backgrounds (renewed ones travel in ``batch.scenes``).
     """
     kept: list[Frame] = []
     for frame in batch.frames:
@@ -146,6 +149,9 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings) -> Batch:
             frame.data = frame.pixels = None
             continue
         batch.faces.extend(faces_of_frame(frame, pixels, detections, settings, batch.dropped))
+        if scenes is not None and (scene := scenes.observe(frame.tenant, frame.camera_id,
+                                                           frame.ts, pixels)):
+            batch.scenes.append(scene)
         frame.data = None
         frame.pixels = None
         kept.append(frame)
@@ -198,6 +204,8 @@ class Vision:
         self.settings = settings
         self._detector: Detector | None = None
         self._embedder: Embedder | None = None
+        self.scenes = (SceneKeeper(lambda img: [d.bbox for d in self.detector.predict([img])[0]])
+                       if settings.privacy.scene_backgrounds else None)
 
     @property
     def detector(self) -> Detector:
@@ -226,7 +234,7 @@ class Vision:
         return configured if configured is not None else self.embedder.match_threshold
 
     def detect(self, batch: Batch) -> Batch:
-        return detect_batch(batch, self.detector, self.settings)
+        return detect_batch(batch, self.detector, self.settings, self.scenes)
 
     def embed(self, batch: Batch) -> Batch:
         return embed_batch(batch, self.embedder, self.settings)

@@ -89,6 +89,13 @@ async function loadSummary() {
   }
 }
 
+function loadHeatmap() {
+  const cam = $("heatmap-camera").value;
+  if (!cam) return;
+  const q = new URLSearchParams({ from: $("from").value, to: $("to").value });
+  $("heatmap").src = `/v1/cameras/${encodeURIComponent(cam)}/heatmap.png?${q}`;
+}
+
 async function loadFlows() {
   const f = await getJSON("/v1/reports/flows?" + params());
   const stores = Object.keys(f.visitors_per_location);
@@ -144,6 +151,7 @@ async function refresh() {
   $("error").hidden = true;
   try {
     await Promise.all([loadSummary(), loadVisitors(), loadFlows()]);
+    loadHeatmap();
     document.body.dataset.loaded = "true";
   } catch (e) {
     $("error").textContent = e.message;
@@ -163,6 +171,12 @@ async function init() {
     o.value = name; o.textContent = name;
     $("camera_group").append(o);
   }
+  for (const c of places.cameras) {
+    const o = document.createElement("option");
+    o.value = c.camera_id; o.textContent = c.name && c.name !== c.camera_id ? `${c.name} (${c.camera_id})` : c.camera_id;
+    $("heatmap-camera").append(o);
+  }
+  $("heatmap-camera").addEventListener("change", loadHeatmap);
   for (const loc of places.locations) {
     const label = document.createElement("label");
     const box = document.createElement("input");
