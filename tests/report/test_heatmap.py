@@ -14,7 +14,7 @@ def _decode(png: bytes) -> np.ndarray:
 
 def test_hot_where_faces_were_over_the_background() -> None:
     bg = np.full((240, 320, 3), 90, np.uint8)  # a background stored at half size
-    ok, jpeg = cv2.imencode(".jpg", bg)
+    _ok, jpeg = cv2.imencode(".jpg", bg)
     points = [(100.0 + dx, 400.0 + dy) for dx in range(-5, 6) for dy in range(-5, 6)]
     img = _decode(render(points, 640, 480, jpeg.tobytes()))
     assert img.shape == (240, 320, 3)

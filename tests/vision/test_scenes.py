@@ -63,7 +63,7 @@ def test_the_pipeline_stores_each_cameras_scene(tmp_path) -> None:
     from revisit.records import Frame
 
     room = _room()
-    ok, jpg = cv2.imencode(".jpg", room)
+    _ok, jpg = cv2.imencode(".jpg", room)
     def frames() -> list[Frame]:  # detection releases the bytes: fresh frames per run
         return [Frame(tenant="default", camera_id="c1", location_id="101", image_id=f"s{i}",
                       ts=T0 + timedelta(minutes=i), data=jpg.tobytes()) for i in range(6)]
