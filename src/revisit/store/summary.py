@@ -230,7 +230,8 @@ _CAMERA_MOVES = """
            sum(new_visit) OVER (PARTITION BY vid, loc ORDER BY t ROWS UNBOUNDED PRECEDING) AS k
     FROM marked
 ), steps AS (
-    SELECT loc, vid, k, cam, t, lag(cam) OVER (PARTITION BY vid, loc, k ORDER BY t) AS prev
+    SELECT loc, vid, k, cam, t,
+           lag(cam) OVER (PARTITION BY vid, loc, k ORDER BY t, cam) AS prev
     FROM numbered
 ), moves AS (SELECT * FROM steps WHERE prev IS NULL OR prev <> cam)"""
 
@@ -238,13 +239,14 @@ _CAMERA_MOVES = """
 def camera_paths(con: Session, query: ReportQuery, top: int = 10) -> list[dict[str, Any]]:
     """Within each store: how visits move between its cameras. ``transitions``: camera
     pairs (a sighting at A, the visit's next sighting at another camera B); ``paths``: the
-    ``top`` most common sequences of cameras a visit passed (repeats collapsed)."""
+    ``top`` most common sequences of cameras a visit passed (repeats collapsed; sightings
+    of one instant by two cameras are taken in camera-id order)."""
     pairs = _q(con, _CAMERA_MOVES + """
 SELECT loc, prev, cam, count(*) FROM moves WHERE prev IS NOT NULL
 GROUP BY loc, prev, cam""", query, cameras=True)
     paths = _q(con, _CAMERA_MOVES + """
 , per_visit AS (
-    SELECT loc, string_agg(cam, ' > ' ORDER BY t) AS path FROM moves GROUP BY loc, vid, k
+    SELECT loc, string_agg(cam, ' > ' ORDER BY t, cam) AS path FROM moves GROUP BY loc, vid, k
 ), counted AS (
     SELECT loc, path, count(*) AS n,
            row_number() OVER (PARTITION BY loc ORDER BY count(*) DESC, path) AS r
