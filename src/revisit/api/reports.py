@@ -12,6 +12,7 @@ import contextlib
 import io
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -49,18 +50,45 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
 
-def build_query(
-    svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
-    cameras: str | None, camera_group: str | None, visit_gap: str,
-) -> ReportQuery:
-    locs, group = _split(locations), camera_group or ""
+@dataclass(frozen=True)
+class Filters:
+    """The filters every report and analysis takes (query parameters)."""
+
+    from_: date
+    to: date
+    locations: str | None = None
+    cameras: str | None = None
+    camera_group: str | None = None
+    visit_gap: str = format_duration(DEFAULT_VISIT_GAP)
+
+
+def filters(
+    from_: date = Query(..., alias="from", description="First day (YYYY-MM-DD), inclusive; "
+                        "not after 'to'."),
+    to: date = Query(..., description="Last day, inclusive; the period is at most "
+                     "max_report_days (731 by default)."),
+    locations: str | None = Query(None, max_length=4000,
+                                  description="Location ids, comma separated."),
+    cameras: str | None = Query(None, max_length=4000,
+                                description="Camera ids, comma separated."),
+    camera_group: str | None = Query(None, max_length=64,
+                                     description="A camera group of the tenant."),
+    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32,
+                           description="Longest gap inside one visit, e.g. 30m."),
+) -> Filters:
+    return Filters(from_, to, locations, cameras, camera_group, visit_gap)
+
+
+def build_query(svc: Service, key: ApiKey, f: Filters) -> ReportQuery:
+    locs, group = _split(f.locations), f.camera_group or ""
+    from_, to = f.from_, f.to
     try:  # another tenant's ids answer 403, as ids that do not exist: a key cannot probe
-        cams = svc.tenancy.report_filter(key.tenant, locs, _split(cameras), group)
+        cams = svc.tenancy.report_filter(key.tenant, locs, _split(f.cameras), group)
     except TenancyError as exc:
         raise HTTPException(403, str(exc)) from None
     try:
         query = ReportQuery(start=from_, end=to, tenant=key.tenant, locations=locs,
-                            cameras=cams, visit_gap=parse_duration(visit_gap),
+                            cameras=cams, visit_gap=parse_duration(f.visit_gap),
                             camera_group=group)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -145,12 +173,9 @@ def _too_slow(svc: Service) -> HTTPException:
         headers={"Retry-After": str(svc.config.retry_after_s)})
 
 
-def _report_page(
-    svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
-    cameras: str | None, camera_group: str | None, visit_gap: str, page: int,
-    page_size: int, sort: str,
-) -> dict[str, Any]:
-    query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+def _report_page(svc: Service, key: ApiKey, f: Filters, page: int, page_size: int,
+                 sort: str) -> dict[str, Any]:
+    query = build_query(svc, key, f)
     if page_size > svc.config.max_page_size:
         raise HTTPException(422, f"page_size is at most {svc.config.max_page_size}")
     field = sort.removeprefix("-")
@@ -183,18 +208,7 @@ def _report_page(
                              "description": "A JSON page, or the whole report as CSV"}})
 async def unique_visitors(
     request: Request,
-    from_: date = Query(..., alias="from", description="First day (YYYY-MM-DD), inclusive; "
-                        "not after 'to'."),
-    to: date = Query(..., description="Last day, inclusive; the period is at most "
-                     "max_report_days (731 by default)."),
-    locations: str | None = Query(None, max_length=4000,
-                                  description="Location ids, comma separated."),
-    cameras: str | None = Query(None, max_length=4000,
-                                description="Camera ids, comma separated."),
-    camera_group: str | None = Query(None, max_length=64,
-                                     description="A camera group of the tenant."),
-    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32,
-                           description="Longest gap inside one visit, e.g. 30m."),
+    f: Filters = Depends(filters),
     format: Literal["json", "csv"] = Query("json"),
     page: int = Query(1, ge=1, le=1_000_000),
     page_size: int = Query(100, ge=1, le=100_000,
@@ -205,26 +219,22 @@ async def unique_visitors(
 ) -> Any:
     svc = service_of(request)
     if format == "json":
-        return await _pooled(svc, _report_page, svc, key, from_, to, locations, cameras,
-                             camera_group, visit_gap, page, page_size, sort)
-    query = await _pooled(svc, build_query, svc, key, from_, to, locations, cameras,
-                          camera_group, visit_gap)
+        return await _pooled(svc, _report_page, svc, key, f, page, page_size, sort)
+    query = await _pooled(svc, build_query, svc, key, f)
     pipe = _Pipe(asyncio.get_running_loop())
     try:
         svc.reports.start(_csv_producer(svc, query, pipe))
     except PoolBusy:
         raise _busy(svc) from None
-    name = f"unique-visitors_{from_.isoformat()}_{to.isoformat()}.csv"
+    name = f"unique-visitors_{f.from_.isoformat()}_{f.to.isoformat()}.csv"
     return StreamingResponse(
         _chunks(pipe), media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
-def _summary(svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
-             cameras: str | None, camera_group: str | None, visit_gap: str,
-             snapshot_interval: str) -> dict[str, Any]:
-    query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+def _summary(svc: Service, key: ApiKey, f: Filters, snapshot_interval: str) -> dict[str, Any]:
+    query = build_query(svc, key, f)
     try:
         interval = parse_duration(snapshot_interval)
     except ValueError as exc:
@@ -242,24 +252,17 @@ def _summary(svc: Service, key: ApiKey, from_: date, to: date, locations: str | 
 @router.get("/v1/reports/summary", summary="Dashboard figures for a period")
 async def summary(
     request: Request,
-    from_: date = Query(..., alias="from", description="First day, inclusive."),
-    to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
-    locations: str | None = Query(None, max_length=4000),
-    cameras: str | None = Query(None, max_length=4000),
-    camera_group: str | None = Query(None, max_length=64),
-    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32),
+    f: Filters = Depends(filters),
     snapshot_interval: str = Query("15s", max_length=32, description="The cameras' "
                                    "snapshot interval, added to each visit's duration."),
     key: ApiKey = Depends(reader),
 ) -> dict[str, Any]:
     svc = service_of(request)
-    return await _pooled(svc, _summary, svc, key, from_, to, locations, cameras,
-                         camera_group, visit_gap, snapshot_interval)
+    return await _pooled(svc, _summary, svc, key, f, snapshot_interval)
 
 
-def _flows(svc: Service, key: ApiKey, from_: date, to: date, locations: str | None,
-           cameras: str | None, camera_group: str | None, visit_gap: str) -> dict[str, Any]:
-    query = build_query(svc, key, from_, to, locations, cameras, camera_group, visit_gap)
+def _flows(svc: Service, key: ApiKey, f: Filters) -> dict[str, Any]:
+    query = build_query(svc, key, f)
     with svc.runtime.store.read() as con:
         out = summary_sql.flows(con, query)
         out["camera_paths"] = summary_sql.camera_paths(con, query)
@@ -272,18 +275,12 @@ def _flows(svc: Service, key: ApiKey, from_: date, to: date, locations: str | No
                              "description": "JSON, or the affinity matrix as CSV rows"}})
 async def flows(
     request: Request,
-    from_: date = Query(..., alias="from", description="First day, inclusive."),
-    to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
-    locations: str | None = Query(None, max_length=4000),
-    cameras: str | None = Query(None, max_length=4000),
-    camera_group: str | None = Query(None, max_length=64),
-    visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32),
+    f: Filters = Depends(filters),
     format: Literal["json", "csv"] = Query("json"),
     key: ApiKey = Depends(reader),
 ) -> Any:
     svc = service_of(request)
-    out = await _pooled(svc, _flows, svc, key, from_, to, locations, cameras, camera_group,
-                        visit_gap)
+    out = await _pooled(svc, _flows, svc, key, f)
     if format == "json":
         return out
     buf = io.StringIO()
@@ -296,7 +293,7 @@ def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date) -
 
     if svc.tenancy.unknown_places(key.tenant, (), (camera_id,)):
         raise HTTPException(404, f"no camera {camera_id!r} in your tenant")
-    query = build_query(svc, key, from_, to, None, None, None, format_duration(DEFAULT_VISIT_GAP))
+    query = build_query(svc, key, Filters(from_, to))
     store = svc.runtime.store
     scene = store.scene(key.tenant, camera_id)
     points = (tuple(p) for chunk in store.face_positions(key.tenant, camera_id, query.ts_from,

@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -56,27 +56,10 @@ def register(app: typer.Typer) -> None:
         if fmt == "parquet" and output is None:
             raise typer.BadParameter("parquet is written to a file: give --output FILE",
                                      param_hint="--format")
-        try:
-            query = ReportQuery(
-                start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
-                locations=split_list(locations), cameras=split_list(cameras),
-                visit_gap=parse_duration(visit_gap), camera_group=group or "",
-            )
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        from dataclasses import replace
-
-        from revisit.tenancy.db import Tenancy, TenancyError
-
+        query = _query(from_, to, tenant, locations, cameras, visit_gap, group)
         store = _open_store(ctx)
         try:
-            tenancy = Tenancy(store)
-            try:
-                query = replace(query, cameras=tenancy.report_filter(
-                    tenant, query.locations, query.cameras, group or ""))
-            except TenancyError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from None
+            tenancy, query = _filtered(store, query)
             header = store.report_header(query)
             rows = store.report_rows(query)
             if fmt == "parquet":
@@ -107,32 +90,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """New and returning visitors, visit durations per store, when visits happen."""
         import json
-        from dataclasses import replace
 
         from revisit.store import summary as summary_sql
-        from revisit.tenancy.db import Tenancy, TenancyError
 
         if fmt not in {"table", "json", "csv"}:
             raise typer.BadParameter(f"{fmt!r} is not one of table, json, csv",
                                      param_hint="--format")
+        query = _query(from_, to, tenant, locations, cameras, visit_gap, group)
         try:
-            query = ReportQuery(
-                start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
-                locations=split_list(locations), cameras=split_list(cameras),
-                visit_gap=parse_duration(visit_gap), camera_group=group or "",
-            )
             step = parse_duration(interval)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            raise typer.BadParameter(str(exc), param_hint="--interval") from None
         store = _open_store(ctx)
         try:
-            tenancy = Tenancy(store)
-            try:
-                query = replace(query, cameras=tenancy.report_filter(
-                    tenant, query.locations, query.cameras, group or ""))
-            except TenancyError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from None
+            tenancy, query = _filtered(store, query)
             with store.read() as con:  # type: ignore[attr-defined]
                 out = summary_sql.summary(con, query, step)
                 out["flows"] = summary_sql.flows(con, query)
@@ -186,6 +157,34 @@ def register(app: typer.Typer) -> None:
                 formats.write_sightings(fmt, store.sightings(query), out)
         finally:
             store.close()
+
+
+def _query(from_: str, to: str, tenant: str, locations: str | None, cameras: str | None,
+           visit_gap: str, group: str | None) -> ReportQuery:
+    try:
+        return ReportQuery(
+            start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
+            locations=split_list(locations), cameras=split_list(cameras),
+            visit_gap=parse_duration(visit_gap), camera_group=group or "",
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _filtered(store: Any, query: ReportQuery) -> tuple[Any, ReportQuery]:
+    """(the tenancy, the query with its group's cameras); exits naming an unknown place."""
+    from dataclasses import replace
+
+    from revisit.tenancy.db import Tenancy, TenancyError
+
+    tenancy = Tenancy(store)
+    try:
+        cams = tenancy.report_filter(query.tenant, query.locations, query.cameras,
+                                     query.camera_group)
+    except TenancyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return tenancy, replace(query, cameras=cams)
 
 
 def _open_store(ctx: typer.Context):

@@ -131,12 +131,14 @@ FROM per_loc GROUP BY loc ORDER BY loc""", query)
     ]
 
 
-_VISITS = """
+# each sighting with the number of its visit (k) within its visitor and store
+_NUMBERED = """
 , numbered AS (
-    SELECT vid, loc, t, new_visit,
+    SELECT *,
            sum(new_visit) OVER (PARTITION BY vid, loc ORDER BY t ROWS UNBOUNDED PRECEDING) AS k
     FROM marked
-), visits AS (
+)"""
+_VISITS = _NUMBERED + """, visits AS (
     SELECT loc, vid, k, min(t) AS start_us, max(t) - min(t) AS span_us
     FROM numbered GROUP BY loc, vid, k
 )"""
@@ -224,12 +226,7 @@ WHERE next_loc IS NOT NULL AND next_loc <> loc GROUP BY loc, next_loc""", query)
             "transitions": transitions}
 
 
-_CAMERA_MOVES = """
-, numbered AS (
-    SELECT vid, loc, cam, t,
-           sum(new_visit) OVER (PARTITION BY vid, loc ORDER BY t ROWS UNBOUNDED PRECEDING) AS k
-    FROM marked
-), steps AS (
+_CAMERA_MOVES = _NUMBERED + """, steps AS (
     SELECT loc, vid, k, cam, t,
            lag(cam) OVER (PARTITION BY vid, loc, k ORDER BY t, cam) AS prev
     FROM numbered
