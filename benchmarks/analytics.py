@@ -63,6 +63,17 @@ def main() -> None:
             size = len(result) if isinstance(result, list | dict) else 0
             print(f"{name}: {timings[name]:.2f} s ({size} items)")
         out["totals"] = S.totals(con, q)
+        # what the service runs: the summary, and flows with camera paths, each
+        # sessionising the period once
+        t0 = time.perf_counter()
+        S.summary(con, q, step)
+        timings["summary endpoint (sessionised once)"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        with S.sessionised(con, q):
+            S.flows(con, q)
+            S.camera_paths(con, q)
+        timings["flows endpoint (sessionised once)"] = round(time.perf_counter() - t0, 2)
+        print({k: v for k, v in timings.items() if "endpoint" in k})
     store.close()
     out.update({"seconds": timings, "stores_in_filter": len(locs),
                 "memory_limit": args.memory_limit, "peak_rss_mb": _hwm_mb(),

@@ -263,7 +263,7 @@ async def summary(
 
 def _flows(svc: Service, key: ApiKey, f: Filters) -> dict[str, Any]:
     query = build_query(svc, key, f)
-    with svc.runtime.store.read() as con:
+    with svc.runtime.store.read() as con, summary_sql.sessionised(con, query):
         out = summary_sql.flows(con, query)
         out["camera_paths"] = summary_sql.camera_paths(con, query)
     out["names"] = svc.tenancy.location_names(key.tenant)

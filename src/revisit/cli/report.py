@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         store = _open_store(ctx)
         try:
             tenancy, query = _filtered(store, query)
-            with store.read() as con:  # type: ignore[attr-defined]
+            with store.read() as con, summary_sql.sessionised(con, query):  # type: ignore[attr-defined]
                 out = summary_sql.summary(con, query, step)
                 out["flows"] = summary_sql.flows(con, query)
                 out["camera_paths"] = summary_sql.camera_paths(con, query, top=3)

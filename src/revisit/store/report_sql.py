@@ -26,6 +26,11 @@ from revisit.visits import DEFAULT_VISIT_GAP
 
 # One row per canonical visitor from per_loc (vid, loc, visits, n, first_us, last_us): shared
 # by the raw query and the rollup so both answer in exactly the same shape.
+_PER_LOC = """per_loc AS (
+    SELECT vid, loc, sum(new_visit) AS visits, count(*) AS n, min(t) AS first_us,
+           max(t) AS last_us
+    FROM marked GROUP BY vid, loc
+)"""
 _PER_VISITOR = """per_visitor AS (
     SELECT vid, sum(visits)::BIGINT AS total, count(*)::BIGINT AS n_locations,
            string_agg(loc || chr(31) || visits::VARCHAR, chr(30)) AS loc_visits,
@@ -67,7 +72,7 @@ def _filters(
 
 
 def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
-               cameras: bool = False) -> tuple[str, list[Any]]:
+               cameras: bool = False, marked_table: str | None = None) -> tuple[str, list[Any]]:
     """``WITH ... per_visitor AS (...)``: one row per canonical visitor in the window.
 
     per_visitor columns: vid, total (visits), n_locations, loc_visits, first_us, last_us
@@ -76,7 +81,12 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
     ordered ``list(... ORDER BY loc)`` aggregate was ~4x slower over the whole query.
     ``aliases=False`` (the tenant has no merges) skips the alias join on every sighting;
     ``cameras=True`` carries each sighting's camera (``cam``) in ``base`` and ``marked``.
+    ``marked_table``: a table holding ``marked`` already (store/summary.sessionised), read
+    instead of sessionising the sightings again.
     """
+    if marked_table is not None:
+        return (f"WITH marked AS (SELECT * FROM {marked_table}),\n{_PER_LOC},\n{_PER_VISITOR}",
+                [])
     where, params = _filters(
         query.tenant, query.locations, query.cameras, query.ts_from, query.ts_to
     )
@@ -104,11 +114,7 @@ WITH base AS (
     WHERE {where}
 ),
 marked AS ({marked}),
-per_loc AS (
-    SELECT vid, loc, sum(new_visit) AS visits, count(*) AS n, min(t) AS first_us,
-           max(t) AS last_us
-    FROM marked GROUP BY vid, loc
-),
+{_PER_LOC},
 {_PER_VISITOR}"""
     return sql, params
 

@@ -25,6 +25,10 @@ Definitions
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,8 +44,32 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 def _q(con: Session, tail: str, query: ReportQuery,
        extra: list[Any] | None = None, cameras: bool = False) -> list[tuple[Any, ...]]:
-    cte, params = report_cte(query, con.dialect, cameras=cameras)
+    cte, params = report_cte(query, con.dialect, cameras=cameras,
+                             marked_table=_MARKED.get())
     return con.execute(cte + "\n" + tail, params + (extra or [])).fetchall()
+
+
+# the temporary table holding the period's sessionised sightings, while one is open
+_MARKED: contextvars.ContextVar[str | None] = contextvars.ContextVar("marked", default=None)
+
+
+@contextlib.contextmanager
+def sessionised(con: Session, query: ReportQuery) -> Iterator[None]:
+    """Sessionise the period's sightings once, into a temporary table of this session,
+    for every analysis run inside (they would each do it again otherwise)."""
+    if _MARKED.get() is not None:  # already inside one
+        yield
+        return
+    name = f"rv_marked_{uuid.uuid4().hex[:12]}"
+    cte, params = report_cte(query, con.dialect, cameras=True)
+    con.execute(f"CREATE TEMP TABLE {name} AS {cte}\n"
+                "SELECT vid, loc, t, cam, new_visit FROM marked", params)
+    token = _MARKED.set(name)
+    try:
+        yield
+    finally:
+        _MARKED.reset(token)
+        con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def totals(con: Session, query: ReportQuery) -> dict[str, Any]:
@@ -264,7 +292,13 @@ SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", que
 def summary(con: Session, query: ReportQuery,
             interval: timedelta = timedelta(seconds=15)) -> dict[str, Any]:
     """Everything the dashboard shows for one period and filter (``interval``: the
-    cameras' snapshot interval, added to each visit's duration)."""
+    cameras' snapshot interval, added to each visit's duration); the sightings are
+    sessionised once for all of it."""
+    with sessionised(con, query):
+        return _summary(con, query, interval)
+
+
+def _summary(con: Session, query: ReportQuery, interval: timedelta) -> dict[str, Any]:
     return {
         "period": {"from": query.start.isoformat(), "to": query.end.isoformat()},
         "filter": query.describe_filter(),
