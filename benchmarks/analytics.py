@@ -7,6 +7,10 @@
 there). The store is opened read-only with a DuckDB ``memory_limit`` (2 GB). Every
 analysis is one SQL query over the raw sightings (it needs the visits, which the rollup
 does not keep). Writes ``benchmarks/results/analytics_100m.json``.
+
+``--pg-url URL`` times them on the PostgreSQL store instead, in schema ``bench_report``
+as ``benchmarks/report.py --store postgres --db FILE`` loaded it
+(``analytics_postgres_100m.json``).
 """
 
 from __future__ import annotations
@@ -31,16 +35,27 @@ def main() -> None:
     ap.add_argument("--sightings", type=int, default=100_000_000)
     ap.add_argument("--visitors", type=int, default=3_500_000)
     ap.add_argument("--memory-limit", default="2GB")
-    ap.add_argument("--out", type=Path, default=RESULTS / "analytics_100m.json")
+    ap.add_argument("--pg-url", default=None, help="time on PostgreSQL (schema bench_report)")
+    ap.add_argument("--skip", default="", help="analyses to leave out, comma separated")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from revisit.report.query import ReportQuery
     from revisit.store import summary as S
     from revisit.store.duckdb_store import DuckDBStore
 
     out: dict[str, Any] = {}
-    if not args.db.exists():
-        out["generate"] = generate(args.db, args.sightings, args.visitors, None, False)
-    store = DuckDBStore(args.db, read_only=True, memory_limit=args.memory_limit)
+    store: Any
+    if args.pg_url:
+        from revisit.store.postgres_store import PostgresStore
+
+        store = PostgresStore(f"{args.pg_url}?schema=bench_report")
+        args.out = args.out or RESULTS / "analytics_postgres_100m.json"
+    else:
+        if not args.db.exists():
+            out["generate"] = generate(args.db, args.sightings, args.visitors, None, False)
+        store = DuckDBStore(args.db, read_only=True, memory_limit=args.memory_limit)
+        args.out = args.out or RESULTS / "analytics_100m.json"
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     locs = tuple(f"L-{i:05d}" for i in range(0, STORES, STORES // 2000))
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs)
     step = timedelta(seconds=15)
@@ -57,6 +72,8 @@ def main() -> None:
     timings: dict[str, float] = {}
     with store.read() as con:
         for name, fn in analyses.items():
+            if name.split(" ")[0] in skip:
+                continue
             t0 = time.perf_counter()
             result = fn(con)
             timings[name] = round(time.perf_counter() - t0, 2)
