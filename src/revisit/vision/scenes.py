@@ -2,8 +2,9 @@
 
 People move, so the median of frames taken minutes apart shows the room without them; it
 is the background heatmaps are drawn on. No frame is kept: a camera holds up to ``keep``
-small samples in memory, and what is stored is the median, with every face the detector
-still finds in it (someone who did not move, a poster) blurred beyond recognition.
+small samples in memory (as JPEG, a tenth of their pixels' size), and what is stored is
+the median, with every face the detector still finds in it (someone who did not move, a
+poster) blurred beyond recognition.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ SCENE_WIDTH = 480  # px: a background is a picture of the room, not a record of 
 
 @dataclass
 class _Samples:
-    images: list[np.ndarray] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)  # JPEG
+    shape: tuple[int, ...] = ()
     last: datetime | None = None
     emitted: datetime | None = None
 
@@ -52,15 +54,20 @@ class SceneKeeper:
         scale = min(1.0, SCENE_WIDTH / w)
         small = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))),
                            interpolation=cv2.INTER_AREA)
-        if s.images and s.images[0].shape != small.shape:  # the camera changed resolution
+        if s.shape != small.shape:  # the camera changed resolution
             s.images.clear()
-        s.images = [*s.images, small][-self.keep:]
+            s.shape = small.shape
+        ok, sample = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            return None
+        s.images = [*s.images, sample.tobytes()][-self.keep:]
         s.last = ts
         if len(s.images) < self.min_frames or (
                 s.emitted is not None and ts - s.emitted < self.refresh):
             return None
         s.emitted = ts
-        median = np.median(np.stack(s.images), axis=0).astype(np.uint8)
+        decoded = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in s.images]
+        median = np.median(np.stack(decoded), axis=0).astype(np.uint8)
         self._blur_faces(median, scale)
         ok, jpeg = cv2.imencode(".jpg", median, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
