@@ -266,19 +266,25 @@ def camera_paths(con: Session, query: ReportQuery, top: int = 10) -> list[dict[s
     pairs (a sighting at A, the visit's next sighting at another camera B); ``paths``: the
     ``top`` most common sequences of cameras a visit passed (repeats collapsed; sightings
     of one instant by two cameras are taken in camera-id order)."""
-    pairs = _q(con, _CAMERA_MOVES + """
-SELECT loc, prev, cam, count(*) FROM moves WHERE prev IS NOT NULL
-GROUP BY loc, prev, cam""", query, cameras=True)
-    paths = _q(con, _CAMERA_MOVES + """
-, per_visit AS (
-    SELECT loc, string_agg(cam, ' > ' ORDER BY t, cam) AS path FROM moves GROUP BY loc, vid, k
+    # the moves once, into a temporary table, for both figures
+    name = f"rv_moves_{uuid.uuid4().hex[:12]}"
+    cte, params = report_cte(query, con.dialect, cameras=True, marked_table=_MARKED.get())
+    con.execute(f"CREATE TEMP TABLE {name} AS {cte}{_CAMERA_MOVES}\n"
+                "SELECT loc, vid, k, cam, t, prev FROM moves", params)
+    try:
+        pairs = con.execute(f"SELECT loc, prev, cam, count(*) FROM {name} "
+                            "WHERE prev IS NOT NULL GROUP BY loc, prev, cam").fetchall()
+        paths = con.execute(f"""
+WITH per_visit AS (
+    SELECT loc, string_agg(cam, ' > ' ORDER BY t, cam) AS path FROM {name} GROUP BY loc, vid, k
 ), counted AS (
     SELECT loc, path, count(*) AS n,
            row_number() OVER (PARTITION BY loc ORDER BY count(*) DESC, path) AS r
     FROM per_visit GROUP BY loc, path
 )
-SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", query, [top],
-               cameras=True)
+SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", [top]).fetchall()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
     out: dict[str, dict[str, Any]] = {}
     for loc, a, b, n in sorted(pairs):
         out.setdefault(loc, {"transitions": [], "paths": []})["transitions"].append(
