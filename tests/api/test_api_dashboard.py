@@ -115,6 +115,8 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             # the heatmap of the first camera, drawn by the API, shown
             page.wait_for_function("document.querySelector('#heatmap').complete && "
                                    "document.querySelector('#heatmap').naturalWidth > 0")
+            # where visitors went next, and paths through cameras (one camera a store here)
+            assert page.locator("#transitions tbody tr").count() >= 1
             # store affinity: 3 x 3, the diagonal empty
             assert page.locator("#affinity tbody tr").count() == 3
             assert "%" in page.text_content("#affinity tbody")

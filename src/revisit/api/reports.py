@@ -313,6 +313,8 @@ async def heatmap(
     request: Request, camera_id: str,
     from_: date = Query(..., alias="from", description="First day, inclusive."),
     to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
+    t: int | None = Query(None, ge=0, description="Ignored: lets a page that redraws the "
+                          "map (live) ask again."),
     key: ApiKey = Depends(reader),
 ) -> Response:
     svc = service_of(request)

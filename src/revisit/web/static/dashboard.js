@@ -92,9 +92,14 @@ async function loadSummary() {
 function loadHeatmap() {
   const cam = $("heatmap-camera").value;
   if (!cam) return;
-  const q = new URLSearchParams({ from: $("from").value, to: $("to").value });
+  const q = new URLSearchParams({ from: $("from").value, to: $("to").value, t: Date.now() });
   $("heatmap").src = `/v1/cameras/${encodeURIComponent(cam)}/heatmap.png?${q}`;
 }
+
+// a period that includes today is live: the heatmap is redrawn every 10 s
+setInterval(() => {
+  if ($("to").value >= isoDay(new Date()) && document.visibilityState === "visible") loadHeatmap();
+}, 10000);
 
 async function loadFlows() {
   const f = await getJSON("/v1/reports/flows?" + params());
@@ -116,6 +121,22 @@ async function loadFlows() {
       cell(tr, a === b ? "–" : x ? `${Math.round(x.share * 100)}% (${x.visitors})` : "0%", true);
     }
     body.append(tr);
+  }
+  const moves = document.querySelector("#transitions tbody");
+  moves.replaceChildren();
+  for (const t of [...f.transitions].sort((x, y) => y.visits - x.visits).slice(0, 10)) {
+    const tr = document.createElement("tr");
+    cell(tr, name(t.from)); cell(tr, name(t.to)); cell(tr, t.visits, true);
+    moves.append(tr);
+  }
+  const paths = document.querySelector("#paths tbody");
+  paths.replaceChildren();
+  for (const store of f.camera_paths) {
+    for (const p of store.paths.slice(0, 3)) {
+      const tr = document.createElement("tr");
+      cell(tr, name(store.location_id)); cell(tr, p.path.join(" › ")); cell(tr, p.visits, true);
+      paths.append(tr);
+    }
   }
 }
 
