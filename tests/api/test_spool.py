@@ -102,3 +102,28 @@ def test_a_failed_batch_is_kept_aside_and_replayed(tmp_path: Path, monkeypatch) 
         st = again.wait(r.json()["batch_id"])
         assert st["status"] == "done" and st["sightings"] == 1, st
     assert not list(spool.rglob("*.batch"))
+
+
+def test_a_batch_stored_just_before_a_crash_is_reported_done(tmp_path: Path) -> None:
+    """Killed after the store committed a batch but before its spool file was removed and
+    its status marked: the next start finds its frames stored and marks it done."""
+    from revisit.ingest.status import BatchStatus
+    from revisit.store.testing import batch, sighting
+
+    gen = make_env(tmp_path, processing=False)
+    env = next(gen)
+    frames = [_frame(1)]
+    env.service.processor.spool.put(Batch("B-crash", frames=frames))  # type: ignore[union-attr]
+    env.service.processor.ledger.record(BatchStatus("B-crash", "acme", "processing", 1))
+    stored = batch([sighting("V-000001", frames[0].ts, "101", tenant="acme",
+                             image_id=frames[0].image_id)])
+    env.service.runtime.store.write(stored)  # what the killed process had committed
+    gen.close()
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0))
+    try:
+        st = svc.processor.status("acme", "B-crash")
+        assert st is not None and st.state == "done"
+        assert not list((tmp_path / "data" / "spool").glob("*.batch"))
+    finally:
+        svc.stop()

@@ -132,7 +132,8 @@ class BatchProcessor:
             # frames; the store would too, after running the models on them again
             known = self.runtime.store.known_frames(tenant, [f.image_id for f in b.frames])
             b.frames = [f for f in b.frames if f.image_id not in known]
-            if not b.frames:
+            if not b.frames:  # stored before the crash: only its status was left behind
+                self.ledger.finished(tenant, b.batch_id)
                 self.spool.remove(b.batch_id)
                 continue
             batches.append(b)

@@ -104,6 +104,13 @@ class BatchLedger:
             s.execute("UPDATE batch_status SET state = 'processing' WHERE tenant = ? "
                       "AND batch_id = ? AND state = 'queued'", [tenant, batch_id])
 
+    def finished(self, tenant: str, batch_id: str) -> None:
+        """``done`` for a batch found stored after a crash (its counts, if any, kept)."""
+        with self.store.transaction() as s:
+            s.execute("UPDATE batch_status SET state = 'done', error = NULL, "
+                      "finished_at = coalesce(finished_at, ?) WHERE tenant = ? "
+                      "AND batch_id = ? AND state <> 'done'", [_now(), tenant, batch_id])
+
     def failed(self, tenant: str, batch_id: str, error: str) -> None:
         with self.store.transaction() as s:
             s.execute("UPDATE batch_status SET state = 'failed', error = ?, finished_at = ? "
