@@ -101,7 +101,7 @@ def skipped_batches(request: Request, limit: int = Query(100, ge=1, le=10_000),
 
 
 class RetentionIn(BaseModel):
-    retention_days: int = Field(ge=1, le=36500, description="Days sightings and "
+    retention_days: int = Field(ge=1, le=36500, strict=True, description="Days sightings and "
                                 "embeddings are kept; older ones go at the next purge.")
 
 

@@ -39,7 +39,7 @@ def operator(request: Request, _: Any = Security(bearer)) -> Service:
 
 class TenantIn(BaseModel):
     name: str | None = Field(None, max_length=200, description="Display name.")
-    retention_days: int | None = Field(None, ge=1, le=36500,
+    retention_days: int | None = Field(None, ge=1, le=36500, strict=True,
                                        description="Days sightings and embeddings are kept.")
 
 
