@@ -83,3 +83,26 @@ def test_the_pipeline_stores_each_cameras_scene(tmp_path) -> None:
         assert off.store.scene("default", "c1") is None
     finally:
         off.close()
+
+
+def test_distributed_detect_workers_send_scenes_through_the_queue(tmp_path) -> None:
+    """A detect worker keeps scenes too; they travel in the queue format to the store."""
+    from revisit.distributed.worker import _handler
+    from revisit.queue.codec import decode_batch, encode_batch
+    from revisit.records import Batch, Frame
+    from revisit.store.duckdb_store import DuckDBStore
+
+    _ok, jpg = cv2.imencode(".jpg", _room())
+    settings = load_settings(None, data=tmp_path)
+    detect, _ = _handler(settings, "detect")
+    out = detect(Batch("b1", frames=[
+        Frame(tenant="default", camera_id="c1", location_id="101", image_id=f"s{i}",
+              ts=T0 + timedelta(minutes=i), data=jpg.tobytes()) for i in range(6)]))
+    carried = decode_batch(encode_batch(out[0]))
+    assert [(s.camera_id, s.width, s.height) for s in carried.scenes] == [("c1", 640, 480)]
+    store = DuckDBStore(str(tmp_path / "s.duckdb"))
+    try:
+        store.write(carried)
+        assert store.scene("default", "c1")[:2] == (640, 480)
+    finally:
+        store.close()

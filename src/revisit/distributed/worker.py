@@ -27,7 +27,6 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         from revisit.vision.stages import Vision
 
         vision = Vision(settings)
-        vision.scenes = None  # the queue format does not carry scenes yet (docs/analytics.md)
         fn = vision.detect if stage == "detect" else vision.embed
         return (lambda b: [fn(b)]), None
     from revisit.backends import open_store

@@ -19,9 +19,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from revisit.records import Batch, Dropped, Exemplar, Face, Frame, Rejected, Sighting
+from revisit.records import Batch, Dropped, Exemplar, Face, Frame, Rejected, Scene, Sighting
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# older versions this one still reads (2: before batches carried scenes)
+_READS = {2, 3}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 # Little-endian dtypes we expect (crops uint8, embeddings/landmarks float32) plus a few
@@ -241,6 +243,23 @@ def _from_exemplar(d: dict[str, Any]) -> Exemplar:
     )
 
 
+def _scene(sc: Scene) -> dict[str, Any]:
+    return {"tenant": sc.tenant, "camera_id": sc.camera_id, "width": int(sc.width),
+            "height": int(sc.height), "jpeg": bytes(sc.jpeg), "frames": int(sc.frames),
+            "ts": _ts(sc.ts)}
+
+
+def _from_scene(d: dict[str, Any]) -> Scene:
+    dims = (d["width"], d["height"], d["frames"])
+    if not all(_is_int(x) and x > 0 for x in dims):
+        raise CodecError("scene width, height and frames must be positive integers")
+    if not isinstance(d["jpeg"], bytes):
+        raise CodecError("scene jpeg must be bytes")
+    return Scene(tenant=_str(d["tenant"], "tenant"), camera_id=_str(d["camera_id"], "camera_id"),
+                 width=d["width"], height=d["height"], jpeg=d["jpeg"], frames=d["frames"],
+                 ts=_from_ts(d["ts"]))
+
+
 def encode_batch(batch: Batch) -> bytes:
     """Serialise a batch for a broker. Decoded ``pixels`` are dropped on purpose."""
     doc = {
@@ -255,6 +274,7 @@ def encode_batch(batch: Batch) -> bytes:
         "exemplars_dropped": [[t, f] for t, f in batch.exemplars_dropped],
         "visitors_created": [[t, v, _ts(ts)] for t, v, ts in batch.visitors_created],
         "visitors_withdrawn": [[t, v] for t, v in batch.visitors_withdrawn],
+        "scenes": [_scene(sc) for sc in batch.scenes],
     }
     return msgpack.packb(doc, use_bin_type=True)
 
@@ -281,7 +301,7 @@ def decode_batch(payload: bytes) -> Batch:
         raise CodecError(f"not a msgpack batch: {exc}") from None
     if not isinstance(doc, dict):
         raise CodecError("payload is not a map")
-    if doc.get("v") != FORMAT_VERSION:
+    if doc.get("v") not in _READS:
         raise CodecError(f"unsupported batch format version {doc.get('v')!r}")
     try:
         pairs = _list(doc, "exemplars_dropped")
@@ -306,6 +326,7 @@ def decode_batch(payload: bytes) -> Batch:
             visitors_created=[
                 (_str(t, "tenant"), _str(v, "visitor_id"), _from_ts(ts)) for t, v, ts in created
             ],
+            scenes=[_from_scene(x) for x in _maps(doc, "scenes")] if "scenes" in doc else [],
         )
     except KeyError as exc:
         raise CodecError(f"field {exc.args[0]!r} missing") from None
