@@ -73,12 +73,16 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
     con.execute("DROP TABLE batch_status")  # and what later versions added
     con.execute("DROP TABLE resolve_skipped")
     con.execute("DROP TABLE camera_scenes")
+    con.execute("DROP TABLE visit_spans")
     con.execute("ALTER TABLE tenancy_keys DROP COLUMN expires_at")
     con.execute("DELETE FROM schema_version WHERE version > 2")
     con.close()
     with DuckDBStore(path) as s:
         assert s.schema_version() == SCHEMA_VERSION
         assert s.stats("default")["sightings"] == 1
+        # the visits rollup was backfilled from the sightings already there
+        assert s.connection.execute("SELECT n, path FROM visit_spans").fetchall() == [
+            (1, "L1-cam1")]
         assert s.identity_version("default") == 0
         s.write(batch([sighting("V-000002", at(1))]))
         with s.identity_transaction(["default"], stream="st") as tx:

@@ -31,7 +31,7 @@ _PER_LOC = """per_loc AS (
            max(t) AS last_us
     FROM marked GROUP BY vid, loc
 )"""
-_PER_VISITOR = """per_visitor AS (
+PER_VISITOR = """per_visitor AS (
     SELECT vid, sum(visits)::BIGINT AS total, count(*)::BIGINT AS n_locations,
            string_agg(loc || chr(31) || visits::VARCHAR, chr(30)) AS loc_visits,
            min(first_us) AS first_us, max(last_us) AS last_us, sum(n)::BIGINT AS n_sightings
@@ -50,7 +50,7 @@ def naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None)
 
 
-def _filters(
+def sighting_filters(
     tenant: str, locations: tuple[str, ...], cameras: tuple[str, ...],
     ts_from: datetime | None, ts_to: datetime | None,
 ) -> tuple[str, list[Any]]:
@@ -85,9 +85,9 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
     instead of sessionising the sightings again.
     """
     if marked_table is not None:
-        return (f"WITH marked AS (SELECT * FROM {marked_table}),\n{_PER_LOC},\n{_PER_VISITOR}",
+        return (f"WITH marked AS (SELECT * FROM {marked_table}),\n{_PER_LOC},\n{PER_VISITOR}",
                 [])
-    where, params = _filters(
+    where, params = sighting_filters(
         query.tenant, query.locations, query.cameras, query.ts_from, query.ts_to
     )
     gap_us = int(query.visit_gap.total_seconds() * 1_000_000)
@@ -115,7 +115,7 @@ WITH base AS (
 ),
 marked AS ({marked}),
 {_PER_LOC},
-{_PER_VISITOR}"""
+{PER_VISITOR}"""
     return sql, params
 
 
@@ -142,7 +142,7 @@ def sightings_sql(query: SightingQuery) -> tuple[str, list[Any]]:
         ts_from = ReportQuery(query.start, query.start).ts_from
     if query.end is not None:
         ts_to = ReportQuery(query.end, query.end).ts_to
-    where, params = _filters(query.tenant, query.locations, query.cameras, ts_from, ts_to)
+    where, params = sighting_filters(query.tenant, query.locations, query.cameras, ts_from, ts_to)
     sql = f"""
 SELECT coalesce(a.visitor_id, s.face_id) AS face_id, s.face_image_id, s.image_id, s.camera_id,
        s.location_id, s.ts, s.bbox_x, s.bbox_y, s.bbox_w, s.bbox_h, s.quality, s.match_score
@@ -294,7 +294,7 @@ def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
     GROUP BY r.face_id, r.location_id"""
     if aliases:
         params.extend([query.tenant, query.tenant])
-        where, raw_params = _filters(query.tenant, query.locations, (), query.ts_from,
+        where, raw_params = sighting_filters(query.tenant, query.locations, (), query.ts_from,
                                      query.ts_to)
         raw = f"""
     SELECT vid, loc, sum(nv) AS visits, count(*) AS n, min(t) AS first_us, max(t) AS last_us
@@ -318,7 +318,7 @@ def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
     sql = f"""
 WITH per_loc AS ({per_loc}
 ),
-{_PER_VISITOR}"""
+{PER_VISITOR}"""
     return sql, params
 
 

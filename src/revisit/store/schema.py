@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from revisit.store.dialect import Dialect
 from revisit.store.report_sql import rollup_rows_from_sightings
+from revisit.store.visit_spans import span_rows_from_sightings
 
 
 def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
@@ -190,6 +191,19 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 height INTEGER NOT NULL, image {d.blob_type} NOT NULL,
                 frames INTEGER NOT NULL, ts TIMESTAMP NOT NULL,
                 PRIMARY KEY (tenant, camera_id))""",
+        ]),
+        # Visits rollup (store/visit_spans): one row per visit of a raw face id at a
+        # location, kept by every write and delete like visit_days, backfilled here. The
+        # analyses read it instead of sessionising a period's sightings per request.
+        (8, [
+            f"""CREATE TABLE visit_spans (
+                tenant VARCHAR NOT NULL, face_id VARCHAR NOT NULL,
+                location_id VARCHAR NOT NULL, start_us BIGINT NOT NULL,
+                end_us BIGINT NOT NULL, n BIGINT NOT NULL, path VARCHAR NOT NULL
+                {", PRIMARY KEY (tenant, face_id, location_id, start_us)" if d.indexes else ""})""",
+            *index("visit_spans_start", "visit_spans", "tenant, start_us"),
+            "INSERT INTO visit_spans " + span_rows_from_sightings(d, "true")
+            + " ORDER BY start_us",
         ]),
     ]
 

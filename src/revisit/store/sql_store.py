@@ -9,8 +9,9 @@ connections, transactions, streaming, bulk load and locks.
 
 - A batch is written in ONE transaction with ``INSERT ... ON CONFLICT DO NOTHING`` on
   natural keys, so a redelivered batch changes nothing.
-- Every delete (purge, erasure) and every write keeps the ``visit_days`` rollup equal to
-  what a rebuild from the sightings gives, in the same transaction.
+- Every delete (purge, erasure) and every write keeps the rollups (``visit_days`` for the
+  report, ``visit_spans`` for the analyses) equal to what a rebuild from the sightings
+  gives, in the same transaction.
 - Identity decisions (resolve, merge, split, erase, purge) run in
   :meth:`SQLStore.identity_transaction`: the tenant's lock, a per-tenant
   ``identity_version`` (bumped by each, so a resolver knows when its in-memory gallery is
@@ -50,6 +51,7 @@ from revisit.store.report_sql import (
     sightings_sql,
 )
 from revisit.store.schema import migrations
+from revisit.store.visit_spans import rebuild_spans, refresh_spans, spans_touched
 from revisit.store.visitor_ids import visitor_number_or_zero
 
 FETCH_ROWS = 10_000  # rows per fetch: bounded memory however large the report
@@ -456,7 +458,8 @@ class SQLStore:
         self, s: Session, sightings: list[Sighting], redelivered: set[tuple[str, str]]
     ) -> None:
         """Recompute the ``visit_days`` rows the new sightings touch (one delete + one
-        insert per batch, :func:`revisit.store.report_sql.rollup_refresh_sql`). A
+        insert per batch, :func:`revisit.store.report_sql.rollup_refresh_sql`), then the
+        ``visit_spans`` rows (:func:`revisit.store.visit_spans.refresh_spans`). A
         per-tenant lock serialises this between writers: each recomputation then sees
         every sighting committed before it, and two writers never insert the same row."""
         touched = rollup_touched(sightings, redelivered)
@@ -467,22 +470,27 @@ class SQLStore:
         delete, insert = rollup_refresh_sql(self.dialect)
         s.execute(delete, touched.delete_params)
         s.execute(insert, touched.insert_params)
+        spans = spans_touched(sightings, redelivered)
+        if spans is not None:
+            refresh_spans(s, self.dialect, spans)
 
     def _rebuild_rollup_in(self, s: Session, tenant: str | None) -> None:
         if tenant is None:
             s.execute("DELETE FROM visit_days")
             s.execute("INSERT INTO visit_days " + rollup_rows_from_sightings(self.dialect, "true")
                       + " ORDER BY tenant, day, location_id")
+            rebuild_spans(s, self.dialect, None)
             return
         s.lock("rollup", tenant)
         s.execute("DELETE FROM visit_days WHERE tenant = ?", [tenant])
         s.execute("INSERT INTO visit_days "
                   + rollup_rows_from_sightings(self.dialect, "s.tenant = ?")
                   + " ORDER BY day, location_id", [tenant])
+        rebuild_spans(s, self.dialect, tenant)
 
     def rebuild_rollup(self, tenant: str | None = None) -> None:
-        """Recompute ``visit_days`` from the sightings (all tenants or one), e.g. after a
-        bulk load that bypassed :meth:`write`."""
+        """Recompute the rollups (``visit_days``, ``visit_spans``) from the sightings (all
+        tenants or one), e.g. after a bulk load that bypassed :meth:`write`."""
         with self.engine.transaction() as s:
             self._rebuild_rollup_in(s, tenant)
 
@@ -769,6 +777,7 @@ class SQLStore:
             }
             s.lock("rollup", tenant)
             s.execute(f"DELETE FROM visit_days WHERE tenant = ? AND face_id {_LIST}", g)
+            s.execute(f"DELETE FROM visit_spans WHERE tenant = ? AND face_id {_LIST}", g)
             counts["exemplars"] = s.count(
                 f"DELETE FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}", g)
             counts["aliases"] = s.count(

@@ -29,12 +29,21 @@ import contextlib
 import contextvars
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from revisit.report.query import ReportQuery
 from revisit.store.dialect import Session
-from revisit.store.report_sql import naive_utc, report_cte
+from revisit.store.report_sql import (
+    PER_VISITOR,
+    ROLLUP_GAP_US,
+    naive_utc,
+    report_cte,
+    rollup_applies,
+    sighting_filters,
+)
+from revisit.store.visit_spans import PATH_SEP, visits_from
 
 HISTOGRAM_BUCKETS = 10
 # upper bounds (minutes) of the visit-duration buckets; the last one is open
@@ -42,33 +51,164 @@ DWELL_BUCKETS = (1, 5, 15, 30, 60)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """``WITH ...`` defining, for one period and filter, the relations every analysis
+    reads: ``visits`` (vid, loc, start_us, end_us, n, path), ``per_loc``, ``per_visitor``
+    (as in the report), ``days`` (vid, loc, day, n, visits) and ``before`` (vid: seen
+    before the period), with its parameters."""
+
+    cte: str
+    params: list[Any]
+
+
+# the source prepared for the analyses running inside sessionised(), while one is open
+_SOURCE: contextvars.ContextVar[_Source | None] = contextvars.ContextVar("source", default=None)
+
+
 def _q(con: Session, tail: str, query: ReportQuery,
-       extra: list[Any] | None = None, cameras: bool = False) -> list[tuple[Any, ...]]:
-    cte, params = report_cte(query, con.dialect, cameras=cameras,
-                             marked_table=_MARKED.get())
-    return con.execute(cte + "\n" + tail, params + (extra or [])).fetchall()
+       extra: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    src = _SOURCE.get() or _source(con, query)
+    return con.execute(src.cte + "\n" + tail, src.params + (extra or [])).fetchall()
 
 
-# the temporary table holding the period's sessionised sightings, while one is open
-_MARKED: contextvars.ContextVar[str | None] = contextvars.ContextVar("marked", default=None)
+def _source(con: Session, query: ReportQuery) -> _Source:
+    if rollup_applies(query):
+        return _rollup_source(con, query)
+    return _raw_source(con, query, None)
+
+
+def _raw_source(con: Session, query: ReportQuery, marked_table: str | None) -> _Source:
+    """Everything from the period's sightings, sessionised at the query's gap."""
+    d = con.dialect
+    cte, params = report_cte(query, d, cameras=True, marked_table=marked_table)
+    cte += f""",
+visits AS ({visits_from("marked", "vid, loc")}),
+days AS (
+    SELECT vid, loc, CAST({d.from_us("t")} AS DATE) AS day, count(*) AS n,
+           sum(new_visit) AS visits
+    FROM marked GROUP BY vid, loc, day
+),
+before AS (
+    SELECT DISTINCT coalesce(a.visitor_id, s.face_id) AS vid
+    FROM sightings s LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
+    WHERE s.tenant = ? AND s.ts < ?
+)"""
+    return _Source(cte, [*params, query.tenant, naive_utc(query.ts_from)])
+
+
+def _rollup_source(con: Session, query: ReportQuery) -> _Source:
+    """From the rollups: visits from ``visit_spans``, days and "seen before" from
+    ``visit_days``. Sessionised from their sightings instead, as the raw query would:
+    merged visitors (their sightings interleave) and every (visitor, store) with a visit
+    crossing the period's first or last midnight (the raw query cuts such a visit at the
+    edge; ``visit_days.cont`` names them)."""
+    d = con.dialect
+    tenant = query.tenant
+    members = sorted(r[0] for r in con.execute(
+        "SELECT alias_id FROM aliases WHERE tenant = ? "
+        "UNION SELECT visitor_id FROM aliases WHERE tenant = ?", [tenant, tenant]).fetchall())
+    loc_filter, loc_params = "", []
+    if query.locations:
+        loc_filter = " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
+        loc_params = [list(query.locations)]
+    edges = sorted({f"{f}{PATH_SEP}{loc}" for f, loc in con.execute(
+        "SELECT face_id, location_id FROM visit_days WHERE tenant = ? AND day IN (?, ?) "
+        "AND cont" + loc_filter,
+        [tenant, query.start, query.end + timedelta(days=1), *loc_params]).fetchall()})
+    raw_faces = sorted(set(members) | {e.split(PATH_SEP)[0] for e in edges})
+    not_raw, not_raw_params = "", []
+    if members:
+        not_raw += " AND face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+        not_raw_params.append(members)
+    spans_not_raw, spans_params = not_raw, list(not_raw_params)
+    if edges:
+        spans_not_raw += (" AND face_id || chr(31) || location_id "
+                          "NOT IN (SELECT unnest(?::VARCHAR[]))")
+        spans_params.append(edges)
+    params: list[Any] = []
+    ctes = []
+    if raw_faces:
+        where, w_params = sighting_filters(tenant, query.locations, (), query.ts_from, query.ts_to)
+        vid = "coalesce(a.visitor_id, s.face_id)" if members else "s.face_id"
+        join = ("LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id"
+                if members else "")
+        ctes.append(f"""rawmarked AS (
+    SELECT vid, loc, t, cam, member,
+           CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= {ROLLUP_GAP_US}
+                THEN 0 ELSE 1 END AS new_visit
+    FROM (
+        SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us("s.ts")} AS t,
+               s.camera_id AS cam, s.face_id IN (SELECT unnest(?::VARCHAR[])) AS member
+        FROM sightings s {join}
+        WHERE {where} AND s.face_id IN (SELECT unnest(?::VARCHAR[]))
+          AND (s.face_id IN (SELECT unnest(?::VARCHAR[]))
+               OR s.face_id || chr(31) || s.location_id IN (SELECT unnest(?::VARCHAR[])))
+    ) x
+)""")
+        params += [members, *w_params, raw_faces, members, edges]
+    spans = f"""
+    SELECT face_id AS vid, location_id AS loc, start_us, end_us, n, path FROM visit_spans
+    WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
+    params += [tenant, _us(query.ts_from), _us(query.ts_to), *loc_params, *spans_params]
+    if raw_faces:
+        spans += f"\n    UNION ALL{visits_from('rawmarked', 'vid, loc')}"
+    ctes.append(f"visits AS ({spans}\n)")
+    ctes.append("""per_loc AS (
+    SELECT vid, loc, count(*) AS visits, sum(n) AS n, min(start_us) AS first_us,
+           max(end_us) AS last_us
+    FROM visits GROUP BY vid, loc
+)""")
+    ctes.append(PER_VISITOR)
+    days = f"""
+    SELECT face_id AS vid, location_id AS loc, day, n,
+           visits + CASE WHEN cont AND day = ? THEN 1 ELSE 0 END AS visits
+    FROM visit_days WHERE tenant = ? AND day BETWEEN ? AND ?{loc_filter}{not_raw}"""
+    params += [query.start, tenant, query.start, query.end, *loc_params, *not_raw_params]
+    if members:
+        days += f"""
+    UNION ALL
+    SELECT vid, loc, CAST({d.from_us("t")} AS DATE) AS day, count(*), sum(new_visit)
+    FROM rawmarked WHERE member GROUP BY vid, loc, day"""
+    ctes.append(f"days AS ({days}\n)")
+    ctes.append("""before AS (
+    SELECT DISTINCT coalesce(a.visitor_id, r.face_id) AS vid
+    FROM visit_days r LEFT JOIN aliases a ON a.tenant = r.tenant AND a.alias_id = r.face_id
+    WHERE r.tenant = ? AND r.day < ?
+)""")
+    params += [tenant, query.start]
+    return _Source("WITH " + ",\n".join(ctes), params)
+
+
+def _us(ts: datetime) -> int:
+    return (naive_utc(ts) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 @contextlib.contextmanager
-def sessionised(con: Session, query: ReportQuery) -> Iterator[None]:
-    """Sessionise the period's sightings once, into a temporary table of this session,
-    for every analysis run inside (they would each do it again otherwise)."""
-    if _MARKED.get() is not None:  # already inside one
+def sessionised(con: Session, query: ReportQuery, rollup: bool = True) -> Iterator[None]:
+    """Prepare the period's visits once for every analysis run inside: through the
+    rollups where they answer exactly (:func:`rollup_applies`; ``rollup=False`` forces
+    the raw way), else by sessionising the period's sightings into a temporary table of
+    this session (each analysis would do it again otherwise)."""
+    if _SOURCE.get() is not None:  # already inside one
         yield
+        return
+    if rollup and rollup_applies(query):
+        token = _SOURCE.set(_rollup_source(con, query))
+        try:
+            yield
+        finally:
+            _SOURCE.reset(token)
         return
     name = f"rv_marked_{uuid.uuid4().hex[:12]}"
     cte, params = report_cte(query, con.dialect, cameras=True)
     con.execute(f"CREATE TEMP TABLE {name} AS {cte}\n"
                 "SELECT vid, loc, t, cam, new_visit FROM marked", params)
-    token = _MARKED.set(name)
+    token = _SOURCE.set(_raw_source(con, query, name))
     try:
         yield
     finally:
-        _MARKED.reset(token)
+        _SOURCE.reset(token)
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -77,14 +217,9 @@ def totals(con: Session, query: ReportQuery) -> dict[str, Any]:
     # Grouped by (min(visits, 2), seen before) and summed in Python: DuckDB 2.0 folds
     # comparisons on per_visitor.total (``total > 1``) to false from wrong statistics.
     rows = _q(con, """
-, before AS (
-    SELECT DISTINCT coalesce(a.visitor_id, s.face_id) AS vid
-    FROM sightings s LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
-    WHERE s.tenant = ? AND s.ts < ?
-)
 SELECT least(total, 2) AS many, vid IN (SELECT vid FROM before) AS seen_before, count(*),
        coalesce(sum(total), 0)::BIGINT, coalesce(sum(n_sightings), 0)::BIGINT
-FROM per_visitor GROUP BY many, seen_before""", query, [query.tenant, naive_utc(query.ts_from)])
+FROM per_visitor GROUP BY many, seen_before""", query)
     visitors = visits = sightings = before = repeat = returning = 0
     for many, seen_before, n, v, s in rows:
         n = int(n)
@@ -112,10 +247,9 @@ FROM per_visitor GROUP BY many, seen_before""", query, [query.tenant, naive_utc(
 
 def daily(con: Session, query: ReportQuery) -> list[dict[str, Any]]:
     """Distinct visitors and sightings per UTC day (days without sightings included)."""
-    rows = _q(con, f"""
-SELECT CAST({con.dialect.from_us('t')} AS DATE) AS day, count(DISTINCT vid), count(*),
-       sum(new_visit)::BIGINT
-FROM marked GROUP BY day ORDER BY day""", query)
+    rows = _q(con, """
+SELECT day, count(DISTINCT vid), sum(n)::BIGINT, sum(visits)::BIGINT
+FROM days GROUP BY day ORDER BY day""", query)
     found = {r[0]: r for r in rows}
     out = []
     day = query.start
@@ -159,19 +293,6 @@ FROM per_loc GROUP BY loc ORDER BY loc""", query)
     ]
 
 
-# each sighting with the number of its visit (k) within its visitor and store
-_NUMBERED = """
-, numbered AS (
-    SELECT *,
-           sum(new_visit) OVER (PARTITION BY vid, loc ORDER BY t ROWS UNBOUNDED PRECEDING) AS k
-    FROM marked
-)"""
-_VISITS = _NUMBERED + """, visits AS (
-    SELECT loc, vid, k, min(t) AS start_us, max(t) - min(t) AS span_us
-    FROM numbered GROUP BY loc, vid, k
-)"""
-
-
 def _bucket_label(i: int) -> str:
     if i == 0:
         return f"<{DWELL_BUCKETS[0]}m"
@@ -185,10 +306,10 @@ def dwell(con: Session, query: ReportQuery, interval: timedelta) -> dict[str, An
     add_us = int(interval.total_seconds() * 1_000_000)
     cases = " ".join(f"WHEN span_us + {add_us} < {m * 60_000_000} THEN {i}"
                      for i, m in enumerate(DWELL_BUCKETS))
-    rows = _q(con, _VISITS + f"""
+    rows = _q(con, f"""
 , bucketed AS (
     SELECT loc, CASE {cases} ELSE {len(DWELL_BUCKETS)} END AS b, span_us + {add_us} AS dur
-    FROM visits
+    FROM (SELECT loc, end_us - start_us AS span_us FROM visits) v
 )
 SELECT loc, b, count(*), {con.dialect.median("dur")}
 FROM bucketed GROUP BY GROUPING SETS ((loc, b), (loc), (b), ())""", query)
@@ -216,7 +337,7 @@ FROM bucketed GROUP BY GROUPING SETS ((loc, b), (loc), (b), ())""", query)
 def by_time(con: Session, query: ReportQuery) -> dict[str, list[dict[str, Any]]]:
     """Visits by the UTC hour and the day of week they started."""
     start = con.dialect.from_us("start_us")
-    rows = _q(con, _VISITS + f"""
+    rows = _q(con, f"""
 SELECT CAST(extract(hour FROM {start}) AS INTEGER) AS h,
        CAST(extract(isodow FROM {start}) AS INTEGER) AS d, count(*)
 FROM visits GROUP BY h, d""", query)
@@ -242,7 +363,7 @@ GROUP BY a.loc, b.loc""", query)
         {"from": a, "to": b, "visitors": int(n), "share": round(int(n) / seen[a], 4)}
         for a, b, n in sorted(pairs) if a != b
     ]
-    moves = _q(con, _VISITS + """
+    moves = _q(con, """
 , ordered AS (
     SELECT vid, loc, lead(loc) OVER (PARTITION BY vid ORDER BY start_us, loc) AS next_loc
     FROM visits
@@ -254,44 +375,32 @@ WHERE next_loc IS NOT NULL AND next_loc <> loc GROUP BY loc, next_loc""", query)
             "transitions": transitions}
 
 
-_CAMERA_MOVES = _NUMBERED + """, steps AS (
-    SELECT loc, vid, k, cam, t,
-           lag(cam) OVER (PARTITION BY vid, loc, k ORDER BY t, cam) AS prev
-    FROM numbered
-), moves AS (SELECT * FROM steps WHERE prev IS NULL OR prev <> cam)"""
-
-
 def camera_paths(con: Session, query: ReportQuery, top: int = 10) -> list[dict[str, Any]]:
     """Within each store: how visits move between its cameras. ``transitions``: camera
     pairs (a sighting at A, the visit's next sighting at another camera B); ``paths``: the
     ``top`` most common sequences of cameras a visit passed (repeats collapsed; sightings
     of one instant by two cameras are taken in camera-id order)."""
-    # the moves once, into a temporary table, for both figures
-    name = f"rv_moves_{uuid.uuid4().hex[:12]}"
-    cte, params = report_cte(query, con.dialect, cameras=True, marked_table=_MARKED.get())
-    con.execute(f"CREATE TEMP TABLE {name} AS {cte}{_CAMERA_MOVES}\n"
-                "SELECT loc, vid, k, cam, t, prev FROM moves", params)
-    try:
-        pairs = con.execute(f"SELECT loc, prev, cam, count(*) FROM {name} "
-                            "WHERE prev IS NOT NULL GROUP BY loc, prev, cam").fetchall()
-        paths = con.execute(f"""
-WITH per_visit AS (
-    SELECT loc, string_agg(cam, ' > ' ORDER BY t, cam) AS path FROM {name} GROUP BY loc, vid, k
-), counted AS (
+    paths = _q(con, """
+, counted AS (
     SELECT loc, path, count(*) AS n,
            row_number() OVER (PARTITION BY loc ORDER BY count(*) DESC, path) AS r
-    FROM per_visit GROUP BY loc, path
+    FROM visits GROUP BY loc, path
 )
-SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", [top]).fetchall()
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", query, [top])
+    # each path's consecutive cameras, weighted by the visits that took the path
+    pairs = _q(con, """
+, counted AS (SELECT loc, string_to_array(path, chr(31)) AS cams, count(*) AS n
+              FROM visits GROUP BY loc, path)
+SELECT loc, cams[i], cams[i + 1], sum(n)::BIGINT
+FROM counted, generate_series(1, array_length(cams, 1) - 1) AS g(i)
+GROUP BY loc, cams[i], cams[i + 1]""", query)
     out: dict[str, dict[str, Any]] = {}
     for loc, a, b, n in sorted(pairs):
         out.setdefault(loc, {"transitions": [], "paths": []})["transitions"].append(
             {"from": a, "to": b, "visits": int(n)})
     for loc, path, n in paths:
         out.setdefault(loc, {"transitions": [], "paths": []})["paths"].append(
-            {"path": path.split(" > "), "visits": int(n)})
+            {"path": path.split(PATH_SEP), "visits": int(n)})
     return [{"location_id": loc, **v} for loc, v in sorted(out.items())]
 
 
