@@ -5,8 +5,9 @@
 
 ``--db FILE`` reuses a file ``benchmarks/report.py --db FILE`` generated (or generates it
 there). The store is opened read-only with a DuckDB ``memory_limit`` (2 GB). Every
-analysis is one SQL query over the raw sightings (it needs the visits, which the rollup
-does not keep). Writes ``benchmarks/results/analytics_100m.json``.
+analysis is one SQL query over the rollups (``visit_spans``, ``visit_days``); ``--raw``
+times the same over the raw sightings, sessionised per request. Writes
+``benchmarks/results/analytics_100m.json`` (``analytics_raw_100m.json`` with ``--raw``).
 
 ``--pg-url URL`` times them on the PostgreSQL store instead, in schema ``bench_report``
 as ``benchmarks/report.py --store postgres --db FILE`` loaded it
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="2GB")
     ap.add_argument("--pg-url", default=None, help="time on PostgreSQL (schema bench_report)")
     ap.add_argument("--skip", default="", help="analyses to leave out, comma separated")
+    ap.add_argument("--raw", action="store_true", help="sessionise the sightings instead")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from revisit.report.query import ReportQuery
@@ -49,12 +51,14 @@ def main() -> None:
         from revisit.store.postgres_store import PostgresStore
 
         store = PostgresStore(f"{args.pg_url}?schema=bench_report")
-        args.out = args.out or RESULTS / "analytics_postgres_100m.json"
+        args.out = args.out or RESULTS / (
+            "analytics_postgres_raw_100m.json" if args.raw else "analytics_postgres_100m.json")
     else:
         if not args.db.exists():
             out["generate"] = generate(args.db, args.sightings, args.visitors, None, False)
         store = DuckDBStore(args.db, read_only=True, memory_limit=args.memory_limit)
-        args.out = args.out or RESULTS / "analytics_100m.json"
+        args.out = args.out or RESULTS / (
+            "analytics_raw_100m.json" if args.raw else "analytics_100m.json")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     locs = tuple(f"L-{i:05d}" for i in range(0, STORES, STORES // 2000))
     q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs)
@@ -75,24 +79,29 @@ def main() -> None:
             if name.split(" ")[0] in skip:
                 continue
             t0 = time.perf_counter()
-            result = fn(con)
+            with S.sessionised(con, q, rollup=not args.raw):
+                result = fn(con)
             timings[name] = round(time.perf_counter() - t0, 2)
             size = len(result) if isinstance(result, list | dict) else 0
             print(f"{name}: {timings[name]:.2f} s ({size} items)")
-        out["totals"] = S.totals(con, q)
+        with S.sessionised(con, q, rollup=not args.raw):
+            out["totals"] = S.totals(con, q)
+        out["visit_spans_rows"] = con.execute("SELECT count(*) FROM visit_spans").fetchone()[0]
         # what the service runs: the summary, and flows with camera paths, each
         # sessionising the period once
         t0 = time.perf_counter()
-        S.summary(con, q, step)
+        with S.sessionised(con, q, rollup=not args.raw):
+            S.summary(con, q, step)
         timings["summary endpoint (sessionised once)"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
-        with S.sessionised(con, q):
+        with S.sessionised(con, q, rollup=not args.raw):
             S.flows(con, q)
             S.camera_paths(con, q)
         timings["flows endpoint (sessionised once)"] = round(time.perf_counter() - t0, 2)
         print({k: v for k, v in timings.items() if "endpoint" in k})
     store.close()
     out.update({"seconds": timings, "stores_in_filter": len(locs),
+                "source": "raw sightings" if args.raw else "rollups",
                 "memory_limit": args.memory_limit, "peak_rss_mb": _hwm_mb(),
                 "db_sightings": args.sightings})
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -198,18 +198,35 @@ def load_postgres(db: Path, url: str, tmpdir: Path, work_mem: str,
             conn.execute("ALTER TABLE visit_days ADD PRIMARY KEY (tenant, day, location_id, face_id)")
             conn.execute("CREATE INDEX visit_days_visitor ON visit_days (tenant, face_id)")
         csv.unlink()
+        # the visits rollup (store/visit_spans.py) likewise
+        src = duckdb.connect(str(db), read_only=True)
+        src.execute(f"COPY (SELECT * FROM visit_spans) TO '{csv}' (HEADER false)")
+        src.close()
+        with store.transaction() as session:
+            conn = session.conn
+            conn.execute("ALTER TABLE visit_spans DROP CONSTRAINT visit_spans_pkey")
+            conn.execute("DROP INDEX visit_spans_start")
+            _copy_csv(conn, "visit_spans", csv)
+            conn.execute("ALTER TABLE visit_spans ADD PRIMARY KEY "
+                         "(tenant, face_id, location_id, start_us)")
+            conn.execute("CREATE INDEX visit_spans_start ON visit_spans (tenant, start_us)")
+        csv.unlink()
     out["rollup"] = rollup
     out["rollup_build_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     admin.execute(f"VACUUM ANALYZE {schema}.sightings_2024_03")
     admin.execute(f"VACUUM ANALYZE {schema}.visit_days")
+    admin.execute(f"VACUUM ANALYZE {schema}.visit_spans")
     out["vacuum_analyze_s"] = time.perf_counter() - t0
     row = admin.execute(
         f"SELECT pg_total_relation_size('{schema}.sightings_2024_03'), "
         f"pg_total_relation_size('{schema}.visit_days'), "
         f"(SELECT count(*) FROM {schema}.sightings_2024_03), "
-        f"(SELECT count(*) FROM {schema}.visit_days)").fetchone()
-    out.update(sightings_bytes=row[0], rollup_bytes=row[1], sightings=row[2], rollup_rows=row[3])
+        f"(SELECT count(*) FROM {schema}.visit_days), "
+        f"pg_total_relation_size('{schema}.visit_spans'), "
+        f"(SELECT count(*) FROM {schema}.visit_spans)").fetchone()
+    out.update(sightings_bytes=row[0], rollup_bytes=row[1], sightings=row[2], rollup_rows=row[3],
+               spans_bytes=row[4], spans_rows=row[5])
     admin.close()
     store.close()
     return out
