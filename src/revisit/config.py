@@ -235,6 +235,21 @@ class StoreSettings(BaseModel):
     )
 
 
+class AlertSettings(BaseModel):
+    """Delivery of occupancy alerts (revisit.occupancy.alerts)."""
+
+    smtp_host: str = Field("", max_length=253, description="SMTP server for e-mail alerts; "
+                           "empty: e-mail alerts fail (and are logged as failed).")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    smtp_from: str = Field("revisit@localhost", max_length=254, description="Sender address.")
+    smtp_username: str = Field("", max_length=254, description="SMTP login (empty: none).")
+    smtp_password: str = Field("", max_length=1024, description="SMTP password.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    attempts: int = Field(4, ge=1, le=20, description="Tries per alert and channel.")
+    backoff_s: float = Field(2.0, ge=0, le=3600, description="Wait before the second try; "
+                             "doubled before each further one.")
+
+
 class IngestSettings(BaseModel):
     """The timestamps a snapshot may carry (revisit.ingest.timestamps): anything else is
     refused per frame, with a reason, at every input."""
@@ -289,6 +304,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

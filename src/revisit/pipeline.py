@@ -247,6 +247,15 @@ def pipeline_model_settings(settings: Settings) -> Settings:
     )
 
 
+def counting_for(settings: Settings, store: Any) -> Any:
+    """The occupancy stage for a detect stage that can read the store's camera settings."""
+    from revisit.occupancy.counting import Counting, ZoneBook
+    from revisit.occupancy.db import all_camera_zones
+
+    return Counting(ZoneBook(lambda: all_camera_zones(store)),
+                    threads=pipeline_model_settings(settings).pipeline.threads)
+
+
 class Runtime:
     """The embedded default in one object: store, face index, models, resolver, stages.
 
@@ -271,6 +280,7 @@ class Runtime:
         self._resolver: Resolver | None = None
         self._embed_pool: Any = None
         self._embed_visions: list[Vision] = []
+        self._watcher: Any = None
         self.stage_seconds: dict[str, float] = {}
 
     @property
@@ -279,6 +289,7 @@ class Runtime:
             from revisit.vision.stages import Vision
 
             self._vision = Vision(pipeline_model_settings(self.settings))
+            self._vision.counting = counting_for(self.settings, self.store)
         return self._vision
 
     @property
@@ -296,7 +307,18 @@ class Runtime:
             save_crops(self.settings.crops_dir, batch)
         self.store.write(batch)
         erase_withdrawn(self.store, batch)
+        if batch.counts:
+            self.watcher.after(batch.counts)
         return batch
+
+    @property
+    def watcher(self) -> Any:
+        """Occupancy alert rules, judged after each batch with people counts."""
+        if self._watcher is None:
+            from revisit.occupancy.watch import Watcher
+
+            self._watcher = Watcher(self.store, self.settings)
+        return self._watcher
 
     def embed(self, batch: Batch) -> Batch:
         """The embed stage: the batch's faces split over ``embed_workers`` threads, each

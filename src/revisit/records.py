@@ -135,12 +135,14 @@ NOT_A_FACE = "not_a_face"
 WEAK_TRACK = "weak_track"
 TWIN = "twin"
 STATIC = "static"
+EXCLUDED = "excluded_zone"
 DROP_REASONS = {
     TOO_SMALL: "too small to follow",
     NOT_A_FACE: "not a face (landmarks or embedding check)",
     WEAK_TRACK: "in tracks that matched nobody and could not found a visitor",
     TWIN: "alike a person in the same frame (a reflection or a picture of them)",
     STATIC: "the same face in the same place for a long time (a poster, screen or mannequin)",
+    EXCLUDED: "inside an exclusion zone of its camera (a poster, a screen, the staff area)",
 }
 
 
@@ -184,6 +186,23 @@ class Scene:
 
 
 @dataclass(slots=True)
+class PeopleCount:
+    """People in one frame of a counting camera (occupancy): in its counting zone
+    (``zone`` empty) or in one of its named zones. ``count`` is calibrated (a real
+    number: the model's typical miss is corrected on average); ``raw`` is what the model
+    found."""
+
+    tenant: str
+    camera_id: str
+    location_id: str
+    image_id: str
+    ts: datetime
+    zone: str
+    count: float
+    raw: int
+
+
+@dataclass(slots=True)
 class Batch:
     """The envelope every stage takes and returns: a camera batch and what became of it.
 
@@ -206,3 +225,5 @@ class Batch:
     visitors_withdrawn: list[tuple[str, str]] = field(default_factory=list)
     # cameras' empty-scene backgrounds renewed by this batch (vision/scenes)
     scenes: list[Scene] = field(default_factory=list)
+    # people per frame and zone of counting cameras (occupancy/counting)
+    counts: list[PeopleCount] = field(default_factory=list)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 
 from revisit.queue.base import StageQueue
-from revisit.records import Batch, Exemplar, Face, Frame, Rejected, Scene, Sighting
+from revisit.records import Batch, Exemplar, Face, Frame, PeopleCount, Rejected, Scene, Sighting
 
 TS = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
 
@@ -38,6 +38,8 @@ def full_batch() -> Batch:
         exemplars_dropped=[("t1", "F-0")],
         visitors_created=[("t1", "V-0001A7", TS)],
         scenes=[Scene("t1", "cam-1", 1920, 1080, b"\xff\xd8scene", 15, TS)],
+        counts=[PeopleCount("t1", "cam-1", "loc-1", "img-1", TS, "", 7.25, 5),
+                PeopleCount("t1", "cam-1", "loc-1", "img-1", TS, "checkout 3", 2.0, 2)],
     )
 
 

@@ -56,12 +56,14 @@ def test_round_trip_every_field() -> None:
     assert out.visitors_created == [("t1", "V-0001A7", TS)]
     assert out.visitors_created[0][2].tzinfo == UTC
     assert out.scenes == src.scenes  # the heatmaps' backgrounds in distributed mode
+    assert out.counts == src.counts  # occupancy
 
 
 def test_version_2_payloads_without_scenes_still_decode() -> None:
     doc = msgpack.unpackb(encode_batch(full_batch()), raw=False)
     doc["v"] = 2
     del doc["scenes"]
+    del doc["counts"]
     out = decode_batch(msgpack.packb(doc, use_bin_type=True))
     assert out.scenes == [] and len(out.sightings) == 2
 
@@ -117,6 +119,8 @@ def _tamper(mutate) -> bytes:
         (lambda d: d["sightings"][0].update(new_visitor="yes"), "new_visitor"),
         (lambda d: d["scenes"][0].update(width=0), "scene width"),
         (lambda d: d["scenes"][0].update(jpeg="text"), "scene jpeg"),
+        (lambda d: d["counts"][0].update(raw=-1), "raw"),
+        (lambda d: d["counts"][0].update(count="7"), "count"),
     ],
 )
 def test_tampered_payloads_raise_codec_error(mutate, message: str) -> None:

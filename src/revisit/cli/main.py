@@ -43,7 +43,8 @@ def main(
 def _register_all() -> None:
     ingest.register(app)
     report.register(app)
-    for name in ("demo", "simulate", "evaluate", "visitors", "serve", "admin", "agent", "worker"):
+    for name in ("demo", "simulate", "evaluate", "visitors", "serve", "admin", "agent", "worker",
+                 "occupancy"):
         try:
             module = __import__(f"revisit.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

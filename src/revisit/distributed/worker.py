@@ -27,8 +27,16 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         from revisit.vision.stages import Vision
 
         vision = Vision(settings)
+        closable = None
+        if stage == "detect" and settings.store_url.startswith("postgres"):
+            # cameras' zones and counting switches live in the (shared) store
+            from revisit.backends import open_store
+            from revisit.pipeline import counting_for
+
+            closable = open_store(settings)
+            vision.counting = counting_for(settings, closable)
         fn = vision.detect if stage == "detect" else vision.embed
-        return (lambda b: [fn(b)]), None
+        return (lambda b: [fn(b)]), closable
     from revisit.backends import open_store
     from revisit.store.base import erase_withdrawn
 
@@ -36,12 +44,18 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
     if stage == "resolve":
         return ResolveHandler(settings, store), store
 
+    from revisit.occupancy.watch import Watcher
+
+    watcher = Watcher(store, settings)
+
     def store_stage(batch: Batch) -> list[Batch]:
         if settings.privacy.keep_crops:
             from revisit.store.crops import save_crops
 
             save_crops(settings.crops_dir, batch)
         erase_withdrawn(store, batch)
+        if batch.counts:  # stored with the batch by resolve; the alert rules judge them here
+            watcher.after(batch.counts)
         return []
 
     return store_stage, store

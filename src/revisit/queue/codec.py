@@ -19,11 +19,22 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from revisit.records import Batch, Dropped, Exemplar, Face, Frame, Rejected, Scene, Sighting
+from revisit.records import (
+    Batch,
+    Dropped,
+    Exemplar,
+    Face,
+    Frame,
+    PeopleCount,
+    Rejected,
+    Scene,
+    Sighting,
+)
 
-FORMAT_VERSION = 3
-# older versions this one still reads (2: before batches carried scenes)
-_READS = {2, 3}
+FORMAT_VERSION = 4
+# older versions this one still reads (2: before batches carried scenes; 3: before
+# they carried people counts)
+_READS = {2, 3, 4}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 # Little-endian dtypes we expect (crops uint8, embeddings/landmarks float32) plus a few
@@ -260,6 +271,22 @@ def _from_scene(d: dict[str, Any]) -> Scene:
                  ts=_from_ts(d["ts"]))
 
 
+def _count(c: PeopleCount) -> dict[str, Any]:
+    return {"tenant": c.tenant, "camera_id": c.camera_id, "location_id": c.location_id,
+            "image_id": c.image_id, "ts": _ts(c.ts), "zone": c.zone, "count": float(c.count),
+            "raw": int(c.raw)}
+
+
+def _from_count(d: dict[str, Any]) -> PeopleCount:
+    if not _is_int(d["raw"]) or d["raw"] < 0:
+        raise CodecError("people count raw must be a non-negative integer")
+    return PeopleCount(
+        tenant=_str(d["tenant"], "tenant"), camera_id=_str(d["camera_id"], "camera_id"),
+        location_id=_str(d["location_id"], "location_id"),
+        image_id=_str(d["image_id"], "image_id"), ts=_from_ts(d["ts"]),
+        zone=_str(d["zone"], "zone"), count=_num(d["count"], "count"), raw=d["raw"])
+
+
 def encode_batch(batch: Batch) -> bytes:
     """Serialise a batch for a broker. Decoded ``pixels`` are dropped on purpose."""
     doc = {
@@ -275,6 +302,7 @@ def encode_batch(batch: Batch) -> bytes:
         "visitors_created": [[t, v, _ts(ts)] for t, v, ts in batch.visitors_created],
         "visitors_withdrawn": [[t, v] for t, v in batch.visitors_withdrawn],
         "scenes": [_scene(sc) for sc in batch.scenes],
+        "counts": [_count(c) for c in batch.counts],
     }
     return msgpack.packb(doc, use_bin_type=True)
 
@@ -327,6 +355,7 @@ def decode_batch(payload: bytes) -> Batch:
                 (_str(t, "tenant"), _str(v, "visitor_id"), _from_ts(ts)) for t, v, ts in created
             ],
             scenes=[_from_scene(x) for x in _maps(doc, "scenes")] if "scenes" in doc else [],
+            counts=[_from_count(x) for x in _maps(doc, "counts")] if "counts" in doc else [],
         )
     except KeyError as exc:
         raise CodecError(f"field {exc.args[0]!r} missing") from None

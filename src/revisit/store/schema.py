@@ -205,6 +205,44 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
             "INSERT INTO visit_spans " + span_rows_from_sightings(d, "true")
             + " ORDER BY start_us",
         ]),
+        # Occupancy (revisit.occupancy): cameras' zones and counting switch, locations'
+        # capacity and levels (JSON documents validated by their pydantic models), people
+        # per frame and zone, the door signs' read-only keys, alert rules, their state,
+        # the alerts raised and every delivery attempt.
+        (9, [
+            """CREATE TABLE occupancy_cameras (
+                tenant VARCHAR NOT NULL, camera_id VARCHAR NOT NULL, config VARCHAR NOT NULL,
+                updated_at TIMESTAMP NOT NULL, PRIMARY KEY (tenant, camera_id))""",
+            """CREATE TABLE occupancy_locations (
+                tenant VARCHAR NOT NULL, location_id VARCHAR NOT NULL, config VARCHAR NOT NULL,
+                updated_at TIMESTAMP NOT NULL, PRIMARY KEY (tenant, location_id))""",
+            """CREATE TABLE people_counts (
+                tenant VARCHAR NOT NULL, image_id VARCHAR NOT NULL, zone VARCHAR NOT NULL,
+                camera_id VARCHAR NOT NULL, location_id VARCHAR NOT NULL,
+                ts TIMESTAMP NOT NULL, count REAL NOT NULL, raw INTEGER NOT NULL,
+                PRIMARY KEY (tenant, image_id, zone))""",
+            *index("people_counts_time", "people_counts", "tenant, location_id, ts"),
+            """CREATE TABLE display_keys (
+                key_hash VARCHAR PRIMARY KEY, key_id VARCHAR NOT NULL, tenant VARCHAR NOT NULL,
+                location_id VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+                revoked_at TIMESTAMP)""",
+            """CREATE TABLE alert_rules (
+                tenant VARCHAR NOT NULL, rule_id VARCHAR NOT NULL, config VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL, PRIMARY KEY (tenant, rule_id))""",
+            """CREATE TABLE alert_state (
+                tenant VARCHAR NOT NULL, rule_id VARCHAR NOT NULL, above_since TIMESTAMP,
+                active_alert VARCHAR, last_fired TIMESTAMP, PRIMARY KEY (tenant, rule_id))""",
+            """CREATE TABLE alerts (
+                tenant VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, rule_id VARCHAR NOT NULL,
+                location_id VARCHAR NOT NULL, zone VARCHAR NOT NULL, value REAL NOT NULL,
+                message VARCHAR NOT NULL, started_at TIMESTAMP NOT NULL, ended_at TIMESTAMP,
+                PRIMARY KEY (tenant, alert_id))""",
+            """CREATE TABLE alert_deliveries (
+                tenant VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, channel VARCHAR NOT NULL,
+                target VARCHAR NOT NULL, attempt INTEGER NOT NULL, ts TIMESTAMP NOT NULL,
+                ok BOOLEAN NOT NULL, detail VARCHAR NOT NULL,
+                PRIMARY KEY (tenant, alert_id, channel, attempt))""",
+        ]),
     ]
 
 

@@ -300,6 +300,7 @@ class SQLStore:
         self._write_rollup(s, sightings, redelivered)
         self._write_exemplars(s, batch, redelivered, erased)
         self._write_scenes(s, batch)
+        self._write_counts(s, batch)
         return _Written(places, tops)
 
     @staticmethod
@@ -317,6 +318,16 @@ class SQLStore:
                                        "frames", "ts"),
                      [(sc.tenant, sc.camera_id, sc.width, sc.height, sc.jpeg, sc.frames,
                        naive_utc(sc.ts))])
+
+    @staticmethod
+    def _write_counts(s: Session, batch: Batch) -> None:
+        """People per frame and zone (occupancy); a redelivered frame changes nothing."""
+        if batch.counts:
+            s.insert("people_counts", ("tenant", "image_id", "zone", "camera_id",
+                                       "location_id", "ts", "count", "raw"),
+                     [(c.tenant, c.image_id, c.zone, c.camera_id, c.location_id,
+                       naive_utc(c.ts), float(c.count), int(c.raw)) for c in batch.counts],
+                     "DO NOTHING")
 
     def _erased_in_batch(self, s: Session, batch: Batch) -> dict[str, set[str]]:
         """Which visitor ids mentioned by the batch were erased: one query per tenant."""
@@ -819,6 +830,10 @@ class SQLStore:
                 "sightings": s.count("DELETE FROM sightings WHERE tenant = ? AND ts < ?", c),
                 "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ?", c),
                 "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
+                "people_counts": s.count(
+                    "DELETE FROM people_counts WHERE tenant = ? AND ts < ?", c),
+                "alerts": s.count("DELETE FROM alerts WHERE tenant = ? AND started_at < ? "
+                                  "AND ended_at IS NOT NULL", c),
                 # visitors left with no sighting: neither their own nor a merged id's
                 "visitors": s.count(
                     "DELETE FROM visitors v WHERE v.tenant = ? AND NOT EXISTS ("

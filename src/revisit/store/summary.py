@@ -97,12 +97,14 @@ before AS (
     return _Source(cte, [*params, query.tenant, naive_utc(query.ts_from)])
 
 
-def _rollup_source(con: Session, query: ReportQuery) -> _Source:
+def _rollup_source(con: Session, query: ReportQuery,
+                   visits_table: str | None = None) -> _Source:
     """From the rollups: visits from ``visit_spans``, days and "seen before" from
     ``visit_days``. Sessionised from their sightings instead, as the raw query would:
     merged visitors (their sightings interleave) and every (visitor, store) with a visit
     crossing the period's first or last midnight (the raw query cuts such a visit at the
-    edge; ``visit_days.cont`` names them)."""
+    edge; ``visit_days.cont`` names them). ``visits_table``: the visits made already
+    (:func:`sessionised`)."""
     d = con.dialect
     tenant = query.tenant
     members = sorted(r[0] for r in con.execute(
@@ -128,6 +130,8 @@ def _rollup_source(con: Session, query: ReportQuery) -> _Source:
         spans_params.append(edges)
     params: list[Any] = []
     ctes = []
+    if visits_table is not None:  # only the merged visitors' days still need sightings
+        raw_faces = members
     if raw_faces:
         where, w_params = sighting_filters(tenant, query.locations, (), query.ts_from, query.ts_to)
         vid = "coalesce(a.visitor_id, s.face_id)" if members else "s.face_id"
@@ -147,13 +151,16 @@ def _rollup_source(con: Session, query: ReportQuery) -> _Source:
     ) x
 )""")
         params += [members, *w_params, raw_faces, members, edges]
-    spans = f"""
+    if visits_table is not None:
+        ctes.append(f"visits AS (SELECT * FROM {visits_table})")
+    else:
+        spans = f"""
     SELECT face_id AS vid, location_id AS loc, start_us, end_us, n, path FROM visit_spans
     WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
-    params += [tenant, _us(query.ts_from), _us(query.ts_to), *loc_params, *spans_params]
-    if raw_faces:
-        spans += f"\n    UNION ALL{visits_from('rawmarked', 'vid, loc')}"
-    ctes.append(f"visits AS ({spans}\n)")
+        params += [tenant, _us(query.ts_from), _us(query.ts_to), *loc_params, *spans_params]
+        if raw_faces:
+            spans += f"\n    UNION ALL{visits_from('rawmarked', 'vid, loc')}"
+        ctes.append(f"visits AS ({spans}\n)")
     ctes.append("""per_loc AS (
     SELECT vid, loc, count(*) AS visits, sum(n) AS n, min(start_us) AS first_us,
            max(end_us) AS last_us
@@ -194,11 +201,16 @@ def sessionised(con: Session, query: ReportQuery, rollup: bool = True) -> Iterat
         yield
         return
     if rollup and rollup_applies(query):
-        token = _SOURCE.set(_rollup_source(con, query))
+        # the period's visits once (the analyses read them up to four times)
+        name = f"rv_visits_{uuid.uuid4().hex[:12]}"
+        src = _rollup_source(con, query)
+        con.execute(f"CREATE TEMP TABLE {name} AS {src.cte}\nSELECT * FROM visits", src.params)
+        token = _SOURCE.set(_rollup_source(con, query, visits_table=name))
         try:
             yield
         finally:
             _SOURCE.reset(token)
+            con.execute(f"DROP TABLE IF EXISTS {name}")
         return
     name = f"rv_marked_{uuid.uuid4().hex[:12]}"
     cte, params = report_cte(query, con.dialect, cameras=True)

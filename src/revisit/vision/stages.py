@@ -8,12 +8,22 @@ the embedded default simply calls one after the other.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from revisit.config import Settings
-from revisit.records import NOT_A_FACE, Batch, Dropped, Face, Frame, Rejected, face_image_id
+from revisit.records import (
+    NOT_A_FACE,
+    Batch,
+    Dropped,
+    Face,
+    Frame,
+    PeopleCount,
+    Rejected,
+    face_image_id,
+)
 from revisit.vision import catalog
 from revisit.vision.align import align_crop
 from revisit.vision.context import clothes_histogram
@@ -124,15 +134,26 @@ def faces_of_frame(frame: Frame, pixels: np.ndarray, detections: list[Detection]
     return faces
 
 
+class FrameCounter(Protocol):
+    """What the detect stage asks of the occupancy stage (revisit.occupancy.counting),
+    on the frame it has decoded anyway."""
+
+    def count(self, frame: Frame, pixels: np.ndarray) -> list[PeopleCount]: ...
+
+    def veto(self, faces: list[Face], dropped: list[Dropped]) -> list[Face]: ...
+
+
 def detect_batch(batch: Batch, detector: Detector, settings: Settings,
-                 scenes: SceneKeeper | None = None) -> Batch:
+                 scenes: SceneKeeper | None = None,
+                 counting: FrameCounter | None = None) -> Batch:
     """Decode, detect, gate and align every frame; append Faces and Rejected to ``batch``.
 
     Frames stay in the batch (the store marks them processed even with no face), but
     their pixels and encoded bytes are released: after this stage only crops travel.
     Frames that fail to decode are removed from ``batch.frames`` and reported in
     ``batch.rejected``. ``scenes`` samples the decoded frames for the cameras' empty-scene
-    backgrounds (renewed ones travel in ``batch.scenes``).
+    backgrounds (renewed ones travel in ``batch.scenes``); ``counting`` counts people on
+    them (``batch.counts``) and drops faces in exclusion zones.
     """
     kept: list[Frame] = []
     for frame in batch.frames:
@@ -148,7 +169,11 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
                                            frame.image_id, frame.tenant))
             frame.data = frame.pixels = None
             continue
-        batch.faces.extend(faces_of_frame(frame, pixels, detections, settings, batch.dropped))
+        faces = faces_of_frame(frame, pixels, detections, settings, batch.dropped)
+        if counting is not None:
+            faces = counting.veto(faces, batch.dropped)
+            batch.counts.extend(counting.count(frame, pixels))
+        batch.faces.extend(faces)
         if scenes is not None and (scene := scenes.observe(frame.tenant, frame.camera_id,
                                                            frame.ts, pixels)):
             batch.scenes.append(scene)
@@ -204,6 +229,7 @@ class Vision:
         self.settings = settings
         self._detector: Detector | None = None
         self._embedder: Embedder | None = None
+        self.counting: FrameCounter | None = None  # set where the store is at hand
         self.scenes = (SceneKeeper(lambda img: [d.bbox for d in self.detector.predict([img])[0]])
                        if settings.privacy.scene_backgrounds else None)
 
@@ -234,7 +260,7 @@ class Vision:
         return configured if configured is not None else self.embedder.match_threshold
 
     def detect(self, batch: Batch) -> Batch:
-        return detect_batch(batch, self.detector, self.settings, self.scenes)
+        return detect_batch(batch, self.detector, self.settings, self.scenes, self.counting)
 
     def embed(self, batch: Batch) -> Batch:
         return embed_batch(batch, self.embedder, self.settings)

@@ -168,10 +168,73 @@ async function loadVisitors() {
   $("csv").href = "/v1/reports/unique-visitors?" + params({ format: "csv" });
 }
 
+// Occupancy: locations with a capacity (the card stays hidden without any)
+let occLocations = [];
+const WEEK = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+async function loadOccupancy() {
+  occLocations = await getJSON("/v1/occupancy/locations");
+  $("occupancy").hidden = occLocations.length === 0;
+  if (!occLocations.length) return;
+  const sel = $("occ-location");
+  if (!sel.options.length) {
+    for (const o of occLocations) {
+      const opt = document.createElement("option");
+      opt.value = o.location_id; opt.textContent = o.location_id;
+      sel.append(opt);
+    }
+    sel.addEventListener("change", loadOccupancyOf);
+    const cams = $("zones-camera");
+    for (const cam of occLocations[0].zone_cameras) {
+      const opt = document.createElement("option");
+      opt.value = cam; opt.textContent = cam;
+      cams.append(opt);
+    }
+    cams.addEventListener("change", loadZones);
+  }
+  loadZones();
+  await loadOccupancyOf();
+}
+
+function loadZones() {
+  const cam = $("zones-camera").value;
+  if (cam) $("zones").src = `/v1/cameras/${encodeURIComponent(cam)}/zones.png?t=${Date.now()}`;
+}
+
+async function loadOccupancyOf() {
+  const loc = $("occ-location").value;
+  const now = occLocations.find((o) => o.location_id === loc);
+  $("occ-now").textContent = now.sign === "no_data"
+    ? `${loc}: no data now (no camera reporting)`
+    : `${loc} now: ${now.people} of ${now.capacity} people (${Math.round(now.occupancy_pct)} %, ${now.level})`;
+  const p = new URLSearchParams({ from: $("from").value, to: $("to").value, locations: loc });
+  const hist = await getJSON(`/v1/occupancy/history?${p}`);
+  const byHour = Array.from({ length: 24 }, () => []), byDay = Array.from({ length: 7 }, () => []);
+  for (const r of hist.by_weekday_hour) {
+    byHour[r.hour].push(r.people);
+    byDay[WEEK.indexOf(r.weekday)].push(r.people);
+  }
+  const mean = (v) => (v.length ? Math.round(10 * v.reduce((a, b) => a + b, 0) / v.length) / 10 : 0);
+  chart("occ-hour-chart", byHour.map((_, h) => String(h)), byHour.map(mean));
+  chart("occ-weekday-chart", WEEK, byDay.map(mean));
+  const alerts = await getJSON("/v1/alerts?limit=20");
+  const body = $("alerts").querySelector("tbody");
+  body.replaceChildren();
+  for (const a of alerts) {
+    const tr = document.createElement("tr");
+    cell(tr, fmtTime(a.started_at));
+    cell(tr, a.message);
+    cell(tr, fmtTime(a.ended_at) || "ongoing");
+    const ok = a.deliveries.filter((d) => d.ok).length;
+    cell(tr, `${ok} of ${new Set(a.deliveries.map((d) => d.target)).size}`);
+    body.append(tr);
+  }
+}
+
 async function refresh() {
   $("error").hidden = true;
   try {
-    await Promise.all([loadSummary(), loadVisitors(), loadFlows()]);
+    await Promise.all([loadSummary(), loadVisitors(), loadFlows(), loadOccupancy()]);
     loadHeatmap();
     document.body.dataset.loaded = "true";
   } catch (e) {

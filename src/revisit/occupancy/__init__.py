@@ -1,0 +1,1 @@
+"""Occupancy: people per snapshot, zones, locations\x27 capacity, the door sign, alerts."""

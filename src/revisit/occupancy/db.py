@@ -1,0 +1,206 @@
+"""Occupancy data in the store's database: cameras' zones, locations' capacity, people
+per frame, door-sign keys, alert rules and alerts (tables of migration 9).
+
+Settings are JSON documents validated by their pydantic models on the way in and out, so
+a setting the API accepted is exactly what the pipeline reads. Every change is audited
+through the tenancy's log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from revisit.occupancy.live import CameraCount, LocationOccupancy, Occupancy, combine, occupancy
+from revisit.occupancy.zones import CameraZones
+from revisit.store.base import SightingStore
+from revisit.tenancy.db import Tenancy, TenancyError
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteRow:
+    """One minute of one location: people (mean over the minute's snapshots, cameras
+    combined by the overlap rule; named zones summed over cameras) and the peak."""
+
+    location_id: str
+    minute: datetime
+    zone: str
+    people: float
+    peak: float
+
+
+def all_camera_zones(store: SightingStore) -> dict[tuple[str, str], CameraZones]:
+    """Every tenant's camera settings (what the pipeline's zone book holds)."""
+    with store.read() as s:
+        rows = s.execute("SELECT tenant, camera_id, config FROM occupancy_cameras").fetchall()
+    return {(t, c): CameraZones.model_validate_json(cfg) for t, c, cfg in rows}
+
+
+class OccupancyDB:
+    def __init__(self, store: SightingStore, tenancy: Tenancy) -> None:
+        self.store = store
+        self.tenancy = tenancy
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.store.read() as s:
+            return list(s.execute(sql, list(params)).fetchall())
+
+    # -- settings -----------------------------------------------------------------------
+    def set_camera(self, tenant: str, camera_id: str, zones: CameraZones,
+                   actor: str = "cli") -> None:
+        self.tenancy.require_tenant(tenant)
+        with self.store.transaction() as s:
+            s.execute("INSERT INTO occupancy_cameras (tenant, camera_id, config, updated_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, camera_id) DO UPDATE SET "
+                      "config = excluded.config, updated_at = excluded.updated_at",
+                      [tenant, camera_id, zones.model_dump_json(), _now()])
+        self.tenancy.audit(tenant, actor, "occupancy.camera.put",
+                           {"camera_id": camera_id, **zones.model_dump()})
+
+    def camera(self, tenant: str, camera_id: str) -> CameraZones | None:
+        rows = self._rows("SELECT config FROM occupancy_cameras WHERE tenant = ? "
+                          "AND camera_id = ?", (tenant, camera_id))
+        return CameraZones.model_validate_json(rows[0][0]) if rows else None
+
+    def all_cameras(self) -> dict[tuple[str, str], CameraZones]:
+        return all_camera_zones(self.store)
+
+    def set_location(self, tenant: str, location_id: str, cfg: LocationOccupancy,
+                     actor: str = "cli") -> None:
+        self.tenancy.require_tenant(tenant)
+        with self.store.transaction() as s:
+            s.execute("INSERT INTO occupancy_locations (tenant, location_id, config, updated_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) DO UPDATE SET "
+                      "config = excluded.config, updated_at = excluded.updated_at",
+                      [tenant, location_id, cfg.model_dump_json(), _now()])
+        self.tenancy.audit(tenant, actor, "occupancy.location.put",
+                           {"location_id": location_id, **cfg.model_dump()})
+
+    def location(self, tenant: str, location_id: str) -> LocationOccupancy | None:
+        rows = self._rows("SELECT config FROM occupancy_locations WHERE tenant = ? "
+                          "AND location_id = ?", (tenant, location_id))
+        return LocationOccupancy.model_validate_json(rows[0][0]) if rows else None
+
+    def locations(self, tenant: str) -> dict[str, LocationOccupancy]:
+        return {loc: LocationOccupancy.model_validate_json(cfg) for loc, cfg in self._rows(
+            "SELECT location_id, config FROM occupancy_locations WHERE tenant = ? "
+            "ORDER BY location_id", (tenant,))}
+
+    def _counting_cameras(self, tenant: str, location_id: str) -> dict[str, CameraZones]:
+        """Counting cameras of a location (the location a camera's frames came from)."""
+        rows = self._rows(
+            "SELECT o.camera_id, o.config FROM occupancy_cameras o JOIN cameras c "
+            "ON c.tenant = o.tenant AND c.camera_id = o.camera_id "
+            "WHERE o.tenant = ? AND c.location_id = ?", (tenant, location_id))
+        out = {cam: CameraZones.model_validate_json(cfg) for cam, cfg in rows}
+        return {cam: z for cam, z in out.items() if z.counting}
+
+    # -- now ----------------------------------------------------------------------------
+    def live(self, tenant: str, location_id: str, now: datetime | None = None) -> Occupancy:
+        """The location's occupancy now (``now``: the wall clock unless given)."""
+        cfg = self.location(tenant, location_id)
+        if cfg is None:
+            raise TenancyError(f"location {location_id!r} has no capacity set "
+                               "(revisit occupancy set-location)")
+        now = _aware(now or datetime.now(UTC))
+        cams = self._counting_cameras(tenant, location_id)
+        since = _naive(now) - timedelta(days=1)
+        rows = self._rows(
+            "SELECT p.camera_id, p.zone, p.ts, p.count FROM people_counts p JOIN ("
+            " SELECT camera_id, max(ts) AS ts FROM people_counts WHERE tenant = ? "
+            " AND location_id = ? AND zone = '' AND ts >= ? AND ts <= ? GROUP BY camera_id"
+            ") m ON p.camera_id = m.camera_id AND p.ts = m.ts "
+            "WHERE p.tenant = ? AND p.location_id = ?",
+            (tenant, location_id, since, _naive(now), tenant, location_id))
+        newest: list[CameraCount] = []
+        zones: dict[str, float] = defaultdict(float)
+        for cam, zone, ts, count in rows:
+            if cam not in cams:
+                continue
+            if zone == "":
+                newest.append(CameraCount(cam, cams[cam].overlap_group or cam, float(count),
+                                          _aware(ts)))
+            else:
+                zones[zone] += float(count)
+        result = occupancy(location_id, cfg, len(cams), newest, dict(zones), now)
+        return result
+
+    # -- history ------------------------------------------------------------------------
+    def history(self, tenant: str, ts_from: datetime, ts_to: datetime,
+                locations: Iterable[str] = ()) -> list[MinuteRow]:
+        """Per minute and location: the location's people ("" zone) by the overlap rule,
+        and each named zone summed over cameras."""
+        locs = list(locations)
+        where = "tenant = ? AND ts >= ? AND ts < ?"
+        params: list[Any] = [tenant, _naive(ts_from), _naive(ts_to)]
+        if locs:
+            where += " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(locs)
+        rows = self._rows(
+            "SELECT location_id, camera_id, zone, date_trunc('minute', ts) AS m, avg(count), "
+            f"max(count) FROM people_counts WHERE {where} "
+            "GROUP BY location_id, camera_id, zone, m ORDER BY m", params)
+        groups: dict[tuple[str, str], str] = {}
+        for (t, cam), z in self.all_cameras().items():
+            if t == tenant:
+                groups[(t, cam)] = z.overlap_group or cam
+        per: dict[tuple[str, datetime, str], list[tuple[str, float, float]]] = defaultdict(list)
+        for loc, cam, zone, minute, mean, peak in rows:
+            per[(loc, minute, zone)].append((cam, float(mean), float(peak)))
+        out = []
+        for (loc, minute, zone), cams in sorted(per.items()):
+            if zone == "":
+                mean = combine(CameraCount(c, groups.get((tenant, c), c), m, minute)
+                               for c, m, _ in cams)
+                peak = combine(CameraCount(c, groups.get((tenant, c), c), p, minute)
+                               for c, _, p in cams)
+            else:
+                mean, peak = sum(m for _, m, _ in cams), sum(p for _, _, p in cams)
+            out.append(MinuteRow(loc, _aware(minute), zone, mean, peak))
+        return out
+
+    # -- door signs ---------------------------------------------------------------------
+    def create_display_key(self, tenant: str, location_id: str, actor: str = "cli") -> tuple[str, str]:
+        """A read-only key showing one location's occupancy: (key id, secret)."""
+        self.tenancy.require_tenant(tenant)
+        secret = "rvd_" + secrets.token_urlsafe(24)
+        key_id = "dk_" + secrets.token_hex(4)
+        with self.store.transaction() as s:
+            s.execute("INSERT INTO display_keys (key_hash, key_id, tenant, location_id, "
+                      "created_at) VALUES (?, ?, ?, ?, ?)",
+                      [hashlib.sha256(secret.encode()).hexdigest(), key_id, tenant,
+                       location_id, _now()])
+        self.tenancy.audit(tenant, actor, "occupancy.display_key.create",
+                           {"key_id": key_id, "location_id": location_id})
+        return key_id, secret
+
+    def display_key(self, secret: str) -> tuple[str, str] | None:
+        """(tenant, location id) a display key shows, or None."""
+        rows = self._rows("SELECT tenant, location_id FROM display_keys WHERE key_hash = ? "
+                          "AND revoked_at IS NULL", (hashlib.sha256(secret.encode()).hexdigest(),))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def revoke_display_key(self, tenant: str, key_id: str, actor: str = "cli") -> None:
+        with self.store.transaction() as s:
+            n = s.count("UPDATE display_keys SET revoked_at = ? WHERE tenant = ? AND key_id = ? "
+                        "AND revoked_at IS NULL", [_now(), tenant, key_id])
+        if not n:
+            raise TenancyError(f"no active display key {key_id!r} in tenant {tenant}")
+        self.tenancy.audit(tenant, actor, "occupancy.display_key.revoke", {"key_id": key_id})

@@ -1,0 +1,111 @@
+"""A location's occupancy from its cameras' counts: the overlap rule, capacity, levels and
+the door sign's state.
+
+The overlap rule: cameras of one location that see the same area share an
+``overlap_group``; a group counts as one view and gives the *maximum* of its cameras'
+counts. Groups (and cameras without a group, each its own) see disjoint areas and *add
+up*. Where two cameras overlap only partly, give each a counting zone so every area is
+counted by exactly one camera; they are then disjoint and add up. (docs/occupancy.md has
+an example.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Level = Literal["green", "amber", "red", "no_data"]
+
+
+class LocationOccupancy(BaseModel):
+    """A location's capacity and the levels its sign shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capacity: int = Field(..., ge=1, le=1_000_000, description="Most people allowed inside.")
+    amber_pct: float = Field(70.0, gt=0, le=1000, description="Amber from this % of capacity.")
+    red_pct: float = Field(90.0, gt=0, le=1000,
+                           description="Red (the sign says wait) from this % of capacity.")
+    stale_after_s: int = Field(120, ge=5, le=86_400, description="A camera whose newest count "
+                               "is older than this is not reporting; with none reporting the "
+                               "sign says 'no data'.")
+
+    @model_validator(mode="after")
+    def _levels(self) -> LocationOccupancy:
+        if self.amber_pct >= self.red_pct:
+            raise ValueError(f"amber_pct ({self.amber_pct}) must be below red_pct "
+                             f"({self.red_pct})")
+        return self
+
+    def level(self, pct: float) -> Level:
+        if pct >= self.red_pct:
+            return "red"
+        return "amber" if pct >= self.amber_pct else "green"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraCount:
+    """One camera's newest count of a zone ("" = its counting zone)."""
+
+    camera_id: str
+    group: str  # overlap group (the camera id when it has none)
+    count: float
+    ts: datetime
+
+
+def combine(counts: Iterable[CameraCount]) -> float:
+    """The overlap rule: the maximum within an overlap group, the sum over groups."""
+    best: dict[str, float] = {}
+    for c in counts:
+        best[c.group] = max(best.get(c.group, 0.0), c.count)
+    return sum(best.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    """What the sign and the API show for a location now."""
+
+    location_id: str
+    count: float | None  # None: no camera reporting
+    capacity: int
+    pct: float | None
+    level: Level
+    sign: Literal["enter", "wait", "no_data"]
+    as_of: datetime | None  # the newest count's time
+    cameras: int  # counting cameras of the location
+    reporting: list[str]  # those whose newest count is fresh
+    zones: dict[str, float]  # named zones' people now
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "location_id": self.location_id,
+            "count": None if self.count is None else round(self.count, 1),
+            "people": None if self.count is None else round(self.count),
+            "capacity": self.capacity,
+            "occupancy_pct": None if self.pct is None else round(self.pct, 1),
+            "level": self.level, "sign": self.sign,
+            "as_of": None if self.as_of is None else self.as_of.isoformat().replace("+00:00", "Z"),
+            "cameras": self.cameras, "reporting": self.reporting,
+            "complete": bool(self.cameras) and len(self.reporting) == self.cameras,
+            "zones": {k: round(v, 1) for k, v in sorted(self.zones.items())},
+        }
+
+
+def occupancy(location_id: str, cfg: LocationOccupancy, cameras: int,
+              newest: list[CameraCount], zones: dict[str, float], now: datetime) -> Occupancy:
+    """``newest``: each counting camera's newest count of its counting zone (any age);
+    only those younger than ``cfg.stale_after_s`` count."""
+    fresh = [c for c in newest if (now - c.ts).total_seconds() <= cfg.stale_after_s]
+    if not fresh:
+        return Occupancy(location_id, None, cfg.capacity, None, "no_data", "no_data",
+                         max((c.ts for c in newest), default=None), cameras, [], {})
+    count = combine(fresh)
+    pct = 100.0 * count / cfg.capacity
+    level = cfg.level(pct)
+    return Occupancy(location_id, count, cfg.capacity, pct, level,
+                     "wait" if level == "red" else "enter", max(c.ts for c in fresh), cameras,
+                     sorted(c.camera_id for c in fresh), zones)

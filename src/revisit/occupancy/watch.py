@@ -1,0 +1,53 @@
+"""After each stored batch with people counts: the alert rules of the locations it
+touched, evaluated at the batch's newest snapshot, and the alerts they raise sent."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from revisit.occupancy.alerts import AlertBook, Deliverer, SmtpSettings, values_at
+from revisit.occupancy.db import OccupancyDB
+from revisit.records import PeopleCount
+from revisit.store.base import SightingStore
+from revisit.tenancy.db import Tenancy, TenancyError
+
+log = logging.getLogger(__name__)
+
+
+def webhook_secret(tenancy: Tenancy, tenant: str) -> str:
+    """The tenant's webhook signing secret (made at first use, shared by every replica)."""
+    return tenancy.shared_secret(f"webhook:{tenant}")
+
+
+class Watcher:
+    def __init__(self, store: SightingStore, settings: Any) -> None:
+        tenancy = Tenancy(store)
+        self.occupancy = OccupancyDB(store, tenancy)
+        self.book = AlertBook(store)
+        a = settings.alerts
+        smtp = (SmtpSettings(a.smtp_host, a.smtp_port, a.smtp_from, a.smtp_username,
+                             a.smtp_password, a.smtp_starttls) if a.smtp_host else None)
+        self.deliverer = Deliverer(self.book, lambda t: webhook_secret(tenancy, t), smtp,
+                                   attempts=a.attempts, backoff_s=a.backoff_s)
+
+    def after(self, counts: list[PeopleCount]) -> None:
+        for (tenant, loc), ts in values_at(counts).items():
+            rules = [r for r in self.book.rules(tenant) if r.location_id == loc]
+            if not rules:
+                continue
+            try:
+                now = self.occupancy.live(tenant, loc, now=ts)
+            except TenancyError:  # no capacity set: only count rules can be judged
+                now = None
+            for rule in rules:
+                if rule.metric == "occupancy_pct":
+                    value = None if now is None else now.pct
+                elif rule.zone:
+                    value = None if now is None else now.zones.get(rule.zone, 0.0)
+                else:
+                    value = None if now is None else now.count
+                alert = self.book.evaluate(tenant, rule, value, ts)
+                if alert is not None:
+                    log.info("alert %s: %s", alert.alert_id, alert.message)
+                    self.deliverer.send(alert)

@@ -1,0 +1,133 @@
+"""Alert rules: one alert per episode (hysteresis), none again inside the cooldown, the
+held-for time; delivery by a signed webhook and by e-mail through a real SMTP server,
+retried with every attempt logged."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+from pydantic import ValidationError
+
+from revisit.occupancy.alerts import AlertBook, AlertRule, Deliverer, SmtpSettings, sign
+from revisit.store.base import SightingStore
+
+T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+def _run(book: AlertBook, rule: AlertRule, values: list[float], step_s: int = 60) -> list[int]:
+    """The steps (minutes) at which an alert fired."""
+    fired = []
+    for i, v in enumerate(values):
+        if book.evaluate("default", rule, v, T0 + timedelta(seconds=step_s * i)) is not None:
+            fired.append(i)
+    return fired
+
+
+def test_one_alert_per_episode_and_again_after_the_cooldown(store: SightingStore) -> None:
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="full", location_id="L1", above=80, clear_below=70,
+                     cooldown_s=30 * 60)
+    book.put_rule("default", rule)
+    # above at 1 (fires); wavers 85/75/85 (same episode: 75 is not below 70); clears at 6;
+    # above again at 8 (inside the 30 min cooldown: waits) until 31 (cooldown over: fires)
+    values = [50, 90, 85, 75, 85, 90, 60, 60] + [95] * 30
+    assert _run(book, rule, values) == [1, 31]
+    alerts = book.alerts("default")
+    assert [a["value"] for a in alerts] == [95.0, 90.0]
+    assert alerts[1]["ended_at"] is not None and alerts[0]["ended_at"] is None
+
+
+def test_held_for_a_while_before_it_fires(store: SightingStore) -> None:
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="queue", location_id="L1", zone="till", metric="count",
+                     above=5, for_s=180)
+    assert _run(book, rule, [6, 7, 3, 6, 6, 6, 7, 8]) == [6]  # 3 minutes above from step 3
+    with pytest.raises(ValidationError, match="zone rule"):
+        AlertRule(rule_id="x", location_id="L1", zone="till", above=5)
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    got: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if _Receiver.fail_first > 0:
+            _Receiver.fail_first -= 1
+            self.send_response(503)
+        else:
+            _Receiver.got.append((dict(self.headers), body))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.got, _Receiver.fail_first = [], 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_signed_webhook_retried_and_every_attempt_logged(store: SightingStore,
+                                                         receiver: str) -> None:
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="full", location_id="L1", above=80, webhook_url=receiver)
+    alert = book.evaluate("default", rule, 90, T0)
+    assert alert is not None
+    _Receiver.fail_first = 2
+    d = Deliverer(book, lambda tenant: f"secret-of-{tenant}", attempts=4, backoff_s=0.05)
+    d.send(alert)
+    d.wait()
+    (headers, body), = _Receiver.got
+    assert headers["X-Revisit-Signature"] == sign("secret-of-default",
+                                                  headers["X-Revisit-Timestamp"], body)
+    assert json.loads(body)["location_id"] == "L1" and json.loads(body)["value"] == 90
+    attempts = book.alerts("default")[0]["deliveries"]
+    assert [(a["attempt"], a["ok"]) for a in attempts] == [(1, False), (2, False), (3, True)]
+    assert attempts[0]["detail"] == "RuntimeError: HTTP 503"
+
+
+def test_email_through_a_real_smtp_server(store: SightingStore) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    class Inbox(Message):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list = []
+
+        def handle_message(self, message) -> None:  # type: ignore[no-untyped-def]
+            self.messages.append(message)
+
+    import socket
+
+    with socket.socket() as probe:  # a free port (the controller checks it can connect)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        book = AlertBook(store)
+        rule = AlertRule(rule_id="full", location_id="L1", above=80,
+                         emails=["manager@example.com"])
+        alert = book.evaluate("default", rule, 91, T0)
+        d = Deliverer(book, lambda t: "s", SmtpSettings("127.0.0.1", port), backoff_s=0.05)
+        d.send(alert)  # type: ignore[arg-type]
+        d.wait()
+    finally:
+        ctl.stop()
+    (msg,) = inbox.messages
+    assert msg["To"] == "manager@example.com" and "L1: 91 % of capacity" in msg["Subject"]
+    assert book.alerts("default")[0]["deliveries"][0]["ok"] is True

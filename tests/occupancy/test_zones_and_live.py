@@ -1,0 +1,71 @@
+"""Zones decide who counts; the overlap rule combines a location's cameras; levels and the
+sign follow capacity; a silent location says 'no data'."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from revisit.occupancy.live import CameraCount, LocationOccupancy, combine, occupancy
+from revisit.occupancy.zones import CameraZones, mask_polygon
+
+SQUARE = [(0, 0), (100, 0), (100, 100), (0, 100)]
+NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+def test_counting_exclusion_and_named_zones() -> None:
+    z = CameraZones(counting=True, count_zone=SQUARE, exclude=[[(0, 0), (20, 0), (20, 20), (0, 20)]],
+                    named={"till": [(50, 50), (100, 50), (100, 100), (50, 100)]})
+    assert z.zones_of(60, 60) == ["", "till"]
+    assert z.zones_of(30, 30) == [""]
+    assert z.zones_of(10, 10) == []  # excluded: counts nowhere
+    assert z.zones_of(150, 150) == []  # outside the counting zone
+    assert z.excluded(10, 10) and not z.excluded(30, 30)
+    whole = CameraZones(counting=True)
+    assert whole.zones_of(5000, 5000) == [""]  # no counting zone: the whole frame
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"count_zone": [(0, 0), (1, 1)]}, "at least 3 points"),
+    ({"exclude": [[(0, 0), (1, 1), (-5, 3)]]}, "outside"),
+    ({"named": {"": SQUARE}}, "zone name"),
+    ({"scale": 0}, "greater than 0"),
+    ({"colour": "red"}, "Extra inputs"),
+])
+def test_bad_zones_are_refused_with_the_reason(doc: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        CameraZones.model_validate(doc)
+
+
+def test_a_mask_becomes_a_polygon() -> None:
+    mask = np.zeros((100, 200), np.uint8)
+    mask[20:80, 50:150] = 255
+    poly = mask_polygon(mask)
+    z = CameraZones(count_zone=poly)
+    assert z.counted(100, 50) and not z.counted(10, 50) and not z.counted(100, 95)
+
+
+def test_overlap_groups_take_the_maximum_and_groups_add_up() -> None:
+    # entrance seen by two cameras (one view), the back room by a third
+    counts = [CameraCount("door-a", "entrance", 4, NOW), CameraCount("door-b", "entrance", 6, NOW),
+              CameraCount("back", "back", 3, NOW)]
+    assert combine(counts) == 9
+
+
+def test_levels_sign_and_no_data() -> None:
+    cfg = LocationOccupancy(capacity=20, amber_pct=70, red_pct=90, stale_after_s=60)
+    fresh = [CameraCount("c1", "c1", 15, NOW - timedelta(seconds=10))]
+    o = occupancy("L1", cfg, 1, fresh, {}, NOW)
+    assert (o.pct, o.level, o.sign) == (75.0, "amber", "enter")
+    o = occupancy("L1", cfg, 1, [CameraCount("c1", "c1", 19, NOW)], {}, NOW)
+    assert (o.level, o.sign) == ("red", "wait")
+    stale = [CameraCount("c1", "c1", 3, NOW - timedelta(minutes=5))]
+    o = occupancy("L1", cfg, 1, stale, {}, NOW)
+    assert (o.count, o.level, o.sign) == (None, "no_data", "no_data")  # not a stale green
+    half = occupancy("L1", cfg, 2, fresh, {}, NOW).as_dict()
+    assert half["complete"] is False and half["reporting"] == ["c1"]
+    with pytest.raises(ValidationError, match="below red_pct"):
+        LocationOccupancy(capacity=10, amber_pct=95, red_pct=90)
