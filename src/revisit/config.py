@@ -24,6 +24,8 @@ from pydantic_settings import (
 )
 
 from revisit.ingest.timestamps import TimeWindow
+from revisit.occupancy.live import LocationOccupancy
+from revisit.occupancy.zones import CameraZones
 
 
 class DetectorSettings(BaseModel):
@@ -267,6 +269,17 @@ class IngestSettings(BaseModel):
         return TimeWindow(self.earliest, timedelta(seconds=self.max_future_s))
 
 
+class OccupancySettings(BaseModel):
+    """Occupancy settings from the configuration file, written to the store at start (the
+    CLI and API change the same settings; docs/occupancy.md). Keys: ``camera_id`` or
+    ``tenant/camera_id`` (``location_id`` likewise); without a tenant: ``default``."""
+
+    cameras: dict[str, CameraZones] = Field(
+        default_factory=dict, description="Per camera: counting on/off and its zones.")
+    locations: dict[str, LocationOccupancy] = Field(
+        default_factory=dict, description="Per location: capacity and levels.")
+
+
 class PrivacySettings(BaseModel):
     keep_crops: bool = Field(
         False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
@@ -305,6 +318,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    occupancy: OccupancySettings = Field(default_factory=OccupancySettings)
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

@@ -269,6 +269,10 @@ class Runtime:
         self.settings = settings
         settings.data.mkdir(parents=True, exist_ok=True)
         self.store = open_store(settings)
+        if settings.occupancy.cameras or settings.occupancy.locations:
+            from revisit.occupancy.db import apply_settings
+
+            apply_settings(self.store, settings)
         self.index = open_index(settings)
         # The resolver searches one frame's faces at a time; on such tiny searches faiss's
         # OpenMP pool (all cores by default) only spins, taking the cores the models run

@@ -101,3 +101,44 @@ def test_the_sign_shows_the_newest_count_and_no_data_when_cameras_stop(
             assert outside == []  # works offline: nothing from elsewhere
         finally:
             browser.close()
+
+
+def test_the_dashboard_shows_occupancy_zones_and_alerts(server: tuple[str, Env]) -> None:
+    from revisit.occupancy.alerts import AlertBook, AlertRule
+
+    base, env = server
+    db = OccupancyDB(env.service.runtime.store, env.service.tenancy)
+    db.set_camera("acme", "camA", CameraZones(
+        counting=True, count_zone=[(10, 10), (600, 10), (600, 460), (10, 460)],
+        exclude=[[(450, 20), (590, 20), (590, 150), (450, 150)]],
+        named={"till": [(50, 300), (250, 300), (250, 450), (50, 450)]}))
+    db.set_location("acme", "101", LocationOccupancy(capacity=40))
+    day = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday
+    for h in range(8, 20):  # busier at noon
+        _counts(env, "camA", "101", 30.0 - 2 * abs(13 - h), day + timedelta(hours=h))
+    book = AlertBook(env.service.runtime.store)
+    rule = AlertRule(rule_id="full", location_id="101", above=60)
+    book.put_rule("acme", rule)
+    book.evaluate("acme", rule, 75.0, day + timedelta(hours=13))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{base}/login")
+            page.fill("#key", env.keys["analyst"])
+            page.click("button[type=submit]")
+            page.goto(f"{base}/dashboard?from=2024-03-01&to=2024-03-10")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+            assert page.locator("#occupancy").is_visible()
+            by_hour = page.evaluate("Chart.getChart('occ-hour-chart').data.datasets[0].data")
+            # the store keeps Berlin time: 13:00 UTC is 14:00 there
+            assert by_hour[14] == 30 and by_hour[9] == 20 and by_hour[3] == 0
+            by_day = page.evaluate("Chart.getChart('occ-weekday-chart').data.datasets[0].data")
+            assert by_day[0] > 0 and sum(by_day[1:]) == 0  # Monday only
+            page.wait_for_function("document.querySelector('#zones').complete && "
+                                   "document.querySelector('#zones').naturalWidth > 0")
+            assert page.locator("#alerts tbody tr").count() == 1
+            assert "101: 75 % of capacity" in page.text_content("#alerts tbody")
+            page.locator("#occupancy").screenshot(path=str(DOCS / "occupancy-dashboard.png"))
+        finally:
+            browser.close()

@@ -69,3 +69,28 @@ def test_levels_sign_and_no_data() -> None:
     assert half["complete"] is False and half["reporting"] == ["c1"]
     with pytest.raises(ValidationError, match="below red_pct"):
         LocationOccupancy(capacity=10, amber_pct=95, red_pct=90)
+
+
+def test_settings_file_zones_and_capacities_reach_the_store(tmp_path) -> None:
+    from revisit.config import load_settings
+    from revisit.occupancy.db import OccupancyDB
+    from revisit.pipeline import Runtime
+    from revisit.tenancy.db import Tenancy
+
+    occ = {"cameras": {"camA": {"counting": True, "exclude": [SQUARE]}},
+           "locations": {"101": {"capacity": 30, "red_pct": 80}}}
+    rt = Runtime(load_settings(None, data=tmp_path, occupancy=occ))
+    try:
+        db = OccupancyDB(rt.store, Tenancy(rt.store))
+        assert db.camera("default", "camA").excluded(50, 50)
+        assert db.location("default", "101").capacity == 30
+        audit = Tenancy(rt.store).audit_log("default")
+        assert {a["action"] for a in audit} >= {"occupancy.camera.put", "occupancy.location.put"}
+        assert {a["actor"] for a in audit} == {"config"}
+    finally:
+        rt.close()
+    rt = Runtime(load_settings(None, data=tmp_path, occupancy=occ))  # unchanged: no new entry
+    try:
+        assert len(Tenancy(rt.store).audit_log("default")) == len(audit)
+    finally:
+        rt.close()

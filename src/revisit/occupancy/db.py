@@ -18,6 +18,7 @@ from typing import Any
 
 from revisit.occupancy.live import CameraCount, LocationOccupancy, Occupancy, combine, occupancy
 from revisit.occupancy.zones import CameraZones
+from revisit.records import DEFAULT_TENANT
 from revisit.store.base import SightingStore
 from revisit.tenancy.db import Tenancy, TenancyError
 
@@ -44,6 +45,7 @@ class MinuteRow:
     zone: str
     people: float
     peak: float
+    cameras: dict[str, float]  # each camera's mean people that minute
 
 
 def all_camera_zones(store: SightingStore) -> dict[tuple[str, str], CameraZones]:
@@ -53,10 +55,37 @@ def all_camera_zones(store: SightingStore) -> dict[tuple[str, str], CameraZones]
     return {(t, c): CameraZones.model_validate_json(cfg) for t, c, cfg in rows}
 
 
+def _split(key: str) -> tuple[str, str]:
+    tenant, _, name = key.rpartition("/")
+    return tenant or DEFAULT_TENANT, name
+
+
+def apply_settings(store: SightingStore, settings: Any) -> None:
+    """The configuration file's occupancy settings into the store (where the pipeline, CLI
+    and API read them); unchanged ones are left alone, changed ones audited as ``config``."""
+    occ = settings.occupancy
+    if not occ.cameras and not occ.locations:
+        return
+    db = OccupancyDB(store, Tenancy(store))
+    for key, zones in occ.cameras.items():
+        tenant, cam = _split(key)
+        if db.camera(tenant, cam) != zones:
+            db.set_camera(tenant, cam, zones, actor="config")
+    for key, cfg in occ.locations.items():
+        tenant, loc = _split(key)
+        if db.location(tenant, loc) != cfg:
+            db.set_location(tenant, loc, cfg, actor="config")
+
+
 class OccupancyDB:
     def __init__(self, store: SightingStore, tenancy: Tenancy) -> None:
         self.store = store
         self.tenancy = tenancy
+
+    def _tenant(self, tenant: str) -> None:
+        """The embedded default's tenant needs no registration; any other must exist."""
+        if tenant != DEFAULT_TENANT:
+            self.tenancy.require_tenant(tenant)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self.store.read() as s:
@@ -65,7 +94,7 @@ class OccupancyDB:
     # -- settings -----------------------------------------------------------------------
     def set_camera(self, tenant: str, camera_id: str, zones: CameraZones,
                    actor: str = "cli") -> None:
-        self.tenancy.require_tenant(tenant)
+        self._tenant(tenant)
         with self.store.transaction() as s:
             s.execute("INSERT INTO occupancy_cameras (tenant, camera_id, config, updated_at) "
                       "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, camera_id) DO UPDATE SET "
@@ -84,7 +113,7 @@ class OccupancyDB:
 
     def set_location(self, tenant: str, location_id: str, cfg: LocationOccupancy,
                      actor: str = "cli") -> None:
-        self.tenancy.require_tenant(tenant)
+        self._tenant(tenant)
         with self.store.transaction() as s:
             s.execute("INSERT INTO occupancy_locations (tenant, location_id, config, updated_at) "
                       "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) DO UPDATE SET "
@@ -173,13 +202,14 @@ class OccupancyDB:
                                for c, _, p in cams)
             else:
                 mean, peak = sum(m for _, m, _ in cams), sum(p for _, _, p in cams)
-            out.append(MinuteRow(loc, _aware(minute), zone, mean, peak))
+            out.append(MinuteRow(loc, _aware(minute), zone, mean, peak,
+                                 {c: round(m, 2) for c, m, _ in sorted(cams)}))
         return out
 
     # -- door signs ---------------------------------------------------------------------
     def create_display_key(self, tenant: str, location_id: str, actor: str = "cli") -> tuple[str, str]:
         """A read-only key showing one location's occupancy: (key id, secret)."""
-        self.tenancy.require_tenant(tenant)
+        self._tenant(tenant)
         secret = "rvd_" + secrets.token_urlsafe(24)
         key_id = "dk_" + secrets.token_hex(4)
         with self.store.transaction() as s:

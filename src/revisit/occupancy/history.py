@@ -27,7 +27,7 @@ def history_table(db: OccupancyDB, tenant: str, start: date, end: date,
         minutes.append({
             "location_id": r.location_id, "zone": r.zone,
             "minute": r.minute.isoformat().replace("+00:00", "Z"),
-            "people": round(r.people, 2), "peak": round(r.peak, 2),
+            "people": round(r.people, 2), "peak": round(r.peak, 2), "cameras": r.cameras,
             "occupancy_pct": (round(100 * r.people / cap.capacity, 1)
                               if cap is not None and not r.zone else None)})
         if not r.zone:
@@ -42,7 +42,9 @@ def history_table(db: OccupancyDB, tenant: str, start: date, end: date,
 
 def write_history_csv(out: dict[str, Any], buf: Any) -> None:
     w = csv.writer(buf)
-    w.writerow(["Location", "Zone", "Minute (UTC)", "People", "Peak", "Occupancy %"])
+    w.writerow(["Location", "Zone", "Minute (UTC)", "People", "Peak", "Occupancy %",
+                "Cameras"])
     for m in out["minutes"]:
         w.writerow([m["location_id"], m["zone"], m["minute"], m["people"], m["peak"],
-                    "" if m["occupancy_pct"] is None else m["occupancy_pct"]])
+                    "" if m["occupancy_pct"] is None else m["occupancy_pct"],
+                    ", ".join(f"{c}: {v}" for c, v in m["cameras"].items())])

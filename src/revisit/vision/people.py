@@ -4,7 +4,7 @@ The face detector misses everyone who looks away or is too small, so occupancy c
 people with a person detector instead, then corrects its systematic miss rate with a
 per-camera linear :class:`Calibration`. The facts of the model (input size, threshold,
 tiling, point rule) live on :class:`PersonDetector`; benchmarks/occupancy.py measured the
-alternatives (docs/occupancy-model.md).
+alternatives (docs/occupancy.md).
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ async function loadOccupancy() {
 
 function loadZones() {
   const cam = $("zones-camera").value;
-  if (cam) $("zones").src = `/v1/cameras/${encodeURIComponent(cam)}/zones.png?t=${Date.now()}`;
+  if (cam) $("zones").src = `/v1/cameras/${encodeURIComponent(cam)}/zones.png`;
 }
 
 async function loadOccupancyOf() {
