@@ -200,6 +200,9 @@ class PeopleCount:
     zone: str
     count: float
     raw: int
+    # where the counted people were (their counting points, image pixels): for heatmaps;
+    # on the camera's own zone ("") only
+    points: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -38,7 +38,7 @@ def full_batch() -> Batch:
         exemplars_dropped=[("t1", "F-0")],
         visitors_created=[("t1", "V-0001A7", TS)],
         scenes=[Scene("t1", "cam-1", 1920, 1080, b"\xff\xd8scene", 15, TS)],
-        counts=[PeopleCount("t1", "cam-1", "loc-1", "img-1", TS, "", 7.25, 5),
+        counts=[PeopleCount("t1", "cam-1", "loc-1", "img-1", TS, "", 7.25, 5, [(10, 20), (300, 41)]),
                 PeopleCount("t1", "cam-1", "loc-1", "img-1", TS, "checkout 3", 2.0, 2)],
     )
 

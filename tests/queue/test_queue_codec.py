@@ -121,6 +121,7 @@ def _tamper(mutate) -> bytes:
         (lambda d: d["scenes"][0].update(jpeg="text"), "scene jpeg"),
         (lambda d: d["counts"][0].update(raw=-1), "raw"),
         (lambda d: d["counts"][0].update(count="7"), "count"),
+        (lambda d: d["counts"][0].update(points=[[1, 2, 3]]), "point"),
     ],
 )
 def test_tampered_payloads_raise_codec_error(mutate, message: str) -> None:

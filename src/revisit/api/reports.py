@@ -288,7 +288,8 @@ async def flows(
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
 
 
-def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date) -> bytes:
+def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date,
+             source: str = "auto") -> bytes:
     from revisit.report.heatmap import render
 
     if svc.tenancy.unknown_places(key.tenant, (), (camera_id,)):
@@ -296,14 +297,23 @@ def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date) -
     query = build_query(svc, key, Filters(from_, to))
     store = svc.runtime.store
     scene = store.scene(key.tenant, camera_id)
-    points = (tuple(p) for chunk in store.face_positions(key.tenant, camera_id, query.ts_from,
-                                                         query.ts_to) for p in chunk)
+    people = list(_points(store.people_positions(key.tenant, camera_id, query.ts_from,
+                                                 query.ts_to))) if source != "faces" else []
+    if source == "faces" or (source == "auto" and not people):
+        points: Any = _points(store.face_positions(key.tenant, camera_id, query.ts_from,
+                                                   query.ts_to))
+    else:
+        points = people
     width, height, jpeg = scene if scene else (None, None, None)
     return render(points, width, height, jpeg)
 
 
+def _points(chunks: Any) -> Any:
+    return (tuple(p) for chunk in chunks for p in chunk)
+
+
 @router.get("/v1/cameras/{camera_id}/heatmap.png",
-            summary="Where faces were seen by a camera, over its empty scene (PNG)",
+            summary="Where people were seen by a camera, over its empty scene (PNG)",
             response_class=Response, responses={
                 200: {"content": {"image/png": {"schema": {"type": "string",
                                                            "format": "binary"}}},
@@ -315,10 +325,14 @@ async def heatmap(
     to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
     t: int | None = Query(None, ge=0, description="Ignored: lets a page that redraws the "
                           "map (live) ask again."),
+    source: Literal["auto", "people", "faces"] = Query(
+        "auto", description="people: the people counter's detections (cameras that count, "
+        "faces or not); faces: face sightings; auto: people where the camera counts, else "
+        "faces."),
     key: ApiKey = Depends(reader),
 ) -> Response:
     svc = service_of(request)
-    png = await _pooled(svc, _heatmap, svc, key, camera_id, from_, to)
+    png = await _pooled(svc, _heatmap, svc, key, camera_id, from_, to, source)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

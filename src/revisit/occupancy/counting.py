@@ -60,9 +60,13 @@ class Counting:
             return []
         people = self.detector.predict([pixels])[0]
         raw: dict[str, int] = {"": 0, **dict.fromkeys(z.named, 0)}
+        counted: list[tuple[int, int]] = []
         for p in people:
-            for name in z.zones_of(*p.point):
+            names = z.zones_of(*p.point)
+            for name in names:
                 raw[name] += 1
+            if "" in names:
+                counted.append((round(p.point[0]), round(p.point[1])))
         # A camera's own line (fitted on its frames: revisit admin calibrate-counter) corrects
         # the model's typical miss in that view; without one, people are counted as found
         # (another view's line would be wrong: the Mall's adds 4 people to an empty room).
@@ -75,7 +79,8 @@ class Counting:
             # and nobody found is nobody there
             value = float(n) if name or n == 0 or cal is None else cal.apply(n)
             out.append(PeopleCount(frame.tenant, frame.camera_id, frame.location_id,
-                                   frame.image_id, frame.ts, name, round(value, 2), n))
+                                   frame.image_id, frame.ts, name, round(value, 2), n,
+                                   counted if name == "" else []))
         return out
 
     def veto(self, faces: list[Face], dropped: list[Dropped]) -> list[Face]:

@@ -274,7 +274,7 @@ def _from_scene(d: dict[str, Any]) -> Scene:
 def _count(c: PeopleCount) -> dict[str, Any]:
     return {"tenant": c.tenant, "camera_id": c.camera_id, "location_id": c.location_id,
             "image_id": c.image_id, "ts": _ts(c.ts), "zone": c.zone, "count": float(c.count),
-            "raw": int(c.raw)}
+            "raw": int(c.raw), "points": [[int(x), int(y)] for x, y in c.points]}
 
 
 def _from_count(d: dict[str, Any]) -> PeopleCount:
@@ -284,7 +284,14 @@ def _from_count(d: dict[str, Any]) -> PeopleCount:
         tenant=_str(d["tenant"], "tenant"), camera_id=_str(d["camera_id"], "camera_id"),
         location_id=_str(d["location_id"], "location_id"),
         image_id=_str(d["image_id"], "image_id"), ts=_from_ts(d["ts"]),
-        zone=_str(d["zone"], "zone"), count=_num(d["count"], "count"), raw=d["raw"])
+        zone=_str(d["zone"], "zone"), count=_num(d["count"], "count"), raw=d["raw"],
+        points=[_from_point(p) for p in _list(d, "points")])
+
+
+def _from_point(v: Any) -> tuple[int, int]:
+    if not isinstance(v, list) or len(v) != 2 or not all(_is_int(x) for x in v):
+        raise CodecError(f"a person's point must be 2 integers, got {v!r}")
+    return (v[0], v[1])
 
 
 def encode_batch(batch: Batch) -> bytes:

@@ -220,7 +220,7 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 tenant VARCHAR NOT NULL, image_id VARCHAR NOT NULL, zone VARCHAR NOT NULL,
                 camera_id VARCHAR NOT NULL, location_id VARCHAR NOT NULL,
                 ts TIMESTAMP NOT NULL, count REAL NOT NULL, raw INTEGER NOT NULL,
-                PRIMARY KEY (tenant, image_id, zone))""",
+                points VARCHAR, PRIMARY KEY (tenant, image_id, zone))""",
             *index("people_counts_time", "people_counts", "tenant, location_id, ts"),
             """CREATE TABLE display_keys (
                 key_hash VARCHAR PRIMARY KEY, key_id VARCHAR NOT NULL, tenant VARCHAR NOT NULL,

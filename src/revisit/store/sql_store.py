@@ -22,6 +22,7 @@ connections, transactions, streaming, bulk load and locks.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -324,9 +325,11 @@ class SQLStore:
         """People per frame and zone (occupancy); a redelivered frame changes nothing."""
         if batch.counts:
             s.insert("people_counts", ("tenant", "image_id", "zone", "camera_id",
-                                       "location_id", "ts", "count", "raw"),
+                                       "location_id", "ts", "count", "raw", "points"),
                      [(c.tenant, c.image_id, c.zone, c.camera_id, c.location_id,
-                       naive_utc(c.ts), float(c.count), int(c.raw)) for c in batch.counts],
+                       naive_utc(c.ts), float(c.count), int(c.raw),
+                       json.dumps(c.points, separators=(",", ":")) if c.points else None)
+                      for c in batch.counts],
                      "DO NOTHING")
 
     def _erased_in_batch(self, s: Session, batch: Batch) -> dict[str, set[str]]:
@@ -860,6 +863,15 @@ class SQLStore:
             "SELECT bbox_x + bbox_w / 2.0, bbox_y + bbox_h / 2.0 FROM sightings "
             "WHERE tenant = ? AND camera_id = ? AND ts >= ? AND ts < ?",
             [tenant, camera_id, naive_utc(ts_from), naive_utc(ts_to)], FETCH_ROWS)
+
+    def people_positions(self, tenant: str, camera_id: str, ts_from: datetime,
+                         ts_to: datetime) -> Iterator[list[Any]]:
+        """Where the camera's people counter found people in [ts_from, ts_to), in chunks."""
+        for rows in self.engine.stream(
+                "SELECT points FROM people_counts WHERE tenant = ? AND camera_id = ? "
+                "AND zone = '' AND points IS NOT NULL AND ts >= ? AND ts < ?",
+                [tenant, camera_id, naive_utc(ts_from), naive_utc(ts_to)], FETCH_ROWS):
+            yield [tuple(p) for (points,) in rows for p in json.loads(points)]
 
     def visitor_detail(self, tenant: str, visitor_id: str) -> VisitorDetail | None:
         with self.engine.read() as s:
