@@ -117,6 +117,10 @@ class IdentitySettings(BaseModel):
         "the chosen embedder (see docs/accuracy.md).",
     )
     neighbours: int = Field(10, ge=1, le=200, description="Neighbours searched per face.")
+    staff_margin: float = Field(
+        0.08, ge=0.0, le=0.5, description="A face joins an enrolled staff member only at the "
+        "match threshold plus this: a customer taken for staff would vanish from the reports "
+        "(docs/privacy.md).")
     max_exemplars: int = Field(
         8, ge=1, le=128, description="Stored embeddings per visitor (bounded; best quality kept)."
     )

@@ -285,6 +285,7 @@ class Runtime:
         self._embed_pool: Any = None
         self._embed_visions: list[Vision] = []
         self._watcher: Any = None
+        self._watchlist: Any = None
         self.stage_seconds: dict[str, float] = {}
 
     @property
@@ -313,7 +314,18 @@ class Runtime:
         erase_withdrawn(self.store, batch)
         if batch.counts:
             self.watcher.after(batch.counts)
+        if batch.sightings:
+            self.watchlist.after(batch.sightings)
         return batch
+
+    @property
+    def watchlist(self) -> Any:
+        """Watchlist alerts (revisit.known), judged after each batch with sightings."""
+        if self._watchlist is None:
+            from revisit.known.watchlist import WatchlistWatcher
+
+            self._watchlist = WatchlistWatcher(self.store, self.watcher.deliverer)
+        return self._watchlist
 
     @property
     def watcher(self) -> Any:

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
-from revisit.api import admin, batches, dashboard, occupancy, operator, reports
+from revisit.api import admin, batches, dashboard, known, occupancy, operator, reports
 from revisit.api import errors as api_errors
 from revisit.api.errors import errors
 from revisit.api.metrics import CONTENT_TYPE_LATEST
@@ -117,6 +117,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(operator.router)
     app.include_router(occupancy.router)
+    app.include_router(known.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
     return app

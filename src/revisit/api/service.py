@@ -55,7 +55,20 @@ class Service:
             self._pipeline = PipelineStatus(settings, self.runtime.store)
         self._stop = threading.Event()
         self._purger: threading.Thread | None = None
+        self._enrol_vision: Any = None
+        self._enrol_lock = threading.Lock()
         self.ready = False
+
+    def enrol_process(self, batch: Any) -> Any:
+        """Detect and embed enrolment photos with models apart from the pipeline's (OpenCV
+        nets are not thread-safe), loaded on the first enrolment; one at a time."""
+        from revisit.pipeline import pipeline_model_settings
+        from revisit.vision.stages import Vision
+
+        with self._enrol_lock:
+            if self._enrol_vision is None:
+                self._enrol_vision = Vision(pipeline_model_settings(self.settings))
+            return self._enrol_vision.process(batch)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, processing: bool = True) -> None:

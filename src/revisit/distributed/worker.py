@@ -44,9 +44,11 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
     if stage == "resolve":
         return ResolveHandler(settings, store), store
 
+    from revisit.known.watchlist import WatchlistWatcher
     from revisit.occupancy.watch import Watcher
 
     watcher = Watcher(store, settings)
+    watchlist = WatchlistWatcher(store, watcher.deliverer)
 
     def store_stage(batch: Batch) -> list[Batch]:
         if settings.privacy.keep_crops:
@@ -56,6 +58,8 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         erase_withdrawn(store, batch)
         if batch.counts:  # stored with the batch by resolve; the alert rules judge them here
             watcher.after(batch.counts)
+        if batch.sightings:
+            watchlist.after(batch.sightings)
         return []
 
     return store_stage, store

@@ -37,6 +37,7 @@ afterwards by :mod:`revisit.identity.consolidate` (average-linkage merges, rever
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class _Gallery:
     """What the resolver remembers of one tenant beyond the index: exemplars per visitor."""
 
     next_number: int
+    staff: set[str] = field(default_factory=set)  # enrolled staff: a stricter threshold
     exemplars: dict[str, list[_Held]] = field(default_factory=dict)
     _centroids: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -165,6 +167,7 @@ class Resolver:
         )
         self.track_create_faces = ident.track_create_faces
         self.twin_threshold = self.threshold + ident.twin_offset
+        self.staff_threshold = self.threshold + ident.staff_margin
         self.create_after = ident.create_after
         self.single_face_quality = ident.single_face_quality
         self.k = ident.neighbours
@@ -172,12 +175,16 @@ class Resolver:
         self.per_track = ident.exemplars_per_track
         self._galleries: dict[str, _Gallery] = {}
         self._cameras: dict[tuple[str, str], CameraTracks] = {}
+        # resolve/flush on the pipeline's thread, reload and id allocation also from an
+        # admin action (an enrolment) on another: one at a time
+        self._lock = threading.RLock()
 
     # -- gallery state ---------------------------------------------------------------
     def _gallery(self, tenant: str) -> _Gallery:
         g = self._galleries.get(tenant)
         if g is None:
-            g = _Gallery(next_number=self.store.max_visitor_number(tenant) + 1)
+            g = _Gallery(next_number=self.store.max_visitor_number(tenant) + 1,
+                         staff=set(self.store.staff(tenant)))
             for chunk in self.store.load_exemplars(tenant):
                 self.index.add(chunk)
                 for ex in chunk:
@@ -188,12 +195,19 @@ class Resolver:
         return g
 
     def reload(self, tenant: str) -> None:
-        """Forget a tenant's gallery and rebuild it from the store (after a merge/split)."""
+        """Forget a tenant's gallery and rebuild it from the store (after a merge/split,
+        an enrolment)."""
+        with self._lock:
+            self._reload(tenant)
+
+    def _reload(self, tenant: str) -> None:
         g = self._galleries.pop(tenant, None)
         if g is not None:  # by face id: entries may still carry a merged-away visitor id
             self.index.remove(tenant, [h.face_image_id for held in g.exemplars.values()
                                        for h in held])
-        self._gallery(tenant)
+        fresh = self._gallery(tenant)
+        if g is not None:  # numbers handed out but not yet stored stay taken
+            fresh.next_number = max(fresh.next_number, g.next_number)
         # open tracks follow merges; a track whose visitor was erased decides afresh
         for (t, _), cam in self._cameras.items():
             if t != tenant:
@@ -203,11 +217,13 @@ class Resolver:
                     vid = self.store.canonical_id(tenant, tr.visitor)
                     tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
 
-    def _new_visitor(self, tenant: str) -> str:
-        g = self._gallery(tenant)
-        vid = format_visitor_id(g.next_number)
-        g.next_number += 1
-        return vid
+    def new_visitor(self, tenant: str) -> str:
+        """The next visitor id of the tenant (also for an enrolment made beside the run)."""
+        with self._lock:
+            g = self._gallery(tenant)
+            vid = format_visitor_id(g.next_number)
+            g.next_number += 1
+            return vid
 
     def _remember(self, batch: Batch, pending: _Pending, face: Face, unit: np.ndarray,
                   visitor: str) -> None:
@@ -231,6 +247,10 @@ class Resolver:
     # -- the stage -------------------------------------------------------------------
     def resolve(self, batch: Batch) -> Batch:
         """Fill ``batch.sightings`` for the batch's embedded faces (module docstring)."""
+        with self._lock:
+            return self._resolve(batch)
+
+    def _resolve(self, batch: Batch) -> Batch:
         faces = [f for f in batch.faces if f.embedding is not None]
         by_tenant: dict[str, list[Face]] = defaultdict(list)
         for f in faces:
@@ -243,6 +263,10 @@ class Resolver:
         """End of a stream: close every open track, deciding the undecided ones (a track
         waiting for more snapshots founds its visitor now). Faces of tracks that still
         have no visitor are reported dropped (``weak_track``)."""
+        with self._lock:
+            return self._flush()
+
+    def _flush(self) -> Batch | None:
         out = Batch(batch_id="resolver-flush")
         by_tenant: dict[str, list[Track]] = defaultdict(list)
         for cam in self._cameras.values():
@@ -424,7 +448,7 @@ class Resolver:
                                          "same frame", reason=TWIN)
                         tr.held = []
                         continue
-                    vid, new = self._new_visitor(tenant), True
+                    vid, new = self.new_visitor(tenant), True
                     tr.founded = True
                     batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.held)))
                 tr.visitor = vid
@@ -455,8 +479,12 @@ class Resolver:
         if not cands:
             return None, self.threshold
         scores = np.stack(cents) @ query
+        # enrolled staff need a closer match: a customer taken for staff leaves the reports
+        need = np.array([self.staff_threshold if v in g.staff else self.threshold
+                         for v in cands], np.float32)
+        scores = np.where(scores >= need, scores, -np.inf)
         best = int(np.argmax(scores))
-        if scores[best] < self.threshold:
+        if not np.isfinite(scores[best]):
             return None, self.threshold
         return cands[best], float(scores[best])
 

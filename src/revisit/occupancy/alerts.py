@@ -41,6 +41,19 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
+def check_webhook_url(v: str | None) -> str | None:
+    if v is not None and not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError(f"webhook_url {v!r} is not an http(s) URL")
+    return v
+
+
+def check_emails(v: list[str]) -> list[str]:
+    for e in v:
+        if not _EMAIL.match(e):
+            raise ValueError(f"{e!r} is not an e-mail address")
+    return v
+
+
 class AlertRule(BaseModel):
     """When to alert, and whom."""
 
@@ -72,17 +85,12 @@ class AlertRule(BaseModel):
     @field_validator("webhook_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"webhook_url {v!r} is not an http(s) URL")
-        return v
+        return check_webhook_url(v)
 
     @field_validator("emails")
     @classmethod
     def _emails(cls, v: list[str]) -> list[str]:
-        for e in v:
-            if not _EMAIL.match(e):
-                raise ValueError(f"{e!r} is not an e-mail address")
-        return v
+        return check_emails(v)
 
     @model_validator(mode="after")
     def _check(self) -> AlertRule:

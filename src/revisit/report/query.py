@@ -28,6 +28,8 @@ class ReportQuery:
     cameras: tuple[str, ...] = ()
     visit_gap: timedelta = DEFAULT_VISIT_GAP
     camera_group: str = ""  # name shown in the header when the cameras came from a group
+    # visitor ids left out (staff: revisit.known), filled in by the store, not by callers
+    excluded: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, day in (("from", self.start), ("to", self.end)):

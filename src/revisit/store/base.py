@@ -106,6 +106,10 @@ class SightingStore(Protocol):
 
     def tenants(self) -> list[str]: ...
 
+    def staff(self, tenant: str) -> tuple[str, ...]:
+        """Visitor ids of the tenant's active staff enrolments (revisit.known)."""
+        ...
+
     def max_visitor_number(self, tenant: str) -> int:
         """Highest visitor number issued in this tenant (0 if none)."""
         ...

@@ -90,6 +90,10 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
     where, params = sighting_filters(
         query.tenant, query.locations, query.cameras, query.ts_from, query.ts_to
     )
+    vid = "coalesce(a.visitor_id, s.face_id)" if aliases else "s.face_id"
+    if query.excluded:
+        where += f" AND {vid} NOT IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(query.excluded))
     gap_us = int(query.visit_gap.total_seconds() * 1_000_000)
     cam = ", cam" if cameras else ""
     if gap_us == 0:
@@ -101,7 +105,6 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
             "THEN 0 ELSE 1 END AS new_visit FROM base"
         )
         params.append(gap_us)
-    vid = "coalesce(a.visitor_id, s.face_id)" if aliases else "s.face_id"
     join = (
         "LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id" if aliases else ""
     )
@@ -117,6 +120,36 @@ marked AS ({marked}),
 {_PER_LOC},
 {PER_VISITOR}"""
     return sql, params
+
+
+def staff_ids(s: Any, tenant: str) -> tuple[str, ...]:
+    """Visitor ids the reports leave out: active ``staff`` enrolments (revisit.known) and
+    every id merged with them (``s``: a session of the store)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    ids = {r[0] for r in s.execute(
+        "SELECT visitor_id FROM enrolments WHERE tenant = ? AND grp = 'staff' "
+        "AND (expires_at IS NULL OR expires_at > ?)", [tenant, now]).fetchall()}
+    if not ids:
+        return ()
+    listed = sorted(ids)
+    groups = s.execute(
+        "SELECT visitor_id FROM aliases WHERE tenant = ? AND alias_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [tenant, listed]).fetchall()
+    canon = ids | {r[0] for r in groups}
+    members = s.execute(
+        "SELECT alias_id FROM aliases WHERE tenant = ? AND visitor_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [tenant, sorted(canon)]).fetchall()
+    return tuple(sorted(canon | {r[0] for r in members}))
+
+
+def with_staff_left_out(s: Any, query: ReportQuery) -> ReportQuery:
+    """The query with the tenant's staff left out (unless the caller already chose)."""
+    from dataclasses import replace
+
+    if query.excluded:
+        return query
+    staff = staff_ids(s, query.tenant)
+    return replace(query, excluded=staff) if staff else query
 
 
 def parse_loc_visits(text: str) -> dict[str, int]:
@@ -279,6 +312,9 @@ def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
     if query.locations:  # one list parameter: faster than thousands of IN (?, ...) items
         loc_filter = " AND r.location_id IN (SELECT unnest(?::VARCHAR[]))"
         params.append(list(query.locations))
+    if query.excluded:
+        loc_filter += " AND r.face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(query.excluded))
     members = (
         "SELECT alias_id FROM aliases WHERE tenant = ? "
         "UNION SELECT visitor_id FROM aliases WHERE tenant = ?"
@@ -295,7 +331,10 @@ def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
     if aliases:
         params.extend([query.tenant, query.tenant])
         where, raw_params = sighting_filters(query.tenant, query.locations, (), query.ts_from,
-                                     query.ts_to)
+                                             query.ts_to)
+        if query.excluded:
+            where += " AND coalesce(a.visitor_id, s.face_id) NOT IN (SELECT unnest(?::VARCHAR[]))"
+            raw_params.append(list(query.excluded))
         raw = f"""
     SELECT vid, loc, sum(nv) AS visits, count(*) AS n, min(t) AS first_us, max(t) AS last_us
     FROM (
@@ -331,6 +370,9 @@ def rollup_header_sql(query: ReportQuery, d: Dialect, aliases: bool = True) -> t
         if query.locations:
             loc_filter = " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
             params.append(list(query.locations))
+        if query.excluded:
+            loc_filter += " AND face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(list(query.excluded))
         return (
             "SELECT count(DISTINCT face_id), "
             "coalesce(sum(visits + CASE WHEN cont AND day = ? THEN 1 ELSE 0 END), 0)::BIGINT, "

@@ -236,12 +236,28 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 tenant VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, rule_id VARCHAR NOT NULL,
                 location_id VARCHAR NOT NULL, zone VARCHAR NOT NULL, value REAL NOT NULL,
                 message VARCHAR NOT NULL, started_at TIMESTAMP NOT NULL, ended_at TIMESTAMP,
-                PRIMARY KEY (tenant, alert_id))""",
+                subject VARCHAR, PRIMARY KEY (tenant, alert_id))""",
             """CREATE TABLE alert_deliveries (
                 tenant VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, channel VARCHAR NOT NULL,
                 target VARCHAR NOT NULL, attempt INTEGER NOT NULL, ts TIMESTAMP NOT NULL,
                 ok BOOLEAN NOT NULL, detail VARCHAR NOT NULL,
                 PRIMARY KEY (tenant, alert_id, channel, attempt))""",
+        ]),
+        # Known people (revisit.known): enrolments of a visitor id into a group (staff,
+        # watchlist, custom) with who, when, why and until when; a tenant's watchlist
+        # switch with its stated purpose. Enrolment photos' embeddings are exemplars of the
+        # enrolled visitor (face_image_id 'enrol-<enrolment>-<n>').
+        (10, [
+            """CREATE TABLE enrolments (
+                tenant VARCHAR NOT NULL, enrolment_id VARCHAR NOT NULL, grp VARCHAR NOT NULL,
+                visitor_id VARCHAR NOT NULL, label VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+                source VARCHAR NOT NULL, enrolled_by VARCHAR NOT NULL,
+                enrolled_at TIMESTAMP NOT NULL, expires_at TIMESTAMP,
+                PRIMARY KEY (tenant, enrolment_id))""",
+            """CREATE TABLE watchlist_settings (
+                tenant VARCHAR PRIMARY KEY, enabled BOOLEAN NOT NULL, purpose VARCHAR NOT NULL,
+                webhook_url VARCHAR, emails VARCHAR NOT NULL, keep_frames BOOLEAN NOT NULL,
+                changed_by VARCHAR NOT NULL, changed_at TIMESTAMP NOT NULL)""",
         ]),
     ]
 

@@ -50,6 +50,8 @@ from revisit.store.report_sql import (
     rollup_touched,
     row_from,
     sightings_sql,
+    staff_ids,
+    with_staff_left_out,
 )
 from revisit.store.schema import migrations
 from revisit.store.visit_spans import rebuild_spans, refresh_spans, spans_touched
@@ -611,6 +613,11 @@ class SQLStore:
         ):
             yield [(r[0], r[1], np.asarray(r[2], dtype=np.float32)) for r in rows]
 
+    def staff(self, tenant: str) -> tuple[str, ...]:
+        """Visitor ids of the tenant's active staff enrolments (and ids merged with them)."""
+        with self.engine.read() as s:
+            return staff_ids(s, tenant)
+
     def tenants(self) -> list[str]:
         return [r[0] for r in self._query("SELECT tenant FROM tenants ORDER BY tenant")]
 
@@ -635,6 +642,8 @@ class SQLStore:
         return bool(self._query("SELECT 1 FROM aliases WHERE tenant = ? LIMIT 1", [tenant]))
 
     def _report_sql(self, query: ReportQuery, rows: bool) -> tuple[str, list[Any]]:
+        with self.engine.read() as s:
+            query = with_staff_left_out(s, query)
         return report_sql(query, self.dialect, rows=rows,
                           aliases=self._has_aliases(query.tenant), rollup=self.use_rollup)
 
@@ -801,6 +810,9 @@ class SQLStore:
                 f"OR absorb_id {_LIST})", [tenant, group, group])
             counts["visitors"] = s.count(
                 f"DELETE FROM visitors WHERE tenant = ? AND visitor_id {_LIST}", g)
+            # an erased person's enrolments (staff, watchlist) end with them
+            counts["enrolments"] = s.count(
+                f"DELETE FROM enrolments WHERE tenant = ? AND visitor_id {_LIST}", g)
             s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
                       "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
             return counts
@@ -823,7 +835,8 @@ class SQLStore:
 
         def run(s: Session) -> tuple[dict[str, int], list[str]]:
             dropped = [r[0] for r in s.execute(
-                "SELECT face_image_id FROM exemplars WHERE tenant = ? AND ts < ?",
+                "SELECT face_image_id FROM exemplars WHERE tenant = ? AND ts < ? "
+                "AND face_image_id NOT LIKE 'enrol-%'",
                 [tenant, cutoff]).fetchall()]
             t, c = [tenant], [tenant, cutoff]
             counts = {
@@ -831,15 +844,21 @@ class SQLStore:
                     "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
                     "SELECT face_image_id FROM sightings WHERE tenant = ? AND ts < ?)", t + c),
                 "sightings": s.count("DELETE FROM sightings WHERE tenant = ? AND ts < ?", c),
-                "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ?", c),
+                # enrolment photos' embeddings live as long as their enrolment (its expiry,
+                # its removal), not by the camera data's retention
+                "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ? AND "
+                                     "face_image_id NOT LIKE 'enrol-%'", c),
                 "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
                 "people_counts": s.count(
                     "DELETE FROM people_counts WHERE tenant = ? AND ts < ?", c),
                 "alerts": s.count("DELETE FROM alerts WHERE tenant = ? AND started_at < ? "
                                   "AND ended_at IS NOT NULL", c),
-                # visitors left with no sighting: neither their own nor a merged id's
+                # visitors left with no sighting: neither their own nor a merged id's (an
+                # enrolled person stays while enrolled)
                 "visitors": s.count(
-                    "DELETE FROM visitors v WHERE v.tenant = ? AND NOT EXISTS ("
+                    "DELETE FROM visitors v WHERE v.tenant = ? AND NOT EXISTS (SELECT 1 FROM "
+                    "enrolments e WHERE e.tenant = v.tenant AND e.visitor_id = v.visitor_id) "
+                    "AND NOT EXISTS ("
                     "SELECT 1 FROM sightings s WHERE s.tenant = v.tenant "
                     "AND s.face_id = v.visitor_id) AND NOT EXISTS (SELECT 1 FROM aliases a "
                     "JOIN sightings s ON s.tenant = a.tenant AND s.face_id = a.alias_id "

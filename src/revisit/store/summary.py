@@ -42,6 +42,7 @@ from revisit.store.report_sql import (
     report_cte,
     rollup_applies,
     sighting_filters,
+    with_staff_left_out,
 )
 from revisit.store.visit_spans import PATH_SEP, visits_from
 
@@ -73,6 +74,7 @@ def _q(con: Session, tail: str, query: ReportQuery,
 
 
 def _source(con: Session, query: ReportQuery) -> _Source:
+    query = with_staff_left_out(con, query)
     if rollup_applies(query):
         return _rollup_source(con, query)
     return _raw_source(con, query, None)
@@ -123,6 +125,9 @@ def _rollup_source(con: Session, query: ReportQuery,
     if members:
         not_raw += " AND face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
         not_raw_params.append(members)
+    if query.excluded:  # staff
+        not_raw += " AND face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+        not_raw_params.append(list(query.excluded))
     spans_not_raw, spans_params = not_raw, list(not_raw_params)
     if edges:
         spans_not_raw += (" AND face_id || chr(31) || location_id "
@@ -135,6 +140,9 @@ def _rollup_source(con: Session, query: ReportQuery,
     if raw_faces:
         where, w_params = sighting_filters(tenant, query.locations, (), query.ts_from, query.ts_to)
         vid = "coalesce(a.visitor_id, s.face_id)" if members else "s.face_id"
+        if query.excluded:
+            where += f" AND {vid} NOT IN (SELECT unnest(?::VARCHAR[]))"
+            w_params.append(list(query.excluded))
         join = ("LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id"
                 if members else "")
         ctes.append(f"""rawmarked AS (
@@ -200,6 +208,7 @@ def sessionised(con: Session, query: ReportQuery, rollup: bool = True) -> Iterat
     if _SOURCE.get() is not None:  # already inside one
         yield
         return
+    query = with_staff_left_out(con, query)
     if rollup and rollup_applies(query):
         # the period's visits once (the analyses read them up to four times)
         name = f"rv_visits_{uuid.uuid4().hex[:12]}"

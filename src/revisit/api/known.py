@@ -1,0 +1,149 @@
+"""Known people API (admin keys): enrolments (photos or a visitor), staff presence, the
+watchlist switch and its alerts. Every call that reveals or changes who is enrolled is
+audited."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from pydantic import BaseModel, Field
+
+from revisit.api.auth import require, service_of
+from revisit.api.errors import ID_PATTERN, errors
+from revisit.known.enrol import EnrolmentError, Enrolments
+from revisit.known.presence import staff_presence
+from revisit.known.watchlist import Watchlist, WatchlistSettings
+from revisit.report.durations import parse_duration
+from revisit.report.query import ReportQuery
+from revisit.tenancy.db import ApiKey, TenancyError
+
+router = APIRouter(tags=["known people"], responses=errors(401, 403, 422))
+admin = require("admin")
+MAX_PHOTOS = 10
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+
+
+class MarkIn(BaseModel):
+    group: str = Field(..., max_length=32, description="staff, watchlist or a custom name")
+    visitor_id: str = Field(..., pattern=ID_PATTERN, max_length=64)
+    label: str = Field("", max_length=200, description="A name or staff number.")
+    reason: str = Field(..., min_length=3, max_length=1000, description="Why (recorded).")
+    expires_at: datetime | None = Field(None, description="Until when (UTC); none: no end.")
+
+
+def _book(request: Request) -> Enrolments:
+    svc = service_of(request)
+    return Enrolments(svc.runtime.store, svc.tenancy)
+
+
+def _reload(request: Request, tenant: str) -> None:
+    """The running resolver sees enrolments at once (staff threshold, new exemplars)."""
+    runtime = service_of(request).runtime
+    if runtime._resolver is not None:
+        runtime.resolver.reload(tenant)
+
+
+@router.post("/v1/enrolments", status_code=201, summary="Enrol a person from photos")
+async def enrol_photos(
+    request: Request,
+    group: str = Form(..., max_length=32), label: str = Form(..., max_length=200),
+    reason: str = Form(..., max_length=1000),
+    expires_at: datetime | None = Form(None),
+    photos: list[UploadFile] = File(..., description=f"1-{MAX_PHOTOS} photos of the person"),
+    key: ApiKey = Depends(admin),
+) -> dict[str, Any]:
+    if not 1 <= len(photos) <= MAX_PHOTOS:
+        raise HTTPException(422, f"send 1 to {MAX_PHOTOS} photos, got {len(photos)}")
+    data = []
+    for p in photos:
+        b = await p.read(MAX_PHOTO_BYTES + 1)
+        if len(b) > MAX_PHOTO_BYTES:
+            raise HTTPException(413, f"photo {p.filename!r} is over {MAX_PHOTO_BYTES} bytes")
+        data.append(b)
+    svc = service_of(request)
+
+    def run() -> Any:
+        runtime = svc.runtime
+        return _book(request).enrol_photos(
+            key.tenant, group, data, svc.enrol_process, label=label,
+            reason=reason, expires_at=expires_at, actor=key.actor,
+            new_visitor=(lambda: runtime.resolver.new_visitor(key.tenant)))
+
+    try:
+        e = await svc.reports.run(run)
+    except EnrolmentError as exc:
+        raise HTTPException(422, str(exc)) from None
+    _reload(request, key.tenant)
+    return e.as_dict()
+
+
+@router.post("/v1/enrolments/visitor", status_code=201,
+             summary="Enrol a visitor revisit already counts", responses=errors(404))
+def enrol_visitor(body: MarkIn, request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    try:
+        e = _book(request).enrol_visitor(key.tenant, body.group, body.visitor_id,
+                                         label=body.label, reason=body.reason,
+                                         expires_at=body.expires_at, actor=key.actor)
+    except EnrolmentError as exc:
+        status = 404 if str(exc).startswith("no visitor") else 422
+        raise HTTPException(status, str(exc)) from None
+    _reload(request, key.tenant)
+    return e.as_dict()
+
+
+@router.get("/v1/enrolments", summary="Enrolments of the tenant (audited)")
+def list_enrolments(request: Request, group: str | None = Query(None, max_length=32),
+                    expired: bool = Query(False, description="Include expired ones."),
+                    key: ApiKey = Depends(admin)) -> list[dict[str, Any]]:
+    out = [e.as_dict() for e in _book(request).list(key.tenant, group, expired)]
+    service_of(request).tenancy.audit(key.tenant, key.actor, "known.list",
+                                      {"group": group, "count": len(out)})
+    return out
+
+
+@router.delete("/v1/enrolments/{enrolment_id}", summary="End an enrolment",
+               responses=errors(404))
+def remove_enrolment(enrolment_id: str, request: Request,
+                     key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    try:
+        out = _book(request).remove(key.tenant, enrolment_id, key.actor)
+    except TenancyError as exc:
+        raise HTTPException(404, str(exc)) from None
+    _reload(request, key.tenant)
+    return {"removed": enrolment_id, **out}
+
+
+@router.get("/v1/reports/staff-presence", summary="Hours enrolled staff were seen per store")
+def presence(request: Request, from_: date = Query(..., alias="from"), to: date = Query(...),
+             locations: str = Query("", max_length=10_000),
+             snapshot_interval: str = Query("15s", max_length=32),
+             key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    try:
+        step = parse_duration(snapshot_interval)
+        q = ReportQuery(from_, to, tenant=key.tenant,
+                        locations=tuple(x for x in locations.split(",") if x))
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if step > timedelta(hours=1):
+        raise HTTPException(422, "snapshot_interval: at most 1h")
+    rows = staff_presence(_book(request), q, step)
+    service_of(request).tenancy.audit(key.tenant, key.actor, "known.presence.read",
+                                      {"from": str(from_), "to": str(to)})
+    return {"from": from_.isoformat(), "to": to.isoformat(), "staff": rows}
+
+
+@router.put("/v1/watchlist", summary="Turn watchlist alerts on or off (purpose recorded)")
+def put_watchlist(body: WatchlistSettings, request: Request,
+                  key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    svc = service_of(request)
+    Watchlist(svc.runtime.store, svc.tenancy).set(key.tenant, body, key.actor)
+    return body.model_dump()
+
+
+@router.get("/v1/watchlist/alerts", summary="Watchlist alerts (each look is audited)")
+def watchlist_alerts(request: Request, limit: int = Query(100, ge=1, le=1000),
+                     key: ApiKey = Depends(admin)) -> list[dict[str, Any]]:
+    svc = service_of(request)
+    return Watchlist(svc.runtime.store, svc.tenancy).alerts(key.tenant, key.actor, limit)

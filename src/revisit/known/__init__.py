@@ -1,0 +1,1 @@
+"""Known people: staff exclusion, watchlist alerts (opt-in, audited)."""

@@ -1,0 +1,125 @@
+"""Staff exclusion: a face joins an enrolled staff member only at the stricter threshold;
+staff are left out of the report and every analysis (rollup and raw alike) and shown in
+their own presence report; an enrolment ends with its expiry, its removal or the person's
+erasure."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from revisit.identity.index import FaissIndex
+from revisit.identity.resolver import Resolver
+from revisit.known.enrol import EnrolmentError, Enrolments
+from revisit.known.presence import staff_presence
+from revisit.records import Batch, Face, Frame, face_image_id
+from revisit.report.query import ReportQuery
+from revisit.store import summary as S
+from revisit.store.base import SightingStore
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.testing import at, batch, sighting
+from revisit.tenancy.db import Tenancy
+
+Q = ReportQuery(date(2024, 3, 1), date(2024, 3, 3))
+
+
+def _report(store: SightingStore, rollup: bool = True) -> tuple[int, set[str]]:
+    store.use_rollup = rollup  # type: ignore[attr-defined]
+    try:
+        return (store.report_header(Q).unique_visitors,
+                {r.visitor_id for r in store.report_rows(Q)})
+    finally:
+        store.use_rollup = True  # type: ignore[attr-defined]
+
+
+def test_staff_leave_the_reports_and_have_their_own(store: SightingStore) -> None:
+    # V1 works at 101 all day; V2 and V3 are customers
+    rows = [sighting("V-000001", at(m), "101") for m in range(0, 8 * 60, 20)]
+    rows += [sighting("V-000002", at(30), "101"), sighting("V-000002", at(50, day=1), "101"),
+             sighting("V-000003", at(90), "101")]
+    store.write(batch(rows))
+    assert _report(store) == (3, {"V-000001", "V-000002", "V-000003"})
+    book = Enrolments(store, Tenancy(store))
+    with pytest.raises(EnrolmentError, match="say why"):
+        book.enrol_visitor("default", "staff", "V-000001", reason="")
+    e = book.enrol_visitor("default", "staff", "V-000001", label="Anna (till)",
+                           reason="works the tills; not a customer")
+    assert store.staff("default") == ("V-000001",)
+    for rollup in (True, False):
+        assert _report(store, rollup) == (2, {"V-000002", "V-000003"})
+    with store.read() as con:  # type: ignore[attr-defined]
+        for rollup in (True, False):
+            with S.sessionised(con, Q, rollup=rollup):
+                t = S.totals(con, Q)
+                d = S.dwell(con, Q, timedelta(seconds=15))
+            assert (t["unique_visitors"], t["visits"], d["all"]["visits"]) == (2, 3, 3)
+    (p,) = staff_presence(book, Q)
+    assert (p["label"], p["location_id"], p["days_present"]) == ("Anna (till)", "101", 1)
+    assert p["hours_present"] == pytest.approx((7 * 60 + 40 + 0.25) / 60, abs=0.01)
+    # merged with another id: that id is staff too
+    store.write(batch([sighting("V-000004", at(600), "101")]))
+    store.merge_visitors("default", "V-000001", "V-000004")
+    assert _report(store)[0] == 2
+    # ended: back in the reports
+    book.remove("default", e.enrolment_id)
+    assert _report(store)[0] == 3
+    assert store.staff("default") == ()
+
+
+def test_expiry_and_erasure_end_an_enrolment(store: SightingStore) -> None:
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(5))]))
+    book = Enrolments(store, Tenancy(store))
+    book.enrol_visitor("default", "staff", "V-000001", reason="temp for the sale",
+                       expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    assert store.staff("default") == () and _report(store)[0] == 2  # expired
+    book.enrol_visitor("default", "staff", "V-000002", reason="security guard")
+    assert _report(store)[0] == 1
+    counts = store.erase_visitor("default", "V-000002")
+    assert counts["enrolments"] == 1 and book.list("default") == []
+
+
+def _face(e: np.ndarray, image_id: str, minute: float, camera: str = "S1-C1") -> Face:
+    bbox = (10, 20, 80, 100)
+    return Face(tenant="default", camera_id=camera, location_id="S1", image_id=image_id,
+                ts=datetime(2024, 3, 1, 10, tzinfo=UTC) + timedelta(minutes=minute),
+                face_image_id=face_image_id("default", image_id, bbox), bbox=bbox,
+                landmarks=np.zeros((5, 2), np.float32), det_score=0.9, quality=0.8,
+                creatable=True, embedding=e, matchable=True)
+
+
+def _near(cos: float, axis: int) -> np.ndarray:
+    """A unit vector at cosine ``cos`` from the first axis, leaning along ``axis``."""
+    v = np.zeros(16, np.float32)
+    v[0], v[axis] = cos, np.sqrt(1 - cos**2)
+    return v
+
+
+def test_joining_staff_needs_the_stricter_threshold(make_settings) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(identity={"create_after": 1, "match_threshold": 0.5,
+                                       "staff_margin": 0.1})
+    store = DuckDBStore(":memory:")
+    try:
+        resolver = Resolver(settings, store, FaissIndex(16))
+        anna = _near(1.0, 1)
+
+        def run(faces: list[Face]) -> dict[str, str]:
+            frames = {f.image_id: Frame("default", f.camera_id, f.location_id, f.image_id, f.ts)
+                      for f in faces}
+            out = resolver.resolve(Batch(f"b{faces[0].image_id}", frames=list(frames.values()),
+                                         faces=faces))
+            store.write(out)
+            return {s.image_id: s.face_id for s in out.sightings}
+
+        staff = run([_face(anna, "enrol", 0)])["enrol"]
+        Enrolments(store, Tenancy(store)).enrol_visitor("default", "staff", staff,
+                                                        reason="works here")
+        resolver.reload("default")
+        # 0.55: enough for a customer (0.5), not for staff (0.6): someone else
+        lookalike = run([_face(_near(0.55, 2), "lookalike", 60 * 24, "S1-C2")])
+        assert lookalike["lookalike"] != staff
+        # 0.7: Anna herself
+        assert run([_face(_near(0.7, 3), "anna", 60 * 48, "S1-C3")])["anna"] == staff
+    finally:
+        store.close()
