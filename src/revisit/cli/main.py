@@ -44,7 +44,7 @@ def _register_all() -> None:
     ingest.register(app)
     report.register(app)
     for name in ("demo", "simulate", "evaluate", "visitors", "serve", "admin", "agent", "worker",
-                 "occupancy"):
+                 "occupancy", "known"):
         try:
             module = __import__(f"revisit.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
