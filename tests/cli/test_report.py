@@ -59,7 +59,9 @@ def test_table_and_csv_as_specified(data: Path) -> None:
     assert any("Store #101, Store #203" in ln and "Store #101: 2, Store #203: 1" in ln
                for ln in lines)
     out = _report(data, "--format", "csv")
+    assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert rows, (out.stdout, out.stderr)
     v1 = next(r for r in rows if r["Visitor ID"] == "V-000001")
     assert v1["Total Appearances"] == "3"
     assert v1["Locations Visited"] == "Store #101, Store #203"
