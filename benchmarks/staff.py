@@ -34,13 +34,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _identity_of_sightings(store: Any, truth: dict) -> dict[str, str]:
-    """face_image_id -> true identity, by best box overlap per frame."""
+    """face_image_id -> true identity, by best box overlap per frame (the truth's tenant)."""
     from revisit.evaluation.matching import match_boxes
     from revisit.report.query import SightingQuery
 
     frames = {f["image_id"]: f for f in truth["frames"]}
     by_frame: dict[str, list[dict]] = {}
-    for s in store.sightings(SightingQuery()):
+    for s in store.sightings(SightingQuery(tenant=truth["tenant"])):
         by_frame.setdefault(s["image_id"], []).append(s)
     out = {}
     for image_id, rows in by_frame.items():
