@@ -407,3 +407,44 @@ def test_an_image_sent_again_at_another_time_is_stored_once(tmp_path: Path, pg_u
     assert store.report_header(q) == raw
     assert raw.total_sightings == len(one.sightings) + len(two.sightings)
     store.close()
+
+
+def test_occupancy_counts_and_exclusion_zones_through_the_broker(
+        tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    """Detect workers read cameras' zones from the shared store, count people on counting
+    cameras and veto faces in exclusion zones; counts travel through the queues and are
+    stored with their batch."""
+    from revisit.occupancy.db import OccupancyDB
+    from revisit.occupancy.zones import CameraZones
+    from revisit.store.postgres_store import PostgresStore
+    from revisit.tenancy.db import Tenancy
+
+    frames = H.scenario(12, people=4, face_ratio=1.0, tenants=("default",), cameras=2)
+    counting = {f.image_id for f in frames if f.camera_id == "cam00"}
+    vetoed = {f.image_id for f in frames if f.camera_id == "cam01"}
+    assert counting and vetoed
+    store = PostgresStore(pg_url)
+    try:
+        db = OccupancyDB(store, Tenancy(store))
+        db.set_camera("default", "cam00", CameraZones(counting=True))
+        db.set_camera("default", "cam01", CameraZones(  # the whole (160 px) frame excluded
+            exclude=[[(0, 0), (5000, 0), (5000, 5000), (0, 5000)]]))
+        settings = load_settings(None, data=tmp_path / "dist", queue_url=redis_url,
+                                 store_url=pg_url)
+        rt = Runtime(settings)
+        try:
+            with _workers(settings, 1):
+                summary = ingest_frames(rt, iter(frames))
+                assert summary.frames == len(frames)
+                time.sleep(1.0)
+        finally:
+            rt.close()
+        with store.read() as s:
+            rows = s.execute("SELECT image_id, zone, raw FROM people_counts "
+                             "WHERE tenant = 'default'").fetchall()
+            faces_at = {r[0] for r in s.execute(
+                "SELECT image_id FROM sightings WHERE tenant = 'default'").fetchall()}
+        assert {r[0] for r in rows} == counting and {r[1] for r in rows} == {""}
+        assert faces_at and not faces_at & vetoed  # no sighting inside the exclusion zone
+    finally:
+        store.close()
