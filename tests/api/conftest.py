@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -88,6 +89,29 @@ def make_env(tmp_path: Path, processing: bool, settings: dict[str, Any] | None =
     app = create_app(service=svc, processing=processing)
     with TestClient(app, client=("127.0.0.1", 50000)) as client:  # a client on this machine
         yield Env(client, svc, keys)
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port (for a real browser)."""
+    import threading
+
+    import uvicorn
+    from benchmarks.distributed_harness import free_port
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                        log_level="warning", lifespan="off"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    end = time.monotonic() + 10
+    while not srv.started and time.monotonic() < end:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        th.join(timeout=10)
 
 
 @pytest.fixture

@@ -7,14 +7,11 @@ faces); the figures on the page are checked against the API. Saves docs/dashboar
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from benchmarks.distributed_harness import free_port
-from tests.api.conftest import Env, make_env
+from tests.api.conftest import Env, make_env, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -53,24 +50,13 @@ def _populate(env: Env) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Env]]:
-    import uvicorn
-
     gen = make_env(tmp_path, processing=False)
     env = next(gen)
     _populate(env)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(env.client.app, host="127.0.0.1", port=port,
-                                        log_level="warning", lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    end = time.monotonic() + 10
-    while not srv.started and time.monotonic() < end:
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", env
+        with serving(env.client.app) as base:
+            yield base, env
     finally:
-        srv.should_exit = True
-        th.join(timeout=10)
         gen.close()
 
 

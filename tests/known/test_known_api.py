@@ -5,38 +5,21 @@ purpose, then a match raises an audited alert delivered to a webhook this test r
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 from tests.api.conftest import Env, make_env
 from tests.conftest import lfw_photo
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    got: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        _Hook.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.receivers import Received, webhook_receiver
 
 
 @pytest.fixture(scope="module")
-def hook() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/watch"
-    server.shutdown()
+def hook() -> Iterator[tuple[str, Received]]:
+    with webhook_receiver() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +67,7 @@ def test_staff_from_photos_are_recognised_and_left_out(env: Env) -> None:
                           params={"from": "2024-04-02", "to": "2024-04-02"}).status_code == 403
 
 
-def test_watchlist_is_off_until_its_purpose_is_stated(env: Env, hook: str) -> None:
+def test_watchlist_is_off_until_its_purpose_is_stated(env: Env, hook: tuple[str, Received]) -> None:
     r = _enrol(env, "watchlist", "banned: shoplifting 2024-03", [lfw_photo("Andre_Agassi", 1)])
     assert r.status_code == 422 and "watchlist is off" in r.json()["detail"]
     r = env.client.put("/v1/watchlist", headers=env.auth("admin"),
@@ -92,7 +75,7 @@ def test_watchlist_is_off_until_its_purpose_is_stated(env: Env, hook: str) -> No
     assert r.status_code == 422  # a purpose of at least 10 characters
     r = env.client.put("/v1/watchlist", headers=env.auth("admin"), json={
         "enabled": True, "purpose": "people banned from the store after a theft",
-        "webhook_url": hook})
+        "webhook_url": hook[0]})
     assert r.status_code == 200, r.text
     r = _enrol(env, "watchlist", "banned: shoplifting 2024-03", [lfw_photo("Andre_Agassi", 1),
                                                                  lfw_photo("Andre_Agassi", 2)])
@@ -101,8 +84,8 @@ def test_watchlist_is_off_until_its_purpose_is_stated(env: Env, hook: str) -> No
     _post(env, lfw_photo("Andre_Agassi", 4), "2024-04-03T11:00:00Z")
     _post(env, lfw_photo("Andre_Agassi", 5), "2024-04-03T11:01:00Z")  # same visit: no 2nd alert
     env.service.runtime.watcher.deliverer.wait()
-    assert len(_Hook.got) == 1 and _Hook.got[0]["location_id"] == "101"
-    assert "banned: shoplifting" in _Hook.got[0]["message"]
+    assert len(hook[1].json()) == 1 and hook[1].json()[0]["location_id"] == "101"
+    assert "banned: shoplifting" in hook[1].json()[0]["message"]
     alerts = env.client.get("/v1/watchlist/alerts", headers=env.auth("admin")).json()
     assert len(alerts) == 1 and alerts[0]["deliveries"][0]["ok"]
     audit = env.client.get("/v1/admin/audit", headers=env.auth("admin")).json()

@@ -7,17 +7,15 @@ each step is in the audit log."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from benchmarks.staff import _identity_of_sightings
 from tests.api.conftest import Env, make_env
+from tests.receivers import Received, webhook_receiver
 
 from revisit.ingest.manifest import read_manifest
 from revisit.report.query import SightingQuery
@@ -33,24 +31,10 @@ CUSTOMERS = ("Colin_Powell", "Angelina_Jolie", "Andre_Agassi", "Alvaro_Uribe",
              "Ariel_Sharon", "Gloria_Macapagal_Arroyo", "Hugo_Chavez", "Jean_Chretien")
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    got: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        _Hook.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def hook() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/watch"
-    server.shutdown()
+def hook() -> Iterator[tuple[str, Received]]:
+    with webhook_receiver() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +47,7 @@ def _photos(person: str) -> list[Path]:
     return sorted((IDS / person).glob("*.jpg"))
 
 
-def test_staff_among_customers(env: Env, hook: str, tmp_path: Path) -> None:
+def test_staff_among_customers(env: Env, hook: tuple[str, Received], tmp_path: Path) -> None:
     admin = env.auth("admin")
     staff_ids = {}
     for person in STAFF:  # enrolled from two photos each
@@ -114,7 +98,7 @@ def test_staff_among_customers(env: Env, hook: str, tmp_path: Path) -> None:
     # the watchlist: turned on with a purpose, one person enrolled, one sighting, one alert
     r = env.client.put("/v1/watchlist", headers=admin, json={
         "enabled": True, "purpose": "people banned from the stores after thefts",
-        "webhook_url": hook})
+        "webhook_url": hook[0]})
     assert r.status_code == 200
     r = env.client.post("/v1/enrolments", headers=admin, data={
         "group": "watchlist", "label": "banned 2024-01", "reason": "theft, police report 17"},
@@ -125,7 +109,7 @@ def test_staff_among_customers(env: Env, hook: str, tmp_path: Path) -> None:
                                      "ts": "2024-01-03T10:00:00Z"}])
     assert env.wait(seen.json()["batch_id"])["sightings"] == 1
     env.service.runtime.watcher.deliverer.wait()
-    assert len(_Hook.got) == 1 and _Hook.got[0]["location_id"] == "101"
+    assert len(hook[1].json()) == 1 and hook[1].json()[0]["location_id"] == "101"
 
     actions = [a["action"] for a in env.client.get("/v1/admin/audit", headers=admin,
                                                    params={"limit": 500}).json()]

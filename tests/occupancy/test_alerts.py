@@ -4,15 +4,13 @@ retried with every attempt logged."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
+from tests.receivers import Received, webhook_receiver
 
 from revisit.occupancy.alerts import AlertBook, AlertRule, Deliverer, SmtpSettings, sign
 from revisit.store.base import SightingStore
@@ -52,44 +50,24 @@ def test_held_for_a_while_before_it_fires(store: SightingStore) -> None:
         AlertRule(rule_id="x", location_id="L1", zone="till", above=5)
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    got: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-    fail_first = 0
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if _Receiver.fail_first > 0:
-            _Receiver.fail_first -= 1
-            self.send_response(503)
-        else:
-            _Receiver.got.append((dict(self.headers), body))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    _Receiver.got, _Receiver.fail_first = [], 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
+def receiver() -> Iterator[tuple[str, Received]]:
+    with webhook_receiver() as r:
+        yield r
 
 
-def test_signed_webhook_retried_and_every_attempt_logged(store: SightingStore,
-                                                         receiver: str) -> None:
+def test_signed_webhook_retried_and_every_attempt_logged(
+        store: SightingStore, receiver: tuple[str, Received]) -> None:
+    url, got = receiver
     book = AlertBook(store)
-    rule = AlertRule(rule_id="full", location_id="L1", above=80, webhook_url=receiver)
+    rule = AlertRule(rule_id="full", location_id="L1", above=80, webhook_url=url)
     alert = book.evaluate("default", rule, 90, T0)
     assert alert is not None
-    _Receiver.fail_first = 2
+    got.fail_first = 2
     d = Deliverer(book, lambda tenant: f"secret-of-{tenant}", attempts=4, backoff_s=0.05)
     d.send(alert)
     d.wait()
-    (headers, body), = _Receiver.got
+    (headers, body), = got.posts
     assert headers["X-Revisit-Signature"] == sign("secret-of-default",
                                                   headers["X-Revisit-Timestamp"], body)
     assert json.loads(body)["location_id"] == "L1" and json.loads(body)["value"] == 90

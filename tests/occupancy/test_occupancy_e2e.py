@@ -6,19 +6,17 @@ a sighting."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 from tests.api.conftest import Env, make_env
 from tests.conftest import lfw_photo
+from tests.receivers import Received, webhook_receiver
 
 from revisit.occupancy.zones import mask_polygon
 from revisit.simulate.scenario import shared_data_dir
@@ -32,24 +30,10 @@ def _truth() -> list[dict]:
     return [json.loads(line) for line in (MALL / "ground_truth.jsonl").read_text().splitlines()]
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    got: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        _Hook.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def hook() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    server.shutdown()
+def hook() -> Iterator[tuple[str, Received]]:
+    with webhook_receiver() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +46,8 @@ def _ts(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def test_mall_occupancy_sign_history_and_alerts(env: Env, hook: str, tmp_path: Path) -> None:
+def test_mall_occupancy_sign_history_and_alerts(env: Env, hook: tuple[str, Received],
+                                                 tmp_path: Path) -> None:
     admin = env.auth("admin")
     roi = cv2.imread(str(MALL / "roi_mask.png"), cv2.IMREAD_GRAYSCALE)
     r = env.client.put("/v1/cameras/camA/occupancy", headers=admin,
@@ -73,7 +58,7 @@ def test_mall_occupancy_sign_history_and_alerts(env: Env, hook: str, tmp_path: P
     assert r.status_code == 200, r.text
     r = env.client.put("/v1/alert-rules/full", headers=admin, json={
         "rule_id": "full", "location_id": "101", "above": 70, "clear_below": 50,
-        "cooldown_s": 600, "webhook_url": hook})
+        "cooldown_s": 600, "webhook_url": hook[0]})
     assert r.status_code == 200, r.text
     # crowded and quiet frames of the held-out part, by their annotated counts
     truth = _truth()[100:]
@@ -96,7 +81,7 @@ def test_mall_occupancy_sign_history_and_alerts(env: Env, hook: str, tmp_path: P
     alerts = env.client.get("/v1/alerts", headers=env.auth("analyst")).json()
     assert len(alerts) == 2, alerts
     assert [a["deliveries"][0]["ok"] for a in alerts] == [True, True]
-    assert len(_Hook.got) == 2 and {h["location_id"] for h in _Hook.got} == {"101"}
+    assert len(hook[1].json()) == 2 and {h["location_id"] for h in hook[1].json()} == {"101"}
 
     # history: per minute, the model's counts near the annotated ones
     hist = env.client.get("/v1/occupancy/history", headers=env.auth("analyst"), params={

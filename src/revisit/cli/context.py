@@ -48,3 +48,18 @@ def parse_day(text: str, option: str) -> date:
         return date.fromisoformat(text[:10])
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+
+
+def open_store_directly(ctx: typer.Context, api: str) -> Any:
+    """The data directory's store for an admin command, or a one-line error naming the
+    HTTP API to use instead while `revisit serve` holds it."""
+    from revisit.backends import open_store
+    from revisit.store.base import StoreUnavailable
+
+    settings = state(ctx).settings()
+    settings.data.mkdir(parents=True, exist_ok=True)
+    try:
+        return open_store(settings)
+    except StoreUnavailable:
+        typer.echo(f"error: `revisit serve` holds the store; while it runs use {api}", err=True)
+        raise typer.Exit(2) from None

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import parse_day, split_list, state
+from revisit.cli.context import open_store_directly, parse_day, split_list, state
 
 known_app = typer.Typer(help="Known people: staff exclusion and the watchlist (opt-in, "
                         "audited).", no_args_is_help=True)
@@ -19,18 +19,9 @@ Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 
 
 def _open(ctx: typer.Context):  # -> (store, Tenancy)
-    from revisit.backends import open_store
-    from revisit.store.base import StoreUnavailable
     from revisit.tenancy.db import Tenancy
 
-    settings = state(ctx).settings()
-    settings.data.mkdir(parents=True, exist_ok=True)
-    try:
-        store = open_store(settings)
-    except StoreUnavailable:
-        typer.echo("error: `revisit serve` holds the store; while it runs use the HTTP API "
-                   "(/v1/enrolments, docs/privacy.md)", err=True)
-        raise typer.Exit(2) from None
+    store = open_store_directly(ctx, "the HTTP API (/v1/enrolments, docs/privacy.md)")
     return store, Tenancy(store)
 
 

@@ -11,23 +11,14 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from revisit.cli.context import parse_day, split_list, state
+from revisit.cli.context import open_store_directly, parse_day, split_list
 
 
 def _stores(ctx: typer.Context):  # -> (store, OccupancyDB)
-    from revisit.backends import open_store
     from revisit.occupancy.db import OccupancyDB
-    from revisit.store.base import StoreUnavailable
     from revisit.tenancy.db import Tenancy
 
-    settings = state(ctx).settings()
-    settings.data.mkdir(parents=True, exist_ok=True)
-    try:
-        store = open_store(settings)
-    except StoreUnavailable:
-        typer.echo("error: `revisit serve` holds the store; while it runs use the occupancy "
-                   "HTTP API (docs/occupancy.md)", err=True)
-        raise typer.Exit(2) from None
+    store = open_store_directly(ctx, "the occupancy HTTP API (docs/occupancy.md)")
     return store, OccupancyDB(store, Tenancy(store))
 
 

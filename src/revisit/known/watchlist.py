@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from revisit.known.enrol import WATCHLIST, Enrolments
-from revisit.occupancy.alerts import Alert, AlertRule, Deliverer, check_emails, check_webhook_url
+from revisit.occupancy.alerts import Alert, AlertRule, Deliverer, Emails, WebhookUrl
 from revisit.records import Sighting
 from revisit.store.base import SightingStore
 from revisit.tenancy.db import Tenancy
@@ -34,20 +34,12 @@ class WatchlistSettings(BaseModel):
     enabled: bool = Field(..., description="Raise alerts for watchlist matches.")
     purpose: str = Field(..., min_length=10, max_length=1000,
                          description="Why this tenant watches for enrolled people (recorded).")
-    webhook_url: str | None = Field(None, max_length=2000)
-    emails: list[str] = Field(default_factory=list, max_length=20)
+    webhook_url: WebhookUrl = Field(None, max_length=2000)
+    emails: Emails = Field(default_factory=list, max_length=20)
     cooldown_s: int = Field(1800, ge=0, le=7 * 86_400,
                             description="At most one alert per person and store this often.")
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return check_webhook_url(v)
 
-    @field_validator("emails")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        return check_emails(v)
 
 
 def _now() -> datetime:

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from revisit.records import PeopleCount
 from revisit.store.base import SightingStore
@@ -54,6 +54,11 @@ def check_emails(v: list[str]) -> list[str]:
     return v
 
 
+# alert targets, checked where any model names them (rules, the watchlist)
+WebhookUrl = Annotated[str | None, AfterValidator(check_webhook_url)]
+Emails = Annotated[list[str], AfterValidator(check_emails)]
+
+
 class AlertRule(BaseModel):
     """When to alert, and whom."""
 
@@ -72,8 +77,8 @@ class AlertRule(BaseModel):
     for_s: int = Field(0, ge=0, le=86_400, description="Only after this long above.")
     cooldown_s: int = Field(900, ge=0, le=7 * 86_400,
                             description="At most one alert per this many seconds.")
-    webhook_url: str | None = Field(None, max_length=2000)
-    emails: list[str] = Field(default_factory=list, max_length=20)
+    webhook_url: WebhookUrl = Field(None, max_length=2000)
+    emails: Emails = Field(default_factory=list, max_length=20)
 
     @field_validator("rule_id")
     @classmethod
@@ -81,16 +86,6 @@ class AlertRule(BaseModel):
         if not _RULE_ID.match(v):
             raise ValueError(f"rule id {v!r}: use 1-64 letters, digits, _ . -")
         return v
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return check_webhook_url(v)
-
-    @field_validator("emails")
-    @classmethod
-    def _emails(cls, v: list[str]) -> list[str]:
-        return check_emails(v)
 
     @model_validator(mode="after")
     def _check(self) -> AlertRule:

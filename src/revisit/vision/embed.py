@@ -16,11 +16,10 @@ import numpy as np
 
 from revisit.vision.model import (
     InferenceModel,
-    ModelNotAvailable,
     configure_cv2_threads,
+    openvino_net,
     ort_session,
     package_file,
-    resolve_threads,
 )
 
 REID_WEIGHTS = Path(__file__).parent / "weights" / "face-reidentification-retail-0095"
@@ -158,15 +157,8 @@ class Reid0095Embedder(Embedder):
     faceness_match = 10.0
 
     def _load(self) -> None:
-        try:
-            import openvino as ov
-        except ImportError as exc:  # pragma: no cover - a main dependency
-            raise ModelNotAvailable("openvino is not installed (pip install openvino)") from exc
-        core = ov.Core()
-        core.set_property("CPU", {"INFERENCE_NUM_THREADS": resolve_threads(self.threads)})
-        model = core.read_model(str(REID_WEIGHTS / "face-reidentification-retail-0095.xml"))
-        model.reshape([-1, 3, 128, 128])  # any batch size
-        self._net: Any = core.compile_model(model, "CPU")
+        self._net: Any = openvino_net(REID_WEIGHTS / "face-reidentification-retail-0095.xml",
+                                      self.threads, [-1, 3, 128, 128])  # any batch size
 
     def _predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         parts = []

@@ -77,6 +77,20 @@ def ort_session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def openvino_net(xml: Path, threads: int, shape: list[int]) -> Any:
+    """An OpenVINO IR compiled for the CPU with ``threads`` (0: all) and input ``shape``
+    (-1: any batch size)."""
+    try:
+        import openvino as ov
+    except ImportError as exc:  # pragma: no cover - a main dependency
+        raise ModelNotAvailable("openvino is not installed (pip install openvino)") from exc
+    core = ov.Core()
+    core.set_property("CPU", {"INFERENCE_NUM_THREADS": resolve_threads(threads)})
+    model = core.read_model(str(xml))
+    model.reshape(shape)
+    return core.compile_model(model, "CPU")
+
+
 class InferenceModel(ABC):
     """A model that loads on first use. Subclasses set the class attributes and
     implement ``_load`` and ``_predict``.

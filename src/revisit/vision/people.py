@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from revisit.vision.model import InferenceModel, ModelNotAvailable, resolve_threads
+from revisit.vision.model import InferenceModel, openvino_net
 
 PERSON_WEIGHTS = Path(__file__).parent / "weights" / "person-detection-retail-0013"
 
@@ -143,16 +143,8 @@ class PersonDetector(InferenceModel):
         self.flip = flip
 
     def _load(self) -> None:
-        try:
-            import openvino as ov
-        except ImportError as exc:  # pragma: no cover - a main dependency
-            raise ModelNotAvailable("openvino is not installed (pip install openvino)") from exc
-        core = ov.Core()
-        core.set_property("CPU", {"INFERENCE_NUM_THREADS": resolve_threads(self.threads)})
-        model = core.read_model(str(self.weights))
         w, h = self.input_size
-        model.reshape([1, 3, h, w])
-        self._net: Any = core.compile_model(model, "CPU")
+        self._net: Any = openvino_net(self.weights, self.threads, [1, 3, h, w])
 
     def predict(self, batch: Sequence[np.ndarray]) -> list[list[Person]]:
         return super().predict(batch)
