@@ -118,7 +118,7 @@ class IdentitySettings(BaseModel):
     )
     neighbours: int = Field(10, ge=1, le=200, description="Neighbours searched per face.")
     staff_margin: float = Field(
-        0.08, ge=0.0, le=0.5, description="A face joins an enrolled staff member only at the "
+        0.02, ge=0.0, le=0.5, description="A face joins an enrolled staff member only at the "
         "match threshold plus this: a customer taken for staff would vanish from the reports "
         "(docs/privacy.md).")
     max_exemplars: int = Field(
