@@ -101,7 +101,13 @@ def main() -> None:
     ap.add_argument("--frame-batch", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=2, help="alternating runs; best of each")
     ap.add_argument("--out", default="pipeline.json")
+    ap.add_argument("--sface-runtime", choices=["onnxruntime", "opencv"], default=None,
+                    help="SFace through onnxruntime (default) or OpenCV (the old path)")
     args = ap.parse_args()
+    if args.sface_runtime:
+        from revisit.vision.embed import SFaceEmbedder
+
+        SFaceEmbedder.runtime = args.sface_runtime
 
     t = time.perf_counter()
     scenes = build_scenes(args.frames)
@@ -154,6 +160,7 @@ def main() -> None:
         "threads_setting": settings.pipeline.threads, "cv2_threads": cv2.getNumThreads(),
         "frame_batch": settings.pipeline.frame_batch,
         "identity": acc, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+        "sface_runtime": args.sface_runtime or "default",
     }
     print(f"pipeline:   {fps:6.1f} frames/s, {out['faces_per_s']:6.1f} faces/s "
           f"({summary.frames} frames, {summary.faces} faces, {e2e_s:.1f} s)")

@@ -62,15 +62,6 @@ def test_same_person_above_threshold_different_below(embedder, crops):
         assert float(emb[a][0] @ emb[b][1]) < t, (a, b)
 
 
-def test_sface_matches_opencv_feature(crops):
-    """Our SFace numbers are FaceRecognizerSF.feature's, normalised."""
-    emb = _vision_of("sface").embedder
-    emb.load()
-    crop = crops[PEOPLE[0]][0]
-    raw = emb._net.feature(crop).reshape(-1)
-    np.testing.assert_allclose(emb.embed(crop), raw / np.linalg.norm(raw), atol=1e-6)
-
-
 def test_the_default_is_sface_and_the_intel_model_side_by_side(crops):
     """A cosine of sface-reid embeddings is the mean of the two models' cosines, and its face
     check is SFace's raw norm."""
@@ -93,3 +84,18 @@ def test_a_back_of_head_fails_the_face_check_a_face_passes(crops):
     _, norms = emb.predict_with_norms([blob, *_all(crops)])
     assert norms[0] < emb.faceness_floor
     assert (norms[1:] >= emb.faceness_match).all()
+
+
+def test_sface_through_onnxruntime_gives_opencvs_embeddings(crops):
+    """The float graph folded from the int8 block-quantised file, batched in onnxruntime,
+    is the same model as OpenCV's one-face-at-a-time runtime (its fallback)."""
+    from revisit.vision.embed import SFaceEmbedder
+
+    fast = SFaceEmbedder(threads=1, batch_size=5)
+    slow = SFaceEmbedder(threads=1)
+    slow.runtime = "opencv"
+    a, na = fast.predict_with_norms(_all(crops))
+    b, nb = slow.predict_with_norms(_all(crops))
+    assert fast._session is not None and slow._session is None
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.99999
+    np.testing.assert_allclose(na, nb, rtol=1e-4)  # the face check's norms too

@@ -62,7 +62,7 @@ def configure_cv2_threads(threads: int) -> None:
     cv2.setNumThreads(resolve_threads(threads))
 
 
-def ort_session(path: Path, threads: int) -> Any:
+def ort_session(path: Path | bytes, threads: int) -> Any:
     """An onnxruntime CPU session with intra-op threads from settings and quiet logging."""
     try:
         import onnxruntime as ort
@@ -74,7 +74,8 @@ def ort_session(path: Path, threads: int) -> Any:
     opts.intra_op_num_threads = resolve_threads(threads)
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def openvino_net(xml: Path, threads: int, shape: list[int]) -> Any:

