@@ -222,6 +222,9 @@ class PipelineSettings(BaseModel):
         0, ge=0, le=256, description="Threads for model inference; 0 = number of CPU cores."
     )
     decode_workers: int = Field(1, ge=1, le=64, description="Threads decoding images.")
+    skip_still_frames: bool = Field(
+        True, description="Skip the face detector on a camera's snapshot when it shows the "
+        "same empty scene as the camera's last examined one (docs/performance.md).")
     gap_wait_s: int = Field(
         300, ge=1, le=7 * 86400,
         description="Distributed mode: how long resolve holds a stream's later batches "

@@ -75,7 +75,8 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
     con.execute("DROP TABLE camera_scenes")
     con.execute("DROP TABLE visit_spans")
     for table in ("occupancy_cameras", "occupancy_locations", "people_counts", "display_keys",
-                  "alert_rules", "alert_state", "alerts", "alert_deliveries"):
+                  "alert_rules", "alert_state", "alerts", "alert_deliveries", "enrolments",
+                  "watchlist_settings"):
         con.execute(f"DROP TABLE {table}")
     con.execute("ALTER TABLE tenancy_keys DROP COLUMN expires_at")
     con.execute("DELETE FROM schema_version WHERE version > 2")

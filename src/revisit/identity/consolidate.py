@@ -354,8 +354,8 @@ def consolidate(
         same_store = merge_threshold_same_store(settings) if threshold is None else thr
     ident = settings.identity
     clusters = load_clusters(store, tenant, timedelta(seconds=ident.track_gap_s))
-    # enrolled staff are joined only by the resolver, at their stricter bar: a lower bar
-    # here would take customers for staff (who leave the reports)
+    # enrolled staff are joined only by the resolver, at their stricter bar: consolidation's
+    # lower bar could take customers for staff (who leave the reports)
     staff = set(store.staff(tenant))
     clusters = {k: v for k, v in clusters.items() if k not in staff}
     proposals = plan_merges(clusters, thr, same_store, stitch=stitch_threshold(settings),

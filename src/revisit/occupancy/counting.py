@@ -52,6 +52,11 @@ class Counting:
             self._detector = PersonDetector(threads=self._threads)
         return self._detector
 
+    def counts(self, frame: Frame) -> bool:
+        """Whether the frame's camera counts people."""
+        z = self.zones.get(frame.tenant, frame.camera_id)
+        return z is not None and z.counting
+
     def count(self, frame: Frame, pixels: np.ndarray) -> list[PeopleCount]:
         """People in the frame's counting zone ("") and named zones; [] when the camera
         does not count."""

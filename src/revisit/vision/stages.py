@@ -31,6 +31,7 @@ from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
 from revisit.vision.quality import assess, contrast, face_check
 from revisit.vision.scenes import SceneKeeper
+from revisit.vision.stillness import StillCameras
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +141,15 @@ class FrameCounter(Protocol):
 
     def count(self, frame: Frame, pixels: np.ndarray) -> list[PeopleCount]: ...
 
+    def counts(self, frame: Frame) -> bool: ...
+
     def veto(self, faces: list[Face], dropped: list[Dropped]) -> list[Face]: ...
 
 
 def detect_batch(batch: Batch, detector: Detector, settings: Settings,
                  scenes: SceneKeeper | None = None,
-                 counting: FrameCounter | None = None) -> Batch:
+                 counting: FrameCounter | None = None,
+                 still: StillCameras | None = None) -> Batch:
     """Decode, detect, gate and align every frame; append Faces and Rejected to ``batch``.
 
     Frames stay in the batch (the store marks them processed even with no face), but
@@ -153,7 +157,9 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
     Frames that fail to decode are removed from ``batch.frames`` and reported in
     ``batch.rejected``. ``scenes`` samples the decoded frames for the cameras' empty-scene
     backgrounds (renewed ones travel in ``batch.scenes``); ``counting`` counts people on
-    them (``batch.counts``) and drops faces in exclusion zones.
+    them (``batch.counts``) and drops faces in exclusion zones; ``still`` skips the
+    detector on a camera's unchanged empty frames (:mod:`revisit.vision.stillness`; never
+    on a camera that counts people).
     """
     kept: list[Frame] = []
     for frame in batch.frames:
@@ -162,6 +168,17 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
             batch.rejected.append(pixels)
             frame.data = None
             continue
+        thumb = None
+        if still is not None and not (counting is not None and counting.counts(frame)):
+            skip, thumb = still.unchanged_and_empty(frame.tenant, frame.camera_id, frame.ts,
+                                                    pixels)
+            if skip:
+                if scenes is not None and (scene := scenes.observe(
+                        frame.tenant, frame.camera_id, frame.ts, pixels)):
+                    batch.scenes.append(scene)
+                frame.data = frame.pixels = None
+                kept.append(frame)  # stored as processed, with no face
+                continue
         try:
             detections = detector.predict([pixels])[0]
         except cv2.error as exc:  # e.g. a degenerate 1x1 image
@@ -169,6 +186,9 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
                                            frame.image_id, frame.tenant))
             frame.data = frame.pixels = None
             continue
+        if thumb is not None:
+            still.saw(frame.tenant, frame.camera_id, frame.ts, thumb,  # type: ignore[union-attr]
+                      empty=not detections)
         faces = faces_of_frame(frame, pixels, detections, settings, batch.dropped)
         if counting is not None:
             faces = counting.veto(faces, batch.dropped)
@@ -230,6 +250,7 @@ class Vision:
         self._detector: Detector | None = None
         self._embedder: Embedder | None = None
         self.counting: FrameCounter | None = None  # set where the store is at hand
+        self.still = StillCameras() if settings.pipeline.skip_still_frames else None
         self.scenes = (SceneKeeper(lambda img: [d.bbox for d in self.detector.predict([img])[0]])
                        if settings.privacy.scene_backgrounds else None)
 
@@ -260,7 +281,8 @@ class Vision:
         return configured if configured is not None else self.embedder.match_threshold
 
     def detect(self, batch: Batch) -> Batch:
-        return detect_batch(batch, self.detector, self.settings, self.scenes, self.counting)
+        return detect_batch(batch, self.detector, self.settings, self.scenes, self.counting,
+                            self.still)
 
     def embed(self, batch: Batch) -> Batch:
         return embed_batch(batch, self.embedder, self.settings)
