@@ -58,10 +58,14 @@ def test_staff_leave_the_reports_and_have_their_own(store: SightingStore) -> Non
     (p,) = staff_presence(book, Q)
     assert (p["label"], p["location_id"], p["days_present"]) == ("Anna (till)", "101", 1)
     assert p["hours_present"] == pytest.approx((7 * 60 + 40 + 0.25) / 60, abs=0.01)
-    # merged with another id: that id is staff too
-    store.write(batch([sighting("V-000004", at(600), "101")]))
+    # merged with another id, seen at the same times: that id is staff too, and the
+    # person's hours are not counted twice
+    store.write(batch([sighting("V-000004", at(m + 5), "101") for m in range(0, 8 * 60, 20)]))
     store.merge_visitors("default", "V-000001", "V-000004")
     assert _report(store)[0] == 2
+    (p,) = staff_presence(book, Q)
+    assert p["visits"] == 1 and p["hours_present"] == pytest.approx((7 * 60 + 45 + 0.25) / 60,
+                                                                     abs=0.01)
     # ended: back in the reports
     book.remove("default", e.enrolment_id)
     assert _report(store)[0] == 3

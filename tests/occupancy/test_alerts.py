@@ -109,3 +109,17 @@ def test_email_through_a_real_smtp_server(store: SightingStore) -> None:
     (msg,) = inbox.messages
     assert msg["To"] == "manager@example.com" and "L1: 91 % of capacity" in msg["Subject"]
     assert book.alerts("default")[0]["deliveries"][0]["ok"] is True
+
+
+def test_late_values_zero_clear_and_replaced_rules(store: SightingStore) -> None:
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="any", location_id="L1", metric="count", above=0, cooldown_s=0)
+    assert book.evaluate("default", rule, 1, T0) is not None  # someone in a closed area
+    assert book.evaluate("default", rule, 3, T0 - timedelta(minutes=5)) is None  # late: ignored
+    assert book.evaluate("default", rule, 0, T0 + timedelta(minutes=1)) is None  # ends at 0
+    assert book.alerts("default")[0]["ended_at"] is not None
+    assert book.evaluate("default", rule, 2, T0 + timedelta(minutes=2)) is not None  # again
+    book.put_rule("default", rule)  # replaced: its open alert ends, the state starts afresh
+    assert all(a["ended_at"] is not None for a in book.alerts("default"))
+    with pytest.raises(ValueError, match="reserved"):
+        book.put_rule("default", AlertRule(rule_id="watchlist", location_id="L1", above=1))

@@ -94,3 +94,12 @@ def test_settings_file_zones_and_capacities_reach_the_store(tmp_path) -> None:
         assert len(Tenancy(rt.store).audit_log("default")) == len(audit)
     finally:
         rt.close()
+
+
+def test_a_silent_cameras_zones_do_not_count() -> None:
+    cfg = LocationOccupancy(capacity=20, stale_after_s=60)
+    fresh = CameraCount("c1", "c1", 5, NOW - timedelta(seconds=5))
+    silent = CameraCount("c2", "c2", 7, NOW - timedelta(minutes=30))
+    zones = {"c1": {"till": 2.0}, "c2": {"till": 8.0, "door": 1.0}}
+    o = occupancy("L1", cfg, 2, [fresh, silent], zones, NOW)
+    assert o.count == 5 and o.zones == {"till": 2.0}

@@ -38,11 +38,18 @@ def _book(request: Request) -> Enrolments:
     return Enrolments(svc.runtime.store, svc.tenancy)
 
 
+def _local_resolver(request: Request) -> Any:
+    """This process's resolver where it runs the pipeline (embedded); with a broker the
+    workers resolve, and the identity version an enrolment bumps makes them reload."""
+    svc = service_of(request)
+    return None if svc.settings.queue_url else svc.runtime.resolver
+
+
 def _reload(request: Request, tenant: str) -> None:
-    """The running resolver sees enrolments at once (staff threshold, new exemplars)."""
-    runtime = service_of(request).runtime
-    if runtime._resolver is not None:
-        runtime.resolver.reload(tenant)
+    """The running resolver sees enrolments at once (staff bar, the photos' exemplars)."""
+    resolver = _local_resolver(request)
+    if resolver is not None:
+        resolver.sync_known(tenant)
 
 
 @router.post("/v1/enrolments", status_code=201, summary="Enrol a person from photos")
@@ -64,12 +71,13 @@ async def enrol_photos(
         data.append(b)
     svc = service_of(request)
 
+    resolver = _local_resolver(request)
+
     def run() -> Any:
-        runtime = svc.runtime
         return _book(request).enrol_photos(
             key.tenant, group, data, svc.enrol_process, label=label,
             reason=reason, expires_at=expires_at, actor=key.actor,
-            new_visitor=(lambda: runtime.resolver.new_visitor(key.tenant)))
+            new_visitor=(lambda: resolver.new_visitor(key.tenant)) if resolver else None)
 
     try:
         e = await svc.reports.run(run)

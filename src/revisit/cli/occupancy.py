@@ -183,9 +183,16 @@ def register(app: typer.Typer) -> None:
             rule = AlertRule.model_validate_json(file.read_text())
         except ValidationError as exc:
             raise _invalid(exc) from None
-        store, _db = _stores(ctx)
+        store, db = _stores(ctx)
         try:
+            if db.location(tenant, rule.location_id) is None:
+                typer.echo(f"error: location {rule.location_id} has no capacity set "
+                           "(revisit admin set-capacity)", err=True)
+                raise typer.Exit(2)
             AlertBook(store).put_rule(tenant, rule)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         finally:
             store.close()
         typer.echo(f"alert rule {rule.rule_id} saved")

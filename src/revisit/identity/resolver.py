@@ -217,6 +217,35 @@ class Resolver:
                     vid = self.store.canonical_id(tenant, tr.visitor)
                     tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
 
+    def sync_known(self, tenant: str) -> None:
+        """Enrolments changed (revisit.known): the staff set and the enrolment photos'
+        exemplars, without dropping anything else held (open tracks, visitors resolved
+        but not stored yet), which a full :meth:`reload` would."""
+        with self._lock:
+            g = self._galleries.get(tenant)
+            if g is None:
+                return  # everything loads on first use
+            g.staff = set(self.store.staff(tenant))
+            stored = {ex.face_image_id: ex for chunk in self.store.load_exemplars(
+                tenant, enrolments_only=True) for ex in chunk}
+            held = {h.face_image_id: vid for vid, hs in g.exemplars.items() for h in hs
+                    if h.face_image_id.startswith("enrol-")}
+            gone = [f for f in held if f not in stored]
+            for f in gone:
+                vid = held[f]
+                g.exemplars[vid] = [h for h in g.exemplars[vid] if h.face_image_id != f]
+                g.changed(vid)
+            if gone:
+                self.index.remove(tenant, gone)
+            new = [ex for f, ex in stored.items() if f not in held]
+            for ex in new:
+                g.exemplars.setdefault(ex.visitor_id, []).append(
+                    _Held(ex.quality, ex.face_image_id, np.asarray(ex.embedding, np.float32)))
+                g.changed(ex.visitor_id)
+            if new:
+                self.index.add(new)
+            g.next_number = max(g.next_number, self.store.max_visitor_number(tenant) + 1)
+
     def new_visitor(self, tenant: str) -> str:
         """The next visitor id of the tenant (also for an enrolment made beside the run)."""
         with self._lock:

@@ -8,6 +8,7 @@ from typing import Any
 
 from revisit.known.enrol import STAFF, Enrolments
 from revisit.report.query import ReportQuery
+from revisit.store.report_sql import ROLLUP_GAP_US
 
 
 def staff_presence(enrolments: Enrolments, query: ReportQuery,
@@ -34,12 +35,21 @@ def staff_presence(enrolments: Enrolments, query: ReportQuery,
     with store.read() as s:  # type: ignore[attr-defined]
         rows = s.execute(sql, params).fetchall()
     add = int(interval.total_seconds() * 1_000_000)
-    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    # a person's ids (merged visitors) have their own visits: one person's visits are the
+    # union of them, joined where they overlap or are within the visit gap
+    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for face, loc, start, end in rows:
-        a = acc.setdefault((ids[face], loc), {"visits": 0, "us": 0, "days": set()})
-        a["visits"] += 1
-        a["us"] += int(end) - int(start) + add
-        a["days"].add(int(start) // 86_400_000_000)
+        spans.setdefault((ids[face], loc), []).append((int(start), int(end)))
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, items in spans.items():
+        visits: list[list[int]] = []
+        for start, end in sorted(items):
+            if visits and start <= visits[-1][1] + ROLLUP_GAP_US:
+                visits[-1][1] = max(visits[-1][1], end)
+            else:
+                visits.append([start, end])
+        acc[key] = {"visits": len(visits), "us": sum(e - s + add for s, e in visits),
+                    "days": {s // 86_400_000_000 for s, _ in visits}}
     by_id = {e.enrolment_id: e for e in people}
     return [{"enrolment_id": eid, "label": by_id[eid].label, "visitor_id": by_id[eid].visitor_id,
              "location_id": loc, "visits": a["visits"], "days_present": len(a["days"]),

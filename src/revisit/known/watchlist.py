@@ -22,7 +22,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from revisit.known.enrol import WATCHLIST, Enrolments
-from revisit.occupancy.alerts import Alert, AlertRule, Deliverer, Emails, WebhookUrl
+from revisit.occupancy.alerts import (
+    WATCHLIST_RULE,
+    Alert,
+    AlertRule,
+    Deliverer,
+    Emails,
+    WebhookUrl,
+)
 from revisit.records import Sighting
 from revisit.store.base import SightingStore
 from revisit.tenancy.db import Tenancy
@@ -82,8 +89,7 @@ class Watchlist:
         """The watchlist's alerts, newest first; the look itself is audited."""
         from revisit.occupancy.alerts import AlertBook
 
-        out = [a for a in AlertBook(self.store).alerts(tenant, limit * 4)
-               if a["rule_id"] == WATCHLIST][:limit]
+        out = AlertBook(self.store).alerts(tenant, limit, watchlist=True)
         self.tenancy.audit(tenant, actor, "watchlist.alerts.read", {"alerts": len(out)})
         return out
 
@@ -137,7 +143,7 @@ class WatchlistWatcher:
     def _raise(self, s: Sighting, label: str, cfg: WatchlistSettings) -> Alert | None:
         ts = s.ts.astimezone(UTC).replace(tzinfo=None)
         since = ts - timedelta(seconds=cfg.cooldown_s)
-        rule = AlertRule(rule_id=WATCHLIST, location_id=s.location_id, metric="count", above=0,
+        rule = AlertRule(rule_id=WATCHLIST_RULE, location_id=s.location_id, metric="count", above=0,
                          webhook_url=cfg.webhook_url, emails=cfg.emails)
         message = (f"watchlist: {label} at {s.location_id} (camera {s.camera_id}, "
                    f"match {s.match_score:.2f})")
@@ -147,12 +153,12 @@ class WatchlistWatcher:
             recent = tx.execute(
                 "SELECT 1 FROM alerts WHERE tenant = ? AND rule_id = ? AND subject = ? "
                 "AND location_id = ? AND started_at > ? AND started_at <= ?",
-                [s.tenant, WATCHLIST, s.face_id, s.location_id, since, ts]).fetchone()
+                [s.tenant, WATCHLIST_RULE, s.face_id, s.location_id, since, ts]).fetchone()
             if recent:
                 return None
             tx.execute("INSERT INTO alerts (tenant, alert_id, rule_id, location_id, zone, value, "
                        "message, started_at, ended_at, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-                       "?, ?)", [s.tenant, alert_id, WATCHLIST, s.location_id, s.camera_id,
+                       "?, ?)", [s.tenant, alert_id, WATCHLIST_RULE, s.location_id, s.camera_id,
                                  s.match_score, message, ts, ts, s.face_id])
         self.tenancy.audit(s.tenant, "system", "watchlist.alert",
                            {"alert_id": alert_id, "visitor_id": s.face_id, "label": label,

@@ -37,6 +37,7 @@ from revisit.records import PeopleCount
 from revisit.store.base import SightingStore
 
 log = logging.getLogger(__name__)
+WATCHLIST_RULE = "watchlist"  # the rule id of watchlist alerts (revisit.known.watchlist)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -86,6 +87,13 @@ class AlertRule(BaseModel):
         if not _RULE_ID.match(v):
             raise ValueError(f"rule id {v!r}: use 1-64 letters, digits, _ . -")
         return v
+
+    @classmethod
+    def check_user_rule(cls, rule: AlertRule) -> AlertRule:
+        """A rule a person defines: ``watchlist`` names the watchlist's own alerts."""
+        if rule.rule_id == WATCHLIST_RULE:
+            raise ValueError(f"rule id {WATCHLIST_RULE!r} is reserved for watchlist alerts")
+        return rule
 
     @model_validator(mode="after")
     def _check(self) -> AlertRule:
@@ -138,31 +146,40 @@ class AlertBook:
             return list(s.execute(sql, list(params)).fetchall())
 
     def put_rule(self, tenant: str, rule: AlertRule) -> None:
+        """Create or replace; a replaced rule ends its open alert and starts afresh."""
+        AlertRule.check_user_rule(rule)
         with self.store.transaction() as s:
             s.execute("INSERT INTO alert_rules (tenant, rule_id, config, created_at) "
                       "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, rule_id) DO UPDATE SET "
                       "config = excluded.config",
                       [tenant, rule.rule_id, rule.model_dump_json(), _naive(datetime.now(UTC))])
-            s.execute("DELETE FROM alert_state WHERE tenant = ? AND rule_id = ?",
-                      [tenant, rule.rule_id])
+            self._reset(s, tenant, rule.rule_id)
 
     def delete_rule(self, tenant: str, rule_id: str) -> bool:
         with self.store.transaction() as s:
             n = s.count("DELETE FROM alert_rules WHERE tenant = ? AND rule_id = ?",
                         [tenant, rule_id])
-            s.execute("DELETE FROM alert_state WHERE tenant = ? AND rule_id = ?",
-                      [tenant, rule_id])
+            self._reset(s, tenant, rule_id)
         return bool(n)
+
+    @staticmethod
+    def _reset(s: Any, tenant: str, rule_id: str) -> None:
+        s.execute("UPDATE alerts SET ended_at = ? WHERE tenant = ? AND rule_id = ? "
+                  "AND ended_at IS NULL", [_naive(datetime.now(UTC)), tenant, rule_id])
+        s.execute("DELETE FROM alert_state WHERE tenant = ? AND rule_id = ?", [tenant, rule_id])
 
     def rules(self, tenant: str) -> list[AlertRule]:
         return [AlertRule.model_validate_json(c) for (c,) in self._rows(
             "SELECT config FROM alert_rules WHERE tenant = ? ORDER BY rule_id", (tenant,))]
 
-    def alerts(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+    def alerts(self, tenant: str, limit: int = 100,
+               watchlist: bool = False) -> list[dict[str, Any]]:
+        """Occupancy alerts, or (``watchlist``) only the watchlist's, which name enrolled
+        people and are read by admins only, audited (revisit.known.watchlist)."""
         rows = self._rows(
             "SELECT alert_id, rule_id, location_id, zone, value, message, started_at, ended_at "
-            "FROM alerts WHERE tenant = ? ORDER BY started_at DESC, alert_id LIMIT ?",
-            (tenant, limit))
+            f"FROM alerts WHERE tenant = ? AND rule_id {'=' if watchlist else '<>'} ? "
+            "ORDER BY started_at DESC, alert_id LIMIT ?", (tenant, WATCHLIST_RULE, limit))
         deliveries: dict[str, list[dict[str, Any]]] = {}
         ids = [r[0] for r in rows]
         if ids:
@@ -194,13 +211,17 @@ class AlertBook:
             return None
         with self.store.transaction() as s:
             s.lock("alerts", tenant)
-            row = s.execute("SELECT above_since, active_alert, last_fired FROM alert_state "
-                            "WHERE tenant = ? AND rule_id = ?", [tenant, rule.rule_id]).fetchone()
-            above_since, active, last = ((_aware(row[0]), row[1], _aware(row[2])) if row
-                                         else (None, None, None))
+            row = s.execute("SELECT above_since, active_alert, last_fired, last_ts FROM "
+                            "alert_state WHERE tenant = ? AND rule_id = ?",
+                            [tenant, rule.rule_id]).fetchone()
+            above_since, active, last, seen = ((_aware(row[0]), row[1], _aware(row[2]),
+                                                _aware(row[3])) if row
+                                               else (None, None, None, None))
+            if seen is not None and ts < seen:  # a late batch: its moment has passed
+                return None
             fired: Alert | None = None
             if active is not None:
-                if value < rule.clear:
+                if value <= rule.clear:
                     s.execute("UPDATE alerts SET ended_at = ? WHERE tenant = ? AND alert_id = ?",
                               [_naive(ts), tenant, active])
                     active, above_since = None, None
@@ -216,14 +237,15 @@ class AlertBook:
                               [tenant, fired.alert_id, rule.rule_id, rule.location_id,
                                rule.zone, value, fired.message, _naive(ts)])
                     active, last = fired.alert_id, ts
-            elif value < rule.clear:
+            elif value <= rule.clear:
                 above_since = None
             s.execute("INSERT INTO alert_state (tenant, rule_id, above_since, active_alert, "
-                      "last_fired) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, rule_id) DO "
-                      "UPDATE SET above_since = excluded.above_since, "
-                      "active_alert = excluded.active_alert, last_fired = excluded.last_fired",
+                      "last_fired, last_ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+                      "(tenant, rule_id) DO UPDATE SET above_since = excluded.above_since, "
+                      "active_alert = excluded.active_alert, last_fired = excluded.last_fired, "
+                      "last_ts = excluded.last_ts",
                       [tenant, rule.rule_id, above_since and _naive(above_since), active,
-                       last and _naive(last)])
+                       last and _naive(last), _naive(ts)])
         return fired
 
 

@@ -158,18 +158,17 @@ class OccupancyDB:
             ") m ON p.camera_id = m.camera_id AND p.ts = m.ts "
             "WHERE p.tenant = ? AND p.location_id = ?",
             (tenant, location_id, since, _naive(now), tenant, location_id))
-        newest: list[CameraCount] = []
-        zones: dict[str, float] = defaultdict(float)
+        newest: dict[str, CameraCount] = {}
+        zones: dict[str, dict[str, float]] = defaultdict(dict)  # camera -> zone -> people
         for cam, zone, ts, count in rows:
             if cam not in cams:
                 continue
-            if zone == "":
-                newest.append(CameraCount(cam, cams[cam].overlap_group or cam, float(count),
-                                          _aware(ts)))
+            if zone == "":  # one per camera, even if two of its frames share a time
+                newest[cam] = CameraCount(cam, cams[cam].overlap_group or cam, float(count),
+                                          _aware(ts))
             else:
-                zones[zone] += float(count)
-        result = occupancy(location_id, cfg, len(cams), newest, dict(zones), now)
-        return result
+                zones[cam][zone] = zones[cam].get(zone, 0.0) + float(count)
+        return occupancy(location_id, cfg, len(cams), list(newest.values()), dict(zones), now)
 
     # -- history ------------------------------------------------------------------------
     def history(self, tenant: str, ts_from: datetime, ts_to: datetime,

@@ -96,10 +96,16 @@ class Occupancy:
 
 
 def occupancy(location_id: str, cfg: LocationOccupancy, cameras: int,
-              newest: list[CameraCount], zones: dict[str, float], now: datetime) -> Occupancy:
+              newest: list[CameraCount], zones: dict[str, dict[str, float]],
+              now: datetime) -> Occupancy:
     """``newest``: each counting camera's newest count of its counting zone (any age);
-    only those younger than ``cfg.stale_after_s`` count."""
+    ``zones``: per camera, its named zones' people in that frame. Only cameras whose
+    newest count is younger than ``cfg.stale_after_s`` count, for the zones too."""
     fresh = [c for c in newest if (now - c.ts).total_seconds() <= cfg.stale_after_s]
+    named: dict[str, float] = {}
+    for c in fresh:
+        for zone, people in zones.get(c.camera_id, {}).items():
+            named[zone] = named.get(zone, 0.0) + people
     if not fresh:
         return Occupancy(location_id, None, cfg.capacity, None, "no_data", "no_data",
                          max((c.ts for c in newest), default=None), cameras, [], {})
@@ -108,4 +114,4 @@ def occupancy(location_id: str, cfg: LocationOccupancy, cameras: int,
     level = cfg.level(pct)
     return Occupancy(location_id, count, cfg.capacity, pct, level,
                      "wait" if level == "red" else "enter", max(c.ts for c in fresh), cameras,
-                     sorted(c.camera_id for c in fresh), zones)
+                     sorted(c.camera_id for c in fresh), named)

@@ -38,15 +38,17 @@ class Watcher:
                 continue
             try:
                 now = self.occupancy.live(tenant, loc, now=ts)
-            except TenancyError:  # no capacity set: only count rules can be judged
-                now = None
+            except TenancyError:  # no capacity (rules require one): nothing to judge
+                continue
             for rule in rules:
-                if rule.metric == "occupancy_pct":
-                    value = None if now is None else now.pct
+                if now.count is None:  # no camera reporting: no data, not zero people
+                    value = None
+                elif rule.metric == "occupancy_pct":
+                    value = now.pct
                 elif rule.zone:
-                    value = None if now is None else now.zones.get(rule.zone, 0.0)
+                    value = now.zones.get(rule.zone, 0.0)
                 else:
-                    value = None if now is None else now.count
+                    value = now.count
                 alert = self.book.evaluate(tenant, rule, value, ts)
                 if alert is not None:
                     log.info("alert %s: %s", alert.alert_id, alert.message)

@@ -100,8 +100,10 @@ class SightingStore(Protocol):
         exemplar changes, cameras/locations seen first. A repeated batch changes nothing."""
         ...
 
-    def load_exemplars(self, tenant: str) -> Iterator[list[Exemplar]]:
-        """All exemplars of a tenant, in chunks, to (re)build a face index."""
+    def load_exemplars(self, tenant: str, chunk: int = ...,
+                       enrolments_only: bool = False) -> Iterator[list[Exemplar]]:
+        """All exemplars of a tenant, in chunks, to (re)build a face index (or only those
+        of enrolment photos)."""
         ...
 
     def tenants(self) -> list[str]: ...

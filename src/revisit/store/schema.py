@@ -231,7 +231,8 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 created_at TIMESTAMP NOT NULL, PRIMARY KEY (tenant, rule_id))""",
             """CREATE TABLE alert_state (
                 tenant VARCHAR NOT NULL, rule_id VARCHAR NOT NULL, above_since TIMESTAMP,
-                active_alert VARCHAR, last_fired TIMESTAMP, PRIMARY KEY (tenant, rule_id))""",
+                active_alert VARCHAR, last_fired TIMESTAMP, last_ts TIMESTAMP,
+                PRIMARY KEY (tenant, rule_id))""",
             """CREATE TABLE alerts (
                 tenant VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, rule_id VARCHAR NOT NULL,
                 location_id VARCHAR NOT NULL, zone VARCHAR NOT NULL, value REAL NOT NULL,

@@ -579,14 +579,17 @@ class SQLStore:
         rows = self._query("SELECT identity_version FROM tenants WHERE tenant = ?", [tenant])
         return int(rows[0][0] or 0) if rows else 0
 
-    def load_exemplars(self, tenant: str, chunk: int = FETCH_ROWS) -> Iterator[list[Exemplar]]:
+    def load_exemplars(self, tenant: str, chunk: int = FETCH_ROWS,
+                       enrolments_only: bool = False) -> Iterator[list[Exemplar]]:
         """Exemplars in chunks, in no particular order (sorting millions of vectors costs
         more than it gives); ``visitor_id`` is the canonical id (after merges), so a
-        rebuilt index never hands out an id that was merged away."""
+        rebuilt index never hands out an id that was merged away. ``enrolments_only``:
+        those of enrolment photos (revisit.known)."""
+        only = " AND e.face_image_id LIKE 'enrol-%'" if enrolments_only else ""
         for rows in self.engine.stream(
             "SELECT coalesce(a.visitor_id, e.visitor_id), e.face_image_id, e.embedding, "
             "e.quality, e.ts FROM exemplars e LEFT JOIN aliases a "
-            "ON a.tenant = e.tenant AND a.alias_id = e.visitor_id WHERE e.tenant = ?",
+            "ON a.tenant = e.tenant AND a.alias_id = e.visitor_id WHERE e.tenant = ?" + only,
             [tenant], chunk,
         ):
             yield [
