@@ -87,7 +87,7 @@ def generate(db: Path, sightings: int, visitors: int, threads: int | None,
             camera_id VARCHAR NOT NULL, location_id VARCHAR NOT NULL,
             ts TIMESTAMP NOT NULL,
             bbox_x INTEGER, bbox_y INTEGER, bbox_w INTEGER, bbox_h INTEGER,
-            quality REAL, match_score REAL)""")
+            quality REAL, match_score REAL, zone VARCHAR)""")
     cur.execute("""
         INSERT INTO sightings
         SELECT 'default', 'F-' || visit || '-' || i,
@@ -96,7 +96,7 @@ def generate(db: Path, sightings: int, visitors: int, threads: int | None,
                'C-' || lpad((store * 5 + (hash(visit + i) % 5))::VARCHAR, 5, '0'),
                'L-' || lpad(store::VARCHAR, 5, '0'),
                make_timestamp(1709251200000000 + start_us + i * step_us),
-               10, 20, 64, 80, 0.9, 0.7
+               10, 20, 64, 80, 0.9, 0.7, NULL
         FROM (SELECT visit, visitor, store, start_us, step_us, unnest(range(k)) AS i FROM visits)
     """)
     cur.execute("DROP TABLE visits")

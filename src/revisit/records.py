@@ -95,6 +95,7 @@ class Face:
     context: np.ndarray | None = None  # colours below the face (clothes), float32, sums to 1
     contrast: float | None = None  # grey-level standard deviation of the aligned crop
     sharpness: float | None = None  # variance of the Laplacian of the aligned crop
+    zone: str = ""  # the camera's named zone the face is in (occupancy zones), if any
 
     @property
     def frame_key(self) -> str:
@@ -117,6 +118,7 @@ class Sighting:
     match_score: float  # cosine similarity to the visitor it joined; 1.0 for a new visitor
     new_visitor: bool = False
     embedding: np.ndarray | None = field(default=None, repr=False)  # kept for exemplar updates
+    zone: str = ""  # the camera's named zone it was in (camera paths through zones)
 
 
 @dataclass(slots=True)

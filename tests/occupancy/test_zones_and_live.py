@@ -103,3 +103,21 @@ def test_a_silent_cameras_zones_do_not_count() -> None:
     zones = {"c1": {"till": 2.0}, "c2": {"till": 8.0, "door": 1.0}}
     o = occupancy("L1", cfg, 2, [fresh, silent], zones, NOW)
     assert o.count == 5 and o.zones == {"till": 2.0}
+
+
+def test_faces_get_their_named_zone_or_are_vetoed() -> None:
+    from revisit.occupancy.counting import Counting, ZoneBook
+    from revisit.records import Dropped, Face
+
+    z = CameraZones(exclude=[[(0, 0), (50, 0), (50, 50), (0, 50)]],
+                    named={"till": [(100, 0), (200, 0), (200, 100), (100, 100)]})
+    counting = Counting(ZoneBook(lambda: {("t", "c"): z}))
+
+    def face(x: int) -> Face:
+        return Face("t", "c", "L", "i", NOW, f"F{x}", (x, 10, 20, 20),
+                    np.zeros((5, 2), np.float32), 0.9, 0.8)
+
+    dropped: list[Dropped] = []
+    kept = counting.veto([face(10), face(140), face(300)], dropped)
+    assert [(f.bbox[0], f.zone) for f in kept] == [(140, "till"), (300, "")]
+    assert [d.reason for d in dropped] == ["excluded_zone"]

@@ -22,10 +22,10 @@ def full_batch() -> Batch:
     frame = Frame("t1", "cam-1", "loc-1", "img-1", TS, data=b"\xff\xd8jpeg\x00bytes",
                   pixels=np.zeros((4, 4, 3), np.uint8), source="manifest.csv:3")
     face_full = Face("t1", "cam-1", "loc-1", "img-1", TS, "F-1", (10, 20, 30, 40), lm, 0.93,
-                     0.71, creatable=False, crop=crop, embedding=emb)
+                     0.71, creatable=False, crop=crop, embedding=emb, zone="till 3")
     face_bare = Face("t1", "cam-1", "loc-1", "img-1", TS, "F-2", (1, 2, 3, 4), lm, 0.5, 0.2)
     sighting = Sighting("t1", "V-0001A7", "F-1", "img-1", "cam-1", "loc-1", TS, (10, 20, 30, 40),
-                        0.71, 0.82, new_visitor=True, embedding=emb)
+                        0.71, 0.82, new_visitor=True, embedding=emb, zone="till 3")
     sighting_bare = Sighting("t1", "V-2", "F-2", "img-1", "cam-1", "loc-1", TS, (1, 2, 3, 4),
                              0.2, 1.0)
     return Batch(

@@ -33,7 +33,7 @@ def test_round_trip_every_field() -> None:
         assert b.pixels is None  # never serialised
     for a, b in zip(src.faces, out.faces, strict=True):
         for f in ("tenant", "camera_id", "location_id", "image_id", "ts", "face_image_id",
-                  "bbox", "det_score", "quality", "creatable"):
+                  "bbox", "det_score", "quality", "creatable", "zone"):
             assert getattr(a, f) == getattr(b, f), f
         assert isinstance(b.bbox, tuple)
         assert_arrays(a.landmarks, b.landmarks)
@@ -44,7 +44,7 @@ def test_round_trip_every_field() -> None:
     assert out.faces[1].crop is None and out.faces[1].embedding is None
     for a, b in zip(src.sightings, out.sightings, strict=True):
         for f in ("tenant", "face_id", "face_image_id", "image_id", "camera_id", "location_id",
-                  "ts", "bbox", "quality", "match_score", "new_visitor"):
+                  "ts", "bbox", "quality", "match_score", "new_visitor", "zone"):
             assert getattr(a, f) == getattr(b, f), f
         assert_arrays(a.embedding, b.embedding)
     assert out.rejected == src.rejected

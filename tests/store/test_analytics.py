@@ -96,6 +96,20 @@ def test_camera_paths_within_a_store(store: SightingStore) -> None:
                           {"path": ["door", "till", "door"], "visits": 1}]
 
 
+def test_camera_paths_go_through_zones(store: SightingStore) -> None:
+    """A sighting in one of its camera's named zones is a step camera/zone of the path."""
+    rows = [sighting("V-000001", at(0), "101", camera="door"),
+            sighting("V-000001", at(3), "101", camera="floor"),
+            sighting("V-000001", at(6), "101", camera="floor"),
+            sighting("V-000001", at(9), "101", camera="door")]
+    rows[2].zone = "till 3"
+    store.write(batch(rows))
+    for rollup in (True, False):
+        with store.read() as con, S.sessionised(con, Q, rollup=rollup):  # type: ignore[attr-defined]
+            (p,) = S.camera_paths(con, Q)
+        assert p["paths"] == [{"path": ["door", "floor", "floor/till 3", "door"], "visits": 1}]
+
+
 def test_analytics_follow_merges_splits_and_erasure(store: SightingStore) -> None:
     """A merge makes two visitors one everywhere; a split undoes it; an erased visitor is
     gone from every analysis."""

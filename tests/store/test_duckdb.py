@@ -74,6 +74,7 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
     con.execute("DROP TABLE resolve_skipped")
     con.execute("DROP TABLE camera_scenes")
     con.execute("DROP TABLE visit_spans")
+    con.execute("ALTER TABLE sightings DROP COLUMN zone")
     for table in ("occupancy_cameras", "occupancy_locations", "people_counts", "display_keys",
                   "alert_rules", "alert_state", "alerts", "alert_deliveries", "enrolments",
                   "watchlist_settings"):

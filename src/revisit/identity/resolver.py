@@ -523,6 +523,6 @@ class Resolver:
                 tenant=f.tenant, face_id=vid, face_image_id=f.face_image_id,
                 image_id=f.image_id, camera_id=f.camera_id, location_id=f.location_id,
                 ts=f.ts, bbox=f.bbox, quality=f.quality, match_score=score,
-                new_visitor=new, embedding=f.embedding,
+                new_visitor=new, embedding=f.embedding, zone=f.zone,
             )
         )

@@ -89,14 +89,20 @@ class Counting:
         return out
 
     def veto(self, faces: list[Face], dropped: list[Dropped]) -> list[Face]:
-        """Faces whose centre is in an exclusion zone of their camera become no sighting."""
+        """Faces whose centre is in an exclusion zone of their camera become no sighting;
+        the others get the named zone they are in (the first by name), for camera paths."""
         kept = []
         for f in faces:
             z = self.zones.get(f.tenant, f.camera_id)
+            if z is None:
+                kept.append(f)
+                continue
             x, y, w, h = f.bbox
-            if z is not None and z.exclude and z.excluded(x + w / 2, y + h / 2):
+            cx, cy = x + w / 2, y + h / 2
+            if z.exclude and z.excluded(cx, cy):
                 dropped.append(Dropped(f.tenant, f.image_id, f.bbox, EXCLUDED,
                                        "face centre in an exclusion zone"))
                 continue
+            f.zone = next((n for n in sorted(z.named) if n in z.zones_of(cx, cy)), "")
             kept.append(f)
         return kept

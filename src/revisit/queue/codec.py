@@ -161,6 +161,7 @@ def _face(f: Face) -> dict[str, Any]:
         "context": _arr(f.context),
         "contrast": None if f.contrast is None else float(f.contrast),
         "sharpness": None if f.sharpness is None else float(f.sharpness),
+        "zone": f.zone,
     }
 
 
@@ -181,6 +182,7 @@ def _from_face(d: dict[str, Any]) -> Face:
         context=_from_arr(d["context"]),
         contrast=None if d["contrast"] is None else _num(d["contrast"], "contrast"),
         sharpness=None if d["sharpness"] is None else _num(d["sharpness"], "sharpness"),
+        zone=_str(d.get("zone", ""), "zone"),
     )
 
 
@@ -209,7 +211,7 @@ def _sighting(s: Sighting) -> dict[str, Any]:
         "image_id": s.image_id, "camera_id": s.camera_id, "location_id": s.location_id,
         "ts": _ts(s.ts), "bbox": _bbox(s.bbox), "quality": float(s.quality),
         "match_score": float(s.match_score), "new_visitor": bool(s.new_visitor),
-        "embedding": _arr(s.embedding),
+        "embedding": _arr(s.embedding), "zone": s.zone,
     }
 
 
@@ -222,6 +224,7 @@ def _from_sighting(d: dict[str, Any]) -> Sighting:
         bbox=_from_bbox(d["bbox"]), quality=_num(d["quality"], "quality"),
         match_score=_num(d["match_score"], "match_score"),
         new_visitor=_bool(d["new_visitor"], "new_visitor"), embedding=_from_arr(d["embedding"]),
+        zone=_str(d.get("zone", ""), "zone"),
     )
 
 

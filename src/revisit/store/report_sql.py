@@ -43,6 +43,12 @@ _ROWS_SELECT = (
 )
 
 
+# A step of a visit's path: the camera, or camera/zone where the sighting was in one of the
+# camera's named zones (occupancy zones).
+PATH_PLACE = ("CASE WHEN s.zone IS NULL OR s.zone = '' THEN s.camera_id "
+              "ELSE s.camera_id || '/' || s.zone END")
+
+
 def naive_utc(ts: datetime) -> datetime:
     """Aware -> naive UTC, the form the store keeps (naive input is rejected upstream)."""
     if ts.tzinfo is None:
@@ -111,7 +117,7 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
     sql = f"""
 WITH base AS (
     SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us('s.ts')} AS t
-           {", s.camera_id AS cam" if cameras else ""}
+           {f", {PATH_PLACE} AS cam" if cameras else ""}
     FROM sightings s
     {join}
     WHERE {where}

@@ -196,6 +196,9 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
         # location, kept by every write and delete like visit_days, backfilled here. The
         # analyses read it instead of sessionising a period's sightings per request.
         (8, [
+            # the camera's named zone a sighting was in (occupancy zones): visit paths go
+            # through zones (camera/zone)
+            "ALTER TABLE sightings ADD COLUMN zone VARCHAR",
             f"""CREATE TABLE visit_spans (
                 tenant VARCHAR NOT NULL, face_id VARCHAR NOT NULL,
                 location_id VARCHAR NOT NULL, start_us BIGINT NOT NULL,

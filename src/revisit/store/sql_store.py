@@ -417,7 +417,7 @@ class SQLStore:
         s.insert("sightings", SIGHTING_TABLE_COLUMNS, [
             (x.tenant, x.face_image_id, x.face_id, x.image_id, x.camera_id, x.location_id,
              naive_utc(x.ts), int(x.bbox[0]), int(x.bbox[1]), int(x.bbox[2]), int(x.bbox[3]),
-             float(x.quality), float(x.match_score))
+             float(x.quality), float(x.match_score), x.zone or None)
             for x in kept
         ])
         with_emb = [x for x in kept if x.embedding is not None]
@@ -924,5 +924,5 @@ class SQLStore:
 
 SIGHTING_TABLE_COLUMNS = (
     "tenant", "face_image_id", "face_id", "image_id", "camera_id", "location_id", "ts",
-    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score",
+    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score", "zone",
 )

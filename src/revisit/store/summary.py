@@ -36,6 +36,7 @@ from typing import Any
 from revisit.report.query import ReportQuery
 from revisit.store.dialect import Session
 from revisit.store.report_sql import (
+    PATH_PLACE,
     PER_VISITOR,
     ROLLUP_GAP_US,
     naive_utc,
@@ -151,7 +152,7 @@ def _rollup_source(con: Session, query: ReportQuery,
                 THEN 0 ELSE 1 END AS new_visit
     FROM (
         SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us("s.ts")} AS t,
-               s.camera_id AS cam, s.face_id IN (SELECT unnest(?::VARCHAR[])) AS member
+               {PATH_PLACE} AS cam, s.face_id IN (SELECT unnest(?::VARCHAR[])) AS member
         FROM sightings s {join}
         WHERE {where} AND s.face_id IN (SELECT unnest(?::VARCHAR[]))
           AND (s.face_id IN (SELECT unnest(?::VARCHAR[]))

@@ -25,7 +25,7 @@ from typing import Any
 
 from revisit.records import Sighting
 from revisit.store.dialect import Dialect, Session
-from revisit.store.report_sql import ROLLUP_GAP_US, naive_utc
+from revisit.store.report_sql import PATH_PLACE, ROLLUP_GAP_US, naive_utc
 
 PATH_SEP = "\x1f"  # between the camera ids of a stored path (chr(31) in SQL)
 _EPOCH = datetime(1970, 1, 1)
@@ -58,7 +58,7 @@ def span_rows_from_sightings(d: Dialect, where: str) -> str:
     ``s``); ``where`` must take whole visits (see the module docstring)."""
     t = d.epoch_us("s.ts")
     marked = f"""(
-    SELECT s.tenant, s.face_id, s.location_id, {t} AS t, s.camera_id AS cam,
+    SELECT s.tenant, s.face_id, s.location_id, {t} AS t, {PATH_PLACE} AS cam,
            CASE WHEN {t} - lag({t}) OVER (PARTITION BY s.tenant, s.face_id, s.location_id
                                           ORDER BY s.ts) <= {ROLLUP_GAP_US}
                 THEN 0 ELSE 1 END AS new_visit
