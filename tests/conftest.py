@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks.distributed_harness import free_port, port_open
@@ -100,3 +101,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def live_alerts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The HTTP service with real processing and quick alert retries (tests of alerts,
+    enrolments and the watchlist), one per test module."""
+    from tests.api.conftest import make_env
+
+    yield from make_env(tmp_path_factory.mktemp("alerts"), processing=True,
+                        settings={"alerts": {"backoff_s": 0.05}})
+
+
+@pytest.fixture(scope="module")
+def hook() -> Iterator[tuple[str, Any]]:
+    """A webhook receiver on loopback (tests.receivers), one per test module."""
+    from tests.receivers import webhook_receiver
+
+    with webhook_receiver() as r:
+        yield r

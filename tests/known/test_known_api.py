@@ -5,27 +5,19 @@ purpose, then a match raises an audited alert delivered to a webhook this test r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from tests.api.conftest import Env, make_env
+from tests.api.conftest import Env
 from tests.conftest import lfw_photo
-from tests.receivers import Received, webhook_receiver
+from tests.receivers import Received
 
 
 @pytest.fixture(scope="module")
-def hook() -> Iterator[tuple[str, Received]]:
-    with webhook_receiver() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    yield from make_env(tmp_path_factory.mktemp("known"), processing=True,
-                        settings={"alerts": {"backoff_s": 0.05}})
+def env(live_alerts: Env) -> Env:
+    return live_alerts
 
 
 def _enrol(env: Env, group: str, label: str, photos: list[Path]) -> object:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from benchmarks.staff import _identity_of_sightings
-from tests.api.conftest import Env, make_env
-from tests.receivers import Received, webhook_receiver
+from tests.api.conftest import Env
+from tests.receivers import Received
 
 from revisit.ingest.manifest import read_manifest
 from revisit.report.query import SightingQuery
@@ -34,15 +33,8 @@ CUSTOMERS = ("Colin_Powell", "Lleyton_Hewitt", "Andre_Agassi", "Alvaro_Uribe",
 
 
 @pytest.fixture(scope="module")
-def hook() -> Iterator[tuple[str, Received]]:
-    with webhook_receiver() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    yield from make_env(tmp_path_factory.mktemp("scene"), processing=True,
-                        settings={"alerts": {"backoff_s": 0.05}})
+def env(live_alerts: Env) -> Env:
+    return live_alerts
 
 
 def _photos(person: str) -> list[Path]:

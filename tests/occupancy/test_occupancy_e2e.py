@@ -7,16 +7,15 @@ a sighting."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from tests.api.conftest import Env, make_env
+from tests.api.conftest import Env
 from tests.conftest import lfw_photo
-from tests.receivers import Received, webhook_receiver
+from tests.receivers import Received
 
 from revisit.occupancy.zones import mask_polygon
 from revisit.simulate.scenario import shared_data_dir
@@ -31,15 +30,8 @@ def _truth() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def hook() -> Iterator[tuple[str, Received]]:
-    with webhook_receiver() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    yield from make_env(tmp_path_factory.mktemp("occ"), processing=True,
-                        settings={"alerts": {"backoff_s": 0.05}})
+def env(live_alerts: Env) -> Env:
+    return live_alerts
 
 
 def _ts(t: datetime) -> str:
