@@ -15,6 +15,13 @@ set up with ``revisit admin``), then, from ``--clients`` load processes (httpx):
 Reported per phase: frames/s accepted (202) and processed, 429 share, p50/p99 request
 latency of 202 and 429 answers, and the server's RSS (sampled every 0.25 s: start, max,
 end) to show memory stays bounded. Writes benchmarks/results/ingest.json.
+
+``--broker redis`` measures the accept path alone: ``revisit serve`` publishing to Redis
+(the local server, database 9, emptied first) while a drain process takes the frames
+queue as fast as detect workers with spare capacity would (reads and acknowledges,
+discards), one saturation phase; adds the server's CPU seconds, hence frames/s accepted
+per core. ``--frame-kb`` re-encodes the frames to about that size (the issue's 100 KB).
+Writes ``ingest_broker_redis.json``.
 """
 
 from __future__ import annotations
@@ -97,6 +104,41 @@ def client(url: str, key: str, frames: list[bytes], batch: int, cameras: int, se
     out.put(results)
 
 
+def drain(queue_url: str, seconds: float, out: mp.Queue) -> None:
+    """Take the frames queue as fast as possible (an idle detect stage would)."""
+    from revisit.distributed.topology import QUEUE_BOUND, QUEUE_IN
+    from revisit.queue.factory import open_queue
+
+    q = open_queue(queue_url, QUEUE_IN["detect"], consumer="drain", maxsize=QUEUE_BOUND)
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        d = q.get(timeout=0.5)
+        if d is not None:
+            n += len(d.batch.frames)
+            d.ack()
+    q.close()
+    out.put(n)
+
+
+def _sized(frames: list[bytes], kb: int) -> list[bytes]:
+    """The frames enlarged and re-encoded to about ``kb`` KB each."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for data in frames:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        scale = 1.0
+        for _ in range(12):
+            big = cv2.resize(img, None, fx=scale, fy=scale)
+            jpg = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+            if abs(len(jpg) - kb * 1024) < 0.1 * kb * 1024:
+                break
+            scale *= (kb * 1024 / len(jpg)) ** 0.5
+        out.append(jpg)
+    return out
+
+
 def processed(url: str) -> float:
     import httpx
 
@@ -162,8 +204,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--frames", type=int, default=48, help="distinct frames to cycle through")
+    ap.add_argument("--broker", choices=["redis"], default=None,
+                    help="the accept path alone, publishing to this broker")
+    ap.add_argument("--frame-kb", type=int, default=0, help="re-encode frames to ~this size")
     args = ap.parse_args()
     frames = [s.data for s in build_scenes(args.frames)]
+    if args.frame_kb:
+        frames = _sized(frames, args.frame_kb)
+    if args.broker:
+        broker(args, frames)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         key = setup(data, args.cameras)
@@ -198,6 +248,50 @@ def main() -> None:
            "batch_frames": args.batch, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest.json").write_text(json.dumps(out, indent=2))
+
+
+def broker(args: argparse.Namespace, frames: list[bytes]) -> None:
+    import redis
+
+    queue_url = "redis://127.0.0.1:6379/9"
+    redis.Redis.from_url(queue_url).flushdb()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        key = setup(data, args.cameras)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "REVISIT_DATA": str(data), "REVISIT_QUEUE_URL": queue_url}
+        srv = start_server(env, port, timeout=60)
+        try:
+            server = psutil.Process(srv.pid)
+            drained: mp.Queue = mp.Queue()
+            drainer = mp.Process(target=drain, args=(queue_url, args.seconds + 5, drained))
+            drainer.start()
+            cpu0 = sum(server.cpu_times()[:2])
+            sat = phase(url, key, frames, args, 0.0, server)
+            cpu = sum(server.cpu_times()[:2]) - cpu0
+            drainer.join()
+            sat["drained_frames"] = drained.get()
+        finally:
+            srv.terminate()
+            try:
+                srv.wait(30)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+    sat["server_cpu_s"] = cpu
+    sat["server_cores_busy"] = cpu / sat["seconds"]
+    sat["accepted_frames_per_core_s"] = (sat["accepted_frames_per_s"] * sat["seconds"] / cpu
+                                         if cpu else None)
+    print(f"broker redis, {sum(map(len, frames)) / len(frames) / 1024:.0f} KB frames: accepted "
+          f"{sat['accepted_frames_per_s']:.1f} frames/s ({sat['accepted_frames_per_core_s']:.1f}"
+          f" per server core, {sat['server_cores_busy']:.2f} cores busy), 429 share "
+          f"{sat['share_429']:.2f}, p50/p99 202 {sat['p50_ms_202']:.0f}/{sat['p99_ms_202']:.0f}"
+          f" ms, RSS {sat['rss_mb_start']:.0f} -> max {sat['rss_mb_max']:.0f} MB")
+    out = {"broker": "redis", "phase": sat, "frame_bytes_mean": sum(map(len, frames)) / len(frames),
+           "clients": args.clients, "batch_frames": args.batch, "cpus": os.cpu_count(),
+           "loadavg_1m": os.getloadavg()[0]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest_broker_redis.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
