@@ -38,7 +38,7 @@ class SceneKeeper:
 
     def __init__(self, faces: Callable[[np.ndarray], list[tuple[int, int, int, int]]],
                  every: timedelta = timedelta(minutes=1), keep: int = 15,
-                 min_frames: int = 5, refresh: timedelta = timedelta(minutes=10)) -> None:
+                 min_frames: int = 5, refresh: timedelta = timedelta(minutes=30)) -> None:
         self.faces = faces
         self.every, self.keep, self.min_frames, self.refresh = every, keep, min_frames, refresh
         self._cams: dict[tuple[str, str], _Samples] = {}
