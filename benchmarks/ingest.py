@@ -139,6 +139,14 @@ def _sized(frames: list[bytes], kb: int) -> list[bytes]:
     return out
 
 
+def _stop(srv: subprocess.Popen) -> None:
+    srv.terminate()
+    try:
+        srv.wait(30)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+
+
 def processed(url: str) -> float:
     import httpx
 
@@ -239,11 +247,7 @@ def main() -> None:
                   f"{over['p99_ms_429']:.0f} ms, RSS {over['rss_mb_start']:.0f} -> max "
                   f"{over['rss_mb_max']:.0f} -> end {over['rss_mb_end']:.0f} MB")
         finally:
-            srv.terminate()
-            try:
-                srv.wait(30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
+            _stop(srv)
     out = {"saturation": sat, "overload_2x": over, "clients": args.clients,
            "batch_frames": args.batch, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
@@ -273,11 +277,7 @@ def broker(args: argparse.Namespace, frames: list[bytes]) -> None:
             drainer.join()
             sat["drained_frames"] = drained.get()
         finally:
-            srv.terminate()
-            try:
-                srv.wait(30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
+            _stop(srv)
     sat["server_cpu_s"] = cpu
     sat["server_cores_busy"] = cpu / sat["seconds"]
     sat["accepted_frames_per_core_s"] = (sat["accepted_frames_per_s"] * sat["seconds"] / cpu

@@ -76,7 +76,7 @@ def zones_png(request: Request, camera_id: str = _id(), key: ApiKey = Depends(re
             "occupancy now")
 def list_locations(request: Request, key: ApiKey = Depends(reader)) -> list[dict[str, Any]]:
     db = _db(request)
-    cams = [cam for (t, cam), z in db.all_cameras().items() if t == key.tenant]
+    cams = [cam for _, cam in db.all_cameras(key.tenant)]
     return [{**db.live(key.tenant, loc).as_dict(), "settings": cfg.model_dump(),
              "zone_cameras": sorted(cams)}
             for loc, cfg in db.locations(key.tenant).items()]

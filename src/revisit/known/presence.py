@@ -9,6 +9,7 @@ from typing import Any
 from revisit.known.enrol import STAFF, Enrolments
 from revisit.report.query import ReportQuery
 from revisit.store.report_sql import ROLLUP_GAP_US
+from revisit.store.visit_spans import epoch_us
 
 
 def staff_presence(enrolments: Enrolments, query: ReportQuery,
@@ -24,8 +25,7 @@ def staff_presence(enrolments: Enrolments, query: ReportQuery,
             ids[vid] = e.enrolment_id
     if not ids:
         return []
-    t0 = int((query.ts_from.timestamp()) * 1_000_000)
-    t1 = int((query.ts_to.timestamp()) * 1_000_000)
+    t0, t1 = epoch_us(query.ts_from), epoch_us(query.ts_to)
     sql = ("SELECT face_id, location_id, start_us, end_us FROM visit_spans WHERE tenant = ? "
            "AND face_id IN (SELECT unnest(?::VARCHAR[])) AND start_us >= ? AND start_us < ?")
     params: list[Any] = [tenant, sorted(ids), t0, t1]

@@ -81,10 +81,6 @@ class Watchlist:
         self.tenancy.audit(tenant, actor, "watchlist.enable" if cfg.enabled
                            else "watchlist.disable", cfg.model_dump())
 
-    def enabled(self, tenant: str) -> bool:
-        cfg = self.settings(tenant)
-        return cfg is not None and cfg.enabled
-
     def alerts(self, tenant: str, actor: str, limit: int = 100) -> list[dict[str, Any]]:
         """The watchlist's alerts, newest first; the look itself is audited."""
         from revisit.occupancy.alerts import AlertBook

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
+
 from revisit.occupancy.live import CameraCount, LocationOccupancy, Occupancy, combine, occupancy
 from revisit.occupancy.zones import CameraZones
 from revisit.records import DEFAULT_TENANT
@@ -48,10 +50,14 @@ class MinuteRow:
     cameras: dict[str, float]  # each camera's mean people that minute
 
 
-def all_camera_zones(store: SightingStore) -> dict[tuple[str, str], CameraZones]:
-    """Every tenant's camera settings (what the pipeline's zone book holds)."""
+def all_camera_zones(store: SightingStore,
+                     tenant: str | None = None) -> dict[tuple[str, str], CameraZones]:
+    """Camera settings of every tenant (what the pipeline's zone book holds), or of one."""
+    sql, params = "SELECT tenant, camera_id, config FROM occupancy_cameras", []
+    if tenant is not None:
+        sql, params = sql + " WHERE tenant = ?", [tenant]
     with store.read() as s:
-        rows = s.execute("SELECT tenant, camera_id, config FROM occupancy_cameras").fetchall()
+        rows = s.execute(sql, params).fetchall()
     return {(t, c): CameraZones.model_validate_json(cfg) for t, c, cfg in rows}
 
 
@@ -92,35 +98,34 @@ class OccupancyDB:
             return list(s.execute(sql, list(params)).fetchall())
 
     # -- settings -----------------------------------------------------------------------
-    def set_camera(self, tenant: str, camera_id: str, zones: CameraZones,
-                   actor: str = "cli") -> None:
+    def _put(self, table: str, column: str, tenant: str, key: str, cfg: BaseModel,
+             actor: str, action: str) -> None:
+        """Create or replace one settings document, audited."""
         self._tenant(tenant)
         with self.store.transaction() as s:
-            s.execute("INSERT INTO occupancy_cameras (tenant, camera_id, config, updated_at) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, camera_id) DO UPDATE SET "
+            s.execute(f"INSERT INTO {table} (tenant, {column}, config, updated_at) "
+                      f"VALUES (?, ?, ?, ?) ON CONFLICT (tenant, {column}) DO UPDATE SET "
                       "config = excluded.config, updated_at = excluded.updated_at",
-                      [tenant, camera_id, zones.model_dump_json(), _now()])
-        self.tenancy.audit(tenant, actor, "occupancy.camera.put",
-                           {"camera_id": camera_id, **zones.model_dump()})
+                      [tenant, key, cfg.model_dump_json(), _now()])
+        self.tenancy.audit(tenant, actor, action, {column: key, **cfg.model_dump()})
+
+    def set_camera(self, tenant: str, camera_id: str, zones: CameraZones,
+                   actor: str = "cli") -> None:
+        self._put("occupancy_cameras", "camera_id", tenant, camera_id, zones, actor,
+                  "occupancy.camera.put")
 
     def camera(self, tenant: str, camera_id: str) -> CameraZones | None:
         rows = self._rows("SELECT config FROM occupancy_cameras WHERE tenant = ? "
                           "AND camera_id = ?", (tenant, camera_id))
         return CameraZones.model_validate_json(rows[0][0]) if rows else None
 
-    def all_cameras(self) -> dict[tuple[str, str], CameraZones]:
-        return all_camera_zones(self.store)
+    def all_cameras(self, tenant: str | None = None) -> dict[tuple[str, str], CameraZones]:
+        return all_camera_zones(self.store, tenant)
 
     def set_location(self, tenant: str, location_id: str, cfg: LocationOccupancy,
                      actor: str = "cli") -> None:
-        self._tenant(tenant)
-        with self.store.transaction() as s:
-            s.execute("INSERT INTO occupancy_locations (tenant, location_id, config, updated_at) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) DO UPDATE SET "
-                      "config = excluded.config, updated_at = excluded.updated_at",
-                      [tenant, location_id, cfg.model_dump_json(), _now()])
-        self.tenancy.audit(tenant, actor, "occupancy.location.put",
-                           {"location_id": location_id, **cfg.model_dump()})
+        self._put("occupancy_locations", "location_id", tenant, location_id, cfg, actor,
+                  "occupancy.location.put")
 
     def location(self, tenant: str, location_id: str) -> LocationOccupancy | None:
         rows = self._rows("SELECT config FROM occupancy_locations WHERE tenant = ? "
@@ -185,10 +190,7 @@ class OccupancyDB:
             "SELECT location_id, camera_id, zone, date_trunc('minute', ts) AS m, avg(count), "
             f"max(count) FROM people_counts WHERE {where} "
             "GROUP BY location_id, camera_id, zone, m ORDER BY m", params)
-        groups: dict[tuple[str, str], str] = {}
-        for (t, cam), z in self.all_cameras().items():
-            if t == tenant:
-                groups[(t, cam)] = z.overlap_group or cam
+        groups = {k: z.overlap_group or k[1] for k, z in self.all_cameras(tenant).items()}
         per: dict[tuple[str, datetime, str], list[tuple[str, float, float]]] = defaultdict(list)
         for loc, cam, zone, minute, mean, peak in rows:
             per[(loc, minute, zone)].append((cam, float(mean), float(peak)))

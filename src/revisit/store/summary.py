@@ -45,7 +45,7 @@ from revisit.store.report_sql import (
     sighting_filters,
     with_staff_left_out,
 )
-from revisit.store.visit_spans import PATH_SEP, visits_from
+from revisit.store.visit_spans import PATH_SEP, epoch_us, visits_from
 
 HISTOGRAM_BUCKETS = 10
 # upper bounds (minutes) of the visit-duration buckets; the last one is open
@@ -166,7 +166,7 @@ def _rollup_source(con: Session, query: ReportQuery,
         spans = f"""
     SELECT face_id AS vid, location_id AS loc, start_us, end_us, n, path FROM visit_spans
     WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
-        params += [tenant, _us(query.ts_from), _us(query.ts_to), *loc_params, *spans_params]
+        params += [tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *loc_params, *spans_params]
         if raw_faces:
             spans += f"\n    UNION ALL{visits_from('rawmarked', 'vid, loc')}"
         ctes.append(f"visits AS ({spans}\n)")
@@ -194,10 +194,6 @@ def _rollup_source(con: Session, query: ReportQuery,
 )""")
     params += [tenant, query.start]
     return _Source("WITH " + ",\n".join(ctes), params)
-
-
-def _us(ts: datetime) -> int:
-    return (naive_utc(ts) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from revisit.records import Sighting
@@ -67,7 +67,8 @@ def span_rows_from_sightings(d: Dialect, where: str) -> str:
     return visits_from(marked, "tenant, face_id, location_id")
 
 
-def _us(ts: datetime) -> int:
+def epoch_us(ts: datetime) -> int:
+    """An aware timestamp as microseconds since 1970 (the table's time unit)."""
     return (naive_utc(ts) - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -91,7 +92,7 @@ def spans_touched(sightings: Iterable[Sighting],
     for s in sightings:
         if (s.tenant, s.face_image_id) in redelivered:
             continue
-        us = _us(s.ts)
+        us = epoch_us(s.ts)
         k = (s.tenant, s.face_id, s.location_id)
         lo, hi = span.get(k, (us, us))
         span[k] = (min(lo, us), max(hi, us))
@@ -153,8 +154,3 @@ def rebuild_spans(s: Session, d: Dialect, tenant: str | None) -> None:
     s.execute("DELETE FROM visit_spans WHERE tenant = ?", [tenant])
     s.execute("INSERT INTO visit_spans " + span_rows_from_sightings(d, "s.tenant = ?")
               + " ORDER BY start_us", [tenant])
-
-
-def from_utc_us(us: int) -> datetime:
-    """Epoch microseconds -> aware UTC datetime."""
-    return _ts(us).replace(tzinfo=UTC)

@@ -168,27 +168,24 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
             batch.rejected.append(pixels)
             frame.data = None
             continue
-        thumb = None
+        thumb, skip = None, False
         if still is not None and not (counting is not None and counting.counts(frame)):
             skip, thumb = still.unchanged_and_empty(frame.tenant, frame.camera_id, frame.ts,
                                                     pixels)
-            if skip:
-                if scenes is not None and (scene := scenes.observe(
-                        frame.tenant, frame.camera_id, frame.ts, pixels)):
-                    batch.scenes.append(scene)
+        if skip:
+            detections: list[Detection] = []  # stored as processed, with no face
+        else:
+            try:
+                detections = detector.predict([pixels])[0]
+            except cv2.error as exc:  # e.g. a degenerate 1x1 image
+                batch.rejected.append(Rejected(frame.source or frame.key,
+                                               f"detector failed: {exc}", frame.image_id,
+                                               frame.tenant))
                 frame.data = frame.pixels = None
-                kept.append(frame)  # stored as processed, with no face
                 continue
-        try:
-            detections = detector.predict([pixels])[0]
-        except cv2.error as exc:  # e.g. a degenerate 1x1 image
-            batch.rejected.append(Rejected(frame.source or frame.key, f"detector failed: {exc}",
-                                           frame.image_id, frame.tenant))
-            frame.data = frame.pixels = None
-            continue
-        if thumb is not None:
-            still.saw(frame.tenant, frame.camera_id, frame.ts, thumb,  # type: ignore[union-attr]
-                      empty=not detections)
+            if thumb is not None:
+                still.saw(frame.tenant, frame.camera_id, frame.ts, thumb,  # type: ignore[union-attr]
+                          empty=not detections)
         faces = faces_of_frame(frame, pixels, detections, settings, batch.dropped)
         if counting is not None:
             faces = counting.veto(faces, batch.dropped)
