@@ -80,6 +80,10 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         sface, sface_norm = vision.embedder.predict_with_norms(crops)
         arcface, arcface_norm = arc.embedder.predict_with_norms(crops)
         reid0095, reid0095_norm = reid.embedder.predict_with_norms(crops)
+        # the mirror image of each aligned crop (test-time flip: the other side of the face)
+        mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+        sface_flip, _ = vision.embedder.predict_with_norms(mirrored)
+        reid0095_flip, _ = reid.embedder.predict_with_norms(mirrored)
         for i, f in enumerate(batch.faces):
             cols["image_id"].append(f.image_id)
             cols["camera_id"].append(f.camera_id)
@@ -96,6 +100,8 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
             cols["arcface_norm"].append(arcface_norm[i])
             cols["reid0095"].append(reid0095[i])
             cols["reid0095_norm"].append(reid0095_norm[i])
+            cols["sface_flip"].append(sface_flip[i])
+            cols["reid0095_flip"].append(reid0095_flip[i])
             cols["order"].append(order[f.image_id])
         done += len(batch.frames)
         if done % 320 < batch_frames:
@@ -117,6 +123,8 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         arcface_norm=np.array(cols["arcface_norm"], dtype=np.float32),
         reid0095=np.array(cols["reid0095"], dtype=np.float32),
         reid0095_norm=np.array(cols["reid0095_norm"], dtype=np.float32),
+        sface_flip=np.array(cols["sface_flip"], dtype=np.float32),
+        reid0095_flip=np.array(cols["reid0095_flip"], dtype=np.float32),
         frame_images=np.array([f.image_id for f in frames]),
     )
     print(f"wrote {out}: {len(cols['image_id'])} faces from {len(frames)} frames "
@@ -146,6 +154,10 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
 
     with np.load(scenario / "faces.npz") as npz:
         data = {k: npz[k] for k in npz.files}
+    if overrides.get("flip"):  # each face and its mirror image, averaged
+        for name in ("sface", "reid0095"):
+            both = data[name] + data[f"{name}_flip"]
+            data[name] = (both / np.linalg.norm(both, axis=1, keepdims=True)).astype(np.float32)
     # SFace and the Intel model side by side, as SFaceReidEmbedder forms it
     data["sface-reid"] = (np.hstack([data["sface"], data["reid0095"]]) / np.sqrt(2.0)).astype(np.float32)
     data["sface-reid_norm"] = data["sface_norm"]
@@ -318,6 +330,8 @@ def main() -> None:
     r.add_argument("--frame-batch", type=int, default=None)
     r.add_argument("--no-consolidate", action="store_true")
     r.add_argument("--tag", default="")
+    r.add_argument("--flip", action="store_true",
+                   help="embeddings of each face and its mirror image, averaged")
     r.add_argument("--no-reference", action="store_true")
     r.add_argument("--merge-threshold", type=float, default=None)
     r.add_argument("--track-offset", type=float, default=None)
@@ -357,6 +371,7 @@ def main() -> None:
         if args.frame_batch is not None:
             ov["pipeline"]["frame_batch"] = args.frame_batch
         ov["no_consolidate"] = args.no_consolidate
+        ov["flip"] = args.flip
         ov["reference"] = not args.no_reference
         if args.merge_threshold is not None:
             ov["identity"]["merge_threshold"] = args.merge_threshold

@@ -71,10 +71,12 @@ def setup(data: Path, cameras: int) -> str:
 
 
 def client(url: str, key: str, frames: list[bytes], batch: int, cameras: int, seconds: float,
-           rate: float, worker: int, out: mp.Queue) -> None:
+           rate: float, worker: int, out: mp.Queue, nice: int = 0) -> None:
     """Posts batches until ``seconds`` pass; ``rate`` batches/s (0 = back to back)."""
     import httpx
 
+    if nice:
+        os.nice(nice)
     headers = {"Authorization": f"Bearer {key}"}
     results = []
     n = 0
@@ -151,8 +153,9 @@ def processed(url: str) -> float:
     import httpx
 
     text = httpx.get(url + "/metrics", timeout=30).text
-    m = re.findall(r'^revisit_frames_processed_total\{tenant="bench"\} ([0-9.e+]+)$', text, re.M)
-    return float(m[0]) if m else 0.0
+    # per tenant or "all" (service.metrics_tenant_labels)
+    m = re.findall(r'^revisit_frames_processed_total\{tenant="[^"]*"\} ([0-9.e+]+)$', text, re.M)
+    return sum(float(x) for x in m)
 
 
 def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rate: float,
@@ -162,7 +165,11 @@ def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rat
 
     def sample() -> None:
         while not stop.is_set():
-            rss.append(server.memory_info().rss / 2**20)
+            try:  # the server and its model process
+                procs = [server, *server.children(recursive=True)]
+                rss.append(sum(p.memory_info().rss for p in procs) / 2**20)
+            except psutil.NoSuchProcess:
+                pass
             time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -171,7 +178,7 @@ def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rat
     q: mp.Queue = mp.Queue()
     per_client = rate / args.clients / args.batch if rate else 0.0
     procs = [mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
-                                             args.seconds, per_client, w, q))
+                                             args.seconds, per_client, w, q, args.client_nice))
              for w in range(args.clients)]
     t = time.perf_counter()
     for p in procs:
@@ -215,6 +222,13 @@ def main() -> None:
     ap.add_argument("--broker", choices=["redis"], default=None,
                     help="the accept path alone, publishing to this broker")
     ap.add_argument("--frame-kb", type=int, default=0, help="re-encode frames to ~this size")
+    ap.add_argument("--client-nice", type=int, default=15,
+                    help="CPU priority of the load clients: they stand in for cameras on other "
+                    "machines, so they should take as little of the server's CPU as possible")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="service.model_process_nice for the server (default: its default)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="models in the server process (service.model_process off)")
     args = ap.parse_args()
     frames = [s.data for s in build_scenes(args.frames)]
     if args.frame_kb:
@@ -227,7 +241,10 @@ def main() -> None:
         key = setup(data, args.cameras)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "REVISIT_DATA": str(data)}
+        env = {**os.environ, "REVISIT_DATA": str(data),
+               "REVISIT_SERVICE_MODEL_PROCESS": "false" if args.in_process else "true"}
+        if args.nice is not None:
+            env["REVISIT_SERVICE_MODEL_PROCESS_NICE"] = str(args.nice)
         srv = start_server(env, port, timeout=60)
         try:
             server = psutil.Process(srv.pid)
@@ -249,9 +266,13 @@ def main() -> None:
         finally:
             _stop(srv)
     out = {"saturation": sat, "overload_2x": over, "clients": args.clients,
+           "client_nice": args.client_nice, "model_process": not args.in_process,
+           "model_process_nice": args.nice,
            "batch_frames": args.batch, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(out, indent=2))
+    name = ("ingest_in_process.json" if args.in_process
+            else f"ingest_nice{args.nice}.json" if args.nice is not None else "ingest.json")
+    (RESULTS / name).write_text(json.dumps(out, indent=2))
 
 
 def broker(args: argparse.Namespace, frames: list[bytes]) -> None:

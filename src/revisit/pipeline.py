@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from revisit.config import Settings
 from revisit.queue.base import QueueFull, StageQueue
@@ -247,13 +247,102 @@ def pipeline_model_settings(settings: Settings) -> Settings:
     )
 
 
-def counting_for(settings: Settings, store: Any) -> Any:
-    """The occupancy stage for a detect stage that can read the store's camera settings."""
-    from revisit.occupancy.counting import Counting, ZoneBook
+def zone_book(store: Any) -> Any:
+    """Every camera's zones (occupancy), read from the store and cached a few seconds."""
+    from revisit.occupancy.counting import ZoneBook
     from revisit.occupancy.db import all_camera_zones
 
-    return Counting(ZoneBook(lambda: all_camera_zones(store)),
-                    threads=pipeline_model_settings(settings).pipeline.threads)
+    return ZoneBook(lambda: all_camera_zones(store))
+
+
+def counting_for(settings: Settings, store: Any) -> Any:
+    """The occupancy stage for a detect stage that can read the store's camera settings."""
+    from revisit.occupancy.counting import Counting
+
+    return Counting(zone_book(store), threads=pipeline_model_settings(settings).pipeline.threads)
+
+
+class Models(Protocol):
+    """The two model stages of a pipeline, wherever the models run."""
+
+    def detect(self, batch: Batch) -> Batch: ...
+
+    def embed(self, batch: Batch) -> Batch: ...
+
+    def close(self) -> None: ...
+
+
+class LocalModels:
+    """Detector and embedder in this process, loaded on first use.
+
+    ``zones``: the cameras' zones for people counting and exclusion (``None``: no
+    occupancy stage).
+    """
+
+    def __init__(self, settings: Settings, zones: Any = None) -> None:
+        self.settings = settings
+        self.zones = zones
+        self._vision: Vision | None = None
+        self._embed_pool: Any = None
+        self._embed_visions: list[Vision] = []
+
+    @property
+    def vision(self) -> Vision:
+        if self._vision is None:
+            from revisit.vision.stages import Vision
+
+            self._vision = Vision(pipeline_model_settings(self.settings))
+            if self.zones is not None:
+                from revisit.occupancy.counting import Counting
+
+                self._vision.counting = Counting(
+                    self.zones, threads=pipeline_model_settings(self.settings).pipeline.threads)
+        return self._vision
+
+    def detect(self, batch: Batch) -> Batch:
+        return self.vision.detect(batch)
+
+    def embed(self, batch: Batch) -> Batch:
+        """The embed stage: the batch's faces split over ``embed_workers`` threads, each
+        with its own embedder (OpenCV nets are not thread-safe), order kept.
+
+        Embedding costs ~4x detection per frame, so with one model thread per stage the
+        embed thread is the bottleneck while the detect thread idles; splitting a batch's
+        faces over the cores lets embedding use the idle time (benchmarks/pipeline.py).
+        """
+        workers = self.embed_workers
+        todo = [f for f in batch.faces if f.embedding is None and f.crop is not None]
+        if workers <= 1 or len(todo) < 2 * workers:
+            return self.vision.embed(batch)
+        if self._embed_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from revisit.vision.stages import Vision
+
+            model_settings = pipeline_model_settings(self.settings)
+            self._embed_visions = [self.vision] + [
+                Vision(model_settings) for _ in range(workers - 1)
+            ]
+            self._embed_pool = ThreadPoolExecutor(workers, thread_name_prefix="embed")
+        step = -(-len(batch.faces) // workers)
+        parts = [Batch(batch.batch_id, faces=batch.faces[i:i + step])
+                 for i in range(0, len(batch.faces), step)]
+        list(self._embed_pool.map(lambda vp: vp[0].embed(vp[1]),
+                                  zip(self._embed_visions, parts, strict=False)))
+        return batch
+
+    @property
+    def embed_workers(self) -> int:
+        """Threads embedding one batch: the cores over the model threads of each call."""
+        from revisit.vision.model import resolve_threads
+
+        threads = pipeline_model_settings(self.settings).pipeline.threads
+        return max(1, resolve_threads(0) // threads)
+
+    def close(self) -> None:
+        if self._embed_pool is not None:
+            self._embed_pool.shutdown()
+            self._embed_pool = None
 
 
 class Runtime:
@@ -280,22 +369,16 @@ class Runtime:
         import faiss
 
         faiss.omp_set_num_threads(1)
-        self._vision: Vision | None = None
+        self.zones = zone_book(self.store)
+        self.models = LocalModels(settings, zones=self.zones)
         self._resolver: Resolver | None = None
-        self._embed_pool: Any = None
-        self._embed_visions: list[Vision] = []
         self._watcher: Any = None
         self._watchlist: Any = None
         self.stage_seconds: dict[str, float] = {}
 
     @property
-    def vision(self):
-        if self._vision is None:
-            from revisit.vision.stages import Vision
-
-            self._vision = Vision(pipeline_model_settings(self.settings))
-            self._vision.counting = counting_for(self.settings, self.store)
-        return self._vision
+    def vision(self) -> Vision:
+        return self.models.vision
 
     @property
     def resolver(self):
@@ -336,47 +419,10 @@ class Runtime:
             self._watcher = Watcher(self.store, self.settings)
         return self._watcher
 
-    def embed(self, batch: Batch) -> Batch:
-        """The embed stage: the batch's faces split over ``embed_workers`` threads, each
-        with its own embedder (OpenCV nets are not thread-safe), order kept.
-
-        Embedding costs ~4x detection per frame, so with one model thread per stage the
-        embed thread is the bottleneck while the detect thread idles; splitting a batch's
-        faces over the cores lets embedding use the idle time (benchmarks/pipeline.py).
-        """
-        workers = self.embed_workers
-        todo = [f for f in batch.faces if f.embedding is None and f.crop is not None]
-        if workers <= 1 or len(todo) < 2 * workers:
-            return self.vision.embed(batch)
-        if self._embed_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            from revisit.vision.stages import Vision
-
-            model_settings = pipeline_model_settings(self.settings)
-            self._embed_visions = [self.vision] + [
-                Vision(model_settings) for _ in range(workers - 1)
-            ]
-            self._embed_pool = ThreadPoolExecutor(workers, thread_name_prefix="embed")
-        step = -(-len(batch.faces) // workers)
-        parts = [Batch(batch.batch_id, faces=batch.faces[i:i + step])
-                 for i in range(0, len(batch.faces), step)]
-        list(self._embed_pool.map(lambda vp: vp[0].embed(vp[1]),
-                                  zip(self._embed_visions, parts, strict=False)))
-        return batch
-
-    @property
-    def embed_workers(self) -> int:
-        """Threads embedding one batch: the cores over the model threads of each call."""
-        from revisit.vision.model import resolve_threads
-
-        threads = pipeline_model_settings(self.settings).pipeline.threads
-        return max(1, resolve_threads(0) // threads)
-
     def stages(self) -> list[tuple[str, StageFn]]:
         return [
-            ("detect", self.vision.detect),
-            ("embed", self.embed),
+            ("detect", self.models.detect),
+            ("embed", self.models.embed),
             ("resolve", self.resolver.resolve),
             ("store", self.store_batch),
         ]
@@ -460,8 +506,11 @@ class Runtime:
                 if summary is not None:
                     summary.merges += len(merges)
 
+    def use_models(self, models: Models) -> None:
+        """Run detect and embed on ``models`` (e.g. a model process) from now on."""
+        self.models.close()
+        self.models = models
+
     def close(self) -> None:
-        if self._embed_pool is not None:
-            self._embed_pool.shutdown()
-            self._embed_pool = None
+        self.models.close()
         self.store.close()

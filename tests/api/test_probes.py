@@ -129,11 +129,19 @@ def test_camera_key_reads_only_its_own_batches(env: Env) -> None:
 
 
 def test_status_lives_in_the_store(env: Env) -> None:
-    """Statuses are rows of the store (every replica reads the same, tests/api/test_replicas.py)."""
+    """Statuses are rows of the store (every replica reads the same, tests/api/test_replicas.py);
+    on the one-writer DuckDB store a queued batch's row is written when the pipeline takes
+    it, not on the request path (which would wait for the batch being stored)."""
     r = _post(env, [{"ts": GOOD_TS}])
     batch_id = r.json()["batch_id"]
-    st = env.service.processor.ledger.get("acme", batch_id)
-    assert st is not None and st.state == "queued" and st.frames == 1
+    proc = env.service.processor
+    assert proc.status("acme", batch_id).state == "queued"
+    assert proc.status("other", batch_id) is None  # never another tenant's
+    assert proc.ledger.get("acme", batch_id) is None
+    proc._mark_processing(batch_id)  # what the pipeline does when it takes the batch
+    st = proc.ledger.get("acme", batch_id)
+    assert st is not None and st.state == "processing" and st.frames == 1
+    assert proc.status("acme", batch_id).state == "processing"
 
 
 def test_no_more_batches_held_than_queue_batches(tmp_path) -> None:

@@ -128,7 +128,7 @@ def test_a_face_in_an_exclusion_zone_is_no_sighting(env: Env) -> None:
     r = env.client.put("/v1/cameras/camB/occupancy", headers=admin, json={
         "exclude": [[[60, 60], [190, 60], [190, 190], [60, 190]]]})  # a screen showing a face
     assert r.status_code == 200
-    env.service.runtime.vision.counting.zones.ttl_s = 0  # see the change at once
+    env.service.runtime.zones.ttl_s = 0  # see the change at once
     assert sightings_after("on-the-screen") == 0
     env.client.put("/v1/cameras/camB/occupancy", headers=admin, json={"exclude": []})
     assert sightings_after("in-the-room") == 1

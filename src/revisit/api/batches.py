@@ -190,11 +190,15 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
         frames: list[Frame] = []
         refused: list[dict[str, str]] = []  # frames refused one by one (their timestamp)
         window = svc.settings.ingest.window()
+        for it in items:
+            if not key.may_post_for(it["camera_id"]):
+                raise _fail(403, f"this key may not post for camera {it['camera_id']!r}")
+        # one query for the batch's cameras, off the event loop
+        cameras = await run_in_threadpool(svc.tenancy.cameras_by_id, key.tenant,
+                                          [it["camera_id"] for it in items])
         for i, it in enumerate(items):
             cam = it["camera_id"]
-            if not key.may_post_for(cam):
-                raise _fail(403, f"this key may not post for camera {cam!r}")
-            camera = svc.tenancy.camera(key.tenant, cam)
+            camera = cameras.get(cam)
             if camera is None:
                 raise _fail(422, f"camera {cam!r} is not registered (revisit admin add-camera)")
             try:

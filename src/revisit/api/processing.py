@@ -13,7 +13,10 @@ Durability: without a broker, an accepted batch is written to the :class:`Spool`
 it is queued and deleted once done; a failed batch's file moves to ``spool/failed`` (kept
 for ``revisit admin replay``, never lost); at start the processor runs whatever an earlier
 process left there, under the same batch ids. Statuses live in the store
-(:mod:`revisit.ingest.status`), so every replica answers the same and they survive restarts.
+(:mod:`revisit.ingest.status`), so every replica answers the same and they survive restarts;
+on the embedded DuckDB store, whose writes are serialised, an accepted batch's status is
+kept in memory until the pipeline takes it, so that a 202 never waits for a batch being
+stored (the spool file already makes the acceptance durable).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 from revisit.api.metrics import Metrics
 from revisit.api.spool import Spool
@@ -60,6 +64,12 @@ class BatchProcessor:
         self.queue_batches = queue_batches
         self.spool = None if self.broker else spool
         self.ledger = BatchLedger(runtime.store)
+        # On a one-writer store (DuckDB) a status write waits for the batch being stored,
+        # so an accepted batch's status stays here until the pipeline takes it (the spool
+        # file is what makes the acceptance durable; a restart records it from there).
+        dialect = getattr(runtime.store, "dialect", None)
+        self._defer_status = self.spool is not None and bool(getattr(dialect, "one_writer", False))
+        self._unrecorded: dict[str, BatchStatus] = {}  # batch id -> status, not yet in the store
         self._tenant_of: dict[str, str] = {}  # batch id -> tenant, while in the pipeline
         self._failed: set[str] = set()  # batches a stage failed: later stages skip them
         self._inflight: dict[tuple[str, str], str] = {}  # (tenant, image_id) -> batch id
@@ -77,6 +87,12 @@ class BatchProcessor:
         ``key_id``: the key that posted it (a camera key reads only its own batches)."""
         batch_id = "B-" + uuid.uuid4().hex[:20]
         ids = [f.image_id for f in frames]
+        with self._lock:
+            # full: refuse before asking the store, unless every frame is already in flight
+            # (a redelivery); a stored frame posted again meanwhile is told to retry too
+            if not self.broker and len(self._tenant_of) >= self.queue_batches and any(
+                    (tenant, i) not in self._inflight for i in ids):
+                raise QueueFull(f"{len(self._tenant_of)} batches accepted and not yet stored")
         known = self.runtime.store.known_frames(tenant, ids)
         with self._lock:
             fresh: list[Frame] = []
@@ -96,14 +112,20 @@ class BatchProcessor:
             if not fresh:
                 status.state = "done"
                 status.finished_at = status.received_at
-            self.ledger.record(status)  # before the queue: a fast worker finds the row
+            if fresh and self._defer_status:
+                self._unrecorded[batch_id] = status
+            else:
+                self.ledger.record(status)  # before the queue: a fast worker finds the row
             try:
                 if fresh and self.broker:
                     self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
                 elif fresh:
                     batch = Batch(batch_id=batch_id, frames=fresh)
                     if self.spool is not None:  # on disk before anyone can be told 202
-                        self.spool.put(batch)
+                        self.spool.put(batch, {"key_id": key_id, "frames": status.frames,
+                                               "duplicates": status.duplicates,
+                                               "rejected": status.rejected,
+                                               "received_at": status.received_at.isoformat()})
                     try:
                         self.inbox.put(batch, timeout=0)
                     except QueueFull:
@@ -114,7 +136,8 @@ class BatchProcessor:
                     for f in fresh:
                         self._inflight[(tenant, f.image_id)] = batch_id
             except (QueueFull, BrokerUnavailable):
-                self.ledger.forget(tenant, batch_id)
+                if self._unrecorded.pop(batch_id, None) is None:
+                    self.ledger.forget(tenant, batch_id)
                 raise
         self.metrics.frames_received.labels(self.metrics.tenant(tenant)).inc(len(fresh))
         if status.duplicates:
@@ -137,7 +160,14 @@ class BatchProcessor:
                 self.spool.remove(b.batch_id)
                 continue
             batches.append(b)
-            self.ledger.requeue(BatchStatus(b.batch_id, tenant, "queued", len(b.frames)))
+            meta = self.spool.meta(b.batch_id)
+            st = BatchStatus(b.batch_id, tenant, "queued", int(meta.get("frames", len(b.frames))),
+                             duplicates=int(meta.get("duplicates", 0)),
+                             rejected=list(meta.get("rejected", [])),
+                             key_id=str(meta.get("key_id", "")))
+            if "received_at" in meta:
+                st.received_at = datetime.fromisoformat(meta["received_at"])
+            self.ledger.requeue(st)
             self._tenant_of[b.batch_id] = tenant
             for f in b.frames:
                 self._inflight[(tenant, f.image_id)] = b.batch_id
@@ -146,6 +176,10 @@ class BatchProcessor:
         return batches
 
     def status(self, tenant: str, batch_id: str) -> BatchStatus | None:
+        with self._lock:
+            st = self._unrecorded.get(batch_id)
+        if st is not None:
+            return st if st.tenant == tenant else None
         return self.ledger.get(tenant, batch_id)
 
     def depth(self) -> int:
@@ -193,14 +227,25 @@ class BatchProcessor:
 
     def _mark_processing(self, batch_id: str) -> None:
         tenant = self._tenant_of.get(batch_id)
-        if tenant is not None:
-            try:
+        if tenant is None:
+            return
+        with self._lock:
+            st = self._unrecorded.get(batch_id)
+        try:
+            if st is not None:
+                self.ledger.record(BatchStatus(
+                    st.batch_id, st.tenant, "processing", st.frames, duplicates=st.duplicates,
+                    rejected=st.rejected, key_id=st.key_id, received_at=st.received_at))
+                with self._lock:
+                    self._unrecorded.pop(batch_id, None)
+            else:
                 self.ledger.processing(tenant, batch_id)
-            except Exception:  # a status is not worth stopping the pipeline for
-                log.exception("cannot record batch %s as processing", batch_id)
+        except Exception:  # a status is not worth stopping the pipeline for
+            log.exception("cannot record batch %s as processing", batch_id)
 
     def _done(self, batch: Batch) -> None:
         with self._lock:
+            self._unrecorded.pop(batch.batch_id, None)
             for f in batch.frames:
                 self._inflight.pop((f.tenant, f.image_id), None)
             for r in batch.rejected:

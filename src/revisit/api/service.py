@@ -73,6 +73,11 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, processing: bool = True) -> None:
         if processing:
+            if self.config.model_process and not self.settings.queue_url:
+                from revisit.api.modelproc import ModelProcess
+
+                self.runtime.use_models(ModelProcess(self.settings, self.runtime.zones,
+                                                     nice=self.config.model_process_nice))
             self.processor.start()
         if self.config.purge_interval_s > 0:
             self._purger = threading.Thread(target=self._purge_loop, name="retention",

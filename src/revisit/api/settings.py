@@ -59,6 +59,16 @@ class ServiceSettings(BaseSettings):
         "summary request may cover: bounds the work and the answer of one request.",
     )
     max_page_size: int = Field(1000, ge=1, description="Largest JSON report page.")
+    model_process: bool = Field(
+        True, description="Embedded mode: run the detector and embedder in a child process "
+        "at a lower CPU priority, so uploads, health checks and reports are answered "
+        "promptly however busy the models are (docs/performance.md). Off: one process.",
+    )
+    model_process_nice: int = Field(
+        10, ge=0, le=19, description="How much lower the model process's CPU priority is "
+        "(Unix nice increment): higher keeps answers faster under load, at the cost of "
+        "processing while the server is busy answering.",
+    )
     report_workers: int = Field(
         2, ge=1, le=64, description="Threads that run reports and summaries, apart from "
         "the threads that answer uploads and health checks.",

@@ -14,9 +14,11 @@ holds accepted batches instead.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch
@@ -34,17 +36,37 @@ class Spool:
     def _path(self, batch_id: str) -> Path:
         return self.root / f"{batch_id}.batch"
 
-    def put(self, batch: Batch) -> None:
-        path = self._path(batch.batch_id)
+    def _meta_path(self, batch_id: str) -> Path:
+        return self.root / f"{batch_id}.json"
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            fh.write(encode_batch(batch))
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
 
+    def put(self, batch: Batch, meta: dict[str, Any] | None = None) -> None:
+        """``meta``: what the batch's status needs after a restart (who posted it, what
+        was refused at the door), written first, beside the batch."""
+        if meta is not None:
+            self._write(self._meta_path(batch.batch_id), json.dumps(meta).encode())
+        self._write(self._path(batch.batch_id), encode_batch(batch))
+
+    def meta(self, batch_id: str) -> dict[str, Any]:
+        """The ``meta`` a batch was put with ({} if none or unreadable)."""
+        for path in (self._meta_path(batch_id), self.failed_dir / f"{batch_id}.json"):
+            try:
+                return dict(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+        return {}
+
     def remove(self, batch_id: str) -> None:
         self._path(batch_id).unlink(missing_ok=True)
+        self._meta_path(batch_id).unlink(missing_ok=True)
 
     @property
     def failed_dir(self) -> Path:
@@ -52,16 +74,19 @@ class Spool:
 
     def set_aside(self, batch_id: str) -> None:
         """Keep a failed batch's file out of the way of the next start."""
-        path = self._path(batch_id)
-        if path.exists():
-            self.failed_dir.mkdir(exist_ok=True)
-            path.replace(self.failed_dir / path.name)
+        for path in (self._path(batch_id), self._meta_path(batch_id)):
+            if path.exists():
+                self.failed_dir.mkdir(exist_ok=True)
+                path.replace(self.failed_dir / path.name)
 
     def replay_failed(self) -> list[str]:
         """Move every set-aside batch back in line (run at the next start); returns ids."""
         ids = []
         for path in sorted(self.failed_dir.glob("*.batch")) if self.failed_dir.is_dir() else []:
             path.replace(self.root / path.name)
+            meta = self.failed_dir / f"{path.stem}.json"
+            if meta.exists():
+                meta.replace(self.root / meta.name)
             ids.append(path.stem)
         return ids
 

@@ -30,11 +30,15 @@ class ZoneBook:
         self._lock = threading.Lock()
 
     def get(self, tenant: str, camera_id: str) -> CameraZones | None:
+        return self.all().get((tenant, camera_id))
+
+    def all(self) -> dict[tuple[str, str], CameraZones]:
+        """Every camera's zones (what a model process is sent with each batch)."""
         with self._lock:
             if time.monotonic() - self._at > self.ttl_s:
                 self._zones = self._load()
                 self._at = time.monotonic()
-            return self._zones.get((tenant, camera_id))
+            return self._zones
 
 
 class Counting:

@@ -44,6 +44,8 @@ class Dialect:
     epoch_us_sql: str  # {} = a naive-UTC TIMESTAMP -> microseconds since 1970, BIGINT
     from_us_sql: str  # {} = microseconds since 1970 -> naive-UTC TIMESTAMP
     median_sql: str  # {} = a numeric column -> its median (an aggregate)
+    # one process writes, its writes serialised by a lock: a request should not wait on it
+    one_writer: bool = False
 
     def epoch_us(self, expr: str) -> str:
         return self.epoch_us_sql.format(expr)
@@ -58,7 +60,7 @@ class Dialect:
 DUCKDB = Dialect(
     name="duckdb", vector_type="FLOAT[]", blob_type="BLOB", indexes=False, partitioned=False,
     epoch_us_sql="epoch_us({})", from_us_sql="make_timestamp({})",
-    median_sql="median({})",
+    median_sql="median({})", one_writer=True,
 )
 POSTGRES = Dialect(
     name="postgresql", vector_type="REAL[]", blob_type="BYTEA", indexes=True, partitioned=True,
