@@ -255,11 +255,11 @@ def zone_book(store: Any) -> Any:
     return ZoneBook(lambda: all_camera_zones(store))
 
 
-def counting_for(settings: Settings, store: Any) -> Any:
-    """The occupancy stage for a detect stage that can read the store's camera settings."""
+def counting_for(settings: Settings, zones: Any) -> Any:
+    """The occupancy stage of a detect stage, over the cameras' zones (:func:`zone_book`)."""
     from revisit.occupancy.counting import Counting
 
-    return Counting(zone_book(store), threads=pipeline_model_settings(settings).pipeline.threads)
+    return Counting(zones, threads=pipeline_model_settings(settings).pipeline.threads)
 
 
 class Models(Protocol):
@@ -293,10 +293,7 @@ class LocalModels:
 
             self._vision = Vision(pipeline_model_settings(self.settings))
             if self.zones is not None:
-                from revisit.occupancy.counting import Counting
-
-                self._vision.counting = Counting(
-                    self.zones, threads=pipeline_model_settings(self.settings).pipeline.threads)
+                self._vision.counting = counting_for(self.settings, self.zones)
         return self._vision
 
     def detect(self, batch: Batch) -> Batch:

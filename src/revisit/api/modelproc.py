@@ -8,8 +8,8 @@ and preempt the models whenever they have work, while the models still take ever
 cycle. Batches cross a pipe per stage (pickled; frames are a camera's encoded snapshots,
 faces their aligned crops), so detect and embed still overlap.
 
-The cameras' zones (people counting, exclusion) live in the store the server owns; each
-detect call carries the server's cached copy. If the child dies, a new one starts and the
+The cameras' zones (people counting, exclusion) live in the store the server owns; a
+detect call carries the server's cached copy whenever it was reloaded. If the child dies, a new one starts and the
 batch in flight is sent again; if that one dies on it too, the batch is marked failed
 (kept in the spool's failed folder for ``revisit admin replay``).
 """
@@ -80,6 +80,7 @@ class ModelProcess:
         self._start_lock = threading.Lock()
         self._proc: Any = None
         self._conns: dict[str, Connection] = {}
+        self._zones_sent: Any = None  # the zones the child holds (sent again when they change)
         self.restarts = 0
         self._start()
 
@@ -107,15 +108,20 @@ class ModelProcess:
             for c in self._conns.values():
                 c.close()
             self._start()
+            self._zones_sent = None
             self.restarts += 1
 
     def _call(self, stage: str, batch: Batch) -> Batch:
-        snapshot = self.zones.all() if stage == "detect" and self.zones is not None else None
+        zones = self.zones.all() if stage == "detect" and self.zones is not None else None
         with self._locks[stage]:
             for attempt in (1, 2):  # a child that died is replaced and the batch sent again
                 proc, conn = self._proc, self._conns[stage]
+                # the zone book returns one dict until it reloads: send it only when new
+                snapshot = zones if zones is not self._zones_sent else None
                 try:
                     conn.send((batch, snapshot))
+                    if snapshot is not None:
+                        self._zones_sent = snapshot
                     status, out = conn.recv()
                     break
                 except (EOFError, OSError) as exc:

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 
 from revisit.api.metrics import Metrics
@@ -90,8 +91,7 @@ class BatchProcessor:
         with self._lock:
             # full: refuse before asking the store, unless every frame is already in flight
             # (a redelivery); a stored frame posted again meanwhile is told to retry too
-            if not self.broker and len(self._tenant_of) >= self.queue_batches and any(
-                    (tenant, i) not in self._inflight for i in ids):
+            if self._full() and any((tenant, i) not in self._inflight for i in ids):
                 raise QueueFull(f"{len(self._tenant_of)} batches accepted and not yet stored")
         known = self.runtime.store.known_frames(tenant, ids)
         with self._lock:
@@ -104,7 +104,7 @@ class BatchProcessor:
                 seen.add(f.image_id)
                 fresh.append(f)
             # only a batch with new frames needs room (a redelivery is answered at once)
-            if fresh and not self.broker and len(self._tenant_of) >= self.queue_batches:
+            if fresh and self._full():
                 raise QueueFull(f"{len(self._tenant_of)} batches accepted and not yet stored")
             status = BatchStatus(batch_id, tenant, "queued", len(frames) + len(refused or ()),
                                  duplicates=len(frames) - len(fresh),
@@ -175,6 +175,10 @@ class BatchProcessor:
             log.info("running %d batch(es) accepted before the last stop", len(batches))
         return batches
 
+    def _full(self) -> bool:
+        """Embedded mode: ``queue_batches`` accepted and not yet stored (caller holds the lock)."""
+        return not self.broker and len(self._tenant_of) >= self.queue_batches
+
     def status(self, tenant: str, batch_id: str) -> BatchStatus | None:
         with self._lock:
             st = self._unrecorded.get(batch_id)
@@ -233,9 +237,7 @@ class BatchProcessor:
             st = self._unrecorded.get(batch_id)
         try:
             if st is not None:
-                self.ledger.record(BatchStatus(
-                    st.batch_id, st.tenant, "processing", st.frames, duplicates=st.duplicates,
-                    rejected=st.rejected, key_id=st.key_id, received_at=st.received_at))
+                self.ledger.record(replace(st, state="processing"))
                 with self._lock:
                     self._unrecorded.pop(batch_id, None)
             else:

@@ -56,13 +56,11 @@ class Spool:
         self._write(self._path(batch.batch_id), encode_batch(batch))
 
     def meta(self, batch_id: str) -> dict[str, Any]:
-        """The ``meta`` a batch was put with ({} if none or unreadable)."""
-        for path in (self._meta_path(batch_id), self.failed_dir / f"{batch_id}.json"):
-            try:
-                return dict(json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue
-        return {}
+        """The ``meta`` a pending batch was put with ({} if none or unreadable)."""
+        try:
+            return dict(json.loads(self._meta_path(batch_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            return {}
 
     def remove(self, batch_id: str) -> None:
         self._path(batch_id).unlink(missing_ok=True)

@@ -31,10 +31,10 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         if stage == "detect" and settings.store_url.startswith("postgres"):
             # cameras' zones and counting switches live in the (shared) store
             from revisit.backends import open_store
-            from revisit.pipeline import counting_for
+            from revisit.pipeline import counting_for, zone_book
 
             closable = open_store(settings)
-            vision.counting = counting_for(settings, closable)
+            vision.counting = counting_for(settings, zone_book(closable))
         fn = vision.detect if stage == "detect" else vision.embed
         return (lambda b: [fn(b)]), closable
     from revisit.backends import open_store
