@@ -9,9 +9,10 @@ cycle. Batches cross a pipe per stage (pickled; frames are a camera's encoded sn
 faces their aligned crops), so detect and embed still overlap.
 
 The cameras' zones (people counting, exclusion) live in the store the server owns; a
-detect call carries the server's cached copy whenever it was reloaded. If the child dies, a new one starts and the
-batch in flight is sent again; if that one dies on it too, the batch is marked failed
-(kept in the spool's failed folder for ``revisit admin replay``).
+detect call carries the server's cached copy whenever it was reloaded. If the child
+dies, a new one starts and the batch in flight is sent again; if that one dies on it
+too, the batch is marked failed (kept in the spool's failed folder for ``revisit admin
+replay``).
 """
 
 from __future__ import annotations
