@@ -42,8 +42,13 @@ MODELS = ("sface-reid", "sface", "reid0095", "arcface")
 
 
 # -- extraction ----------------------------------------------------------------------------
-def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0, 1)) -> Path:
-    """Detect once, embed with both models; cache per-face records in DIR/faces.npz.
+def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0, 1),
+            sface_only: bool = False) -> Path:
+    """Detect once, embed with every model; cache per-face records in DIR/faces.npz.
+
+    ``sface_only``: SFace as the pipeline runs it by default (``sface``) and as exactly as
+    OpenCV computes it (``sface_exact``: float32 onnxruntime), nothing else: the cheap way
+    to compare the two runtimes (replay ``--embeddings sface_exact``).
 
     Every detection is kept with what the quality gate and the embedders' face check need
     (size, score, landmarks, sharpness, clothes colours, raw embedding norms), so a replay
@@ -66,6 +71,7 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         update={"model": "sface"})}))
     arc = Vision(Settings(embedder={"model": "arcface"}, pipeline=one))  # type: ignore[arg-type]
     reid = Vision(Settings(embedder={"model": "reid0095"}, pipeline=one))  # type: ignore[arg-type]
+    exact = Vision(Settings(pipeline={**one, "runtime": "onnxruntime"}))  # type: ignore[arg-type]
     cols: dict[str, list[Any]] = defaultdict(list)
     frames = [f for f in read_manifest(scenario / "manifest.jsonl") if isinstance(f, Frame)]
     i_shard, n_shard = shard
@@ -78,12 +84,17 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         vision.detect(batch)
         crops = [f.crop for f in batch.faces]
         sface, sface_norm = vision.embedder.predict_with_norms(crops)
-        arcface, arcface_norm = arc.embedder.predict_with_norms(crops)
-        reid0095, reid0095_norm = reid.embedder.predict_with_norms(crops)
-        # the mirror image of each aligned crop (test-time flip: the other side of the face)
-        mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
-        sface_flip, _ = vision.embedder.predict_with_norms(mirrored)
-        reid0095_flip, _ = reid.embedder.predict_with_norms(mirrored)
+        if sface_only:
+            same, same_norm = exact.embedder.predict_with_norms(crops)
+            cols["sface_exact"].extend(same)
+            cols["sface_exact_norm"].extend(same_norm)
+        else:
+            arcface, arcface_norm = arc.embedder.predict_with_norms(crops)
+            reid0095, reid0095_norm = reid.embedder.predict_with_norms(crops)
+            # the mirror image of each aligned crop (test-time flip: the other side of a face)
+            mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+            sface_flip, _ = vision.embedder.predict_with_norms(mirrored)
+            reid0095_flip, _ = reid.embedder.predict_with_norms(mirrored)
         for i, f in enumerate(batch.faces):
             cols["image_id"].append(f.image_id)
             cols["camera_id"].append(f.camera_id)
@@ -96,18 +107,22 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
             cols["context"].append(f.context if f.context is not None else np.zeros(36, np.float32))
             cols["sface"].append(sface[i])
             cols["sface_norm"].append(sface_norm[i])
+            cols["order"].append(order[f.image_id])
+            if sface_only:
+                continue
             cols["arcface"].append(arcface[i])
             cols["arcface_norm"].append(arcface_norm[i])
             cols["reid0095"].append(reid0095[i])
             cols["reid0095_norm"].append(reid0095_norm[i])
             cols["sface_flip"].append(sface_flip[i])
             cols["reid0095_flip"].append(reid0095_flip[i])
-            cols["order"].append(order[f.image_id])
         done += len(batch.frames)
         if done % 320 < batch_frames:
             print(f"{done}/{len(frames)} frames, {len(cols['image_id'])} faces, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     out = scenario / ("faces.npz" if n_shard == 1 else f"faces.{i_shard}-of-{n_shard}.npz")
+    vectors = {k: np.array(v, dtype=np.float32) for k, v in cols.items()
+               if k.startswith(("sface", "arcface", "reid0095"))}
     np.savez_compressed(
         out,
         image_id=np.array(cols["image_id"]), camera_id=np.array(cols["camera_id"]),
@@ -117,15 +132,8 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         det_score=np.array(cols["det_score"], dtype=np.float32),
         sharpness=np.array(cols["sharpness"], dtype=np.float32),
         context=np.array(cols["context"], dtype=np.float32).reshape(-1, 36),
-        sface=np.array(cols["sface"], dtype=np.float32),
-        sface_norm=np.array(cols["sface_norm"], dtype=np.float32),
-        arcface=np.array(cols["arcface"], dtype=np.float32),
-        arcface_norm=np.array(cols["arcface_norm"], dtype=np.float32),
-        reid0095=np.array(cols["reid0095"], dtype=np.float32),
-        reid0095_norm=np.array(cols["reid0095_norm"], dtype=np.float32),
-        sface_flip=np.array(cols["sface_flip"], dtype=np.float32),
-        reid0095_flip=np.array(cols["reid0095_flip"], dtype=np.float32),
         frame_images=np.array([f.image_id for f in frames]),
+        **vectors,
     )
     print(f"wrote {out}: {len(cols['image_id'])} faces from {len(frames)} frames "
           f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -154,13 +162,17 @@ def replay(scenario: Path, model: str, overrides: dict[str, Any]) -> dict[str, A
 
     with np.load(scenario / "faces.npz") as npz:
         data = {k: npz[k] for k in npz.files}
+    if overrides.get("embeddings"):  # another column of the same model (another runtime)
+        data[model] = data[overrides["embeddings"]]
+        data[f"{model}_norm"] = data[f"{overrides['embeddings']}_norm"]
     if overrides.get("flip"):  # each face and its mirror image, averaged
         for name in ("sface", "reid0095"):
             both = data[name] + data[f"{name}_flip"]
             data[name] = (both / np.linalg.norm(both, axis=1, keepdims=True)).astype(np.float32)
-    # SFace and the Intel model side by side, as SFaceReidEmbedder forms it
-    data["sface-reid"] = (np.hstack([data["sface"], data["reid0095"]]) / np.sqrt(2.0)).astype(np.float32)
-    data["sface-reid_norm"] = data["sface_norm"]
+    if "reid0095" in data:  # SFace and the Intel model side by side, as SFaceReidEmbedder
+        data["sface-reid"] = (np.hstack([data["sface"], data["reid0095"]])
+                              / np.sqrt(2.0)).astype(np.float32)
+        data["sface-reid_norm"] = data["sface_norm"]
     settings = Settings(
         data=Path("/tmp/revisit-accuracy-unused"),
         embedder={"model": model}, identity=overrides.get("identity", {}),  # type: ignore[arg-type]
@@ -320,6 +332,8 @@ def main() -> None:
     e = sub.add_parser("extract")
     e.add_argument("scenario", type=Path)
     e.add_argument("--shard", default="0/1", help="i/n: the i-th of n slices (then `merge`)")
+    e.add_argument("--sface-only", action="store_true",
+                   help="SFace on the default runtime and exactly (sface_exact), nothing else")
     mg = sub.add_parser("merge")
     mg.add_argument("scenario", type=Path)
     mg.add_argument("n", type=int)
@@ -333,6 +347,8 @@ def main() -> None:
     r.add_argument("--flip", action="store_true",
                    help="embeddings of each face and its mirror image, averaged")
     r.add_argument("--no-reference", action="store_true")
+    r.add_argument("--embeddings", default="",
+                   help="the cache column to read the model's embeddings from, e.g. sface_exact")
     r.add_argument("--merge-threshold", type=float, default=None)
     r.add_argument("--track-offset", type=float, default=None)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -351,7 +367,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "extract":
         i, n = (int(x) for x in args.shard.split("/"))
-        extract(args.scenario, shard=(i, n))
+        extract(args.scenario, shard=(i, n), sface_only=args.sface_only)
         return
     if args.cmd == "merge":
         merge_shards(args.scenario, args.n)
@@ -372,6 +388,7 @@ def main() -> None:
             ov["pipeline"]["frame_batch"] = args.frame_batch
         ov["no_consolidate"] = args.no_consolidate
         ov["flip"] = args.flip
+        ov["embeddings"] = args.embeddings
         ov["reference"] = not args.no_reference
         if args.merge_threshold is not None:
             ov["identity"]["merge_threshold"] = args.merge_threshold

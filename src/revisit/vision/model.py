@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import cv2
+import numpy as np
 
 log = logging.getLogger(__name__)
 
 Task = Literal["detector", "embedder"]
+Runtime = Literal["auto", "openvino", "onnxruntime", "opencv"]
+Precision = Literal["auto", "f32", "bf16"]
 
 
 class ModelNotAvailable(RuntimeError):
@@ -78,18 +81,59 @@ def ort_session(path: Path | bytes, threads: int) -> Any:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def openvino_net(xml: Path, threads: int, shape: list[int]) -> Any:
-    """An OpenVINO IR compiled for the CPU with ``threads`` (0: all) and input ``shape``
-    (-1: any batch size)."""
+def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = None,
+                 precision: Precision = "auto") -> Any:
+    """An OpenVINO model (an IR file, or ONNX bytes) compiled for the CPU with ``threads``
+    (0: all), input ``shape`` (-1: any size there; None: as the file says) and arithmetic
+    ``precision`` ("auto": OpenVINO's choice for the CPU, bf16 where it has it natively)."""
     try:
         import openvino as ov
     except ImportError as exc:  # pragma: no cover - a main dependency
         raise ModelNotAvailable("openvino is not installed (pip install openvino)") from exc
     core = ov.Core()
     core.set_property("CPU", {"INFERENCE_NUM_THREADS": resolve_threads(threads)})
-    model = core.read_model(str(xml))
-    model.reshape(shape)
-    return core.compile_model(model, "CPU")
+    net = core.read_model(model if isinstance(model, bytes) else str(model))
+    if shape is not None:
+        net.reshape(shape)
+    config = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
+    return core.compile_model(net, "CPU", config)
+
+
+class GraphRunner:
+    """One float ONNX graph run by OpenVINO or onnxruntime: ``run(blob)`` gives its outputs
+    by name. OpenVINO compiles once per input shape but the batch size (a fixed image size
+    runs faster than a free one; a free batch costs nothing), keeping the last few."""
+
+    KEEP_SHAPES = 8
+
+    def __init__(self, graph: bytes, runtime: Runtime, threads: int,
+                 precision: Precision = "auto") -> None:
+        self.runtime = runtime
+        self._graph, self._threads, self._precision = graph, threads, precision
+        self._compiled: dict[tuple[int, ...], Any] = {}
+        if runtime == "onnxruntime":
+            self._session = ort_session(graph, threads)
+            self._names = [o.name for o in self._session.get_outputs()]
+        elif runtime != "openvino":
+            raise ValueError(f"GraphRunner runs openvino or onnxruntime, not {runtime!r}")
+
+    def run(self, blob: np.ndarray) -> dict[str, np.ndarray]:
+        if self.runtime == "onnxruntime":
+            name = self._session.get_inputs()[0].name
+            return dict(zip(self._names, self._session.run(None, {name: blob}), strict=True))
+        shape = tuple(blob.shape[1:])
+        request = self._compiled.get(shape)
+        if request is None:
+            if len(self._compiled) >= self.KEEP_SHAPES:
+                self._compiled.pop(next(iter(self._compiled)))
+            net = openvino_net(self._graph, self._threads, [-1, *shape], self._precision)
+            request = self._compiled[shape] = net.create_infer_request()
+        request.infer({0: blob})
+        named = {}
+        for out in request.model_outputs:  # an output answers to each of its tensor's names
+            data = request.get_tensor(out).data.copy()
+            named.update(dict.fromkeys(out.get_names(), data))
+        return named
 
 
 class InferenceModel(ABC):
@@ -101,9 +145,14 @@ class InferenceModel(ABC):
     name: ClassVar[str]
     licence: ClassVar[str]
     commercial_use_ok: ClassVar[bool]
+    best_runtime: ClassVar[Runtime] = "openvino"  # what "auto" runs (docs/performance.md)
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, runtime: Runtime = "auto",
+                 precision: Precision = "auto") -> None:
         self.threads = threads
+        # a model with one runtime of its own ignores it
+        self.runtime: Runtime = self.best_runtime if runtime == "auto" else runtime
+        self.precision = precision
         self._loaded = False
         self._lock = threading.Lock()
 

@@ -53,7 +53,7 @@ class SceneKeeper:
         h, w = pixels.shape[:2]
         scale = min(1.0, SCENE_WIDTH / w)
         small = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
+                           interpolation=cv2.INTER_LINEAR)  # a backdrop: speed over finesse
         if s.shape != small.shape:  # the camera changed resolution
             s.images.clear()
             s.shape = small.shape
@@ -67,7 +67,7 @@ class SceneKeeper:
             return None
         s.emitted = ts
         decoded = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in s.images]
-        median = np.median(np.stack(decoded), axis=0).astype(np.uint8)
+        median = pixel_median(decoded)
         self._blur_faces(median, scale)
         ok, jpeg = cv2.imencode(".jpg", median, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
@@ -88,3 +88,19 @@ class SceneKeeper:
             cells = cv2.resize(image[y0:y1, x0:x1], (3, 3), interpolation=cv2.INTER_AREA)
             image[y0:y1, x0:x1] = cv2.resize(cells, (x1 - x0, y1 - y0),
                                              interpolation=cv2.INTER_LINEAR)
+
+
+def pixel_median(images: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel median of same-shaped uint8 images (``np.median``'s result, the mean of the
+    two middle values rounded down for an even count), sorted in place by an odd-even
+    transposition network of element-wise min/max: an order of magnitude faster than
+    ``np.median`` over the stacked axis for the few samples a scene keeps."""
+    p, n = images, len(images)
+    for rnd in range(n):
+        for i in range(rnd % 2, n - 1, 2):
+            low = np.minimum(p[i], p[i + 1])
+            np.maximum(p[i], p[i + 1], out=p[i + 1])
+            p[i] = low
+    if n % 2:
+        return p[n // 2]
+    return ((p[n // 2 - 1].astype(np.uint16) + p[n // 2]) // 2).astype(np.uint8)

@@ -8,7 +8,7 @@ the embedded default simply calls one after the other.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -255,8 +255,7 @@ class Vision:
     def detector(self) -> Detector:
         if self._detector is None:
             det = catalog.create("detector", self.settings.detector.model,
-                                  settings=self.settings.detector,
-                                  threads=self.settings.pipeline.threads)
+                                  settings=self.settings.detector, **self._runtime())
             assert isinstance(det, Detector)
             self._detector = det
         return self._detector
@@ -265,11 +264,15 @@ class Vision:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             emb = catalog.create("embedder", self.settings.embedder.model,
-                                  threads=self.settings.pipeline.threads,
-                                  batch_size=self.settings.embedder.batch_size)
+                                  batch_size=self.settings.embedder.batch_size,
+                                  **self._runtime())
             assert isinstance(emb, Embedder)
             self._embedder = emb
         return self._embedder
+
+    def _runtime(self) -> dict[str, Any]:
+        p = self.settings.pipeline
+        return {"threads": p.threads, "runtime": p.runtime, "precision": p.precision}
 
     @property
     def match_threshold(self) -> float:
