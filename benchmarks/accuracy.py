@@ -46,9 +46,9 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
             sface_only: bool = False) -> Path:
     """Detect once, embed with every model; cache per-face records in DIR/faces.npz.
 
-    ``sface_only``: SFace as the pipeline runs it by default (``sface``) and as exactly as
-    OpenCV computes it (``sface_exact``: float32 onnxruntime), nothing else: the cheap way
-    to compare the two runtimes (replay ``--embeddings sface_exact``).
+    ``sface_only``: SFace as the pipeline runs it by default (``sface``) and in OpenVINO's
+    bf16 arithmetic (``sface_bf16``, ``pipeline.precision=bf16``), nothing else: the cheap
+    way to compare the two (replay ``--embeddings sface_bf16``).
 
     Every detection is kept with what the quality gate and the embedders' face check need
     (size, score, landmarks, sharpness, clothes colours, raw embedding norms), so a replay
@@ -71,7 +71,7 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         update={"model": "sface"})}))
     arc = Vision(Settings(embedder={"model": "arcface"}, pipeline=one))  # type: ignore[arg-type]
     reid = Vision(Settings(embedder={"model": "reid0095"}, pipeline=one))  # type: ignore[arg-type]
-    exact = Vision(Settings(pipeline={**one, "runtime": "onnxruntime"}))  # type: ignore[arg-type]
+    bf16 = Vision(Settings(pipeline={**one, "precision": "bf16"}))  # type: ignore[arg-type]
     cols: dict[str, list[Any]] = defaultdict(list)
     frames = [f for f in read_manifest(scenario / "manifest.jsonl") if isinstance(f, Frame)]
     i_shard, n_shard = shard
@@ -85,9 +85,9 @@ def extract(scenario: Path, batch_frames: int = 16, shard: tuple[int, int] = (0,
         crops = [f.crop for f in batch.faces]
         sface, sface_norm = vision.embedder.predict_with_norms(crops)
         if sface_only:
-            same, same_norm = exact.embedder.predict_with_norms(crops)
-            cols["sface_exact"].extend(same)
-            cols["sface_exact_norm"].extend(same_norm)
+            other, other_norm = bf16.embedder.predict_with_norms(crops)
+            cols["sface_bf16"].extend(other)
+            cols["sface_bf16_norm"].extend(other_norm)
         else:
             arcface, arcface_norm = arc.embedder.predict_with_norms(crops)
             reid0095, reid0095_norm = reid.embedder.predict_with_norms(crops)
@@ -333,7 +333,7 @@ def main() -> None:
     e.add_argument("scenario", type=Path)
     e.add_argument("--shard", default="0/1", help="i/n: the i-th of n slices (then `merge`)")
     e.add_argument("--sface-only", action="store_true",
-                   help="SFace on the default runtime and exactly (sface_exact), nothing else")
+                   help="SFace as by default and in bf16 (sface_bf16), nothing else")
     mg = sub.add_parser("merge")
     mg.add_argument("scenario", type=Path)
     mg.add_argument("n", type=int)
@@ -348,7 +348,7 @@ def main() -> None:
                    help="embeddings of each face and its mirror image, averaged")
     r.add_argument("--no-reference", action="store_true")
     r.add_argument("--embeddings", default="",
-                   help="the cache column to read the model's embeddings from, e.g. sface_exact")
+                   help="the cache column to read the model's embeddings from, e.g. sface_bf16")
     r.add_argument("--merge-threshold", type=float, default=None)
     r.add_argument("--track-offset", type=float, default=None)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

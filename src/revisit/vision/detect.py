@@ -36,7 +36,7 @@ class Detector(InferenceModel):
     task = "detector"
 
     def __init__(self, settings: DetectorSettings | None = None, threads: int = 0,
-                 runtime: Runtime = "auto", precision: Precision = "auto") -> None:
+                 runtime: Runtime = "auto", precision: Precision = "f32") -> None:
         super().__init__(threads, runtime, precision)
         self.settings = settings or DetectorSettings()
 

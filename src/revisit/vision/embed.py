@@ -60,7 +60,7 @@ class Embedder(InferenceModel):
     faceness_match: float = 0.0
 
     def __init__(self, threads: int = 0, batch_size: int = 32, runtime: Runtime = "auto",
-                 precision: Precision = "auto") -> None:
+                 precision: Precision = "f32") -> None:
         super().__init__(threads, runtime, precision)
         self.batch_size = batch_size
 
@@ -211,7 +211,7 @@ class SFaceReidEmbedder(Embedder):
     faceness_match = SFaceEmbedder.faceness_match
 
     def __init__(self, threads: int = 0, batch_size: int = 32, runtime: Runtime = "auto",
-                 precision: Precision = "auto") -> None:
+                 precision: Precision = "f32") -> None:
         super().__init__(threads, batch_size, runtime, precision)
         self._parts = (SFaceEmbedder(threads, batch_size, runtime, precision),
                        Reid0095Embedder(threads, batch_size, runtime, precision))

@@ -82,7 +82,7 @@ def ort_session(path: Path | bytes, threads: int) -> Any:
 
 
 def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = None,
-                 precision: Precision = "auto") -> Any:
+                 precision: Precision = "f32") -> Any:
     """An OpenVINO model (an IR file, or ONNX bytes) compiled for the CPU with ``threads``
     (0: all), input ``shape`` (-1: any size there; None: as the file says) and arithmetic
     ``precision`` ("auto": OpenVINO's choice for the CPU, bf16 where it has it natively)."""
@@ -99,6 +99,9 @@ def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = No
     return core.compile_model(net, "CPU", config)
 
 
+_OPENVINO_FIRST_USE = threading.Lock()
+
+
 class GraphRunner:
     """One float ONNX graph run by OpenVINO or onnxruntime: ``run(blob)`` gives its outputs
     by name. OpenVINO compiles once per input shape but the batch size (a fixed image size
@@ -107,7 +110,7 @@ class GraphRunner:
     KEEP_SHAPES = 8
 
     def __init__(self, graph: bytes, runtime: Runtime, threads: int,
-                 precision: Precision = "auto") -> None:
+                 precision: Precision = "f32") -> None:
         self.runtime = runtime
         self._graph, self._threads, self._precision = graph, threads, precision
         self._compiled: dict[tuple[int, ...], Any] = {}
@@ -124,10 +127,21 @@ class GraphRunner:
         shape = tuple(blob.shape[1:])
         request = self._compiled.get(shape)
         if request is None:
-            if len(self._compiled) >= self.KEEP_SHAPES:
-                self._compiled.pop(next(iter(self._compiled)))
-            net = openvino_net(self._graph, self._threads, [-1, *shape], self._precision)
-            request = self._compiled[shape] = net.create_infer_request()
+            # OpenVINO's Python binding sets up function-local statics on a request's first
+            # use; two threads doing that at once can deadlock (the static's guard against
+            # the GIL: seen as a hang of two embed threads), so first uses take turns.
+            with _OPENVINO_FIRST_USE:
+                if len(self._compiled) >= self.KEEP_SHAPES:
+                    self._compiled.pop(next(iter(self._compiled)))
+                net = openvino_net(self._graph, self._threads, [-1, *shape], self._precision)
+                request = net.create_infer_request()
+                out = self._outputs(request, blob)
+                self._compiled[shape] = request
+                return out
+        return self._outputs(request, blob)
+
+    @staticmethod
+    def _outputs(request: Any, blob: np.ndarray) -> dict[str, np.ndarray]:
         request.infer({0: blob})
         named = {}
         for out in request.model_outputs:  # an output answers to each of its tensor's names
@@ -148,7 +162,7 @@ class InferenceModel(ABC):
     best_runtime: ClassVar[Runtime] = "openvino"  # what "auto" runs (docs/performance.md)
 
     def __init__(self, threads: int = 0, runtime: Runtime = "auto",
-                 precision: Precision = "auto") -> None:
+                 precision: Precision = "f32") -> None:
         self.threads = threads
         # a model with one runtime of its own ignores it
         self.runtime: Runtime = self.best_runtime if runtime == "auto" else runtime
