@@ -1,8 +1,10 @@
 """End-to-end pipeline throughput next to the model-only bound, measured in one run.
 
-    .venv/bin/python benchmarks/pipeline.py [--frames 240] [--threads 0]
+    .venv/bin/python benchmarks/pipeline.py [--frames 240] [--threads 0] [--hard]
+        [--runtime opencv|onnxruntime|openvino] [--precision f32|bf16|auto]
 
-1. Renders CCTV-like 640x480 frames with 1-4 LFW faces each (benchmarks/scenes.py).
+1. Renders CCTV-like 640x480 frames with 1-4 LFW faces each of 56-120 px
+   (benchmarks/scenes.py; ``--hard``: 2-6 faces of 32-80 px).
 2. Runs them through ``Runtime.ingest`` (decode, YuNet, quality gate, align, SFace,
    resolve, DuckDB store: the real embedded pipeline) on a fresh data directory.
 3. Runs the detector and the embedder ALONE over the same frames and crops with the same
@@ -105,10 +107,13 @@ def main() -> None:
                     default=None, help="pipeline.runtime (opencv: the models as first shipped)")
     ap.add_argument("--precision", choices=["auto", "f32", "bf16"], default=None,
                     help="pipeline.precision")
+    ap.add_argument("--hard", action="store_true",
+                    help="the harder scene set: 2-6 faces of 32-80 px per frame")
     args = ap.parse_args()
 
     t = time.perf_counter()
-    scenes = build_scenes(args.frames)
+    scenes = (build_scenes(args.frames, min_face=32, max_face=80, faces=(2, 6)) if args.hard
+              else build_scenes(args.frames))
     print(f"rendered {len(scenes)} frames, {sum(len(s.truth) for s in scenes)} faces "
           f"in {time.perf_counter() - t:.1f} s")
     pipe_cfg = {}
@@ -161,6 +166,7 @@ def main() -> None:
         "threads_setting": settings.pipeline.threads, "cv2_threads": cv2.getNumThreads(),
         "frame_batch": settings.pipeline.frame_batch,
         "identity": acc, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+        "scene_set": "hard" if args.hard else "default",
         "runtime": settings.pipeline.runtime, "precision": settings.pipeline.precision,
         "detector_runtime": rt.vision.detector.runtime,
         "embedder_runtime": rt.vision.embedder.runtime,

@@ -42,8 +42,9 @@ class Scene:
 
 
 def build_scenes(n_frames: int = 200, people: int = 60, seed: int = 7, min_photos: int = 4,
-                 min_face: int = 56, max_face: int = 120) -> list[Scene]:
-    """``n_frames`` frames, 1-4 faces each, from ``people`` identities."""
+                 min_face: int = 56, max_face: int = 120, faces: tuple[int, int] = (1, 4),
+                 ) -> list[Scene]:
+    """``n_frames`` frames, ``faces`` (least, most) faces each, from ``people`` identities."""
     data = shared_data()
     lfw = data / "lfw-dev"
     rng = np.random.default_rng(seed)
@@ -56,7 +57,7 @@ def build_scenes(n_frames: int = 200, people: int = 60, seed: int = 7, min_photo
     t0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
     scenes: list[Scene] = []
     for i in range(n_frames):
-        k = int(rng.integers(1, 5))
+        k = int(rng.integers(faces[0], faces[1] + 1))
         who = rng.choice(len(chosen), size=k, replace=False)
         pastes = []
         for w in who:

@@ -10,6 +10,7 @@ the CPU's best arithmetic (docs/performance.md).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,21 @@ def float_graph(path: Path, input_name: str, input_shape: Sequence[int | str],
                 outputs: dict[str, Sequence[int | str]] | None = None) -> bytes:
     """The serialised float model of ``path`` with the input's shape set (a name for a
     free dimension) and ``outputs`` (name: shape) as its outputs (None: the file's, shapes
-    left to the runtime)."""
+    left to the runtime). Built once per process (each embed thread loads its own model)."""
+    key = (str(path), input_name, tuple(input_shape),
+           None if outputs is None else tuple((k, tuple(v)) for k, v in outputs.items()))
+    with _LOCK:
+        if key not in _BUILT:
+            _BUILT[key] = _build(path, input_name, input_shape, outputs)
+        return _BUILT[key]
+
+
+_BUILT: dict[tuple[object, ...], bytes] = {}
+_LOCK = threading.Lock()
+
+
+def _build(path: Path, input_name: str, input_shape: Sequence[int | str],
+           outputs: dict[str, Sequence[int | str]] | None) -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

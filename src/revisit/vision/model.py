@@ -100,6 +100,7 @@ def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = No
 
 
 _OPENVINO_FIRST_USE = threading.Lock()
+_COMPILED: dict[tuple[Any, ...], tuple[bytes, Any]] = {}  # the graph held: its id stays its own
 
 
 class GraphRunner:
@@ -133,8 +134,13 @@ class GraphRunner:
             with _OPENVINO_FIRST_USE:
                 if len(self._compiled) >= self.KEEP_SHAPES:
                     self._compiled.pop(next(iter(self._compiled)))
-                net = openvino_net(self._graph, self._threads, [-1, *shape], self._precision)
-                request = net.create_infer_request()
+                key = (id(self._graph), self._threads, shape, self._precision)
+                if key not in _COMPILED:  # one compiled model per process, a request each
+                    if len(_COMPILED) >= 4 * self.KEEP_SHAPES:
+                        _COMPILED.pop(next(iter(_COMPILED)))
+                    _COMPILED[key] = (self._graph, openvino_net(
+                        self._graph, self._threads, [-1, *shape], self._precision))
+                request = _COMPILED[key][1].create_infer_request()
                 out = self._outputs(request, blob)
                 self._compiled[shape] = request
                 return out
