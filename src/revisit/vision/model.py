@@ -200,6 +200,22 @@ class InferenceModel(ABC):
         self.load()
         return self._predict(batch)
 
+    def _float_graph(self, path: Path, input_name: str, input_shape: Sequence[int | str],
+                     outputs: dict[str, Sequence[int | str]] | None = None
+                     ) -> GraphRunner | None:
+        """The shipped file ``path`` as a float graph on this model's runtime; None where it
+        runs through OpenCV instead (asked for, or onnx missing)."""
+        if self.runtime == "opencv":
+            return None
+        try:
+            from revisit.vision.dequantize import float_graph
+
+            graph = float_graph(path, input_name, input_shape, outputs)
+            return GraphRunner(graph, self.runtime, self.threads, self.precision)
+        except (ImportError, ModelNotAvailable):
+            log.info("%s: %s or onnx missing, running through OpenCV", self.name, self.runtime)
+            return None
+
     @abstractmethod
     def _load(self) -> None: ...
 
