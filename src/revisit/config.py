@@ -232,10 +232,10 @@ class PipelineSettings(BaseModel):
     precision: Literal["f32", "auto", "bf16"] = Field(
         "f32",
         description="OpenVINO's arithmetic. f32 (default): the shipped models' own answers. "
-        "auto: OpenVINO's choice for the CPU (bf16 where it computes bf16 natively, e.g. "
-        "AVX-512 BF16 or AMX), about 1.7x faster for SFace there; bf16. bf16 embeddings are "
-        "within rounding of f32 (same lfw-dev thresholds) but move a few borderline identity "
-        "decisions (docs/performance.md).",
+        "bf16, or auto (OpenVINO's choice: bf16 on CPUs that compute it natively, e.g. "
+        "AVX-512 BF16 or AMX; f32 elsewhere): SFace about 1.7x faster there, its embeddings "
+        "within rounding of f32 (same lfw-dev thresholds), but a few borderline identity "
+        "decisions move (docs/performance.md).",
     )
     skip_still_frames: bool = Field(
         True, description="Skip the face detector on a camera's snapshot when it shows the "
