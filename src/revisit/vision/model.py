@@ -117,14 +117,15 @@ class GraphRunner:
         self._compiled: dict[tuple[int, ...], Any] = {}
         if runtime == "onnxruntime":
             self._session = ort_session(graph, threads)
+            self._input = self._session.get_inputs()[0].name
             self._names = [o.name for o in self._session.get_outputs()]
         elif runtime != "openvino":
             raise ValueError(f"GraphRunner runs openvino or onnxruntime, not {runtime!r}")
 
     def run(self, blob: np.ndarray) -> dict[str, np.ndarray]:
         if self.runtime == "onnxruntime":
-            name = self._session.get_inputs()[0].name
-            return dict(zip(self._names, self._session.run(None, {name: blob}), strict=True))
+            return dict(zip(self._names, self._session.run(None, {self._input: blob}),
+                            strict=True))
         shape = tuple(blob.shape[1:])
         request = self._compiled.get(shape)
         if request is None:
