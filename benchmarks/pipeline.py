@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pipeline.py [--frames 240] [--threads 0] [--hard]
         [--runtime opencv|onnxruntime|openvino] [--precision f32|bf16|auto]
+        [--baseline runtime=opencv]   # the models as first shipped, alternating in one run
 
 1. Renders CCTV-like 640x480 frames with 1-4 LFW faces each of 56-120 px
    (benchmarks/scenes.py; ``--hard``: 2-6 faces of 32-80 px).
@@ -11,6 +12,8 @@
    thread settings (frames decoded and crops aligned beforehand, not timed): the
    model-only bound. Reports pipeline / bound.
 4. Scores identity accuracy of the pipeline's visitors against the rendering's truth.
+5. ``--baseline``: the same pipeline with other settings, alternating with the measured one,
+   for a speed-up measured in one run.
 
 Writes benchmarks/results/pipeline.json.
 """
@@ -109,6 +112,10 @@ def main() -> None:
                     help="pipeline.precision")
     ap.add_argument("--hard", action="store_true",
                     help="the harder scene set: 2-6 faces of 32-80 px per frame")
+    ap.add_argument("--baseline", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="also run the pipeline with these pipeline settings, alternating "
+                    "with the measured one in the same run, e.g. runtime=opencv,frame_batch=16 "
+                    "(the models as first shipped): gives the speed-up of one run")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -124,28 +131,44 @@ def main() -> None:
     for key in ("runtime", "precision"):
         if getattr(args, key) is not None:
             pipe_cfg[key] = getattr(args, key)
+    base_cfg = None
+    if args.baseline:
+        base_cfg = {k: int(v) if v.isdigit() else v
+                    for k, v in (kv.split("=", 1) for kv in args.baseline.split(","))}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data=Path(tmp), pipeline=pipe_cfg)
+        settings = Settings(data=Path(tmp) / "run", pipeline=pipe_cfg)
         rt = Runtime(settings)
-        rt.vision.detector.load()
-        rt.vision.embedder.load()
-        # warm-up: first inferences allocate; not counted
-        warm = to_frames(scenes[:4], tenant="warmup")
-        model_only(rt, warm)
+        base_rt = (Runtime(Settings(data=Path(tmp) / "baseline", pipeline=base_cfg))
+                   if base_cfg is not None else None)
+        for r in (rt, base_rt):
+            if r is None:
+                continue
+            r.vision.detector.load()
+            r.vision.embedder.load()
+            # warm-up: first inferences allocate; not counted
+            r.ingest(to_frames(scenes[:32], tenant="warmup"))
+        model_only(rt, to_frames(scenes[:4], tenant="warmup"))
 
-        # pipeline and bound alternate, best of --repeat each: other load on the machine
-        # hits both alike (each repetition is a fresh tenant: nothing is skipped)
-        summary = bound = None
+        # pipeline, baseline and bound alternate, best of --repeat each: other load on the
+        # machine hits them alike (each repetition is a fresh tenant: nothing is skipped)
+        summary = bound = base = None
         for rep in range(args.repeat):
             s = rt.ingest(to_frames(scenes, tenant=f"rep{rep}"))
             if summary is None or s.seconds < summary.seconds:
                 summary, stage_s = s, dict(rt.stage_seconds)
                 acc = accuracy(rt, scenes, to_frames(scenes, tenant=f"rep{rep}"), f"rep{rep}")
+            if base_rt is not None:
+                s = base_rt.ingest(to_frames(scenes, tenant=f"rep{rep}"))
+                if base is None or s.seconds < base[0].seconds:
+                    base = (s, accuracy(base_rt, scenes, to_frames(scenes, tenant=f"rep{rep}"),
+                                        f"rep{rep}"))
             b = model_only(rt, to_frames(scenes))
             bound = b if bound is None else {
                 k: min(v, b[k]) if k != "faces" else v for k, v in bound.items()}
         e2e_s = summary.seconds
         rt.close()
+        if base_rt is not None:
+            base_rt.close()
 
     fps = summary.frames / e2e_s
     bound_fps = args.frames / bound["seconds"]
@@ -184,6 +207,14 @@ def main() -> None:
           f"{out['model_only_all_cores_ceiling_frames_per_s']:.1f} frames/s "
           f"(pipeline reaches {out['ratio_to_all_cores_ceiling']:.2f} of it)")
     print("stage busy seconds:", {k: round(v, 2) for k, v in stage_s.items()})
+    if base is not None:
+        b_fps = base[0].frames / base[0].seconds
+        out["baseline"] = {"settings": base_cfg, "frames_per_s": b_fps,
+                           "faces_per_s": base[0].faces / base[0].seconds, "identity": base[1],
+                           "speedup": fps / b_fps}
+        print(f"baseline {base_cfg}: {b_fps:6.1f} frames/s, identity F1 "
+              f"{base[1]['identity_f1']:.3f}, {base[1]['found_ids']} ids -> speed-up "
+              f"{fps / b_fps:.2f}x")
     print(f"identity: F1 {acc['identity_f1']:.3f} (B-cubed P {acc['bcubed_precision']:.3f} "
           f"R {acc['bcubed_recall']:.3f}), detection recall {acc['detection_recall']:.3f}, "
           f"{acc['found_ids']} ids for {acc['true_people']} people; "

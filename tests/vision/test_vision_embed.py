@@ -102,3 +102,24 @@ def test_sface_float_graph_gives_opencvs_embeddings(crops, runtime, precision, l
     assert float(np.min(np.sum(a * b, axis=1))) > least_cosine
     np.testing.assert_allclose(na, nb, rtol=1e-4 if precision == "f32" or runtime != "openvino"
                                else 2e-2)  # the face check's norms too
+
+
+def test_openvino_runs_concurrent_embedders_on_their_own_cores(crops, monkeypatch):
+    """Embed workers share one compiled SFace: it needs a stream per worker (one stream
+    runs one request at a time)."""
+    from revisit.vision import model
+    from revisit.vision.embed import SFaceEmbedder
+
+    cores = model.resolve_threads(0)
+    if cores < 2:
+        pytest.skip("one core: nothing runs concurrently")
+    monkeypatch.setattr(model, "_COMPILED", {})
+    emb = SFaceEmbedder(threads=1, runtime="openvino")
+    emb.predict(_all(crops)[:2])
+    (_, compiled), = model._COMPILED.values()
+    assert int(compiled.get_property("NUM_STREAMS")) == cores
+    # one thread of one stream alone (say, the people detector) floats: pinned, it would
+    # sit on core 0 with every other one-thread model
+    alone = model.openvino_net(emb._graph._graph, 1, [-1, 3, 112, 112])
+    assert int(alone.get_property("NUM_STREAMS")) == 1
+    assert alone.get_property("ENABLE_CPU_PINNING") is False

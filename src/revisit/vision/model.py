@@ -82,20 +82,29 @@ def ort_session(path: Path | bytes, threads: int) -> Any:
 
 
 def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = None,
-                 precision: Precision = "f32") -> Any:
-    """An OpenVINO model (an IR file, or ONNX bytes) compiled for the CPU with ``threads``
-    (0: all), input ``shape`` (-1: any size there; None: as the file says) and arithmetic
-    ``precision`` ("auto": OpenVINO's choice for the CPU, bf16 where it has it natively)."""
+                 precision: Precision = "f32", streams: int = 1) -> Any:
+    """An OpenVINO model (an IR file, or ONNX bytes) compiled for the CPU with input
+    ``shape`` (-1: any size there; None: as the file says), arithmetic ``precision``
+    ("auto": OpenVINO's choice for the CPU, bf16 where it has it natively) and ``streams``
+    requests running at once, each on ``threads`` threads (0: all cores).
+
+    One stream runs one request at a time, so threads sharing a compiled model need a
+    stream each. Threads are pinned to cores only when the model has every core: OpenVINO
+    pins from the first core, so two one-thread models pinned would share core 0 while the
+    other cores idle."""
     try:
         import openvino as ov
     except ImportError as exc:  # pragma: no cover - a main dependency
         raise ModelNotAvailable("openvino is not installed (pip install openvino)") from exc
     core = ov.Core()
-    core.set_property("CPU", {"INFERENCE_NUM_THREADS": resolve_threads(threads)})
+    total = resolve_threads(threads) * max(1, streams)
     net = core.read_model(model if isinstance(model, bytes) else str(model))
     if shape is not None:
         net.reshape(shape)
-    config = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": total, "NUM_STREAMS": max(1, streams),
+                              "ENABLE_CPU_PINNING": total >= resolve_threads(0)}
+    if precision != "auto":
+        config["INFERENCE_PRECISION_HINT"] = precision
     return core.compile_model(net, "CPU", config)
 
 
@@ -139,8 +148,10 @@ class GraphRunner:
                 if key not in _COMPILED:  # one compiled model per process, a request each
                     if len(_COMPILED) >= 4 * self.KEEP_SHAPES:
                         _COMPILED.pop(next(iter(_COMPILED)))
+                    # a stream for each runner that may share it at once (embed workers)
+                    streams = max(1, resolve_threads(0) // resolve_threads(self._threads))
                     _COMPILED[key] = (self._graph, openvino_net(
-                        self._graph, self._threads, [-1, *shape], self._precision))
+                        self._graph, self._threads, [-1, *shape], self._precision, streams))
                 request = _COMPILED[key][1].create_infer_request()
                 out = self._outputs(request, blob)
                 self._compiled[shape] = request
