@@ -117,7 +117,15 @@ def test_openvino_runs_concurrent_embedders_on_their_own_cores(crops, monkeypatc
     emb = SFaceEmbedder(threads=1, runtime="openvino")
     emb.predict(_all(crops)[:2])
     (_, compiled), = model._COMPILED.values()
-    assert int(compiled.get_property("NUM_STREAMS")) == cores
+    # as many streams as OpenVINO grants this CPU when asked for one per core
+    import openvino as ov
+
+    core = ov.Core()
+    granted = int(core.compile_model(core.read_model(emb._graph._graph), "CPU", {
+        "NUM_STREAMS": cores, "INFERENCE_NUM_THREADS": cores}).get_property("NUM_STREAMS"))
+    if granted < 2:
+        pytest.skip("OpenVINO runs one stream on this CPU")
+    assert int(compiled.get_property("NUM_STREAMS")) == granted
     # one thread of one stream alone (say, the people detector) floats: pinned, it would
     # sit on core 0 with every other one-thread model
     alone = model.openvino_net(emb._graph._graph, 1, [-1, 3, 112, 112])
