@@ -233,7 +233,7 @@ class PipelineSettings(BaseModel):
         "f32",
         description="OpenVINO's arithmetic. f32 (default): the shipped models' own answers. "
         "bf16, or auto (OpenVINO's choice: bf16 on CPUs that compute it natively, e.g. "
-        "AVX-512 BF16 or AMX; f32 elsewhere): SFace about 1.7x faster there, its embeddings "
+        "AVX-512 BF16 or AMX; f32 elsewhere): SFace 1.7-2.7x faster there, its embeddings "
         "within rounding of f32 (same lfw-dev thresholds), but a few borderline identity "
         "decisions move (docs/performance.md).",
     )
