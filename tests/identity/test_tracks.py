@@ -148,3 +148,25 @@ def test_a_face_unchanged_in_one_place_becomes_static_a_living_one_does_not():
         keys.add(tr.key)
         assert not tr.static and not tr.still
     assert len(keys) == 1
+
+
+def test_a_weak_face_unlike_its_track_joins_by_place_and_clothes_a_clear_one_does_not():
+    """A face with a low embedding norm (looking down, turned) is unlike its own track as
+    often as a stranger is: its unlikeness does not veto; a clear face's does."""
+    from dataclasses import replace
+
+    params = replace(PARAMS, veto_faceness=7.0)
+    a, b = person(), person()
+    assert float(a[0] @ b[0]) < params.face_veto
+    for faceness, joins in ((6.5, True), (9.0, False)):
+        cam = CameraTracks("t", "c", params)
+        tr = cam.link([face(a[0], 200, 200, 0, ctx=clothes(5))])[0]
+        weak = face(b[0], 205, 200, 1, ctx=clothes(5))
+        weak.faceness = faceness
+        assert (cam.link([weak])[0] is tr) is joins
+    # a weak face still needs the clothes of the track
+    cam = CameraTracks("t", "c", params)
+    tr = cam.link([face(a[0], 200, 200, 0, ctx=clothes(5))])[0]
+    other = face(b[0], 205, 200, 1, ctx=clothes(20))
+    other.faceness = 6.5
+    assert cam.link([other])[0] is not tr

@@ -164,6 +164,7 @@ class Resolver:
             min_det_score=settings.quality.min_det_score,
             static_after=timedelta(seconds=ident.static_after_s),
             link_height=ident.track_link_height,
+            veto_faceness=embedder_facts(settings.embedder.model).faceness_veto,
         )
         self.track_create_faces = ident.track_create_faces
         self.twin_threshold = self.threshold + ident.twin_offset

@@ -11,9 +11,9 @@ in a second, so a face joins an open track of its camera when either
 - **it is where the track's motion puts it**: the distance to the predicted position,
   in face heights, is within what a person covers in that time (a bound that grows with
   the gap and is tighter once the track's velocity is known), the size change is
-  plausible, and neither the face (both embeddings usable and less alike than
-  ``face_veto``) nor the clothes below it (colour similarity under ``context_veto``) say
-  it is someone else. Position is only trusted for gaps up to ``motion_s``.
+  plausible, and neither the face (both embeddings usable, the new one not weak, and less
+  alike than ``face_veto``) nor the clothes below it (colour similarity under
+  ``context_veto``) say it is someone else. Position is only trusted for gaps up to ``motion_s``.
 
 Each frame's faces are assigned to tracks best pair first (one face per track per frame),
 so two people crossing keep their tracks when their faces or clothes differ. A track
@@ -47,6 +47,7 @@ class TrackParams:
     min_det_score: float  # "fair" faces (a track of several may found a visitor)
     static_after: timedelta = timedelta(minutes=30)  # unchanged this long: not a person
     link_height: int = 32  # faces (and tracks) this tall (px) may link by likeness alone
+    veto_faceness: float = 0.0  # weaker faces (embedding norm) may not veto a link
 
 
 # Reach of a person between snapshots, in face heights: base + per second, capped. Two
@@ -299,6 +300,12 @@ class CameraTracks:
         face_sim = None
         if f.matchable and f.embedding is not None and pooled is not None:
             face_sim = float(np.asarray(f.embedding, dtype=np.float32) @ pooled)
+            if face_sim < p.face_veto and f.faceness is not None \
+                    and f.faceness < p.veto_faceness:
+                # a weak face (looking down, turned, dim) is unlike its own track as often
+                # as a stranger is: its unlikeness says nothing, so it goes by place and
+                # clothes alone, as a track-only face does
+                face_sim = None
         ctx = (context_similarity(f.context, t.context)
                if f.context is not None and t.context is not None else None)
         # a face links anywhere only if it and the track are large enough to identify:

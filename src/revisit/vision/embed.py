@@ -44,7 +44,10 @@ class Embedder(InferenceModel):
     - ``merge_threshold`` / ``merge_threshold_same_store``: average similarity at which
       consolidation merges two visitors (identity/consolidate.py);
     - ``faceness_floor`` / ``faceness_match``: raw embedding norms below which a crop is no
-      face / too weak a face to match (labelled real clips, docs/accuracy.md "Face quality").
+      face / too weak a face to match (labelled real clips, docs/accuracy.md "Face quality");
+    - ``faceness_veto``: a face under this norm is matchable but weak: its unlikeness to a
+      track is not trusted to veto a link by place and clothes (docs/accuracy.md "Tracks";
+      0: every matchable face may veto).
     """
 
     task = "embedder"
@@ -54,6 +57,7 @@ class Embedder(InferenceModel):
     merge_threshold_same_store: float
     faceness_floor: float = 0.0
     faceness_match: float = 0.0
+    faceness_veto: float = 0.0
 
     def __init__(self, threads: int = 0, batch_size: int = 32, runtime: Runtime = "auto",
                  precision: Precision = "f32") -> None:
@@ -94,6 +98,7 @@ class SFaceEmbedder(Embedder):
     merge_threshold_same_store = 0.36
     faceness_floor = 5.0
     faceness_match = 6.0
+    faceness_veto = 7.0
 
     def _load(self) -> None:
         configure_cv2_threads(self.threads)
@@ -198,6 +203,7 @@ class SFaceReidEmbedder(Embedder):
     merge_threshold_same_store = 0.325
     faceness_floor = SFaceEmbedder.faceness_floor
     faceness_match = SFaceEmbedder.faceness_match
+    faceness_veto = SFaceEmbedder.faceness_veto
 
     def __init__(self, threads: int = 0, batch_size: int = 32, runtime: Runtime = "auto",
                  precision: Precision = "f32") -> None:
