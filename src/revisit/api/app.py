@@ -69,6 +69,7 @@ def create_app(
         "`Authorization: Bearer <key>`; see docs/service.md.",
         lifespan=lifespan,
         dependencies=[Depends(api_errors.known_query)],
+        responses=api_errors.MALFORMED_HTTP,
     )
     app.state.service = svc
     api_errors.install(app)

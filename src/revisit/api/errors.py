@@ -30,6 +30,16 @@ _MEANING = {
 }
 
 
+# The HTTP server itself (uvicorn) refuses a request it cannot parse (a Content-Length that
+# is not a number, a broken header line) before any route runs, in plain text: any
+# operation can answer it.
+MALFORMED_HTTP: dict[int | str, dict[str, Any]] = {400: {
+    "description": "Malformed HTTP request (e.g. a Content-Length that is not a number), "
+                   "refused by the HTTP server before the API sees it",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}}
+
+
 class Problem(BaseModel):
     detail: str
 
