@@ -35,6 +35,7 @@ from revisit.config import Settings
 from revisit.pipeline import Runtime
 from revisit.report.query import SightingQuery
 from revisit.vision.align import align_crop
+from revisit.vision.model import resolve_precision
 from revisit.vision.stages import decode
 from scenes import build_scenes, identity_scores, match_faces, to_frames
 
@@ -191,6 +192,7 @@ def main() -> None:
         "identity": acc, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
         "scene_set": "hard" if args.hard else "default",
         "runtime": settings.pipeline.runtime, "precision": settings.pipeline.precision,
+        "precision_resolved": resolve_precision(settings.pipeline.precision),
         "detector_runtime": rt.vision.detector.runtime,
         "embedder_runtime": rt.vision.embedder.runtime,
     }

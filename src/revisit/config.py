@@ -230,12 +230,11 @@ class PipelineSettings(BaseModel):
         "the slowest, the reference).",
     )
     precision: Literal["f32", "auto", "bf16"] = Field(
-        "f32",
-        description="OpenVINO's arithmetic. f32 (default): the shipped models' own answers. "
-        "bf16, or auto (OpenVINO's choice: bf16 on CPUs that compute it natively, e.g. "
-        "AVX-512 BF16 or AMX; f32 elsewhere): SFace 1.7-2.7x faster there, its embeddings "
-        "within rounding of f32 (same lfw-dev thresholds), but a few borderline identity "
-        "decisions move (docs/performance.md).",
+        "auto",
+        description="OpenVINO's arithmetic. auto (default): bf16 on CPUs with AMX, where SFace "
+        "runs 2.7x faster and identity answers stay within the measured bounds "
+        "(docs/performance.md), f32 elsewhere. f32: the shipped models' own answers "
+        "everywhere. bf16: bf16 wherever OpenVINO can (AVX-512 BF16 or AMX).",
     )
     skip_still_frames: bool = Field(
         True, description="Skip the face detector on a camera's snapshot when it shows the "

@@ -131,3 +131,16 @@ def test_openvino_runs_concurrent_embedders_on_their_own_cores(crops, monkeypatc
     alone = model.openvino_net(emb._graph._graph, 1, [-1, 3, 112, 112])
     assert int(alone.get_property("NUM_STREAMS")) == 1
     assert alone.get_property("ENABLE_CPU_PINNING") is False
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
+    """bf16 was measured within the accuracy bounds on AMX only; elsewhere auto is f32."""
+    from revisit.config import Settings
+    from revisit.vision import model
+
+    assert Settings().pipeline.precision == "auto"
+    for amx, expected in ((True, "bf16"), (False, "f32")):
+        monkeypatch.setattr(model, "has_amx", lambda amx=amx: amx)
+        assert model.resolve_precision("auto") == expected
+        assert model.resolve_precision("f32") == "f32"
+        assert model.resolve_precision("bf16") == "bf16"

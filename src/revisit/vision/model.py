@@ -9,6 +9,7 @@ revisit; nothing is ever downloaded.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -81,11 +82,30 @@ def ort_session(path: Path | bytes, threads: int) -> Any:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+@functools.cache
+def has_amx() -> bool:
+    """The CPU computes bf16 matrix products in AMX tiles (Linux; elsewhere: unknown, no)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in fh)
+    except OSError:
+        return False
+
+
+def resolve_precision(precision: Precision) -> Literal["f32", "bf16"]:
+    """``auto``: bf16 where the CPU has AMX, f32 elsewhere. SFace in bf16 was measured
+    within the accuracy bounds on AMX; on a CPU with AVX-512 BF16 but no AMX only before
+    the tracker's weak-face rule, just outside them (docs/performance.md)."""
+    if precision == "auto":
+        return "bf16" if has_amx() else "f32"
+    return precision
+
+
 def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = None,
                  precision: Precision = "f32", streams: int = 1) -> Any:
     """An OpenVINO model (an IR file, or ONNX bytes) compiled for the CPU with input
     ``shape`` (-1: any size there; None: as the file says), arithmetic ``precision``
-    ("auto": OpenVINO's choice for the CPU, bf16 where it has it natively) and ``streams``
+    (:func:`resolve_precision`) and ``streams``
     requests running at once, each on ``threads`` threads (0: all cores).
 
     One stream runs one request at a time, so threads sharing a compiled model need a
@@ -103,8 +123,7 @@ def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = No
         net.reshape(shape)
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": total, "NUM_STREAMS": max(1, streams),
                               "ENABLE_CPU_PINNING": total >= resolve_threads(0)}
-    if precision != "auto":
-        config["INFERENCE_PRECISION_HINT"] = precision
+    config["INFERENCE_PRECISION_HINT"] = resolve_precision(precision)
     return core.compile_model(net, "CPU", config)
 
 
