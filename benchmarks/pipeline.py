@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).parent))
-from revisit.config import Settings
+from revisit.config import Settings, dotted_overrides
 from revisit.pipeline import Runtime
 from revisit.report.query import SightingQuery
 from revisit.vision.align import align_crop
@@ -134,8 +134,7 @@ def main() -> None:
             pipe_cfg[key] = getattr(args, key)
     base_cfg = None
     if args.baseline:
-        base_cfg = {k: int(v) if v.isdigit() else v
-                    for k, v in (kv.split("=", 1) for kv in args.baseline.split(","))}
+        base_cfg = dotted_overrides(args.baseline.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data=Path(tmp) / "run", pipeline=pipe_cfg)
         rt = Runtime(settings)

@@ -105,8 +105,8 @@ def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = No
                  precision: Precision = "f32", streams: int = 1) -> Any:
     """An OpenVINO model (an IR file, or ONNX bytes) compiled for the CPU with input
     ``shape`` (-1: any size there; None: as the file says), arithmetic ``precision``
-    (:func:`resolve_precision`) and ``streams``
-    requests running at once, each on ``threads`` threads (0: all cores).
+    (:func:`resolve_precision`) and ``streams`` requests running at once, each on
+    ``threads`` threads (0: all cores).
 
     One stream runs one request at a time, so threads sharing a compiled model need a
     stream each. Threads are pinned to cores only when the model has every core: OpenVINO
@@ -121,10 +121,10 @@ def openvino_net(model: Path | bytes, threads: int, shape: list[int] | None = No
     net = core.read_model(model if isinstance(model, bytes) else str(model))
     if shape is not None:
         net.reshape(shape)
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": total, "NUM_STREAMS": max(1, streams),
-                              "ENABLE_CPU_PINNING": total >= resolve_threads(0)}
-    config["INFERENCE_PRECISION_HINT"] = resolve_precision(precision)
-    return core.compile_model(net, "CPU", config)
+    return core.compile_model(net, "CPU", {
+        "INFERENCE_NUM_THREADS": total, "NUM_STREAMS": max(1, streams),
+        "ENABLE_CPU_PINNING": total >= resolve_threads(0),
+        "INFERENCE_PRECISION_HINT": resolve_precision(precision)})
 
 
 _OPENVINO_FIRST_USE = threading.Lock()

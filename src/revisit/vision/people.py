@@ -144,7 +144,7 @@ class PersonDetector(InferenceModel):
 
     def _load(self) -> None:
         w, h = self.input_size
-        # OpenVINO picks the arithmetic (bf16 where native): as the counting was measured
+        # bf16 where the CPU has AMX, as SFace (resolve_precision)
         self._net: Any = openvino_net(self.weights, self.threads, [1, 3, h, w], "auto")
 
     def predict(self, batch: Sequence[np.ndarray]) -> list[list[Person]]:
