@@ -83,21 +83,22 @@ def ort_session(path: Path | bytes, threads: int) -> Any:
 
 
 @functools.cache
-def has_amx() -> bool:
-    """The CPU computes bf16 matrix products in AMX tiles (Linux; elsewhere: unknown, no)."""
+def has_bf16() -> bool:
+    """The CPU has bf16 arithmetic: AVX-512 BF16 or AMX (Linux; elsewhere: unknown, no)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in fh)
+            return any(line.startswith("flags") and {"amx_bf16", "avx512_bf16"} & set(line.split())
+                       for line in fh)
     except OSError:
         return False
 
 
 def resolve_precision(precision: Precision) -> Literal["f32", "bf16"]:
-    """``auto``: bf16 where the CPU has AMX, f32 elsewhere. SFace in bf16 was measured
-    within the accuracy bounds on AMX; on a CPU with AVX-512 BF16 but no AMX only before
-    the tracker's weak-face rule, just outside them (docs/performance.md)."""
+    """``auto``: bf16 where the CPU computes it (AVX-512 BF16 or AMX), f32 elsewhere, where
+    OpenVINO would emulate it slower than f32. SFace in bf16 was measured within the
+    accuracy bounds on both kinds of CPU (docs/performance.md)."""
     if precision == "auto":
-        return "bf16" if has_amx() else "f32"
+        return "bf16" if has_bf16() else "f32"
     return precision
 
 

@@ -144,7 +144,7 @@ class PersonDetector(InferenceModel):
 
     def _load(self) -> None:
         w, h = self.input_size
-        # bf16 where the CPU has AMX, as SFace (resolve_precision)
+        # bf16 where the CPU computes it, as SFace (resolve_precision)
         self._net: Any = openvino_net(self.weights, self.threads, [1, 3, h, w], "auto")
 
     def predict(self, batch: Sequence[np.ndarray]) -> list[list[Person]]:
