@@ -271,7 +271,9 @@ def main() -> None:
            "batch_frames": args.batch, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
     name = ("ingest_in_process.json" if args.in_process
-            else f"ingest_nice{args.nice}.json" if args.nice is not None else "ingest.json")
+            else f"ingest_nice{args.nice}.json" if args.nice is not None
+            else f"ingest_clients_nice{args.client_nice}.json" if args.client_nice != 15
+            else "ingest.json")
     (RESULTS / name).write_text(json.dumps(out, indent=2))
 
 

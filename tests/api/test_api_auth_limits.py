@@ -190,7 +190,18 @@ def test_queue_full_429_with_retry_after(tmp_path) -> None:
         assert int(r.headers["retry-after"]) > 0
         assert env.service.processor.depth() == 1
         assert "revisit_batches_throttled_total 1.0" in env.client.get("/metrics").text
-        # the same frame again is a duplicate, not queued twice (no 429 either)
+        # refused at the door, before the body is parsed: a redelivery of the frame in
+        # flight too (its retry finds it stored), and a bad body is not even looked at
+        r = env.post_batch("cam_a", [{"data": a, "camera_id": "camA", "ts": TS}])
+        assert r.status_code == 429
+        r = env.client.post("/v1/batches", headers=env.auth("cam_a"),
+                            files={"images": ("x.jpg", b"not an image")},
+                            data={"metadata": "[]"})
+        assert r.status_code == 429
+        assert env.service.processor.depth() == 1
+        # room again: the redelivery is a duplicate, not queued twice
+        env.service.processor.start()
+        assert env.service.processor.wait_idle(60)
         r = env.post_batch("cam_a", [{"data": a, "camera_id": "camA", "ts": TS}])
         assert r.status_code == 202 and r.json()["duplicates"] == 1
     finally:

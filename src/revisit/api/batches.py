@@ -28,6 +28,7 @@ from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
 from revisit.api.processing import BrokerUnavailable, QueueFull
+from revisit.api.service import Service
 from revisit.ingest.timestamps import TimestampError, parse_ts
 from revisit.records import Frame, content_id
 from revisit.tenancy.db import ApiKey
@@ -150,6 +151,13 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
     return items
 
 
+def _throttled(svc: Service) -> JSONResponse:
+    svc.metrics.throttled.inc()
+    retry = str(svc.config.retry_after_s)
+    return JSONResponse({"detail": f"processing queue is full; retry in {retry} s"},
+                        status_code=429, headers={"Retry-After": retry})
+
+
 @router.post("/v1/batches", status_code=202, summary="Upload a camera batch (camera key)",
              openapi_extra=_UPLOAD, response_model=BatchAccepted,
              responses=errors(413, 429, 503))
@@ -159,6 +167,13 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
         raise _fail(413, f"request body of {length} bytes exceeds {cfg.max_body_bytes}")
+    if svc.processor.full():  # shed load at the door: the body is read, not parsed
+        try:
+            async for _ in _limited(request, cfg.max_body_bytes).stream():
+                pass
+        except BodyTooLarge:
+            raise _fail(413, f"request body exceeds {cfg.max_body_bytes} bytes") from None
+        return _throttled(svc)
     try:
         form = await _limited(request, cfg.max_body_bytes).form(
             max_files=cfg.max_batch_frames + 1, max_fields=10, max_part_size=4 * 1024 * 1024)
@@ -244,12 +259,7 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
                                        "counted twice)"}, status_code=503,
                             headers={"Retry-After": retry})
     except QueueFull:
-        svc.metrics.throttled.inc()
-        retry = str(cfg.retry_after_s)
-        return JSONResponse(
-            {"detail": f"processing queue is full; retry in {retry} s"}, status_code=429,
-            headers={"Retry-After": retry},
-        )
+        return _throttled(svc)
     if refused:
         svc.metrics.frames_rejected.labels(svc.metrics.tenant(key.tenant), "timestamp").inc(len(refused))
     return JSONResponse(

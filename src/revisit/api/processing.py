@@ -175,6 +175,14 @@ class BatchProcessor:
             log.info("running %d batch(es) accepted before the last stop", len(batches))
         return batches
 
+    def full(self) -> bool:
+        """Nothing more fits (embedded mode): checked at the door, before a request's body
+        is parsed, so that refusing costs next to nothing however busy the server is. A
+        redelivery of frames in flight is refused then too; the camera's retry finds them
+        stored (a duplicate) or room for them."""
+        with self._lock:
+            return self._full()
+
     def _full(self) -> bool:
         """Embedded mode: ``queue_batches`` accepted and not yet stored (caller holds the lock)."""
         return not self.broker and len(self._tenant_of) >= self.queue_batches
