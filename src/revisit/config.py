@@ -164,7 +164,8 @@ class IdentitySettings(BaseModel):
         -0.26, ge=-1.0, le=0.0,
         description="Added to the match threshold: consolidation merges two visitors at this "
         "average similarity when a run of one on a camera ends where and when a run of the "
-        "other begins (one pass the tracker cut in two).",
+        "other begins, or a piece of one sits in a gap of the other's run where that run "
+        "would be (one pass the tracker cut in two or three).",
     )
     twin_offset: float = Field(
         -0.13, ge=-1.0, le=0.0,

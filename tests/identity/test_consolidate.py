@@ -53,3 +53,44 @@ def test_places_accumulate_through_merges() -> None:
     merged = plan_merges(clusters, 0.60, 0.30)
     assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002"),
                                                     ("V-000001", "V-000003")]
+
+
+def _run(cam: str, points: list[tuple[int, tuple[float, float, float, float]]]):  # type: ignore[no-untyped-def]
+    """A Segment of sightings at (seconds, box) on camera ``cam``."""
+    from datetime import datetime, timedelta
+
+    from revisit.identity.consolidate import _segments
+
+    t0 = datetime(2024, 5, 2, 10, 0, 0)
+    rows = [(cam, "S1", t0 + timedelta(seconds=s), box) for s, box in points]
+    (seg,) = _segments(rows, timedelta(seconds=30))
+    return seg
+
+
+def test_a_piece_inside_a_run_where_the_run_would_be_is_stitched() -> None:
+    """One pass cut in three by the tracker (a face it could not link, at 17 s, while the
+    person walked on): the piece sits in the gap of the run, where the run's movement
+    across the gap puts it, and joins it at the stitch bar, not the merge bar."""
+    from revisit.identity.consolidate import stitchable
+
+    walk = [(14, (100, 100, 60, 60)), (15, (130, 100, 60, 60)), (16, (160, 100, 60, 60)),
+            (18, (220, 100, 60, 60)), (19, (250, 100, 60, 60))]
+    a, b = _pair_at(0.30)
+
+    def clusters(piece_box, piece_s: int = 17, frames_b=None):  # type: ignore[no-untyped-def]
+        return {
+            "V-000001": ClusterStats(a * 5, 5.0, {f"f{s}" for s, _ in walk}, {"S1"},
+                                     [_run("cam", walk)]),
+            "V-000002": ClusterStats(b, 1.0, frames_b or {f"f{piece_s}"}, {"S1"},
+                                     [_run("cam", [(piece_s, piece_box)])]),
+        }
+
+    on_path = clusters((192, 102, 58, 58))
+    assert stitchable(on_path, 4.0) == {frozenset(("V-000001", "V-000002"))}
+    merged = plan_merges(on_path, 0.42, 0.36, stitch=0.22, stitch_s=4.0)
+    assert [(m.keep, m.absorb) for m in merged] == [("V-000001", "V-000002")]
+    # off the path (someone else across the room), or seen while the run was (two
+    # people in one frame): not a piece of it
+    assert stitchable(clusters((500, 300, 58, 58)), 4.0) == set()
+    assert stitchable(clusters((160, 100, 60, 60), piece_s=16, frames_b={"f16b"}), 4.0) == set()
+    assert plan_merges(clusters((500, 300, 58, 58)), 0.42, 0.36, stitch=0.22, stitch_s=4.0) == []

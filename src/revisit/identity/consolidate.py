@@ -90,6 +90,7 @@ class Segment:
     last_ts: datetime
     last_box: Box
     last_velocity: np.ndarray | None  # px/s over its last two sightings
+    points: tuple[tuple[datetime, Box], ...] = ()  # every sighting of the run, in time order
 
 
 @dataclass(slots=True)
@@ -145,9 +146,12 @@ def _order(a: str, b: str) -> tuple[str, str]:
 def stitchable(clusters: dict[str, ClusterStats], max_s: float) -> set[frozenset[str]]:
     """Pairs of visitors where a run of one on a camera ends and a run of the other begins
     on the same camera at most one snapshot later (and within ``max_s``), where the
-    first's motion puts it: one pass the tracker cut in two. (Two people in a queue rarely
-    fit: the one in front is still in view when the next one arrives, and seen together
-    they can never merge.)"""
+    first's motion puts it: one pass the tracker cut in two. Or where a piece of at most
+    ``INSIDE_MAX`` sightings sits in a gap of the other's run, where that run's movement
+    across the gap puts it from both sides: one pass cut in three (a face the tracker
+    could not link, say while the head turned). (Two people in a queue rarely fit: the
+    one in front is still in view when the next one arrives, and seen together they can
+    never merge.)"""
     by_camera: dict[str, list[tuple[Segment, str]]] = {}
     for vid, c in clusters.items():
         for seg in c.segments:
@@ -170,7 +174,35 @@ def stitchable(clusters: dict[str, ClusterStats], max_s: float) -> set[frozenset
                                      None, seg_a.last_box, dt)
                 if ahead > 0 and back > 0:
                     out.add(frozenset((vid_a, vid_b)))
+        for seg_b, vid_b in runs:  # a short piece inside another's run, where it would be
+            if len(seg_b.points) > INSIDE_MAX:
+                continue
+            for seg_a, vid_a in runs:
+                if vid_a != vid_b and _inside(seg_a, seg_b, within_s):
+                    out.add(frozenset((vid_a, vid_b)))
     return out
+
+
+INSIDE_MAX = 2  # sightings of a piece that may sit inside another visitor's run
+
+
+def _inside(a: Segment, b: Segment, within_s: float) -> bool:
+    """Whether ``b`` sits in a gap of ``a``'s run on the same camera: ``a`` seen at most
+    ``within_s`` before ``b`` begins and after it ends, not in between, and ``b`` where
+    ``a``'s movement across the gap puts it, from both sides."""
+    if not (a.first_ts < b.first_ts and b.last_ts < a.last_ts):
+        return False
+    times = [t for t, _ in a.points]
+    i = bisect.bisect_left(times, b.first_ts)
+    if i == 0 or i >= len(times) or times[i] <= b.last_ts:
+        return False  # a seen while b was: two people
+    (t0, box0), (t1, box1) = a.points[i - 1], a.points[i]
+    if (b.first_ts - t0).total_seconds() > within_s or (t1 - b.last_ts).total_seconds() > within_s:
+        return False
+    vel = _velocity((t0, box0), [(t1, box1)])
+    return (step_nearness(box0, vel, None, b.first_box, (b.first_ts - t0).total_seconds()) > 0
+            and step_nearness(box1, None if vel is None else -vel, None, b.last_box,
+                              (t1 - b.last_ts).total_seconds()) > 0)
 
 
 def _snapshot_interval(runs: list[tuple[Segment, str]]) -> float:
@@ -325,7 +357,7 @@ def _segments(sightings: list[tuple[str, str, datetime, Box]], gap: timedelta) -
                 continue
             out.append(Segment(cam, place, run[0][0], run[0][1], _velocity(run[0], run[1:2]),
                                run[-1][0], run[-1][1], _velocity(run[-2], run[-1:])
-                               if len(run) > 1 else None))
+                               if len(run) > 1 else None, tuple(run)))
             if item is not None:
                 run = [item]
     return out
