@@ -174,10 +174,18 @@ def stitchable(clusters: dict[str, ClusterStats], max_s: float) -> set[frozenset
                                      None, seg_a.last_box, dt)
                 if ahead > 0 and back > 0:
                     out.add(frozenset((vid_a, vid_b)))
-        for seg_b, vid_b in runs:  # a short piece inside another's run, where it would be
+        # a short piece inside another's run, where it would be: the runs seen in the
+        # moments before the piece are the candidates (indexed, so a busy camera's month
+        # of runs is not compared pair by pair)
+        seen = sorted((t, i) for i, (seg, _) in enumerate(runs) for t, _ in seg.points)
+        seen_times = [t for t, _ in seen]
+        for seg_b, vid_b in runs:
             if len(seg_b.points) > INSIDE_MAX:
                 continue
-            for seg_a, vid_a in runs:
+            lo = bisect.bisect_left(seen_times, seg_b.first_ts - timedelta(seconds=within_s))
+            hi = bisect.bisect_left(seen_times, seg_b.first_ts)
+            for i in {i for _, i in seen[lo:hi]}:
+                seg_a, vid_a = runs[i]
                 if vid_a != vid_b and _inside(seg_a, seg_b, within_s):
                     out.add(frozenset((vid_a, vid_b)))
     return out
