@@ -16,6 +16,12 @@ Reported per phase: frames/s accepted (202) and processed, 429 share, p50/p99 re
 latency of 202 and 429 answers, and the server's RSS (sampled every 0.25 s: start, max,
 end) to show memory stays bounded. Writes benchmarks/results/ingest.json.
 
+``--probe`` measures what the models' work does to answers at a camera's pace: one probe
+process (nice 0) posts a batch every 0.25 s, first to the idle server, then while the
+``--clients`` feed, open loop, about what the pipeline processes (its rate measured by a
+15 s saturation first, or ``--feed-fps``), so the models run flat out; reports the probe's p50/p90/p99 of
+202 and 429 answers. Writes ``ingest_probe.json``.
+
 ``--broker redis`` measures the accept path alone: ``revisit serve`` publishing to Redis
 (the local server, database 9, emptied first) while a drain process takes the frames
 queue as fast as detect workers with spare capacity would (reads and acknowledges,
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -46,6 +53,7 @@ from distributed_harness import start_server
 from scenes import build_scenes
 
 RESULTS = Path(__file__).parent / "results"
+START = datetime(2024, 3, 1, 9, tzinfo=UTC)
 REVISIT = str(Path(sys.executable).parent / "revisit")
 
 
@@ -94,7 +102,9 @@ def client(url: str, key: str, frames: list[bytes], batch: int, cameras: int, se
             for i in range(batch):
                 k = (worker * 7919 + n * batch + i) % len(frames)
                 name = f"f{i}.jpg"
-                ts = f"2024-03-01T{9 + (n // 3000) % 10:02d}:{(n // 50) % 60:02d}:{n % 50:02d}Z"
+                # every frame of a camera at its own moment, as a camera takes them: clients
+                # and frames of a batch share cameras, so client, batch and frame all count
+                ts = (START + timedelta(seconds=10 * n + worker, milliseconds=i)).isoformat()
                 meta.append({"file": name, "camera_id": f"cam{(worker + i) % cameras}", "ts": ts,
                              "image_id": f"w{worker}-b{n}-{i}"})
                 files.append(("images", (name, frames[k], "image/jpeg")))
@@ -212,6 +222,71 @@ def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rat
     }
 
 
+def probe_phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace,
+                feed_rate: float) -> dict:
+    """The probe's answers while ``args.clients`` feed ``feed_rate`` frames/s in all."""
+    q: mp.Queue = mp.Queue()
+    per_client = feed_rate / args.clients / args.batch
+    feeders = [mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
+                                                args.seconds + 10, per_client, w, q,
+                                                args.client_nice))
+               for w in range(args.clients)] if feed_rate else []
+    for p in feeders:
+        p.start()
+    if feeders:
+        time.sleep(5)  # the queue and the models at their steady state
+    probe_q: mp.Queue = mp.Queue()
+    probe = mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
+                                            args.seconds, 4.0, 97, probe_q, 0))
+    probe.start()
+    results = probe_q.get()
+    probe.join()
+    for _ in feeders:
+        q.get()
+    for p in feeders:
+        p.join()
+
+    def pct(xs: list[float], p: float) -> float | None:
+        xs = sorted(xs)
+        return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000, 1) if xs else None
+
+    out: dict = {"feed_frames_per_s": feed_rate, "probe_requests": len(results)}
+    for code in (202, 429):
+        lat = [t for c, t, _ in results if c == code]
+        out[str(code)] = {"n": len(lat), "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90),
+                          "p99_ms": pct(lat, 99), "max_ms": pct(lat, 100)}
+    return out
+
+
+def probe(args: argparse.Namespace, frames: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        key = setup(data, args.cameras)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        srv = start_server({**os.environ, "REVISIT_DATA": str(data)}, port, timeout=60)
+        try:
+            idle = probe_phase(url, key, frames, args, 0.0)
+            rate = args.feed_fps
+            if not rate:
+                warm = argparse.Namespace(**{**vars(args), "seconds": 15.0})
+                rate = phase(url, key, frames, warm, 0.0, psutil.Process(srv.pid))[
+                    "processed_frames_per_s"]
+                time.sleep(5)  # let the saturation's backlog drain
+            loaded = probe_phase(url, key, frames, args, rate)
+        finally:
+            _stop(srv)
+    for name, r in (("idle", idle), (f"models flat out ({rate:.1f} frames/s fed)", loaded)):
+        print(f"probe, {name}: " + "; ".join(
+            f"{c} x{r[c]['n']} p50/p90/p99 {r[c]['p50_ms']}/{r[c]['p90_ms']}/{r[c]['p99_ms']} ms"
+            for c in ("202", "429") if r[c]["n"]))
+    out = {"idle": idle, "loaded": loaded, "clients": args.clients,
+           "client_nice": args.client_nice, "batch_frames": args.batch, "cpus": os.cpu_count(),
+           "loadavg_1m": os.getloadavg()[0]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest_probe.json").write_text(json.dumps(out, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=4)
@@ -227,6 +302,10 @@ def main() -> None:
                     "machines, so they should take as little of the server's CPU as possible")
     ap.add_argument("--nice", type=int, default=None,
                     help="service.model_process_nice for the server (default: its default)")
+    ap.add_argument("--probe", action="store_true",
+                    help="answers at a camera's pace, idle and with the models flat out")
+    ap.add_argument("--feed-fps", type=float, default=0.0,
+                    help="--probe: frames/s the clients feed (0: what a saturation processes)")
     ap.add_argument("--in-process", action="store_true",
                     help="models in the server process (service.model_process off)")
     args = ap.parse_args()
@@ -235,6 +314,9 @@ def main() -> None:
         frames = _sized(frames, args.frame_kb)
     if args.broker:
         broker(args, frames)
+        return
+    if args.probe:
+        probe(args, frames)
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
