@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from revisit.config import Settings
+from revisit.evaluation.matching import iou
 from revisit.ingest.video import sample_video
 from revisit.records import Batch
 from revisit.simulate.scenario import shared_data_dir
@@ -39,13 +40,6 @@ CLIPS = (".mp4", ".gif", ".avi")
 def _thumb(crop: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     return cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def main() -> None:
@@ -65,12 +59,13 @@ def main() -> None:
                        if f.crop is not None and f.embedding is not None]
                 faces += len(cur)
                 for box, thumb, emb in cur:
-                    best = max(prev, key=lambda p, box=box: _iou(p[0], box), default=None)
-                    if best is None or _iou(best[0], box) < 0.5:
+                    best = max(prev, key=lambda p, box=box: iou(p[0], box), default=None)
+                    overlap = iou(best[0], box) if best is not None else 0.0
+                    if best is None or overlap < 0.5:
                         continue
                     cos = float(emb @ best[2] / (np.linalg.norm(emb) * np.linalg.norm(best[2])))
                     pairs.append({"clip": clip.name, "every_s": every,
-                                  "iou": round(_iou(best[0], box), 3),
+                                  "iou": round(overlap, 3),
                                   "thumb_mad": round(float(np.abs(thumb - best[1]).mean()), 2),
                                   "cosine": round(cos, 4), "height": box[3]})
                 prev = cur

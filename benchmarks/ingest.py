@@ -168,6 +168,12 @@ def processed(url: str) -> float:
     return sum(float(x) for x in m)
 
 
+def _pct_ms(xs: list[float], p: float) -> float | None:
+    """The ``p``-th percentile of latencies ``xs`` (s) in ms; None for none."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else None
+
+
 def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rate: float,
           server: psutil.Process) -> dict:
     rss: list[float] = []
@@ -202,8 +208,7 @@ def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rat
     sampler.join()
 
     def pct(xs: list[float], p: float) -> float:
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else 0.0
+        return _pct_ms(xs, p) or 0.0
 
     ok = [lat for code, lat, _ in results if code == 202]
     busy = [lat for code, lat, _ in results if code == 429]
@@ -247,8 +252,8 @@ def probe_phase(url: str, key: str, frames: list[bytes], args: argparse.Namespac
         p.join()
 
     def pct(xs: list[float], p: float) -> float | None:
-        xs = sorted(xs)
-        return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000, 1) if xs else None
+        ms = _pct_ms(xs, p)
+        return None if ms is None else round(ms, 1)
 
     out: dict = {"feed_frames_per_s": feed_rate, "probe_requests": len(results)}
     for code in (202, 429):

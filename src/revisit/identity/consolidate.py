@@ -84,13 +84,34 @@ class Segment:
 
     camera: str
     place: str  # the camera's location
-    first_ts: datetime
-    first_box: Box
-    first_velocity: np.ndarray | None  # px/s over its first two sightings
-    last_ts: datetime
-    last_box: Box
-    last_velocity: np.ndarray | None  # px/s over its last two sightings
-    points: tuple[tuple[datetime, Box], ...] = ()  # every sighting of the run, in time order
+    points: tuple[tuple[datetime, Box], ...]  # every sighting of the run, in time order
+
+    @property
+    def first_ts(self) -> datetime:
+        return self.points[0][0]
+
+    @property
+    def first_box(self) -> Box:
+        return self.points[0][1]
+
+    @property
+    def last_ts(self) -> datetime:
+        return self.points[-1][0]
+
+    @property
+    def last_box(self) -> Box:
+        return self.points[-1][1]
+
+    @property
+    def first_velocity(self) -> np.ndarray | None:
+        """px/s over its first two sightings."""
+        return _velocity(self.points[0], list(self.points[1:2]))
+
+    @property
+    def last_velocity(self) -> np.ndarray | None:
+        """px/s over its last two sightings."""
+        return _velocity(self.points[-2], list(self.points[-1:])) if len(self.points) > 1 \
+            else None
 
 
 @dataclass(slots=True)
@@ -363,9 +384,7 @@ def _segments(sightings: list[tuple[str, str, datetime, Box]], gap: timedelta) -
             if item is not None and item[0] - run[-1][0] <= gap:
                 run.append(item)
                 continue
-            out.append(Segment(cam, place, run[0][0], run[0][1], _velocity(run[0], run[1:2]),
-                               run[-1][0], run[-1][1], _velocity(run[-2], run[-1:])
-                               if len(run) > 1 else None, tuple(run)))
+            out.append(Segment(cam, place, tuple(run)))
             if item is not None:
                 run = [item]
     return out
