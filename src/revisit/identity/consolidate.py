@@ -77,6 +77,9 @@ def merge_threshold_same_store(settings: Settings) -> float:
     return t if t is not None else embedder_facts(settings.embedder.model).merge_threshold_same_store
 
 
+INSIDE_MAX = 2  # sightings of a piece that may sit inside another visitor's run
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """One unbroken run of a visitor's sightings on one camera (a track, as stored): where
@@ -110,8 +113,7 @@ class Segment:
     @property
     def last_velocity(self) -> np.ndarray | None:
         """px/s over its last two sightings."""
-        return _velocity(self.points[-2], list(self.points[-1:])) if len(self.points) > 1 \
-            else None
+        return _velocity(self.points[-2], [self.points[-1]]) if len(self.points) > 1 else None
 
 
 @dataclass(slots=True)
@@ -185,14 +187,16 @@ def stitchable(clusters: dict[str, ClusterStats], max_s: float) -> set[frozenset
         for seg_b, vid_b in runs:
             lo = bisect.bisect_left(end_times, seg_b.first_ts - timedelta(seconds=within_s))
             hi = bisect.bisect_left(end_times, seg_b.first_ts)
+            if lo == hi:
+                continue
+            vel_b = seg_b.first_velocity
+            backwards = None if vel_b is None else -vel_b
             for seg_a, vid_a in ends[lo:hi]:
                 if vid_a == vid_b:
                     continue
                 dt = (seg_b.first_ts - seg_a.last_ts).total_seconds()
                 ahead = step_nearness(seg_a.last_box, seg_a.last_velocity, None, seg_b.first_box, dt)
-                back = step_nearness(seg_b.first_box,
-                                     None if seg_b.first_velocity is None else -seg_b.first_velocity,
-                                     None, seg_a.last_box, dt)
+                back = step_nearness(seg_b.first_box, backwards, None, seg_a.last_box, dt)
                 if ahead > 0 and back > 0:
                     out.add(frozenset((vid_a, vid_b)))
         # a short piece inside another's run, where it would be: the runs seen in the
@@ -211,8 +215,6 @@ def stitchable(clusters: dict[str, ClusterStats], max_s: float) -> set[frozenset
                     out.add(frozenset((vid_a, vid_b)))
     return out
 
-
-INSIDE_MAX = 2  # sightings of a piece that may sit inside another visitor's run
 
 
 def _inside(a: Segment, b: Segment, within_s: float) -> bool:
