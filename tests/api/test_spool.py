@@ -41,6 +41,24 @@ def test_spool_keeps_batches_until_removed(tmp_path: Path) -> None:
     assert [b.batch_id for b in Spool(tmp_path).pending()] == ["B-2"]
 
 
+def test_failed_batches_are_kept_for_a_while_not_for_ever(tmp_path: Path) -> None:
+    import os
+
+    spool = Spool(tmp_path)
+    for i in (1, 2):
+        spool.put(Batch(f"B-{i}", frames=[_frame(i)]), {"key_id": "k"})
+        spool.set_aside(f"B-{i}")
+    (tmp_path / "B-9.bad").write_bytes(b"not a batch")
+    old = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    for path in (spool.failed_dir / "B-1.batch", spool.failed_dir / "B-1.json",
+                 tmp_path / "B-9.bad"):
+        os.utime(path, (old, old))
+    assert spool.forget_failed_before(old + 1) == 2  # B-1 (with its meta) and the .bad
+    assert sorted(p.name for p in spool.failed_dir.iterdir()) == ["B-2.batch", "B-2.json"]
+    assert not (tmp_path / "B-9.bad").exists()
+    assert spool.replay_failed() == ["B-2"]
+
+
 def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> None:
     items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
               "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]

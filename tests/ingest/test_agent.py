@@ -45,8 +45,8 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        env = {**os.environ, "REVISIT_PIPELINE__THREADS": "1"}
+    def start(self, **env_extra: str) -> None:
+        env = {**os.environ, "REVISIT_PIPELINE__THREADS": "1", **env_extra}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "revisit.cli", "--data", str(self.data), "serve",
              "--port", str(self.port), "--log-level", "warning"],
@@ -153,3 +153,30 @@ def test_agent_unreachable_server_keeps_everything(tmp_path: Path) -> None:
     agent.close()
     assert stats.batches_sent == 0 and stats.send_failures >= 1
     assert len(Spool(tmp_path / "spool", 10**9).pending()) == 1
+
+
+def test_agent_keeps_batches_the_server_refuses_it_and_splits_large_ones(
+        setup, tmp_path: Path) -> None:
+    server, cam_key, _, folder = setup
+    (folder / "999.jpg").write_bytes(b"not an image")  # a permanently refused snapshot
+    os.utime(folder / "999.jpg", (1_704_448_800 + 3600,) * 2)
+    server.start(REVISIT_SERVICE_MAX_BATCH_FRAMES="2")
+    # a wrong key: every batch would be refused alike, so none is given up
+    wrong = Agent(server.url, "rvk_wrong", tmp_path / "spool-wrong", batch_size=5)
+    stats = wrong.run(folder_snapshots(folder, "cam1"), drain_timeout=30.0)
+    wrong.close()
+    assert wrong.refused and wrong.refused.startswith("401")
+    assert stats.batches_sent == 0 and stats.batches_rejected == 0
+    kept = Spool(tmp_path / "spool-wrong", 10**9).pending()
+    assert sum(len(list(p.glob("*.jpg"))) for p in kept) == stats.sampled
+    # the right key, batches of 5 where the server takes 2: split until they fit
+    agent = Agent(server.url, cam_key, tmp_path / "spool", batch_size=5)
+    stats = agent.run(folder_snapshots(folder, "cam1"), drain_timeout=120.0)
+    agent.close()
+    assert agent.refused is None and agent.spool.pending() == []
+    assert stats.batches_rejected == 1  # the broken file alone (its batch was halved)
+    (rejected,) = agent.spool.rejected_dir.iterdir()
+    assert "422" in (rejected / "rejected.txt").read_text()
+    assert not list(rejected.glob("*.jpg"))  # the reason and metadata stay, no image
+    server.stop()
+    assert len(_sightings(server.data)) == len(PEOPLE)  # every good snapshot arrived

@@ -80,7 +80,7 @@ def test_expiry_and_erasure_end_an_enrolment(store: SightingStore) -> None:
     assert store.staff("default") == () and _report(store)[0] == 2  # expired
     book.enrol_visitor("default", "staff", "V-000002", reason="security guard")
     assert _report(store)[0] == 1
-    counts = store.erase_visitor("default", "V-000002")
+    counts, _ = store.erase_visitor("default", "V-000002")
     assert counts["enrolments"] == 1 and book.list("default") == []
 
 
@@ -127,3 +127,17 @@ def test_joining_staff_needs_the_stricter_threshold(make_settings) -> None:  # t
         assert run([_face(_near(0.7, 3), "anna", 60 * 48, "S1-C3")])["anna"] == staff
     finally:
         store.close()
+
+
+def test_an_expiry_past_the_calendar_is_refused(store: SightingStore) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default")
+    store.write(batch([sighting("V-000001", at(0))]))
+    book = Enrolments(store, ten)
+    for when in (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) + timedelta(hours=-1),
+                 datetime.fromisoformat("9999-12-31T23:59:59-12:00"),
+                 datetime.fromisoformat("0001-01-01T00:00:00+01:00")):
+        with pytest.raises(EnrolmentError, match="out of range"):
+            book.enrol_visitor("default", "staff", "V-000001", reason="till staff",
+                               expires_at=when)
+    assert book.list("default", include_expired=True) == []

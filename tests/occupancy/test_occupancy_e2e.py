@@ -48,6 +48,13 @@ def test_mall_occupancy_sign_history_and_alerts(env: Env, hook: tuple[str, Recei
     r = env.client.put("/v1/locations/101/capacity", headers=admin,
                        json={"capacity": 50, "amber_pct": 60, "red_pct": 75})
     assert r.status_code == 200, r.text
+    # a typo in a place id is refused, not taken for a new store or camera
+    for path, body in (("/v1/locations/999/capacity", {"capacity": 50}),
+                       ("/v1/cameras/nocam/occupancy", {"counting": True})):
+        r = env.client.put(path, headers=admin, json=body)
+        assert r.status_code == 404 and "unknown" in r.json()["detail"], r.text
+    r = env.client.post("/v1/locations/999/display-keys", headers=admin)
+    assert r.status_code == 404, r.text
     r = env.client.put("/v1/alert-rules/full", headers=admin, json={
         "rule_id": "full", "location_id": "101", "above": 70, "clear_below": 50,
         "cooldown_s": 600, "webhook_url": hook[0]})

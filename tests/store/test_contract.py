@@ -211,8 +211,9 @@ def test_erase_removes_visitor_everywhere(store: SightingStore) -> None:
     # the faces whose crops go with the person: the whole merge group, on every store
     assert store.visitor_face_ids("default", "V-000003") == {
         s.face_image_id for s in [*gone, absorbed]}
-    deleted = store.erase_visitor("default", "V-000003")  # any id of the group
+    deleted, exemplars = store.erase_visitor("default", "V-000003")  # any id of the group
     assert deleted["sightings"] == 4 and deleted["visitors"] == 2
+    assert set(exemplars) == {s.face_image_id for s in [*gone, absorbed]}
     c = counts(store)
     assert (c["sightings"], c["embeddings"], c["exemplars"], c["visitors"], c["aliases"]) == (
         1, 1, 1, 1, 0)

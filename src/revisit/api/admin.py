@@ -79,13 +79,7 @@ def visitor(
 
 @router.post("/v1/admin/purge", summary="Purge data older than the tenant's retention")
 def purge(request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
-    from revisit.tenancy.privacy import purge_tenant
-
-    svc = service_of(request)
-    crops = svc.settings.crops_dir if svc.settings.privacy.keep_crops else None
-    with svc.write_lock:
-        return purge_tenant(svc.runtime.store, svc.runtime.index, svc.tenancy, key.tenant,
-                            key.actor, crops)
+    return service_of(request).purge(key.tenant, key.actor)
 
 
 @router.get("/v1/admin/skipped-batches",

@@ -1,4 +1,5 @@
-"""Who is calling: a Bearer API key, or the dashboard's signed session cookie.
+"""Who is calling: a Bearer API key, or (for reads only) the dashboard's signed session
+cookie.
 
 401: no credentials or unknown/revoked key. 403: a valid key whose role does not allow the
 action. The tenant always comes from the key, never from the request.
@@ -34,6 +35,11 @@ def _operator_as_admin(request: Request, svc: Service) -> ApiKey:
                   name="operator", created_at=datetime.now(UTC).replace(tzinfo=None))
 
 
+# What the dashboard's session cookie may do: read. Every change needs the key itself, so a
+# page on another site cannot make a signed-in browser change anything (CSRF).
+SESSION_METHODS = frozenset({"GET", "HEAD"})
+
+
 def service_of(request: Request) -> Service:
     return request.app.state.service
 
@@ -58,6 +64,9 @@ def current_key(request: Request) -> ApiKey:
         return key
     session = request.scope.get("session") or {}
     if session.get("key_id") and session.get("tenant"):
+        if request.method not in SESSION_METHODS:  # a cookie rides along cross-site requests
+            raise _unauthorized("the dashboard session only reads: a change needs an API key "
+                                "(Authorization: Bearer <key>)")
         key = svc.tenancy.key(session["tenant"], session["key_id"])
         if key is not None and key.active():
             return key
@@ -72,7 +81,8 @@ def require(*roles: str) -> Callable[[Request], ApiKey]:
         key = current_key(request)
         if key.role not in roles:
             needs = " or ".join(roles)
-            raise HTTPException(403, f"a {key.role} key may not do this (needs {needs})")
+            article = "an" if key.role[:1] in "aeiou" else "a"
+            raise HTTPException(403, f"{article} {key.role} key may not do this (needs {needs})")
         return key
 
     return dep

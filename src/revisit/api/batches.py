@@ -45,7 +45,7 @@ _UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": 
                 '"camera_id": "...", "ts": "ISO 8601 with offset", "image_id": "optional"}',
             },
             "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                       "description": "JPEG or PNG images; each part's filename is the "
+                       "description": "JPEG, PNG, WebP or BMP images; each part's filename is the "
                        "'file' of its metadata entry"},
         },
     },
@@ -138,8 +138,12 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
         if not isinstance(it, dict):
             raise _fail(422, f"metadata[{i}] is not an object")
         for k in ("file", "camera_id", "ts"):
-            if not isinstance(it.get(k), str) or not it[k]:
+            if k not in it or it[k] is None:
                 raise _fail(422, f"metadata[{i}].{k} is missing (a non-empty string)")
+            if not isinstance(it[k], str) or not it[k]:
+                hint = " (ISO 8601 with offset, e.g. 2024-05-02T08:00:00Z)" if k == "ts" else ""
+                raise _fail(422, f"metadata[{i}].{k} must be a non-empty string, not "
+                                 f"{json.dumps(it[k])[:40]}{hint}")
         if "image_id" in it and it["image_id"] is not None and (
             not isinstance(it["image_id"], str) or not 0 < len(it["image_id"]) <= 200
         ):
@@ -148,6 +152,11 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
             v = it.get(k)
             if isinstance(v, str) and (len(v) > 200 or not _text_ok(v)):
                 raise _fail(422, f"metadata[{i}].{k} must be 1-200 printable characters")
+    ids = [it["image_id"] for it in items if it.get("image_id")]
+    if len(ids) != len(set(ids)):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise _fail(422, f"image_id {twice[0]!r} names two images of this batch (an image id "
+                         "identifies one snapshot)")
     return items
 
 
@@ -167,6 +176,10 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
         raise _fail(413, f"request body of {length} bytes exceeds {cfg.max_body_bytes}")
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise _fail(422, "a camera batch is a multipart/form-data upload (field 'metadata' "
+                         "and the 'images' parts); this request is "
+                         f"{request.headers.get('content-type') or 'without a content type'}")
     if svc.processor.full():  # shed load at the door: the body is read, not parsed
         try:
             async for _ in _limited(request, cfg.max_body_bytes).stream():

@@ -3,12 +3,14 @@
 
 The session cookie is signed (Starlette SessionMiddleware, itsdangerous) and holds only the
 key id and tenant; the key is re-checked on each request, so revoking it ends the session.
+It only reads (``auth.SESSION_METHODS``); sign-in and sign-out refuse another site's form.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -41,8 +43,20 @@ def login_form() -> HTMLResponse:
     return HTMLResponse(_page("login.html", error=""))
 
 
+def _same_origin(request: Request) -> bool:
+    """A form posted from another site (login CSRF: signing a victim in as the attacker)
+    carries that site's Origin; a browser posting our own form sends ours, or none."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
 @router.post("/login")
 def login(request: Request, key: str = Form(...)) -> Response:
+    if not _same_origin(request):
+        return HTMLResponse(_page("login.html", error="Sign in from this site's own page."),
+                            status_code=403)
     api_key = service_of(request).tenancy.authenticate(key.strip())
     if api_key is None or api_key.role not in ("analyst", "admin"):
         msg = "Unknown key." if api_key is None else "This key cannot read reports."
@@ -53,7 +67,9 @@ def login(request: Request, key: str = Form(...)) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request) -> RedirectResponse:
+def logout(request: Request) -> Response:
+    if not _same_origin(request):
+        return Response("sign out from this site's own page", status_code=403)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

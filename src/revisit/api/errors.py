@@ -7,6 +7,8 @@ answer, so clients and schema-driven tests know the whole contract.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -56,7 +58,14 @@ def _where(err: dict[str, Any]) -> str:
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    parts = [f"{_where(e)}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
+    parts = []
+    for e in exc.errors()[:5]:
+        if e.get("type") == "json_invalid":  # a body that is not JSON: say where it breaks
+            where = e.get("loc", ("body", "?"))[-1]
+            why = (e.get("ctx") or {}).get("error", "invalid JSON")
+            parts.append(f"the request body is not valid JSON ({why} at character {where})")
+        else:
+            parts.append(f"{_where(e)}: {e.get('msg', 'invalid')}")
     return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
 
@@ -98,8 +107,85 @@ def known_query(request: Request) -> None:
                                  f"takes: {known})")
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _bad_text(value: Any) -> bool:
+    """A string (or key) in parsed JSON that is not valid Unicode (a lone surrogate)."""
+    if isinstance(value, str):
+        return not value.isascii() and not _encodes(value)
+    if isinstance(value, dict):
+        return any(_bad_text(k) or _bad_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_bad_text(v) for v in value)
+    return False
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class ValidText:
+    """ASGI middleware: a JSON body whose text is not valid Unicode (``"\\ud800"``, a lone
+    surrogate: JSON allows the escape, UTF-8 cannot hold it) is refused with 422 before
+    any route stores it where it would break every later answer that shows it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        ctype = dict(scope.get("headers") or ()).get(b"content-type", b"")
+        if not ctype.lower().startswith(b"application/json"):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if _SURROGATE_ESCAPE.search(body):
+            try:
+                bad = _bad_text(json.loads(body))
+            except (ValueError, RecursionError):
+                bad = False  # not JSON: the route's own validation says so
+            if bad:
+                response = JSONResponse({"detail": "the request body holds text that is not "
+                                         "valid Unicode (a lone surrogate escape such as "
+                                         "\\ud800)"}, status_code=422)
+                return await response(scope, receive, send)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def _tenancy(request: Request, exc: Exception) -> JSONResponse:
+    """A registry check that failed below a route (an unknown location or camera named
+    in a setting): 404 for what does not exist, 422 for what is not allowed."""
+    text = str(exc)
+    status = 404 if text.startswith(("unknown ", "no ")) else 422
+    return JSONResponse({"detail": text}, status_code=status)
+
+
 def install(app: FastAPI) -> None:
     """Errors as ``{"detail": str}``: validation (FastAPI's default is a list) and
     unparseable bodies (FastAPI answers those 400, undocumented) become 422."""
+    from revisit.tenancy.db import TenancyError
+
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(TenancyError, _tenancy)

@@ -1,8 +1,8 @@
 """Image checks before anything is decoded: format and dimensions from the header alone.
 
 A 100 kB JPEG can declare 60000 x 60000 pixels and make a decoder allocate 10 GB; reading
-the dimensions from the SOF / IHDR header first lets the API refuse it with a 413 without
-ever decoding it.
+the dimensions from the header first (JPEG SOF, PNG IHDR, WebP VP8/VP8L/VP8X, BMP info
+header) lets the API refuse it with a 413 without ever decoding it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,34 @@ def image_size(data: bytes) -> tuple[str, int, int]:
         if w == 0 or h == 0:
             raise ImageError("corrupt PNG: zero width or height")
         return "PNG", w, h
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return ("WebP", *_webp_size(data))
+    if data.startswith(b"BM") and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        if w <= 0 or h == 0:
+            raise ImageError("corrupt BMP: zero or negative width or height")
+        return "BMP", w, abs(h)  # a negative height is a top-down bitmap
     if not data:
         raise ImageError("empty file")
-    raise ImageError(f"not a JPEG or PNG (first bytes {data[:8]!r})")
+    raise ImageError(f"not a JPEG, PNG, WebP or BMP image (first bytes {data[:8]!r})")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """From the first chunk: VP8X (extended), VP8 (lossy) or VP8L (lossless)."""
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        w = int.from_bytes(data[24:27], "little") + 1
+        h = int.from_bytes(data[27:30], "little") + 1
+    elif chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        w, h = (v & 0x3FFF for v in struct.unpack("<HH", data[26:30]))
+    elif chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        w, h = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    else:
+        raise ImageError("corrupt WebP: no VP8, VP8L or VP8X header")
+    if w == 0 or h == 0:
+        raise ImageError("corrupt WebP: zero width or height")
+    return w, h
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

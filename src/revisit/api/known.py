@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import ID_PATTERN, errors
+from revisit.api.images import ImageError, image_size
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
 from revisit.known.watchlist import Watchlist, WatchlistSettings
@@ -70,6 +71,14 @@ async def enrol_photos(
             raise HTTPException(413, f"photo {p.filename!r} is over {MAX_PHOTO_BYTES} bytes")
         data.append(b)
     svc = service_of(request)
+    for p, b in zip(photos, data, strict=True):  # the header's size, before any decoding
+        try:
+            fmt, w, h = image_size(b)
+        except ImageError as exc:
+            raise HTTPException(422, f"photo {p.filename!r}: {exc}") from None
+        if w * h > svc.config.max_pixels:
+            raise HTTPException(413, f"photo {p.filename!r} is {w}x{h} {fmt} = {w * h} "
+                                     f"pixels; at most {svc.config.max_pixels}")
 
     resolver = _local_resolver(request)
 
@@ -116,7 +125,8 @@ def list_enrolments(request: Request, group: str | None = Query(None, max_length
 def remove_enrolment(enrolment_id: str, request: Request,
                      key: ApiKey = Depends(admin)) -> dict[str, Any]:
     try:
-        out = _book(request).remove(key.tenant, enrolment_id, key.actor)
+        out = _book(request).remove(key.tenant, enrolment_id, key.actor,
+                                    index=service_of(request).runtime.index)
     except TenancyError as exc:
         raise HTTPException(404, str(exc)) from None
     _reload(request, key.tenant)

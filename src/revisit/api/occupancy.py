@@ -40,7 +40,8 @@ def _db(request: Request) -> OccupancyDB:
     return OccupancyDB(svc.runtime.store, svc.tenancy)
 
 
-@router.put("/v1/cameras/{camera_id}/occupancy", summary="A camera's counting and zones")
+@router.put("/v1/cameras/{camera_id}/occupancy", summary="A camera's counting and zones",
+            responses=errors(404))
 def put_camera(body: CameraZones, request: Request, camera_id: str = _id(),
                key: ApiKey = Depends(admin)) -> dict[str, Any]:
     _db(request).set_camera(key.tenant, camera_id, body, actor=key.actor)
@@ -82,7 +83,8 @@ def list_locations(request: Request, key: ApiKey = Depends(reader)) -> list[dict
             for loc, cfg in db.locations(key.tenant).items()]
 
 
-@router.put("/v1/locations/{location_id}/capacity", summary="A location's capacity and levels")
+@router.put("/v1/locations/{location_id}/capacity", summary="A location's capacity and levels",
+            responses=errors(404))
 def put_location(body: LocationOccupancy, request: Request, location_id: str = _id(),
                  key: ApiKey = Depends(admin)) -> dict[str, Any]:
     _db(request).set_location(key.tenant, location_id, body, actor=key.actor)
@@ -118,7 +120,7 @@ def live(request: Request, location_id: str = _id()) -> dict[str, Any]:
 
 
 @router.post("/v1/locations/{location_id}/display-keys", status_code=201,
-             summary="A read-only key for a door sign (shown once)")
+             summary="A read-only key for a door sign (shown once)", responses=errors(404))
 def create_display_key(request: Request, location_id: str = _id(),
                        key: ApiKey = Depends(admin)) -> dict[str, str]:
     key_id, secret = _db(request).create_display_key(key.tenant, location_id, key.actor)
@@ -147,6 +149,8 @@ def history(request: Request, from_: date = Query(..., alias="from"), to: date =
             key: ApiKey = Depends(reader)) -> Any:
     if to < from_:
         raise HTTPException(422, f"to {to} is before from {from_}")
+    if from_.year < 1970 or to.year > 2199:
+        raise HTTPException(422, "days between 1970-01-01 and 2199-12-31")
     if (to - from_).days > 366:
         raise HTTPException(422, "at most 366 days per request")
     locs = tuple(x for x in (p.strip() for p in locations.split(",")) if x)
@@ -179,6 +183,15 @@ def put_rule(body: AlertRule, request: Request, rule_id: str = _id(),
 @router.get("/v1/alert-rules", summary="The tenant's alert rules")
 def list_rules(request: Request, key: ApiKey = Depends(reader)) -> list[dict[str, Any]]:
     return [r.model_dump() for r in AlertBook(service_of(request).runtime.store).rules(key.tenant)]
+
+
+@router.get("/v1/alert-rules/{rule_id}", summary="One alert rule", responses=errors(404))
+def get_rule(request: Request, rule_id: str = _id(),
+             key: ApiKey = Depends(reader)) -> dict[str, Any]:
+    for rule in AlertBook(service_of(request).runtime.store).rules(key.tenant):
+        if rule.rule_id == rule_id:
+            return rule.model_dump()
+    raise HTTPException(404, f"no alert rule {rule_id!r}")
 
 
 @router.delete("/v1/alert-rules/{rule_id}", summary="Delete an alert rule",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from revisit.api.metrics import Metrics
 from revisit.api.processing import BatchProcessor
@@ -20,6 +20,9 @@ from revisit.config import Settings
 from revisit.pipeline import Runtime
 from revisit.tenancy.db import open_tenancy
 from revisit.tenancy.privacy import erase_visitor, purge_tenant
+
+if TYPE_CHECKING:
+    from revisit.identity.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +129,29 @@ class Service:
                     self.metrics.stage_batches.labels(stage, what).set(value)
 
     # -- privacy --------------------------------------------------------------------------
+    def _local_resolver(self) -> Resolver | None:
+        """The resolver this process runs (embedded mode), if it has started: it must
+        forget what erasure and retention delete. With a broker, the workers' resolvers
+        reload when the tenant's identity version moves."""
+        return None if self.settings.queue_url else self.runtime.loaded_resolver
+
     def erase(self, tenant: str, visitor_id: str, actor: str) -> dict[str, int]:
-        crops = self.settings.crops_dir if self.settings.privacy.keep_crops else None
         with self.write_lock:
             return erase_visitor(self.runtime.store, self.runtime.index, self.tenancy, tenant,
-                                 visitor_id, actor, crops)
+                                 visitor_id, actor, self.settings.crops_dir,
+                                 self._local_resolver())
+
+    def purge(self, tenant: str, actor: str) -> dict[str, Any]:
+        with self.write_lock:
+            return purge_tenant(self.runtime.store, self.runtime.index, self.tenancy, tenant,
+                                actor, self.settings.crops_dir, resolver=self._local_resolver())
 
     def purge_all(self, actor: str) -> dict[str, Any]:
-        crops = self.settings.crops_dir if self.settings.privacy.keep_crops else None
-        out = {}
-        for t in self.tenancy.tenants():
-            with self.write_lock:
-                out[t.tenant] = purge_tenant(self.runtime.store, self.runtime.index,
-                                             self.tenancy, t.tenant, actor, crops)
-        self.processor.ledger.forget_before(
-            datetime.now(UTC).replace(tzinfo=None) - timedelta(days=self.config.batch_status_days))
+        """Every tenant's retention, then the service's own: finished batch statuses and
+        failed spooled batches older than ``batch_status_days``."""
+        out = {t.tenant: self.purge(t.tenant, actor) for t in self.tenancy.tenants()}
+        cutoff = datetime.now(UTC) - timedelta(days=self.config.batch_status_days)
+        self.processor.ledger.forget_before(cutoff.replace(tzinfo=None))
+        if self.processor.spool is not None:
+            self.processor.spool.forget_failed_before(cutoff.timestamp())
         return out

@@ -6,8 +6,12 @@ without touching the shared settings contract.
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from revisit.config import ConfigError
 
 
 class ServiceSettings(BaseSettings):
@@ -82,3 +86,24 @@ class ServiceSettings(BaseSettings):
         "(its queries in all, a CSV export's streaming included); past it the query is "
         "stopped and the request answers 503.",
     )
+
+
+ENV_PREFIX = "REVISIT_SERVICE_"
+
+
+def load_service_settings() -> ServiceSettings:
+    """The service's settings from the environment, checked: a variable it does not know
+    (a misspelt name) or a value out of bounds is a :class:`ConfigError` naming it."""
+    known = {ENV_PREFIX + name.upper() for name in ServiceSettings.model_fields}
+    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX)
+                     and k.upper() not in known)
+    if unknown:
+        raise ConfigError(f"unknown service setting(s): {', '.join(unknown)} (known: "
+                          f"{', '.join(sorted(known))})")
+    try:
+        return ServiceSettings()
+    except ValidationError as exc:
+        lines = [f"  service.{'.'.join(str(p) for p in err['loc'])} "
+                 f"({ENV_PREFIX}{str(err['loc'][0]).upper()}): {err['msg']} "
+                 f"(got {err.get('input')!r})" for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

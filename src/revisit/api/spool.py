@@ -77,6 +77,23 @@ class Spool:
                 self.failed_dir.mkdir(exist_ok=True)
                 path.replace(self.failed_dir / path.name)
 
+    def forget_failed_before(self, cutoff: float) -> int:
+        """Delete set-aside (failed) and undecodable batches accepted before ``cutoff``
+        (a POSIX time): they hold camera snapshots, kept for a replay, not for ever.
+        Returns the batches deleted."""
+        paths = [*self.failed_dir.glob("*.batch"), *self.failed_dir.glob("*.json")] \
+            if self.failed_dir.is_dir() else []
+        paths += list(self.root.glob("*.bad"))
+        gone = 0
+        for path in paths:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    gone += path.suffix != ".json"
+            except FileNotFoundError:
+                continue
+        return gone
+
     def replay_failed(self) -> list[str]:
         """Move every set-aside batch back in line (run at the next start); returns ids."""
         ids = []

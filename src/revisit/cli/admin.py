@@ -208,14 +208,15 @@ def vars_(obj: object) -> dict:
 @admin_app.command("erase-visitor")
 def erase_visitor(ctx: typer.Context, tenant: Tenant, visitor_id: str) -> None:
     """Erase a visitor: sightings, embeddings, exemplars, crops; audited."""
+    from revisit.backends import open_index
     from revisit.tenancy.privacy import erase_visitor as erase
 
     settings = state(ctx).settings()
-    crops = settings.crops_dir if settings.privacy.keep_crops else None
     with _open(ctx) as (store, t):
         _needs_store(store, "DELETE /v1/visitors/{id} with an admin key")
-        try:
-            counts = erase(store, None, t, tenant, visitor_id, "cli", crops)  # type: ignore[arg-type]
+        try:  # the configured index: a pgvector table keeps its rows between runs
+            counts = erase(store, open_index(settings), t, tenant, visitor_id, "cli",  # type: ignore[arg-type]
+                           settings.crops_dir)
         except KeyError:
             typer.echo(f"error: no visitor {visitor_id} in tenant {tenant}", err=True)
             raise typer.Exit(1) from None
@@ -225,17 +226,33 @@ def erase_visitor(ctx: typer.Context, tenant: Tenant, visitor_id: str) -> None:
 @admin_app.command("purge")
 def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
     """Delete sightings and embeddings older than each tenant's retention."""
+    from datetime import UTC, datetime, timedelta
+
+    from revisit.api.settings import load_service_settings
+    from revisit.api.spool import Spool
+    from revisit.backends import open_index
+    from revisit.config import ConfigError
+    from revisit.ingest.status import BatchLedger
     from revisit.tenancy.privacy import purge_tenant
 
     settings = state(ctx).settings()
-    crops = settings.crops_dir if settings.privacy.keep_crops else None
+    try:
+        status_days = load_service_settings().batch_status_days
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     with _open(ctx) as (store, t):
         _needs_store(store, "POST /v1/admin/purge (the server also purges every "
                             "purge_interval_s)")
+        index = open_index(settings)  # a pgvector table keeps its rows between runs
         tenants = [tenant] if tenant else [x.tenant for x in t.tenants()]
         for name in tenants:
-            counts = purge_tenant(store, None, t, name, "cli", crops)  # type: ignore[arg-type]
+            counts = purge_tenant(store, index, t, name, "cli", settings.crops_dir)  # type: ignore[arg-type]
             typer.echo(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if not tenant:  # as the server's scheduled purge does
+            cutoff = datetime.now(UTC) - timedelta(days=status_days)
+            BatchLedger(store).forget_before(cutoff.replace(tzinfo=None))  # type: ignore[arg-type]
+            Spool(settings.data / "spool").forget_failed_before(cutoff.timestamp())
 
 
 @admin_app.command("audit")

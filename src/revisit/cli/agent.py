@@ -90,6 +90,9 @@ def register(app: typer.Typer) -> None:
         finally:
             worker.close()
         left = len(worker.spool.pending())
+        if worker.refused:
+            typer.echo(f"error: the server refused this agent ({worker.refused}); the "
+                       f"batches stay in {spool} until the key or camera is fixed", err=True)
         typer.echo(
             f"{stats.sampled} snapshots, {stats.batches_sent} batches sent, "
             f"{stats.batches_rejected} rejected, {stats.send_failures} failed attempts, "

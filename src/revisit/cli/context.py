@@ -44,10 +44,14 @@ def split_list(text: str | None) -> tuple[str, ...]:
 
 
 def parse_day(text: str, option: str) -> date:
+    """A whole UTC day: a time of day would be silently dropped, so it is refused."""
     try:
-        return date.fromisoformat(text[:10])
+        if len(text) != 10:
+            raise ValueError(text)
+        return date.fromisoformat(text)
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD; reports count whole "
+                                 "UTC days)", param_hint=option) from None
 
 
 def open_store_directly(ctx: typer.Context, api: str) -> Any:

@@ -94,14 +94,21 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--start", help="Timestamp of the video's first frame (ISO 8601)."),
         ] = None,
-        tenant: Annotated[str, typer.Option("--tenant")] = "default",
+        tenant: Annotated[str, typer.Option("--tenant", "-t")] = "default",
         keep_crops: Annotated[bool, typer.Option("--keep-crops")] = False,
         max_frames: Annotated[int | None, typer.Option("--max-frames", min=1)] = None,
     ) -> None:
         """Sample one frame every N seconds from a video file (video time) or stream (wall time)."""
         from revisit.ingest.timestamps import parse_ts
         from revisit.ingest.video import VideoError, is_stream, sample_video
+        from revisit.tenancy.db import TenancyError, check_id
 
+        try:
+            for value, what in ((camera, "--camera"), (location, "--location"),
+                                (tenant, "--tenant")):
+                check_id(value, what)
+        except TenancyError as exc:
+            raise typer.BadParameter(str(exc)) from None
         try:
             step = parse_duration(every)
             origin = parse_ts(start) if start else None
@@ -120,6 +127,12 @@ def register(app: typer.Typer) -> None:
         if origin is not None and (why := settings.ingest.window().reason(origin)):
             raise typer.BadParameter(f"--start: {why}")
         runtime = Runtime(settings)
+        at = runtime.store.camera_location(tenant, camera)
+        if at is not None and at != location:
+            runtime.close()
+            raise typer.BadParameter(f"camera {camera!r} is at location {at!r} in this data "
+                                     "(a camera has one location): give that location or "
+                                     "another camera id")
         try:
             frames = sample_video(
                 source, camera_id=camera, location_id=location, every=step, start=origin,

@@ -88,12 +88,14 @@ def list_(ctx: typer.Context, tenant: Tenant,
 @known_app.command("remove")
 def remove(ctx: typer.Context, tenant: Tenant, enrolment_id: str) -> None:
     """End an enrolment (its photos' embeddings go with it)."""
+    from revisit.backends import open_index
     from revisit.known.enrol import Enrolments
     from revisit.tenancy.db import TenancyError
 
     store, tenancy = _open(ctx)
-    try:
-        out = Enrolments(store, tenancy).remove(tenant, enrolment_id)
+    try:  # the configured index: a pgvector table keeps its rows between runs
+        out = Enrolments(store, tenancy).remove(tenant, enrolment_id,
+                                                index=open_index(state(ctx).settings()))
     except TenancyError as exc:
         raise _fail(exc) from None
     finally:

@@ -58,12 +58,14 @@ _register_all()
 
 
 def run() -> None:
-    """Entry point that turns configuration errors and an unavailable store into a
-    readable message and exit code 2."""
+    """Entry point that turns configuration errors, an unavailable store and registry
+    errors (an unknown tenant, location or camera) into a readable message and exit
+    code 2."""
     from revisit.store.base import StoreUnavailable
+    from revisit.tenancy.db import TenancyError
 
     try:
         app()
-    except (ConfigError, StoreUnavailable) as exc:
+    except (ConfigError, StoreUnavailable, TenancyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +17,33 @@ from revisit.report.query import ReportQuery, SightingQuery
 from revisit.visits import DEFAULT_VISIT_GAP
 
 
+def _writable(path: Path | None) -> None:
+    """Refuse an --output that cannot be written before any work is done."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder: give a file name", param_hint="--output")
+    folder = path.parent
+    if not folder.is_dir():
+        raise typer.BadParameter(f"folder {folder} does not exist", param_hint="--output")
+    if not os.access(folder, os.W_OK):
+        raise typer.BadParameter(f"folder {folder} is not writable", param_hint="--output")
+
+
 @contextlib.contextmanager
 def _output(path: Path | None) -> Iterator[TextIO]:
-    """Write to a temporary file and rename at the end, so a killed run leaves no half file."""
+    """Write to a temporary file and rename at the end, so a killed or failed run leaves
+    no half file (and no temporary one)."""
     if path is None:
         yield sys.stdout
         return
     tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        yield fh
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            yield fh
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +60,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option(
             "--format", help="table, csv, json or parquet (parquet needs --output).")] = "table",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
-        tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+        tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = "default",
         group: Annotated[str | None, typer.Option(
             "--group", help="A camera group of the tenant (admin set-group): its cameras, "
             "named in the header.")] = None,
@@ -56,6 +74,7 @@ def register(app: typer.Typer) -> None:
         if fmt == "parquet" and output is None:
             raise typer.BadParameter("parquet is written to a file: give --output FILE",
                                      param_hint="--format")
+        _writable(output)
         query = _query(from_, to, tenant, locations, cameras, visit_gap, group)
         store = _open_store(ctx)
         try:
@@ -86,7 +105,7 @@ def register(app: typer.Typer) -> None:
             "--interval", help="The cameras' snapshot interval, added to each visit's "
             "duration.")] = "15s",
         fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-        tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+        tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = "default",
     ) -> None:
         """New and returning visitors, visit durations per store, when visits happen."""
         import json
@@ -131,7 +150,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option(
             "--format", help="csv, jsonl or parquet (parquet needs --output).")] = "csv",
         output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-        tenant: Annotated[str, typer.Option(help="Tenant.")] = "default",
+        tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = "default",
     ) -> None:
         """Every sighting (one row per face assigned to a visitor), for audits."""
         from revisit.report import formats
@@ -142,6 +161,7 @@ def register(app: typer.Typer) -> None:
         if fmt == "parquet" and output is None:
             raise typer.BadParameter("parquet is written to a file: give --output FILE",
                                      param_hint="--format")
+        _writable(output)
         query = SightingQuery(
             start=parse_day(from_, "--from") if from_ else None,
             end=parse_day(to, "--to") if to else None,

@@ -18,18 +18,23 @@ def register(app: typer.Typer) -> None:
     def serve(
         ctx: typer.Context,
         host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+        port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8080,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Run the API, dashboard and background processing (docs at /docs)."""
         import uvicorn
 
         from revisit.api.app import create_app
-        from revisit.api.settings import ServiceSettings
+        from revisit.api.settings import load_service_settings
         from revisit.cli.remote import announced, new_token
+        from revisit.config import ConfigError
 
         settings = state(ctx).settings()
-        service = ServiceSettings()
+        try:
+            service = load_service_settings()
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         token = service.operator_token or new_token()
         app = create_app(settings, service_settings=service.model_copy(
             update={"operator_token": token}))

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from revisit.cli.context import state
+from revisit.report.formats import iso_utc
 
 visitors_app = typer.Typer(help="Inspect visitors; merge two into one or undo a merge.",
                            no_args_is_help=True)
@@ -27,7 +28,7 @@ def _open_store(ctx: typer.Context):  # type: ignore[no-untyped-def]
     return open_store(settings)
 
 
-Tenant = Annotated[str, typer.Option("--tenant", help="Tenant.")]
+Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")]
 
 
 @visitors_app.command("show")
@@ -52,8 +53,8 @@ def show(
         "merged_ids": list(d.aliases),
         "sightings": d.sightings,
         "stores": d.locations,
-        "first_seen": d.first_seen.isoformat() if d.first_seen else None,
-        "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+        "first_seen": iso_utc(d.first_seen) or None,
+        "last_seen": iso_utc(d.last_seen) or None,
         "exemplars": d.exemplars,
         "exemplar_quality_mean": (
             round(d.exemplar_quality_mean, 3) if d.exemplar_quality_mean is not None else None
@@ -69,10 +70,11 @@ def show(
     if d.aliases:
         typer.echo(f"merged ids  {', '.join(d.aliases)}")
     typer.echo(f"sightings   {d.sightings}")
-    typer.echo(f"first seen  {info['first_seen']}")
-    typer.echo(f"last seen   {info['last_seen']}")
-    typer.echo(f"exemplars   {d.exemplars} (quality mean {info['exemplar_quality_mean']}, "
-               f"max {info['exemplar_quality_max']})")
+    for label, when in (("first seen ", d.first_seen), ("last seen  ", d.last_seen)):
+        typer.echo(f"{label} {iso_utc(when) if when else '-'}")
+    quality = (f" (quality mean {info['exemplar_quality_mean']}, max "
+               f"{info['exemplar_quality_max']})" if d.exemplars else "")
+    typer.echo(f"exemplars   {d.exemplars}{quality}")
     typer.echo("stores      " + (", ".join(f"{k}: {v}" for k, v in d.locations.items()) or "-"))
 
 

@@ -183,8 +183,26 @@ class FaissAnnIndex(LabelledIndex):
         t.dead.update(i for i in ids if i in t.in_main)
         self._forget(t, ids)
         if t.main is not None and len(t.dead) * 3 > t.main.ntotal:
-            live_ids, live_vecs = self._live_main(t)
+            self._rebuild_main(t)
+
+    def _rebuild_main(self, t: _Tenant) -> None:
+        """``main`` again without its dead entries; what is left under ``min_main`` goes
+        back to the exact tier (too few to train on, and flat is fast enough there)."""
+        live_ids, live_vecs = self._live_main(t)
+        t.main, t.main_base, t.main_vecs = None, None, None
+        t.main_ids = np.empty(0, dtype=np.int64)
+        t.in_main, t.dead = set(), set()
+        if len(live_ids) >= self.options.min_main:
             self._build_main(t, live_ids, live_vecs)
+        elif len(live_ids):
+            t.recent.add_with_ids(np.ascontiguousarray(live_vecs, dtype=np.float32), live_ids)
+
+    def compact(self, tenant: str) -> None:
+        """Rebuild ``main`` without the vectors removed from it (they are only marked
+        dead until a third of it is): after erasure no copy stays in memory."""
+        t = self._tenants.get(tenant)
+        if t is not None and t.dead:
+            self._rebuild_main(t)
 
     # -- reads -----------------------------------------------------------------------
     def search(self, tenant: str, embeddings: np.ndarray, k: int, *,

@@ -32,6 +32,12 @@ class FaceIndex(Protocol):
 
     def remove_visitor(self, tenant: str, visitor_id: str) -> None: ...
 
+    def compact(self, tenant: str) -> None:
+        """Leave nothing that :meth:`remove` took out readable in memory: an index that
+        only marks removals rebuilds without them. Erasure and retention call it; the
+        resolver's routine exemplar swaps do not (they would rebuild far too often)."""
+        ...
+
     def search(self, tenant: str, embeddings: np.ndarray, k: int, *,
                enough: float | None = None) -> list[list[Neighbour]]:
         """For each row of ``embeddings`` (L2-normalised), up to k neighbours, best first.
@@ -116,6 +122,9 @@ class LabelledIndex:
         t = self._tenants.get(tenant)
         if t is not None:
             self._drop(t, list(t.by_visitor.get(visitor_id, ())))
+
+    def compact(self, tenant: str) -> None:
+        """Removal is physical here (``_drop``); a tiered index overrides this."""
 
     def relabel(self, tenant: str, old: str, new: str) -> None:
         """Re-point exemplars of ``old`` to ``new`` (after a merge)."""

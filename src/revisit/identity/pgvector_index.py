@@ -155,6 +155,10 @@ class PgVectorIndex:
         self._exec(psql.SQL("DELETE FROM {} WHERE tenant = %s AND visitor_id = %s")
                    .format(self._t), [tenant, visitor_id])
 
+    def compact(self, tenant: str) -> None:
+        """Deleted rows are gone from every query at once; PostgreSQL's autovacuum
+        reclaims their space on disk (docs/privacy.md)."""
+
     def relabel(self, tenant: str, old: str, new: str) -> None:
         """Re-point exemplars of ``old`` to ``new`` (after a merge)."""
         self._exec(psql.SQL("UPDATE {} SET visitor_id = %s WHERE tenant = %s AND visitor_id = %s")

@@ -218,6 +218,41 @@ class Resolver:
                     vid = self.store.canonical_id(tenant, tr.visitor)
                     tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
 
+    def forget(self, tenant: str, visitors: Iterable[str] = (),
+               face_image_ids: Iterable[str] = ()) -> None:
+        """Erasure or retention removed these visitors and exemplars from the store: drop
+        them from memory and the index too, so no centroid still carries them and an open
+        track of an erased visitor decides afresh. Everything else held (open tracks,
+        visitors resolved but not stored yet) stays, which a full :meth:`reload` would
+        not guarantee."""
+        gone_visitors = set(visitors)
+        gone = set(face_image_ids)
+        with self._lock:
+            g = self._galleries.get(tenant)
+            if g is not None:
+                for vid in list(g.exemplars):
+                    held = g.exemplars[vid]
+                    if vid in gone_visitors:
+                        gone.update(h.face_image_id for h in held)
+                        keep: list[_Held] = []
+                    else:
+                        keep = [h for h in held if h.face_image_id not in gone]
+                    if len(keep) != len(held):
+                        g.changed(vid)
+                        if keep:
+                            g.exemplars[vid] = keep
+                        else:
+                            del g.exemplars[vid]
+            if gone:
+                self.index.remove(tenant, sorted(gone))
+            for vid in gone_visitors:
+                self.index.remove_visitor(tenant, vid)
+            for (t, _), cam in self._cameras.items():
+                if t == tenant:
+                    for tr in cam.open:
+                        if tr.visitor in gone_visitors:
+                            tr.visitor = None
+
     def sync_known(self, tenant: str) -> None:
         """Enrolments changed (revisit.known): the staff set and the enrolment photos'
         exemplars, without dropping anything else held (open tracks, visitors resolved

@@ -40,6 +40,16 @@ class PermanentRejection(Exception):
     """The server refused a batch for a reason a retry cannot fix (4xx other than 429)."""
 
 
+class SplitBatch(PermanentRejection):
+    """A batch of several frames refused as too large (413) or for one bad frame (422):
+    sent again in halves, so only what the server refuses by itself is given up."""
+
+
+class SetupRejection(Exception):
+    """The server refused the agent itself (its key, an unregistered camera): every batch
+    would be refused the same way until the setup is fixed, so none is given up."""
+
+
 @dataclass(slots=True)
 class AgentStats:
     sampled: int = 0
@@ -177,9 +187,33 @@ class Spool:
             self.changed.notify_all()
 
     def reject(self, batch_dir: Path, reason: str) -> None:
+        """Set a refused batch aside with its metadata and the server's reason; its
+        images are deleted (no face image is kept that nobody asked for)."""
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         (batch_dir / "rejected.txt").write_text(reason)
+        for image in batch_dir.glob("*.jpg"):
+            image.unlink()
         os.replace(batch_dir, self.rejected_dir / batch_dir.name)
+        with self.changed:
+            self.changed.notify_all()
+
+    def split(self, batch_dir: Path) -> None:
+        """Cut a batch the server refused whole into two, in place in the sending order
+        (the second half's directory name sorts right after the first's)."""
+        meta = json.loads((batch_dir / "meta.json").read_text())
+        half = len(meta) // 2
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        for m in meta[half:]:
+            shutil.copyfile(batch_dir / m["file"], tmp / m["file"])
+        (tmp / "meta.json").write_text(json.dumps(meta[half:]))
+        os.replace(tmp, batch_dir.with_name(batch_dir.name + "-2"))
+        # a crash here sends the second half twice: the server counts a frame once
+        part = batch_dir / ".meta.tmp"
+        part.write_text(json.dumps(meta[:half]))
+        os.replace(part, batch_dir / "meta.json")
+        for m in meta[half:]:
+            (batch_dir / m["file"]).unlink(missing_ok=True)
         with self.changed:
             self.changed.notify_all()
 
@@ -209,6 +243,7 @@ class Agent:
         )
         self.stats = AgentStats()
         self.stop = threading.Event()
+        self.refused: str | None = None  # why the server refused the agent itself
 
     # -- producing --------------------------------------------------------------------
     def _encoded(self, frame: Frame) -> Frame:
@@ -250,7 +285,13 @@ class Agent:
             raise httpx.HTTPStatusError(
                 f"server busy ({resp.status_code})", request=resp.request, response=resp
             )
-        raise PermanentRejection(f"{resp.status_code}: {resp.text[:300]}")
+        text = f"{resp.status_code}: {resp.text[:300]}"
+        if resp.status_code in (401, 403) or (
+                resp.status_code == 422 and "is not registered" in resp.text):
+            raise SetupRejection(text)
+        if resp.status_code in (413, 422) and len(meta) > 1:
+            raise SplitBatch(text)
+        raise PermanentRejection(text)
 
     def drain(self, until_empty_within: float | None = None) -> bool:
         """Send spooled batches oldest first, backing off while the server is unreachable.
@@ -260,7 +301,7 @@ class Agent:
         """
         deadline = None if until_empty_within is None else time.monotonic() + until_empty_within
         backoff = 0.5
-        while True:
+        while self.refused is None:
             pending = self.spool.pending()
             if not pending:
                 return True
@@ -270,6 +311,16 @@ class Agent:
                 return False
             try:
                 self.send_one(pending[0])
+            except SetupRejection as exc:
+                log.error("the server refused this agent (%s): batches stay in the spool; "
+                          "fix the key or register the camera, then run the agent again", exc)
+                self.refused = str(exc)
+                self.stop.set()
+                return False
+            except SplitBatch as exc:
+                log.warning("%s: sending %s in two halves", exc, pending[0].name)
+                self.spool.split(pending[0])
+                continue
             except PermanentRejection as exc:
                 log.error("server rejected %s: %s", pending[0].name, exc)
                 self.spool.reject(pending[0], str(exc))
@@ -288,6 +339,7 @@ class Agent:
             self.spool.done(pending[0])
             self.stats.batches_sent += 1
             backoff = 0.5
+        return False
 
     def run(self, frames: Iterable[Frame], drain_timeout: float | None = None) -> AgentStats:
         """Sample into the spool in this thread while a sender thread drains it."""

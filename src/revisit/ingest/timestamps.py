@@ -48,7 +48,8 @@ class TimeWindow:
         if ts < start:
             return f"ts {ts.isoformat()} is before {start.date().isoformat()} (ingest.earliest)"
         if ts > end:
-            return (f"ts {ts.isoformat()} is more than {self.future} in the future "
+            ahead = f"{self.future.total_seconds() / 3600:g} h"
+            return (f"ts {ts.isoformat()} is more than {ahead} in the future "
                     "(ingest.max_future_s; is the camera clock right?)")
         return None
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from revisit.identity.index import FaceIndex
 from revisit.records import Batch, Exemplar, Frame
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
@@ -40,6 +41,21 @@ def _now() -> datetime:
 
 def _naive(ts: datetime | None) -> datetime | None:
     return None if ts is None else (ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts)
+
+
+def _expiry(ts: datetime | None) -> datetime | None:
+    """An enrolment's end as naive UTC, within the years a report can ask about."""
+    try:
+        out = _naive(ts)
+    except OverflowError:
+        out = None
+        bad = True
+    else:
+        bad = out is not None and not 1970 <= out.year <= 2199
+    if bad:
+        raise EnrolmentError(f"expires_at {ts.isoformat() if ts else ts} is out of range "
+                             "(a time between 1970 and 2199)")
+    return out
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -125,7 +141,7 @@ class Enrolments:
         if self.store.visitor_detail(tenant, canon) is None:
             raise EnrolmentError(f"no visitor {visitor_id} in tenant {tenant}")
         e = Enrolment("en_" + secrets.token_hex(5), group, canon, label or canon, reason,
-                      "visitor", actor, _now(), _naive(expires_at))
+                      "visitor", actor, _now(), _expiry(expires_at))
         with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
             self._insert(tx.session, tenant, e)
             tx.bump([tenant])
@@ -184,25 +200,30 @@ class Enrolments:
             tx.write(Batch(f"enrolment-{eid}", visitors_created=[(tenant, vid, now.replace(
                 tzinfo=UTC))], exemplars_added=exemplars))
             e = Enrolment(eid, group, vid, label.strip(), reason, "photos", actor, now,
-                          _naive(expires_at))
+                          _expiry(expires_at))
             self._insert(tx.session, tenant, e)
             tx.bump([tenant])
         self._audit(tenant, actor, "known.enrol", e)
         return e
 
-    def remove(self, tenant: str, enrolment_id: str, actor: str = "cli") -> dict[str, int]:
-        """End an enrolment: its row, the embeddings its photos gave, and the visitor it
+    def remove(self, tenant: str, enrolment_id: str, actor: str = "cli",
+               index: FaceIndex | None = None) -> dict[str, int]:
+        """End an enrolment: its row, the embeddings its photos gave (in the store and in
+        ``index``: a shared pgvector table has no resolver to tidy it), and the visitor it
         created if no camera ever saw them."""
         rows = self._rows(f"SELECT {', '.join(_COLS)} FROM enrolments WHERE tenant = ? "
                           "AND enrolment_id = ?", [tenant, enrolment_id])
         if not rows:
             raise TenancyError(f"no enrolment {enrolment_id!r} in tenant {tenant}")
         e = Enrolment(*rows[0])
+        photos = [tenant, f"enrol-{enrolment_id}-%"]
         with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
             s = tx.session
+            ids = [r[0] for r in s.execute("SELECT face_image_id FROM exemplars WHERE "
+                                           "tenant = ? AND face_image_id LIKE ?",
+                                           photos).fetchall()]
             out = {"exemplars": s.count(
-                "DELETE FROM exemplars WHERE tenant = ? AND face_image_id LIKE ?",
-                [tenant, f"enrol-{enrolment_id}-%"])}
+                "DELETE FROM exemplars WHERE tenant = ? AND face_image_id LIKE ?", photos)}
             out["visitors"] = 0
             if e.source == "photos":
                 out["visitors"] = s.count(
@@ -212,6 +233,8 @@ class Enrolments:
             s.execute("DELETE FROM enrolments WHERE tenant = ? AND enrolment_id = ?",
                       [tenant, enrolment_id])
             tx.bump([tenant])
+        if index is not None and ids:
+            index.remove(tenant, ids)
         self._audit(tenant, actor, "known.remove", e)
         return out
 

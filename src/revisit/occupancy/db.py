@@ -93,6 +93,18 @@ class OccupancyDB:
         if tenant != DEFAULT_TENANT:
             self.tenancy.require_tenant(tenant)
 
+    def _place(self, tenant: str, what: str, key: str, actor: str) -> None:
+        """A registered tenant's settings name registered places (an unknown id is a
+        typo, not a new store); the embedded default and the configuration file, which may
+        set a camera up before its first frame, are not held to the registry."""
+        if tenant == DEFAULT_TENANT or actor == "config":
+            return
+        found = (self.tenancy.camera(tenant, key) if what == "camera"
+                 else self.tenancy.location(tenant, key))
+        if found is None:
+            raise TenancyError(f"unknown {what} {key!r} in tenant {tenant} (register it first: "
+                               f"revisit admin add-{what})")
+
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self.store.read() as s:
             return list(s.execute(sql, list(params)).fetchall())
@@ -102,6 +114,7 @@ class OccupancyDB:
              actor: str, action: str) -> None:
         """Create or replace one settings document, audited."""
         self._tenant(tenant)
+        self._place(tenant, "camera" if column == "camera_id" else "location", key, actor)
         with self.store.transaction() as s:
             s.execute(f"INSERT INTO {table} (tenant, {column}, config, updated_at) "
                       f"VALUES (?, ?, ?, ?) ON CONFLICT (tenant, {column}) DO UPDATE SET "
@@ -211,6 +224,7 @@ class OccupancyDB:
     def create_display_key(self, tenant: str, location_id: str, actor: str = "cli") -> tuple[str, str]:
         """A read-only key showing one location's occupancy: (key id, secret)."""
         self._tenant(tenant)
+        self._place(tenant, "location", location_id, actor)
         secret = "rvd_" + secrets.token_urlsafe(24)
         key_id = "dk_" + secrets.token_hex(4)
         with self.store.transaction() as s:

@@ -22,6 +22,7 @@ name ``add-location --name`` gave them, else by id: ``names`` maps id -> name)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -315,9 +316,11 @@ def write_parquet(path: Any, columns: tuple[tuple[str, str], ...],
             con.execute(load, [list(col) for col in zip(*chunk, strict=True)])
             n += len(chunk)
         con.execute("COPY t TO ? (FORMAT PARQUET, COMPRESSION ZSTD)", [tmp])
+        os.replace(tmp, path)
     finally:
         con.close()
-    os.replace(tmp, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     return n
 
 

@@ -153,21 +153,28 @@ class SightingStore(Protocol):
         """Undo the merge that absorbed ``merged_id``; reports return to their old numbers."""
         ...
 
-    def erase_visitor(self, tenant: str, visitor_id: str) -> dict[str, int]:
-        """Delete a visitor and everything merged with it (privacy); returns deleted counts."""
+    def erase_visitor(self, tenant: str, visitor_id: str) -> tuple[dict[str, int], list[str]]:
+        """Delete a visitor and everything merged with it (privacy); returns the deleted
+        counts and the face_image_ids of the exemplars deleted (for the face index)."""
         ...
 
     def visitor_detail(self, tenant: str, visitor_id: str) -> VisitorDetail | None: ...
+
+    def camera_location(self, tenant: str, camera_id: str) -> str | None:
+        """The location a camera's frames were stored under (None: never seen)."""
+        ...
 
     def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
         """face_image_ids of every sighting of the visitor's merge group (crop erasure)."""
         ...
 
-    def purge_before(self, tenant: str, cutoff: datetime) -> tuple[dict[str, int], list[str]]:
+    def purge_before(self, tenant: str, cutoff: datetime, now: datetime | None = None
+                     ) -> tuple[dict[str, int], list[str]]:
         """Retention: delete the tenant's sightings, embeddings and exemplars older than
-        ``cutoff`` (naive UTC) and visitors left with no sighting, and recompute the
-        tenant's report rollup, in one transaction. Returns the deleted counts and the
-        face_image_ids of the exemplars deleted (for the face index)."""
+        ``cutoff`` (naive UTC), enrolments expired by ``now``, visitors left with no
+        sighting and what is derived from all of them, and recompute the tenant's report
+        rollup, in one transaction. Returns the deleted counts and the face_image_ids of
+        the exemplars deleted (for the face index)."""
         ...
 
     def merges(self, tenant: str) -> list[MergeRecord]: ...

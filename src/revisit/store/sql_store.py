@@ -562,8 +562,10 @@ class SQLStore:
                "FROM resolve_skipped WHERE 1 = 1")
         params: list[Any] = []
         if tenant is not None:
-            sql += " AND ',' || tenants || ',' LIKE ?"
-            params.append(f"%,{tenant},%")
+            # an exact match within the comma-separated list (LIKE would take a tenant
+            # id's "_" for any character)
+            sql += " AND strpos(',' || tenants || ',', ?) > 0"
+            params.append(f",{tenant},")
         if pending_only:
             sql += " AND replayed_at IS NULL"
         rows = self._query(sql + " ORDER BY skipped_at DESC, stream, seq LIMIT ?",
@@ -779,13 +781,16 @@ class SQLStore:
             for r in rows
         ]
 
-    def erase_visitor(self, tenant: str, visitor_id: str) -> dict[str, int]:
+    def erase_visitor(self, tenant: str, visitor_id: str) -> tuple[dict[str, int], list[str]]:
         """Delete the visitor's whole merge group: sightings, embeddings, exemplars,
-        aliases, merge records, visitor rows, rollup rows. The ids are remembered as
-        erased (ids only) so a redelivered batch cannot bring the person back. Frames stay
-        marked processed for the same reason."""
+        aliases, merge records, visitor rows, rollup rows, enrolments, watchlist alerts
+        and their deliveries; audit entries that named the person keep only their ids.
+        The ids are remembered as erased (ids only) so a redelivered batch cannot bring
+        the person back. Frames stay marked processed for the same reason. Returns the
+        deleted counts and the face_image_ids of the group's exemplars (for the face
+        index, whatever visitor id an index entry still carries)."""
 
-        def run(s: Session) -> dict[str, int]:
+        def run(s: Session) -> tuple[dict[str, int], list[str]]:
             canon = self._canonical(s, tenant, visitor_id)
             group = [canon, *self._aliases_of(s, tenant, canon)]
             known = s.execute(f"SELECT count(*) FROM visitors WHERE tenant = ? "
@@ -793,6 +798,9 @@ class SQLStore:
             if not known or not known[0]:
                 raise KeyError(f"no visitor {visitor_id} in tenant {tenant}")
             g = [tenant, group]
+            exemplar_ids = [r[0] for r in s.execute(
+                f"SELECT face_image_id FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}",
+                g).fetchall()]
             counts = {
                 "embeddings": s.count(
                     "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
@@ -813,14 +821,44 @@ class SQLStore:
                 f"OR absorb_id {_LIST})", [tenant, group, group])
             counts["visitors"] = s.count(
                 f"DELETE FROM visitors WHERE tenant = ? AND visitor_id {_LIST}", g)
-            # an erased person's enrolments (staff, watchlist) end with them
+            # an erased person's enrolments (staff, watchlist) end with them, and so do the
+            # watchlist alerts raised on them (the only alerts with a subject)
             counts["enrolments"] = s.count(
                 f"DELETE FROM enrolments WHERE tenant = ? AND visitor_id {_LIST}", g)
+            counts["alert_deliveries"] = s.count(
+                "DELETE FROM alert_deliveries WHERE tenant = ? AND alert_id IN ("
+                f"SELECT alert_id FROM alerts WHERE tenant = ? AND subject {_LIST})",
+                [tenant, *g])
+            counts["alerts"] = s.count(
+                f"DELETE FROM alerts WHERE tenant = ? AND subject {_LIST}", g)
+            counts["audit_redacted"] = self._redact_audit(s, tenant, set(group))
             s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
                       "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
-            return counts
+            return counts, exemplar_ids
 
         return self._maintenance(tenant, run)
+
+    @staticmethod
+    def _redact_audit(s: Session, tenant: str, group: set[str]) -> int:
+        """Audit entries about the person (an enrolment's label and reason, a watchlist
+        alert's place and time) keep what was done, when and by whom, and the ids: the
+        person's details go with them."""
+        n = 0
+        for audit_id, detail in s.execute(
+                "SELECT id, detail FROM tenancy_audit WHERE tenant = ? AND action IN "
+                "('known.enrol', 'known.remove', 'watchlist.alert')", [tenant]).fetchall():
+            try:
+                d = json.loads(detail)
+            except ValueError:
+                continue
+            if not isinstance(d, dict) or d.get("visitor_id") not in group:
+                continue
+            kept = {k: d[k] for k in ("visitor_id", "enrolment_id", "alert_id", "group")
+                    if k in d}
+            s.execute("UPDATE tenancy_audit SET detail = ? WHERE id = ?",
+                      [json.dumps({**kept, "erased": True}, sort_keys=True), audit_id])
+            n += 1
+        return n
 
     def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
         with self.engine.read() as s:
@@ -832,17 +870,36 @@ class SQLStore:
                 [tenant, canon]).fetchall()
         return {r[0] for r in rows}
 
-    def purge_before(self, tenant: str, cutoff: datetime) -> tuple[dict[str, int], list[str]]:
+    def purge_before(self, tenant: str, cutoff: datetime, now: datetime | None = None
+                     ) -> tuple[dict[str, int], list[str]]:
         """Retention: sightings, their embeddings and exemplars older than ``cutoff``,
-        then visitors left with nothing, and the tenant's rollup recomputed, at once."""
+        enrolments expired by ``now`` (naive UTC; default: the clock) with their photos'
+        exemplars, then visitors left with nothing and the merge records that named them,
+        and the tenant's rollup recomputed, at once. What is derived from purged rows
+        goes too: alerts and their deliveries, the watchlist's audit entries, and the
+        visitors' first and last sighting times."""
+        now = now if now is not None else now_utc()
 
         def run(s: Session) -> tuple[dict[str, int], list[str]]:
             dropped = [r[0] for r in s.execute(
                 "SELECT face_image_id FROM exemplars WHERE tenant = ? AND ts < ? "
                 "AND face_image_id NOT LIKE 'enrol-%'",
                 [tenant, cutoff]).fetchall()]
+            expired = [r[0] for r in s.execute(
+                "SELECT enrolment_id FROM enrolments WHERE tenant = ? AND expires_at < ?",
+                [tenant, now]).fetchall()]
+            for enrolment_id in expired:
+                like = [tenant, f"enrol-{enrolment_id}-%"]
+                dropped += [r[0] for r in s.execute(
+                    "SELECT face_image_id FROM exemplars WHERE tenant = ? "
+                    "AND face_image_id LIKE ?", like).fetchall()]
+                s.execute("DELETE FROM exemplars WHERE tenant = ? AND face_image_id LIKE ?",
+                          like)
+            s.execute(f"DELETE FROM enrolments WHERE tenant = ? AND enrolment_id {_LIST}",
+                      [tenant, expired])
             t, c = [tenant], [tenant, cutoff]
             counts = {
+                "enrolments_expired": len(expired),
                 "embeddings": s.count(
                     "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
                     "SELECT face_image_id FROM sightings WHERE tenant = ? AND ts < ?)", t + c),
@@ -856,6 +913,13 @@ class SQLStore:
                     "DELETE FROM people_counts WHERE tenant = ? AND ts < ?", c),
                 "alerts": s.count("DELETE FROM alerts WHERE tenant = ? AND started_at < ? "
                                   "AND ended_at IS NOT NULL", c),
+                "alert_deliveries": s.count(
+                    "DELETE FROM alert_deliveries d WHERE d.tenant = ? AND (d.ts < ? OR NOT "
+                    "EXISTS (SELECT 1 FROM alerts a WHERE a.tenant = d.tenant "
+                    "AND a.alert_id = d.alert_id))", c),
+                # the watchlist's audit entries copy its alerts (who, where, when)
+                "audit": s.count("DELETE FROM tenancy_audit WHERE tenant = ? AND ts < ? "
+                                 "AND action = 'watchlist.alert'", c),
                 # visitors left with no sighting: neither their own nor a merged id's (an
                 # enrolled person stays while enrolled)
                 "visitors": s.count(
@@ -867,10 +931,35 @@ class SQLStore:
                     "JOIN sightings s ON s.tenant = a.tenant AND s.face_id = a.alias_id "
                     "WHERE a.tenant = v.tenant AND a.visitor_id = v.visitor_id)", t),
             }
+            gone = "NOT EXISTS (SELECT 1 FROM visitors v WHERE v.tenant = {t}.tenant AND " \
+                   "v.visitor_id = {t}.{col})"
+            counts["aliases"] = s.count(
+                f"DELETE FROM aliases a WHERE a.tenant = ? AND ({gone.format(t='a', col='alias_id')}"
+                f" OR {gone.format(t='a', col='visitor_id')})", t)
+            counts["merge_log"] = s.count(
+                f"DELETE FROM merge_log m WHERE m.tenant = ? AND ({gone.format(t='m', col='keep_id')}"
+                f" OR {gone.format(t='m', col='absorb_id')})", t)
+            # a visitor's first and last sighting times and its creation time say nothing
+            # from before the cutoff any more
+            s.execute(
+                "UPDATE visitors SET "
+                "first_seen = (SELECT min(x.ts) FROM sightings x WHERE x.tenant = visitors.tenant "
+                "AND x.face_id = visitors.visitor_id), "
+                "last_seen = (SELECT max(x.ts) FROM sightings x WHERE x.tenant = visitors.tenant "
+                "AND x.face_id = visitors.visitor_id), "
+                "created_at = CASE WHEN created_at < ? THEN ? ELSE created_at END "
+                "WHERE tenant = ? AND (first_seen < ? OR created_at < ?)",
+                [cutoff, cutoff, tenant, cutoff, cutoff])
             self._rebuild_rollup_in(s, tenant)
             return counts, dropped
 
         return self._maintenance(tenant, run)
+
+    def camera_location(self, tenant: str, camera_id: str) -> str | None:
+        """The location a camera's frames were stored under (None: never seen)."""
+        rows = self._query("SELECT location_id FROM cameras WHERE tenant = ? AND camera_id = ?",
+                           [tenant, camera_id])
+        return str(rows[0][0]) if rows else None
 
     def scene(self, tenant: str, camera_id: str) -> tuple[int, int, bytes] | None:
         """The camera's empty-scene background: (width, height, JPEG), or None."""

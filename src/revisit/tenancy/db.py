@@ -81,6 +81,17 @@ class Camera:
     timezone: str
 
 
+def _valid_text(value: Any) -> Any:
+    """``value`` with every string made encodable (lone surrogates replaced)."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(v) for v in value]
+    return value
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -89,7 +100,9 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _slug(value: str, what: str) -> str:
+def check_id(value: str, what: str) -> str:
+    """``value`` if it is a valid id (tenants, locations, cameras everywhere they are
+    named: admin, API, ``ingest-video``), else a TenancyError naming ``what``."""
     if not _SLUG.fullmatch(value):
         raise TenancyError(
             f"{what} {value!r} is not valid (letters, digits, _ . -; at most 64 characters)"
@@ -136,7 +149,7 @@ class Tenancy:
     # -- tenants ----------------------------------------------------------------------
     def create_tenant(self, tenant: str, name: str = "", retention_days: int = 365,
                       actor: str = "cli") -> Tenant:
-        _slug(tenant, "tenant")
+        check_id(tenant, "tenant")
         if not 1 <= retention_days <= 36500:
             raise TenancyError("retention days must be between 1 and 36500")
         if self.tenant(tenant) is not None:
@@ -278,7 +291,7 @@ class Tenancy:
         actor: str = "cli",
     ) -> Location:
         self.require_tenant(tenant)
-        _slug(location_id, "location id")
+        check_id(location_id, "location id")
         self._do(
             "INSERT INTO tenancy_locations (tenant, location_id, name, timezone) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) "
@@ -341,7 +354,7 @@ class Tenancy:
     ) -> Camera:
         """Register a camera at a location (the location's timezone unless given)."""
         self.require_tenant(tenant)
-        _slug(camera_id, "camera id")
+        check_id(camera_id, "camera id")
         loc = self.location(tenant, location_id)
         if loc is None:
             raise TenancyError(f"unknown location {location_id!r} (add it first)")
@@ -388,7 +401,7 @@ class Tenancy:
     ) -> list[str]:
         """Create or replace a named set of cameras (every camera must be registered)."""
         self.require_tenant(tenant)
-        _slug(name, "group name")
+        check_id(name, "group name")
         cams = sorted(set(cameras))
         if not cams:
             raise TenancyError("a camera group needs at least one camera")
@@ -420,15 +433,21 @@ class Tenancy:
 
     # -- audit log ----------------------------------------------------------------------
     def audit(self, tenant: str, actor: str, action: str, detail: dict[str, Any]) -> None:
+        """One entry. Text that is not valid Unicode (a lone surrogate someone managed to
+        send) is stored with "?" in its place, so the log always reads back."""
+        text = json.dumps(_valid_text(detail), default=str, sort_keys=True)
         self._do(
             "INSERT INTO tenancy_audit (ts, tenant, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
-            (_now(), tenant, actor, action, json.dumps(detail, default=str, sort_keys=True)),
+            (_now(), tenant, actor, action, text),
         )
 
     def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first. ``id`` counts this tenant's entries (1 = its first): the table's
+        own sequence is shared by every tenant and would show how busy the others are."""
         rows = self._rows(
-            "SELECT id, ts, actor, action, detail FROM tenancy_audit WHERE tenant = ? "
-            "ORDER BY id DESC LIMIT ?", (tenant, limit),
+            "SELECT n, ts, actor, action, detail FROM (SELECT row_number() OVER (ORDER BY id) "
+            "AS n, ts, actor, action, detail FROM tenancy_audit WHERE tenant = ?) AS own "
+            "ORDER BY n DESC LIMIT ?", (tenant, limit),
         )
         return [
             {"id": r[0], "ts": r[1].replace(tzinfo=UTC).isoformat(), "actor": r[2],

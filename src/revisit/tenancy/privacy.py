@@ -1,35 +1,47 @@
 """Privacy operations: erase one visitor, purge what is older than a tenant's retention.
 
 Both act on the store (source of truth), the face index (so the person is not matched
-again), the crops on disk, and write an audit record. Callers hold the service's write lock
-so no pipeline batch is resolved or stored halfway through.
+again), the running resolver's memory (its per-visitor exemplars and open tracks), the crops
+on disk, and write an audit record. Callers hold the service's write lock so no pipeline
+batch is resolved or stored halfway through. Crops are looked for wherever ``crops_dir``
+is, whether or not crops are kept now: a run with ``--keep-crops`` may have left some.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from revisit.identity.index import FaceIndex
 from revisit.store.base import SightingStore
 from revisit.store.crops import erase_crops, purge_crop_days
 from revisit.tenancy.db import Tenancy
 
+if TYPE_CHECKING:
+    from revisit.identity.resolver import Resolver
+
 
 def erase_visitor(
     store: SightingStore, index: FaceIndex | None, tenancy: Tenancy, tenant: str,
     visitor_id: str, actor: str, crops_dir: Path | None = None,
+    resolver: Resolver | None = None,
 ) -> dict[str, int]:
     """Erase a visitor everywhere; KeyError if the tenant has no such visitor."""
     canon = store.canonical_id(tenant, visitor_id)
     faces = store.visitor_face_ids(tenant, canon) if crops_dir is not None else set()
     detail = store.visitor_detail(tenant, canon)
     group = [canon, *(detail.aliases if detail else ())]
-    counts = dict(store.erase_visitor(tenant, visitor_id))
-    if index is not None:
+    erased, exemplars = store.erase_visitor(tenant, visitor_id)
+    counts = dict(erased)
+    if index is not None:  # by face id too: an entry may carry a merged or split id
+        index.remove(tenant, exemplars)
         for vid in group:
             index.remove_visitor(tenant, vid)
+    if resolver is not None:
+        resolver.forget(tenant, group, exemplars)
+    if index is not None:
+        index.compact(tenant)
     if crops_dir is not None:
         counts["crops"] = erase_crops(crops_dir, tenant, faces)
     tenancy.audit(tenant, actor, "visitor.erase", {"visitor_id": visitor_id,
@@ -40,6 +52,7 @@ def erase_visitor(
 def purge_tenant(
     store: SightingStore, index: FaceIndex | None, tenancy: Tenancy, tenant: str,
     actor: str, crops_dir: Path | None = None, now: datetime | None = None,
+    resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Delete sightings, embeddings and exemplars older than the tenant's retention, on
     any store (``SightingStore.purge_before``, which also recomputes the report rollup).
@@ -48,14 +61,19 @@ def purge_tenant(
     an old snapshot sent again is still recognised as already processed.
     """
     t = tenancy.require_tenant(tenant)
-    cutoff = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None) - timedelta(
-        days=t.retention_days
-    )
+    now_naive = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    cutoff = now_naive - timedelta(days=t.retention_days)
     counts: dict[str, Any]
-    counts, dropped = store.purge_before(tenant, cutoff)
+    counts, dropped = store.purge_before(tenant, cutoff, now_naive)
     counts = dict(counts)
     if index is not None and dropped:
         index.remove(tenant, dropped)
+    if resolver is not None:
+        resolver.forget(tenant, (), dropped)
+        if counts.get("enrolments_expired"):
+            resolver.sync_known(tenant)
+    if index is not None:
+        index.compact(tenant)
     if crops_dir is not None:
         counts["crop_days"] = purge_crop_days(crops_dir / tenant, cutoff.date())
     counts["cutoff"] = cutoff.replace(tzinfo=UTC).isoformat()

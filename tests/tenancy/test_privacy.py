@@ -1,0 +1,229 @@
+"""Erasure and retention are exact: every table, the face index, the running resolver's
+memory and what was derived from the deleted rows (alerts, audit details, merge records,
+first/last seen) go with the person; nothing of another tenant is touched."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from revisit.config import load_settings
+from revisit.identity.ann_index import AnnOptions, FaissAnnIndex
+from revisit.identity.index import FaissIndex
+from revisit.identity.resolver import Resolver
+from revisit.known.enrol import Enrolments
+from revisit.known.watchlist import Watchlist, WatchlistSettings, WatchlistWatcher
+from revisit.occupancy.alerts import AlertBook
+from revisit.records import Batch, Exemplar, Face, Frame, face_image_id
+from revisit.store.base import SightingStore
+from revisit.store.duckdb_store import DuckDBStore
+from revisit.store.testing import at, batch, sighting
+from revisit.tenancy.db import Tenancy
+from revisit.tenancy.privacy import erase_visitor, purge_tenant
+
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def rows(store: SightingStore, sql: str, *params: object) -> list[tuple]:
+    with store.read() as s:  # type: ignore[attr-defined]
+        return [tuple(r) for r in s.execute(sql, list(params)).fetchall()]
+
+
+class _NoDelivery:
+    def send(self, alert: object) -> None:
+        pass
+
+
+def test_erase_takes_watchlist_alerts_and_audit_details(store: SightingStore) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default")
+    Watchlist(store, ten).set("default", WatchlistSettings(
+        enabled=True, purpose="loss prevention, tested"), "admin")
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(0))]))
+    book = Enrolments(store, ten)
+    book.enrol_visitor("default", "watchlist", "V-000001", label="Jane Doe", reason="tested")
+    book.enrol_visitor("default", "watchlist", "V-000002", label="John Roe", reason="tested")
+    watcher = WatchlistWatcher(store, _NoDelivery(), ttl_s=0)
+    assert len(watcher.after([sighting("V-000001", at(1)), sighting("V-000002", at(1))])) == 2
+    alerts = AlertBook(store)
+    for (alert_id,) in rows(store, "SELECT alert_id FROM alerts"):
+        alerts.log_delivery("default", alert_id, "webhook", "https://example.test", 1, True, "200")
+
+    counts = erase_visitor(store, None, ten, "default", "V-000001", "admin")
+
+    assert counts["alerts"] == 1 and counts["alert_deliveries"] == 1
+    assert rows(store, "SELECT subject FROM alerts") == [("V-000002",)]
+    assert len(rows(store, "SELECT alert_id FROM alert_deliveries")) == 1
+    audit = " ".join(r[0] for r in rows(store, "SELECT detail FROM tenancy_audit"))
+    assert "Jane" not in audit  # the label, the alert's place and time: gone
+    assert "John Roe" in audit  # the other person's entries are untouched
+    erased = [a["detail"] for a in ten.audit_log("default")
+              if a["action"] in ("known.enrol", "watchlist.alert")
+              and a["detail"].get("visitor_id") == "V-000001"]
+    assert len(erased) == 2 and all(d.get("erased") is True and "label" not in d
+                                    for d in erased)
+
+
+def test_purge_takes_what_was_derived_from_old_rows(store: SightingStore) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default", retention_days=30)
+    now = at(0, day=100).replace(tzinfo=UTC)
+    old, recent = at(0), at(0, day=99)
+    store.write(batch([sighting("V-000010", old), sighting("V-000011", old),
+                       sighting("V-000011", recent), sighting("V-000020", old),
+                       sighting("V-000021", old)]))
+    store.merge_visitors("default", "V-000011", "V-000010", reason="same person")
+    store.merge_visitors("default", "V-000021", "V-000020", reason="same person")
+    with store.transaction() as s:  # type: ignore[attr-defined]
+        s.execute("INSERT INTO alerts (tenant, alert_id, rule_id, location_id, zone, value, "
+                  "message, started_at, ended_at) VALUES ('default', 'a1', 'r1', 'L1', '', 1, "
+                  "'m', ?, ?)", [old.replace(tzinfo=None), old.replace(tzinfo=None)])
+    AlertBook(store).log_delivery("default", "a1", "webhook", "https://example.test", 1, True,
+                                  "200")
+
+    counts = purge_tenant(store, None, ten, "default", "test", now=now)
+
+    assert counts["alerts"] == 1 and counts["alert_deliveries"] == 1
+    assert rows(store, "SELECT count(*) FROM alert_deliveries") == [(0,)]
+    # the group that aged out leaves no alias or merge record; the living one keeps its
+    # canonical row, whose first sighting is now the recent one
+    assert rows(store, "SELECT visitor_id FROM visitors ORDER BY 1") == [("V-000011",)]
+    assert rows(store, "SELECT alias_id FROM aliases") == []
+    assert rows(store, "SELECT absorb_id FROM merge_log") == []
+    first, last, created = rows(store, "SELECT first_seen, last_seen, created_at "
+                                       "FROM visitors")[0]
+    cutoff = (now - timedelta(days=30)).replace(tzinfo=None)
+    assert first == last == recent.replace(tzinfo=None) and created >= cutoff
+
+
+def test_purge_ends_expired_enrolments(store: SightingStore) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default", retention_days=30)
+
+    def embed(b: Batch) -> Batch:
+        for i, fr in enumerate(b.frames):
+            v = np.random.default_rng(i).standard_normal(128).astype(np.float32)
+            bbox = (0, 0, 90, 90)
+            b.faces.append(Face(fr.tenant, fr.camera_id, fr.location_id, fr.image_id, fr.ts,
+                                face_image_id(fr.tenant, fr.image_id, bbox), bbox,
+                                np.zeros((5, 2), np.float32), 0.9, 0.9, True, None,
+                                v / np.linalg.norm(v)))
+        return b
+
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    book = Enrolments(store, ten)
+    gone = book.enrol_photos("default", "staff", [b"a", b"b"], label="Anna", reason="staff",
+                             expires_at=now - timedelta(days=1), process=embed)
+    kept = book.enrol_photos("default", "staff", [b"c"], label="Ben", reason="staff",
+                             expires_at=now + timedelta(days=1), process=embed)
+    index = FaissIndex(128)
+    for chunk in store.load_exemplars("default"):
+        index.add(chunk)
+    assert index.size("default") == 3
+
+    counts = purge_tenant(store, index, ten, "default", "test", now=now)
+
+    assert counts["enrolments_expired"] == 1
+    assert [e.enrolment_id for e in book.list("default", include_expired=True)] == [kept.enrolment_id]
+    left = [ex.face_image_id for ch in store.load_exemplars("default") for ex in ch]
+    assert left and all(f.startswith(f"enrol-{kept.enrolment_id}-") for f in left)
+    assert index.size("default") == 1
+    assert gone.visitor_id not in store.staff("default")
+
+
+def test_skipped_batches_match_tenant_ids_exactly(store: SightingStore) -> None:
+    with store.transaction() as s:  # type: ignore[attr-defined]
+        s.execute("INSERT INTO resolve_skipped (stream, seq, tenants, reason, skipped_at) "
+                  "VALUES ('s1', 1, 'shopXa', 'gap', ?)", [datetime(2024, 3, 1)])
+    assert store.skipped_batches("shop_a") == []
+    assert [r["tenants"] for r in store.skipped_batches("shopXa")] == ["shopXa"]
+
+
+# -- the running resolver and the index (embedded DuckDB + faiss) ---------------------------
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class _Scene:
+    def __init__(self) -> None:
+        self.settings = load_settings(None, data=Path(tempfile.mkdtemp()))
+        self.store = DuckDBStore(":memory:")
+        self.tenancy = Tenancy(self.store)
+        self.tenancy.create_tenant("t")
+        self.index = FaissIndex(128)
+        self.resolver = Resolver(self.settings, self.store, self.index)
+        self.rng = np.random.default_rng(0)
+
+    def see(self, person: np.ndarray, image_id: str, minutes: float, camera: str = "C1"
+            ) -> Batch:
+        bbox = (100, 20, 80, 100)
+        face = Face(tenant="t", camera_id=camera, location_id="S1", image_id=image_id,
+                    ts=T0 + timedelta(minutes=minutes),
+                    face_image_id=face_image_id("t", image_id, bbox), bbox=bbox,
+                    landmarks=np.zeros((5, 2), np.float32), det_score=0.9, quality=0.8,
+                    creatable=True,
+                    embedding=_unit(person + self.rng.normal(size=128) * 0.01),
+                    matchable=True)
+        out = self.resolver.resolve(Batch("b-" + image_id, frames=[
+            Frame("t", camera, "S1", image_id, face.ts)], faces=[face]))
+        self.store.write(out)
+        return out
+
+
+def test_erasure_reaches_the_running_resolver() -> None:
+    sc = _Scene()
+    person = _unit(sc.rng.normal(size=128))
+    for k in range(3):
+        sc.see(person, f"a{k}", k * 0.1)
+    (vid,) = sc.resolver._galleries["t"].exemplars
+    erase_visitor(sc.store, sc.index, sc.tenancy, "t", vid, "admin", resolver=sc.resolver)
+    assert sc.resolver._galleries["t"].exemplars == {} and sc.index.size("t") == 0
+    # the same person seconds later, on the same camera's open track: a new visitor, stored
+    seen = [s.face_id for k in range(3, 6) for s in sc.see(person, f"a{k}", k * 0.1).sightings]
+    tail = sc.resolver.flush()
+    if tail is not None:
+        sc.store.write(tail)
+        seen += [s.face_id for s in tail.sightings]
+    assert len(seen) == 3 and vid not in seen
+    assert sc.store.stats("t")["sightings"] == 3
+
+
+def test_erasure_after_merge_and_split_leaves_nothing_under_the_other_id() -> None:
+    sc = _Scene()
+    a, b = _unit(sc.rng.normal(size=128)), _unit(sc.rng.normal(size=128))
+    for k in range(3):
+        sc.see(a, f"a{k}", k * 0.1, "C1")
+        sc.see(b, f"b{k}", k * 0.1, "C2")
+    va, vb = sorted(sc.resolver._galleries["t"].exemplars)
+    sc.store.merge_visitors("t", vb, va, reason="wrong merge")
+    sc.resolver.reload("t")  # the index now holds a's exemplars under b's id
+    sc.store.split_visitor("t", va)
+    erase_visitor(sc.store, sc.index, sc.tenancy, "t", va, "admin", resolver=sc.resolver)
+    held = {h.face_image_id for hs in sc.resolver._galleries["t"].exemplars.values() for h in hs}
+    a_faces = {face_image_id("t", f"a{k}", (100, 20, 80, 100)) for k in range(3)}
+    assert not a_faces & held and not a_faces & set(sc.index._tenants["t"].by_face)
+    out = sc.see(a, "a-later", 120, "C1")  # two hours later: not taken for b
+    assert vb not in [s.face_id for s in out.sightings]
+
+
+def test_ann_index_compact_leaves_no_removed_vector() -> None:
+    index = FaissAnnIndex(16, AnnOptions(kind="ivf", flush=8, min_main=8, nlist=2))
+    rng = np.random.default_rng(1)
+    vecs = [_unit(rng.normal(size=16)) for _ in range(40)]
+    index.add([Exemplar("t", f"V-{i:06d}", f"F-{i}", v, 0.9, T0) for i, v in enumerate(vecs)])
+    index.remove("t", ["F-0", "F-1"])
+    t = index._tenants["t"]
+    assert t.dead  # marked only
+    index.compact("t")
+    assert not t.dead and t.main is not None
+    assert t.main.ntotal == 38 and index.size("t") == 38
+    kept = t.main_vecs if t.main_vecs is not None else t.main.reconstruct_n(0, t.main.ntotal)
+    assert not np.isclose(kept @ vecs[0], 1.0, atol=1e-3).any()
+    index.remove("t", [f"F-{i}" for i in range(2, 36)])  # under min_main: exact again
+    assert t.main is None and index.size("t") == 4 and t.recent.ntotal == 4
+    assert [n.face_image_id for n in index.search("t", vecs[37][None], 1)[0]] == ["F-37"]
+    index.remove("t", [f"F-{i}" for i in range(36, 40)])
+    assert index.size("t") == 0 and index.search("t", vecs[37][None], 1) == [[]]
