@@ -203,3 +203,38 @@ def test_cli_ingest_report_and_export(scene: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["--data", str(data), "report", "--from", "2024-01-07",
                                  "--to", "2024-01-05"])
     assert result.exit_code != 0 and "before" in result.output
+
+
+def test_a_run_started_again_completes_what_a_kill_cut_short(tmp_path: Path) -> None:
+    """Killed after its last batch was stored and before consolidation: running the same
+    input again stores nothing new but consolidates; and an image id met twice in one run
+    is one frame, even before its first copy is stored."""
+    from dataclasses import replace
+
+    from revisit.config import load_settings
+    from revisit.records import Frame
+    from revisit.store.testing import at, batch, embedding, sighting
+
+    # one frame per batch: the second copy of an id comes while the first is in flight
+    runtime = Runtime(load_settings(None, data=tmp_path / "data",
+                                    pipeline={"frame_batch": 1}))
+    try:
+        person = embedding(7, dim=128)
+        rows = [replace(sighting("V-000001", at(m)), embedding=person) for m in (0, 5)]
+        rows += [replace(sighting("V-000002", at(m, day=1)), embedding=person) for m in (0, 5)]
+        runtime.store.write(batch(rows))  # as the killed run left it: two ids, one person
+        again = [Frame(tenant="default", camera_id=s.camera_id, location_id=s.location_id,
+                       image_id=s.image_id, ts=s.ts) for s in rows]
+        summary = runtime.ingest(again)
+        assert summary.skipped == 4 and summary.frames == 0
+        assert summary.merges == 1 and len(runtime.store.merges("default")) == 1
+        twice = [Frame(tenant="default", camera_id="L1-cam1", location_id="L1",
+                       image_id="same-id", ts=at(60), data=lfw_photo(POWELL, 1).read_bytes()),
+                 Frame(tenant="default", camera_id="L1-cam1", location_id="L1",
+                       image_id="same-id", ts=at(61), data=lfw_photo(CHAVEZ, 1).read_bytes())]
+        summary = runtime.ingest(twice)
+        assert summary.frames == 1 and summary.skipped == 1
+        assert [s["image_id"] for s in runtime.store.sightings(SightingQuery())
+                if s["image_id"] == "same-id"] == ["same-id"]
+    finally:
+        runtime.close()

@@ -276,6 +276,10 @@ class AlertSettings(Section):
     smtp_username: str = Field("", max_length=254, description="SMTP login (empty: none).")
     smtp_password: str = Field("", max_length=1024, description="SMTP password.")
     smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    private_webhooks: bool = Field(
+        False, description="Let webhooks go to private, loopback and link-local addresses "
+        "(a receiver inside the site's network). Off: a tenant's admin cannot make the server "
+        "probe its internal network through an alert rule.")
     attempts: int = Field(4, ge=1, le=20, description="Tries per alert and channel.")
     backoff_s: float = Field(2.0, ge=0, le=3600, description="Wait before the second try; "
                              "doubled before each further one.")

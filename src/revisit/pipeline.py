@@ -21,13 +21,16 @@ from revisit.config import Settings
 from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
 from revisit.records import DROP_REASONS, NOT_A_FACE, TOO_SMALL, WEAK_TRACK, Batch, Dropped, Frame, Rejected
-from revisit.store.base import erase_withdrawn
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
     from revisit.vision.stages import Vision
 
 log = logging.getLogger(__name__)
+
+# Frames a run remembers by image id to drop one sent again while its first copy is still
+# in the pipeline (stage queues hold far fewer); older repeats are found in the store.
+IN_FLIGHT = 50_000
 
 StageFn = Callable[[Batch], Batch]
 
@@ -369,6 +372,7 @@ class Runtime:
         self.zones = zone_book(self.store)
         self.models = LocalModels(settings, zones=self.zones)
         self._resolver: Resolver | None = None
+        self._tenants_seen: set[str] = set()  # by skip_known: what finish() consolidates
         self._watcher: Any = None
         self._watchlist: Any = None
         self.stage_seconds: dict[str, float] = {}
@@ -395,8 +399,7 @@ class Runtime:
             from revisit.store.crops import save_crops
 
             save_crops(self.settings.crops_dir, batch)
-        self.store.write(batch)
-        erase_withdrawn(self.store, batch)
+        self.store.write(batch)  # also erases the visitors the resolver withdrew
         if batch.counts:
             self.watcher.after(batch.counts)
         if batch.sightings:
@@ -429,28 +432,32 @@ class Runtime:
             ("store", self.store_batch),
         ]
 
-    def skip_known(self, batches: Iterable[Batch], summary: Summary) -> Iterator[Batch]:
-        """Drop frames the store already has: re-ingesting changes nothing."""
+    def skip_known(self, batches: Iterable[Batch], summary: Summary,
+                   recent: dict[tuple[str, str], None] | None = None) -> Iterator[Batch]:
+        """Drop frames the store already has: re-ingesting changes nothing. An image id
+        met earlier in this run is dropped too, stored yet or not (a later line reusing an
+        id while its first copy is still in the pipeline is the same snapshot); the ids of
+        the last ``IN_FLIGHT`` frames are enough for that, older ones are in the store.
+        ``recent``: those ids, insertion-ordered, for a run that calls this batch by batch."""
+        recent = {} if recent is None else recent
         for batch in batches:
             by_tenant: dict[str, list[str]] = {}
             for f in batch.frames:
                 by_tenant.setdefault(f.tenant, []).append(f.image_id)
+            self._tenants_seen.update(by_tenant)
             known: set[tuple[str, str]] = set()
             for tenant, ids in by_tenant.items():
                 known.update((tenant, i) for i in self.store.known_frames(tenant, ids))
-            if known:
-                kept = [f for f in batch.frames if (f.tenant, f.image_id) not in known]
-                summary.skipped += len(batch.frames) - len(kept)
-                batch.frames = kept
-            # the same image twice in one batch is one frame
-            seen: set[tuple[str, str]] = set()
             unique = []
             for f in batch.frames:
-                if (f.tenant, f.image_id) in seen:
+                key = (f.tenant, f.image_id)
+                if key in known or key in recent:
                     summary.skipped += 1
                     continue
-                seen.add((f.tenant, f.image_id))
+                recent[key] = None
                 unique.append(f)
+            while len(recent) > IN_FLIGHT:
+                del recent[next(iter(recent))]
             batch.frames = unique
             yield batch
 
@@ -492,21 +499,32 @@ class Runtime:
 
     def finish(self, summary: Summary | None = None) -> None:
         """End of stream: store whatever the resolver still holds, then consolidate the
-        tenants this run touched (identity.consolidate; docs/accuracy.md)."""
-        if self._resolver is None:
-            return
-        tail = self._resolver.flush()
-        if tail is not None:
-            self.store_batch(tail)
-            if summary is not None:
-                summary.add(tail)
+        tenants this run touched (identity.consolidate; docs/accuracy.md), also when every
+        frame was stored already: a run killed after its last batch and before this step
+        is completed by running it again."""
+        tail = self.flush()
+        if tail is not None and summary is not None:
+            summary.add(tail)
+        tenants = set(self._tenants_seen)
+        if self._resolver is not None:
+            tenants.update(self._resolver._galleries)
         if self.settings.identity.consolidate:
             from revisit.identity.consolidate import consolidate
 
-            for tenant in list(self._resolver._galleries):
+            for tenant in sorted(tenants):
                 merges = consolidate(self.settings, self.store, self._resolver, tenant)
                 if summary is not None:
                     summary.merges += len(merges)
+
+    def flush(self) -> Batch | None:
+        """Store the faces the resolver still holds (tracks not decided yet): at the end of
+        a run, and when a server stops, so a restart loses none of them."""
+        if self._resolver is None:
+            return None
+        tail = self._resolver.flush()
+        if tail is not None:
+            self.store_batch(tail)
+        return tail
 
     def use_models(self, models: Models) -> None:
         """Run detect and embed on ``models`` (e.g. a model process) from now on."""

@@ -273,8 +273,6 @@ def test_several_fair_snapshots_found_a_visitor_a_weak_track_is_held_then_droppe
 
 
 def test_a_poster_is_withdrawn_once_found_static_and_never_counted_again(make_settings, emb):
-    from revisit.store.base import erase_withdrawn
-
     settings = make_settings(identity={"static_after_s": 30})
     store = DuckDBStore(":memory:")
     resolver = Resolver(settings, store, FaissIndex(128))
@@ -283,8 +281,7 @@ def test_a_poster_is_withdrawn_once_found_static_and_never_counted_again(make_se
 
     def run(faces: list[Face]) -> Batch:
         out = resolver.resolve(batch_of(faces))
-        store.write(out)
-        erase_withdrawn(store, out)
+        store.write(out)  # erases a withdrawn visitor in the same transaction
         return out
 
     # its first snapshot looks like a person and founds a visitor ...

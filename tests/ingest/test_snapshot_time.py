@@ -60,3 +60,13 @@ def test_time_from_mtime_and_files_without_a_time_are_skipped(tmp_path: Path) ->
     frames = list(folder_snapshots(tmp_path, "c1", time_from="name",
                                    zone=timezone(timedelta(hours=1))))
     assert [f.ts for f in frames] == [when]  # a.jpg has no time in its name: skipped
+
+
+def test_one_instant_is_one_snapshot_whatever_its_offset() -> None:
+    from revisit.ingest.video import frame_image_id
+
+    utc = datetime(2024, 5, 2, 8, 0, tzinfo=UTC)
+    berlin = utc.astimezone(timezone(timedelta(hours=2)))
+    assert berlin.isoformat() != utc.isoformat()
+    assert frame_image_id("t", "c1", berlin) == frame_image_id("t", "c1", utc)
+    assert frame_image_id("t", "c1", utc) != frame_image_id("t", "c2", utc)

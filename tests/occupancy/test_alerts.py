@@ -64,7 +64,8 @@ def test_signed_webhook_retried_and_every_attempt_logged(
     alert = book.evaluate("default", rule, 90, T0)
     assert alert is not None
     got.fail_first = 2
-    d = Deliverer(book, lambda tenant: f"secret-of-{tenant}", attempts=4, backoff_s=0.05)
+    d = Deliverer(book, lambda tenant: f"secret-of-{tenant}", attempts=4, backoff_s=0.05,
+                  private_webhooks=True)  # the receiver runs on this machine
     d.send(alert)
     d.wait()
     (headers, body), = got.posts
@@ -74,6 +75,22 @@ def test_signed_webhook_retried_and_every_attempt_logged(
     attempts = book.alerts("default")[0]["deliveries"]
     assert [(a["attempt"], a["ok"]) for a in attempts] == [(1, False), (2, False), (3, True)]
     assert attempts[0]["detail"] == "RuntimeError: HTTP 503"
+
+
+def test_a_webhook_into_the_internal_network_is_refused(
+        store: SightingStore, receiver: tuple[str, Received]) -> None:
+    url, got = receiver  # on 127.0.0.1, as an internal service would be
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="full", location_id="L1", above=80, webhook_url=url)
+    alert = book.evaluate("default", rule, 90, T0)
+    assert alert is not None
+    d = Deliverer(book, lambda tenant: "s", attempts=2, backoff_s=0.01)
+    d.send(alert)
+    d.wait()
+    assert got.posts == []
+    attempts = book.alerts("default")[0]["deliveries"]
+    assert [a["ok"] for a in attempts] == [False, False]
+    assert "non-public address (127.0.0.1)" in attempts[0]["detail"]
 
 
 def test_email_through_a_real_smtp_server(store: SightingStore) -> None:
@@ -101,7 +118,8 @@ def test_email_through_a_real_smtp_server(store: SightingStore) -> None:
         rule = AlertRule(rule_id="full", location_id="L1", above=80,
                          emails=["manager@example.com"])
         alert = book.evaluate("default", rule, 91, T0)
-        d = Deliverer(book, lambda t: "s", SmtpSettings("127.0.0.1", port), backoff_s=0.05)
+        d = Deliverer(book, lambda t: "s", SmtpSettings("127.0.0.1", port), backoff_s=0.05,
+                      private_webhooks=True)
         d.send(alert)  # type: ignore[arg-type]
         d.wait()
     finally:

@@ -95,6 +95,18 @@ def test_poison_batch_is_dead_lettered_after_max_deliveries(rq, redis_url: str) 
     d.ack()
 
 
+def test_poison_batch_is_dead_lettered_for_a_worker_restarted_under_its_name(
+        rq, redis_url: str) -> None:
+    producer = rq("p", max_deliveries=2)
+    producer.put(camera_batch("poison"))
+    for _ in range(2):  # the worker dies on it and comes back as "w"
+        assert rq("w", max_deliveries=2).get(timeout=2) is not None
+    assert rq("w", max_deliveries=2).get(timeout=1) is None  # its third delivery: aside
+    r = redis.Redis.from_url(redis_url)
+    dead = r.xrange(f"revisit:{rq.name}:dead")
+    assert len(dead) == 1 and b"too many" in dead[0][1][b"reason"]
+
+
 def test_garbage_payload_is_dead_lettered_not_delivered(rq, redis_url: str) -> None:
     producer = rq("p")
     r = redis.Redis.from_url(redis_url)

@@ -211,6 +211,8 @@ class BatchProcessor:
             except Exception as exc:
                 log.exception("batch %s failed in %s", batch.batch_id, name)
                 self._failed.add(batch.batch_id)
+                if name in {"resolve", "store"}:
+                    self._forget_decisions(batch)
                 tenant = self._tenant_of.get(batch.batch_id)
                 if tenant is not None:
                     try:
@@ -223,6 +225,19 @@ class BatchProcessor:
                 self.metrics.stage_seconds.labels(name).observe(time.perf_counter() - t0)
 
         return run
+
+    def _forget_decisions(self, batch: Batch) -> None:
+        """The resolver decided this batch but it was not stored: its decisions must not
+        stay in memory (a replay of the batch would count its people twice)."""
+        resolver = self.runtime.loaded_resolver
+        if resolver is None:
+            return
+        with self.write_lock:
+            for tenant in sorted({f.tenant for f in batch.frames}):
+                try:
+                    resolver.reset(tenant)
+                except Exception:  # the store may still be away: the next batch reloads
+                    log.exception("cannot reset the resolver for tenant %s", tenant)
 
     def _source(self) -> Iterator[Batch]:
         while self._recovered and not self._stop.is_set():

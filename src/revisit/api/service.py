@@ -92,6 +92,12 @@ class Service:
         self.ready = False
         self._stop.set()
         self.processor.stop()
+        if not self.settings.queue_url:  # faces of tracks still open: stored, not lost
+            with self.write_lock:
+                try:
+                    self.runtime.flush()
+                except Exception:
+                    log.exception("cannot store the faces the resolver held at stop")
         self.reports.close()
         if self._pipeline is not None:
             self._pipeline.close()

@@ -54,6 +54,12 @@ class Spool:
         if meta is not None:
             self._write(self._meta_path(batch.batch_id), json.dumps(meta).encode())
         self._write(self._path(batch.batch_id), encode_batch(batch))
+        # the renames themselves on disk too: a power cut must not take back a 202
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def meta(self, batch_id: str) -> dict[str, Any]:
         """The ``meta`` a pending batch was put with ({} if none or unreadable)."""

@@ -28,16 +28,22 @@ moment loses nothing and doubles nothing:
   ``seq`` order (a per-stream cursor row, advanced in the same transaction). A batch that
   arrives early (parallel detect/embed workers reorder) is parked in ``resolve_parked``
   (durably, then acked) and applied by whichever resolver commits its predecessor. The
-  result: the same decisions as the embedded default on the same input, however many
-  workers, kills or redeliveries. Batches without a sequence (HTTP API) are resolved in
-  arrival order under the tenant lock.
+  result: the same sightings as the embedded default on the same input, however many
+  workers, kills or redeliveries, with one exception: faces of a camera track not decided
+  yet (a first face too weak to found a visitor, held for the track's next snapshots)
+  live in the resolver's memory, so a resolver restart, or a reload when another resolver
+  moved the tenant's identity version, decides those tracks afresh and their held faces
+  become no sighting; nor is there an end-of-stream flush. docs/queues.md says what that
+  costs. Batches without a sequence (HTTP API) are resolved in arrival order under the
+  tenant lock.
 - A batch already committed (its frames are stored, or its seq is behind the cursor) is
   a replay: it is forwarded with the stored assignments, nothing is decided again.
 - Each resolver keeps its gallery (faiss, or bookkeeping beside pgvector) in memory and
   reloads a tenant from the store when the tenant's ``identity_version`` moved (another
   resolver, a merge or an erasure committed since).
-- store: post-commit work that needs no lock (face crops when ``privacy.keep_crops``;
-  erasing a visitor the resolver withdrew, a poster found static after founding one).
+- store: post-commit work that needs no lock (face crops when ``privacy.keep_crops``,
+  alerts). A visitor the resolver withdrew (a poster found static after founding one) is
+  erased in resolve's transaction, with the batch that found it.
 
 Broker or database down: the worker logs, waits and reconnects; its unacked input is
 delivered again (Redis: claimed after ``claim_idle_ms``). See docs/deploy.md.

@@ -45,9 +45,10 @@ def publish(
     bar = tqdm(total=total, unit="frame", disable=not progress, leave=False)
     t0 = time.perf_counter()
     seq = 0
+    recent: dict[tuple[str, str], None] = {}  # this run's image ids (Runtime.skip_known)
     try:
         for raw in batched(items, settings.pipeline.frame_batch):
-            batch = _skip_known(runtime, raw, summary)
+            batch = _skip_known(runtime, raw, summary, recent)
             if not batch.frames and not batch.rejected:
                 continue
             batch.batch_id = f"{stream}#{seq:09d}"
@@ -68,13 +69,14 @@ def publish(
     return summary
 
 
-def _skip_known(runtime: Runtime, batch: Batch, summary: Summary) -> Batch:
+def _skip_known(runtime: Runtime, batch: Batch, summary: Summary,
+                recent: dict[tuple[str, str], None]) -> Batch:
     """``Runtime.skip_known`` for one batch, riding out a database restart: the stream
     goes on with the same batches, so resolution order is unchanged."""
     while True:
         before = summary.skipped
         try:
-            return next(iter(runtime.skip_known([batch], summary)))
+            return next(iter(runtime.skip_known([batch], summary, recent)))
         except Exception as exc:
             if "Operational" not in type(exc).__name__:
                 raise

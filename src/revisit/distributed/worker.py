@@ -38,7 +38,6 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         fn = vision.detect if stage == "detect" else vision.embed
         return (lambda b: [fn(b)]), closable
     from revisit.backends import open_store
-    from revisit.store.base import erase_withdrawn
 
     store = open_store(settings)
     if stage == "resolve":
@@ -55,7 +54,6 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
             from revisit.store.crops import save_crops
 
             save_crops(settings.crops_dir, batch)
-        erase_withdrawn(store, batch)
         if batch.counts:  # stored with the batch by resolve; the alert rules judge them here
             watcher.after(batch.counts)
         if batch.sightings:

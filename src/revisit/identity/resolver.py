@@ -218,6 +218,15 @@ class Resolver:
                     vid = self.store.canonical_id(tenant, tr.visitor)
                     tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
 
+    def reset(self, tenant: str) -> None:
+        """A batch this resolver decided was not stored (its write failed): rebuild the
+        tenant from the store and drop its open tracks, so none of that batch's decisions
+        (visitors created, exemplars, held faces) outlives it; its replay decides afresh."""
+        with self._lock:
+            self._reload(tenant)
+            for key in [k for k in self._cameras if k[0] == tenant]:
+                del self._cameras[key]
+
     def forget(self, tenant: str, visitors: Iterable[str] = (),
                face_image_ids: Iterable[str] = ()) -> None:
         """Erasure or retention removed these visitors and exemplars from the store: drop

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import cv2
 
-from revisit.records import DEFAULT_TENANT, Frame
+from revisit.records import DEFAULT_TENANT, Frame, as_utc
 
 
 class VideoError(RuntimeError):
@@ -27,7 +27,9 @@ def is_stream(source: str) -> bool:
 
 
 def frame_image_id(tenant: str, camera_id: str, ts: datetime) -> str:
-    key = f"{tenant}\x1f{camera_id}\x1f{ts.isoformat()}"
+    """One id per camera and instant, whatever UTC offset the instant is written with (a
+    video ingested again with ``--start`` in another zone is the same snapshots)."""
+    key = f"{tenant}\x1f{camera_id}\x1f{as_utc(ts).isoformat()}"
     return "I-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 

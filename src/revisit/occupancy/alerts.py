@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import re
 import secrets
 import smtplib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -278,15 +281,34 @@ class SmtpSettings:
     starttls: bool = False
 
 
+def _public_host(url: str) -> None:
+    """Refuse (RuntimeError, logged as the delivery's failure) a webhook whose host
+    resolves to a private, loopback, link-local or otherwise non-public address."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise RuntimeError(f"cannot resolve webhook host {host!r}: {exc}") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        if not ip.is_global:
+            raise RuntimeError(f"webhook host {host!r} is at a non-public address ({ip}); "
+                               "alerts.private_webhooks allows that")
+
+
 class Deliverer:
     """Sends alerts on a background thread, retrying each channel with exponential
     backoff (``attempts`` tries, ``backoff_s`` doubling) and logging every attempt."""
 
     def __init__(self, book: AlertBook, secret_of: Callable[[str], str],
                  smtp: SmtpSettings | None = None, attempts: int = 4,
-                 backoff_s: float = 1.0, timeout_s: float = 5.0) -> None:
+                 backoff_s: float = 1.0, timeout_s: float = 5.0,
+                 private_webhooks: bool = False) -> None:
         self.book, self.secret_of, self.smtp = book, secret_of, smtp
         self.attempts, self.backoff_s, self.timeout_s = attempts, backoff_s, timeout_s
+        self.private_webhooks = private_webhooks
         self._threads: list[threading.Thread] = []
 
     def send(self, alert: Alert) -> None:
@@ -325,6 +347,8 @@ class Deliverer:
     def _webhook(self, alert: Alert) -> str:
         import httpx
 
+        if not self.private_webhooks:
+            _public_host(alert.rule.webhook_url or "")
         body = json.dumps(alert.payload(), sort_keys=True).encode()
         stamp = str(int(time.time()))
         r = httpx.post(alert.rule.webhook_url or "", content=body, timeout=self.timeout_s,

@@ -29,7 +29,8 @@ class Watcher:
         smtp = (SmtpSettings(a.smtp_host, a.smtp_port, a.smtp_from, a.smtp_username,
                              a.smtp_password, a.smtp_starttls) if a.smtp_host else None)
         self.deliverer = Deliverer(self.book, lambda t: webhook_secret(tenancy, t), smtp,
-                                   attempts=a.attempts, backoff_s=a.backoff_s)
+                                   attempts=a.attempts, backoff_s=a.backoff_s,
+                                   private_webhooks=a.private_webhooks)
 
     def after(self, counts: list[PeopleCount]) -> None:
         for (tenant, loc), ts in values_at(counts).items():

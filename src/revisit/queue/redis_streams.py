@@ -141,6 +141,9 @@ class RedisStreamQueue:
                 return None
             entry_id, fields = entries[0]
             self._own_cursor = _as_str(entry_id)
+            if self._too_many_deliveries(entry_id):  # a poison batch that kills its worker
+                self._dead_letter(entry_id, fields, "delivered too many times")
+                continue
             delivery = self._deliver(entry_id, fields)
             if delivery is not None:
                 return delivery

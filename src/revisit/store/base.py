@@ -97,7 +97,8 @@ class SightingStore(Protocol):
 
     def write(self, batch: Batch) -> None:
         """Store a resolved batch atomically and idempotently: frames, sightings, new visitors,
-        exemplar changes, cameras/locations seen first. A repeated batch changes nothing."""
+        exemplar changes, cameras/locations seen first, and the erasure of the visitors the
+        resolver withdrew (never people). A repeated batch changes nothing."""
         ...
 
     def load_exemplars(self, tenant: str, chunk: int = ...,
@@ -190,13 +191,3 @@ class SightingStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def erase_withdrawn(store: SightingStore, batch: Batch) -> None:
-    """Erase the visitors the resolver withdrew from ``batch`` (after it is written): they
-    were never people. Idempotent: a visitor already gone is skipped."""
-    for tenant, visitor in batch.visitors_withdrawn:
-        try:
-            store.erase_visitor(tenant, visitor)
-        except KeyError:
-            continue

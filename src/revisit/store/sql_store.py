@@ -168,14 +168,19 @@ class IdentityTransaction:
         )
 
     def bump(self, tenants: Iterable[str]) -> None:
-        names = sorted(set(tenants))
-        if names:
-            self.session.execute(
-                "INSERT INTO tenants (tenant, created_at, identity_version) "
-                "SELECT unnest(?::VARCHAR[]), ?, 1 ON CONFLICT (tenant) DO UPDATE "
-                "SET identity_version = coalesce(tenants.identity_version, 0) + 1",
-                [names, now_utc()],
-            )
+        _bump(self.session, tenants)
+
+
+def _bump(s: Session, tenants: Iterable[str]) -> None:
+    """Move the tenants' ``identity_version``: resolvers elsewhere reload their gallery."""
+    names = sorted(set(tenants))
+    if names:
+        s.execute(
+            "INSERT INTO tenants (tenant, created_at, identity_version) "
+            "SELECT unnest(?::VARCHAR[]), ?, 1 ON CONFLICT (tenant) DO UPDATE "
+            "SET identity_version = coalesce(tenants.identity_version, 0) + 1",
+            [names, now_utc()],
+        )
 
 
 class SQLStore:
@@ -304,7 +309,24 @@ class SQLStore:
         self._write_exemplars(s, batch, redelivered, erased)
         self._write_scenes(s, batch)
         self._write_counts(s, batch)
+        self._withdraw_in(s, batch)
         return _Written(places, tops)
+
+    def _withdraw_in(self, s: Session, batch: Batch) -> None:
+        """Visitors the resolver found to be no person (a poster that founded one before
+        it was known to be static) are erased with the batch that found it, in the same
+        transaction: a crash cannot leave them standing. One merged with anyone since is
+        kept (a person may be in that group)."""
+        changed = set()
+        for tenant, vid in batch.visitors_withdrawn:
+            if self._canonical(s, tenant, vid) != vid or self._aliases_of(s, tenant, vid):
+                continue
+            try:
+                self._erase_in(s, tenant, vid)
+            except KeyError:  # gone already (a redelivery)
+                continue
+            changed.add(tenant)
+        _bump(s, changed)
 
     @staticmethod
     def _write_scenes(s: Session, batch: Batch) -> None:
@@ -410,8 +432,11 @@ class SQLStore:
                 f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_image_id {_LIST}",
                 [tenant, [x.face_image_id for x in live]],
             ).fetchall()
-            redelivered.update((tenant, r[0]) for r in rows)
-            kept.extend(live)
+            stored = {r[0] for r in rows}
+            redelivered.update((tenant, f) for f in stored)
+            # a face stored before is never inserted again (on PostgreSQL the key holds the
+            # time too, so a copy with another time would be a second row)
+            kept.extend(x for x in live if x.face_image_id not in stored)
         if not kept:
             return [], redelivered
         s.insert("sightings", SIGHTING_TABLE_COLUMNS, [
@@ -789,54 +814,55 @@ class SQLStore:
         the person back. Frames stay marked processed for the same reason. Returns the
         deleted counts and the face_image_ids of the group's exemplars (for the face
         index, whatever visitor id an index entry still carries)."""
+        return self._maintenance(tenant, lambda s: self._erase_in(s, tenant, visitor_id))
 
-        def run(s: Session) -> tuple[dict[str, int], list[str]]:
-            canon = self._canonical(s, tenant, visitor_id)
-            group = [canon, *self._aliases_of(s, tenant, canon)]
-            known = s.execute(f"SELECT count(*) FROM visitors WHERE tenant = ? "
-                              f"AND visitor_id {_LIST}", [tenant, group]).fetchone()
-            if not known or not known[0]:
-                raise KeyError(f"no visitor {visitor_id} in tenant {tenant}")
-            g = [tenant, group]
-            exemplar_ids = [r[0] for r in s.execute(
-                f"SELECT face_image_id FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}",
-                g).fetchall()]
-            counts = {
-                "embeddings": s.count(
-                    "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
-                    f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_id {_LIST})",
-                    [tenant, *g]),
-                "sightings": s.count(f"DELETE FROM sightings WHERE tenant = ? AND face_id {_LIST}",
-                                     g),
-            }
-            s.lock("rollup", tenant)
-            s.execute(f"DELETE FROM visit_days WHERE tenant = ? AND face_id {_LIST}", g)
-            s.execute(f"DELETE FROM visit_spans WHERE tenant = ? AND face_id {_LIST}", g)
-            counts["exemplars"] = s.count(
-                f"DELETE FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}", g)
-            counts["aliases"] = s.count(
-                f"DELETE FROM aliases WHERE tenant = ? AND alias_id {_LIST}", g)
-            counts["merge_log"] = s.count(
-                f"DELETE FROM merge_log WHERE tenant = ? AND (keep_id {_LIST} "
-                f"OR absorb_id {_LIST})", [tenant, group, group])
-            counts["visitors"] = s.count(
-                f"DELETE FROM visitors WHERE tenant = ? AND visitor_id {_LIST}", g)
-            # an erased person's enrolments (staff, watchlist) end with them, and so do the
-            # watchlist alerts raised on them (the only alerts with a subject)
-            counts["enrolments"] = s.count(
-                f"DELETE FROM enrolments WHERE tenant = ? AND visitor_id {_LIST}", g)
-            counts["alert_deliveries"] = s.count(
-                "DELETE FROM alert_deliveries WHERE tenant = ? AND alert_id IN ("
-                f"SELECT alert_id FROM alerts WHERE tenant = ? AND subject {_LIST})",
-                [tenant, *g])
-            counts["alerts"] = s.count(
-                f"DELETE FROM alerts WHERE tenant = ? AND subject {_LIST}", g)
-            counts["audit_redacted"] = self._redact_audit(s, tenant, set(group))
-            s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
-                      "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
-            return counts, exemplar_ids
-
-        return self._maintenance(tenant, run)
+    def _erase_in(self, s: Session, tenant: str, visitor_id: str
+                  ) -> tuple[dict[str, int], list[str]]:
+        """:meth:`erase_visitor` inside a transaction of the caller's."""
+        canon = self._canonical(s, tenant, visitor_id)
+        group = [canon, *self._aliases_of(s, tenant, canon)]
+        known = s.execute(f"SELECT count(*) FROM visitors WHERE tenant = ? "
+                          f"AND visitor_id {_LIST}", [tenant, group]).fetchone()
+        if not known or not known[0]:
+            raise KeyError(f"no visitor {visitor_id} in tenant {tenant}")
+        g = [tenant, group]
+        exemplar_ids = [r[0] for r in s.execute(
+            f"SELECT face_image_id FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}",
+            g).fetchall()]
+        counts = {
+            "embeddings": s.count(
+                "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
+                f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_id {_LIST})",
+                [tenant, *g]),
+            "sightings": s.count(f"DELETE FROM sightings WHERE tenant = ? AND face_id {_LIST}",
+                                 g),
+        }
+        s.lock("rollup", tenant)
+        s.execute(f"DELETE FROM visit_days WHERE tenant = ? AND face_id {_LIST}", g)
+        s.execute(f"DELETE FROM visit_spans WHERE tenant = ? AND face_id {_LIST}", g)
+        counts["exemplars"] = s.count(
+            f"DELETE FROM exemplars WHERE tenant = ? AND visitor_id {_LIST}", g)
+        counts["aliases"] = s.count(
+            f"DELETE FROM aliases WHERE tenant = ? AND alias_id {_LIST}", g)
+        counts["merge_log"] = s.count(
+            f"DELETE FROM merge_log WHERE tenant = ? AND (keep_id {_LIST} "
+            f"OR absorb_id {_LIST})", [tenant, group, group])
+        counts["visitors"] = s.count(
+            f"DELETE FROM visitors WHERE tenant = ? AND visitor_id {_LIST}", g)
+        # an erased person's enrolments (staff, watchlist) end with them, and so do the
+        # watchlist alerts raised on them (the only alerts with a subject)
+        counts["enrolments"] = s.count(
+            f"DELETE FROM enrolments WHERE tenant = ? AND visitor_id {_LIST}", g)
+        counts["alert_deliveries"] = s.count(
+            "DELETE FROM alert_deliveries WHERE tenant = ? AND alert_id IN ("
+            f"SELECT alert_id FROM alerts WHERE tenant = ? AND subject {_LIST})",
+            [tenant, *g])
+        counts["alerts"] = s.count(
+            f"DELETE FROM alerts WHERE tenant = ? AND subject {_LIST}", g)
+        counts["audit_redacted"] = self._redact_audit(s, tenant, set(group))
+        s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
+                  "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
+        return counts, exemplar_ids
 
     @staticmethod
     def _redact_audit(s: Session, tenant: str, group: set[str]) -> int:
