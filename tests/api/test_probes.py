@@ -296,6 +296,14 @@ def test_the_dashboard_session_only_reads(env: Env) -> None:
         r = c.request(method, path, json=body)
         assert r.status_code == 401 and "only reads" in r.json()["detail"], (path, r.text)
     assert c.post("/logout", headers={"Origin": "https://evil.example"}).status_code == 403
+    # signing out ends every copy of the cookie, not only this browser's
+    copy = c.cookies.get("revisit_session")
+    assert c.post("/logout", follow_redirects=False).status_code == 303
+    c.cookies.set("revisit_session", copy)
+    assert c.get("/v1/places").status_code == 401
+    c.cookies.clear()
+    r = c.post("/login", data={"key": env.keys["admin"]}, follow_redirects=False)
+    assert r.status_code == 303 and c.get("/v1/places").status_code == 200  # sign in again
 
 
 def test_audit_ids_count_the_tenants_own_entries(env: Env) -> None:
@@ -335,3 +343,17 @@ def test_dates_past_the_calendar_answer_422(env: Env) -> None:
                                                         "to": "9999-12-31"},
                        headers=env.auth("analyst"))
     assert r.status_code == 422, r.text
+
+
+def test_descending_sorts_break_ties_by_ascending_visitor_id(env: Env) -> None:
+    from revisit.store.testing import at, batch, sighting
+
+    rows = [sighting(f"V-00000{v}", at(10 * k + v, day=400), "101", tenant="acme")
+            for v in (4, 2, 1, 3) for k in range(3)]  # 3 sightings each: all tied
+    env.service.runtime.store.write(batch(rows))
+    day = at(0, day=400).date().isoformat()
+    for sort in ("-sightings", "-locations_visited", "sightings"):
+        r = env.report(sort=sort, **{"from": day, "to": day})
+        assert r.status_code == 200, r.text
+        assert [v["visitor_id"] for v in r.json()["visitors"]] == [
+            "V-000001", "V-000002", "V-000003", "V-000004"], sort

@@ -131,3 +131,25 @@ def test_analytics_follow_merges_splits_and_erasure(store: SightingStore) -> Non
     store.erase_visitor("default", "V-000002")
     visitors, visits, dwell_visits, affinity = figures()
     assert (visitors, visits, dwell_visits) == (2, 3, 3) and affinity == []  # V2 linked them
+
+
+def test_every_sighting_is_a_visit_at_gap_zero_even_two_at_one_instant(
+        store: SightingStore) -> None:
+    t = at(180)
+    store.write(batch([sighting("V-000001", t, "L1", camera="a"),
+                       sighting("V-000001", t, "L1", camera="b"),
+                       sighting("V-000001", at(185), "L1", camera="a")]))
+    q = ReportQuery(t.date(), t.date(), visit_gap=timedelta(0))
+    assert store.report_header(q).total_visits == 3
+    with store.read() as con:  # type: ignore[attr-defined]
+        out = S.summary(con, q)
+    assert out["totals"]["visits"] == 3 and out["dwell"]["all"]["visits"] == 3
+    assert sum(x["visits"] for x in out["by_hour"]) == 3
+
+
+def test_a_gap_of_odd_milliseconds_is_kept_to_the_microsecond(store: SightingStore) -> None:
+    t = at(0)
+    store.write(batch([sighting("V-000002", t, "L1"),
+                       sighting("V-000002", t + timedelta(milliseconds=1001), "L1")]))
+    q = ReportQuery(t.date(), t.date(), visit_gap=timedelta(milliseconds=1001))
+    assert store.report_header(q).total_visits == 1  # a gap equal to the visit gap joins

@@ -80,6 +80,7 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
                   "watchlist_settings"):
         con.execute(f"DROP TABLE {table}")
     con.execute("ALTER TABLE tenancy_keys DROP COLUMN expires_at")
+    con.execute("ALTER TABLE tenancy_keys DROP COLUMN sessions_after")
     con.execute("DELETE FROM schema_version WHERE version > 2")
     con.close()
     with DuckDBStore(path) as s:

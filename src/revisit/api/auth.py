@@ -67,11 +67,23 @@ def current_key(request: Request) -> ApiKey:
         if request.method not in SESSION_METHODS:  # a cookie rides along cross-site requests
             raise _unauthorized("the dashboard session only reads: a change needs an API key "
                                 "(Authorization: Bearer <key>)")
-        key = svc.tenancy.key(session["tenant"], session["key_id"])
-        if key is not None and key.active():
+        key = session_key(request)
+        if key is not None:
             return key
-        session.clear()
     raise _unauthorized("missing API key (Authorization: Bearer <key>)")
+
+
+def session_key(request: Request) -> ApiKey | None:
+    """The key of the dashboard session, if the session is still valid: its key active,
+    and not signed out since it signed in (a void session is cleared)."""
+    session = request.session
+    if not (session.get("key_id") and session.get("tenant")):
+        return None
+    key = service_of(request).tenancy.key(session["tenant"], session["key_id"])
+    if key is not None and key.session_valid(float(session.get("since", 0))):
+        return key
+    session.clear()
+    return None
 
 
 def require(*roles: str) -> Callable[[Request], ApiKey]:

@@ -9,6 +9,7 @@ It only reads (``auth.SESSION_METHODS``); sign-in and sign-out refuse another si
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from revisit.api.auth import service_of
+from revisit.api.auth import service_of, session_key
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 router = APIRouter(include_in_schema=False)
@@ -62,7 +63,8 @@ def login(request: Request, key: str = Form(...)) -> Response:
         msg = "Unknown key." if api_key is None else "This key cannot read reports."
         return HTMLResponse(_page("login.html", error=msg), status_code=401)
     request.session.clear()
-    request.session.update({"key_id": api_key.key_id, "tenant": api_key.tenant})
+    request.session.update({"key_id": api_key.key_id, "tenant": api_key.tenant,
+                            "since": time.time()})
     return RedirectResponse("/dashboard", status_code=303)
 
 
@@ -70,19 +72,18 @@ def login(request: Request, key: str = Form(...)) -> Response:
 def logout(request: Request) -> Response:
     if not _same_origin(request):
         return Response("sign out from this site's own page", status_code=403)
+    key = session_key(request)
+    if key is not None:  # every copy of the cookie ends, not only this browser's
+        service_of(request).tenancy.end_sessions(key.tenant, key.key_id)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
 @router.get("/dashboard")
 def dashboard(request: Request) -> Response:
-    session = request.session
-    svc = service_of(request)
-    key = None
-    if session.get("key_id") and session.get("tenant"):
-        key = svc.tenancy.key(session["tenant"], session["key_id"])
-    if key is None or not key.active() or key.role not in ("analyst", "admin"):
-        session.clear()
+    key = session_key(request)
+    if key is None or key.role not in ("analyst", "admin"):
+        request.session.clear()
         return RedirectResponse("/login", status_code=303)
-    tenant = svc.tenancy.tenant(key.tenant)
+    tenant = service_of(request).tenancy.tenant(key.tenant)
     return HTMLResponse(_page("dashboard.html", tenant=tenant.name if tenant else key.tenant))

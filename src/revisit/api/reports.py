@@ -35,13 +35,15 @@ router = APIRouter(tags=["reports"], responses=errors(401, 403, 422, 429, 503))
 T = TypeVar("T")
 reader = require("analyst", "admin")
 
+# Ties are broken by visitor id, ascending in either direction (as the store's own order):
+# rows are sorted by id first, then stably by the column.
 SORTS = {
-    "total_appearances": lambda r: (r.total_appearances, r.visitor_id),
+    "total_appearances": lambda r: r.total_appearances,
     "visitor_id": lambda r: r.visitor_id,
-    "locations_visited": lambda r: (r.locations_visited, r.visitor_id),
-    "first_seen": lambda r: (r.first_seen, r.visitor_id),
-    "last_seen": lambda r: (r.last_seen, r.visitor_id),
-    "sightings": lambda r: (r.sightings, r.visitor_id),
+    "locations_visited": lambda r: r.locations_visited,
+    "first_seen": lambda r: r.first_seen,
+    "last_seen": lambda r: r.last_seen,
+    "sightings": lambda r: r.sightings,
 }
 DEFAULT_SORT = "-total_appearances"  # the store's own order: no sorting in Python
 
@@ -191,7 +193,8 @@ def _report_page(svc: Service, key: ApiKey, f: Filters, page: int, page_size: in
         if rows_close:
             rows_close()
     else:
-        ordered = sorted(rows, key=SORTS[field], reverse=sort.startswith("-"))
+        by_id = sorted(rows, key=lambda r: r.visitor_id)
+        ordered = sorted(by_id, key=SORTS[field], reverse=sort.startswith("-"))
         page_rows = ordered[start:start + page_size]
     total = header.unique_visitors
     names = svc.tenancy.location_names(key.tenant)

@@ -100,7 +100,7 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
     if query.excluded:
         where += f" AND {vid} NOT IN (SELECT unnest(?::VARCHAR[]))"
         params.append(list(query.excluded))
-    gap_us = int(query.visit_gap.total_seconds() * 1_000_000)
+    gap_us = query.visit_gap // timedelta(microseconds=1)
     cam = ", cam" if cameras else ""
     if gap_us == 0:
         marked = f"SELECT vid, loc, t{cam}, 1 AS new_visit FROM base"
@@ -211,14 +211,14 @@ def period_text(query: ReportQuery) -> str:
 # with the default gap and no camera filter exactly, reading ~n/10 rows instead of n
 # sightings and sorting nothing.
 
-ROLLUP_GAP_US = int(DEFAULT_VISIT_GAP.total_seconds() * 1_000_000)  # other gaps use the raw query
+ROLLUP_GAP_US = DEFAULT_VISIT_GAP // timedelta(microseconds=1)  # other gaps use the raw query
 
 
 def rollup_applies(query: ReportQuery) -> bool:
     """The rollup answers queries at its gap without a camera filter (it is per location)."""
     return (
         not query.cameras
-        and int(query.visit_gap.total_seconds() * 1_000_000) == ROLLUP_GAP_US
+        and query.visit_gap // timedelta(microseconds=1) == ROLLUP_GAP_US
     )
 
 

@@ -263,6 +263,9 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 webhook_url VARCHAR, emails VARCHAR NOT NULL, keep_frames BOOLEAN NOT NULL,
                 changed_by VARCHAR NOT NULL, changed_at TIMESTAMP NOT NULL)""",
         ]),
+        # Dashboard sessions of a key signed in before this time are void: signing out
+        # ends the session on every replica, not only in the browser that signed out.
+        (11, ["ALTER TABLE tenancy_keys ADD COLUMN sessions_after TIMESTAMP"]),
     ]
 
 

@@ -321,7 +321,7 @@ def _bucket_label(i: int) -> str:
 
 def dwell(con: Session, query: ReportQuery, interval: timedelta) -> dict[str, Any]:
     """Visit durations per store and over all stores: median seconds and buckets."""
-    add_us = int(interval.total_seconds() * 1_000_000)
+    add_us = interval // timedelta(microseconds=1)
     cases = " ".join(f"WHEN span_us + {add_us} < {m * 60_000_000} THEN {i}"
                      for i, m in enumerate(DWELL_BUCKETS))
     rows = _q(con, f"""

@@ -34,23 +34,25 @@ _EPOCH = datetime(1970, 1, 1)
 def visits_from(marked: str, key: str) -> str:
     """``SELECT {key}, start_us, end_us, n, path`` over ``marked``: a relation with the
     ``key`` columns and ``t`` (epoch microseconds), ``cam`` and ``new_visit`` (1 on a
-    visit's first sighting). A visit is named by its start, which ties share (RANGE frame),
-    so ties at a visit's start never split it."""
+    visit's first sighting). Visits are numbered by a running count of their first
+    sightings, first sightings sorted before ties at the same instant: a tie of a visit's
+    start joins that visit, and two sightings at one instant that are each a visit (a
+    visit gap of 0) stay two."""
     return f"""
-SELECT {key}, start_us, max(t) AS end_us, count(*) AS n,
+SELECT {key}, min(t) AS start_us, max(t) AS end_us, count(*) AS n,
        string_agg(CASE WHEN prev IS NULL OR prev <> cam THEN cam END, chr(31) ORDER BY t, cam)
            AS path
 FROM (
-    SELECT {key}, t, cam, start_us,
-           lag(cam) OVER (PARTITION BY {key}, start_us ORDER BY t, cam) AS prev
+    SELECT {key}, t, cam, visit_no,
+           lag(cam) OVER (PARTITION BY {key}, visit_no ORDER BY t, cam) AS prev
     FROM (
         SELECT {key}, t, cam,
-               max(CASE WHEN new_visit = 1 THEN t END) OVER (PARTITION BY {key} ORDER BY t)
-                   AS start_us
+               sum(new_visit) OVER (PARTITION BY {key} ORDER BY t, new_visit DESC, cam
+                                    ROWS UNBOUNDED PRECEDING) AS visit_no
         FROM {marked}
     ) started
 ) stepped
-GROUP BY {key}, start_us"""
+GROUP BY {key}, visit_no"""
 
 
 def span_rows_from_sightings(d: Dialect, where: str) -> str:

@@ -51,6 +51,14 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None = None
     expires_at: datetime | None = None  # set by a rotation: works until then (naive UTC)
+    sessions_after: datetime | None = None  # dashboard sessions signed in before: void
+
+    def session_valid(self, signed_in: float) -> bool:
+        """A dashboard session of this key signed in at ``signed_in`` (POSIX time)."""
+        if not self.active():
+            return False
+        return self.sessions_after is None or \
+            signed_in > self.sessions_after.replace(tzinfo=UTC).timestamp()
 
     def active(self, now: datetime | None = None) -> bool:
         """Not revoked and not past a rotation's grace period."""
@@ -218,12 +226,17 @@ class Tenancy:
         assert key is not None
         return key, secret
 
-    _KEY = ("SELECT key_id, tenant, role, cameras, name, created_at, revoked_at, expires_at "
-            "FROM tenancy_keys ")
+    _KEY = ("SELECT key_id, tenant, role, cameras, name, created_at, revoked_at, expires_at, "
+            "sessions_after FROM tenancy_keys ")
 
     @staticmethod
     def _key(r: tuple[Any, ...]) -> ApiKey:
-        return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6], r[7])
+        return ApiKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6], r[7], r[8])
+
+    def end_sessions(self, tenant: str, key_id: str) -> None:
+        """Void every dashboard session of the key signed in until now (sign-out)."""
+        self._do("UPDATE tenancy_keys SET sessions_after = ? WHERE tenant = ? AND key_id = ?",
+                 (_now(), tenant, key_id))
 
     def authenticate(self, secret: str) -> ApiKey | None:
         """The active key with this secret (not revoked, not past a rotation's grace)."""

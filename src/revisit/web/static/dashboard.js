@@ -46,7 +46,7 @@ function chart(id, labels, values, kind) {
 
 function minutes(s) {
   if (s === null || s === undefined) return "–";
-  const m = Math.floor(s / 60), sec = Math.round(s - 60 * m);
+  const r = Math.round(s), m = Math.floor(r / 60), sec = r % 60;
   return `${m}m${String(sec).padStart(2, "0")}s`;
 }
 
