@@ -357,3 +357,9 @@ def test_descending_sorts_break_ties_by_ascending_visitor_id(env: Env) -> None:
         assert r.status_code == 200, r.text
         assert [v["visitor_id"] for v in r.json()["visitors"]] == [
             "V-000001", "V-000002", "V-000003", "V-000004"], sort
+
+
+def test_a_query_parameter_given_twice_is_refused(env: Env) -> None:
+    r = env.client.get("/v1/reports/unique-visitors?from=2024-05-01&to=2024-05-02&from=2024-04-01",
+                       headers=env.auth("analyst"))
+    assert r.status_code == 422 and "more than once" in r.json()["detail"], r.text

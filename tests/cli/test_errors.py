@@ -117,3 +117,8 @@ def test_ingest_video_checks_its_ids(tmp_path: Path) -> None:
         _refused(_run(["ingest-video", str(clip), "--camera", cam, "--location", loc,
                        "--every", "1s", "--start", "2024-01-05T09:00:00Z"], tmp_path),
                  "not valid")
+
+
+def test_a_filter_that_names_nothing_is_refused(tmp_path: Path) -> None:
+    _refused(_run(["report", "--from", "2024-01-01", "--to", "2024-01-02",
+                   "--locations", " , "], tmp_path), "names no id")

@@ -105,6 +105,11 @@ def known_query(request: Request) -> None:
         known = ", ".join(sorted(allowed)) or "none"
         raise HTTPException(422, f"unknown query parameter(s) {names} (this operation "
                                  f"takes: {known})")
+    given = [k for k, _ in request.query_params.multi_items()]
+    if twice := sorted({k for k in given if given.count(k) > 1}):
+        raise HTTPException(422, f"query parameter(s) {', '.join(repr(t[:40]) for t in twice)} "
+                                 "given more than once (one value each; lists are comma "
+                                 "separated)")
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")

@@ -37,10 +37,14 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def split_list(text: str | None) -> tuple[str, ...]:
-    """``"101, 203"`` -> ``("101", "203")``; empty/None -> ``()``."""
+    """``"101, 203"`` -> ``("101", "203")``; None or "" -> ``()``. A list of separators
+    only (``","``) is refused: as a filter it would silently mean "all"."""
     if not text:
         return ()
-    return tuple(p.strip() for p in text.split(",") if p.strip())
+    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not items:
+        raise typer.BadParameter(f"{text!r} names no id (ids separated by commas)")
+    return items
 
 
 def parse_day(text: str, option: str) -> date:
