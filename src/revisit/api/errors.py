@@ -8,6 +8,7 @@ answer, so clients and schema-driven tests know the whole contract.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -18,6 +19,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"  # tenancy ids (tenant, location, camera)
+
+log = logging.getLogger(__name__)
 
 _MEANING = {
     401: "No key, or an unknown, revoked or expired key",
@@ -186,11 +189,28 @@ async def _tenancy(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": text}, status_code=status)
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A backend down answers 503 with Retry-After (nothing was accepted; a retry is safe),
+    logged in one line, never a 500 with a traceback."""
+    retry = str(getattr(request.app.state.service.config, "retry_after_s", 5))
+    log.warning("%s %s: %s unavailable: %s", request.method, request.url.path,
+                "broker" if "redis" in type(exc).__module__ else "store or broker",
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return JSONResponse({"detail": f"a backend is unavailable ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                                   f"retry in {retry} s (a retry is never counted twice)"},
+                        status_code=503, headers={"Retry-After": retry})
+
+
 def install(app: FastAPI) -> None:
     """Errors as ``{"detail": str}``: validation (FastAPI's default is a list) and
-    unparseable bodies (FastAPI answers those 400, undocumented) become 422."""
+    unparseable bodies (FastAPI answers those 400, undocumented) become 422; a store or
+    broker that is down, 503."""
+    from revisit.backends import unavailable_errors
     from revisit.tenancy.db import TenancyError
 
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(TenancyError, _tenancy)
+    for kind in unavailable_errors():
+        app.add_exception_handler(kind, _unavailable)

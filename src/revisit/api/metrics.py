@@ -15,7 +15,8 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
 def _or_nan(fn: Callable[[], float]) -> Callable[[], float]:
-    """A gauge that reads the store must not turn a scrape into an error."""
+    """A gauge that reads the store or the broker must not turn a scrape into an error
+    (the scrape during an outage is the one an operator needs)."""
 
     def read() -> float:
         try:
@@ -57,7 +58,7 @@ class Metrics:
             registry=r)
         self.queue_depth = Gauge(
             "revisit_queue_depth", "Accepted batches waiting for processing", registry=r)
-        self.queue_depth.set_function(queue_depth)
+        self.queue_depth.set_function(_or_nan(queue_depth))  # a broker away: NaN, not a 500
         self.stage_batches = Gauge(
             "revisit_stage_batches", "Distributed mode: batches per stage queue, by state "
             "(waiting, in_flight, dead_letters), read at each scrape", ["stage", "state"],

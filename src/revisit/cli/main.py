@@ -61,11 +61,18 @@ def run() -> None:
     """Entry point that turns configuration errors, an unavailable store and registry
     errors (an unknown tenant, location or camera) into a readable message and exit
     code 2."""
-    from revisit.store.base import StoreUnavailable
+    from revisit.backends import unavailable_errors
     from revisit.tenancy.db import TenancyError
 
     try:
         app()
-    except (ConfigError, StoreUnavailable, TenancyError) as exc:
+    except (ConfigError, TenancyError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except unavailable_errors() as exc:
+        text = str(exc).strip() or type(exc).__name__
+        if type(exc).__module__.startswith(("psycopg", "redis")):  # theirs: the gist only
+            text = f"{type(exc).__name__}: {text.splitlines()[0]} (is the service running? "\
+                   "bash scripts/services.sh starts them here)"
+        typer.echo(f"error: {text}", err=True)
         raise SystemExit(2) from None

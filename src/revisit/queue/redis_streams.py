@@ -34,6 +34,9 @@ from revisit.records import Batch
 log = logging.getLogger(__name__)
 
 _FIELD = b"b"
+# A consumer that asked for work within this long counts as live in ``status`` (a worker
+# busy on one batch asks again when it is done; a killed one stops asking).
+LIVE_IDLE_MS = 60_000
 # Atomic "append unless full": KEYS[1] stream, ARGV[1] bound, ARGV[2] payload.
 _PUT_LUA = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
@@ -225,7 +228,13 @@ class RedisStreamQueue:
         appended anew, then deleted from the dead stream, so a crash in between delivers
         it twice at worst (stages are idempotent), never loses it."""
         moved = 0
-        while entries := self._r.xrange(self.dead_key, count=100):
+        # only what is dead now: a batch that is still poison comes back here while this
+        # runs (a live worker dead-letters it again) and must wait for the next replay
+        newest = self._r.xrevrange(self.dead_key, count=1)
+        if not newest:
+            return 0
+        last = newest[0][0]
+        while entries := self._r.xrange(self.dead_key, max=last, count=100):
             for entry_id, fields in entries:
                 if _FIELD in fields:
                     self._r.xadd(self.key, {_FIELD: fields[_FIELD]})
@@ -242,7 +251,10 @@ class RedisStreamQueue:
         total = int(self._r.xlen(self.key))
         try:
             in_flight = int(self._r.xpending(self.key, self.group)["pending"])
-            consumers = len(self._r.xinfo_consumers(self.key, self.group))
+            # live: asked for work within the last minute (a killed worker stays in the
+            # group's list until forget_idle_ms, and must not look like staff)
+            consumers = sum(1 for c in self._r.xinfo_consumers(self.key, self.group)
+                            if int(c["idle"]) < LIVE_IDLE_MS)
         except redis.ResponseError:  # no group yet: nobody consumed
             in_flight, consumers = 0, 0
         return {"waiting": total - in_flight, "in_flight": in_flight,
