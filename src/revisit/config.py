@@ -253,6 +253,13 @@ class PipelineSettings(Section):
         "waiting for a missing one (dead-lettered or lost upstream) before it skips the "
         "gap, records it (resolve_skipped) and goes on; a late copy is still applied.",
     )
+    idle_flush_s: float | None = Field(
+        None, ge=0.5, le=3600,
+        description="Distributed mode: when a resolver got no batch for this long, it stores "
+        "the faces its open tracks still hold (as the embedded default does at the end of a "
+        "run) instead of keeping them until a next batch that may never come. Empty: "
+        "identity.track_gap_s (a live camera's track would have closed by then anyway).",
+    )
 
 
 class StoreSettings(Section):

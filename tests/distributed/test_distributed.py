@@ -448,3 +448,35 @@ def test_occupancy_counts_and_exclusion_zones_through_the_broker(
         assert faces_at and not faces_at & vetoed  # no sighting inside the exclusion zone
     finally:
         store.close()
+
+
+def test_an_idle_resolver_stores_the_faces_its_open_tracks_hold(
+        tmp_path: Path, pg_url: str) -> None:
+    """The end of a stream: a track that waited for more snapshots (here: three are
+    needed to found a visitor, two came) is decided once nothing has come for a while,
+    as the embedded default decides it at the end of a run."""
+    from revisit.store.postgres_store import PostgresStore
+
+    frames = _same_person_frames(400)
+    by_person: dict[bytes, list] = {}
+    for f in frames:
+        by_person.setdefault(f.data, []).append(f)
+    two = next(iter(by_person.values()))[:2]
+    batches = _embedded_batches(tmp_path, two, 1)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
+                             identity={"create_after": 3}, pipeline={"idle_flush_s": 0.5})
+    store = PostgresStore(pg_url)
+    try:
+        handler = ResolveHandler(settings, store)
+        held = [b for batch in batches for b in handler(batch)]
+        assert sum(len(b.sightings) for b in held) == 0  # waiting for a third snapshot
+        assert handler.idle() == []  # not idle long enough yet
+        time.sleep(0.6)
+        (tail,) = handler.idle()
+        faces = sum(len(b.faces) for b in batches)
+        assert len(tail.sightings) == faces >= 2
+        stored = {s.face_image_id for s in tail.sightings}
+        assert set(store.existing_sightings("default", stored)) == stored
+        assert handler.idle() == []  # nothing held any more
+    finally:
+        store.close()

@@ -33,9 +33,9 @@ moment loses nothing and doubles nothing:
   yet (a first face too weak to found a visitor, held for the track's next snapshots)
   live in the resolver's memory, so a resolver restart, or a reload when another resolver
   moved the tenant's identity version, decides those tracks afresh and their held faces
-  become no sighting; nor is there an end-of-stream flush. docs/queues.md says what that
-  costs. Batches without a sequence (HTTP API) are resolved in arrival order under the
-  tenant lock.
+  become no sighting (docs/queues.md). A resolver idle for ``pipeline.idle_flush_s``
+  stores them, as the embedded default does at the end of a run. Batches without a
+  sequence (HTTP API) are resolved in arrival order under the tenant lock.
 - A batch already committed (its frames are stored, or its seq is behind the cursor) is
   a replay: it is forwarded with the stored assignments, nothing is decided again.
 - Each resolver keeps its gallery (faiss, or bookkeeping beside pgvector) in memory and

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class ResolveHandler:
     versions: dict[str, int] = field(default_factory=dict)
     resolver: Any = None
     index: Any = None
+    _last_work: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         from revisit.store.postgres_store import PostgresStore
@@ -67,6 +69,7 @@ class ResolveHandler:
         self.versions.clear()
 
     def __call__(self, batch: Batch) -> list[Batch]:
+        self._last_work = time.monotonic()
         self.store.prepare(batch)  # partitions: DDL outside the locked transaction
         stream, seq = sequence_of(batch.batch_id)
         try:
@@ -95,15 +98,46 @@ class ResolveHandler:
 
     def idle(self) -> list[Batch]:
         """Between deliveries: apply parked batches whose turn has come (their stream's
-        predecessor was committed by a resolver that died before draining)."""
+        predecessor was committed by a resolver that died before draining); after
+        ``pipeline.idle_flush_s`` without a batch, store the faces open tracks hold."""
         out: list[Batch] = []
         try:
             for stream in self.store.parked_streams():
                 out += self._drain(stream)
+            out += self._flush_held()
         except BaseException:
             self._reset()
             raise
         return out
+
+    def _flush_held(self) -> list[Batch]:
+        """The end of a stream, as far as a resolver can tell: nothing came for a while.
+        Open tracks are decided and their held faces stored, in one transaction under the
+        tenants' locks (after a reload if another resolver moved them meanwhile)."""
+        wait = self.settings.pipeline.idle_flush_s
+        wait = self.settings.identity.track_gap_s if wait is None else wait
+        if time.monotonic() - self._last_work < wait:
+            return []
+        tenants = sorted({t for (t, _) in self.resolver._cameras})
+        if not tenants:
+            return []
+        with self.store.identity_transaction(tenants) as tx:
+            current = {t: tx.version(t) for t in tenants}
+            stale = [t for t in tenants if self.versions.get(t) != current[t]]
+            if stale:
+                self._reload(stale)
+            self.versions.update(current)
+            bind = getattr(self.index, "bind", None)
+            with bind(tx.conn) if bind is not None else contextlib.nullcontext():
+                tail = self.resolver.flush()
+                if tail is None:
+                    return []
+                tx.write(tail)
+            tx.bump(tenants)
+            for t in tenants:
+                self.versions[t] += 1
+        log.info("resolver idle: stored %d held face(s) of open tracks", len(tail.sightings))
+        return [tail]
 
     def _drain(self, stream: str) -> list[Batch]:
         """Apply parked batches that are next in line, one transaction each."""

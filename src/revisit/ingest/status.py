@@ -100,9 +100,12 @@ class BatchLedger:
                       [tenant, batch_id])
 
     def processing(self, tenant: str, batch_id: str) -> None:
+        """Taken by a stage: also after a failure, when the broker delivered it again
+        (the error stays until it is done, saying what happened the time before)."""
         with self.store.transaction() as s:
-            s.execute("UPDATE batch_status SET state = 'processing' WHERE tenant = ? "
-                      "AND batch_id = ? AND state = 'queued'", [tenant, batch_id])
+            s.execute("UPDATE batch_status SET state = 'processing', finished_at = NULL "
+                      "WHERE tenant = ? AND batch_id = ? AND state IN ('queued', 'failed')",
+                      [tenant, batch_id])
 
     def finished(self, tenant: str, batch_id: str) -> None:
         """``done`` for a batch found stored after a crash (its counts, if any, kept)."""
@@ -124,7 +127,7 @@ class BatchLedger:
         params = [c["processed"], c["faces"], c["sightings"], c["new_visitors"],
                   json.dumps(c["rejected"]), _now(), tenant, batch.batch_id]
         sql = ("UPDATE batch_status SET state = 'done', processed = ?, faces = ?, "
-               "sightings = ?, new_visitors = ?, rejected = ?, finished_at = ? "
+               "sightings = ?, new_visitors = ?, rejected = ?, finished_at = ?, error = NULL "
                "WHERE tenant = ? AND batch_id = ?")  # a redelivery that worked wins
         if session is not None:
             self._done_in(session, sql, params, tenant, batch.batch_id)
