@@ -122,13 +122,8 @@ class ResolveHandler:
         if not tenants:
             return []
         with self.store.identity_transaction(tenants) as tx:
-            current = {t: tx.version(t) for t in tenants}
-            stale = [t for t in tenants if self.versions.get(t) != current[t]]
-            if stale:
-                self._reload(stale)
-            self.versions.update(current)
-            bind = getattr(self.index, "bind", None)
-            with bind(tx.conn) if bind is not None else contextlib.nullcontext():
+            self._catch_up(tx, tenants)
+            with self._bound(tx):
                 tail = self.resolver.flush()
                 if tail is None:
                     return []
@@ -177,13 +172,8 @@ class ResolveHandler:
         if self._committed(batch):
             return self._replay(batch)
         self._drop_stored_frames(batch)
-        current = {t: tx.version(t) for t in tenants}
-        stale = [t for t in tenants if self.versions.get(t) != current[t]]
-        if stale:
-            self._reload(stale)
-        self.versions.update(current)
-        bind = getattr(self.index, "bind", None)
-        with bind(tx.conn) if bind is not None else contextlib.nullcontext():
+        self._catch_up(tx, tenants)
+        with self._bound(tx):
             out = self.resolver.resolve(batch)
             tx.write(out)
         for t in tenants:  # an API batch's status: done with the sightings, atomically
@@ -192,6 +182,19 @@ class ResolveHandler:
         for t in tenants:
             self.versions[t] += 1
         return out
+
+    def _catch_up(self, tx: Any, tenants: list[str]) -> None:
+        """Under the tenants' locks: reload those another process changed since."""
+        current = {t: tx.version(t) for t in tenants}
+        stale = [t for t in tenants if self.versions.get(t) != current[t]]
+        if stale:
+            self._reload(stale)
+        self.versions.update(current)
+
+    def _bound(self, tx: Any) -> Any:
+        """A pgvector index works in the transaction's connection; faiss needs nothing."""
+        bind = getattr(self.index, "bind", None)
+        return bind(tx.conn) if bind is not None else contextlib.nullcontext()
 
     def _reload(self, tenants: list[str]) -> None:
         """Another process changed these tenants' identities since we last looked."""
