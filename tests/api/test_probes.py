@@ -296,6 +296,12 @@ def test_the_dashboard_session_only_reads(env: Env) -> None:
         r = c.request(method, path, json=body)
         assert r.status_code == 401 and "only reads" in r.json()["detail"], (path, r.text)
     assert c.post("/logout", headers={"Origin": "https://evil.example"}).status_code == 403
+    # behind a proxy that passes the public host on: our own origin
+    assert c.post("/logout", follow_redirects=False, headers={
+        "Origin": "https://revisit.example", "X-Forwarded-Host": "revisit.example"}
+    ).status_code == 303
+    r = c.post("/login", data={"key": env.keys["admin"]}, follow_redirects=False)
+    assert r.status_code == 303
     # signing out ends every copy of the cookie, not only this browser's
     copy = c.cookies.get("revisit_session")
     assert c.post("/logout", follow_redirects=False).status_code == 303

@@ -46,11 +46,14 @@ def login_form() -> HTMLResponse:
 
 def _same_origin(request: Request) -> bool:
     """A form posted from another site (login CSRF: signing a victim in as the attacker)
-    carries that site's Origin; a browser posting our own form sends ours, or none."""
+    carries that site's Origin; a browser posting our own form sends ours, or none.
+    Behind a reverse proxy ours is the public host: the proxy passes it as Host or as
+    X-Forwarded-Host (a page on another site cannot set either on the victim's request)."""
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    ours = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
+    return urlsplit(origin).netloc in ours - {""}
 
 
 @router.post("/login")
