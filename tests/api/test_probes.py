@@ -389,3 +389,18 @@ def test_a_backend_that_is_down_answers_503_not_500(env: Env, monkeypatch) -> No
     assert any("store unreachable" in p for p in ready.json()["problems"])
     assert any("broker unreachable" in p for p in ready.json()["problems"])
     assert env.client.get("/metrics").status_code == 200  # the scrape during an outage
+
+
+def test_the_session_cookie_is_secure_where_tls_is_in_front(tmp_path) -> None:
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False, session_https_only=True)
+    env = next(gen)
+    try:
+        r = env.client.post("/login", data={"key": env.keys["analyst"]},
+                            follow_redirects=False)
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert "revisit_session=" in cookie and "secure" in cookie and "samesite=strict" in cookie
+    finally:
+        gen.close()

@@ -76,7 +76,8 @@ def create_app(
     app.add_middleware(api_errors.ValidText)
     app.add_middleware(
         SessionMiddleware, secret_key=svc.session_secret, session_cookie="revisit_session",
-        max_age=svc.config.session_max_age_s, same_site="strict", https_only=False,
+        max_age=svc.config.session_max_age_s, same_site="strict",
+        https_only=svc.config.session_https_only,
     )
 
     # liveness answers on the event loop itself: no thread pool a busy service could fill

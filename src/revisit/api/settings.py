@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
         "the store, shared by every replica on it (sessions survive restarts)."
     )
     session_max_age_s: int = Field(8 * 3600, ge=60, description="Dashboard session lifetime.")
+    session_https_only: bool = Field(
+        False, description="Mark the dashboard's session cookie Secure (sent over HTTPS only): "
+        "set it where TLS is in front (a reverse proxy); off by default so that "
+        "http://localhost works.")
     metrics_token: str = Field(
         "", description="Bearer token GET /metrics requires. Empty = /metrics answers only "
         "to clients on this machine (loopback).",
