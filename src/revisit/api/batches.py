@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from revisit.api.auth import require, service_of
-from revisit.api.errors import errors
+from revisit.api.errors import encodes, errors
 from revisit.api.images import ImageError, image_size
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
@@ -111,13 +111,7 @@ def _fail(status: int, detail: str) -> HTTPException:
 
 def _text_ok(value: str) -> bool:
     """Printable and encodable (no lone surrogates, no control characters)."""
-    if not value.isprintable():
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return value.isprintable() and encodes(value)
 
 
 def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:

@@ -121,7 +121,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 def _bad_text(value: Any) -> bool:
     """A string (or key) in parsed JSON that is not valid Unicode (a lone surrogate)."""
     if isinstance(value, str):
-        return not value.isascii() and not _encodes(value)
+        return not value.isascii() and not encodes(value)
     if isinstance(value, dict):
         return any(_bad_text(k) or _bad_text(v) for k, v in value.items())
     if isinstance(value, list):
@@ -129,7 +129,8 @@ def _bad_text(value: Any) -> bool:
     return False
 
 
-def _encodes(text: str) -> bool:
+def encodes(text: str) -> bool:
+    """Text UTF-8 can hold (no lone surrogate)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

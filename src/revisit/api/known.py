@@ -40,10 +40,8 @@ def _book(request: Request) -> Enrolments:
 
 
 def _local_resolver(request: Request) -> Any:
-    """This process's resolver where it runs the pipeline (embedded); with a broker the
-    workers resolve, and the identity version an enrolment bumps makes them reload."""
-    svc = service_of(request)
-    return None if svc.settings.queue_url else svc.runtime.resolver
+    """This process's resolver where it runs the pipeline (embedded), started if need be."""
+    return service_of(request).local_resolver(start=True)
 
 
 def _reload(request: Request, tenant: str) -> None:

@@ -135,22 +135,25 @@ class Service:
                     self.metrics.stage_batches.labels(stage, what).set(value)
 
     # -- privacy --------------------------------------------------------------------------
-    def _local_resolver(self) -> Resolver | None:
-        """The resolver this process runs (embedded mode), if it has started: it must
-        forget what erasure and retention delete. With a broker, the workers' resolvers
-        reload when the tenant's identity version moves."""
-        return None if self.settings.queue_url else self.runtime.loaded_resolver
+    def local_resolver(self, start: bool = False) -> Resolver | None:
+        """The resolver this process runs (embedded mode): the one already in use (it
+        must forget what erasure and retention delete), or with ``start`` one made now
+        (an enrolment takes its visitor id from it). With a broker the workers resolve,
+        and the identity version a change bumps makes them reload."""
+        if self.settings.queue_url:
+            return None
+        return self.runtime.resolver if start else self.runtime.loaded_resolver
 
     def erase(self, tenant: str, visitor_id: str, actor: str) -> dict[str, int]:
         with self.write_lock:
             return erase_visitor(self.runtime.store, self.runtime.index, self.tenancy, tenant,
                                  visitor_id, actor, self.settings.crops_dir,
-                                 self._local_resolver())
+                                 self.local_resolver())
 
     def purge(self, tenant: str, actor: str) -> dict[str, Any]:
         with self.write_lock:
             return purge_tenant(self.runtime.store, self.runtime.index, self.tenancy, tenant,
-                                actor, self.settings.crops_dir, resolver=self._local_resolver())
+                                actor, self.settings.crops_dir, resolver=self.local_resolver())
 
     def purge_all(self, actor: str) -> dict[str, Any]:
         """Every tenant's retention, then the service's own: finished batch statuses and

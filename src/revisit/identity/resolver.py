@@ -229,11 +229,11 @@ class Resolver:
 
     def forget(self, tenant: str, visitors: Iterable[str] = (),
                face_image_ids: Iterable[str] = ()) -> None:
-        """Erasure or retention removed these visitors and exemplars from the store: drop
-        them from memory and the index too, so no centroid still carries them and an open
-        track of an erased visitor decides afresh. Everything else held (open tracks,
-        visitors resolved but not stored yet) stays, which a full :meth:`reload` would
-        not guarantee."""
+        """Erasure or retention removed these visitors and exemplars from the store and the
+        index (tenancy/privacy): drop them from memory too, so no centroid still carries
+        them and an open track of an erased visitor decides afresh. Everything else held
+        (open tracks, visitors resolved but not stored yet) stays, which a full
+        :meth:`reload` would not guarantee."""
         gone_visitors = set(visitors)
         gone = set(face_image_ids)
         with self._lock:
@@ -252,10 +252,6 @@ class Resolver:
                             g.exemplars[vid] = keep
                         else:
                             del g.exemplars[vid]
-            if gone:
-                self.index.remove(tenant, sorted(gone))
-            for vid in gone_visitors:
-                self.index.remove_visitor(tenant, vid)
             for (t, _), cam in self._cameras.items():
                 if t == tenant:
                     for tr in cam.open:

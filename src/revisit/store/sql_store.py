@@ -870,9 +870,12 @@ class SQLStore:
         alert's place and time) keep what was done, when and by whom, and the ids: the
         person's details go with them."""
         n = 0
+        # only entries whose text names one of the ids are read and parsed
+        named = " OR ".join("strpos(detail, ?) > 0" for _ in group)
         for audit_id, detail in s.execute(
                 "SELECT id, detail FROM tenancy_audit WHERE tenant = ? AND action IN "
-                "('known.enrol', 'known.remove', 'watchlist.alert')", [tenant]).fetchall():
+                f"('known.enrol', 'known.remove', 'watchlist.alert') AND ({named})",
+                [tenant, *sorted(group)]).fetchall():
             try:
                 d = json.loads(detail)
             except ValueError:
