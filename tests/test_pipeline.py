@@ -238,3 +238,33 @@ def test_a_run_started_again_completes_what_a_kill_cut_short(tmp_path: Path) -> 
                 if s["image_id"] == "same-id"] == ["same-id"]
     finally:
         runtime.close()
+
+
+def test_faces_held_when_a_run_is_killed_are_decided_by_the_next(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """A track not decided yet when the run is killed (its faces held, their frames stored):
+    running the same input again finds every frame stored, reads the held faces back and
+    decides them, instead of losing them (real models)."""
+    from revisit.config import load_settings
+    from revisit.records import Frame
+    from revisit.store.testing import at
+
+    settings = load_settings(None, data=tmp_path / "data", identity={"create_after": 3})
+    frames = [Frame(tenant="default", camera_id="L1-cam1", location_id="L1",
+                    image_id=f"held-{i}", ts=at(i / 12),
+                    data=lfw_photo(POWELL, i).read_bytes()) for i in (1, 2)]
+    killed = Runtime(settings)
+    monkeypatch.setattr(killed, "finish", lambda summary=None: None)  # the kill
+    first = killed.ingest(list(frames))
+    assert first.frames == 2 and first.sightings == 0
+    assert len(killed.store.held_faces("default")) == 2
+    killed.close()
+    monkeypatch.undo()
+    again = Runtime(settings)
+    try:
+        summary = again.ingest(list(frames))
+        assert summary.skipped == 2 and summary.sightings == 2
+        assert again.store.stats("default")["visitors"] == 1
+        assert again.store.held_faces("default") == []
+    finally:
+        again.close()

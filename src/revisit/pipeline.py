@@ -517,11 +517,14 @@ class Runtime:
                     summary.merges += len(merges)
 
     def flush(self) -> Batch | None:
-        """Store the faces the resolver still holds (tracks not decided yet): at the end of
-        a run, and when a server stops, so a restart loses none of them."""
-        if self._resolver is None:
+        """Decide and store the faces the resolver still holds (tracks not decided yet): at
+        the end of a run, and when a server stops. Faces an earlier run held when it was
+        killed are read back from the store for the tenants this run saw."""
+        seen = self._tenants_seen | set(self._resolver._galleries if self._resolver else ())
+        tenants = sorted(seen & set(self.store.held_tenants())) if seen else []
+        if self._resolver is None and not tenants:
             return None
-        tail = self._resolver.flush()
+        tail = self.resolver.flush(tenants)
         if tail is not None:
             self.store_batch(tail)
         return tail

@@ -232,3 +232,7 @@ class Batch:
     scenes: list[Scene] = field(default_factory=list)
     # people per frame and zone of counting cameras (occupancy/counting)
     counts: list[PeopleCount] = field(default_factory=list)
+    # faces the resolver now holds (a camera track not decided yet), kept by the store
+    # until a later batch releases them: (tenant, face_image_id) decided or dropped since
+    held: list[Face] = field(default_factory=list)
+    released: list[tuple[str, str]] = field(default_factory=list)

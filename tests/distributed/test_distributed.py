@@ -480,3 +480,36 @@ def test_an_idle_resolver_stores_the_faces_its_open_tracks_hold(
         assert handler.idle() == []  # nothing held any more
     finally:
         store.close()
+
+
+def test_faces_held_by_a_resolver_that_dies_are_decided_by_another(
+        tmp_path: Path, pg_url: str) -> None:
+    """Held faces are committed with their batch: a resolver killed while holding them
+    (no flush) leaves them in the store; another resolver, once they have waited as long
+    as an idle flush would, decides them (in the embedded default's way)."""
+    from revisit.store.postgres_store import PostgresStore
+
+    frames = _same_person_frames(400)
+    by_person: dict[bytes, list] = {}
+    for f in frames:
+        by_person.setdefault(f.data, []).append(f)
+    two = next(iter(by_person.values()))[:2]
+    batches = _embedded_batches(tmp_path, two, 1)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
+                             identity={"create_after": 3}, pipeline={"idle_flush_s": 0.5})
+    store = PostgresStore(pg_url)
+    try:
+        dead = ResolveHandler(settings, store)
+        held = [b for batch in batches for b in dead(batch)]
+        assert sum(len(b.sightings) for b in held) == 0
+        faces = {f.face_image_id for b in batches for f in b.faces}
+        assert {f.face_image_id for f in store.held_faces("default")} == faces
+        other = ResolveHandler(settings, store)  # the first one is gone, without a flush
+        assert other.idle() == []  # the held faces are not quiet long enough yet
+        time.sleep(0.6)
+        (tail,) = other.idle()
+        assert {s.face_image_id for s in tail.sightings} == faces and len(faces) >= 2
+        assert set(store.existing_sightings("default", faces)) == faces
+        assert store.held_faces("default") == [] and other.idle() == []
+    finally:
+        store.close()

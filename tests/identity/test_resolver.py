@@ -300,3 +300,43 @@ def test_a_poster_is_withdrawn_once_found_static_and_never_counted_again(make_se
     person = run([face(emb[("Andre_Agassi", 1)], "p0", minute=11, x=400)])
     assert len(person.visitors_created) == 1
     store.close()
+
+
+def test_a_resolver_killed_while_holding_faces_loses_none(make_settings, emb) -> None:
+    """Held faces are written with their batch: the next resolver (a restart after a kill,
+    no flush) continues their track, a redelivery of their batch does not double them, and
+    the end of the next run decides what is left."""
+    settings = make_settings(identity={"create_after": 3})
+    store = DuckDBStore(":memory:")
+    snaps = [face(emb[("Angelina_Jolie", 1 + k % 2)], f"k{k}", minute=k * SECOND, x=100 + 10 * k)
+             for k in range(3)]
+    first = Resolver(settings, store, FaissIndex(128)).resolve(batch_of(snaps[:1]))
+    store.write(first)
+    assert first.sightings == [] and [f.face_image_id for f in first.held] == [
+        snaps[0].face_image_id]
+    assert [f.face_image_id for f in store.held_faces("t")] == [snaps[0].face_image_id]
+    # killed here; the next resolver gets the same batch again, then the rest of the track
+    again = Resolver(settings, store, FaissIndex(128))
+    redelivered = again.resolve(batch_of(snaps[:1]))
+    store.write(redelivered)
+    assert redelivered.sightings == [] and redelivered.held == []
+    rest = again.resolve(batch_of(snaps[1:]))
+    store.write(rest)
+    assert len(rest.visitors_created) == 1
+    assert {s.face_image_id for s in rest.sightings} == {f.face_image_id for f in snaps}
+    assert store.held_faces("t") == [] and store.stats("t")["sightings"] == 3
+
+    # two snapshots of someone else held, killed, and the next run has no new face for
+    # them: its end reads them back and decides them
+    other = [face(emb[("Alvaro_Uribe", 1 + k)], f"u{k}", minute=10 + k * SECOND, x=400)
+             for k in range(2)]
+    store.write(Resolver(settings, store, FaissIndex(128)).resolve(batch_of(other)))
+    assert len(store.held_faces("t")) == 2
+    last = Resolver(settings, store, FaissIndex(128))
+    assert last.flush() is None  # nothing in memory, nothing asked for
+    tail = last.flush(["t"])
+    assert tail is not None and len(tail.visitors_created) == 1
+    assert {s.face_image_id for s in tail.sightings} == {f.face_image_id for f in other}
+    store.write(tail)
+    assert store.held_faces("t") == [] and store.stats("t")["visitors"] == 2
+    store.close()

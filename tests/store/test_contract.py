@@ -310,3 +310,47 @@ def test_a_read_past_its_time_budget_is_stopped(store: SightingStore) -> None:
     with time_budget(30), store.read() as s:
         assert s.execute("SELECT 1").fetchall()[0][0] == 1
     assert counts(store)["sightings"] == 0
+
+
+def _face(image_id: str, ts, tenant: str = "default", camera: str = "L1-cam1"):
+    from revisit.records import Face, face_image_id
+    from revisit.store.testing import embedding
+
+    bbox = (10, 20, 64, 80)
+    return Face(tenant=tenant, camera_id=camera, location_id="L1", image_id=image_id, ts=ts,
+                face_image_id=face_image_id(tenant, image_id, bbox), bbox=bbox,
+                landmarks=np.arange(10, dtype=np.float32).reshape(5, 2), det_score=0.8,
+                quality=0.4, creatable=False, embedding=embedding(len(image_id)),
+                pose=(30.0, -5.0, 2.0), context=np.full(4, 0.25, np.float32), sharpness=12.5)
+
+
+def test_held_faces_are_kept_until_released(store: SightingStore) -> None:
+    a, b = _face("h1", at(0)), _face("h2", at(1))
+    other = _face("h3", at(0), tenant="other")
+    store.write(Batch("B-held", held=[a, b, other]))
+    store.write(Batch("B-held", held=[a, b, other]))  # redelivered: still one row each
+    back = store.held_faces("default")
+    assert [f.face_image_id for f in back] == [a.face_image_id, b.face_image_id]
+    assert back[0].embedding is not None and np.array_equal(back[0].embedding, a.embedding)
+    assert np.array_equal(back[0].landmarks, a.landmarks) and back[0].pose == a.pose
+    assert (back[0].creatable, back[0].quality, back[0].sharpness, back[0].ts) == (
+        False, 0.4, 12.5, a.ts)
+    assert store.held_tenants() == ["default", "other"]
+    # only tenants none of whose held faces was written after the given moment
+    from revisit.store.sql_store import now_utc
+
+    assert store.held_tenants(now_utc() - timedelta(hours=1)) == []
+    assert store.held_tenants(now_utc() + timedelta(seconds=1)) == ["default", "other"]
+    # decided by a later batch: gone with it, the other tenant's untouched
+    s = sighting("V-000001", a.ts)
+    done = batch([s])
+    done.released = [("default", a.face_image_id)]
+    store.write(done)
+    assert [f.face_image_id for f in store.held_faces("default")] == [b.face_image_id]
+    assert len(store.held_faces("other")) == 1
+    # retention takes held faces older than the cutoff
+    from revisit.store.report_sql import naive_utc
+
+    counts, _ = store.purge_before("default", naive_utc(at(2)))
+    assert counts["held_faces"] == 1 and store.held_faces("default") == []
+    assert len(store.held_faces("other")) == 1

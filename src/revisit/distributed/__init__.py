@@ -29,13 +29,13 @@ moment loses nothing and doubles nothing:
   arrives early (parallel detect/embed workers reorder) is parked in ``resolve_parked``
   (durably, then acked) and applied by whichever resolver commits its predecessor. The
   result: the same sightings as the embedded default on the same input, however many
-  workers, kills or redeliveries, with one exception: faces of a camera track not decided
-  yet (a first face too weak to found a visitor, held for the track's next snapshots)
-  live in the resolver's memory, so a resolver restart, or a reload when another resolver
-  moved the tenant's identity version, decides those tracks afresh and their held faces
-  become no sighting (docs/queues.md). A resolver idle for ``pipeline.idle_flush_s``
-  stores them, as the embedded default does at the end of a run. Batches without a
-  sequence (HTTP API) are resolved in arrival order under the tenant lock.
+  workers, kills or redeliveries. Faces of a camera track not decided yet (a first face
+  too weak to found a visitor, held for the track's next snapshots) are committed with
+  their batch too (``held_faces``): a resolver that restarts, or reloads a tenant another
+  resolver moved, reads them back (docs/queues.md). A resolver idle for
+  ``pipeline.idle_flush_s`` decides them, as the embedded default does at the end of a
+  run. Batches without a sequence (HTTP API) are resolved in arrival order under the
+  tenant lock.
 - A batch already committed (its frames are stored, or its seq is behind the cursor) is
   a replay: it is forwarded with the stored assignments, nothing is decided again.
 - Each resolver keeps its gallery (faiss, or bookkeeping beside pgvector) in memory and

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from revisit.config import Settings
@@ -118,13 +119,16 @@ class ResolveHandler:
         wait = self.settings.identity.track_gap_s if wait is None else wait
         if time.monotonic() - self._last_work < wait:
             return []
-        tenants = sorted({t for (t, _) in self.resolver._cameras})
+        # and faces a resolver that stopped or moved on left held, once no track of
+        # their tenant has grown for as long (another resolver's live tracks keep theirs)
+        quiet = self.store.held_tenants(now_utc() - timedelta(seconds=wait))
+        tenants = sorted({t for (t, _) in self.resolver._cameras} | set(quiet))
         if not tenants:
             return []
         with self.store.identity_transaction(tenants) as tx:
             self._catch_up(tx, tenants)
             with self._bound(tx):
-                tail = self.resolver.flush()
+                tail = self.resolver.flush(tenants)
                 if tail is None:
                     return []
                 tx.write(tail)
@@ -206,6 +210,8 @@ class ResolveHandler:
             for t in tenants:
                 self.resolver._galleries.pop(t, None)
                 self.resolver._gallery(t)
+                # open tracks too: another resolver may have decided their held faces
+                self.resolver.drop_tracks(t)
         finally:
             self.guard.loading = False
 

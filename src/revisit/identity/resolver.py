@@ -25,7 +25,10 @@ face (measured in docs/accuracy.md):
    enough to count them, though too weak to re-identify them later); then all its faces
    are sightings of it. Until then its faces are held, for at most ``track_gap_s``
    after its last face; a track that closes undecided is dropped (reason ``weak_track``).
-   Held faces live in memory: a crash loses at most those, never a decided sighting.
+   Held faces are also written with their batch (``Batch.held``) and deleted with the
+   batch that decides them (``Batch.released``): a resolver that starts (after a crash,
+   a reset or a move of the tenant to another process) reads them back on the tenant's
+   first batch and continues their tracks, so a kill loses no face.
 7. **Exemplars**: per visitor at most ``max_exemplars`` (best quality kept), at most
    ``exemplars_per_track`` from one track so a visitor's centroid spans visits; only
    faces that passed the creation bar become exemplars.
@@ -176,6 +179,10 @@ class Resolver:
         self.per_track = ident.exemplars_per_track
         self._galleries: dict[str, _Gallery] = {}
         self._cameras: dict[tuple[str, str], CameraTracks] = {}
+        # (tenant, face_image_id) of held faces the store has; tenants whose stored held
+        # faces were read back (once per tenant, after a start or a reset)
+        self._durable: set[tuple[str, str]] = set()
+        self._revived: set[str] = set()
         # resolve/flush on the pipeline's thread, reload and id allocation also from an
         # admin action (an enrolment) on another: one at a time
         self._lock = threading.RLock()
@@ -221,11 +228,23 @@ class Resolver:
     def reset(self, tenant: str) -> None:
         """A batch this resolver decided was not stored (its write failed): rebuild the
         tenant from the store and drop its open tracks, so none of that batch's decisions
-        (visitors created, exemplars, held faces) outlives it; its replay decides afresh."""
+        (visitors created, exemplars, held faces) outlives it; its replay decides afresh.
+        The faces earlier batches held come back from the store."""
         with self._lock:
             self._reload(tenant)
-            for key in [k for k in self._cameras if k[0] == tenant]:
-                del self._cameras[key]
+            self._drop_tracks(tenant)
+
+    def drop_tracks(self, tenant: str) -> None:
+        """Forget the tenant's open tracks; the faces they held are read back from the store
+        with the tenant's next batch (another process may have decided them meanwhile)."""
+        with self._lock:
+            self._drop_tracks(tenant)
+
+    def _drop_tracks(self, tenant: str) -> None:
+        for key in [k for k in self._cameras if k[0] == tenant]:
+            del self._cameras[key]
+        self._durable = {k for k in self._durable if k[0] != tenant}
+        self._revived.discard(tenant)
 
     def forget(self, tenant: str, visitors: Iterable[str] = (),
                face_image_ids: Iterable[str] = ()) -> None:
@@ -329,31 +348,77 @@ class Resolver:
             self._resolve_tenant(batch, tenant, by_tenant[tenant])
         return batch
 
-    def flush(self) -> Batch | None:
+    def flush(self, tenants: Iterable[str] = ()) -> Batch | None:
         """End of a stream: close every open track, deciding the undecided ones (a track
         waiting for more snapshots founds its visitor now). Faces of tracks that still
-        have no visitor are reported dropped (``weak_track``)."""
+        have no visitor are reported dropped (``weak_track``). ``tenants``: read these
+        tenants' stored held faces back first (a run killed while holding them)."""
         with self._lock:
-            return self._flush()
+            return self._flush(tenants)
 
-    def _flush(self) -> Batch | None:
+    def _flush(self, tenants: Iterable[str] = ()) -> Batch | None:
         out = Batch(batch_id="resolver-flush")
+        ended: list[Track] = []  # read back, and closed by their own later faces
+        for tenant in sorted(set(tenants)):
+            if revived := self._revive(out, tenant, set()):
+                ended += [t for t in self._link(revived)[1] if t.held]
         by_tenant: dict[str, list[Track]] = defaultdict(list)
+        for tr in ended:
+            by_tenant[tr.tenant].append(tr)
         for cam in self._cameras.values():
             by_tenant[cam.tenant] += [t for t in cam.open if t.held]
         for tenant in sorted(by_tenant):
             tracks = by_tenant[tenant]
             self._decide(out, tenant, tracks, {id(t) for t in tracks}, defaultdict(set))
+        self._drop_weak(out, ended)
         for cam in self._cameras.values():
             self._drop_weak(out, cam.open)
         self._cameras.clear()
-        return out if out.dropped or out.sightings else None
+        return out if out.dropped or out.sightings or out.released else None
 
-    @staticmethod
-    def _drop_faces(batch: Batch, faces: Iterable[Face], detail: str,
+    def _drop_faces(self, batch: Batch, faces: Iterable[Face], detail: str,
                     reason: str = WEAK_TRACK) -> None:
-        batch.dropped.extend(Dropped(f.tenant, f.image_id, f.bbox, reason, detail)
-                             for f in faces)
+        for f in faces:
+            batch.dropped.append(Dropped(f.tenant, f.image_id, f.bbox, reason, detail))
+            self._release(batch, f)
+
+    def _release(self, batch: Batch, f: Face) -> None:
+        """A held face decided or dropped: the store forgets it with this batch."""
+        key = (f.tenant, f.face_image_id)
+        if key in self._durable:
+            self._durable.discard(key)
+            batch.released.append(key)
+
+    def _revive(self, batch: Batch, tenant: str, fresh: set[str]) -> list[Face]:
+        """The tenant's held faces as the store has them, once after a start or a reset:
+        those not in this batch already (``fresh``: redelivered), and not stored as
+        sightings since (a stale row, released)."""
+        if tenant in self._revived:
+            return []
+        self._revived.add(tenant)
+        faces = self.store.held_faces(tenant)
+        if not faces:
+            return []
+        stored = self._already_stored(tenant, faces)
+        out = []
+        for f in faces:
+            self._durable.add((tenant, f.face_image_id))
+            if f.face_image_id in stored:
+                self._release(batch, f)
+            elif f.face_image_id not in fresh:
+                out.append(f)
+        if out:
+            log.info("tenant %s: %d held face(s) read back from the store", tenant, len(out))
+        return out
+
+    def _keep_held(self, batch: Batch, tracks: Iterable[Track]) -> None:
+        """Faces these tracks still hold that the store does not have yet."""
+        for tr in tracks:
+            for f in tr.held:
+                key = (f.tenant, f.face_image_id)
+                if key not in self._durable:
+                    self._durable.add(key)
+                    batch.held.append(f)
 
     def _twin(self, tr: Track, barred: set[str]) -> str | None:
         """The visitor of another track of this camera, seen in the same frames, of whom
@@ -449,9 +514,11 @@ class Resolver:
         fresh = [f for f in faces if f.face_image_id not in known]
         if not fresh:
             return
-        tracks, closed = self._link(fresh)
+        revived = self._revive(batch, tenant, {f.face_image_id for f in fresh})
+        tracks, closed = self._link(revived + fresh)
         self._decide(batch, tenant, tracks, {id(t) for t in closed}, taken)
         self._drop_weak(batch, closed)
+        self._keep_held(batch, tracks)
 
     def _decide(self, batch: Batch, tenant: str, tracks: list[Track], closed: set[int],
                 taken: dict[str, set[str]]) -> None:
@@ -559,6 +626,7 @@ class Resolver:
         return cands[best], float(scores[best])
 
     def _emit(self, batch: Batch, f: Face, vid: str, score: float, *, new: bool) -> None:
+        self._release(batch, f)
         batch.sightings.append(
             Sighting(
                 tenant=f.tenant, face_id=vid, face_image_id=f.face_image_id,

@@ -317,6 +317,28 @@ def encode_batch(batch: Batch) -> bytes:
     return msgpack.packb(doc, use_bin_type=True)
 
 
+def encode_face(face: Face) -> bytes:
+    """One face on its own (the store keeps the faces a resolver holds), without its crop."""
+    doc = _face(face)
+    doc["crop"] = None
+    return msgpack.packb({"v": FORMAT_VERSION, "face": doc}, use_bin_type=True)
+
+
+def decode_face(payload: bytes) -> Face:
+    """Rebuild a face from :func:`encode_face` output; raise CodecError on anything else."""
+    try:
+        doc = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise CodecError(f"not a msgpack face: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("v") not in _READS or not isinstance(
+            doc.get("face"), dict):
+        raise CodecError("payload is not an encoded face")
+    try:
+        return _from_face(doc["face"])
+    except KeyError as exc:
+        raise CodecError(f"field {exc.args[0]!r} missing") from None
+
+
 def _list(d: dict[str, Any], key: str) -> list[Any]:
     v = d[key]
     if not isinstance(v, list):

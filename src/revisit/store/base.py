@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from revisit.records import Batch, Exemplar
+from revisit.records import Batch, Exemplar, Face
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
 
 
@@ -97,8 +97,19 @@ class SightingStore(Protocol):
 
     def write(self, batch: Batch) -> None:
         """Store a resolved batch atomically and idempotently: frames, sightings, new visitors,
-        exemplar changes, cameras/locations seen first, and the erasure of the visitors the
-        resolver withdrew (never people). A repeated batch changes nothing."""
+        exemplar changes, cameras/locations seen first, the faces the resolver holds, and
+        the erasure of the visitors the resolver withdrew (never people). A repeated batch
+        changes nothing."""
+        ...
+
+    def held_faces(self, tenant: str) -> list[Face]:
+        """Faces a resolver held (tracks not decided yet) when it last wrote, in time
+        order: what a resolver that starts up continues. ``write`` keeps them from
+        ``Batch.held`` and ``Batch.released``."""
+        ...
+
+    def held_tenants(self, idle_before: datetime | None = None) -> list[str]:
+        """Tenants with held faces (with ``idle_before``: none written since)."""
         ...
 
     def load_exemplars(self, tenant: str, chunk: int = ...,

@@ -266,6 +266,17 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
         # Dashboard sessions of a key signed in before this time are void: signing out
         # ends the session on every replica, not only in the browser that signed out.
         (11, ["ALTER TABLE tenancy_keys ADD COLUMN sessions_after TIMESTAMP"]),
+        # Faces the resolver holds (a camera track not decided yet), written with the batch
+        # that brought them and deleted with the one that decides them: a process killed
+        # in between finds them here (identity/resolver.py). The face as the queue codec
+        # encodes it (embedding, landmarks, quality), without its crop.
+        (12, [
+            f"""CREATE TABLE held_faces (
+                tenant VARCHAR NOT NULL, face_image_id VARCHAR NOT NULL,
+                camera_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+                held_at TIMESTAMP NOT NULL, face {d.blob_type} NOT NULL,
+                PRIMARY KEY (tenant, face_image_id))""",
+        ]),
     ]
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from revisit.records import Batch, Exemplar, Sighting
+from revisit.records import Batch, Exemplar, Face, Sighting
 from revisit.report.query import (
     SIGHTING_COLUMNS,
     ReportHeader,
@@ -309,8 +309,52 @@ class SQLStore:
         self._write_exemplars(s, batch, redelivered, erased)
         self._write_scenes(s, batch)
         self._write_counts(s, batch)
+        self._write_held(s, batch)
         self._withdraw_in(s, batch)
         return _Written(places, tops)
+
+    @staticmethod
+    def _write_held(s: Session, batch: Batch) -> None:
+        """Faces the resolver holds now, and those it decided or dropped since: a crash
+        between the batch that brought a face and the one that decides it loses nothing
+        (the resolver reads them back). Written again as they are: idempotent."""
+        gone: dict[str, set[str]] = defaultdict(set)
+        for tenant, fid in batch.released:
+            gone[tenant].add(fid)
+        for f in batch.held:
+            gone[f.tenant].add(f.face_image_id)
+        for tenant, ids in gone.items():
+            s.execute(f"DELETE FROM held_faces WHERE tenant = ? AND face_image_id {_LIST}",
+                      [tenant, sorted(ids)])
+        if batch.held:
+            from revisit.queue.codec import encode_face
+
+            now = now_utc()
+            s.insert("held_faces", ("tenant", "face_image_id", "camera_id", "ts", "held_at",
+                                    "face"),
+                     [(f.tenant, f.face_image_id, f.camera_id, naive_utc(f.ts), now,
+                       encode_face(f))
+                      for f in {f.face_image_id: f for f in batch.held}.values()])
+
+    def held_faces(self, tenant: str) -> list[Face]:
+        """The faces of the tenant's undecided tracks, as the last write left them, in
+        time order (a resolver starting up continues those tracks)."""
+        from revisit.queue.codec import decode_face
+
+        rows = self._query("SELECT face FROM held_faces WHERE tenant = ? "
+                           "ORDER BY ts, face_image_id", [tenant])
+        return [decode_face(bytes(r[0])) for r in rows]
+
+    def held_tenants(self, idle_before: datetime | None = None) -> list[str]:
+        """Tenants with held faces (:meth:`held_faces`); with ``idle_before`` (naive UTC),
+        only those none of whose held faces was written since (no undecided track of
+        theirs has grown since then)."""
+        if idle_before is None:
+            rows = self._query("SELECT DISTINCT tenant FROM held_faces ORDER BY tenant")
+        else:
+            rows = self._query("SELECT tenant FROM held_faces GROUP BY tenant "
+                               "HAVING max(held_at) < ? ORDER BY tenant", [idle_before])
+        return [r[0] for r in rows]
 
     def _withdraw_in(self, s: Session, batch: Batch) -> None:
         """Visitors the resolver found to be no person (a poster that founded one before
@@ -660,7 +704,7 @@ class SQLStore:
         out = {}
         with self.engine.read() as s:
             for table in ("frames", "sightings", "embeddings", "visitors", "exemplars",
-                          "aliases", "cameras", "locations", "erased"):
+                          "aliases", "cameras", "locations", "erased", "held_faces"):
                 row = s.execute(f"SELECT count(*) FROM {table} WHERE tenant = ?",
                                 [tenant]).fetchone()
                 out[table] = int(row[0]) if row else 0
@@ -938,6 +982,7 @@ class SQLStore:
                 "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ? AND "
                                      "face_image_id NOT LIKE 'enrol-%'", c),
                 "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
+                "held_faces": s.count("DELETE FROM held_faces WHERE tenant = ? AND ts < ?", c),
                 "people_counts": s.count(
                     "DELETE FROM people_counts WHERE tenant = ? AND ts < ?", c),
                 "alerts": s.count("DELETE FROM alerts WHERE tenant = ? AND started_at < ? "
