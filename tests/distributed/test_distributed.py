@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from benchmarks import distributed_harness as H
 
 from revisit.config import load_settings
+from revisit.distributed.metrics import WorkerMetrics
 from revisit.distributed.publish import ingest_frames
 from revisit.distributed.resolve import ResolveHandler
 from revisit.distributed.worker import Worker
@@ -27,9 +29,12 @@ TENANTS = ("default", "acme")
 
 
 @contextlib.contextmanager
-def _workers(settings: object, per_stage: int = 1) -> Iterator[None]:
+def _workers(settings: object, per_stage: int = 1,
+             metrics: dict[str, WorkerMetrics] | None = None) -> Iterator[None]:
     """One worker (``per_stage`` threads) per stage, in threads, stopped on exit."""
-    workers = [Worker(settings, stage, concurrency=per_stage)  # type: ignore[arg-type]
+    metrics = {} if metrics is None else metrics
+    workers = [Worker(settings, stage, concurrency=per_stage,  # type: ignore[arg-type]
+                      metrics=metrics.setdefault(stage, WorkerMetrics(stage)))
                for stage in ("detect", "embed", "resolve", "store")]
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
@@ -67,12 +72,24 @@ def _distributed(tmp_path: Path, frames: list, queue_url: str, store_url: str,
                              store_url=store_url)
     rt = Runtime(settings)
     store = PostgresStore(store_url)
+    metrics: dict[str, WorkerMetrics] = {}
     try:
-        with _workers(settings, per_stage):
+        with _workers(settings, per_stage, metrics):
             summary = ingest_frames(rt, iter(frames))  # publishes, then follows them
             assert summary.frames == len(frames) and summary.sightings > 0
             assert sum(store.stats(t)["frames"] for t in TENANTS) == len(frames)
             time.sleep(1.0)  # let the store stage ack its last batches
+            # each worker's own metrics, as a scraper reads them (--metrics-port)
+            port = H.free_port()
+            metrics["detect"].serve(port)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10
+                                          ).read().decode()
+            assert f'revisit_worker_frames_total{{stage="detect"}} {float(len(frames))}' in text
+            assert 'revisit_worker_threads{stage="detect"} 2.0' in text
+            for stage in ("embed", "resolve", "store"):
+                read = metrics[stage].registry.get_sample_value
+                assert read("revisit_worker_frames_total", {"stage": stage}) == len(frames)
+                assert read("revisit_worker_batches_total", {"stage": stage}) >= 1
         H.consolidate_all(store, store_url, TENANTS)  # the embedded default does it at the end
         return H.snapshot(store, TENANTS)
     finally:

@@ -28,6 +28,15 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option("--exit-when-idle", help="Stop after this many seconds "
                                        "without work (batch jobs, benchmarks).")
         ] = None,
+        metrics_port: Annotated[
+            int | None, typer.Option("--metrics-port", min=1, max=65535,
+                                     help="Serve this worker's Prometheus metrics on this "
+                                     "port (GET /metrics).")
+        ] = None,
+        metrics_host: Annotated[
+            str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0: "
+                              "every interface, for a scraper on another machine).")
+        ] = "127.0.0.1",
     ) -> None:
         """Consume one stage's queue and feed the next (needs queue_url and, for resolve,
         a PostgreSQL store_url). Run any number of each stage, on any machine."""
@@ -42,7 +51,18 @@ def register(app: typer.Typer) -> None:
             typer.echo("error: workers need a broker: set queue_url (REVISIT_QUEUE_URL)", err=True)
             raise typer.Exit(2)
         logging.getLogger().setLevel(logging.INFO)
-        w = Worker(settings, stage, concurrency, name=name)
+        metrics = None
+        if metrics_port is not None:
+            from revisit.distributed.metrics import WorkerMetrics
+
+            metrics = WorkerMetrics(stage)
+            try:
+                metrics.serve(metrics_port, metrics_host)
+            except OSError as exc:  # the work matters more than its metrics: say so, go on
+                logging.getLogger(__name__).error(
+                    "cannot serve metrics on %s:%d (%s); working without them",
+                    metrics_host, metrics_port, exc.strerror or exc)
+        w = Worker(settings, stage, concurrency, name=name, metrics=metrics)
         signal.signal(signal.SIGTERM, lambda *_: w.stop.set())
         stats = w.run(max_idle_s=exit_when_idle)
         typer.echo(f"{stage} worker: {stats.batches} batches, {stats.frames} frames, "

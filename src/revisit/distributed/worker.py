@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from revisit.config import Settings
 from revisit.distributed.publish import put_blocking
@@ -17,6 +17,9 @@ from revisit.distributed.resolve import ResolveHandler
 from revisit.distributed.topology import QUEUE_BOUND, QUEUE_IN, QUEUE_OUT, STAGES, sequence_of
 from revisit.queue.base import StageQueue
 from revisit.records import Batch
+
+if TYPE_CHECKING:
+    from revisit.distributed.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,7 @@ class Worker:
     """``concurrency`` threads consuming one stage's queue and feeding the next."""
 
     def __init__(self, settings: Settings, stage: str, concurrency: int = 1,
-                 name: str | None = None) -> None:
+                 name: str | None = None, metrics: WorkerMetrics | None = None) -> None:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
         if not settings.queue_url:
@@ -121,6 +124,9 @@ class Worker:
         self.name = name
         self.stop = threading.Event()
         self.stats = WorkerStats()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.threads.set(self.concurrency)
         self._lock = threading.Lock()
         self._reported = time.monotonic()
 
@@ -197,16 +203,25 @@ class Worker:
                     if outq is not None:
                         put_blocking(outq, out, self.stop)
                 delivery.ack()
+                busy, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 with self._lock:
                     self.stats.batches += 1
                     self.stats.frames += len(delivery.batch.frames)
-                    self.stats.busy_s += time.perf_counter() - t0
-                    self.stats.cpu_s += time.thread_time() - c0
+                    self.stats.busy_s += busy
+                    self.stats.cpu_s += cpu
+                if (m := self.metrics) is not None:
+                    m.batches.inc()
+                    m.frames.inc(len(delivery.batch.frames))
+                    m.seconds.observe(busy)
+                    m.cpu.inc(cpu)
+                    m.last.set(time.time())
                 last_work = time.monotonic()
                 self._report()
             except Exception as exc:  # broker/database down, or a bad batch: retry later
                 with self._lock:
                     self.stats.errors += 1
+                if self.metrics is not None:
+                    self.metrics.errors.inc()
                 if delivery is not None and statuses is not None:
                     statuses.failed(delivery.batch, self.stage, exc)
                 log.warning("%s worker %d: %s: %s; reconnecting", self.stage, i,
