@@ -15,9 +15,10 @@ others go on (a batch where none is left is a 422).
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -275,6 +276,37 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
          "status_url": f"/v1/batches/{status.batch_id}"},
         status_code=202,
     )
+
+
+class BatchPage(BaseModel):
+    batches: list[BatchState]
+    next_before: str | None  # pass as ``before`` for the next page (None: no more)
+
+
+@router.get("/v1/batches", summary="The tenant's camera batches, newest first",
+            response_model=BatchPage)
+def list_batches(
+    request: Request,
+    status: Literal["queued", "processing", "done", "failed"] | None = Query(
+        None, description="Only batches in this state (failed: to find what to replay)."),
+    before: str | None = Query(
+        None, max_length=64, description="Only batches received before this time "
+        "(ISO 8601 with offset): the previous page's next_before."),
+    limit: int = Query(100, ge=1, le=1000),
+    key: ApiKey = Depends(require("camera", "admin", "analyst")),
+) -> dict[str, Any]:
+    cursor = None
+    if before is not None:
+        try:
+            cursor = parse_ts(before)
+        except TimestampError as exc:
+            raise HTTPException(422, f"before: {exc}") from None
+        cursor = cursor.astimezone(UTC).replace(tzinfo=None)
+    page = service_of(request).processor.recent(
+        key.tenant, state=status, before=cursor, limit=limit,
+        key_id=key.key_id if key.role == "camera" else None)
+    last = page[-1].as_dict()["received_at"] if len(page) == limit else None
+    return {"batches": [st.as_dict() for st in page], "next_before": last}
 
 
 @router.get("/v1/batches/{batch_id}", summary="Status of a camera batch",

@@ -149,8 +149,26 @@ class BatchLedger:
         with self.store.read() as s:
             row = s.execute(f"SELECT {', '.join(_COLUMNS)} FROM batch_status "
                             "WHERE tenant = ? AND batch_id = ?", [tenant, batch_id]).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._status(row)
+
+    def recent(self, tenant: str, *, state: str | None = None, key_id: str | None = None,
+               before: datetime | None = None, limit: int = 100) -> list[BatchStatus]:
+        """The tenant's batches, newest first (``before``: received before this naive UTC
+        time, the cursor of the next page); only ``state``'s, only ``key_id``'s."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM batch_status WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        for clause, value in (("state = ?", state), ("key_id = ?", key_id),
+                              ("received_at < ?", before)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        sql += " ORDER BY received_at DESC, batch_id DESC LIMIT ?"
+        with self.store.read() as s:
+            rows = s.execute(sql, [*params, limit]).fetchall()
+        return [self._status(r) for r in rows]
+
+    @staticmethod
+    def _status(row: Any) -> BatchStatus:
         r = dict(zip(_COLUMNS, row, strict=True))
         return BatchStatus(
             batch_id=r["batch_id"], tenant=r["tenant"], state=r["state"], frames=r["frames"],
