@@ -322,7 +322,8 @@ class OccupancySettings(Section):
 
 class PrivacySettings(Section):
     keep_crops: bool = Field(
-        False, description="Store aligned face crops (JPEG) in the data directory. Off by default."
+        False, description="Keep aligned face crops (JPEG) in the store, with the sightings' "
+        "retention and erasure. Off by default."
     )
     scene_backgrounds: bool = Field(
         True, description="Keep each camera's empty scene (the median of frames sampled a "

@@ -395,11 +395,9 @@ class Runtime:
         return self._resolver
 
     def store_batch(self, batch: Batch) -> Batch:
-        if self.settings.privacy.keep_crops:
-            from revisit.store.crops import save_crops
-
-            save_crops(self.settings.crops_dir, batch)
-        self.store.write(batch)  # also erases the visitors the resolver withdrew
+        # also erases the visitors the resolver withdrew, and keeps the faces' crops when
+        # privacy.keep_crops left them on the faces
+        self.store.write(batch)
         if batch.counts:
             self.watcher.after(batch.counts)
         if batch.sightings:

@@ -88,3 +88,34 @@ def _visits(row: dict) -> int:
 
 def _unique(report: dict) -> int:
     return int(report["header"]["unique_visitors"])
+
+
+def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
+    """`ingest --keep-crops` on real photos: the visitor's crops come out as JPEGs of the
+    aligned face; erasing the visitor leaves none in the store."""
+    import cv2
+    from tests.conftest import lfw_photo
+
+    data = tmp_path / "d"
+    lines = [json.dumps({"image": str(lfw_photo("Colin_Powell", i)), "camera_id": "c1",
+                         "location_id": "S01", "ts": f"2024-03-01T10:00:{5 * i:02d}Z"})
+             for i in (1, 2)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["--data", str(data), "ingest", str(tmp_path / "m.jsonl"),
+                            "--keep-crops", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "crops"
+    r = runner.invoke(app, ["--data", str(data), "visitors", "crops", "V-000001", "--out",
+                            str(out)])
+    assert r.exit_code == 0 and "2 crop(s)" in r.output, r.output
+    files = sorted(out.glob("*.jpg"))
+    assert len(files) == 2
+    assert cv2.imread(str(files[0])).shape == (112, 112, 3)
+    r = runner.invoke(app, ["--data", str(data), "admin", "erase-visitor", "-t", "default",
+                            "V-000001"])
+    assert r.exit_code == 0, r.output
+    store = DuckDBStore(data / "revisit.duckdb")
+    try:
+        assert store.stats("default")["face_crops"] == 0
+    finally:
+        store.close()

@@ -354,3 +354,32 @@ def test_held_faces_are_kept_until_released(store: SightingStore) -> None:
     counts, _ = store.purge_before("default", naive_utc(at(2)))
     assert counts["held_faces"] == 1 and store.held_faces("default") == []
     assert len(store.held_faces("other")) == 1
+
+
+def test_face_crops_go_with_erasure_and_retention(store: SightingStore) -> None:
+    """Crops are rows: kept with the batch, read back per visitor (merged ids too), gone
+    with the visitor's erasure and with retention; a face of an erased person keeps none."""
+    from dataclasses import replace
+
+    from revisit.store.report_sql import naive_utc
+
+    crop = np.full((112, 112, 3), 127, np.uint8)
+    s1, s2, s3 = (sighting("V-000001", at(0)), sighting("V-000002", at(1)),
+                  sighting("V-000003", at(3)))
+    b = batch([s1, s2, s3])
+    b.faces = [replace(_face(x.image_id, x.ts), crop=crop) for x in (s1, s2, s3)]
+    assert [f.face_image_id for f in b.faces] == [x.face_image_id for x in (s1, s2, s3)]
+    store.write(b)
+    store.write(b)  # redelivered: one crop per face
+    assert store.stats("default")["face_crops"] == 3
+    store.merge_visitors("default", "V-000001", "V-000002")
+    kept = store.visitor_crops("default", "V-000002")
+    assert [(f, ts) for f, ts, _ in kept] == [(s1.face_image_id, s1.ts), (s2.face_image_id, s2.ts)]
+    assert kept[0][2][:2] == b"\xff\xd8"  # JPEG
+    counts, _ = store.erase_visitor("default", "V-000001")
+    assert counts["crops"] == 2 and store.visitor_crops("default", "V-000003") != []
+    # a late copy of the erased person's face brings back neither sighting nor crop
+    store.write(b)
+    assert store.stats("default")["face_crops"] == 1
+    counts, _ = store.purge_before("default", naive_utc(at(4)))
+    assert counts["crops"] == 1 and store.stats("default")["face_crops"] == 0

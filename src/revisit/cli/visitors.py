@@ -1,4 +1,4 @@
-"""``revisit visitors show|merge|split|merges`` and ``revisit consolidate``.
+"""``revisit visitors show|crops|merge|split|merges`` and ``revisit consolidate``.
 
 Merges are recorded in the store's alias table, never by rewriting sightings, so reports
 reflect a merge at once and ``split`` returns them exactly to their numbers before it.
@@ -7,6 +7,7 @@ reflect a merge at once and ``split`` returns them exactly to their numbers befo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -76,6 +77,38 @@ def show(
                f"{info['exemplar_quality_max']})" if d.exemplars else "")
     typer.echo(f"exemplars   {d.exemplars}{quality}")
     typer.echo("stores      " + (", ".join(f"{k}: {v}" for k, v in d.locations.items()) or "-"))
+
+
+@visitors_app.command("crops")
+def crops(
+    ctx: typer.Context,
+    visitor: Annotated[str, typer.Argument(help="Visitor id (a merged id works).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the JPEGs to (made if "
+                                      "missing).", file_okay=False)],
+    tenant: Tenant = "default",
+) -> None:
+    """Write the face crops kept of a visitor (only with privacy.keep_crops) as
+    <time>_<face_image_id>.jpg files, to check who a visitor id is."""
+    store = _open_store(ctx)
+    try:
+        if store.visitor_detail(tenant, visitor) is None:
+            typer.echo(f"error: no visitor {visitor} in tenant {tenant}", err=True)
+            raise typer.Exit(1)
+        kept = store.visitor_crops(tenant, visitor)
+    finally:
+        store.close()
+    if not kept:
+        typer.echo(f"no crops kept of {visitor} (crops are kept only with "
+                   "privacy.keep_crops / --keep-crops)")
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for face_image_id, ts, jpeg in kept:
+            (out / f"{ts:%Y%m%dT%H%M%S}_{face_image_id}.jpg").write_bytes(jpeg)
+    except OSError as exc:
+        typer.echo(f"error: cannot write to {out}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{len(kept)} crop(s) of {visitor} written to {out}")
 
 
 @visitors_app.command("merge")

@@ -41,9 +41,10 @@ moment loses nothing and doubles nothing:
 - Each resolver keeps its gallery (faiss, or bookkeeping beside pgvector) in memory and
   reloads a tenant from the store when the tenant's ``identity_version`` moved (another
   resolver, a merge or an erasure committed since).
-- store: post-commit work that needs no lock (face crops when ``privacy.keep_crops``,
-  alerts). A visitor the resolver withdrew (a poster found static after founding one) is
-  erased in resolve's transaction, with the batch that found it.
+- store: post-commit work that needs no lock (alerts). Face crops, when
+  ``privacy.keep_crops``, are rows written in resolve's transaction. A visitor the
+  resolver withdrew (a poster found static after founding one) is erased in resolve's
+  transaction, with the batch that found it.
 
 Broker or database down: the worker logs, waits and reconnects; its unacked input is
 delivered again (Redis: claimed after ``claim_idle_ms``). See docs/deploy.md.

@@ -179,7 +179,9 @@ class ResolveHandler:
         self._catch_up(tx, tenants)
         with self._bound(tx):
             out = self.resolver.resolve(batch)
-            tx.write(out)
+            tx.write(out)  # with the faces' crops, if kept: no need to carry them on
+        for f in out.faces:
+            f.crop = None
         for t in tenants:  # an API batch's status: done with the sightings, atomically
             self.ledger.done(t, out, session=tx.session)
         tx.bump(tenants)

@@ -53,10 +53,6 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
     watchlist = WatchlistWatcher(store, watcher.deliverer)
 
     def store_stage(batch: Batch) -> list[Batch]:
-        if settings.privacy.keep_crops:
-            from revisit.store.crops import save_crops
-
-            save_crops(settings.crops_dir, batch)
         if batch.counts:  # stored with the batch by resolve; the alert rules judge them here
             watcher.after(batch.counts)
         if batch.sightings:

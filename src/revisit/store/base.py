@@ -97,9 +97,9 @@ class SightingStore(Protocol):
 
     def write(self, batch: Batch) -> None:
         """Store a resolved batch atomically and idempotently: frames, sightings, new visitors,
-        exemplar changes, cameras/locations seen first, the faces the resolver holds, and
-        the erasure of the visitors the resolver withdrew (never people). A repeated batch
-        changes nothing."""
+        exemplar changes, cameras/locations seen first, the faces the resolver holds, the
+        crops the faces carry (only with ``privacy.keep_crops``), and the erasure of the
+        visitors the resolver withdrew (never people). A repeated batch changes nothing."""
         ...
 
     def held_faces(self, tenant: str) -> list[Face]:
@@ -174,6 +174,11 @@ class SightingStore(Protocol):
 
     def camera_location(self, tenant: str, camera_id: str) -> str | None:
         """The location a camera's frames were stored under (None: never seen)."""
+        ...
+
+    def visitor_crops(self, tenant: str, visitor_id: str) -> list[tuple[str, datetime, bytes]]:
+        """(face_image_id, time, JPEG) of the face crops kept of a visitor's merge group
+        (``privacy.keep_crops``), in time order."""
         ...
 
     def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:

@@ -1,46 +1,32 @@
-"""Face crops on disk, only when ``privacy.keep_crops`` is on (off by default).
+"""Face crops, only when ``privacy.keep_crops`` is on (off by default).
 
-Crops are filed by tenant and UTC day, ``crops/<tenant>/<YYYY-MM-DD>/<face_image_id>.jpg``,
-so retention is a matter of deleting whole day folders and erasure of one face is one unlink.
+Crops are rows of the store (``face_crops``: JPEG bytes by tenant and face), written in the
+transaction of the batch that found the face, so erasure and retention treat them as every
+other row. Versions before that wrote files, ``crops/<tenant>/<YYYY-MM-DD>/<face>.jpg``,
+in one machine's data directory: erasure and retention still look for those.
 """
 
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from revisit.records import Batch
-
-
-def crop_path(root: Path, tenant: str, ts: datetime, face_image_id: str) -> Path:
-    return root / tenant / ts.astimezone(UTC).date().isoformat() / f"{face_image_id}.jpg"
+JPEG_QUALITY = 90
 
 
-def save_crops(root: Path, batch: Batch) -> int:
-    """Write every face crop the batch still carries; returns how many were written."""
-    written = 0
-    for face in batch.faces:
-        if face.crop is None:
-            continue
-        path = crop_path(root, face.tenant, face.ts, face.face_image_id)
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ok, buf = cv2.imencode(".jpg", face.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if ok:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(buf.tobytes())
-            tmp.replace(path)
-            written += 1
-        face.crop = None
-    return written
+def encode_crop(crop: np.ndarray) -> bytes | None:
+    """An aligned crop as JPEG (None if it cannot be encoded)."""
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return buf.tobytes() if ok else None
 
 
 def purge_crop_days(tenant_root: Path, before: date) -> int:
-    """Delete one tenant's day folders older than ``before``; returns folders removed."""
+    """Delete one tenant's day folders of crop files older than ``before``; returns folders
+    removed."""
     if not tenant_root.is_dir():
         return 0
     removed = 0
@@ -56,7 +42,7 @@ def purge_crop_days(tenant_root: Path, before: date) -> int:
 
 
 def erase_crops(root: Path, tenant: str, face_image_ids: set[str]) -> int:
-    """Remove the crops of the given faces (visitor erasure)."""
+    """Remove the crop files of the given faces (visitor erasure)."""
     base = root / tenant
     if not base.exists() or not face_image_ids:
         return 0

@@ -277,6 +277,15 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 held_at TIMESTAMP NOT NULL, face {d.blob_type} NOT NULL,
                 PRIMARY KEY (tenant, face_image_id))""",
         ]),
+        # Aligned face crops (JPEG), only with privacy.keep_crops: written in the batch's
+        # transaction, so erasure and retention reach them like every other row, in every
+        # process (files in one machine's data directory did not).
+        (13, [
+            f"""CREATE TABLE face_crops (
+                tenant VARCHAR NOT NULL, face_image_id VARCHAR NOT NULL,
+                ts TIMESTAMP NOT NULL, jpeg {d.blob_type} NOT NULL,
+                PRIMARY KEY (tenant, face_image_id))""",
+        ]),
     ]
 
 

@@ -309,9 +309,42 @@ class SQLStore:
         self._write_exemplars(s, batch, redelivered, erased)
         self._write_scenes(s, batch)
         self._write_counts(s, batch)
+        self._write_crops(s, batch, erased)
         self._write_held(s, batch)
         self._withdraw_in(s, batch)
         return _Written(places, tops)
+
+    @staticmethod
+    def _write_crops(s: Session, batch: Batch, erased: dict[str, set[str]]) -> None:
+        """The crops the faces still carry (only with ``privacy.keep_crops``), but not those
+        of a person erased meanwhile; a redelivered face keeps its first crop."""
+        faces = [f for f in batch.faces if f.crop is not None]
+        if not faces:
+            return
+        from revisit.store.crops import encode_crop
+
+        gone = {(x.tenant, x.face_image_id) for x in batch.sightings
+                if x.face_id in erased.get(x.tenant, ())}
+        rows = []
+        for f in {(f.tenant, f.face_image_id): f for f in faces}.values():
+            jpeg = encode_crop(f.crop) if (f.tenant, f.face_image_id) not in gone else None
+            if jpeg is not None:
+                rows.append((f.tenant, f.face_image_id, naive_utc(f.ts), jpeg))
+        if rows:
+            s.insert("face_crops", ("tenant", "face_image_id", "ts", "jpeg"), rows, "DO NOTHING")
+
+    def visitor_crops(self, tenant: str, visitor_id: str) -> list[tuple[str, datetime, bytes]]:
+        """(face_image_id, time, JPEG) of the crops kept of a visitor's merge group, in
+        time order."""
+        canon = self.canonical_id(tenant, visitor_id)
+        with self.engine.read() as s:
+            group = [canon, *self._aliases_of(s, tenant, canon)]
+            rows = s.execute(
+                "SELECT c.face_image_id, c.ts, c.jpeg FROM face_crops c JOIN sightings x "
+                "ON x.tenant = c.tenant AND x.face_image_id = c.face_image_id "
+                f"WHERE c.tenant = ? AND x.face_id {_LIST} ORDER BY c.ts, c.face_image_id",
+                [tenant, group]).fetchall()
+        return [(r[0], r[1].replace(tzinfo=UTC), bytes(r[2])) for r in rows]
 
     @staticmethod
     def _write_held(s: Session, batch: Batch) -> None:
@@ -704,7 +737,8 @@ class SQLStore:
         out = {}
         with self.engine.read() as s:
             for table in ("frames", "sightings", "embeddings", "visitors", "exemplars",
-                          "aliases", "cameras", "locations", "erased", "held_faces"):
+                          "aliases", "cameras", "locations", "erased", "held_faces",
+                          "face_crops"):
                 row = s.execute(f"SELECT count(*) FROM {table} WHERE tenant = ?",
                                 [tenant]).fetchone()
                 out[table] = int(row[0]) if row else 0
@@ -878,6 +912,10 @@ class SQLStore:
                 "DELETE FROM embeddings WHERE tenant = ? AND face_image_id IN ("
                 f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_id {_LIST})",
                 [tenant, *g]),
+            "crops": s.count(
+                "DELETE FROM face_crops WHERE tenant = ? AND face_image_id IN ("
+                f"SELECT face_image_id FROM sightings WHERE tenant = ? AND face_id {_LIST})",
+                [tenant, *g]),
             "sightings": s.count(f"DELETE FROM sightings WHERE tenant = ? AND face_id {_LIST}",
                                  g),
         }
@@ -983,6 +1021,7 @@ class SQLStore:
                                      "face_image_id NOT LIKE 'enrol-%'", c),
                 "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
                 "held_faces": s.count("DELETE FROM held_faces WHERE tenant = ? AND ts < ?", c),
+                "crops": s.count("DELETE FROM face_crops WHERE tenant = ? AND ts < ?", c),
                 "people_counts": s.count(
                     "DELETE FROM people_counts WHERE tenant = ? AND ts < ?", c),
                 "alerts": s.count("DELETE FROM alerts WHERE tenant = ? AND started_at < ? "

@@ -1,10 +1,10 @@
 """Privacy operations: erase one visitor, purge what is older than a tenant's retention.
 
 Both act on the store (source of truth), the face index (so the person is not matched
-again), the running resolver's memory (its per-visitor exemplars and open tracks), the crops
-on disk, and write an audit record. Callers hold the service's write lock so no pipeline
-batch is resolved or stored halfway through. Crops are looked for wherever ``crops_dir``
-is, whether or not crops are kept now: a run with ``--keep-crops`` may have left some.
+again), the running resolver's memory (its per-visitor exemplars and open tracks), and write an
+audit record; face crops are rows of the store. Callers hold the service's write lock so
+no pipeline batch is resolved or stored halfway through. Crop files an earlier version
+wrote are looked for wherever ``crops_dir`` is, whatever ``keep_crops`` says now.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def erase_visitor(
         resolver.forget(tenant, group, exemplars)
     if index is not None:
         index.compact(tenant)
-    if crops_dir is not None:
-        counts["crops"] = erase_crops(crops_dir, tenant, faces)
+    if crops_dir is not None and (files := erase_crops(crops_dir, tenant, faces)):
+        counts["crop_files"] = files
     tenancy.audit(tenant, actor, "visitor.erase", {"visitor_id": visitor_id,
                                                    "canonical_id": canon, **counts})
     return counts
@@ -74,8 +74,8 @@ def purge_tenant(
             resolver.sync_known(tenant)
     if index is not None:
         index.compact(tenant)
-    if crops_dir is not None:
-        counts["crop_days"] = purge_crop_days(crops_dir / tenant, cutoff.date())
+    if crops_dir is not None and (days := purge_crop_days(crops_dir / tenant, cutoff.date())):
+        counts["crop_file_days"] = days
     counts["cutoff"] = cutoff.replace(tzinfo=UTC).isoformat()
     tenancy.audit(tenant, actor, "retention.purge", {"retention_days": t.retention_days,
                                                      **counts})
