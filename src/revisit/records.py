@@ -35,6 +35,19 @@ def face_image_id(tenant: str, image_id: str, bbox: tuple[int, int, int, int]) -
     return "F-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+# Exemplars an enrolment gave (revisit.known): ``enrol-<enrolment id>-<n>``. They last as
+# long as the enrolment, whatever the retention and however many exemplars cameras add.
+ENROLMENT_EXEMPLAR = "enrol-"
+
+
+def enrolment_exemplar_id(enrolment_id: str, n: int) -> str:
+    return f"{ENROLMENT_EXEMPLAR}{enrolment_id}-{n}"
+
+
+def is_enrolment_exemplar(face_image_id: str) -> bool:
+    return face_image_id.startswith(ENROLMENT_EXEMPLAR)
+
+
 def as_utc(ts: datetime) -> datetime:
     """Normalise a timezone-aware timestamp to UTC; naive timestamps are rejected."""
     if ts.tzinfo is None or ts.utcoffset() is None:

@@ -65,3 +65,4 @@ def test_a_failed_batch_is_found_by_its_state(tmp_path: Path, monkeypatch: pytes
             (done, "done"), (failed, "failed")]
     finally:
         gen.close()
+

@@ -5,6 +5,7 @@ erasure."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -75,8 +76,13 @@ def test_staff_leave_the_reports_and_have_their_own(store: SightingStore) -> Non
 def test_expiry_and_erasure_end_an_enrolment(store: SightingStore) -> None:
     store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(5))]))
     book = Enrolments(store, Tenancy(store))
+    with pytest.raises(EnrolmentError, match="in the past"):  # it would never count
+        book.enrol_visitor("default", "staff", "V-000001", reason="temp for the sale",
+                           expires_at=datetime.now(UTC) - timedelta(minutes=1))
     book.enrol_visitor("default", "staff", "V-000001", reason="temp for the sale",
-                       expires_at=datetime.now(UTC) - timedelta(minutes=1))
+                       expires_at=datetime.now(UTC) + timedelta(seconds=0.5))
+    assert store.staff("default") == ("V-000001",) and _report(store)[0] == 1
+    time.sleep(0.6)
     assert store.staff("default") == () and _report(store)[0] == 2  # expired
     book.enrol_visitor("default", "staff", "V-000002", reason="security guard")
     assert _report(store)[0] == 1
@@ -141,3 +147,60 @@ def test_an_expiry_past_the_calendar_is_refused(store: SightingStore) -> None:
             book.enrol_visitor("default", "staff", "V-000001", reason="till staff",
                                expires_at=when)
     assert book.list("default", include_expired=True) == []
+
+
+def test_an_enrolments_exemplars_outlast_better_faces_and_the_retention(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Marked as staff, a visitor's best exemplars become the enrolment's own: better camera
+    faces of them (more than max_exemplars) and a retention purge of every camera exemplar
+    leave those, so the person is still recognised as staff afterwards."""
+    settings = make_settings(identity={"create_after": 1, "match_threshold": 0.5,
+                                       "staff_margin": 0.1, "max_exemplars": 2})
+    store = DuckDBStore(":memory:")
+    try:
+        resolver = Resolver(settings, store, FaissIndex(16))
+
+        def run(faces: list[Face]) -> dict[str, str]:
+            frames = {f.image_id: Frame("default", f.camera_id, f.location_id, f.image_id, f.ts)
+                      for f in faces}
+            out = resolver.resolve(Batch(f"b{faces[0].image_id}", frames=list(frames.values()),
+                                         faces=faces))
+            store.write(out)
+            return {s.image_id: s.face_id for s in out.sightings}
+
+        def enrolment_exemplars() -> int:
+            with store.read() as s:  # type: ignore[attr-defined]
+                return s.execute("SELECT count(*) FROM exemplars WHERE face_image_id "
+                                 "LIKE 'enrol-%'").fetchone()[0]
+
+        anna = run([_face(_near(1.0, 1), "first", 0)])["first"]
+        Enrolments(store, Tenancy(store)).enrol_visitor("default", "staff", anna,
+                                                        reason="works here")
+        resolver.sync_known("default")
+        assert enrolment_exemplars() == 1
+        for k in range(6):  # better snapshots of her, on other days: camera exemplars turn over
+            better = _face(_near(0.9, 4 + k), f"later{k}", 60 * 24 * (k + 1), f"S1-C{k}")
+            better.quality = 0.9 + k / 100
+            assert run([better])[f"later{k}"] == anna
+        assert enrolment_exemplars() == 1
+        # retention takes every camera exemplar; hers as staff stays
+        store.purge_before("default", datetime(2030, 1, 1))
+        assert enrolment_exemplars() == 1
+        resolver.reload("default")
+        assert run([_face(_near(0.75, 3), "again", 60 * 24 * 30, "S1-C9")])["again"] == anna
+    finally:
+        store.close()
+
+
+def test_staff_are_left_out_of_the_face_heatmap(store: SightingStore) -> None:
+    rows = [sighting("V-000001", at(m), "101", camera="c1") for m in range(3)]
+    rows.append(sighting("V-000002", at(1), "101", camera="c1"))
+    store.write(batch(rows))
+    span = (at(-1), at(10))
+
+    def points() -> int:
+        return sum(len(chunk) for chunk in store.face_positions("default", "c1", *span))
+
+    assert points() == 4
+    Enrolments(store, Tenancy(store)).enrol_visitor("default", "staff", "V-000001",
+                                                    reason="works the tills")
+    assert points() == 1

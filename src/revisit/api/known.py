@@ -13,11 +13,11 @@ from pydantic import BaseModel, Field
 from revisit.api.auth import require, service_of
 from revisit.api.errors import ID_PATTERN, errors
 from revisit.api.images import ImageError, image_size
+from revisit.api.reports import Filters, build_query
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
 from revisit.known.watchlist import Watchlist, WatchlistSettings
 from revisit.report.durations import parse_duration
-from revisit.report.query import ReportQuery
 from revisit.tenancy.db import ApiKey, TenancyError
 
 router = APIRouter(tags=["known people"], responses=errors(401, 403, 422))
@@ -138,10 +138,10 @@ def presence(request: Request, from_: date = Query(..., alias="from"), to: date 
              key: ApiKey = Depends(admin)) -> dict[str, Any]:
     try:
         step = parse_duration(snapshot_interval)
-        q = ReportQuery(from_, to, tenant=key.tenant,
-                        locations=tuple(x for x in locations.split(",") if x))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    # the report's rules: known places of the tenant only, at most max_report_days
+    q = build_query(service_of(request), key, Filters(from_, to, locations or None))
     if step > timedelta(hours=1):
         raise HTTPException(422, "snapshot_interval: at most 1h")
     rows = staff_presence(_book(request), q, step)

@@ -33,7 +33,8 @@ def _fail(exc: Exception) -> typer.Exit:
 @known_app.command("enrol")
 def enrol(
     ctx: typer.Context, tenant: Tenant,
-    photos: Annotated[list[Path], typer.Argument(help="Photos of the person (one per photo).")],
+    photos: Annotated[list[Path] | None, typer.Argument(
+        help="Photos of the person (one per photo); none with --visitor.")] = None,
     group: Annotated[str, typer.Option(help="staff, watchlist or a custom group.")] = "staff",
     label: Annotated[str, typer.Option(help="A name or staff number.")] = "",
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = "",
@@ -45,7 +46,14 @@ def enrol(
     from revisit.known.enrol import EnrolmentError, Enrolments
     from revisit.tenancy.db import TenancyError
 
-    until = datetime.fromisoformat(expires) if expires else None
+    if bool(visitor) == bool(photos):
+        raise typer.BadParameter("give photos of the person, or --visitor V-… (not both)")
+    try:
+        until = datetime.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise typer.BadParameter(f"{expires!r} is not an ISO date or date and time "
+                                 "(e.g. 2027-03-31 or 2027-03-31T18:00Z)",
+                                 param_hint="--expires") from None
     store, tenancy = _open(ctx)
     try:
         book = Enrolments(store, tenancy)
@@ -56,17 +64,19 @@ def enrol(
             from revisit.pipeline import pipeline_model_settings
             from revisit.vision.stages import Vision
 
-            for p in photos:
+            for p in photos or ():
                 if not p.is_file():
                     raise typer.BadParameter(f"{p} is not a file", param_hint="PHOTOS")
             vision = Vision(pipeline_model_settings(state(ctx).settings()))
-            e = book.enrol_photos(tenant, group, [p.read_bytes() for p in photos],
+            e = book.enrol_photos(tenant, group, [p.read_bytes() for p in photos or ()],
                                   vision.process, label=label, reason=reason, expires_at=until)
     except (EnrolmentError, TenancyError) as exc:
         raise _fail(exc) from None
     finally:
         store.close()
     typer.echo(f"enrolled {e.label!r} in {e.group} as {e.visitor_id} ({e.enrolment_id})")
+    for why in e.skipped:
+        typer.echo(f"skipped {why}", err=True)
 
 
 @known_app.command("list")
@@ -114,11 +124,19 @@ def presence(
     from revisit.known.enrol import Enrolments
     from revisit.known.presence import staff_presence
     from revisit.report.query import ReportQuery
+    from revisit.tenancy.db import TenancyError
 
-    q = ReportQuery(parse_day(from_, "--from"), parse_day(to, "--to"), tenant=tenant,
-                    locations=tuple(split_list(locations)))
+    try:
+        q = ReportQuery(parse_day(from_, "--from"), parse_day(to, "--to"), tenant=tenant,
+                        locations=tuple(split_list(locations)))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     store, tenancy = _open(ctx)
     try:
+        try:  # the report's rule: the tenant's own places only
+            tenancy.report_filter(tenant, q.locations, (), "")
+        except TenancyError as exc:
+            raise _fail(exc) from None
         rows = staff_presence(Enrolments(store, tenancy), q)
         tenancy.audit(tenant, "cli", "known.presence.read", {"from": from_, "to": to})
     finally:
@@ -140,6 +158,7 @@ def watchlist(
     """Turn watchlist alerts on or off, stating the purpose (audited)."""
     from pydantic import ValidationError
 
+    from revisit.known.enrol import EnrolmentError
     from revisit.known.watchlist import Watchlist, WatchlistSettings
 
     try:
@@ -150,6 +169,8 @@ def watchlist(
     store, tenancy = _open(ctx)
     try:
         Watchlist(store, tenancy).set(tenant, cfg, "cli")
+    except EnrolmentError as exc:
+        raise _fail(exc) from None
     finally:
         store.close()
     typer.echo(f"watchlist {'on' if enable else 'off'} for {tenant}")

@@ -39,7 +39,7 @@ import numpy as np
 
 from revisit.config import Settings
 from revisit.identity.tracks import Box, step_nearness
-from revisit.records import Batch
+from revisit.records import Batch, is_enrolment_exemplar
 from revisit.report.query import SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
 from revisit.store.visitor_ids import visitor_number_or_zero
@@ -437,11 +437,14 @@ def consolidate(
 
 
 def _trim_exemplars(settings: Settings, store: SightingStore, tenant: str) -> None:
-    """Merged visitors hold the exemplars of all their parts: keep the best ``max``."""
+    """Merged visitors hold the exemplars of all their parts: keep the best ``max`` of
+    those cameras gave (an enrolment's stay while it lasts: they are how staff and
+    watchlist people are recognised)."""
     per: dict[str, list[tuple[float, str]]] = {}
     for chunk in store.load_exemplars(tenant):
         for ex in chunk:
-            per.setdefault(ex.visitor_id, []).append((ex.quality, ex.face_image_id))
+            if not is_enrolment_exemplar(ex.face_image_id):
+                per.setdefault(ex.visitor_id, []).append((ex.quality, ex.face_image_id))
     limit = settings.identity.max_exemplars
     drop = []
     for held in per.values():

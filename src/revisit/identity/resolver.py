@@ -51,7 +51,17 @@ import numpy as np
 from revisit.config import Settings
 from revisit.identity.index import FaceIndex
 from revisit.identity.tracks import CameraTracks, Track, TrackParams
-from revisit.records import STATIC, TWIN, WEAK_TRACK, Batch, Dropped, Exemplar, Face, Sighting
+from revisit.records import (
+    STATIC,
+    TWIN,
+    WEAK_TRACK,
+    Batch,
+    Dropped,
+    Exemplar,
+    Face,
+    Sighting,
+    is_enrolment_exemplar,
+)
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.vision.catalog import embedder_facts
@@ -289,7 +299,7 @@ class Resolver:
             stored = {ex.face_image_id: ex for chunk in self.store.load_exemplars(
                 tenant, enrolments_only=True) for ex in chunk}
             held = {h.face_image_id: vid for vid, hs in g.exemplars.items() for h in hs
-                    if h.face_image_id.startswith("enrol-")}
+                    if is_enrolment_exemplar(h.face_image_id)}
             gone = [f for f in held if f not in stored]
             for f in gone:
                 vid = held[f]
@@ -319,8 +329,10 @@ class Resolver:
         """Keep the face as an exemplar if the visitor has room or it beats the worst one."""
         g = self._gallery(face.tenant)
         held = g.exemplars.setdefault(visitor, [])
-        if len(held) >= self.max_exemplars:
-            worst = min(held, key=lambda h: (h.quality, h.face_image_id))
+        # an enrolment's exemplars neither count nor go: they last as long as it does
+        seen = [h for h in held if not is_enrolment_exemplar(h.face_image_id)]
+        if len(seen) >= self.max_exemplars:
+            worst = min(seen, key=lambda h: (h.quality, h.face_image_id))
             if face.quality <= worst.quality:
                 return
             held.remove(worst)

@@ -5,7 +5,9 @@ counts.
 An enrolment names a visitor id. Enrolled from photos, that is a new visitor whose
 exemplars are the photos' faces (found, quality-gated, aligned and embedded exactly like
 camera faces): the resolver then recognises the person on camera as it recognises any
-visitor. Marked, it is the visitor's existing id. Every enrolment keeps who enrolled whom,
+visitor. Marked, it is the visitor's existing id, and copies of its best exemplars become
+the enrolment's own. An enrolment's exemplars last as long as it does: no retention
+purge, and no better camera face, replaces them. Every enrolment keeps who enrolled whom,
 when, why and until when; past ``expires_at`` it no longer counts. Removing one deletes
 the embeddings its photos gave (and the visitor it created, if no camera ever saw them).
 Every change is audited and bumps the tenant's identity version, so resolvers reload.
@@ -23,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from revisit.identity.index import FaceIndex
-from revisit.records import Batch, Exemplar, Frame
+from revisit.records import (
+    DEFAULT_TENANT,
+    ENROLMENT_EXEMPLAR,
+    Batch,
+    Exemplar,
+    Frame,
+    enrolment_exemplar_id,
+)
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.tenancy.db import Tenancy, TenancyError
@@ -31,6 +40,8 @@ from revisit.tenancy.db import Tenancy, TenancyError
 STAFF = "staff"
 WATCHLIST = "watchlist"
 _GROUP = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+# exemplars a visitor enrolled without photos keeps as the enrolment's own (its best)
+VISITOR_EXEMPLARS = 5
 _COLS = ("enrolment_id", "grp", "visitor_id", "label", "reason", "source", "enrolled_by",
          "enrolled_at", "expires_at")
 
@@ -44,7 +55,8 @@ def _naive(ts: datetime | None) -> datetime | None:
 
 
 def _expiry(ts: datetime | None) -> datetime | None:
-    """An enrolment's end as naive UTC, within the years a report can ask about."""
+    """An enrolment's end as naive UTC, within the years a report can ask about, and not
+    past already (such an enrolment would never count)."""
     try:
         out = _naive(ts)
     except OverflowError:
@@ -55,6 +67,9 @@ def _expiry(ts: datetime | None) -> datetime | None:
     if bad:
         raise EnrolmentError(f"expires_at {ts.isoformat() if ts else ts} is out of range "
                              "(a time between 1970 and 2199)")
+    if out is not None and out <= _now():
+        raise EnrolmentError(f"expires_at {_iso(out)} is in the past: the enrolment would "
+                             "never count")
     return out
 
 
@@ -73,12 +88,17 @@ class Enrolment:
     enrolled_by: str
     enrolled_at: datetime
     expires_at: datetime | None
+    # when made from photos: those that gave no usable face, with the reason (not kept)
+    skipped: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"enrolment_id": self.enrolment_id, "group": self.group,
-                "visitor_id": self.visitor_id, "label": self.label, "reason": self.reason,
-                "source": self.source, "enrolled_by": self.enrolled_by,
-                "enrolled_at": _iso(self.enrolled_at), "expires_at": _iso(self.expires_at)}
+        out = {"enrolment_id": self.enrolment_id, "group": self.group,
+               "visitor_id": self.visitor_id, "label": self.label, "reason": self.reason,
+               "source": self.source, "enrolled_by": self.enrolled_by,
+               "enrolled_at": _iso(self.enrolled_at), "expires_at": _iso(self.expires_at)}
+        if self.skipped:
+            out["skipped_photos"] = list(self.skipped)
+        return out
 
 
 class EnrolmentError(ValueError):
@@ -134,6 +154,7 @@ class Enrolments:
                       reason: str, expires_at: datetime | None = None,
                       actor: str = "cli") -> Enrolment:
         """Mark a visitor revisit already counts as a member of ``group``."""
+        check_tenant(self.store, self.tenancy, tenant)
         check_group(group)
         _need_reason(reason)
         _watchlist_on(self.store, tenant, group)
@@ -143,6 +164,19 @@ class Enrolments:
         e = Enrolment("en_" + secrets.token_hex(5), group, canon, label or canon, reason,
                       "visitor", actor, _now(), _expiry(expires_at))
         with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
+            # the visitor's best exemplars become the enrolment's own, which last as long
+            # as it does (camera exemplars go with the retention and when better ones come)
+            group_ids = sorted(self.visitors_of(tenant, canon))
+            rows = tx.session.execute(
+                "SELECT embedding, quality FROM exemplars WHERE tenant = ? AND visitor_id IN "
+                "(SELECT unnest(?::VARCHAR[])) AND face_image_id NOT LIKE ? "
+                "ORDER BY quality DESC, face_image_id LIMIT ?",
+                [tenant, group_ids, f"{ENROLMENT_EXEMPLAR}%", VISITOR_EXEMPLARS]).fetchall()
+            at = e.enrolled_at.replace(tzinfo=UTC)
+            tx.write(Batch(f"enrolment-{e.enrolment_id}", exemplars_added=[
+                Exemplar(tenant, canon, enrolment_exemplar_id(e.enrolment_id, n),
+                         np.asarray(r[0], np.float32), float(r[1]), at)
+                for n, r in enumerate(rows)]))
             self._insert(tx.session, tenant, e)
             tx.bump([tenant])
         self._audit(tenant, actor, "known.enrol", e)
@@ -156,6 +190,7 @@ class Enrolments:
         of each is taken). ``process``: detection and embedding, as for camera frames.
         ``new_visitor``: the running resolver's id allocator, where one runs in this
         process (else the next id is taken from the store under the tenant's lock)."""
+        check_tenant(self.store, self.tenancy, tenant)
         check_group(group)
         _need_reason(reason)
         _watchlist_on(self.store, tenant, group)
@@ -180,10 +215,11 @@ class Enrolments:
             if f.image_id not in best or f.bbox[2] * f.bbox[3] > best[f.image_id].bbox[2] * \
                     best[f.image_id].bbox[3]:
                 best[f.image_id] = f
+        why = [f"photo {int(fr.image_id.rsplit('-', 1)[1]) + 1}: "
+               f"{problems.get(fr.image_id, 'no face found')}"
+               for fr in frames if fr.image_id not in best]
         if not best:
-            why = "; ".join(f"photo {int(i.rsplit('-', 1)[1]) + 1}: {problems.get(i, 'no face found')}"
-                            for i in (fr.image_id for fr in frames))
-            raise EnrolmentError(f"no usable face in the photos ({why})")
+            raise EnrolmentError(f"no usable face in the photos ({'; '.join(why)})")
         eid = "en_" + secrets.token_hex(5)
         with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
             if new_visitor is not None:
@@ -195,12 +231,13 @@ class Enrolments:
             exemplars = []
             for n, f in enumerate(sorted(best.values(), key=lambda f: f.image_id)):
                 v = np.asarray(f.embedding, np.float32)
-                exemplars.append(Exemplar(tenant, vid, f"enrol-{eid}-{n}", v / np.linalg.norm(v),
-                                          f.quality, now.replace(tzinfo=UTC)))
+                exemplars.append(Exemplar(tenant, vid, enrolment_exemplar_id(eid, n),
+                                          v / np.linalg.norm(v), f.quality,
+                                          now.replace(tzinfo=UTC)))
             tx.write(Batch(f"enrolment-{eid}", visitors_created=[(tenant, vid, now.replace(
                 tzinfo=UTC))], exemplars_added=exemplars))
             e = Enrolment(eid, group, vid, label.strip(), reason, "photos", actor, now,
-                          _expiry(expires_at))
+                          _expiry(expires_at), tuple(why))
             self._insert(tx.session, tenant, e)
             tx.bump([tenant])
         self._audit(tenant, actor, "known.enrol", e)
@@ -216,7 +253,7 @@ class Enrolments:
         if not rows:
             raise TenancyError(f"no enrolment {enrolment_id!r} in tenant {tenant}")
         e = Enrolment(*rows[0])
-        photos = [tenant, f"enrol-{enrolment_id}-%"]
+        photos = [tenant, f"{ENROLMENT_EXEMPLAR}{enrolment_id}-%"]
         with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
             s = tx.session
             ids = [r[0] for r in s.execute("SELECT face_image_id FROM exemplars WHERE "
@@ -237,6 +274,15 @@ class Enrolments:
             index.remove(tenant, ids)
         self._audit(tenant, actor, "known.remove", e)
         return out
+
+
+def check_tenant(store: SightingStore, tenancy: Tenancy, tenant: str) -> None:
+    """A tenant someone made (registered, or with data), or the embedded default's: a
+    mistyped id must not quietly start holding biometric enrolments."""
+    if tenant != DEFAULT_TENANT and tenancy.tenant(tenant) is None \
+            and tenant not in store.tenants():
+        raise EnrolmentError(f"unknown tenant {tenant!r} (create it with `revisit admin "
+                             "add-tenant`)")
 
 
 def _watchlist_on(store: SightingStore, tenant: str, group: str) -> None:

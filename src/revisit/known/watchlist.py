@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from revisit.known.enrol import WATCHLIST, Enrolments
+from revisit.known.enrol import WATCHLIST, Enrolments, check_tenant
 from revisit.occupancy.alerts import (
     WATCHLIST_RULE,
     Alert,
@@ -68,6 +68,7 @@ class Watchlist:
                                  emails=doc["emails"], cooldown_s=doc["cooldown_s"])
 
     def set(self, tenant: str, cfg: WatchlistSettings, actor: str) -> None:
+        check_tenant(self.store, self.tenancy, tenant)
         with self.store.transaction() as s:  # type: ignore[attr-defined]
             s.execute("INSERT INTO watchlist_settings (tenant, enabled, purpose, webhook_url, "
                       "emails, keep_frames, changed_by, changed_at) VALUES (?, ?, ?, ?, ?, false, "
@@ -93,6 +94,7 @@ class Watchlist:
 @dataclass
 class _Cached:
     at: float
+    mark: tuple[Any, ...]  # what the settings and enrolments looked like (_mark)
     cfg: WatchlistSettings | None
     ids: dict[str, str]  # visitor id -> enrolment label
 
@@ -110,17 +112,30 @@ class WatchlistWatcher:
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
 
+    def _mark(self, tenant: str) -> tuple[Any, ...]:
+        """One cheap read that changes whenever the watchlist is switched or someone is
+        enrolled in it or removed from it, from any process: so a change counts from the
+        next batch on, not after the cache's time (which still catches expiries and
+        merges)."""
+        with self.store.read() as s:  # type: ignore[attr-defined]
+            row = s.execute(
+                "SELECT (SELECT changed_at FROM watchlist_settings WHERE tenant = ?), "
+                "count(*), max(enrolled_at), max(enrolment_id) FROM enrolments "
+                "WHERE tenant = ? AND grp = ?", [tenant, tenant, WATCHLIST]).fetchone()
+        return tuple(row) if row else ()
+
     def _tenant(self, tenant: str) -> _Cached:
         with self._lock:
             c = self._cache.get(tenant)
-            if c is None or time.monotonic() - c.at > self.ttl_s:
+            mark = self._mark(tenant)
+            if c is None or c.mark != mark or time.monotonic() - c.at > self.ttl_s:
                 cfg = self.watchlist.settings(tenant)
                 ids: dict[str, str] = {}
                 if cfg is not None and cfg.enabled:
                     for e in self.enrolments.list(tenant, WATCHLIST):
                         for vid in self.enrolments.visitors_of(tenant, e.visitor_id):
                             ids[vid] = e.label
-                c = _Cached(time.monotonic(), cfg, ids)
+                c = _Cached(time.monotonic(), mark, cfg, ids)
                 self._cache[tenant] = c
             return c
 

@@ -1082,11 +1082,15 @@ class SQLStore:
 
     def face_positions(self, tenant: str, camera_id: str, ts_from: datetime,
                        ts_to: datetime) -> Iterator[list[Any]]:
-        """Centres (x, y) of the camera's sightings in [ts_from, ts_to), in chunks."""
+        """Centres (x, y) of the camera's sightings in [ts_from, ts_to), in chunks; staff
+        left out, as in every visitor analysis."""
+        with self.engine.read() as s:
+            staff = list(staff_ids(s, tenant))
         yield from self.engine.stream(
             "SELECT bbox_x + bbox_w / 2.0, bbox_y + bbox_h / 2.0 FROM sightings "
-            "WHERE tenant = ? AND camera_id = ? AND ts >= ? AND ts < ?",
-            [tenant, camera_id, naive_utc(ts_from), naive_utc(ts_to)], FETCH_ROWS)
+            "WHERE tenant = ? AND camera_id = ? AND ts >= ? AND ts < ? "
+            "AND face_id NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [tenant, camera_id, naive_utc(ts_from), naive_utc(ts_to), staff], FETCH_ROWS)
 
     def people_positions(self, tenant: str, camera_id: str, ts_from: datetime,
                          ts_to: datetime) -> Iterator[list[Any]]:

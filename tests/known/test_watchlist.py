@@ -1,0 +1,35 @@
+"""The watchlist's alerts follow its switch and its enrolments from the next batch on,
+whatever the watcher caches (a person removed, or the list switched off, raises nothing)."""
+
+from __future__ import annotations
+
+from revisit.known.enrol import Enrolments
+from revisit.known.watchlist import Watchlist, WatchlistSettings, WatchlistWatcher
+from revisit.store.base import SightingStore
+from revisit.store.testing import at, batch, sighting
+from revisit.tenancy.db import Tenancy
+
+
+class _NoDelivery:
+    def send(self, alert: object) -> None:
+        pass
+
+
+def test_a_change_counts_from_the_next_batch(store: SightingStore) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default")
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(0))]))
+    wl = Watchlist(store, ten)
+    wl.set("default", WatchlistSettings(enabled=True, purpose="loss prevention, tested"),
+           "admin")
+    book = Enrolments(store, ten)
+    e = book.enrol_visitor("default", "watchlist", "V-000001", label="Jane", reason="tested")
+    watcher = WatchlistWatcher(store, _NoDelivery(), ttl_s=3600)  # the cache never expires
+    assert len(watcher.after([sighting("V-000001", at(10))])) == 1
+    book.remove("default", e.enrolment_id)
+    assert watcher.after([sighting("V-000001", at(30))]) == []
+    book.enrol_visitor("default", "watchlist", "V-000002", label="John", reason="tested")
+    assert len(watcher.after([sighting("V-000002", at(50))])) == 1
+    wl.set("default", WatchlistSettings(enabled=False, purpose="loss prevention, tested"),
+           "admin")
+    assert watcher.after([sighting("V-000002", at(70))]) == []
