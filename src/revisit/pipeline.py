@@ -534,4 +534,6 @@ class Runtime:
 
     def close(self) -> None:
         self.models.close()
+        if self._watcher is not None:  # alerts on their way: delivered and logged first
+            self._watcher.deliverer.wait()
         self.store.close()

@@ -137,7 +137,19 @@ def test_late_values_zero_clear_and_replaced_rules(store: SightingStore) -> None
     assert book.evaluate("default", rule, 0, T0 + timedelta(minutes=1)) is None  # ends at 0
     assert book.alerts("default")[0]["ended_at"] is not None
     assert book.evaluate("default", rule, 2, T0 + timedelta(minutes=2)) is not None  # again
-    book.put_rule("default", rule)  # replaced: its open alert ends, the state starts afresh
+    # replaced by another rule of that id: its open alert ends, the state starts afresh
+    assert book.put_rule("default", rule) is True
     assert all(a["ended_at"] is not None for a in book.alerts("default"))
+    assert book.put_rule("default", rule) is False  # the same again: nothing changes
     with pytest.raises(ValueError, match="reserved"):
         book.put_rule("default", AlertRule(rule_id="watchlist", location_id="L1", above=1))
+
+
+def test_a_cooldown_holds_when_the_same_rule_is_put_again(store: SightingStore) -> None:
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="busy", location_id="L1", metric="count", above=70,
+                     clear_below=60, cooldown_s=3600)
+    book.put_rule("default", rule)
+    assert _run(book, rule, [78, 50]) == [0]
+    book.put_rule("default", AlertRule.model_validate_json(rule.model_dump_json()))
+    assert book.evaluate("default", rule, 78, T0 + timedelta(minutes=5)) is None  # cooling

@@ -168,15 +168,13 @@ def put_rule(body: AlertRule, request: Request, rule_id: str = _id(),
     if body.rule_id != rule_id:
         raise HTTPException(422, f"rule_id in the body ({body.rule_id}) is not {rule_id}")
     svc = service_of(request)
-    if _db(request).location(key.tenant, body.location_id) is None:
-        raise HTTPException(422, f"location {body.location_id!r} has no capacity set: set it "
-                                 "first (PUT /v1/locations/{id}/capacity); its freshness "
-                                 "setting decides when a count is current")
     try:
-        AlertBook(svc.runtime.store).put_rule(key.tenant, body)
-    except ValueError as exc:
+        _db(request).check_rule_place(key.tenant, body.location_id, body.zone)
+        changed = AlertBook(svc.runtime.store).put_rule(key.tenant, body)
+    except ValueError as exc:  # TenancyError too
         raise HTTPException(422, str(exc)) from None
-    svc.tenancy.audit(key.tenant, key.actor, "alerts.rule.put", body.model_dump())
+    if changed:
+        svc.tenancy.audit(key.tenant, key.actor, "alerts.rule.put", body.model_dump())
     return body.model_dump()
 
 

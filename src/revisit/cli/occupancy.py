@@ -11,14 +11,19 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from revisit.cli.context import open_store_directly, parse_day, split_list
+from revisit.cli.context import open_store_directly, parse_day, split_list, state
 
 
 def _stores(ctx: typer.Context):  # -> (store, OccupancyDB)
-    from revisit.occupancy.db import OccupancyDB
+    from revisit.occupancy.db import OccupancyDB, apply_settings
     from revisit.tenancy.db import Tenancy
 
     store = open_store_directly(ctx, "the occupancy HTTP API (docs/occupancy.md)")
+    try:  # what the configuration file sets counts here too, as in the pipeline
+        apply_settings(store, state(ctx).settings())
+    except BaseException:
+        store.close()
+        raise
     return store, OccupancyDB(store, Tenancy(store))
 
 
@@ -69,16 +74,26 @@ def register(app: typer.Typer) -> None:
     @admin_app.command("set-zones")
     def set_zones(
         ctx: typer.Context, tenant: Tenant, camera_id: str,
-        file: Annotated[Path | None, typer.Option(help="JSON with count_zone, exclude, named, "
-                                                  "overlap_group, scale, offset.")] = None,
-        counting: Annotated[bool, typer.Option(help="Count people on this camera.")] = True,
+        file: Annotated[Path | None, typer.Option(
+            help="JSON with count_zone, exclude, named, overlap_group, scale, offset, "
+            "counting.", exists=True, dir_okay=False)] = None,
+        counting: Annotated[bool | None, typer.Option(
+            "--counting/--no-counting", help="Count people on this camera (default: the "
+            "file's counting, else on).")] = None,
     ) -> None:
         """A camera's occupancy settings: counting on/off and its zones (docs/occupancy.md)."""
         from revisit.occupancy.zones import CameraZones
 
-        doc = json.loads(file.read_text()) if file else {}
         try:
-            zones = CameraZones.model_validate({**doc, "counting": counting})
+            doc = json.loads(file.read_text()) if file else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"{file} is not JSON: {exc}", param_hint="--file") from None
+        if not isinstance(doc, dict):
+            raise typer.BadParameter(f"{file} must hold one JSON object", param_hint="--file")
+        if counting is not None:
+            doc["counting"] = counting
+        try:
+            zones = CameraZones.model_validate({"counting": True, **doc})
         except ValidationError as exc:
             raise _invalid(exc) from None
         store, db = _stores(ctx)
@@ -86,7 +101,7 @@ def register(app: typer.Typer) -> None:
             db.set_camera(tenant, camera_id, zones)
         finally:
             store.close()
-        typer.echo(f"camera {camera_id}: counting {'on' if counting else 'off'}, "
+        typer.echo(f"camera {camera_id}: counting {'on' if zones.counting else 'off'}, "
                    f"{len(zones.exclude)} exclusion and {len(zones.named)} named zones")
 
     @admin_app.command("calibrate-counter")
@@ -174,9 +189,10 @@ def register(app: typer.Typer) -> None:
     @admin_app.command("alert-rule")
     def alert_rule(
         ctx: typer.Context, tenant: Tenant,
-        file: Annotated[Path, typer.Option(help="JSON of the rule (docs/occupancy.md).")],
+        file: Annotated[Path, typer.Option(help="JSON of the rule (docs/occupancy.md).",
+                                           exists=True, dir_okay=False)],
     ) -> None:
-        """Create or replace an occupancy alert rule."""
+        """Create or replace an occupancy alert rule (audited)."""
         from revisit.occupancy.alerts import AlertBook, AlertRule
 
         try:
@@ -185,17 +201,16 @@ def register(app: typer.Typer) -> None:
             raise _invalid(exc) from None
         store, db = _stores(ctx)
         try:
-            if db.location(tenant, rule.location_id) is None:
-                typer.echo(f"error: location {rule.location_id} has no capacity set "
-                           "(revisit admin set-capacity)", err=True)
-                raise typer.Exit(2)
-            AlertBook(store).put_rule(tenant, rule)
-        except ValueError as exc:
+            db.check_rule_place(tenant, rule.location_id, rule.zone)
+            changed = AlertBook(store).put_rule(tenant, rule)
+            if changed:
+                db.tenancy.audit(tenant, "cli", "alerts.rule.put", rule.model_dump())
+        except ValueError as exc:  # TenancyError too
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         finally:
             store.close()
-        typer.echo(f"alert rule {rule.rule_id} saved")
+        typer.echo(f"alert rule {rule.rule_id} {'saved' if changed else 'unchanged'}")
 
     @admin_app.command("alerts")
     def alerts(ctx: typer.Context, tenant: Tenant, limit: int = 50) -> None:

@@ -148,15 +148,23 @@ class AlertBook:
         with self.store.read() as s:
             return list(s.execute(sql, list(params)).fetchall())
 
-    def put_rule(self, tenant: str, rule: AlertRule) -> None:
-        """Create or replace; a replaced rule ends its open alert and starts afresh."""
+    def put_rule(self, tenant: str, rule: AlertRule) -> bool:
+        """Create or replace; a changed rule ends its open alert and starts afresh, the
+        same rule put again (configuration management re-applying it) changes nothing, so
+        its cooldown holds. Returns whether anything changed."""
         AlertRule.check_user_rule(rule)
         with self.store.transaction() as s:
+            s.lock("alerts", tenant)
+            row = s.execute("SELECT config FROM alert_rules WHERE tenant = ? AND rule_id = ?",
+                            [tenant, rule.rule_id]).fetchone()
+            if row is not None and AlertRule.model_validate_json(row[0]) == rule:
+                return False
             s.execute("INSERT INTO alert_rules (tenant, rule_id, config, created_at) "
                       "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, rule_id) DO UPDATE SET "
                       "config = excluded.config",
                       [tenant, rule.rule_id, rule.model_dump_json(), _naive(datetime.now(UTC))])
             self._reset(s, tenant, rule.rule_id)
+        return True
 
     def delete_rule(self, tenant: str, rule_id: str) -> bool:
         with self.store.transaction() as s:
@@ -375,13 +383,12 @@ class Deliverer:
         return f"sent via {self.smtp.host}:{self.smtp.port}"
 
 
-def values_at(counts: list[PeopleCount]) -> dict[tuple[str, str], datetime]:
-    """(tenant, location) -> newest snapshot time among new counts: where rules need a
-    look after a batch."""
-    out: dict[tuple[str, str], datetime] = {}
+def moments(counts: list[PeopleCount]) -> dict[tuple[str, str], list[datetime]]:
+    """(tenant, location) -> the snapshot times among new counts, in order: where and when
+    rules need a look after a batch (every snapshot, so a peak between two others counts
+    however the frames were batched)."""
+    out: dict[tuple[str, str], set[datetime]] = {}
     for c in counts:
-        k = (c.tenant, c.location_id)
-        if k not in out or c.ts > out[k]:
-            out[k] = c.ts
-    return out
+        out.setdefault((c.tenant, c.location_id), set()).add(c.ts)
+    return {k: sorted(v) for k, v in out.items()}
 

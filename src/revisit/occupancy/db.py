@@ -151,13 +151,33 @@ class OccupancyDB:
             "ORDER BY location_id", (tenant,))}
 
     def _counting_cameras(self, tenant: str, location_id: str) -> dict[str, CameraZones]:
-        """Counting cameras of a location (the location a camera's frames came from)."""
+        """Counting cameras of a location: where the registry puts the camera (moved, or
+        yet to send its first frame), else where its first frames came from (the embedded
+        default's cameras need no registration)."""
         rows = self._rows(
-            "SELECT o.camera_id, o.config FROM occupancy_cameras o JOIN cameras c "
-            "ON c.tenant = o.tenant AND c.camera_id = o.camera_id "
-            "WHERE o.tenant = ? AND c.location_id = ?", (tenant, location_id))
+            "SELECT o.camera_id, o.config FROM occupancy_cameras o "
+            "LEFT JOIN tenancy_cameras r ON r.tenant = o.tenant AND r.camera_id = o.camera_id "
+            "LEFT JOIN cameras c ON c.tenant = o.tenant AND c.camera_id = o.camera_id "
+            "WHERE o.tenant = ? AND coalesce(r.location_id, c.location_id) = ?",
+            (tenant, location_id))
         out = {cam: CameraZones.model_validate_json(cfg) for cam, cfg in rows}
         return {cam: z for cam, z in out.items() if z.counting}
+
+    def check_rule_place(self, tenant: str, location_id: str, zone: str) -> None:
+        """What an alert rule watches must exist: the location's capacity (rules need its
+        freshness setting), and a named zone on one of its counting cameras (a rule on a
+        zone nobody defined reads 0 for ever and can never fire)."""
+        if self.location(tenant, location_id) is None:
+            raise TenancyError(f"location {location_id!r} has no capacity set: set it first "
+                               "(revisit admin set-capacity, PUT /v1/locations/{id}/capacity);"
+                               " its freshness setting decides when a count is current")
+        if zone:
+            named = sorted({n for z in self._counting_cameras(tenant, location_id).values()
+                            for n in z.named})
+            if zone not in named:
+                raise TenancyError(f"zone {zone!r} is not a named zone of a counting camera at "
+                                   f"{location_id} (named: {', '.join(named) or 'none'}; "
+                                   "define it first: revisit admin set-zones)")
 
     # -- now ----------------------------------------------------------------------------
     def live(self, tenant: str, location_id: str, now: datetime | None = None) -> Occupancy:

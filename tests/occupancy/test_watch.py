@@ -1,0 +1,100 @@
+"""Rules are judged at every snapshot of a batch, and a location's counting cameras are
+where the registry puts them (a camera moved to another store counts there)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from revisit.config import Settings
+from revisit.occupancy.alerts import AlertBook, AlertRule
+from revisit.occupancy.db import OccupancyDB
+from revisit.occupancy.live import LocationOccupancy
+from revisit.occupancy.watch import Watcher
+from revisit.occupancy.zones import CameraZones
+from revisit.records import Batch, Frame, PeopleCount
+from revisit.store.base import SightingStore
+from revisit.tenancy.db import Tenancy
+
+T0 = datetime(2024, 5, 1, 14, tzinfo=UTC)
+
+
+def _counts(camera: str, location: str, people: list[float], step_s: int = 10
+            ) -> list[PeopleCount]:
+    return [PeopleCount("acme", camera, location, f"{camera}-{i}", T0 + timedelta(seconds=step_s * i),
+                        "", n, int(n)) for i, n in enumerate(people)]
+
+
+def _store(store: SightingStore, counts: list[PeopleCount]) -> None:
+    frames = [Frame(c.tenant, c.camera_id, c.location_id, c.image_id, c.ts) for c in counts]
+    store.write(Batch("b", frames=frames, counts=counts))
+
+
+def _setup(store: SightingStore) -> OccupancyDB:
+    ten = Tenancy(store)
+    ten.create_tenant("acme")
+    for loc in ("101", "102"):
+        ten.add_location("acme", loc, loc)
+    ten.add_camera("acme", "door", "101")
+    db = OccupancyDB(store, ten)
+    db.set_camera("acme", "door", CameraZones(counting=True))
+    for loc in ("101", "102"):
+        db.set_location("acme", loc, LocationOccupancy(capacity=100))
+    return db
+
+
+def test_a_peak_between_two_snapshots_of_one_batch_alerts(store: SightingStore) -> None:
+    _setup(store)
+    book = AlertBook(store)
+    book.put_rule("acme", AlertRule(rule_id="busy", location_id="101", metric="count",
+                                    above=70, clear_below=60))
+    counts = _counts("door", "101", [40, 78, 50])  # one batch: the peak is in its middle
+    _store(store, counts)
+    Watcher(store, Settings()).after(counts)
+    (alert,) = book.alerts("acme")
+    assert alert["value"] == 78.0 and alert["ended_at"] is not None  # and it ended at 50
+
+
+def test_a_moved_camera_counts_where_the_registry_puts_it(store: SightingStore) -> None:
+    db = _setup(store)
+    first = _counts("door", "101", [30])
+    _store(store, first)  # its first frames came from 101
+    assert db.live("acme", "101", now=first[0].ts).count == 30
+    Tenancy(store).add_camera("acme", "door", "102")  # moved
+    later = [PeopleCount("acme", "door", "102", "door-moved", T0 + timedelta(minutes=5), "",
+                         12, 12)]
+    _store(store, later)
+    now = db.live("acme", "102", now=later[0].ts)
+    assert (now.count, now.cameras) == (12, 1)
+    assert db.live("acme", "101", now=later[0].ts).cameras == 0
+
+
+def test_closing_a_run_waits_for_its_alerts_to_be_delivered(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The end of `revisit ingest`: an alert on its way (here retried once) is delivered
+    and its attempts logged before the store closes."""
+    from tests.receivers import webhook_receiver
+
+    from revisit.config import load_settings
+    from revisit.pipeline import Runtime
+    from revisit.store.duckdb_store import DuckDBStore
+
+    with webhook_receiver() as (url, got):
+        got.fail_first = 1
+        rt = Runtime(load_settings(None, data=tmp_path / "d",
+                                   alerts={"backoff_s": 0.5, "private_webhooks": True}))
+        _setup(rt.store)
+        AlertBook(rt.store).put_rule("acme", AlertRule(
+            rule_id="busy", location_id="101", metric="count", above=70, webhook_url=url))
+        counts = _counts("door", "101", [78])
+        rt.store_batch(Batch("b", frames=[Frame(c.tenant, c.camera_id, c.location_id,
+                                                 c.image_id, c.ts) for c in counts],
+                             counts=counts))
+        rt.close()
+        assert len(got.posts) == 1
+    store = DuckDBStore(tmp_path / "d" / "revisit.duckdb")
+    try:
+        with store.read() as s:
+            oks = [r[0] for r in s.execute("SELECT ok FROM alert_deliveries ORDER BY attempt")
+                   .fetchall()]
+        assert oks == [False, True]
+    finally:
+        store.close()
