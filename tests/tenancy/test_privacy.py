@@ -113,10 +113,11 @@ def test_purge_ends_expired_enrolments(store: SightingStore) -> None:
                                 v / np.linalg.norm(v)))
         return b
 
-    now = datetime(2024, 6, 1, tzinfo=UTC)
+    today = datetime.now(UTC)
+    now = today + timedelta(days=10)  # the purge runs ten days from now
     book = Enrolments(store, ten)
     gone = book.enrol_photos("default", "staff", [b"a", b"b"], label="Anna", reason="staff",
-                             expires_at=now - timedelta(days=1), process=embed)
+                             expires_at=today + timedelta(days=1), process=embed)
     kept = book.enrol_photos("default", "staff", [b"c"], label="Ben", reason="staff",
                              expires_at=now + timedelta(days=1), process=embed)
     index = FaissIndex(128)
