@@ -5,6 +5,7 @@ Nothing sampled while the server is down may be lost, and nothing re-sent may be
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ import pytest
 from benchmarks.distributed_harness import free_port
 from tests.conftest import lfw_photo
 
-from revisit.ingest.agent import Agent, Spool, folder_snapshots
+from revisit.ingest.agent import Agent, Spool, SpoolBusy, folder_snapshots
 
 pytest.importorskip("fastapi")
 
@@ -132,11 +133,26 @@ def test_spool_is_bounded_and_survives_the_agent(tmp_path: Path) -> None:
     stop = threading.Event()
     first = spool.put(frames[:2], stop)
     spool.put(frames[2:], stop)
+    # a second agent on the same spool would send the first one's batches: refused
+    with pytest.raises(SpoolBusy, match="own --spool"):
+        Spool(tmp_path / "spool", max_bytes=10 * 1024 * 1024)
+    spool.close()
     # a new agent process sees the batches in order, complete
     reopened = Spool(tmp_path / "spool", max_bytes=10 * 1024 * 1024)
     assert reopened.pending()[0] == first
     assert len(reopened.pending()) == 2
     assert sorted(p.name for p in first.iterdir()) == ["0.jpg", "1.jpg", "meta.json"]
+    reopened.close()
+    # a batch halved, and its first half halved again: every part in sending order
+    four = Spool(tmp_path / "spool-4", max_bytes=10 * 1024 * 1024)
+    whole = four.put(frames, stop)
+    four.split(whole)
+    four.split(whole)
+    parts = four.pending()
+    assert [p.name.removeprefix(whole.name) for p in parts] == ["", "-1-2", "-2"]
+    sent = [json.loads((p / "meta.json").read_text()) for p in parts]
+    assert [m["image_id"] for batch in sent for m in batch] == [f.image_id for f in frames]
+    four.close()
     # over the bound, put waits (here: gives up because stop is set) instead of dropping
     tight = Spool(tmp_path / "spool", max_bytes=1)
     stop.set()
@@ -180,3 +196,47 @@ def test_agent_keeps_batches_the_server_refuses_it_and_splits_large_ones(
     assert not list(rejected.glob("*.jpg"))  # the reason and metadata stay, no image
     server.stop()
     assert len(_sightings(server.data)) == len(PEOPLE)  # every good snapshot arrived
+
+
+def test_a_snapshot_refused_inside_an_accepted_batch_is_reported(setup, tmp_path: Path) -> None:
+    """The server takes the batch (202) but refuses one snapshot in it (its time is before
+    2000): the agent names it, counts it and keeps its metadata, instead of dropping it."""
+    server, cam_key, _, folder = setup
+    old = folder / "000.jpg"
+    os.utime(old, (946_000_000,) * 2)  # 1999-12-24
+    server.start()
+    agent = Agent(server.url, cam_key, tmp_path / "spool", batch_size=10)
+    stats = agent.run(folder_snapshots(folder, "cam1"), drain_timeout=120.0)
+    agent.close()
+    assert (stats.batches_sent, stats.snapshots_rejected) == (1, 1)
+    (note,) = agent.spool.rejected_dir.glob("*-snapshots.json")
+    (refused,) = json.loads(note.read_text())
+    assert refused["ts"].startswith("1999-12-") and "2000" in refused["reason"]
+
+
+def test_the_agent_cli_refuses_what_it_would_get_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    shutil.copy(lfw_photo("Colin_Powell", 1), folder / "a.jpg")
+    run = CliRunner().invoke
+    base = ["agent", "--key", "k", "--camera", "cam1", "--spool", str(tmp_path / "sp")]
+    r = run(app, [*base, "--server", "127.0.0.1:8080", "--folder", str(folder)])
+    assert r.exit_code == 2 and "server's URL" in r.output
+    r = run(app, [*base, "--server", "http://127.0.0.1:9", "--folder", str(folder),
+                  "--every", "1s"])
+    assert r.exit_code == 2 and "--every" in r.output and "not used" in r.output
+    video = tmp_path / "v.avi"
+    video.write_bytes(b"")
+    r = run(app, [*base, "--server", "http://127.0.0.1:9", "--video", str(video),
+                  "--start", "1995-01-05T09:00:00Z"])
+    assert r.exit_code == 2 and "2000" in r.output
+    held = Spool(tmp_path / "sp", 10**6)  # another agent runs on this spool
+    try:
+        r = run(app, [*base, "--server", "http://127.0.0.1:9", "--folder", str(folder)])
+        assert r.exit_code == 2 and "own --spool" in r.output
+    finally:
+        held.close()

@@ -35,6 +35,11 @@ def _jpeg(path: Path, exif_time: str | None = None, offset: str | None = None) -
     ("2024-07-05_09-30-00", datetime(2024, 7, 5, 7, 30, tzinfo=UTC)),  # Berlin, summer
     ("snap-20240105_093000Z", datetime(2024, 1, 5, 9, 30, tzinfo=UTC)),
     ("20240105T093000+0530", datetime(2024, 1, 5, 4, 0, tzinfo=UTC)),
+    ("us_20240105T093000-0500", datetime(2024, 1, 5, 14, 30, tzinfo=UTC)),
+    # a trailing counter is not an offset; milliseconds are read
+    ("cam1_2025-03-16_09-30-00-0001", datetime(2025, 3, 16, 8, 30, tzinfo=UTC)),
+    ("cam1_2025-03-16_09-30-00-1234", datetime(2025, 3, 16, 8, 30, tzinfo=UTC)),
+    ("20240105093000123", datetime(2024, 1, 5, 8, 30, 0, 123000, tzinfo=UTC)),
 ])
 def test_time_from_the_name(tmp_path: Path, name: str, want: datetime) -> None:
     assert snapshot_time(_jpeg(tmp_path / f"{name}.jpg"), "name", BERLIN) == want
@@ -45,6 +50,11 @@ def test_time_from_exif_with_and_without_offset(tmp_path: Path) -> None:
     assert snapshot_time(plain, "exif", BERLIN) == datetime(2024, 1, 5, 8, 30, tzinfo=UTC)
     with_offset = _jpeg(tmp_path / "b.jpg", "2024:01:05 09:30:00", "-03:00")
     assert snapshot_time(with_offset, "exif", BERLIN) == datetime(2024, 1, 5, 12, 30, tzinfo=UTC)
+    blank = _jpeg(tmp_path / "c.jpg", "2024:01:05 09:30:00", "      ")  # the standard allows it
+    assert snapshot_time(blank, "exif", BERLIN) == datetime(2024, 1, 5, 8, 30, tzinfo=UTC)
+    bad = _jpeg(tmp_path / "d.jpg", "2024:01:05 09:30:00", "+99:99")
+    with pytest.raises(ValueError, match=r"d\.jpg: '\+99:99' is not a UTC offset"):
+        snapshot_time(bad, "exif", BERLIN)
 
 
 def test_time_from_mtime_and_files_without_a_time_are_skipped(tmp_path: Path) -> None:
@@ -70,3 +80,15 @@ def test_one_instant_is_one_snapshot_whatever_its_offset() -> None:
     assert berlin.isoformat() != utc.isoformat()
     assert frame_image_id("t", "c1", berlin) == frame_image_id("t", "c1", utc)
     assert frame_image_id("t", "c1", utc) != frame_image_id("t", "c2", utc)
+
+
+def test_two_files_of_one_second_are_two_snapshots(tmp_path: Path) -> None:
+    """Long names that share their first 40 characters (channel, date, time) and differ in
+    a counter: two ids, whatever the clock says."""
+    stem = "entrance_camera_snapshot_channel01_2025-03-18_10-00-00"
+    for n in ("001", "002"):
+        _jpeg(tmp_path / f"{stem}_{n}.jpg")
+        os.utime(tmp_path / f"{stem}_{n}.jpg", (1_742_292_000, 1_742_292_000))
+    a, b = folder_snapshots(tmp_path, "c1")
+    assert a.ts == b.ts and a.image_id != b.image_id
+    assert len(a.image_id) <= 64

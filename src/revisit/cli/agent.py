@@ -29,11 +29,14 @@ def register(app: typer.Typer) -> None:
         timezone: Annotated[str | None, typer.Option(
             "--timezone", help="--time-from exif|name: the zone of times written without "
             "an offset (IANA name; default: this machine's).")] = None,
-        every: Annotated[str, typer.Option(help="Sampling interval (video/stream).")] = "5s",
+        every: Annotated[str | None, typer.Option(
+            help="Sampling interval (video/stream; default 5s).")] = None,
         batch: Annotated[int, typer.Option(min=1, max=500, help="Snapshots per batch.")] = 10,
-        start: Annotated[str | None, typer.Option(help="Time of a video's first frame.")] = None,
+        start: Annotated[str | None, typer.Option(
+            help="Time of a video's first frame (ISO 8601 with offset; default: the file's "
+            "modification time).")] = None,
         spool: Annotated[
-            Path, typer.Option(help="Disk buffer for batches not yet delivered.")
+            Path, typer.Option(help="Disk buffer for batches not yet delivered (one per agent).")
         ] = Path("revisit-agent-spool"),
         spool_mb: Annotated[int, typer.Option(min=1, help="Bound of the disk buffer (MB).")] = 512,
         drain_timeout: Annotated[
@@ -45,9 +48,11 @@ def register(app: typer.Typer) -> None:
         Batches are spooled to disk first and deleted only once the server accepted them,
         so nothing is lost while the server is unreachable or restarting.
         """
+        from datetime import datetime
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        from revisit.ingest.agent import TIME_SOURCES, Agent, folder_snapshots
+        from revisit.config import Settings
+        from revisit.ingest.agent import TIME_SOURCES, Agent, SpoolBusy, folder_snapshots
         from revisit.ingest.timestamps import parse_ts
         from revisit.ingest.video import VideoError, sample_video
 
@@ -55,13 +60,36 @@ def register(app: typer.Typer) -> None:
         sources = [s for s in (rtsp, video, folder) if s]
         if len(sources) != 1:
             raise typer.BadParameter("give exactly one of --rtsp, --video, --folder")
+        if not server.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"{server!r}: give the server's URL, e.g. "
+                                     "http://10.0.0.5:8080", param_hint="--server")
+        # an option the chosen input does not use is a mistake, not something to ignore
+        unused = [name for name, given, used in (
+            ("--every", every is not None, folder is None),
+            ("--start", start is not None, video is not None),
+            ("--time-from", time_from != "mtime", folder is not None),
+            ("--timezone", timezone is not None, folder is not None and time_from != "mtime"),
+        ) if given and not used]
+        if unused:
+            raise typer.BadParameter(f"{', '.join(unused)}: not used with this input (--every: "
+                                     "video and stream; --start: video; --time-from: folder; "
+                                     "--timezone: --time-from exif or name)")
         try:
-            step = parse_duration(every)
+            step = parse_duration(every or "5s")
             origin = parse_ts(start) if start else None
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         if step.total_seconds() <= 0:
             raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
+        if video is not None:
+            if not video.is_file():
+                raise typer.BadParameter(f"{video} is not a file", param_hint="--video")
+            if origin is None:  # a video's frames have a time of their own, not the agent's
+                origin = datetime.fromtimestamp(video.stat().st_mtime).astimezone()
+                typer.echo(f"no --start given: using the file's time {origin.isoformat()}",
+                           err=True)
+            if why := Settings().ingest.window().reason(origin):
+                raise typer.BadParameter(why, param_hint="--start")
         frames: Iterator[Frame]
         if folder is not None:
             if not folder.is_dir():
@@ -78,25 +106,36 @@ def register(app: typer.Typer) -> None:
         else:
             src = rtsp or str(video)
             frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)
-        worker = Agent(server, key, spool, batch_size=batch, max_spool_bytes=spool_mb * 1024 * 1024)
         try:
-            stats = worker.run(frames, drain_timeout=drain_timeout)
-        except VideoError as exc:
+            worker = Agent(server, key, spool, batch_size=batch,
+                           max_spool_bytes=spool_mb * 1024 * 1024)
+        except SpoolBusy as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        failed: str | None = None
+        try:
+            stats = worker.run(frames, drain_timeout=drain_timeout)
+        except VideoError as exc:  # what was sampled before was spooled and sent
+            failed, stats = str(exc), worker.stats
         except KeyboardInterrupt:
             typer.echo("interrupted: undelivered batches stay in the spool", err=True)
             raise typer.Exit(130) from None
         finally:
             worker.close()
         left = len(worker.spool.pending())
+        if failed:
+            typer.echo(f"error: {failed}", err=True)
         if worker.refused:
             typer.echo(f"error: the server refused this agent ({worker.refused}); the "
                        f"batches stay in {spool} until the key or camera is fixed", err=True)
         typer.echo(
             f"{stats.sampled} snapshots, {stats.batches_sent} batches sent, "
-            f"{stats.batches_rejected} rejected, {stats.send_failures} failed attempts, "
-            f"{left} batches still spooled"
+            f"{stats.batches_rejected} rejected, {stats.snapshots_rejected} snapshots refused "
+            f"one by one, {stats.send_failures} failed attempts, {left} batches still spooled"
+            + (f" (refusals in {worker.spool.rejected_dir})"
+               if stats.batches_rejected or stats.snapshots_rejected else "")
         )
-        if left or stats.batches_rejected:
+        if failed:
+            raise typer.Exit(2)
+        if left or stats.batches_rejected or stats.snapshots_rejected:
             raise typer.Exit(3)

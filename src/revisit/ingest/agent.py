@@ -12,6 +12,8 @@ than dropping the oldest snapshots, which would silently lose data.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -45,6 +47,10 @@ class SplitBatch(PermanentRejection):
     sent again in halves, so only what the server refuses by itself is given up."""
 
 
+class SpoolBusy(RuntimeError):
+    """Another agent holds the spool folder (each agent needs its own)."""
+
+
 class SetupRejection(Exception):
     """The server refused the agent itself (its key, an unregistered camera): every batch
     would be refused the same way until the setup is fixed, so none is given up."""
@@ -56,13 +62,17 @@ class AgentStats:
     batches_spooled: int = 0
     batches_sent: int = 0
     batches_rejected: int = 0
+    snapshots_rejected: int = 0  # refused one by one inside an accepted batch
     send_failures: int = 0
 
 
 TIME_SOURCES = ("mtime", "exif", "name")
-# 20240105T093000, 2024-01-05_09-30-00, 20240105_093000, 2024-01-05T09:30:00Z, ...
+# 20240105T093000, 2024-01-05_09-30-00, 20240105_093000, 2024-01-05T09:30:00Z,
+# 20240105093000123 (milliseconds), ...; an offset only where it is one (+0100, -05:00,
+# +05:45): a trailing counter such as -0001 is not
 _NAME_TS = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})[-_:.]?(\d{2})[-_:.]?"
-                      r"(\d{2})(?!\d)(Z|[+-]\d{2}:?\d{2})?")
+                      r"(\d{2})(?:[.,]?(\d{3}))?(?!\d)"
+                      r"(Z|[+-](?:0\d|1[0-4]):?(?:00|15|30|45)(?![\d:]))?")
 _EXIF_IFD, _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x8769, 36867, 36881
 
 
@@ -78,12 +88,13 @@ def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None)
         m = _NAME_TS.search(path.stem)
         if m is None:
             raise ValueError(f"{path.name}: no timestamp in the name (e.g. 20240105T093000)")
-        y, mo, d, h, mi, s, off = m.groups()
+        y, mo, d, h, mi, s, ms, off = m.groups()
         try:
-            naive = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))
+            naive = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s),
+                             int(ms or 0) * 1000)
         except ValueError as exc:
             raise ValueError(f"{path.name}: {exc}") from None
-        return _with_offset(naive, off, zone)
+        return _with_offset(naive, off, zone, path)
     if source == "exif":
         from PIL import Image, UnidentifiedImageError
 
@@ -99,19 +110,26 @@ def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None)
             naive = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
         except ValueError:
             raise ValueError(f"{path.name}: EXIF DateTimeOriginal {raw!r} is not a time") from None
-        return _with_offset(naive, ifd.get(_OFFSET_ORIGINAL), zone)
+        return _with_offset(naive, ifd.get(_OFFSET_ORIGINAL), zone, path)
     raise ValueError(f"unknown time source {source!r} (one of {', '.join(TIME_SOURCES)})")
 
 
-def _with_offset(naive: datetime, offset: str | None, zone: tzinfo) -> datetime:
-    if offset in (None, ""):
+_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+
+
+def _with_offset(naive: datetime, offset: str | None, zone: tzinfo, path: Path) -> datetime:
+    """``naive`` at ``offset`` (``+01:00``, ``-0500``, ``Z``), or in ``zone`` if there is none
+    (a blank EXIF offset, which the standard allows, is none)."""
+    offset = (offset or "").strip("\x00 ")
+    if not offset:
         return naive.replace(tzinfo=zone).astimezone(UTC)
     if offset == "Z":
         return naive.replace(tzinfo=UTC)
-    sign = -1 if offset.startswith("-") else 1
-    digits = offset[1:].replace(":", "")
-    delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-    return naive.replace(tzinfo=timezone(sign * delta)).astimezone(UTC)
+    m = _OFFSET.match(offset)
+    if m is None or int(m.group(2)) > 14 or int(m.group(3)) > 59:
+        raise ValueError(f"{path.name}: {offset!r} is not a UTC offset")
+    delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+    return naive.replace(tzinfo=timezone(-delta if m.group(1) == "-" else delta)).astimezone(UTC)
 
 
 def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
@@ -126,9 +144,18 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
-            image_id=frame_image_id("", camera_id, ts) + "-" + path.stem[:40], ts=ts,
+            image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(path.stem), ts=ts,
             data=path.read_bytes(), source=str(path),
         )
+
+
+def _name_part(stem: str) -> str:
+    """The file's name in its snapshot's id: two files of one camera and second are two
+    snapshots. A long name is cut and its whole given by a hash (names that shared their
+    first 40 characters were one id)."""
+    if len(stem) <= 40:
+        return stem
+    return stem[:31] + "~" + hashlib.sha256(stem.encode()).hexdigest()[:8]
 
 
 class Spool:
@@ -142,6 +169,14 @@ class Spool:
         self.root = root
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
+        # one agent per spool: two would send each other's batches (with each other's keys)
+        self._lock = open(root / ".lock", "a")  # noqa: SIM115 (held for the spool's life)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise SpoolBusy(f"another agent is using the spool {root}: give each agent its "
+                            "own --spool") from None
         self.rejected_dir = root.parent / (root.name + "-rejected")
         self._seq = self._last_seq()
         self.changed = threading.Condition()
@@ -181,6 +216,17 @@ class Spool:
             self.changed.notify_all()
         return final
 
+    def close(self) -> None:
+        self._lock.close()
+
+    def note_rejected(self, batch_dir: Path, rejected: list[dict[str, str]]) -> None:
+        """Snapshots the server refused one by one in a batch it accepted: their metadata
+        and reasons kept beside the refused batches (no image)."""
+        meta = {m["file"]: m for m in json.loads((batch_dir / "meta.json").read_text())}
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        (self.rejected_dir / f"{batch_dir.name}-snapshots.json").write_text(json.dumps(
+            [{**meta.get(r.get("file", ""), {}), **r} for r in rejected], indent=1))
+
     def done(self, batch_dir: Path) -> None:
         shutil.rmtree(batch_dir, ignore_errors=True)
         with self.changed:
@@ -207,7 +253,12 @@ class Spool:
         for m in meta[half:]:
             shutil.copyfile(batch_dir / m["file"], tmp / m["file"])
         (tmp / "meta.json").write_text(json.dumps(meta[half:]))
-        os.replace(tmp, batch_dir.with_name(batch_dir.name + "-2"))
+        # the new half sorts after the first and before every half split off this batch
+        # before (N-2 first, then N-1-2, N-1-1-2, ...)
+        k = 0
+        while batch_dir.with_name(batch_dir.name + "-1" * k + "-2").exists():
+            k += 1
+        os.replace(tmp, batch_dir.with_name(batch_dir.name + "-1" * k + "-2"))
         # a crash here sends the second half twice: the server counts a frame once
         part = batch_dir / ".meta.tmp"
         part.write_text(json.dumps(meta[:half]))
@@ -244,6 +295,7 @@ class Agent:
         self.stats = AgentStats()
         self.stop = threading.Event()
         self.refused: str | None = None  # why the server refused the agent itself
+        self._backoff = 0.5  # the next wait after a failed send
 
     # -- producing --------------------------------------------------------------------
     def _encoded(self, frame: Frame) -> Frame:
@@ -258,29 +310,38 @@ class Agent:
         return frame
 
     def spool_frames(self, frames: Iterable[Frame]) -> None:
+        """Batch and spool; what was sampled is spooled even when the input fails
+        (a stream that stops) or the agent is interrupted."""
         batch: list[Frame] = []
-        for frame in frames:
-            if self.stop.is_set():
-                break
-            batch.append(self._encoded(frame))
-            self.stats.sampled += 1
-            if len(batch) >= self.batch_size:
+        try:
+            for frame in frames:
+                if self.stop.is_set():
+                    break
+                batch.append(self._encoded(frame))
+                self.stats.sampled += 1
+                if len(batch) >= self.batch_size:
+                    self.spool.put(batch, self.stop)
+                    self.stats.batches_spooled += 1
+                    batch = []
+        finally:
+            if batch:
                 self.spool.put(batch, self.stop)
                 self.stats.batches_spooled += 1
-                batch = []
-        if batch:
-            self.spool.put(batch, self.stop)
-            self.stats.batches_spooled += 1
 
     # -- sending ----------------------------------------------------------------------
-    def send_one(self, batch_dir: Path) -> None:
-        """POST one spooled batch; raises on failure (httpx errors or PermanentRejection)."""
+    def send_one(self, batch_dir: Path) -> list[dict[str, str]]:
+        """POST one spooled batch; returns the snapshots the server refused one by one in
+        accepting it; raises on failure (httpx errors or PermanentRejection)."""
         meta = json.loads((batch_dir / "meta.json").read_text())
         files = [("images", (m["file"], (batch_dir / m["file"]).read_bytes(), "image/jpeg"))
                  for m in meta]
         resp = self.client.post("/v1/batches", data={"metadata": json.dumps(meta)}, files=files)
         if resp.status_code == 202:
-            return
+            try:
+                refused = resp.json().get("rejected") or []
+            except ValueError:
+                refused = []
+            return [r for r in refused if isinstance(r, dict)]
         if resp.status_code == 429 or resp.status_code >= 500:
             raise httpx.HTTPStatusError(
                 f"server busy ({resp.status_code})", request=resp.request, response=resp
@@ -300,7 +361,6 @@ class Agent:
         that many seconds (the spool stays on disk for the next run).
         """
         deadline = None if until_empty_within is None else time.monotonic() + until_empty_within
-        backoff = 0.5
         while self.refused is None:
             pending = self.spool.pending()
             if not pending:
@@ -310,7 +370,7 @@ class Agent:
             if self.stop.is_set() and deadline is None:
                 return False
             try:
-                self.send_one(pending[0])
+                refused = self.send_one(pending[0])
             except SetupRejection as exc:
                 log.error("the server refused this agent (%s): batches stay in the spool; "
                           "fix the key or register the camera, then run the agent again", exc)
@@ -319,7 +379,12 @@ class Agent:
                 return False
             except SplitBatch as exc:
                 log.warning("%s: sending %s in two halves", exc, pending[0].name)
-                self.spool.split(pending[0])
+                try:
+                    self.spool.split(pending[0])
+                except OSError as err:  # cannot split on disk: set aside, not stuck on it
+                    log.error("cannot split %s (%s): set aside", pending[0].name, err)
+                    self.spool.reject(pending[0], f"{exc}; and cannot split it: {err}")
+                    self.stats.batches_rejected += 1
                 continue
             except PermanentRejection as exc:
                 log.error("server rejected %s: %s", pending[0].name, exc)
@@ -328,17 +393,27 @@ class Agent:
                 continue
             except (httpx.HTTPError, OSError) as exc:
                 self.stats.send_failures += 1
-                wait = backoff
+                wait = self._backoff
                 retry_after = getattr(getattr(exc, "response", None), "headers", {}).get("retry-after")
                 if retry_after and str(retry_after).isdigit():
                     wait = max(wait, float(retry_after))
                 log.warning("send failed (%s); retrying in %.1f s", exc, wait)
-                time.sleep(wait)
-                backoff = min(backoff * 2, self.max_backoff)
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic()))
+                if self.stop.wait(wait) and deadline is None:
+                    return False
+                # kept across calls: the sender calls this every second while sampling goes on
+                self._backoff = min(self._backoff * 2, self.max_backoff)
                 continue
+            if refused:
+                for r in refused:
+                    log.error("server refused snapshot %s of %s: %s", r.get("image_id") or
+                              r.get("file"), pending[0].name, r.get("reason"))
+                self.spool.note_rejected(pending[0], refused)
+                self.stats.snapshots_rejected += len(refused)
             self.spool.done(pending[0])
             self.stats.batches_sent += 1
-            backoff = 0.5
+            self._backoff = 0.5
         return False
 
     def run(self, frames: Iterable[Frame], drain_timeout: float | None = None) -> AgentStats:
@@ -347,10 +422,14 @@ class Agent:
         sender.start()
         try:
             self.spool_frames(frames)
+        except KeyboardInterrupt:
+            self.stop.set()
+            raise
         finally:
             self._producing_done = True
             sender.join()
-        self.drain(until_empty_within=drain_timeout)
+            if not self.stop.is_set():  # the input ended, or failed: send what it gave
+                self.drain(until_empty_within=drain_timeout)
         return self.stats
 
     _producing_done = False
@@ -369,3 +448,4 @@ class Agent:
     def close(self) -> None:
         self.stop.set()
         self.client.close()
+        self.spool.close()
