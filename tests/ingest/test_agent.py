@@ -240,3 +240,32 @@ def test_the_agent_cli_refuses_what_it_would_get_wrong(tmp_path: Path) -> None:
         assert r.exit_code == 2 and "own --spool" in r.output
     finally:
         held.close()
+
+
+def test_a_folder_run_again_sends_only_new_files(setup, tmp_path: Path) -> None:
+    """A drop folder the agent runs over again (cron): files an earlier run spooled are not
+    read or sent again; a new file, or one replaced under its name, is."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    server, cam_key, _, folder = setup
+    server.start()
+    cmd = ["agent", "--server", server.url, "--key", cam_key, "--camera", "cam1",
+           "--folder", str(folder), "--spool", str(tmp_path / "sp")]
+
+    def run(*extra: str) -> str:
+        r = CliRunner().invoke(app, [*cmd, *extra])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert run().startswith(f"{len(PEOPLE)} snapshots")
+    again = run()
+    assert f"{len(PEOPLE)} file(s) of {folder} spooled by an earlier run" in again
+    assert "0 snapshots, 0 batches sent" in again
+    shutil.copy(lfw_photo("Hugo_Chavez", 3), folder / "100.jpg")
+    os.utime(folder / "100.jpg", (1_704_448_800 + 3600,) * 2)
+    assert "1 snapshots, 1 batches sent" in run()
+    assert run("--resend").startswith(f"{len(PEOPLE) + 1} snapshots")
+    server.stop()
+    assert len(_sightings(server.data)) == len(PEOPLE) + 1

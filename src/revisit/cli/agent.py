@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         drain_timeout: Annotated[
             float, typer.Option(help="After the input ends, keep retrying this long (s).")
         ] = 600.0,
+        resend: Annotated[bool, typer.Option(
+            "--resend", help="--folder: send every file again, also those an earlier run "
+            "spooled (by default a run sends only new or changed files).")] = False,
     ) -> None:
         """Sample snapshots from a stream, video or folder and post them in camera batches.
 
@@ -69,6 +72,7 @@ def register(app: typer.Typer) -> None:
             ("--start", start is not None, video is not None),
             ("--time-from", time_from != "mtime", folder is not None),
             ("--timezone", timezone is not None, folder is not None and time_from != "mtime"),
+            ("--resend", resend, folder is not None),
         ) if given and not used]
         if unused:
             raise typer.BadParameter(f"{', '.join(unused)}: not used with this input (--every: "
@@ -102,16 +106,22 @@ def register(app: typer.Typer) -> None:
             except (ZoneInfoNotFoundError, ValueError):
                 raise typer.BadParameter(f"unknown time zone {timezone!r}",
                                          param_hint="--timezone") from None
-            frames = folder_snapshots(folder, camera, time_from=time_from, zone=zone)
-        else:
-            src = rtsp or str(video)
-            frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)
         try:
             worker = Agent(server, key, spool, batch_size=batch,
                            max_spool_bytes=spool_mb * 1024 * 1024)
         except SpoolBusy as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        if folder is not None:
+            done = set() if resend else worker.spool.spooled_files(camera, folder)
+            if done:
+                typer.echo(f"{len(done)} file(s) of {folder} spooled by an earlier run: "
+                           "sending only new ones (--resend sends all)", err=True)
+            worker.remember_files_of = camera
+            frames = folder_snapshots(folder, camera, time_from=time_from, zone=zone, skip=done)
+        else:
+            src = rtsp or str(video)
+            frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)
         failed: str | None = None
         try:
             stats = worker.run(frames, drain_timeout=drain_timeout)

@@ -132,11 +132,22 @@ def _with_offset(naive: datetime, offset: str | None, zone: tzinfo, path: Path) 
     return naive.replace(tzinfo=timezone(-delta if m.group(1) == "-" else delta)).astimezone(UTC)
 
 
+def file_key(path: Path) -> str:
+    """A folder file as the agent remembers having spooled it: name, size and modification
+    time (a file replaced under the same name is a new snapshot)."""
+    st = path.stat()
+    return f"{path.name}\t{st.st_size}\t{st.st_mtime_ns}"
+
+
 def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
-                     time_from: str = "mtime", zone: tzinfo | None = None) -> Iterator[Frame]:
+                     time_from: str = "mtime", zone: tzinfo | None = None,
+                     skip: set[str] | None = None) -> Iterator[Frame]:
     """Images of a folder, in name order, each at its :func:`snapshot_time`; a file whose
-    time cannot be read is skipped with a warning naming it."""
+    time cannot be read is skipped with a warning naming it, and so is one whose
+    :func:`file_key` is in ``skip`` (spooled by an earlier run)."""
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        if skip and file_key(path) in skip:
+            continue
         try:
             ts = snapshot_time(path, time_from, zone)
         except ValueError as exc:
@@ -219,6 +230,31 @@ class Spool:
     def close(self) -> None:
         self._lock.close()
 
+    def _ledger(self, camera_id: str) -> Path:
+        return self.root / f".spooled-{hashlib.sha256(camera_id.encode()).hexdigest()[:12]}"
+
+    def spooled_files(self, camera_id: str, folder: Path) -> set[str]:
+        """The :func:`file_key` of the folder's files earlier runs spooled for this camera,
+        forgetting those no longer in the folder (the list stays as large as the folder)."""
+        ledger = self._ledger(camera_id)
+        if not ledger.exists():
+            return set()
+        keys = set(ledger.read_text().splitlines())
+        present = {p.name for p in folder.iterdir()}
+        kept = {k for k in keys if k.split("\t", 1)[0] in present}
+        if kept != keys:
+            tmp = ledger.with_suffix(".tmp")
+            tmp.write_text("".join(f"{k}\n" for k in sorted(kept)))
+            os.replace(tmp, ledger)
+        return kept
+
+    def note_spooled(self, camera_id: str, keys: Iterable[str]) -> None:
+        """Remember folder files as spooled (after the batch holding them is on disk)."""
+        with open(self._ledger(camera_id), "a") as fh:
+            fh.writelines(f"{k}\n" for k in keys)
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def note_rejected(self, batch_dir: Path, rejected: list[dict[str, str]]) -> None:
         """Snapshots the server refused one by one in a batch it accepted: their metadata
         and reasons kept beside the refused batches (no image)."""
@@ -296,6 +332,8 @@ class Agent:
         self.stop = threading.Event()
         self.refused: str | None = None  # why the server refused the agent itself
         self._backoff = 0.5  # the next wait after a failed send
+        # --folder: remember the files spooled, so the next run sends only new ones
+        self.remember_files_of: str | None = None  # the camera id
 
     # -- producing --------------------------------------------------------------------
     def _encoded(self, frame: Frame) -> Frame:
@@ -320,13 +358,18 @@ class Agent:
                 batch.append(self._encoded(frame))
                 self.stats.sampled += 1
                 if len(batch) >= self.batch_size:
-                    self.spool.put(batch, self.stop)
-                    self.stats.batches_spooled += 1
+                    self._put(batch)
                     batch = []
         finally:
             if batch:
-                self.spool.put(batch, self.stop)
-                self.stats.batches_spooled += 1
+                self._put(batch)
+
+    def _put(self, batch: list[Frame]) -> None:
+        keys = [file_key(Path(f.source)) for f in batch] if self.remember_files_of else []
+        self.spool.put(batch, self.stop)
+        self.stats.batches_spooled += 1
+        if self.remember_files_of:
+            self.spool.note_spooled(self.remember_files_of, keys)
 
     # -- sending ----------------------------------------------------------------------
     def send_one(self, batch_dir: Path) -> list[dict[str, str]]:
