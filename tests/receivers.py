@@ -45,3 +45,10 @@ def webhook_receiver() -> Iterator[tuple[str, Received]]:
         yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
     finally:
         server.shutdown()
+
+
+class NoDelivery:
+    """A deliverer that sends nothing: for tests of what raises alerts, not of delivery."""
+
+    def send(self, alert: object) -> None:
+        pass

@@ -471,6 +471,18 @@ def test_occupancy_counts_and_exclusion_zones_through_the_broker(
         store.close()
 
 
+def _two_snapshots_held(tmp_path: Path, pg_url: str) -> tuple[list[Batch], object]:
+    """Two snapshots of one person, a batch each, and settings under which they are held
+    (three found a visitor), decided after 0.5 s without a batch."""
+    by_person: dict[bytes, list] = {}
+    for f in _same_person_frames(400):
+        by_person.setdefault(f.data, []).append(f)
+    two = next(iter(by_person.values()))[:2]
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
+                             identity={"create_after": 3}, pipeline={"idle_flush_s": 0.5})
+    return _embedded_batches(tmp_path, two, 1), settings
+
+
 def test_an_idle_resolver_stores_the_faces_its_open_tracks_hold(
         tmp_path: Path, pg_url: str) -> None:
     """The end of a stream: a track that waited for more snapshots (here: three are
@@ -478,14 +490,7 @@ def test_an_idle_resolver_stores_the_faces_its_open_tracks_hold(
     as the embedded default decides it at the end of a run."""
     from revisit.store.postgres_store import PostgresStore
 
-    frames = _same_person_frames(400)
-    by_person: dict[bytes, list] = {}
-    for f in frames:
-        by_person.setdefault(f.data, []).append(f)
-    two = next(iter(by_person.values()))[:2]
-    batches = _embedded_batches(tmp_path, two, 1)
-    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
-                             identity={"create_after": 3}, pipeline={"idle_flush_s": 0.5})
+    batches, settings = _two_snapshots_held(tmp_path, pg_url)
     store = PostgresStore(pg_url)
     try:
         handler = ResolveHandler(settings, store)
@@ -510,14 +515,7 @@ def test_faces_held_by_a_resolver_that_dies_are_decided_by_another(
     as an idle flush would, decides them (in the embedded default's way)."""
     from revisit.store.postgres_store import PostgresStore
 
-    frames = _same_person_frames(400)
-    by_person: dict[bytes, list] = {}
-    for f in frames:
-        by_person.setdefault(f.data, []).append(f)
-    two = next(iter(by_person.values()))[:2]
-    batches = _embedded_batches(tmp_path, two, 1)
-    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
-                             identity={"create_after": 3}, pipeline={"idle_flush_s": 0.5})
+    batches, settings = _two_snapshots_held(tmp_path, pg_url)
     store = PostgresStore(pg_url)
     try:
         dead = ResolveHandler(settings, store)

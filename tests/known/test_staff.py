@@ -106,6 +106,16 @@ def _near(cos: float, axis: int) -> np.ndarray:
     return v
 
 
+def _resolve(resolver: Resolver, store: SightingStore, faces: list[Face]) -> dict[str, str]:
+    """Resolve and store one batch of faces; image id -> visitor."""
+    frames = {f.image_id: Frame("default", f.camera_id, f.location_id, f.image_id, f.ts)
+              for f in faces}
+    out = resolver.resolve(Batch(f"b{faces[0].image_id}", frames=list(frames.values()),
+                                 faces=faces))
+    store.write(out)
+    return {s.image_id: s.face_id for s in out.sightings}
+
+
 def test_joining_staff_needs_the_stricter_threshold(make_settings) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(identity={"create_after": 1, "match_threshold": 0.5,
                                        "staff_margin": 0.1})
@@ -115,12 +125,7 @@ def test_joining_staff_needs_the_stricter_threshold(make_settings) -> None:  # t
         anna = _near(1.0, 1)
 
         def run(faces: list[Face]) -> dict[str, str]:
-            frames = {f.image_id: Frame("default", f.camera_id, f.location_id, f.image_id, f.ts)
-                      for f in faces}
-            out = resolver.resolve(Batch(f"b{faces[0].image_id}", frames=list(frames.values()),
-                                         faces=faces))
-            store.write(out)
-            return {s.image_id: s.face_id for s in out.sightings}
+            return _resolve(resolver, store, faces)
 
         staff = run([_face(anna, "enrol", 0)])["enrol"]
         Enrolments(store, Tenancy(store)).enrol_visitor("default", "staff", staff,
@@ -160,12 +165,7 @@ def test_an_enrolments_exemplars_outlast_better_faces_and_the_retention(make_set
         resolver = Resolver(settings, store, FaissIndex(16))
 
         def run(faces: list[Face]) -> dict[str, str]:
-            frames = {f.image_id: Frame("default", f.camera_id, f.location_id, f.image_id, f.ts)
-                      for f in faces}
-            out = resolver.resolve(Batch(f"b{faces[0].image_id}", frames=list(frames.values()),
-                                         faces=faces))
-            store.write(out)
-            return {s.image_id: s.face_id for s in out.sightings}
+            return _resolve(resolver, store, faces)
 
         def enrolment_exemplars() -> int:
             with store.read() as s:  # type: ignore[attr-defined]

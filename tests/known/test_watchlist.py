@@ -3,16 +3,13 @@ whatever the watcher caches (a person removed, or the list switched off, raises 
 
 from __future__ import annotations
 
+from tests.receivers import NoDelivery
+
 from revisit.known.enrol import Enrolments
 from revisit.known.watchlist import Watchlist, WatchlistSettings, WatchlistWatcher
 from revisit.store.base import SightingStore
 from revisit.store.testing import at, batch, sighting
 from revisit.tenancy.db import Tenancy
-
-
-class _NoDelivery:
-    def send(self, alert: object) -> None:
-        pass
 
 
 def test_a_change_counts_from_the_next_batch(store: SightingStore) -> None:
@@ -24,7 +21,7 @@ def test_a_change_counts_from_the_next_batch(store: SightingStore) -> None:
            "admin")
     book = Enrolments(store, ten)
     e = book.enrol_visitor("default", "watchlist", "V-000001", label="Jane", reason="tested")
-    watcher = WatchlistWatcher(store, _NoDelivery(), ttl_s=3600)  # the cache never expires
+    watcher = WatchlistWatcher(store, NoDelivery(), ttl_s=3600)  # the cache never expires
     assert len(watcher.after([sighting("V-000001", at(10))])) == 1
     book.remove("default", e.enrolment_id)
     assert watcher.after([sighting("V-000001", at(30))]) == []

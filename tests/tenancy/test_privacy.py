@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from tests.receivers import NoDelivery
 
 from revisit.config import load_settings
 from revisit.identity.ann_index import AnnOptions, FaissAnnIndex
@@ -32,11 +33,6 @@ def rows(store: SightingStore, sql: str, *params: object) -> list[tuple]:
         return [tuple(r) for r in s.execute(sql, list(params)).fetchall()]
 
 
-class _NoDelivery:
-    def send(self, alert: object) -> None:
-        pass
-
-
 def test_erase_takes_watchlist_alerts_and_audit_details(store: SightingStore) -> None:
     ten = Tenancy(store)
     ten.create_tenant("default")
@@ -46,7 +42,7 @@ def test_erase_takes_watchlist_alerts_and_audit_details(store: SightingStore) ->
     book = Enrolments(store, ten)
     book.enrol_visitor("default", "watchlist", "V-000001", label="Jane Doe", reason="tested")
     book.enrol_visitor("default", "watchlist", "V-000002", label="John Roe", reason="tested")
-    watcher = WatchlistWatcher(store, _NoDelivery(), ttl_s=0)
+    watcher = WatchlistWatcher(store, NoDelivery(), ttl_s=0)
     assert len(watcher.after([sighting("V-000001", at(1)), sighting("V-000002", at(1))])) == 2
     alerts = AlertBook(store)
     for (alert_id,) in rows(store, "SELECT alert_id FROM alerts"):
