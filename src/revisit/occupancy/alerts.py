@@ -125,7 +125,7 @@ class Alert:
         r = self.rule
         return {"alert_id": self.alert_id, "tenant": self.tenant, "rule_id": r.rule_id,
                 "location_id": r.location_id, "zone": r.zone, "metric": r.metric,
-                "value": round(self.value, 1), "above": r.above,
+                "value": round(self.value, 3), "above": r.above,
                 "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
                 "message": self.message}
 
@@ -202,7 +202,7 @@ class AlertBook:
                     {"channel": ch, "target": target, "attempt": int(n), "ok": bool(ok),
                      "detail": detail, "ts": _iso(ts)})
         return [{"alert_id": a, "rule_id": r, "location_id": loc, "zone": z,
-                 "value": round(float(v), 1), "message": m, "started_at": _iso(st),
+                 "value": round(float(v), 3), "message": m, "started_at": _iso(st),
                  "ended_at": _iso(en), "deliveries": deliveries.get(a, [])}
                 for a, r, loc, z, v, m, st, en in rows]
 
