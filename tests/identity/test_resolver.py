@@ -48,12 +48,12 @@ def emb() -> dict[tuple[str, int], np.ndarray]:
 def face(
     e: np.ndarray, image_id: str, *, camera: str = "S1-C1", minute: float = 0.0,
     creatable: bool = True, quality: float = 0.8, slot: int = 0, matchable: bool = True,
-    x: int | None = None, det_score: float = 0.9,
+    x: int | None = None, det_score: float = 0.9, tenant: str = "t",
 ) -> Face:
     bbox = (10 + 100 * slot if x is None else x, 20, 80, 100)
     return Face(
-        tenant="t", camera_id=camera, location_id=camera.split("-")[0], image_id=image_id,
-        ts=T0 + timedelta(minutes=minute), face_image_id=face_image_id("t", image_id, bbox),
+        tenant=tenant, camera_id=camera, location_id=camera.split("-")[0], image_id=image_id,
+        ts=T0 + timedelta(minutes=minute), face_image_id=face_image_id(tenant, image_id, bbox),
         bbox=bbox, landmarks=np.zeros((5, 2), np.float32), det_score=det_score, quality=quality,
         creatable=creatable, embedding=e, matchable=matchable,
     )
@@ -62,7 +62,8 @@ def face(
 def batch_of(faces: list[Face]) -> Batch:
     frames = {}
     for f in faces:
-        frames.setdefault(f.image_id, Frame("t", f.camera_id, f.location_id, f.image_id, f.ts))
+        frames.setdefault(f.image_id, Frame(f.tenant, f.camera_id, f.location_id, f.image_id,
+                                            f.ts))
     return Batch(f"b-{next(_ids)}", frames=list(frames.values()), faces=faces)
 
 
@@ -339,4 +340,25 @@ def test_a_resolver_killed_while_holding_faces_loses_none(make_settings, emb) ->
     assert {s.face_image_id for s in tail.sightings} == {f.face_image_id for f in other}
     store.write(tail)
     assert store.held_faces("t") == [] and store.stats("t")["visitors"] == 2
+    store.close()
+
+
+def test_a_tenants_held_track_is_never_decided_in_another_tenants_batch(make_settings, emb):
+    """Tenant u's camera goes quiet holding a face; tenant t's batch, long after, must not
+    close it (it would be decided with t's gallery and id counter): it waits for u's own
+    batch or the end of the stream."""
+    settings = make_settings(identity={"create_after": 3})
+    store = DuckDBStore(":memory:")
+    resolver = Resolver(settings, store, FaissIndex(128))
+    store.write(resolver.resolve(batch_of([face(emb[("Alvaro_Uribe", 1)], "u0", tenant="u",
+                                                camera="U-C1")])))
+    later = resolver.resolve(batch_of([face(emb[("Andre_Agassi", 1)], "t0", tenant="t",
+                                            camera="T-C1", minute=10)]))
+    store.write(later)
+    assert {s.tenant for s in later.sightings} <= {"t"}
+    assert {t for t, _, _ in later.visitors_created} <= {"t"} and later.released == []
+    tail = resolver.flush()
+    assert tail is not None
+    assert {(s.tenant, s.face_id) for s in tail.sightings} >= {("u", "V-000001")}
+    assert {(t, v) for t, v, _ in tail.visitors_created} >= {("u", "V-000001")}
     store.close()

@@ -484,9 +484,9 @@ class Resolver:
         return cam
 
     def _link(self, faces: list[Face]) -> tuple[list[Track], list[Track]]:
-        """Faces into their cameras' tracks, frame by frame in time order; returns the
-        tracks this batch touched and the tracks that closed (to be settled once this
-        batch's decisions are made)."""
+        """Faces of one tenant into their cameras' tracks, frame by frame in time order;
+        returns the tracks this batch touched and the tracks that closed (to be settled once
+        this batch's decisions are made)."""
         by_frame: dict[tuple[str, str], list[Face]] = defaultdict(list)
         for f in faces:
             by_frame[(f.camera_id, f.image_id)].append(f)
@@ -499,11 +499,14 @@ class Resolver:
             closed += cam.close_before(frame_faces[0].ts)
             for tr in cam.link(frame_faces):
                 touched.setdefault(id(tr), tr)
-        # cameras gone quiet: close their tracks too, once well past the gap
+        # this tenant's cameras gone quiet: close their tracks too, once well past the gap
+        # (another tenant's are decided with its own gallery, in its own batches or at the end)
         if faces:
             latest = max(f.ts for f in faces)
+            tenant = faces[0].tenant
             for key, cam in list(self._cameras.items()):
-                if cam.latest is not None and cam.latest < latest - 2 * self.track_params.gap:
+                if key[0] == tenant and cam.latest is not None and \
+                        cam.latest < latest - 2 * self.track_params.gap:
                     closed += cam.close_before(latest)
                     if not cam.open:
                         del self._cameras[key]
