@@ -77,6 +77,44 @@ def visitor(
     }
 
 
+class MergeIn(BaseModel):
+    absorb: str = Field(..., min_length=1, max_length=64,
+                        description="The visitor id that reads as the path's from now on.")
+    reason: str = Field("manual", max_length=500, description="Why (kept in the merge log).")
+
+
+def _merge_record(rec: Any) -> dict[str, Any]:
+    return {"merge_id": rec.merge_id, "keep": rec.keep, "absorb": rec.absorb,
+            "merged_at": rec.merged_at.isoformat(), "reason": rec.reason,
+            "split_at": rec.split_at.isoformat() if rec.split_at else None}
+
+
+@router.post("/v1/visitors/{visitor_id}/merge", responses=errors(404),
+             summary="Merge another visitor into this one (one person seen as two)")
+def merge(visitor_id: str, body: MergeIn, request: Request,
+          key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    try:
+        rec = service_of(request).merge(key.tenant, visitor_id, body.absorb, body.reason,
+                                        key.actor)
+    except KeyError as exc:
+        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _merge_record(rec)
+
+
+@router.post("/v1/visitors/{visitor_id}/split", responses=errors(404),
+             summary="Undo the merge that absorbed this visitor")
+def split(visitor_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    try:
+        rec = service_of(request).split(key.tenant, visitor_id, key.actor)
+    except KeyError as exc:
+        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _merge_record(rec)
+
+
 @router.post("/v1/admin/purge", summary="Purge data older than the tenant's retention")
 def purge(request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
     return service_of(request).purge(key.tenant, key.actor)

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from revisit.api.auth import current_key, require, service_of
 from revisit.api.errors import ID_PATTERN, errors
+from revisit.api.reports import split_ids
 from revisit.occupancy.alerts import AlertBook, AlertRule
 from revisit.occupancy.db import OccupancyDB
 from revisit.occupancy.history import history_table, write_history_csv
@@ -153,7 +154,7 @@ def history(request: Request, from_: date = Query(..., alias="from"), to: date =
         raise HTTPException(422, "days between 1970-01-01 and 2199-12-31")
     if (to - from_).days > 366:
         raise HTTPException(422, "at most 366 days per request")
-    locs = tuple(x for x in (p.strip() for p in locations.split(",")) if x)
+    locs = split_ids(locations)
     out = history_table(_db(request), key.tenant, from_, to, locs)
     if format == "json":
         return out

@@ -48,8 +48,13 @@ SORTS = {
 DEFAULT_SORT = "-total_appearances"  # the store's own order: no sorting in Python
 
 
-def _split(text: str | None) -> tuple[str, ...]:
-    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+def split_ids(text: str | None) -> tuple[str, ...]:
+    """``"101, 203"`` -> ids; empty -> no filter; separators only (``",,"``) -> 422: as a
+    filter it would silently mean "all" (the CLI's rule too)."""
+    items = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    if text and text.strip() and not items:
+        raise HTTPException(422, f"{text!r} names no id (ids separated by commas)")
+    return items
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,10 @@ def filters(
 
 
 def build_query(svc: Service, key: ApiKey, f: Filters) -> ReportQuery:
-    locs, group = _split(f.locations), f.camera_group or ""
+    locs, group = split_ids(f.locations), f.camera_group or ""
     from_, to = f.from_, f.to
     try:  # another tenant's ids answer 403, as ids that do not exist: a key cannot probe
-        cams = svc.tenancy.report_filter(key.tenant, locs, _split(f.cameras), group)
+        cams = svc.tenancy.report_filter(key.tenant, locs, split_ids(f.cameras), group)
     except TenancyError as exc:
         raise HTTPException(403, str(exc)) from None
     try:

@@ -23,6 +23,7 @@ from revisit.tenancy.privacy import erase_visitor, purge_tenant
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
+    from revisit.store.base import MergeRecord
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,30 @@ class Service:
             return erase_visitor(self.runtime.store, self.runtime.index, self.tenancy, tenant,
                                  visitor_id, actor, self.settings.crops_dir,
                                  self.local_resolver())
+
+    def merge(self, tenant: str, keep: str, absorb: str, reason: str, actor: str) -> MergeRecord:
+        """One person seen as two: ``absorb`` reads as ``keep`` from now on (reversible);
+        the running resolver reloads the tenant, so new sightings follow the merge."""
+        with self.write_lock:
+            rec = self.runtime.store.merge_visitors(tenant, keep, absorb, reason=reason)
+            self._reload(tenant)
+        self.tenancy.audit(tenant, actor, "visitor.merge", {
+            "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id, "reason": reason})
+        return rec
+
+    def split(self, tenant: str, visitor_id: str, actor: str) -> MergeRecord:
+        """Undo the merge that absorbed ``visitor_id``."""
+        with self.write_lock:
+            rec = self.runtime.store.split_visitor(tenant, visitor_id)
+            self._reload(tenant)
+        self.tenancy.audit(tenant, actor, "visitor.split", {
+            "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id})
+        return rec
+
+    def _reload(self, tenant: str) -> None:
+        resolver = self.local_resolver()
+        if resolver is not None:
+            resolver.reload(tenant)
 
     def purge(self, tenant: str, actor: str) -> dict[str, Any]:
         with self.write_lock:

@@ -126,7 +126,8 @@ def register(app: typer.Typer) -> None:
             with store.read() as con, summary_sql.sessionised(con, query):  # type: ignore[attr-defined]
                 out = summary_sql.summary(con, query, step)
                 out["flows"] = summary_sql.flows(con, query)
-                out["camera_paths"] = summary_sql.camera_paths(con, query, top=3)
+                # the API's top ten; the table shows the first three of each store
+                out["camera_paths"] = summary_sql.camera_paths(con, query)
             names = tenancy.location_names(tenant)
         finally:
             store.close()
@@ -255,7 +256,7 @@ def _print_analytics(out: dict, names: dict[str, str]) -> None:
             lines.append(f"  {names.get(a['from'], a['from'])} -> {names.get(a['to'], a['to'])}: "
                          f"{a['visitors']} ({a['share']:.0%})")
     for store in out["camera_paths"]:
-        top = "; ".join(f"{' > '.join(p['path'])} ({p['visits']})" for p in store["paths"])
+        top = "; ".join(f"{' > '.join(p['path'])} ({p['visits']})" for p in store["paths"][:3])
         lines.append(f"Paths at {names.get(store['location_id'], store['location_id'])}: {top}")
     hours = ", ".join(f"{h['hour']:02d}h {h['visits']}" for h in out["by_hour"] if h["visits"])
     lines += ["", "Visits by hour (UTC): " + (hours or "none"),

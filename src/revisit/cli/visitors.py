@@ -19,14 +19,17 @@ visitors_app = typer.Typer(help="Inspect visitors; merge two into one or undo a 
                            no_args_is_help=True)
 
 
-def _open_store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _open_store(ctx: typer.Context, api: str | None = None):  # type: ignore[no-untyped-def]
+    """The store; ``api``: the HTTP route that does the same while `revisit serve` holds
+    it (named in the error)."""
     from revisit.backends import open_store
+    from revisit.cli.context import open_store_directly
 
     settings = state(ctx).settings()
     if not settings.store_url and not settings.db_path.exists():
         typer.echo(f"error: no data in {settings.data} (run `revisit ingest` first)", err=True)
         raise typer.Exit(2)
-    return open_store(settings)
+    return open_store(settings) if api is None else open_store_directly(ctx, api)
 
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")]
@@ -120,7 +123,7 @@ def merge(
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the merge log).")] = "manual",
 ) -> None:
     """Merge ABSORB into KEEP (one person seen as two); reversible with `visitors split`."""
-    store = _open_store(ctx)
+    store = _open_store(ctx, "POST /v1/visitors/{keep}/merge")
     try:
         rec = store.merge_visitors(tenant, keep, absorb, reason=reason)
     except (KeyError, ValueError) as exc:
@@ -139,7 +142,7 @@ def split(
     tenant: Tenant = "default",
 ) -> None:
     """Undo the merge that absorbed MERGED: reports count it separately again."""
-    store = _open_store(ctx)
+    store = _open_store(ctx, "POST /v1/visitors/{id}/split")
     try:
         rec = store.split_visitor(tenant, merged)
     except (KeyError, ValueError) as exc:
