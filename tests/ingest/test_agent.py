@@ -269,3 +269,45 @@ def test_a_folder_run_again_sends_only_new_files(setup, tmp_path: Path) -> None:
     assert run("--resend").startswith(f"{len(PEOPLE) + 1} snapshots")
     server.stop()
     assert len(_sightings(server.data)) == len(PEOPLE) + 1
+
+
+
+def test_a_watched_folder_sends_files_as_they_arrive(setup, tmp_path: Path) -> None:
+    """`--watch`: the agent keeps running over a folder cameras write to; files arriving
+    later are sent in the next pass (without waiting for a full batch); SIGTERM stops it
+    with the summary."""
+    server, cam_key, analyst, folder = setup
+    server.start()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    files = sorted(folder.iterdir())[:3]
+
+    def arrive(src: Path) -> None:
+        shutil.copy(src, drop / src.name)
+        stamp = time.time() - 60  # finished writing a while ago
+        os.utime(drop / src.name, (stamp, stamp))
+
+    def processed() -> int:
+        r = httpx.get(server.url + "/v1/batches", params={"status": "done"},
+                      headers={"Authorization": f"Bearer {analyst}"}, timeout=10)
+        return sum(b["processed"] for b in r.json()["batches"])
+
+    arrive(files[0])
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "revisit.cli", "agent", "--server", server.url, "--key", cam_key,
+         "--camera", "cam1", "--folder", str(drop), "--spool", str(tmp_path / "sp"),
+         "--watch", "1s", "--batch", "10"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for src in files[1:]:
+            time.sleep(1.5)
+            arrive(src)
+        deadline = time.monotonic() + 90
+        while processed() < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert processed() == 3
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 0, out
+    assert "3 snapshots" in out

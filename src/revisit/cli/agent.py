@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,10 @@ def register(app: typer.Typer) -> None:
         drain_timeout: Annotated[
             float, typer.Option(help="After the input ends, keep retrying this long (s).")
         ] = 600.0,
+        watch: Annotated[str | None, typer.Option(
+            "--watch", help="--folder: keep running, looking for new files this often "
+            "(e.g. 10s), for a folder cameras keep writing to; stop with Ctrl-C or SIGTERM.")
+        ] = None,
         resend: Annotated[bool, typer.Option(
             "--resend", help="--folder: send every file again, also those an earlier run "
             "spooled (by default a run sends only new or changed files).")] = False,
@@ -55,7 +60,13 @@ def register(app: typer.Typer) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         from revisit.config import Settings
-        from revisit.ingest.agent import TIME_SOURCES, Agent, SpoolBusy, folder_snapshots
+        from revisit.ingest.agent import (
+            TIME_SOURCES,
+            Agent,
+            SpoolBusy,
+            folder_snapshots,
+            watch_folder,
+        )
         from revisit.ingest.timestamps import parse_ts
         from revisit.ingest.video import VideoError, sample_video
 
@@ -73,6 +84,7 @@ def register(app: typer.Typer) -> None:
             ("--time-from", time_from != "mtime", folder is not None),
             ("--timezone", timezone is not None, folder is not None and time_from != "mtime"),
             ("--resend", resend, folder is not None),
+            ("--watch", watch is not None, folder is not None),
         ) if given and not used]
         if unused:
             raise typer.BadParameter(f"{', '.join(unused)}: not used with this input (--every: "
@@ -81,8 +93,11 @@ def register(app: typer.Typer) -> None:
         try:
             step = parse_duration(every or "5s")
             origin = parse_ts(start) if start else None
+            poll = parse_duration(watch) if watch else None
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        if poll is not None and not 0.5 <= poll.total_seconds() <= 86_400:
+            raise typer.BadParameter(f"{watch}: between 0.5s and 1d", param_hint="--watch")
         if step.total_seconds() <= 0:
             raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
         if video is not None:
@@ -94,7 +109,7 @@ def register(app: typer.Typer) -> None:
                            err=True)
             if why := Settings().ingest.window().reason(origin):
                 raise typer.BadParameter(why, param_hint="--start")
-        frames: Iterator[Frame]
+        frames: Iterator[Frame | None]
         if folder is not None:
             if not folder.is_dir():
                 raise typer.BadParameter(f"{folder} is not a folder", param_hint="--folder")
@@ -118,7 +133,14 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{len(done)} file(s) of {folder} spooled by an earlier run: "
                            "sending only new ones (--resend sends all)", err=True)
             worker.remember_files_of = camera
-            frames = folder_snapshots(folder, camera, time_from=time_from, zone=zone, skip=done)
+            if poll is not None:
+                signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+                frames = watch_folder(folder, camera, time_from=time_from, zone=zone,
+                                      skip=set(done), every_s=poll.total_seconds(),
+                                      stop=worker.stop)
+            else:
+                frames = folder_snapshots(folder, camera, time_from=time_from, zone=zone,
+                                          skip=done)
         else:
             src = rtsp or str(video)
             frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)

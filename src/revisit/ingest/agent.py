@@ -152,12 +152,34 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
             ts = snapshot_time(path, time_from, zone)
         except ValueError as exc:
             log.warning("skipping %s", exc)
+            if skip is not None:  # said once (a watched folder is read again and again)
+                skip.add(file_key(path))
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
             image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(path.stem), ts=ts,
             data=path.read_bytes(), source=str(path),
         )
+
+
+def watch_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
+                 zone: tzinfo | None = None, skip: set[str], every_s: float,
+                 stop: threading.Event, settle_s: float = 2.0) -> Iterator[Frame | None]:
+    """A folder cameras keep writing to, pass after pass until ``stop``: each pass yields
+    the files not seen yet (``skip`` grows with them), then None (send what the pass gave
+    now), and waits ``every_s``. A file written to within ``settle_s`` waits for the next
+    pass (it may be half-written)."""
+    while not stop.is_set():
+        fresh = time.time() - settle_s
+        for frame in folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
+                                      skip=skip):
+            path = Path(frame.source)
+            if path.stat().st_mtime > fresh:
+                continue
+            skip.add(file_key(path))
+            yield frame
+        yield None
+        stop.wait(every_s)
 
 
 def _name_part(stem: str) -> str:
@@ -347,14 +369,20 @@ class Agent:
             frame.pixels = None
         return frame
 
-    def spool_frames(self, frames: Iterable[Frame]) -> None:
+    def spool_frames(self, frames: Iterable[Frame | None]) -> None:
         """Batch and spool; what was sampled is spooled even when the input fails
-        (a stream that stops) or the agent is interrupted."""
+        (a stream that stops) or the agent is interrupted. A None from the input spools
+        the batch so far (a watched folder's pass is over: no waiting for a full batch)."""
         batch: list[Frame] = []
         try:
             for frame in frames:
                 if self.stop.is_set():
                     break
+                if frame is None:
+                    if batch:
+                        self._put(batch)
+                        batch = []
+                    continue
                 batch.append(self._encoded(frame))
                 self.stats.sampled += 1
                 if len(batch) >= self.batch_size:
@@ -459,7 +487,8 @@ class Agent:
             self._backoff = 0.5
         return False
 
-    def run(self, frames: Iterable[Frame], drain_timeout: float | None = None) -> AgentStats:
+    def run(self, frames: Iterable[Frame | None],
+            drain_timeout: float | None = None) -> AgentStats:
         """Sample into the spool in this thread while a sender thread drains it."""
         sender = threading.Thread(target=self._send_loop, name="agent-sender", daemon=True)
         sender.start()
