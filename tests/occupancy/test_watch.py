@@ -98,3 +98,23 @@ def test_closing_a_run_waits_for_its_alerts_to_be_delivered(tmp_path) -> None:  
         assert oks == [False, True]
     finally:
         store.close()
+
+
+def test_a_rule_put_over_http_may_leave_its_id_to_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.conftest import make_env
+
+    gen = make_env(tmp_path, processing=False)
+    env = next(gen)
+    try:
+        admin = env.auth("admin")
+        assert env.client.put("/v1/locations/101/capacity", headers=admin,
+                              json={"capacity": 50}).status_code == 200
+        r = env.client.put("/v1/alert-rules/busy", headers=admin,
+                           json={"location_id": "101", "above": 80})
+        assert r.status_code == 200 and r.json()["rule_id"] == "busy", r.text
+        assert env.client.get("/v1/alert-rules/busy", headers=admin).json()["above"] == 80
+        r = env.client.put("/v1/alert-rules/busy", headers=admin,
+                           json={"rule_id": "other", "location_id": "101", "above": 80})
+        assert r.status_code == 422 and "is not busy" in r.text
+    finally:
+        gen.close()

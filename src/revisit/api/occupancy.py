@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
+from pydantic import Field
 
 from revisit.api.auth import current_key, require, service_of
 from revisit.api.errors import ID_PATTERN, errors
@@ -163,11 +164,18 @@ def history(request: Request, from_: date = Query(..., alias="from"), to: date =
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
 
 
+class AlertRuleIn(AlertRule):
+    """A rule as PUT: its id may be left to the path."""
+
+    rule_id: str = Field("", description="The path's rule id (may be left out).")
+
+
 @router.put("/v1/alert-rules/{rule_id}", summary="Create or replace an alert rule")
-def put_rule(body: AlertRule, request: Request, rule_id: str = _id(),
+def put_rule(given: AlertRuleIn, request: Request, rule_id: str = _id(),
              key: ApiKey = Depends(admin)) -> dict[str, Any]:
-    if body.rule_id != rule_id:
-        raise HTTPException(422, f"rule_id in the body ({body.rule_id}) is not {rule_id}")
+    if given.rule_id not in ("", rule_id):
+        raise HTTPException(422, f"rule_id in the body ({given.rule_id}) is not {rule_id}")
+    body = AlertRule.model_validate({**given.model_dump(), "rule_id": rule_id})
     svc = service_of(request)
     try:
         _db(request).check_rule_place(key.tenant, body.location_id, body.zone)
