@@ -383,3 +383,16 @@ def test_face_crops_go_with_erasure_and_retention(store: SightingStore) -> None:
     assert store.stats("default")["face_crops"] == 1
     counts, _ = store.purge_before("default", naive_utc(at(4)))
     assert counts["crops"] == 1 and store.stats("default")["face_crops"] == 0
+
+
+def test_only_faces_that_are_sightings_or_held_keep_a_crop(store: SightingStore) -> None:
+    """A face dropped at once keeps no crop; a held face keeps one until it is dropped (a
+    reflection of someone, say), so every crop is reachable through a sighting."""
+    from dataclasses import replace
+
+    crop = np.full((112, 112, 3), 127, np.uint8)
+    dropped, held = (replace(_face(i, at(n)), crop=crop) for n, i in enumerate(("d1", "h1")))
+    store.write(Batch("B-1", faces=[dropped, held], held=[held]))
+    assert store.stats("default")["face_crops"] == 1
+    store.write(Batch("B-2", released=[("default", held.face_image_id)]))  # dropped later
+    assert store.stats("default")["face_crops"] == 0

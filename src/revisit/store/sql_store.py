@@ -316,19 +316,31 @@ class SQLStore:
 
     @staticmethod
     def _write_crops(s: Session, batch: Batch, erased: dict[str, set[str]]) -> None:
-        """The crops the faces still carry (only with ``privacy.keep_crops``), but not those
-        of a person erased meanwhile; a redelivered face keeps its first crop."""
-        faces = [f for f in batch.faces if f.crop is not None]
+        """The crops the faces still carry (only with ``privacy.keep_crops``) of those that
+        became sightings (not of a person erased meanwhile) or that the resolver holds;
+        a face held and then dropped loses its crop. So every crop kept belongs to a
+        sighting, or to a face still undecided, and erasure reaches each through its
+        sighting. A redelivered face keeps its first crop."""
+        sighted = {(x.tenant, x.face_image_id) for x in batch.sightings}
+        dropped: dict[str, list[str]] = defaultdict(list)
+        for tenant, fid in batch.released:
+            if (tenant, fid) not in sighted:
+                dropped[tenant].append(fid)
+        for tenant, ids in dropped.items():
+            s.execute(f"DELETE FROM face_crops WHERE tenant = ? AND face_image_id {_LIST}",
+                      [tenant, ids])
+        keep = {(x.tenant, x.face_image_id) for x in batch.sightings
+                if x.face_id not in erased.get(x.tenant, ())}
+        keep |= {(f.tenant, f.face_image_id) for f in batch.held}
+        faces = {(f.tenant, f.face_image_id): f for f in batch.faces
+                 if f.crop is not None and (f.tenant, f.face_image_id) in keep}
         if not faces:
             return
         from revisit.store.crops import encode_crop
 
-        gone = {(x.tenant, x.face_image_id) for x in batch.sightings
-                if x.face_id in erased.get(x.tenant, ())}
         rows = []
-        for f in {(f.tenant, f.face_image_id): f for f in faces}.values():
-            jpeg = encode_crop(f.crop) if (f.tenant, f.face_image_id) not in gone else None
-            if jpeg is not None:
+        for f in faces.values():
+            if (jpeg := encode_crop(f.crop)) is not None:  # type: ignore[arg-type]
                 rows.append((f.tenant, f.face_image_id, naive_utc(f.ts), jpeg))
         if rows:
             s.insert("face_crops", ("tenant", "face_image_id", "ts", "jpeg"), rows, "DO NOTHING")
