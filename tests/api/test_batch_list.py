@@ -31,10 +31,12 @@ def test_batches_are_listed_newest_first_by_state_and_key(env: Env) -> None:
     assert get("analyst", status="failed")["batches"] == []
     assert [b["batch_id"] for b in get("cam_a")["batches"]] == ids[2::-1]
     assert [b["batch_id"] for b in get("other_admin")["batches"]] == [other]
-    # page by page: the cursor is the last batch's reception time
+    # page by page: the cursor is the last batch's reception time and id
     first = get("admin", limit=3)
     assert [b["batch_id"] for b in first["batches"]] == ids[:0:-1]
-    rest = get("admin", limit=3, before=first["next_before"])
+    assert "+" not in first["next_before"]  # safe to paste into a URL
+    rest = get("admin", limit=3, before=first["next_before"],
+               before_id=first["next_before_id"])
     assert [b["batch_id"] for b in rest["batches"]] == ids[:1] and rest["next_before"] is None
     bad = env.client.get("/v1/batches", params={"before": "2024-05-02T10:00:00"},
                          headers=env.auth("admin"))
@@ -66,3 +68,22 @@ def test_a_failed_batch_is_found_by_its_state(tmp_path: Path, monkeypatch: pytes
     finally:
         gen.close()
 
+
+
+def test_batches_received_at_one_instant_are_each_listed_once(env: Env) -> None:
+    from datetime import datetime
+
+    from revisit.ingest.status import BatchStatus
+
+    at = datetime(2026, 1, 5, 10, 0, 0, 123456)
+    for i in range(5):
+        env.service.processor.ledger.record(BatchStatus(
+            f"B-tie-{i}", "acme", "failed", 1, error="store: disk full", received_at=at))
+    seen, params = [], {"status": "failed", "limit": 2}
+    while True:
+        page = env.client.get("/v1/batches", params=params, headers=env.auth("admin")).json()
+        seen += [b["batch_id"] for b in page["batches"]]
+        if page["next_before"] is None:
+            break
+        params = {**params, "before": page["next_before"], "before_id": page["next_before_id"]}
+    assert seen == [f"B-tie-{i}" for i in range(4, -1, -1)]

@@ -49,3 +49,27 @@ def test_a_filter_of_separators_only_is_refused(env: Env) -> None:
     r = env.client.get("/v1/occupancy/history", headers=env.auth("analyst"),
                        params={"from": "2024-03-01", "to": "2024-03-02", "locations": " , "})
     assert r.status_code == 422
+
+
+def test_a_merge_stored_is_audited_even_if_the_resolver_cannot_follow(env: Env,
+                                                                      monkeypatch) -> None:
+    store = env.service.runtime.store
+    store.write(batch([sighting("V-000001", at(0), "101", tenant="acme"),
+                       sighting("V-000002", at(5), "101", tenant="acme")]))
+    resolver = env.service.local_resolver(start=True)
+
+    def broken(tenant: str) -> None:
+        raise ValueError("exemplar has 8 dimensions, index has 128")
+
+    monkeypatch.setattr(resolver, "reload", broken)
+    admin = env.auth("admin")
+    r = env.client.post("/v1/visitors/V-000001/merge", headers=admin, json={"absorb": "V-000002"})
+    assert r.status_code == 200, r.text  # it is stored: the answer says so
+    audit = env.client.get("/v1/admin/audit", headers=admin).json()
+    assert [e["action"] for e in audit].count("visitor.merge") == 1
+    # control characters in free text are refused (they garble logs, CSV, terminals)
+    r = env.client.post("/v1/visitors/V-000002/split", headers=admin)
+    assert r.status_code == 200, r.text
+    r = env.client.post("/v1/visitors/V-000001/merge", headers=admin,
+                        json={"absorb": "V-000002", "reason": "a\u0000b\u001b[31m"})
+    assert r.status_code == 422 and "control characters" in r.text

@@ -110,6 +110,8 @@ def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
     assert r.exit_code == 0 and "2 crop(s)" in r.output, r.output
     files = sorted(out.glob("*.jpg"))
     assert len(files) == 2
+    assert oct(out.stat().st_mode & 0o777) == "0o700"
+    assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in files)  # faces: owner only
     assert cv2.imread(str(files[0])).shape == (112, 112, 3)
     r = runner.invoke(app, ["--data", str(data), "admin", "erase-visitor", "-t", "default",
                             "V-000001"])

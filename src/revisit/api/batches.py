@@ -280,7 +280,9 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
 
 class BatchPage(BaseModel):
     batches: list[BatchState]
-    next_before: str | None  # pass as ``before`` for the next page (None: no more)
+    # pass as ``before`` and ``before_id`` for the next page (None: no more)
+    next_before: str | None
+    next_before_id: str | None
 
 
 @router.get("/v1/batches", summary="The tenant's camera batches, newest first",
@@ -290,23 +292,29 @@ def list_batches(
     status: Literal["queued", "processing", "done", "failed"] | None = Query(
         None, description="Only batches in this state (failed: to find what to replay)."),
     before: str | None = Query(
-        None, max_length=64, description="Only batches received before this time "
-        "(ISO 8601 with offset): the previous page's next_before."),
+        None, max_length=64, description="The previous page's next_before (a time, ISO "
+        "8601 with offset): only batches received before it..."),
+    before_id: str = Query(
+        "", max_length=64, description="...or at that time with a smaller batch id (the "
+        "previous page's next_before_id)."),
     limit: int = Query(100, ge=1, le=1000),
     key: ApiKey = Depends(require("camera", "admin", "analyst")),
 ) -> dict[str, Any]:
     cursor = None
     if before is not None:
         try:
-            cursor = parse_ts(before)
+            at = parse_ts(before)
         except TimestampError as exc:
             raise HTTPException(422, f"before: {exc}") from None
-        cursor = cursor.astimezone(UTC).replace(tzinfo=None)
+        cursor = (at.astimezone(UTC).replace(tzinfo=None), before_id)
     page = service_of(request).processor.recent(
         key.tenant, state=status, before=cursor, limit=limit,
         key_id=key.key_id if key.role == "camera" else None)
-    last = page[-1].as_dict()["received_at"] if len(page) == limit else None
-    return {"batches": [st.as_dict() for st in page], "next_before": last}
+    last = page[-1] if len(page) == limit else None
+    return {"batches": [st.as_dict() for st in page],
+            # Z, not +00:00: a "+" pasted into a URL unencoded reads as a space
+            "next_before": last.received_at.isoformat() + "Z" if last else None,
+            "next_before_id": last.batch_id if last else None}
 
 
 @router.get("/v1/batches/{batch_id}", summary="Status of a camera batch",

@@ -115,13 +115,17 @@ def known_query(request: Request) -> None:
                                  "separated)")
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# escapes of a surrogate, or of a control character other than tab and line breaks
+_SUSPECT_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\u00[01][0-9a-fA-F]"
+                             rb"|\\u007[fF]|\\[bf]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _bad_text(value: Any) -> bool:
-    """A string (or key) in parsed JSON that is not valid Unicode (a lone surrogate)."""
+    """A string (or key) in parsed JSON that is not valid Unicode (a lone surrogate) or
+    holds a control character (NUL, ESC, ...; tab and line breaks are text)."""
     if isinstance(value, str):
-        return not value.isascii() and not encodes(value)
+        return (not value.isascii() and not encodes(value)) or bool(_CONTROL.search(value))
     if isinstance(value, dict):
         return any(_bad_text(k) or _bad_text(v) for k, v in value.items())
     if isinstance(value, list):
@@ -140,8 +144,9 @@ def encodes(text: str) -> bool:
 
 class ValidText:
     """ASGI middleware: a JSON body whose text is not valid Unicode (``"\\ud800"``, a lone
-    surrogate: JSON allows the escape, UTF-8 cannot hold it) is refused with 422 before
-    any route stores it where it would break every later answer that shows it."""
+    surrogate: JSON allows the escape, UTF-8 cannot hold it) or holds control characters
+    (a NUL, terminal escapes) is refused with 422 before any route stores it where it
+    would break, or garble, every later answer, log and CSV that shows it."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -160,7 +165,7 @@ class ValidText:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if _SURROGATE_ESCAPE.search(body):
+        if _SUSPECT_ESCAPE.search(body):
             try:
                 bad = _bad_text(json.loads(body))
             except (ValueError, RecursionError):
@@ -168,7 +173,8 @@ class ValidText:
             if bad:
                 response = JSONResponse({"detail": "the request body holds text that is not "
                                          "valid Unicode (a lone surrogate escape such as "
-                                         "\\ud800)"}, status_code=422)
+                                         "\\ud800) or holds control characters (such as "
+                                         "\\u0000 or \\u001b)"}, status_code=422)
                 return await response(scope, receive, send)
         replayed = False
 

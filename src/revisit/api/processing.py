@@ -195,7 +195,8 @@ class BatchProcessor:
         return self.ledger.get(tenant, batch_id)
 
     def recent(self, tenant: str, *, state: str | None = None, key_id: str | None = None,
-               before: datetime | None = None, limit: int = 100) -> list[BatchStatus]:
+               before: tuple[datetime, str] | None = None,
+               limit: int = 100) -> list[BatchStatus]:
         """The tenant's batches, newest first (:meth:`BatchLedger.recent`), with those
         accepted and not yet recorded in the store (read first: one that moves to the store
         meanwhile is found there)."""
@@ -203,7 +204,7 @@ class BatchProcessor:
             waiting = [st for st in self._unrecorded.values() if st.tenant == tenant
                        and (state is None or st.state == state)
                        and (key_id is None or st.key_id == key_id)
-                       and (before is None or st.received_at < before)]
+                       and (before is None or (st.received_at, st.batch_id) < before)]
         stored = self.ledger.recent(tenant, state=state, key_id=key_id, before=before,
                                     limit=limit)
         seen = {st.batch_id for st in waiting}

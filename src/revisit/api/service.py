@@ -156,24 +156,33 @@ class Service:
         the running resolver reloads the tenant, so new sightings follow the merge."""
         with self.write_lock:
             rec = self.runtime.store.merge_visitors(tenant, keep, absorb, reason=reason)
+            self.tenancy.audit(tenant, actor, "visitor.merge", {
+                "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id,
+                "reason": reason})
             self._reload(tenant)
-        self.tenancy.audit(tenant, actor, "visitor.merge", {
-            "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id, "reason": reason})
         return rec
 
     def split(self, tenant: str, visitor_id: str, actor: str) -> MergeRecord:
         """Undo the merge that absorbed ``visitor_id``."""
         with self.write_lock:
             rec = self.runtime.store.split_visitor(tenant, visitor_id)
+            self.tenancy.audit(tenant, actor, "visitor.split", {
+                "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id})
             self._reload(tenant)
-        self.tenancy.audit(tenant, actor, "visitor.split", {
-            "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id})
         return rec
 
     def _reload(self, tenant: str) -> None:
+        """The running resolver follows a change already stored (and audited): if it
+        cannot rebuild the tenant now, it forgets it and rebuilds at its next batch."""
         resolver = self.local_resolver()
-        if resolver is not None:
+        if resolver is None:
+            return
+        try:
             resolver.reload(tenant)
+        except Exception:
+            log.exception("cannot reload tenant %s in the resolver: it will at its next batch",
+                          tenant)
+            resolver.unload(tenant)
 
     def purge(self, tenant: str, actor: str) -> dict[str, Any]:
         with self.write_lock:

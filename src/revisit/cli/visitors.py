@@ -7,6 +7,7 @@ reflect a merge at once and ``split`` returns them exactly to their numbers befo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -104,10 +105,13 @@ def crops(
         typer.echo(f"no crops kept of {visitor} (crops are kept only with "
                    "privacy.keep_crops / --keep-crops)")
         return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    try:  # faces: readable by this user only
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
         for face_image_id, ts, jpeg in kept:
-            (out / f"{ts:%Y%m%dT%H%M%S}_{face_image_id}.jpg").write_bytes(jpeg)
+            path = out / f"{ts:%Y%m%dT%H%M%S}_{face_image_id}.jpg"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(jpeg)
     except OSError as exc:
         typer.echo(f"error: cannot write to {out}: {exc.strerror or exc}", err=True)
         raise typer.Exit(2) from None

@@ -244,6 +244,13 @@ class Resolver:
             self._reload(tenant)
             self._drop_tracks(tenant)
 
+    def unload(self, tenant: str) -> None:
+        """Forget the tenant entirely (gallery, open tracks): it loads again from the store
+        at its next batch. Index entries of the tenant are left to that reload."""
+        with self._lock:
+            self._galleries.pop(tenant, None)
+            self._drop_tracks(tenant)
+
     def drop_tracks(self, tenant: str) -> None:
         """Forget the tenant's open tracks; the faces they held are read back from the store
         with the tenant's next batch (another process may have decided them meanwhile)."""

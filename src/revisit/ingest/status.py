@@ -152,16 +152,20 @@ class BatchLedger:
         return None if row is None else self._status(row)
 
     def recent(self, tenant: str, *, state: str | None = None, key_id: str | None = None,
-               before: datetime | None = None, limit: int = 100) -> list[BatchStatus]:
-        """The tenant's batches, newest first (``before``: received before this naive UTC
-        time, the cursor of the next page); only ``state``'s, only ``key_id``'s."""
+               before: tuple[datetime, str] | None = None,
+               limit: int = 100) -> list[BatchStatus]:
+        """The tenant's batches, newest first (by reception, then batch id); ``before``:
+        (naive UTC time, batch id) of the last one of the previous page; only ``state``'s,
+        only ``key_id``'s."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM batch_status WHERE tenant = ?"
         params: list[Any] = [tenant]
-        for clause, value in (("state = ?", state), ("key_id = ?", key_id),
-                              ("received_at < ?", before)):
+        for clause, value in (("state = ?", state), ("key_id = ?", key_id)):
             if value is not None:
                 sql += f" AND {clause}"
                 params.append(value)
+        if before is not None:
+            sql += " AND (received_at < ? OR (received_at = ? AND batch_id < ?))"
+            params += [before[0], before[0], before[1]]
         sql += " ORDER BY received_at DESC, batch_id DESC LIMIT ?"
         with self.store.read() as s:
             rows = s.execute(sql, [*params, limit]).fetchall()

@@ -34,18 +34,20 @@ def erase_visitor(
     group = [canon, *(detail.aliases if detail else ())]
     erased, exemplars = store.erase_visitor(tenant, visitor_id)
     counts = dict(erased)
-    if index is not None:  # by face id too: an entry may carry a merged or split id
-        index.remove(tenant, exemplars)
-        for vid in group:
-            index.remove_visitor(tenant, vid)
-    if resolver is not None:
-        resolver.forget(tenant, group, exemplars)
-    if index is not None:
-        index.compact(tenant)
-    if crops_dir is not None and (files := erase_crops(crops_dir, tenant, faces)):
-        counts["crop_files"] = files
-    tenancy.audit(tenant, actor, "visitor.erase", {"visitor_id": visitor_id,
-                                                   "canonical_id": canon, **counts})
+    try:  # the store has erased: audited whatever happens to the tidying after it
+        if index is not None:  # by face id too: an entry may carry a merged or split id
+            index.remove(tenant, exemplars)
+            for vid in group:
+                index.remove_visitor(tenant, vid)
+        if resolver is not None:
+            resolver.forget(tenant, group, exemplars)
+        if index is not None:
+            index.compact(tenant)
+        if crops_dir is not None and (files := erase_crops(crops_dir, tenant, faces)):
+            counts["crop_files"] = files
+    finally:
+        tenancy.audit(tenant, actor, "visitor.erase", {"visitor_id": visitor_id,
+                                                       "canonical_id": canon, **counts})
     return counts
 
 
@@ -66,17 +68,20 @@ def purge_tenant(
     counts: dict[str, Any]
     counts, dropped = store.purge_before(tenant, cutoff, now_naive)
     counts = dict(counts)
-    if index is not None and dropped:
-        index.remove(tenant, dropped)
-    if resolver is not None:
-        resolver.forget(tenant, (), dropped)
-        if counts.get("enrolments_expired"):
-            resolver.sync_known(tenant)
-    if index is not None:
-        index.compact(tenant)
-    if crops_dir is not None and (days := purge_crop_days(crops_dir / tenant, cutoff.date())):
-        counts["crop_file_days"] = days
     counts["cutoff"] = cutoff.replace(tzinfo=UTC).isoformat()
-    tenancy.audit(tenant, actor, "retention.purge", {"retention_days": t.retention_days,
-                                                     **counts})
+    try:  # the store has purged: audited whatever happens to the tidying after it
+        if index is not None and dropped:
+            index.remove(tenant, dropped)
+        if resolver is not None:
+            resolver.forget(tenant, (), dropped)
+            if counts.get("enrolments_expired"):
+                resolver.sync_known(tenant)
+        if index is not None:
+            index.compact(tenant)
+        if crops_dir is not None and (days := purge_crop_days(crops_dir / tenant,
+                                                              cutoff.date())):
+            counts["crop_file_days"] = days
+    finally:
+        tenancy.audit(tenant, actor, "retention.purge", {"retention_days": t.retention_days,
+                                                         **counts})
     return counts
