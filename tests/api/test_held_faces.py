@@ -68,3 +68,45 @@ def test_a_failed_write_leaves_no_decision_behind(tmp_path: Path, monkeypatch) -
         assert env.wait(first["batch_id"])["status"] == "done"
         stats = svc.runtime.store.stats("acme")
         assert (stats["sightings"], stats["visitors"]) == (4, 1)
+
+
+def test_a_batch_resolved_on_a_failed_writes_decisions_is_not_stored(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """Batch 1 founds the person's visitor, batch 2 (resolved before batch 1's write)
+    joins it; batch 1's write fails: batch 2 must not be stored on that voided visitor.
+    It fails too, and both replayed count the person once (stages run one by one here, in
+    the order the pipeline's threads can take)."""
+    gen = make_env(tmp_path, processing=False)
+    env = next(gen)
+    try:
+        proc = env.service.processor
+        ids = [env.post_batch("cam_a", [it]).json()["batch_id"] for it in _items(4)[:2]]
+        batches = [proc.inbox.get(timeout=5).batch for _ in ids]
+        for b in batches:  # as the pipeline's source does
+            proc._mark_processing(b.batch_id)
+        stage = dict(proc.stages())
+        for b in batches:
+            stage["resolve"](stage["embed"](stage["detect"](b)))
+        assert batches[1].sightings and not batches[1].visitors_created  # joined batch 1's
+        real_write = env.service.runtime.store.write
+
+        def disk_full(batch: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(env.service.runtime.store, "write", disk_full)
+        stage["store"](batches[0])
+        monkeypatch.setattr(env.service.runtime.store, "write", real_write)
+        stage["store"](batches[1])
+        assert env.service.runtime.store.stats("acme")["sightings"] == 0
+        for b in batches:
+            proc._done(b)
+        assert [env.client.get(f"/v1/batches/{i}", headers=env.auth("cam_a")).json()["status"]
+                for i in ids] == ["failed", "failed"]
+    finally:
+        gen.close()
+    assert sorted(Spool(tmp_path / "data" / "spool").replay_failed()) == sorted(ids)
+    svc, env, client = _restart(tmp_path, {}, {})
+    with client:
+        assert svc.processor.wait_idle(120)
+        stats = svc.runtime.store.stats("acme")
+        assert (stats["sightings"], stats["visitors"]) == (2, 1)

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -40,6 +41,10 @@ from revisit.records import Batch, Frame
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchProcessor", "BatchStatus", "BrokerUnavailable", "QueueFull"]
+
+
+class StaleDecisions(RuntimeError):
+    """A batch resolved on decisions that were voided since (see _check_decisions)."""
 
 BROKER_QUEUE = "frames"  # the first pipeline arrow: what detect workers consume
 
@@ -73,6 +78,10 @@ class BatchProcessor:
         self._unrecorded: dict[str, BatchStatus] = {}  # batch id -> status, not yet in the store
         self._tenant_of: dict[str, str] = {}  # batch id -> tenant, while in the pipeline
         self._failed: set[str] = set()  # batches a stage failed: later stages skip them
+        # resets of each tenant's resolver state after a failed write, and the count each
+        # batch was resolved at (a batch resolved before a reset is not stored)
+        self._resets: defaultdict[str, int] = defaultdict(int)
+        self._decided_in: dict[str, int] = {}
         self._inflight: dict[tuple[str, str], str] = {}  # (tenant, image_id) -> batch id
         self._lock = threading.Lock()
         self._recovered: list[Batch] = self._recover()
@@ -224,13 +233,19 @@ class BatchProcessor:
             try:
                 if serialised:
                     with self.write_lock:
-                        return fn(batch)
+                        if name == "store":
+                            self._check_decisions(batch)
+                        out = fn(batch)
+                        if name == "resolve":
+                            self._decided_in[batch.batch_id] = self._resets[
+                                self._tenant_of.get(batch.batch_id, "")]
+                        return out
                 return fn(batch)
             except Exception as exc:
                 log.exception("batch %s failed in %s", batch.batch_id, name)
                 self._failed.add(batch.batch_id)
-                if name in {"resolve", "store"}:
-                    self._forget_decisions(batch)
+                if name in {"resolve", "store"} and not isinstance(exc, StaleDecisions):
+                    self._forget_decisions(batch, voided=name == "store")
                 tenant = self._tenant_of.get(batch.batch_id)
                 if tenant is not None:
                     try:
@@ -244,9 +259,27 @@ class BatchProcessor:
 
         return run
 
-    def _forget_decisions(self, batch: Batch) -> None:
+    def _check_decisions(self, batch: Batch) -> None:
+        """A batch resolved before an earlier batch's decisions were voided (its write
+        failed) was resolved on those decisions (a visitor it created, say): stored, it
+        would keep them. It fails instead and is set aside for ``revisit admin replay``,
+        which decides it afresh."""
+        tenant = self._tenant_of.get(batch.batch_id, "")
+        at = self._decided_in.pop(batch.batch_id, self._resets[tenant])
+        if at != self._resets[tenant]:
+            raise StaleDecisions("resolved on the decisions of an earlier batch whose write "
+                                 "failed; replay it with `revisit admin replay`")
+
+    def _forget_decisions(self, batch: Batch, voided: bool = False) -> None:
         """The resolver decided this batch but it was not stored: its decisions must not
-        stay in memory (a replay of the batch would count its people twice)."""
+        stay in memory (a replay of the batch would count its people twice). ``voided``
+        (its write failed): batches resolved after it, on its decisions, are not stored
+        either (:meth:`_check_decisions`); those resolved before it were stored before it."""
+        if voided:
+            with self.write_lock:
+                for tenant in {f.tenant for f in batch.frames} | {self._tenant_of.get(
+                        batch.batch_id, "")}:
+                    self._resets[tenant] += 1
         resolver = self.runtime.loaded_resolver
         if resolver is None:
             return
@@ -297,6 +330,7 @@ class BatchProcessor:
             for key in [k for k, v in self._inflight.items() if v == batch.batch_id]:
                 del self._inflight[key]
         tenant = self._tenant_of.pop(batch.batch_id, "")
+        self._decided_in.pop(batch.batch_id, None)
         failed = batch.batch_id in self._failed
         self._failed.discard(batch.batch_id)
         m = self.metrics
