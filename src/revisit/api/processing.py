@@ -275,11 +275,9 @@ class BatchProcessor:
         stay in memory (a replay of the batch would count its people twice). ``voided``
         (its write failed): batches resolved after it, on its decisions, are not stored
         either (:meth:`_check_decisions`); those resolved before it were stored before it."""
-        if voided:
+        if voided:  # counted by the tenant the batch was accepted for (_check_decisions)
             with self.write_lock:
-                for tenant in {f.tenant for f in batch.frames} | {self._tenant_of.get(
-                        batch.batch_id, "")}:
-                    self._resets[tenant] += 1
+                self._resets[self._tenant_of.get(batch.batch_id, "")] += 1
         resolver = self.runtime.loaded_resolver
         if resolver is None:
             return

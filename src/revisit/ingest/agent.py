@@ -141,19 +141,25 @@ def file_key(path: Path) -> str:
 
 def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
                      time_from: str = "mtime", zone: tzinfo | None = None,
-                     skip: set[str] | None = None) -> Iterator[Frame]:
+                     skip: set[str] | None = None,
+                     settled_before: float | None = None) -> Iterator[Frame]:
     """Images of a folder, in name order, each at its :func:`snapshot_time`; a file whose
-    time cannot be read is skipped with a warning naming it, and so is one whose
-    :func:`file_key` is in ``skip`` (spooled by an earlier run)."""
+    time cannot be read is skipped with a warning naming it. With ``skip``: files whose
+    :func:`file_key` is in it are left out (spooled by an earlier run or pass), and each
+    file taken or warned about joins it. A file modified after ``settled_before`` (Unix
+    time) is left for a later pass (it may be half-written)."""
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        if skip and file_key(path) in skip:
+        key = file_key(path) if skip is not None else ""
+        if key in (skip or ()):
             continue
+        if settled_before is not None and path.stat().st_mtime > settled_before:
+            continue
+        if skip is not None:  # taken, or said once (a watched folder is read again and again)
+            skip.add(key)
         try:
             ts = snapshot_time(path, time_from, zone)
         except ValueError as exc:
             log.warning("skipping %s", exc)
-            if skip is not None:  # said once (a watched folder is read again and again)
-                skip.add(file_key(path))
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
@@ -170,14 +176,8 @@ def watch_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
     now), and waits ``every_s``. A file written to within ``settle_s`` waits for the next
     pass (it may be half-written)."""
     while not stop.is_set():
-        fresh = time.time() - settle_s
-        for frame in folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
-                                      skip=skip):
-            path = Path(frame.source)
-            if path.stat().st_mtime > fresh:
-                continue
-            skip.add(file_key(path))
-            yield frame
+        yield from folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
+                                    skip=skip, settled_before=time.time() - settle_s)
         yield None
         stop.wait(every_s)
 

@@ -141,8 +141,9 @@ class WatchlistWatcher:
 
     def after(self, sightings: list[Sighting]) -> list[Alert]:
         raised = []
+        looked: dict[str, _Cached] = {}  # one look per tenant and batch, not per sighting
         for s in sightings:
-            c = self._tenant(s.tenant)
+            c = looked.get(s.tenant) or looked.setdefault(s.tenant, self._tenant(s.tenant))
             if c.cfg is None or not c.cfg.enabled or s.face_id not in c.ids:
                 continue
             alert = self._raise(s, c.ids[s.face_id], c.cfg)

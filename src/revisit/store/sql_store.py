@@ -72,6 +72,16 @@ def _aware(ts: datetime | None) -> datetime | None:
     return None if ts is None else ts.replace(tzinfo=UTC)
 
 
+def _delete_faces(s: Session, table: str, faces: Iterable[tuple[str, str]]) -> None:
+    """Delete a table's rows of these (tenant, face_image_id), one statement per tenant."""
+    by_tenant: dict[str, set[str]] = defaultdict(set)
+    for tenant, fid in faces:
+        by_tenant[tenant].add(fid)
+    for tenant, ids in by_tenant.items():
+        s.execute(f"DELETE FROM {table} WHERE tenant = ? AND face_image_id {_LIST}",
+                  [tenant, sorted(ids)])
+
+
 def _month(d: date) -> date:
     return date(d.year, d.month, 1)
 
@@ -322,13 +332,7 @@ class SQLStore:
         sighting, or to a face still undecided, and erasure reaches each through its
         sighting. A redelivered face keeps its first crop."""
         sighted = {(x.tenant, x.face_image_id) for x in batch.sightings}
-        dropped: dict[str, list[str]] = defaultdict(list)
-        for tenant, fid in batch.released:
-            if (tenant, fid) not in sighted:
-                dropped[tenant].append(fid)
-        for tenant, ids in dropped.items():
-            s.execute(f"DELETE FROM face_crops WHERE tenant = ? AND face_image_id {_LIST}",
-                      [tenant, ids])
+        _delete_faces(s, "face_crops", (k for k in batch.released if k not in sighted))
         keep = {(x.tenant, x.face_image_id) for x in batch.sightings
                 if x.face_id not in erased.get(x.tenant, ())}
         keep |= {(f.tenant, f.face_image_id) for f in batch.held}
@@ -363,14 +367,8 @@ class SQLStore:
         """Faces the resolver holds now, and those it decided or dropped since: a crash
         between the batch that brought a face and the one that decides it loses nothing
         (the resolver reads them back). Written again as they are: idempotent."""
-        gone: dict[str, set[str]] = defaultdict(set)
-        for tenant, fid in batch.released:
-            gone[tenant].add(fid)
-        for f in batch.held:
-            gone[f.tenant].add(f.face_image_id)
-        for tenant, ids in gone.items():
-            s.execute(f"DELETE FROM held_faces WHERE tenant = ? AND face_image_id {_LIST}",
-                      [tenant, sorted(ids)])
+        _delete_faces(s, "held_faces", [*batch.released,
+                                        *((f.tenant, f.face_image_id) for f in batch.held)])
         if batch.held:
             from revisit.queue.codec import encode_face
 
@@ -1096,8 +1094,7 @@ class SQLStore:
                        ts_to: datetime) -> Iterator[list[Any]]:
         """Centres (x, y) of the camera's sightings in [ts_from, ts_to), in chunks; staff
         left out, as in every visitor analysis."""
-        with self.engine.read() as s:
-            staff = list(staff_ids(s, tenant))
+        staff = list(self.staff(tenant))
         yield from self.engine.stream(
             "SELECT bbox_x + bbox_w / 2.0, bbox_y + bbox_h / 2.0 FROM sightings "
             "WHERE tenant = ? AND camera_id = ? AND ts >= ? AND ts < ? "
