@@ -396,3 +396,20 @@ def test_only_faces_that_are_sightings_or_held_keep_a_crop(store: SightingStore)
     assert store.stats("default")["face_crops"] == 1
     store.write(Batch("B-2", released=[("default", held.face_image_id)]))  # dropped later
     assert store.stats("default")["face_crops"] == 0
+
+
+def test_a_held_face_released_to_an_erased_visitor_keeps_no_crop(store: SightingStore) -> None:
+    """The person was erased while the batch deciding their held face was on its way: the
+    sighting is not stored, and neither is the held face's crop left behind ownerless."""
+    from dataclasses import replace
+
+    crop = np.full((112, 112, 3), 127, np.uint8)
+    held = replace(_face("h1", at(0)), crop=crop)
+    store.write(Batch("B-1", faces=[held], held=[held]))
+    store.write(batch([sighting("V-000001", at(1))]))
+    store.erase_visitor("default", "V-000001")
+    late = replace(sighting("V-000001", at(0), image_id="h1"),
+                   face_image_id=held.face_image_id)
+    store.write(Batch("B-2", sightings=[late], released=[("default", held.face_image_id)]))
+    assert store.stats("default")["face_crops"] == 0
+    assert store.stats("default")["sightings"] == 0

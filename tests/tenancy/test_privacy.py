@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from tests.receivers import NoDelivery
 
 from revisit.config import load_settings
@@ -22,7 +23,7 @@ from revisit.records import Batch, Exemplar, Face, Frame, face_image_id
 from revisit.store.base import SightingStore
 from revisit.store.duckdb_store import DuckDBStore
 from revisit.store.testing import at, batch, sighting
-from revisit.tenancy.db import Tenancy
+from revisit.tenancy.db import Tenancy, TenancyError
 from revisit.tenancy.privacy import erase_visitor, purge_tenant
 
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
@@ -224,3 +225,63 @@ def test_ann_index_compact_leaves_no_removed_vector() -> None:
     assert [n.face_image_id for n in index.search("t", vecs[37][None], 1)[0]] == ["F-37"]
     index.remove("t", [f"F-{i}" for i in range(36, 40)])
     assert index.size("t") == 0 and index.search("t", vecs[37][None], 1) == [[]]
+
+
+def test_a_marked_visitors_copies_follow_a_split_part_into_its_erasure() -> None:
+    """Marked while wrongly merged with b: the enrolment's copies of b's faces go with b
+    when the merge is undone, and with b's erasure; b is not recognised again."""
+    sc = _Scene()
+    a, b = _unit(sc.rng.normal(size=128)), _unit(sc.rng.normal(size=128))
+    for k in range(3):
+        sc.see(a, f"a{k}", k * 0.1, "C1")
+        sc.see(b, f"b{k}", k * 0.1, "C2")
+    va, vb = sorted(sc.resolver._galleries["t"].exemplars)
+    sc.store.merge_visitors("t", va, vb, reason="wrong merge")
+    sc.resolver.reload("t")
+    Enrolments(sc.store, sc.tenancy).enrol_visitor("t", "staff", va, reason="till staff")
+    sc.resolver.sync_known("t")
+    sc.store.split_visitor("t", vb)
+    sc.resolver.reload("t")
+    erase_visitor(sc.store, sc.index, sc.tenancy, "t", vb, "admin", resolver=sc.resolver)
+    left = np.stack([np.asarray(e, np.float32) for (e,) in rows(
+        sc.store, "SELECT embedding FROM exemplars")])
+    assert float((left @ b).max()) < 0.9  # nothing of b's face is kept
+    assert float((left @ a).max()) > 0.99  # a's enrolment keeps a's
+    out = sc.see(b, "b-later", 600, "C2")
+    assert [s.face_id for s in out.sightings] not in ([va], [vb])
+
+
+def test_erasure_and_purge_take_the_reason_given_for_a_merge() -> None:
+    sc = _Scene()
+    sc.store.write(batch([sighting(v, at(0), tenant="t") for v in
+                          ("V-000001", "V-000002", "V-000003", "V-000004")]))
+    for keep, absorb in (("V-000001", "V-000002"), ("V-000003", "V-000004")):
+        rec = sc.store.merge_visitors("t", keep, absorb, reason="Mrs Jane Doe, red coat")
+        sc.tenancy.audit("t", "admin", "visitor.merge", {
+            "keep": rec.keep, "absorb": rec.absorb, "merge_id": rec.merge_id,
+            "reason": "Mrs Jane Doe, red coat"})
+    erase_visitor(sc.store, None, sc.tenancy, "t", "V-000002", "admin")
+    merges = [a["detail"] for a in sc.tenancy.audit_log("t") if a["action"] == "visitor.merge"]
+    assert sorted("reason" in d for d in merges) == [False, True]  # the other pair's stays
+    assert {d.get("erased") for d in merges} == {True, None}
+    # retention: once the other pair's visitors are gone, so is its reason
+    purge_tenant(sc.store, None, sc.tenancy, "t", "test", now=at(0, day=400))
+    merges = [a["detail"] for a in sc.tenancy.audit_log("t") if a["action"] == "visitor.merge"]
+    assert not any("reason" in d for d in merges) and len(merges) == 2
+
+
+def test_retention_reaches_data_under_a_tenant_never_registered(store: SightingStore) -> None:
+    """`revisit ingest` writes under "default" without registering it: retention still
+    applies there, with the default retention."""
+    from revisit.tenancy.db import DEFAULT_RETENTION_DAYS
+    from revisit.tenancy.privacy import purgeable_tenants
+
+    ten = Tenancy(store)
+    ten.create_tenant("acme", retention_days=30)
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(0, day=300))]))
+    assert purgeable_tenants(store, ten) == ["acme", "default"]
+    counts = purge_tenant(store, None, ten, "default", "test",
+                          now=at(0, day=DEFAULT_RETENTION_DAYS + 1))
+    assert counts["sightings"] == 1 and store.stats("default")["sightings"] == 1
+    with pytest.raises(TenancyError, match="unknown tenant 'nobody'"):
+        purge_tenant(store, None, ten, "nobody", "test")

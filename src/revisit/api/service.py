@@ -19,7 +19,7 @@ from revisit.api.workpool import ReportPool
 from revisit.config import Settings
 from revisit.pipeline import Runtime
 from revisit.tenancy.db import open_tenancy
-from revisit.tenancy.privacy import erase_visitor, purge_tenant
+from revisit.tenancy.privacy import erase_visitor, purge_tenant, purgeable_tenants
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
@@ -192,7 +192,8 @@ class Service:
     def purge_all(self, actor: str) -> dict[str, Any]:
         """Every tenant's retention, then the service's own: finished batch statuses and
         failed spooled batches older than ``batch_status_days``."""
-        out = {t.tenant: self.purge(t.tenant, actor) for t in self.tenancy.tenants()}
+        out = {t: self.purge(t, actor)
+               for t in purgeable_tenants(self.runtime.store, self.tenancy)}
         cutoff = datetime.now(UTC) - timedelta(days=self.config.batch_status_days)
         self.processor.ledger.forget_before(cutoff.replace(tzinfo=None))
         if self.processor.spool is not None:

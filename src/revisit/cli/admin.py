@@ -233,7 +233,7 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
     from revisit.backends import open_index
     from revisit.config import ConfigError
     from revisit.ingest.status import BatchLedger
-    from revisit.tenancy.privacy import purge_tenant
+    from revisit.tenancy.privacy import purge_tenant, purgeable_tenants
 
     settings = state(ctx).settings()
     try:
@@ -245,7 +245,7 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
         _needs_store(store, "POST /v1/admin/purge (the server also purges every "
                             "purge_interval_s)")
         index = open_index(settings)  # a pgvector table keeps its rows between runs
-        tenants = [tenant] if tenant else [x.tenant for x in t.tenants()]
+        tenants = [tenant] if tenant else purgeable_tenants(store, t)  # type: ignore[arg-type]
         for name in tenants:
             counts = purge_tenant(store, index, t, name, "cli", settings.crops_dir)  # type: ignore[arg-type]
             typer.echo(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

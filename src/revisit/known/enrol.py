@@ -165,16 +165,19 @@ class Enrolments:
                       "visitor", actor, _now(), _expiry(expires_at))
         with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
             # the visitor's best exemplars become the enrolment's own, which last as long
-            # as it does (camera exemplars go with the retention and when better ones come)
+            # as it does (camera exemplars go with the retention and when better ones come);
+            # each copy stays under the id of the merged part it came from, so a split
+            # takes it with that part and erasing the part erases it
             group_ids = sorted(self.visitors_of(tenant, canon))
             rows = tx.session.execute(
-                "SELECT embedding, quality FROM exemplars WHERE tenant = ? AND visitor_id IN "
+                "SELECT embedding, quality, visitor_id FROM exemplars WHERE tenant = ? "
+                "AND visitor_id IN "
                 "(SELECT unnest(?::VARCHAR[])) AND face_image_id NOT LIKE ? "
                 "ORDER BY quality DESC, face_image_id LIMIT ?",
                 [tenant, group_ids, f"{ENROLMENT_EXEMPLAR}%", VISITOR_EXEMPLARS]).fetchall()
             at = e.enrolled_at.replace(tzinfo=UTC)
             tx.write(Batch(f"enrolment-{e.enrolment_id}", exemplars_added=[
-                Exemplar(tenant, canon, enrolment_exemplar_id(e.enrolment_id, n),
+                Exemplar(tenant, str(r[2]), enrolment_exemplar_id(e.enrolment_id, n),
                          np.asarray(r[0], np.float32), float(r[1]), at)
                 for n, r in enumerate(rows)]))
             self._insert(tx.session, tenant, e)

@@ -60,6 +60,7 @@ from revisit.store.visitor_ids import visitor_number_or_zero
 FETCH_ROWS = 10_000  # rows per fetch: bounded memory however large the report
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LIST = "IN (SELECT unnest(?::VARCHAR[]))"  # membership in a list parameter
+_AUDIT_SUBJECTS = ("visitor_id", "keep", "absorb")  # detail keys naming the visitor(s)
 T = TypeVar("T")
 
 
@@ -331,10 +332,9 @@ class SQLStore:
         a face held and then dropped loses its crop. So every crop kept belongs to a
         sighting, or to a face still undecided, and erasure reaches each through its
         sighting. A redelivered face keeps its first crop."""
-        sighted = {(x.tenant, x.face_image_id) for x in batch.sightings}
-        _delete_faces(s, "face_crops", (k for k in batch.released if k not in sighted))
         keep = {(x.tenant, x.face_image_id) for x in batch.sightings
                 if x.face_id not in erased.get(x.tenant, ())}
+        _delete_faces(s, "face_crops", (k for k in batch.released if k not in keep))
         keep |= {(f.tenant, f.face_image_id) for f in batch.held}
         faces = {(f.tenant, f.face_image_id): f for f in batch.faces
                  if f.crop is not None and (f.tenant, f.face_image_id) in keep}
@@ -959,27 +959,48 @@ class SQLStore:
     @staticmethod
     def _redact_audit(s: Session, tenant: str, group: set[str]) -> int:
         """Audit entries about the person (an enrolment's label and reason, a watchlist
-        alert's place and time) keep what was done, when and by whom, and the ids: the
-        person's details go with them."""
+        alert's place and time, the reason given for a merge of theirs) keep what was
+        done, when and by whom, and the ids: the person's details go with them."""
         n = 0
         # only entries whose text names one of the ids are read and parsed
         named = " OR ".join("strpos(detail, ?) > 0" for _ in group)
         for audit_id, detail in s.execute(
                 "SELECT id, detail FROM tenancy_audit WHERE tenant = ? AND action IN "
-                f"('known.enrol', 'known.remove', 'watchlist.alert') AND ({named})",
+                f"('known.enrol', 'known.remove', 'watchlist.alert', 'visitor.merge') "
+                f"AND ({named})",
                 [tenant, *sorted(group)]).fetchall():
             try:
                 d = json.loads(detail)
             except ValueError:
                 continue
-            if not isinstance(d, dict) or d.get("visitor_id") not in group:
+            if not isinstance(d, dict) or not group & {d.get(k) for k in _AUDIT_SUBJECTS}:
                 continue
-            kept = {k: d[k] for k in ("visitor_id", "enrolment_id", "alert_id", "group")
-                    if k in d}
+            kept = {k: d[k] for k in (*_AUDIT_SUBJECTS, "enrolment_id", "alert_id", "group",
+                                      "merge_id") if k in d}
             s.execute("UPDATE tenancy_audit SET detail = ? WHERE id = ?",
                       [json.dumps({**kept, "erased": True}, sort_keys=True), audit_id])
             n += 1
         return n
+
+    @classmethod
+    def _redact_gone_merges(cls, s: Session, tenant: str) -> int:
+        """The reason given for a merge goes once either visitor is gone (as erasure does)."""
+        named: set[str] = set()
+        for (detail,) in s.execute(
+                "SELECT detail FROM tenancy_audit WHERE tenant = ? AND action = 'visitor.merge' "
+                "AND strpos(detail, '\"reason\"') > 0", [tenant]).fetchall():
+            try:
+                d = json.loads(detail)
+            except ValueError:
+                continue
+            if isinstance(d, dict) and d.get("reason"):
+                named |= {str(d[k]) for k in ("keep", "absorb") if d.get(k)}
+        if not named:
+            return 0
+        here = {r[0] for r in s.execute(
+            f"SELECT visitor_id FROM visitors WHERE tenant = ? AND visitor_id {_LIST}",
+            [tenant, sorted(named)]).fetchall()}
+        return cls._redact_audit(s, tenant, named - here) if named - here else 0
 
     def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
         with self.engine.read() as s:
@@ -1062,6 +1083,7 @@ class SQLStore:
             counts["merge_log"] = s.count(
                 f"DELETE FROM merge_log m WHERE m.tenant = ? AND ({gone.format(t='m', col='keep_id')}"
                 f" OR {gone.format(t='m', col='absorb_id')})", t)
+            counts["audit_redacted"] = self._redact_gone_merges(s, tenant)
             # a visitor's first and last sighting times and its creation time say nothing
             # from before the cutoff any more
             s.execute(

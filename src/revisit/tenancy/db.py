@@ -33,6 +33,9 @@ class TenancyError(ValueError):
     """A request the admin data cannot satisfy (unknown tenant, bad timezone...)."""
 
 
+DEFAULT_RETENTION_DAYS = 365  # of a new tenant, and of data under a tenant never registered
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     tenant: str
@@ -155,7 +158,8 @@ class Tenancy:
         return str(row[0])
 
     # -- tenants ----------------------------------------------------------------------
-    def create_tenant(self, tenant: str, name: str = "", retention_days: int = 365,
+    def create_tenant(self, tenant: str, name: str = "",
+                      retention_days: int = DEFAULT_RETENTION_DAYS,
                       actor: str = "cli") -> Tenant:
         check_id(tenant, "tenant")
         if not 1 <= retention_days <= 36500:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from revisit.identity.index import FaceIndex
 from revisit.store.base import SightingStore
 from revisit.store.crops import erase_crops, purge_crop_days
-from revisit.tenancy.db import Tenancy
+from revisit.tenancy.db import DEFAULT_RETENTION_DAYS, Tenancy, TenancyError
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
@@ -51,6 +51,22 @@ def erase_visitor(
     return counts
 
 
+def purgeable_tenants(store: SightingStore, tenancy: Tenancy) -> list[str]:
+    """Every tenant retention applies to: those registered, and those with data in the store
+    that were never registered (`revisit ingest` writes under ``default``)."""
+    return sorted({t.tenant for t in tenancy.tenants()} | set(store.tenants()))
+
+
+def retention_days(store: SightingStore, tenancy: Tenancy, tenant: str) -> int:
+    """The tenant's retention; data under a tenant never registered keeps the default."""
+    t = tenancy.tenant(tenant)
+    if t is not None:
+        return t.retention_days
+    if tenant in store.tenants():
+        return DEFAULT_RETENTION_DAYS
+    raise TenancyError(f"unknown tenant {tenant!r} (no such tenant, and no data under it)")
+
+
 def purge_tenant(
     store: SightingStore, index: FaceIndex | None, tenancy: Tenancy, tenant: str,
     actor: str, crops_dir: Path | None = None, now: datetime | None = None,
@@ -62,9 +78,9 @@ def purge_tenant(
     Visitors left with no sighting go too. Frame records (ids and times, no faces) stay so
     an old snapshot sent again is still recognised as already processed.
     """
-    t = tenancy.require_tenant(tenant)
+    days = retention_days(store, tenancy, tenant)
     now_naive = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
-    cutoff = now_naive - timedelta(days=t.retention_days)
+    cutoff = now_naive - timedelta(days=days)
     counts: dict[str, Any]
     counts, dropped = store.purge_before(tenant, cutoff, now_naive)
     counts = dict(counts)
@@ -82,6 +98,6 @@ def purge_tenant(
                                                               cutoff.date())):
             counts["crop_file_days"] = days
     finally:
-        tenancy.audit(tenant, actor, "retention.purge", {"retention_days": t.retention_days,
+        tenancy.audit(tenant, actor, "retention.purge", {"retention_days": days,
                                                          **counts})
     return counts
