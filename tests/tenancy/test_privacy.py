@@ -285,3 +285,27 @@ def test_retention_reaches_data_under_a_tenant_never_registered(store: SightingS
     assert counts["sightings"] == 1 and store.stats("default")["sightings"] == 1
     with pytest.raises(TenancyError, match="unknown tenant 'nobody'"):
         purge_tenant(store, None, ten, "nobody", "test")
+
+
+def test_removing_an_enrolment_keeps_a_visitor_others_were_merged_into(store: SightingStore
+                                                                        ) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default")
+
+    def embed(b: Batch) -> Batch:
+        fr, bbox = b.frames[0], (0, 0, 90, 90)
+        v = np.random.default_rng(7).standard_normal(128).astype(np.float32)
+        b.faces.append(Face(fr.tenant, fr.camera_id, fr.location_id, fr.image_id, fr.ts,
+                            face_image_id(fr.tenant, fr.image_id, bbox), bbox,
+                            np.zeros((5, 2), np.float32), 0.9, 0.9, True, None,
+                            v / np.linalg.norm(v)))
+        return b
+
+    book = Enrolments(store, ten)
+    e = book.enrol_photos("default", "staff", [b"a"], label="Anna", reason="staff",
+                          process=embed)
+    store.write(batch([sighting("V-000009", at(0))]))
+    store.merge_visitors("default", e.visitor_id, "V-000009", reason="the same person")
+    book.remove("default", e.enrolment_id)
+    detail = store.visitor_detail("default", "V-000009")
+    assert detail is not None and detail.visitor_id == e.visitor_id

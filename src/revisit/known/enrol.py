@@ -250,7 +250,7 @@ class Enrolments:
                index: FaceIndex | None = None) -> dict[str, int]:
         """End an enrolment: its row, the embeddings its photos gave (in the store and in
         ``index``: a shared pgvector table has no resolver to tidy it), and the visitor it
-        created if no camera ever saw them."""
+        created if no camera ever saw them (nor a visitor merged into it)."""
         rows = self._rows(f"SELECT {', '.join(_COLS)} FROM enrolments WHERE tenant = ? "
                           "AND enrolment_id = ?", [tenant, enrolment_id])
         if not rows:
@@ -269,7 +269,9 @@ class Enrolments:
                 out["visitors"] = s.count(
                     "DELETE FROM visitors v WHERE tenant = ? AND visitor_id = ? AND NOT EXISTS "
                     "(SELECT 1 FROM sightings x WHERE x.tenant = v.tenant "
-                    "AND x.face_id = v.visitor_id)", [tenant, e.visitor_id])
+                    "AND x.face_id = v.visitor_id) AND NOT EXISTS (SELECT 1 FROM aliases a "
+                    "WHERE a.tenant = v.tenant AND a.visitor_id = v.visitor_id)",
+                    [tenant, e.visitor_id])
             s.execute("DELETE FROM enrolments WHERE tenant = ? AND enrolment_id = ?",
                       [tenant, enrolment_id])
             tx.bump([tenant])
