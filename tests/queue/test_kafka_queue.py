@@ -123,3 +123,17 @@ def test_poison_batch_is_dead_lettered_after_max_deliveries(kq) -> None:
     assert d is not None and d.batch.batch_id == "poison"
     d.ack()
     assert fixed.get(timeout=1.0) is None and producer.depth() == 0
+
+
+def test_the_dead_topic_keeps_its_letters_for_a_while_only(kq, kafka_bootstrap: str) -> None:
+    """Dead letters hold snapshots: the dead topic is made with a retention."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from revisit.queue.base import DEAD_LETTER_DAYS
+
+    q = kq()
+    q._ensure_topic(1, q.dead_topic)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, q.dead_topic)
+    configs = admin.describe_configs([res])[res].result(timeout=15)
+    assert configs["retention.ms"].value == str(DEAD_LETTER_DAYS * 86_400_000)

@@ -147,3 +147,18 @@ def test_idle_consumers_holding_nothing_are_forgotten(rq, redis_url: str) -> Non
     r = redis.Redis.from_url(redis_url)
     names = {c["name"].decode() for c in r.xinfo_consumers(f"revisit:{rq.name}", "g")}
     assert "gone" not in names and "holder" in names and "live" in names
+
+
+def test_dead_letters_older_than_the_keep_period_go(rq, redis_url: str) -> None:
+    """Dead letters hold snapshots: those older than DEAD_LETTER_DAYS are dropped."""
+    import time
+
+    from revisit.queue.base import DEAD_LETTER_DAYS
+
+    producer = rq("p")
+    r = redis.Redis.from_url(redis_url)
+    old_ms = int((time.time() - DEAD_LETTER_DAYS * 86400 - 3600) * 1000)
+    r.xadd(f"revisit:{rq.name}:dead", {b"reason": b"old"}, id=f"{old_ms}-0")
+    r.xadd(f"revisit:{rq.name}:dead", {b"reason": b"recent"})
+    assert producer.dead_letters() == 1
+    assert [f[b"reason"] for _, f in r.xrange(f"revisit:{rq.name}:dead")] == [b"recent"]

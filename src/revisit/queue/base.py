@@ -14,6 +14,10 @@ from typing import Protocol, runtime_checkable
 
 from revisit.records import Batch
 
+# Dead letters hold snapshots and faces: kept as long as a failed spooled batch
+# (service.batch_status_days' default), then dropped whether replayed or not.
+DEAD_LETTER_DAYS = 30
+
 
 @dataclass(slots=True)
 class Delivery:

@@ -41,7 +41,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from revisit.queue.base import BrokerUnavailable, Delivery, QueueFull
+from revisit.queue.base import DEAD_LETTER_DAYS, BrokerUnavailable, Delivery, QueueFull
 from revisit.queue.codec import CodecError, decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -133,8 +133,10 @@ class KafkaQueue:
         admin = AdminClient(self._common)
         if topic in admin.list_topics(timeout=10).topics:
             return
-        new = NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                       config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
+        config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+        if topic == self.dead_topic:  # dead letters hold snapshots: kept for a while only
+            config["retention.ms"] = str(DEAD_LETTER_DAYS * 86_400_000)
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
         try:
             admin.create_topics([new], operation_timeout=10)[topic].result(timeout=15)
         except KafkaException as exc:
@@ -326,7 +328,7 @@ class KafkaQueue:
         tp = TopicPartition(self.dead_topic, 0)
         lo, hi = c.get_watermark_offsets(tp, timeout=10, cached=False)
         done = c.committed([tp], timeout=10)[0].offset
-        tp.offset = done if done >= 0 else lo
+        tp.offset = max(done, lo)  # what the retention deleted is not waiting any more
         return c, tp, hi
 
     def dead_letters(self) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from revisit.queue.base import Delivery, QueueFull
+from revisit.queue.base import DEAD_LETTER_DAYS, Delivery, QueueFull
 from revisit.queue.codec import CodecError, decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -213,7 +213,13 @@ class RedisStreamQueue:
         if fields:
             dead = {**fields, b"reason": why.encode(), b"id": _as_str(entry_id).encode()}
             self._r.xadd(self.dead_key, dead, maxlen=10_000, approximate=True)
+            self._expire_dead()
         self._ack(entry_id)
+
+    def _expire_dead(self) -> None:
+        """Dead letters older than ``DEAD_LETTER_DAYS`` go (an entry id is its time in ms)."""
+        cutoff_ms = int((time.time() - DEAD_LETTER_DAYS * 86400) * 1000)
+        self._r.xtrim(self.dead_key, minid=f"{cutoff_ms}-0", approximate=False)
 
     def _ack(self, entry_id: Any) -> None:
         pipe = self._r.pipeline(transaction=True)
@@ -243,6 +249,7 @@ class RedisStreamQueue:
         return moved
 
     def dead_letters(self) -> int:
+        self._expire_dead()
         return int(self._r.xlen(self.dead_key))
 
     def status(self) -> dict[str, int]:
