@@ -122,3 +122,15 @@ def test_ingest_video_checks_its_ids(tmp_path: Path) -> None:
 def test_a_filter_that_names_nothing_is_refused(tmp_path: Path) -> None:
     _refused(_run(["report", "--from", "2024-01-01", "--to", "2024-01-02",
                    "--locations", " , "], tmp_path), "names no id")
+
+
+def test_a_resolve_worker_without_a_shared_store(tmp_path: Path) -> None:
+    """It used to log "reconnecting" every second for ever."""
+    env_url = "redis://127.0.0.1:6379/0"
+    out = subprocess.run([REVISIT, "worker", "--stage", "resolve"], text=True,
+                         capture_output=True, timeout=60,
+                         env={**{k: v for k, v in os.environ.items()
+                                 if not k.startswith("REVISIT_")},
+                              "REVISIT_DATA": str(tmp_path), "REVISIT_QUEUE_URL": env_url})
+    _refused(out, "resolve workers need a shared store", "store_url")
+    assert out.returncode == 2

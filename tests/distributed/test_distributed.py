@@ -532,3 +532,37 @@ def test_faces_held_by_a_resolver_that_dies_are_decided_by_another(
         assert store.held_faces("default") == [] and other.idle() == []
     finally:
         store.close()
+
+
+def test_a_store_outage_does_not_send_good_batches_to_the_dead_letters(
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the store is down the worker tries the batch it holds again, waiting longer
+    each time, instead of handing it back (every hand-back counts as a delivery, and a
+    short outage used to dead-letter good batches). The outage is the driver's own error
+    raised by the stage (the shared PostgreSQL cannot be stopped under other tests)."""
+    import psycopg
+    from tests.queue.queue_testdata import camera_batch
+
+    from revisit.distributed import worker as W
+    from revisit.queue.factory import open_queue
+
+    calls: list[str] = []
+
+    def flaky(settings: object, stage: str) -> tuple:
+        def handle(b: Batch) -> list[Batch]:
+            calls.append(b.batch_id)
+            if len(calls) <= 4:
+                raise psycopg.OperationalError("connection refused (server restarting)")
+            return []
+        return handle, None
+
+    monkeypatch.setattr(W, "_handler", flaky)
+    monkeypatch.setattr(W, "FIRST_RETRY_WAIT_S", 0.05)
+    url = redis_url + "&max_deliveries=2"
+    settings = load_settings(None, data=tmp_path, queue_url=url)
+    open_queue(url, "sightings").put(camera_batch("b1"))
+    w = Worker(settings, "store", name="store-test")
+    stats = w.run(max_idle_s=2.0)
+    assert calls == ["b1"] * 5 and stats.batches == 1 and stats.errors == 4
+    q = open_queue(url, "sightings")
+    assert q.dead_letters() == 0 and q.depth() == 0

@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
         if not settings.queue_url:
             typer.echo("error: workers need a broker: set queue_url (REVISIT_QUEUE_URL)", err=True)
             raise typer.Exit(2)
+        if stage in ("resolve", "store") and not settings.store_url.startswith(
+                ("postgres://", "postgresql://")):
+            typer.echo(f"error: {stage} workers need a shared store: set store_url = "
+                       "\"postgresql://...\" (REVISIT_STORE_URL)", err=True)
+            raise typer.Exit(2)
         logging.getLogger().setLevel(logging.INFO)
         metrics = None
         if metrics_port is not None:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FIRST_RETRY_WAIT_S = 1.0  # pause before trying a batch again while a backend is down,
+MAX_RETRY_WAIT_S = 30.0  # doubled each time up to this
+
 
 def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Batch]], Any]:
     """(handler, closable) for one worker thread."""
@@ -167,6 +170,37 @@ class Worker:
             self.settings.queue_url, out_name, maxsize=QUEUE_BOUND)
         return inq, outq
 
+    def _handle(self, i: int, batch: Batch, handler: Callable[[Batch], list[Batch]] | None,
+                closable: Any) -> tuple[list[Batch], Callable[[Batch], list[Batch]], Any]:
+        """The batch through the stage; while the store (or another backend) is down, the
+        same delivery is retried here, waiting longer each time, instead of being handed
+        back: each hand-back counts as a delivery, and a short outage would otherwise move
+        good batches to the dead letters. Returns (outputs, handler, closable)."""
+        from revisit.backends import unavailable_errors
+
+        wait = FIRST_RETRY_WAIT_S
+        while True:
+            try:
+                if handler is None:
+                    handler, closable = _handler(self.settings, self.stage)
+                return handler(batch), handler, closable
+            except unavailable_errors() as exc:
+                if self.stop.is_set():
+                    raise
+                with self._lock:
+                    self.stats.errors += 1
+                if self.metrics is not None:
+                    self.metrics.errors.inc()
+                log.warning("%s worker %d: %s: %s; batch %s again in %.0f s", self.stage, i,
+                            type(exc).__name__, exc, batch.batch_id, wait)
+                if self.stage == "resolve":  # its memory may hold what was not stored
+                    with contextlib.suppress(Exception):
+                        if closable is not None:
+                            closable.close()
+                    handler = closable = None
+                self.stop.wait(wait)
+                wait = min(wait * 2, MAX_RETRY_WAIT_S)
+
     def _loop(self, i: int, max_idle_s: float | None) -> None:
         handler = closable = inq = outq = None
         statuses: _Statuses | None = None
@@ -194,7 +228,7 @@ class Worker:
                 t0, c0 = time.perf_counter(), time.thread_time()
                 if self.stage == "detect":
                     statuses.processing(delivery.batch)
-                outs = handler(delivery.batch)
+                outs, handler, closable = self._handle(i, delivery.batch, handler, closable)
                 for out in outs:
                     if outq is not None:
                         put_blocking(outq, out, self.stop)
