@@ -566,3 +566,104 @@ def test_a_store_outage_does_not_send_good_batches_to_the_dead_letters(
     assert calls == ["b1"] * 5 and stats.batches == 1 and stats.errors == 4
     q = open_queue(url, "sightings")
     assert q.dead_letters() == 0 and q.depth() == 0
+
+
+def test_an_idle_resolver_leaves_another_resolvers_live_track_alone(
+        tmp_path: Path, pg_url: str) -> None:
+    """Resolver A goes idle while B's track of the same tenant (another camera) holds
+    faces written a moment ago: A decides its own open tracks, not B's held faces."""
+    from dataclasses import replace
+
+    from revisit.store.postgres_store import PostgresStore
+
+    batches, settings = _two_snapshots_held(tmp_path, pg_url)
+    mine = [replace(batches[0], batch_id="a0", frames=[replace(f, camera_id="camA", image_id="a0")
+                                                       for f in batches[0].frames],
+                    faces=[replace(f, camera_id="camA", image_id="a0",
+                                   face_image_id="a0-" + f.face_image_id)
+                           for f in batches[0].faces])]
+    store_a, store_b = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        a, b = ResolveHandler(settings, store_a), ResolveHandler(settings, store_b)
+        assert sum(len(x.sightings) for x in a(mine[0])) == 0  # A holds its camA face
+        for batch in batches:
+            assert sum(len(x.sightings) for x in b(batch)) == 0  # B holds two of camB
+        theirs = {f.face_image_id for x in batches for f in x.faces}
+        time.sleep(0.6)
+        a._last_work = time.monotonic() - 1
+        store_b.write(Batch("b-live", held=[f for x in batches for f in x.faces]))  # B is live
+        tails = a.idle()
+        decided = {s.face_image_id for t in tails for s in t.sightings}
+        decided |= {key[1] for t in tails for key in t.released}
+        assert not decided & theirs
+        assert theirs <= {f.face_image_id for f in store_a.held_faces("default")}
+    finally:
+        store_a.close()
+        store_b.close()
+
+
+def _stream_batches(tmp_path: Path, n: int = 3) -> list[Batch]:
+    frames = H.scenario(16 * n, people=6, face_ratio=0.9, tenants=("default",))
+    bs = _embedded_batches(tmp_path, frames, 16)
+    for i, b in enumerate(bs):
+        b.batch_id = f"s-drain#{i:09d}"
+    return bs
+
+
+def test_parked_batches_applied_before_a_failure_still_go_on(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 arrives after 2 and 1; applying the parked 2 fails once (the connection drops):
+    0 and the parked 1, both committed, still go on to the store stage, and 2 follows
+    from the next idle pass (they were lost to the store stage, and so their alerts)."""
+    from revisit.store.postgres_store import PostgresStore
+
+    bs = _stream_batches(tmp_path)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url)
+    store = PostgresStore(pg_url)
+    h = ResolveHandler(settings, store)
+    assert h(bs[2]) == [] and h(bs[1]) == []
+    real, failed = ResolveHandler._apply, []
+
+    def once(self: ResolveHandler, tx: object, batch: Batch) -> Batch:
+        if batch.batch_id.endswith("#000000002") and not failed:
+            failed.append(1)
+            raise RuntimeError("connection lost (once)")
+        return real(self, tx, batch)
+
+    monkeypatch.setattr(ResolveHandler, "_apply", once)
+    assert [b.batch_id for b in h(bs[0])] == ["s-drain#000000000", "s-drain#000000001"]
+    assert [b.batch_id for b in h.idle()] == ["s-drain#000000002"]
+    assert store.parked_streams() == []
+    store.close()
+
+
+def test_a_parked_batch_that_cannot_be_applied_is_set_aside(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It used to hold its stream for ever (the batches behind it too): now it goes to the
+    dead letters, recorded as skipped, and the stream goes on; replayed after the fix, it
+    is applied out of order."""
+    from revisit.queue.codec import decode_batch
+    from revisit.store.postgres_store import PostgresStore
+
+    bs = _stream_batches(tmp_path)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url)
+    store = PostgresStore(pg_url)
+    h = ResolveHandler(settings, store)
+    dead: list[tuple[bytes, str]] = []
+    h.dead_letter = lambda payload, why: dead.append((payload, why))
+    assert h(bs[2]) == [] and h(bs[1]) == []
+    real = ResolveHandler._apply
+
+    def poison(self: ResolveHandler, tx: object, batch: Batch) -> Batch:
+        if batch.batch_id.endswith("#000000001"):
+            raise ValueError("a string literal cannot contain NUL (0x00) characters")
+        return real(self, tx, batch)
+
+    monkeypatch.setattr(ResolveHandler, "_apply", poison)
+    assert [b.batch_id for b in h(bs[0])] == ["s-drain#000000000", "s-drain#000000002"]
+    assert store.parked_streams() == []
+    (payload, why), = dead
+    assert decode_batch(payload).batch_id == "s-drain#000000001" and "NUL" in why
+    monkeypatch.setattr(ResolveHandler, "_apply", real)  # fixed; the dead letter comes back
+    assert [b.batch_id for b in h(decode_batch(payload))] == ["s-drain#000000001"]
+    store.close()

@@ -162,3 +162,14 @@ def test_dead_letters_older_than_the_keep_period_go(rq, redis_url: str) -> None:
     r.xadd(f"revisit:{rq.name}:dead", {b"reason": b"recent"})
     assert producer.dead_letters() == 1
     assert [f[b"reason"] for _, f in r.xrange(f"revisit:{rq.name}:dead")] == [b"recent"]
+
+
+def test_a_batch_set_aside_by_a_stage_is_replayed_like_any_dead_letter(rq) -> None:
+    from revisit.queue.codec import encode_batch
+
+    producer = rq("p")
+    producer.put_dead(encode_batch(camera_batch("parked")), "cannot be applied")
+    assert producer.dead_letters() == 1 and producer.replay_dead() == 1
+    d = rq("w").get(timeout=2)
+    assert d is not None and d.batch.batch_id == "parked"
+    d.ack()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,8 @@ class ResolveHandler:
     versions: dict[str, int] = field(default_factory=dict)
     resolver: Any = None
     index: Any = None
+    # (payload, reason) -> the stage queue's dead letters; the worker sets it
+    dead_letter: Callable[[bytes, str], None] | None = None
     _last_work: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -81,21 +84,22 @@ class ResolveHandler:
                 last = tx.last_seq(stream)
                 if seq <= last and tx.take_skipped(stream, seq):
                     log.warning("applying %s, skipped earlier, out of order", batch.batch_id)
-                    return [self._apply(tx, batch)]
-                if seq <= last:
-                    return [self._replay(batch)]
-                if seq > last + 1:
+                    out = [self._apply(tx, batch)]
+                elif seq <= last:
+                    out = [self._replay(batch)]
+                elif seq > last + 1:
                     tx.park(stream, seq, encode_batch(batch))
                     out = []
                 else:
                     out = [self._apply(tx, batch)]
                     tx.advance(stream, seq)
-            # a resolver killed while draining leaves parked batches: whoever comes next
-            # (or idle(), below) applies them
-            return out + self._drain(stream)
         except BaseException:
             self._reset()  # in-memory decisions of a rolled-back transaction are void
             raise
+        # committed: parked batches whose turn has come follow (a resolver killed while
+        # draining leaves some: whoever comes next, or idle(), applies them); a failure
+        # there leaves them parked and must not take this batch's result with it
+        return out + self._drain_quietly(stream)
 
     def idle(self) -> list[Batch]:
         """Between deliveries: apply parked batches whose turn has come (their stream's
@@ -104,11 +108,13 @@ class ResolveHandler:
         out: list[Batch] = []
         try:
             for stream in self.store.parked_streams():
-                out += self._drain(stream)
+                out += self._drain_quietly(stream)
             out += self._flush_held()
         except BaseException:
             self._reset()
-            raise
+            if not out:
+                raise
+            log.exception("resolver idle: storing held faces failed; they wait for the next try")
         return out
 
     def _flush_held(self) -> list[Batch]:
@@ -128,7 +134,8 @@ class ResolveHandler:
         with self.store.identity_transaction(tenants) as tx:
             self._catch_up(tx, tenants)
             with self._bound(tx):
-                tail = self.resolver.flush(tenants)
+                # stored held faces are read back only where nobody's track is live
+                tail = self.resolver.flush(quiet)
                 if tail is None:
                     return []
                 tx.write(tail)
@@ -138,19 +145,61 @@ class ResolveHandler:
         log.info("resolver idle: stored %d held face(s) of open tracks", len(tail.sightings))
         return [tail]
 
-    def _drain(self, stream: str) -> list[Batch]:
-        """Apply parked batches that are next in line, one transaction each."""
+    def _drain_quietly(self, stream: str) -> list[Batch]:
+        """:meth:`_drain`, and what it applied even if a later one failed (each is
+        committed on its own: its sightings go on to the store stage either way)."""
         out: list[Batch] = []
+        try:
+            self._drain(stream, out)
+        except Exception:
+            log.exception("stream %s: applying parked batches failed; they stay parked "
+                          "for the next try", stream)
+            self._reset()
+        return out
+
+    def _drain(self, stream: str, out: list[Batch]) -> None:
+        """Apply parked batches that are next in line, one transaction each, into ``out``.
+        One that fails for a reason of its own (not a backend that is down) is set aside
+        as a dead letter (:meth:`_set_aside`): it must not hold its stream for ever."""
+        from revisit.backends import unavailable_errors
+
         while True:
-            with self.store.identity_transaction(stream=stream) as tx:
-                nxt = tx.last_seq(stream) + 1
-                payload = tx.unpark(stream, nxt)
-                if payload is None:
-                    if self._skip_gap(tx, stream, nxt):
-                        continue
-                    return out
-                out.append(self._apply(tx, decode_batch(payload)))
-                tx.advance(stream, nxt)
+            payload = None
+            try:
+                with self.store.identity_transaction(stream=stream) as tx:
+                    nxt = tx.last_seq(stream) + 1
+                    payload = tx.unpark(stream, nxt)
+                    if payload is None:
+                        if self._skip_gap(tx, stream, nxt):
+                            continue
+                        return
+                    applied = self._apply(tx, decode_batch(payload))
+                    tx.advance(stream, nxt)
+                out.append(applied)
+            except unavailable_errors():
+                raise
+            except Exception as exc:
+                if payload is None or self.dead_letter is None:
+                    raise
+                self._reset()
+                self._set_aside(stream, nxt, payload, exc)
+
+    def _set_aside(self, stream: str, seq: int, payload: bytes, exc: Exception) -> None:
+        """A parked batch that cannot be applied goes to the dead letters (``revisit admin
+        replay-dead`` brings it back after the cause is fixed; it is then applied out of
+        order) and is recorded as skipped, so the stream goes on."""
+        why = (f"parked batch {seq} of {stream} failed: {type(exc).__name__}: {exc}; moved "
+               "to the dead letters (`revisit admin replay-dead` after the fix)")
+        log.error("stream %s: %s", stream, why)
+        try:
+            tenants = ",".join(tenants_of(decode_batch(payload)))
+        except Exception:  # undecodable: the dead letter keeps it as it is
+            tenants = ""
+        with self.store.identity_transaction(stream=stream) as tx:
+            if tx.last_seq(stream) + 1 != seq or tx.unpark(stream, seq) is None:
+                return  # another resolver moved on meanwhile
+            tx.skip(stream, seq, seq, tenants, why)
+            self.dead_letter(payload, why)  # type: ignore[misc]  # before the commit
 
     def _skip_gap(self, tx: Any, stream: str, nxt: int) -> bool:
         """Stop waiting for ``nxt..`` once later batches have waited ``gap_wait_s``: a

@@ -65,6 +65,13 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
     return store_stage, store
 
 
+def _wire(handler: Any, inq: StageQueue) -> None:
+    """The resolve stage sets aside parked batches it cannot apply in its queue's dead
+    letters (where the queue has them)."""
+    if isinstance(handler, ResolveHandler):
+        handler.dead_letter = getattr(inq, "put_dead", None)
+
+
 class _Statuses:
     """API batch statuses seen from a worker (with a shared store configured): the first
     stage marks a batch ``processing``; a stage that fails on it records why (the broker
@@ -171,7 +178,8 @@ class Worker:
         return inq, outq
 
     def _handle(self, i: int, batch: Batch, handler: Callable[[Batch], list[Batch]] | None,
-                closable: Any) -> tuple[list[Batch], Callable[[Batch], list[Batch]], Any]:
+                closable: Any, inq: StageQueue
+                ) -> tuple[list[Batch], Callable[[Batch], list[Batch]], Any]:
         """The batch through the stage; while the store (or another backend) is down, the
         same delivery is retried here, waiting longer each time, instead of being handed
         back: each hand-back counts as a delivery, and a short outage would otherwise move
@@ -183,6 +191,7 @@ class Worker:
             try:
                 if handler is None:
                     handler, closable = _handler(self.settings, self.stage)
+                    _wire(handler, inq)
                 return handler(batch), handler, closable
             except unavailable_errors() as exc:
                 if self.stop.is_set():
@@ -214,6 +223,7 @@ class Worker:
                     handler, closable = _handler(self.settings, self.stage)
                 if inq is None:
                     inq, outq = self._open(i)
+                _wire(handler, inq)
                 delivery = inq.get(timeout=0.5)
                 if delivery is None:
                     idle = getattr(handler, "idle", None)
@@ -228,7 +238,8 @@ class Worker:
                 t0, c0 = time.perf_counter(), time.thread_time()
                 if self.stage == "detect":
                     statuses.processing(delivery.batch)
-                outs, handler, closable = self._handle(i, delivery.batch, handler, closable)
+                outs, handler, closable = self._handle(i, delivery.batch, handler, closable,
+                                                       inq)
                 for out in outs:
                     if outq is not None:
                         put_blocking(outq, out, self.stop)

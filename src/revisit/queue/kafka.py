@@ -286,6 +286,12 @@ class KafkaQueue:
         self._produce(self.dead_topic, msg.value() or b"", msg.key(), None,
                       headers=[("reason", why.encode()), ("origin", where.encode())])
 
+    def put_dead(self, payload: bytes, why: str) -> None:
+        """A batch a stage set aside itself (a parked batch that cannot be applied)."""
+        self._ensure_topic(1, self.dead_topic)
+        self._produce(self.dead_topic, payload, None, None,
+                      headers=[("reason", why.encode()), ("origin", b"set aside")])
+
     def _ack(self, p: int, off: int, gen: int) -> None:
         with self._lock:
             part = self._parts.get(p)

@@ -216,6 +216,11 @@ class RedisStreamQueue:
             self._expire_dead()
         self._ack(entry_id)
 
+    def put_dead(self, payload: bytes, why: str) -> None:
+        """A batch a stage set aside itself (a parked batch that cannot be applied)."""
+        self._r.xadd(self.dead_key, {_FIELD: payload, b"reason": why.encode(),
+                                     b"id": b"set aside"}, maxlen=10_000, approximate=True)
+
     def _expire_dead(self) -> None:
         """Dead letters older than ``DEAD_LETTER_DAYS`` go (an entry id is its time in ms)."""
         cutoff_ms = int((time.time() - DEAD_LETTER_DAYS * 86400) * 1000)
