@@ -8,6 +8,8 @@ later stages; it never stops the pipeline.
 
 Idempotency: frames the store already has, or that are queued right now, are not enqueued
 again (``image_id`` is the key; the store's primary keys make a redelivery harmless too).
+With a broker, frames in flight are not known here: they are published again, and the
+resolve worker leaves out those another batch stored meanwhile, counted as duplicates.
 
 Durability: without a broker, an accepted batch is written to the :class:`Spool` before
 it is queued and deleted once done; a failed batch's file moves to ``spool/failed`` (kept
@@ -92,7 +94,8 @@ class BatchProcessor:
     # -- accepting ------------------------------------------------------------------------
     def submit(self, tenant: str, frames: list[Frame],
                refused: list[dict[str, str]] | None = None, key_id: str = "") -> BatchStatus:
-        """Queue the frames not seen before; raises QueueFull (nothing is recorded then).
+        """Queue the frames not seen before; raises QueueFull, or the broker's error when
+        it is down (BrokerUnavailable, a connection error): nothing is recorded then.
         ``refused``: frames of the request refused at the door, kept in the status;
         ``key_id``: the key that posted it (a camera key reads only its own batches)."""
         batch_id = "B-" + uuid.uuid4().hex[:20]
@@ -144,9 +147,15 @@ class BatchProcessor:
                     self._tenant_of[batch_id] = tenant
                     for f in fresh:
                         self._inflight[(tenant, f.image_id)] = batch_id
-            except (QueueFull, BrokerUnavailable):
+            except Exception:
+                # not accepted (429; 503: the broker is down, refused the write or did not
+                # confirm it, whatever its client raises): no status is left behind
                 if self._unrecorded.pop(batch_id, None) is None:
-                    self.ledger.forget(tenant, batch_id)
+                    try:
+                        self.ledger.forget(tenant, batch_id)
+                    except Exception:  # the store is away too: the log says which batch
+                        log.exception("cannot forget the status of refused batch %s",
+                                      batch_id)
                 raise
         self.metrics.frames_received.labels(self.metrics.tenant(tenant)).inc(len(fresh))
         if status.duplicates:

@@ -223,8 +223,16 @@ class ResolveHandler:
         tenants = tenants_of(batch)
         tx.lock_tenants(tenants)
         if self._committed(batch):
-            return self._replay(batch)
-        self._drop_stored_frames(batch)
+            # stored by this batch (a redelivery: done already, left so) or by another one
+            # that carried the same images (posted twice): then this one is done too
+            out = self._replay(batch)
+            for t in tenants:
+                self.ledger.stored_before(t, out, session=tx.session)
+            return out
+        posted = [f.tenant for f in batch.frames]
+        self._drop_stored_frames(batch)  # what is left out counts as duplicates
+        left = {t: posted.count(t) - sum(1 for f in batch.frames if f.tenant == t)
+                for t in tenants}
         self._catch_up(tx, tenants)
         with self._bound(tx):
             out = self.resolver.resolve(batch)
@@ -232,7 +240,7 @@ class ResolveHandler:
         for f in out.faces:
             f.crop = None
         for t in tenants:  # an API batch's status: done with the sightings, atomically
-            self.ledger.done(t, out, session=tx.session)
+            self.ledger.done(t, out, session=tx.session, duplicates=left[t])
         tx.bump(tenants)
         for t in tenants:
             self.versions[t] += 1

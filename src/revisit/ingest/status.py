@@ -5,7 +5,9 @@ accepted, ``processing`` once the embedded pipeline takes it, and ``done`` (with
 per-frame reasons for refused frames) or ``failed`` (with the error). With a broker, the
 resolve worker marks it ``done`` in the transaction that stores its sightings, so the
 status is exact after any crash; ``processing`` is not shown there (workers do not touch
-the store before resolve).
+the store before resolve). Frames another batch stored while this one was in flight (the
+same images posted again) are left out there and counted as ``duplicates``, like those
+found stored at the door; a batch left with none is ``done`` all the same.
 """
 
 from __future__ import annotations
@@ -120,20 +122,39 @@ class BatchLedger:
                       "WHERE tenant = ? AND batch_id = ? AND state <> 'done'",
                       [error[:2000], _now(), tenant, batch_id])
 
-    def done(self, tenant: str, batch: Batch, session: Any = None) -> None:
+    _DONE = ("UPDATE batch_status SET state = 'done', processed = ?, faces = ?, "
+             "sightings = ?, new_visitors = ?, rejected = ?, duplicates = duplicates + ?, "
+             "finished_at = ?, error = NULL WHERE tenant = ? AND batch_id = ?")
+
+    def done(self, tenant: str, batch: Batch, session: Any = None,
+             duplicates: int = 0) -> None:
         """Mark ``batch`` done with its counts (in ``session``'s transaction if given: the
-        one that stored its sightings). Frames refused at the door stay listed."""
+        one that stored its sightings). Frames refused at the door stay listed.
+        ``duplicates``: its frames left out because another batch stored them meanwhile
+        (added to those skipped at the door)."""
         c = counts_of(batch)
         params = [c["processed"], c["faces"], c["sightings"], c["new_visitors"],
-                  json.dumps(c["rejected"]), _now(), tenant, batch.batch_id]
-        sql = ("UPDATE batch_status SET state = 'done', processed = ?, faces = ?, "
-               "sightings = ?, new_visitors = ?, rejected = ?, finished_at = ?, error = NULL "
-               "WHERE tenant = ? AND batch_id = ?")  # a redelivery that worked wins
+                  json.dumps(c["rejected"]), duplicates, _now(), tenant, batch.batch_id]
+        self._done(self._DONE, params, tenant, batch.batch_id, session)  # a redelivery
+        # that worked wins (over ``failed``)
+
+    def stored_before(self, tenant: str, batch: Batch, session: Any = None) -> None:
+        """``done`` for a batch whose frames were all stored by another batch while it was
+        in flight (the same images posted twice): they count as duplicates, nothing as
+        processed. A batch done already (a redelivery of one committed) keeps its counts."""
+        n = sum(1 for f in batch.frames if f.tenant == tenant)
+        rejected = json.dumps(counts_of(batch)["rejected"])
+        params = [0, 0, 0, 0, rejected, n, _now(), tenant, batch.batch_id]
+        self._done(self._DONE + " AND state <> 'done'", params, tenant, batch.batch_id,
+                   session)
+
+    def _done(self, sql: str, params: list[Any], tenant: str, batch_id: str,
+              session: Any) -> None:
         if session is not None:
-            self._done_in(session, sql, params, tenant, batch.batch_id)
+            self._done_in(session, sql, params, tenant, batch_id)
             return
         with self.store.transaction() as s:
-            self._done_in(s, sql, params, tenant, batch.batch_id)
+            self._done_in(s, sql, params, tenant, batch_id)
 
     @staticmethod
     def _done_in(s: Any, sql: str, params: list[Any], tenant: str, batch_id: str) -> None:
