@@ -667,3 +667,39 @@ def test_a_parked_batch_that_cannot_be_applied_is_set_aside(
     monkeypatch.setattr(ResolveHandler, "_apply", real)  # fixed; the dead letter comes back
     assert [b.batch_id for b in h(decode_batch(payload))] == ["s-drain#000000001"]
     store.close()
+
+
+def test_a_worker_that_always_has_work_still_sweeps(
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolve stage applies parked batches of a stream that went quiet in idle();
+    a resolver that never waits for a batch must still get there."""
+    from tests.queue.queue_testdata import camera_batch
+
+    from revisit.distributed import worker as W
+    from revisit.queue.factory import open_queue
+
+    swept: list[int] = []
+
+    class Busy:
+        def __call__(self, b: Batch) -> list[Batch]:
+            return []
+
+        def idle(self) -> list[Batch]:
+            swept.append(1)
+            return []
+
+    monkeypatch.setattr(W, "_handler", lambda settings, stage: (Busy(), None))
+    monkeypatch.setattr(W, "BUSY_SWEEP_S", 0.0)
+    settings = load_settings(None, data=tmp_path, queue_url=redis_url)
+    q = open_queue(redis_url, "sightings")
+    for i in range(5):
+        q.put(camera_batch(f"b{i}"))
+    w = Worker(settings, "store", name="busy-test")
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while w.stats.batches < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.stop.set()
+    t.join(timeout=10)
+    assert w.stats.batches == 5 and len(swept) >= 4

@@ -160,8 +160,10 @@ def ingest_frames(runtime: Runtime, items: Iterable[Frame | Rejected], *,
         published: dict[str, list[str]] = {}
         before: dict[str, dict[str, int]] = {}
         t0 = time.perf_counter()
+        # the ids are kept only to follow them to the store: a live stream published
+        # without waiting must not grow a list for ever
         summary = publish(runtime, items, progress=progress, total=total,
-                          published=published, before=before)
+                          published=published if wait else None, before=before)
         if wait:
             wait_stored(runtime, published, before, summary, progress=progress)
             summary.seconds = time.perf_counter() - t0

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_WAIT_S = 1.0  # pause before trying a batch again while a backend is down,
 MAX_RETRY_WAIT_S = 30.0  # doubled each time up to this
+BUSY_SWEEP_S = 30.0  # a worker that always has work still runs its handler's idle() this often
 
 
 def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Batch]], Any]:
@@ -258,6 +259,13 @@ class Worker:
                     m.last.set(time.time())
                 last_work = time.monotonic()
                 self._report()
+                # a busy worker sweeps too (parked batches of streams that went quiet)
+                idle = getattr(handler, "idle", None)
+                if idle is not None and time.monotonic() - last_idle > BUSY_SWEEP_S:
+                    last_idle = time.monotonic()
+                    for out in idle():
+                        if outq is not None:
+                            put_blocking(outq, out, self.stop)
             except Exception as exc:  # broker/database down, or a bad batch: retry later
                 with self._lock:
                     self.stats.errors += 1
