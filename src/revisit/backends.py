@@ -78,4 +78,10 @@ def unavailable_errors() -> tuple[type[BaseException], ...]:
         kinds += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
     except ImportError:  # pragma: no cover - only with the redis extra
         pass
+    try:
+        from confluent_kafka import KafkaException
+
+        kinds.append(KafkaException)  # broker unreachable, metadata or commit timed out
+    except ImportError:  # pragma: no cover - only with the distributed extra
+        pass
     return tuple(kinds)

@@ -15,7 +15,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -361,6 +368,20 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     occupancy: OccupancySettings = Field(default_factory=OccupancySettings)
 
+    @field_validator("queue_url")
+    @classmethod
+    def _check_queue_url(cls, url: str) -> str:
+        """A queue URL the factory cannot open (unknown parameter, bad port, ...) is refused
+        here, at start, not by every worker thread when it first connects."""
+        if url and "://" in url:  # no scheme at all: _check_backends says so
+            from revisit.queue.factory import QueueUrlError, parse_queue_url
+
+            try:
+                parse_queue_url(url)
+            except QueueUrlError as exc:
+                raise ValueError(exc.problem) from None
+        return url
+
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:
         for name in ("store_url", "index_url", "queue_url"):
@@ -407,6 +428,9 @@ def _config_file_path() -> Path | None:
     return candidate if candidate.exists() else None
 
 
+_URL_FIELDS = ("store_url", "index_url", "queue_url")
+
+
 class ConfigError(Exception):
     """Settings that cannot be used, with a message a person can act on."""
 
@@ -432,7 +456,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+            got = err.get("input")
+            if loc in _URL_FIELDS and isinstance(got, str):
+                from revisit.queue.factory import redact_url
+
+                got = redact_url(got)  # no password in the message
+            lines.append(f"  {loc}: {err['msg']} (got {got!r})")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     finally:
         _CONFIG_OVERRIDE = None

@@ -133,4 +133,28 @@ def test_a_resolve_worker_without_a_shared_store(tmp_path: Path) -> None:
                                  if not k.startswith("REVISIT_")},
                               "REVISIT_DATA": str(tmp_path), "REVISIT_QUEUE_URL": env_url})
     _refused(out, "resolve workers need a shared store", "store_url")
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("redis://localhost:6379/0?bogus=1", ("queue_url", "unknown parameter 'bogus'",
+                                          "claim_idle_ms")),
+    ("redis://localhost:6379/0?claim_idle_ms=x", ("queue_url", "claim_idle_ms", "integer")),
+    ("redis://h:abc", ("queue_url", "port 'abc'")),
+    ("redis://:secret@h:abc/0", ("queue_url", "port 'abc'", ":***@")),
+    ("kafka://h1:9092,h2:x?partitions=4", ("queue_url", "port 'x'")),
+])
+def test_a_bad_queue_url_is_refused_at_start(tmp_path: Path, url: str, words: tuple) -> None:
+    """Before anything connects (a worker used to retry its ValueError forever)."""
+    out = _run_env(["--data", str(tmp_path / "d"), "status"], {"REVISIT_QUEUE_URL": url},
+                   timeout=60)
+    _refused(out, "invalid configuration", *words)
+    assert out.returncode == 2
+    assert "secret" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "18997"], ["worker", "--stage", "detect"]])
+def test_serve_and_worker_refuse_a_bad_queue_url(tmp_path: Path, args: list[str]) -> None:
+    out = _run_env(["--data", str(tmp_path / "d"), *args],
+                   {"REVISIT_QUEUE_URL": "redis://127.0.0.1:6379/0?claim_idle_ms=x"}, timeout=60)
+    _refused(out, "invalid configuration", "queue_url", "claim_idle_ms")
     assert out.returncode == 2

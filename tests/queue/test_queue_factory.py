@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from revisit.queue.base import StageQueue
@@ -59,3 +61,40 @@ def test_kafka_url_opens_a_topic(kafka_url: str) -> None:
             "revisit.factory-test", "stage.factory-test", 5, "factory-test")
     finally:
         q.close()
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://localhost:6379/0?bogus=1", "unknown parameter 'bogus'"),
+    ("redis://localhost:6379/0?claim_idle_ms=x", "claim_idle_ms must be an integer >= 1"),
+    ("redis://localhost:6379/0?claim_idle_ms=0", "claim_idle_ms must be an integer >= 1"),
+    ("redis://h:abc", "port 'abc'"),
+    ("redis://h:70000/0", "port '70000'"),
+    ("redis://h:6379/zero", "database number"),
+    ("kafka://h1:9092,h2:x", "port 'x'"),
+    ("redis://[::1", "IPv6"),
+])
+def test_a_bad_url_is_refused_without_connecting(url: str, problem: str) -> None:
+    from revisit.queue.factory import QueueUrlError, parse_queue_url
+
+    with pytest.raises(QueueUrlError, match=re.escape(problem)):
+        parse_queue_url(url)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        open_queue(url, "frames")
+
+
+@pytest.mark.parametrize("url", ["", "memory://", "redis://h", "redis://h:6379/3",
+                                 "rediss://u:p@h:6380/0?claim_idle_ms=500",
+                                 "redis://[::1]:6379/0", "kafka://h1:9092,h2:9093?partitions=2"])
+def test_good_urls_parse(url: str) -> None:
+    from revisit.queue.factory import parse_queue_url
+
+    parse_queue_url(url)
+
+
+def test_settings_refuse_a_bad_queue_url(tmp_path) -> None:
+    from revisit.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=r"queue_url: .*port 'abc'.*:\*\*\*@") as info:
+        load_settings(None, data=tmp_path, queue_url="redis://:secret@h:abc/0")
+    assert "secret" not in str(info.value)
+    assert load_settings(None, data=tmp_path, queue_url="redis://h:6379/0").queue_url

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from tests.queue.queue_testdata import camera_batch
 
+from revisit.queue import redis_streams
 from revisit.queue.redis_streams import RedisStreamQueue
 
 pytestmark = pytest.mark.services
@@ -33,7 +34,7 @@ def rq(redis_url: str) -> Iterator:
     for q in opened:
         q.close()
     r = redis.Redis.from_url(redis_url)
-    r.delete(f"revisit:{name}", f"revisit:{name}:dead")
+    r.delete(f"revisit:{name}", f"revisit:{name}:dead", f"revisit:{name}:alive:g")
 
 
 def test_stream_is_namespaced(rq, redis_url: str) -> None:
@@ -132,7 +133,8 @@ def test_close_leaves_group_only_without_pending(rq, redis_url: str) -> None:
     assert b"holder" in names and b"idle" not in names
 
 
-def test_idle_consumers_holding_nothing_are_forgotten(rq, redis_url: str) -> None:
+def test_idle_consumers_holding_nothing_are_forgotten(rq, redis_url: str, monkeypatch) -> None:
+    monkeypatch.setattr(redis_streams, "LIVE_IDLE_MS", 300)  # "gone" stops asking: dead soon
     producer = rq("p")
     producer.put(camera_batch("b0"))
     gone = rq("gone", forget_idle_ms=200)
@@ -173,3 +175,59 @@ def test_a_batch_set_aside_by_a_stage_is_replayed_like_any_dead_letter(rq) -> No
     d = rq("w").get(timeout=2)
     assert d is not None and d.batch.batch_id == "parked"
     d.ack()
+
+
+def _listed(redis_url: str, name: str) -> set[str]:
+    r = redis.Redis.from_url(redis_url)
+    return {c["name"].decode() for c in r.xinfo_consumers(f"revisit:{name}", "g")}
+
+
+def test_a_live_consumer_that_finds_no_work_counts_as_live(rq, monkeypatch) -> None:
+    """Before Redis 7.2 XINFO's idle grows while a consumer's reads find nothing (7.0
+    does not even list a consumer that never got an entry): status must still count a
+    worker that keeps asking, and stop counting one that stopped."""
+    monkeypatch.setattr(redis_streams, "LIVE_IDLE_MS", 600)
+    producer, idle = rq("p"), rq("idle")
+    producer.put(camera_batch("b0"))
+    idle.get(timeout=2).ack()  # listed in the group now, holding nothing
+    assert idle.get(timeout=1.5) is None  # asked for 1.5 s (> LIVE_IDLE_MS), found nothing
+    assert producer.status()["consumers"] == 1
+    time.sleep(0.9)  # stops asking (a killed worker)
+    assert producer.status()["consumers"] == 0
+    fresh = rq("fresh")
+    assert fresh.get(timeout=0.8) is None  # never got an entry
+    assert producer.status()["consumers"] == 1
+    fresh.close()  # a clean exit
+    assert producer.status()["consumers"] == 0
+
+
+def test_a_live_idle_consumer_is_never_forgotten(rq, redis_url: str, monkeypatch) -> None:
+    """Pruning (DELCONSUMER) must not drop a consumer that is still asking for work,
+    however long its reads have found nothing."""
+    monkeypatch.setattr(redis_streams, "LIVE_IDLE_MS", 5_000)
+    producer = rq("p")
+    producer.put(camera_batch("b0"))
+    idle = rq("idle", forget_idle_ms=200)
+    idle.get(timeout=2).ack()
+    assert idle.get(timeout=0.6) is None  # XINFO idle now > forget_idle_ms on Redis 7.0
+    pruner = rq("pruner", forget_idle_ms=200, claim_idle_ms=3_600_000)
+    assert pruner.get(timeout=0.5) is None  # scans, finds nothing to claim, prunes
+    assert "idle" in _listed(redis_url, rq.name)
+
+
+def test_pruning_never_drops_a_consumer_holding_entries(rq, redis_url: str,
+                                                        monkeypatch) -> None:
+    """The consumer list read before DELCONSUMER can be stale (the consumer took an
+    entry meanwhile): deleting it then would drop its pending entry for good."""
+    monkeypatch.setattr(redis_streams, "LIVE_IDLE_MS", 100)
+    producer = rq("p")
+    producer.put(camera_batch("b0"))
+    holder = rq("holder", claim_idle_ms=3_600_000)
+    assert holder.get(timeout=2) is not None  # holds b0, then hangs
+    time.sleep(0.3)
+    pruner = rq("pruner", forget_idle_ms=200, claim_idle_ms=3_600_000)
+    stale = [{"name": b"holder", "pending": 0, "idle": 10_000_000}]
+    monkeypatch.setattr(pruner._r, "xinfo_consumers", lambda *a, **k: stale)
+    pruner._prune(time.monotonic())
+    assert "holder" in _listed(redis_url, rq.name)
+    assert producer.status()["in_flight"] == 1

@@ -42,7 +42,7 @@ class Service:
         self.metrics = Metrics(
             lambda: float(self.processor.depth()),
             tenant_labels=self.config.metrics_tenant_labels,
-            skipped=lambda: float(len(store.skipped_batches(pending_only=True, limit=100_000))),
+            skipped=lambda: float(store.count_skipped_batches(pending_only=True)),
         )
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,

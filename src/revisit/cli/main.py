@@ -70,9 +70,22 @@ def run() -> None:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except unavailable_errors() as exc:
-        text = str(exc).strip() or type(exc).__name__
-        if type(exc).__module__.startswith(("psycopg", "redis")):  # theirs: the gist only
+        text = _kafka_text(exc) or str(exc).strip() or type(exc).__name__
+        if type(exc).__module__.startswith(("psycopg", "redis", "cimpl", "confluent_kafka")):
+            # theirs: the gist only
             text = f"{type(exc).__name__}: {text.splitlines()[0]} (is the service running? "\
                    "bash scripts/services.sh starts them here)"
         typer.echo(f"error: {text}", err=True)
         raise SystemExit(2) from None
+
+
+def _kafka_text(exc: BaseException) -> str:
+    """A KafkaException's reason (its str is ``KafkaError{code=...,str="..."}``)."""
+    err = exc.args[0] if exc.args else None
+    reason = getattr(err, "str", None)
+    if not callable(reason):
+        return ""
+    try:
+        return str(reason())
+    except Exception:  # a message: at worst the plain one
+        return ""

@@ -43,7 +43,7 @@ class PipelineStatus:
             "stages": self.stages(),
             "stored_frames": {t: self.store.stats(t)["frames"] for t in self.store.tenants()},
             "parked_streams": self.store.parked_streams(),
-            "skipped_batches": len(self.store.skipped_batches(pending_only=True)),
+            "skipped_batches": self.store.count_skipped_batches(pending_only=True),
         }
 
     def close(self) -> None:

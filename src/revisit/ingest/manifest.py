@@ -10,6 +10,7 @@ and the rest goes on.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,13 @@ class ManifestError(ValueError):
     """One manifest line that cannot become a frame."""
 
 
+# The HTTP API's rule for the ids of a frame (revisit.api.batches): printable text a
+# database and UTF-8 can hold, so a NUL or an escape cannot reach a batch or a row.
+MAX_ID_CHARS = 200
+_IDS = ("camera_id", "location_id", "image_id", "tenant")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _text(obj: dict, key: str) -> str:
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -30,7 +38,22 @@ def _text(obj: dict, key: str) -> str:
     text = str(value).strip()
     if not text:
         raise ManifestError(f"field {key!r} is empty")
+    # ids: printable text; the image path and ts: no control character at least
+    if not _encodes(text) or _CONTROL.search(text) or (key in _IDS and not text.isprintable()):
+        raise ManifestError(f"field {key!r} holds a control or unprintable character "
+                            f"({ascii(text)[:80]}): only printable text is accepted")
+    if key in _IDS and len(text) > MAX_ID_CHARS:
+        raise ManifestError(f"field {key!r} is longer than {MAX_ID_CHARS} characters")
     return text
+
+
+def _encodes(text: str) -> bool:
+    """UTF-8 can hold it (JSON's escapes allow a lone surrogate such as \\ud800)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_line(line: str, base: Path, window: TimeWindow | None = None) -> Frame:

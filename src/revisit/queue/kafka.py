@@ -47,6 +47,34 @@ from revisit.records import Batch
 
 log = logging.getLogger(__name__)
 
+
+class _Repeats(logging.Filter):
+    """librdkafka retries an unreachable broker every few ms and logs each failure: keep
+    the first of each message (digits aside) per minute, drop the repeats."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = "".join(ch for ch in record.getMessage() if not ch.isdigit())
+        now = time.monotonic()
+        with self._lock:
+            if now - self._seen.get(key, -self.every_s) < self.every_s:
+                return False
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = now
+        return True
+
+
+# The client library's own log lines (connection failures, ...) go through logging, once
+# a minute per kind, not straight to stderr.
+client_log = logging.getLogger(f"{__name__}.client")
+client_log.addFilter(_Repeats())
+
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # a camera batch of JPEGs easily exceeds Kafka's 1 MB
 # Deliveries of unacked messages, per (group, topic, partition, offset), for this process:
 # a queue handle is reopened after every failure, the count must outlive it. Bounded: the
@@ -113,7 +141,7 @@ class KafkaQueue:
         self.group = group
         self.maxsize = maxsize
         self.max_deliveries = max_deliveries
-        self._common: dict[str, Any] = {"bootstrap.servers": bootstrap}
+        self._common: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": client_log}
         if consumer:
             self._common["client.id"] = consumer
         self._confirm_timeout_s = confirm_timeout_ms / 1000

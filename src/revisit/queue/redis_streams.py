@@ -14,6 +14,10 @@
 - A batch delivered more than ``max_deliveries`` times (it keeps killing its worker) or
   that does not decode is moved to ``revisit:<name>:dead`` and acked, so it cannot block
   the queue forever.
+- Each consumer records when it last asked for work in ``revisit:<name>:alive:<group>``
+  (a sorted set, expiring): ``status`` counts the live consumers from it, and a consumer
+  idle past ``forget_idle_ms`` is forgotten only if it is not in it and holds nothing
+  (XINFO's ``idle`` alone cannot tell a live idle consumer before Redis 7.2).
 """
 
 from __future__ import annotations
@@ -35,8 +39,40 @@ log = logging.getLogger(__name__)
 
 _FIELD = b"b"
 # A consumer that asked for work within this long counts as live in ``status`` (a worker
-# busy on one batch asks again when it is done; a killed one stops asking).
+# busy on one batch asks again when it is done; a killed one stops asking), and is never
+# forgotten by ``_prune``. Asking is recorded by the consumer itself, in the sorted set
+# ``revisit:<name>:alive:<group>`` (consumer -> Redis server time in ms): XINFO's ``idle``
+# cannot tell, since before Redis 7.2 a read that returns nothing leaves it growing, and
+# does not even list a consumer that never got an entry.
 LIVE_IDLE_MS = 60_000
+# KEYS[1] alive set; ARGV[1] consumer, ARGV[2] LIVE_IDLE_MS. Server time: no clock skew.
+_BEAT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return now
+"""
+# KEYS[1] alive set; ARGV[1] LIVE_IDLE_MS: the consumers that asked for work within it.
+_ALIVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
+# Forget a consumer only if, at this instant, it holds nothing and has not asked for work
+# lately (checked and deleted atomically: DELCONSUMER drops the consumer's pending entries,
+# which nobody could then claim). KEYS[1] stream, KEYS[2] alive set; ARGV[1] group,
+# ARGV[2] consumer, ARGV[3] LIVE_IDLE_MS.
+_FORGET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if seen and tonumber(seen) >= now - tonumber(ARGV[3]) then return 0 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 # Atomic "append unless full": KEYS[1] stream, ARGV[1] bound, ARGV[2] payload.
 _PUT_LUA = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
@@ -71,6 +107,7 @@ class RedisStreamQueue:
         self.name = name
         self.key = f"revisit:{name}"
         self.dead_key = f"{self.key}:dead"
+        self.alive_key = f"{self.key}:alive:{group}"
         self.group = group
         self.consumer = consumer or default_consumer_name()
         self.maxlen = maxlen
@@ -80,6 +117,10 @@ class RedisStreamQueue:
         self._next_prune = 0.0
         self._r = client or redis.Redis.from_url(url, socket_connect_timeout=5)
         self._put_script = self._r.register_script(_PUT_LUA)
+        self._beat_script = self._r.register_script(_BEAT_LUA)
+        self._alive_script = self._r.register_script(_ALIVE_LUA)
+        self._forget_script = self._r.register_script(_FORGET_LUA)
+        self._next_beat = 0.0
         self._own_cursor: str | None = "0"  # replay own pending entries once, after a restart
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
@@ -110,6 +151,7 @@ class RedisStreamQueue:
     def get(self, timeout: float | None = None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._beat()
             delivery = self._own_pending() or self._claim()
             if delivery is not None:
                 return delivery
@@ -131,6 +173,19 @@ class RedisStreamQueue:
                         return delivery
             if deadline is not None and slice_ms <= 0:
                 return None
+
+    def _beat(self) -> None:
+        """Record that this consumer is asking for work (a few times per LIVE_IDLE_MS)."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._beat_script(keys=[self.alive_key], args=[self.consumer, LIVE_IDLE_MS])
+        self._next_beat = now + LIVE_IDLE_MS / 6000
+
+    def _alive(self) -> set[str]:
+        """Consumers that asked for work within LIVE_IDLE_MS."""
+        return {_as_str(n) for n in self._alive_script(keys=[self.alive_key],
+                                                        args=[LIVE_IDLE_MS])}
 
     def _own_pending(self) -> Delivery | None:
         """After a restart under a fixed name: our own unacked entries, oldest first, once."""
@@ -188,9 +243,13 @@ class RedisStreamQueue:
         self._next_prune = now + self.forget_idle_ms / 4000
         for c in self._r.xinfo_consumers(self.key, self.group):
             name = _as_str(c["name"])
+            # "idle" alone is no proof of death (before Redis 7.2 it grows while a live
+            # consumer's reads find nothing): the script also asks the alive set, and
+            # re-checks "nothing pending" at the moment it deletes
             if name != self.consumer and int(c["pending"]) == 0 \
-                    and int(c["idle"]) > self.forget_idle_ms:
-                self._r.xgroup_delconsumer(self.key, self.group, name)
+                    and int(c["idle"]) > self.forget_idle_ms \
+                    and self._forget_script(keys=[self.key, self.alive_key],
+                                            args=[self.group, name, LIVE_IDLE_MS]):
                 log.info("forgot consumer %s of %s (idle, nothing pending)", name, self.key)
 
     def _too_many_deliveries(self, entry_id: Any) -> bool:
@@ -263,10 +322,12 @@ class RedisStreamQueue:
         total = int(self._r.xlen(self.key))
         try:
             in_flight = int(self._r.xpending(self.key, self.group)["pending"])
-            # live: asked for work within the last minute (a killed worker stays in the
-            # group's list until forget_idle_ms, and must not look like staff)
-            consumers = sum(1 for c in self._r.xinfo_consumers(self.key, self.group)
-                            if int(c["idle"]) < LIVE_IDLE_MS)
+            # live: asked for work, or got some, within the last minute (a killed worker
+            # stays in the group's list until forget_idle_ms, and must not look like staff)
+            live = self._alive() | {
+                _as_str(c["name"]) for c in self._r.xinfo_consumers(self.key, self.group)
+                if int(c["idle"]) < LIVE_IDLE_MS}
+            consumers = len(live)
         except redis.ResponseError:  # no group yet: nobody consumed
             in_flight, consumers = 0, 0
         return {"waiting": total - in_flight, "in_flight": in_flight,
@@ -279,6 +340,7 @@ class RedisStreamQueue:
     def close(self) -> None:
         """Leave the group if we hold nothing; our unacked entries stay claimable."""
         try:
+            self._r.zrem(self.alive_key, self.consumer)  # a clean exit: not live any more
             for info in self._r.xinfo_consumers(self.key, self.group):
                 if _as_str(info["name"]) == self.consumer and int(info["pending"]) == 0:
                     self._r.xgroup_delconsumer(self.key, self.group, self.consumer)

@@ -667,11 +667,9 @@ class SQLStore:
             yield tx
         self._learn(tx._written)
 
-    def skipped_batches(self, tenant: str | None = None, pending_only: bool = False,
-                        limit: int = 1000) -> list[dict[str, Any]]:
-        """Stream gaps resolve skipped, newest first (``tenant``: those that held it)."""
-        sql = ("SELECT stream, seq, tenants, reason, skipped_at, replayed_at "
-               "FROM resolve_skipped WHERE 1 = 1")
+    @staticmethod
+    def _skipped_where(tenant: str | None, pending_only: bool) -> tuple[str, list[Any]]:
+        sql = " FROM resolve_skipped WHERE 1 = 1"
         params: list[Any] = []
         if tenant is not None:
             # an exact match within the comma-separated list (LIKE would take a tenant
@@ -680,10 +678,24 @@ class SQLStore:
             params.append(f",{tenant},")
         if pending_only:
             sql += " AND replayed_at IS NULL"
-        rows = self._query(sql + " ORDER BY skipped_at DESC, stream, seq LIMIT ?",
+        return sql, params
+
+    def skipped_batches(self, tenant: str | None = None, pending_only: bool = False,
+                        limit: int = 1000) -> list[dict[str, Any]]:
+        """Stream gaps resolve skipped, newest first (``tenant``: those that held it), at
+        most ``limit`` of them (:meth:`count_skipped_batches` counts them all)."""
+        where, params = self._skipped_where(tenant, pending_only)
+        rows = self._query("SELECT stream, seq, tenants, reason, skipped_at, replayed_at"
+                           + where + " ORDER BY skipped_at DESC, stream, seq LIMIT ?",
                            [*params, limit])
         keys = ("stream", "seq", "tenants", "reason", "skipped_at", "replayed_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def count_skipped_batches(self, tenant: str | None = None,
+                              pending_only: bool = False) -> int:
+        """How many batches :meth:`skipped_batches` would list without a limit."""
+        where, params = self._skipped_where(tenant, pending_only)
+        return int(self._query("SELECT count(*)" + where, params)[0][0])
 
     def parked_streams(self) -> list[str]:
         """Streams with batches waiting in the resolve reorder buffer."""

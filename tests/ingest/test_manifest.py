@@ -1,0 +1,59 @@
+"""Manifest lines: a line whose ids hold a control character is refused, naming its line
+and field, as other bad lines are (the HTTP API refuses such ids too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from revisit.ingest.manifest import ManifestError, parse_line, read_manifest
+from revisit.records import Frame, Rejected
+
+
+def _line(**over: object) -> str:
+    obj = {"image": "a.jpg", "camera_id": "c1", "location_id": "101",
+           "ts": "2024-01-05T09:00:00+01:00", **over}
+    return json.dumps(obj)
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8 not decoded here")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("camera_id", "c\x001"),  # NUL: once poisoned a distributed batch
+    ("location_id", "1\x1b[2J01"),  # an escape sequence
+    ("image_id", "img\n2"),
+    ("image_id", "img\u0085x"),  # a C1 control (NEL)
+    ("image_id", "img\ud800"),  # a lone surrogate: JSON can say it, UTF-8 cannot
+    ("tenant", "shop\x07"),
+    ("camera_id", "c" * 201),  # the API's 200-character bound
+])
+def test_bad_id_is_refused_naming_the_field(base: Path, field: str, value: str) -> None:
+    with pytest.raises(ManifestError, match=field):
+        parse_line(_line(**{field: value}), base)
+
+
+def test_control_character_in_the_image_path_is_refused(base: Path) -> None:
+    with pytest.raises(ManifestError, match="'image'"):
+        parse_line(_line(image="a.jpg\x00.png"), base)
+
+
+def test_printable_ids_are_kept(base: Path) -> None:
+    frame = parse_line(_line(camera_id="Caisse 2 – entrée", image_id="x/ü.1"), base)
+    assert (frame.camera_id, frame.image_id) == ("Caisse 2 – entrée", "x/ü.1")
+
+
+def test_read_manifest_names_line_and_field(base: Path) -> None:
+    manifest = base / "m.jsonl"
+    manifest.write_text("\n".join([_line(), _line(camera_id="c\x00x"), _line(image_id="b")])
+                        + "\n")
+    out = list(read_manifest(manifest))
+    assert [type(o) for o in out] == [Frame, Rejected, Frame]
+    bad = out[1]
+    assert bad.source == f"{manifest}:2"
+    assert "'camera_id'" in bad.reason and "\\x00" in bad.reason
