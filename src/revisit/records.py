@@ -12,10 +12,21 @@ records over a broker (see :mod:`revisit.queue.codec`).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+
+# Tenants, locations and cameras, everywhere they are named (admin, API, manifests, video):
+# ids a report filter, a CSV cell and a URL path can carry as they are.
+ID_RULE = "letters, digits, _ . -; at most 64 characters"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def valid_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
 
 DEFAULT_TENANT = "default"
 

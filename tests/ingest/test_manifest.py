@@ -43,9 +43,22 @@ def test_control_character_in_the_image_path_is_refused(base: Path) -> None:
         parse_line(_line(image="a.jpg\x00.png"), base)
 
 
-def test_printable_ids_are_kept(base: Path) -> None:
-    frame = parse_line(_line(camera_id="Caisse 2 – entrée", image_id="x/ü.1"), base)
-    assert (frame.camera_id, frame.image_id) == ("Caisse 2 – entrée", "x/ü.1")
+def test_printable_image_ids_are_kept(base: Path) -> None:
+    frame = parse_line(_line(camera_id="caisse-2.entree", image_id="x/ü 1"), base)
+    assert (frame.camera_id, frame.image_id) == ("caisse-2.entree", "x/ü 1")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("location_id", "Berlin, Mitte"),  # a report's --locations list could never name it
+    ("camera_id", "Caisse 2 – entrée"),
+    ("tenant", "a/b"),
+    ("location_id", "L" * 65),
+])
+def test_places_and_cameras_follow_the_id_rule_of_the_registry(
+        base: Path, field: str, value: str) -> None:
+    """As admin commands, the API and ingest-video name them: letters, digits, _ . -"""
+    with pytest.raises(ManifestError, match=f"{field}.*letters, digits"):
+        parse_line(_line(**{field: value}), base)
 
 
 def test_read_manifest_names_line_and_field(base: Path) -> None:

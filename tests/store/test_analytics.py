@@ -4,6 +4,7 @@ truth is known by construction."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 from revisit.report.query import ReportQuery
 from revisit.store import summary as S
@@ -153,3 +154,54 @@ def test_a_gap_of_odd_milliseconds_is_kept_to_the_microsecond(store: SightingSto
                        sighting("V-000002", t + timedelta(milliseconds=1001), "L1")]))
     q = ReportQuery(t.date(), t.date(), visit_gap=timedelta(milliseconds=1001))
     assert store.report_header(q).total_visits == 1  # a gap equal to the visit gap joins
+
+
+def test_a_postgres_database_sorting_by_locale_gives_duckdbs_answers(tmp_path: Path) -> None:
+    """Camera paths (two cameras at one instant), their ties and the store listing are
+    ordered by the ids' bytes on every engine, not by the database's locale."""
+    import os
+    import uuid
+
+    import pytest
+
+    psycopg = pytest.importorskip("psycopg")
+    from revisit.store.duckdb_store import DuckDBStore
+    from revisit.store.postgres_store import PostgresStore
+
+    base = os.environ.get("REVISIT_TEST_PG_URL",
+                          "postgresql://postgres@127.0.0.1:5432/revisit_test").rsplit("/", 1)[0]
+    name = "icu_" + uuid.uuid4().hex[:10]
+    try:
+        admin = psycopg.connect(base + "/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    try:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
+                      "ICU_LOCALE 'en' LOCALE 'C.UTF-8'")
+    except psycopg.Error as exc:
+        admin.close()
+        pytest.skip(f"this PostgreSQL cannot make an ICU database: {exc}")
+    rows = []
+    for v in range(3):
+        rows += [sighting(f"V-{v + 1:06X}", at(0), location="berlin", camera="door"),
+                 sighting(f"V-{v + 1:06X}", at(0), location="berlin", camera="Till")]
+    rows.append(sighting("V-000009", at(3), location="Munich", camera="M1"))
+    answers = []
+    stores = [DuckDBStore(str(tmp_path / "d.duckdb")),
+              PostgresStore(f"{base}/{name}?schema=s", connect_timeout=3)]
+    try:
+        for s in stores:
+            s.write(batch(rows))
+            q = ReportQuery(date(2024, 3, 1), date(2024, 3, 1))
+            with s.read() as con:  # type: ignore[attr-defined]
+                answers.append((S.camera_paths(con, q),
+                                [x["location_id"] for x in S.summary(con, q)["locations"]]))
+    finally:
+        for s in stores:
+            s.close()
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+    assert answers[0] == answers[1]
+    berlin = next(x for x in answers[0][0] if x["location_id"] == "berlin")
+    assert berlin["paths"][0]["path"] == ["Till", "door"]
+    assert answers[0][1] == ["Munich", "berlin"]

@@ -413,3 +413,13 @@ def test_a_held_face_released_to_an_erased_visitor_keeps_no_crop(store: Sighting
     store.write(Batch("B-2", sightings=[late], released=[("default", held.face_image_id)]))
     assert store.stats("default")["face_crops"] == 0
     assert store.stats("default")["sightings"] == 0
+
+
+def test_one_face_twice_in_a_batch_is_one_sighting(store: SightingStore) -> None:
+    """As on DuckDB, whose key is the face alone: PostgreSQL's key holds the time too."""
+    from dataclasses import replace
+
+    first = sighting("V-000001", at(0))
+    again = replace(first, ts=at(5))
+    store.write(batch([first, again]))
+    assert store.stats("default")["sightings"] == 1

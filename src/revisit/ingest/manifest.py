@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from revisit.ingest.timestamps import TimestampError, TimeWindow, parse_ts
-from revisit.records import DEFAULT_TENANT, Frame, Rejected, content_id
+from revisit.records import DEFAULT_TENANT, ID_RULE, Frame, Rejected, content_id, valid_id
 
 REQUIRED = ("image", "camera_id", "location_id", "ts")
 
@@ -47,6 +47,15 @@ def _text(obj: dict, key: str) -> str:
     return text
 
 
+def _name(obj: dict, key: str) -> str:
+    """A tenant, location or camera id: the rule they follow everywhere they are named
+    (a report filter, a CSV cell and a URL path carry them as they are)."""
+    text = _text(obj, key)
+    if not valid_id(text):
+        raise ManifestError(f"field {key!r} is not a valid id ({ascii(text)[:80]}): {ID_RULE}")
+    return text
+
+
 def _encodes(text: str) -> bool:
     """UTF-8 can hold it (JSON's escapes allow a lone surrogate such as \\ud800)."""
     try:
@@ -68,15 +77,15 @@ def parse_line(line: str, base: Path, window: TimeWindow | None = None) -> Frame
     if missing:
         raise ManifestError("missing field(s): " + ", ".join(missing))
     image = _text(obj, "image")
-    camera = _text(obj, "camera_id")
-    location = _text(obj, "location_id")
+    camera = _name(obj, "camera_id")
+    location = _name(obj, "location_id")
     try:
         ts = parse_ts(_text(obj, "ts"))
         if window is not None:
             window.check(ts)
     except TimestampError as exc:
         raise ManifestError(str(exc)) from None
-    tenant = _text(obj, "tenant") if obj.get("tenant") not in (None, "") else DEFAULT_TENANT
+    tenant = _name(obj, "tenant") if obj.get("tenant") not in (None, "") else DEFAULT_TENANT
     path = (base / image).resolve()
     try:
         data = path.read_bytes()

@@ -26,9 +26,12 @@ def staff_presence(enrolments: Enrolments, query: ReportQuery,
     if not ids:
         return []
     t0, t1 = epoch_us(query.ts_from), epoch_us(query.ts_to)
+    # a visit is judged by where the person's joined visit starts, so every span that can
+    # join one starting in the period is read: any ending after the period began (staff
+    # are few, their spans a handful a day)
     sql = ("SELECT face_id, location_id, start_us, end_us FROM visit_spans WHERE tenant = ? "
-           "AND face_id IN (SELECT unnest(?::VARCHAR[])) AND start_us >= ? AND start_us < ?")
-    params: list[Any] = [tenant, sorted(ids), t0, t1]
+           "AND face_id IN (SELECT unnest(?::VARCHAR[])) AND end_us >= ?")
+    params: list[Any] = [tenant, sorted(ids), t0 - ROLLUP_GAP_US]
     if query.locations:
         sql += " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
         params.append(list(query.locations))
@@ -48,6 +51,9 @@ def staff_presence(enrolments: Enrolments, query: ReportQuery,
                 visits[-1][1] = max(visits[-1][1], end)
             else:
                 visits.append([start, end])
+        visits = [v for v in visits if t0 <= v[0] < t1]
+        if not visits:
+            continue
         acc[key] = {"visits": len(visits), "us": sum(e - s + add for s, e in visits),
                     "days": {s // 86_400_000_000 for s, _ in visits}}
     by_id = {e.enrolment_id: e for e in people}

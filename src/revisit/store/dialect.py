@@ -46,6 +46,12 @@ class Dialect:
     median_sql: str  # {} = a numeric column -> its median (an aggregate)
     # one process writes, its writes serialised by a lock: a request should not wait on it
     one_writer: bool = False
+    bytewise_sql: str = "{}"  # {} = a text expression sorted by its bytes, whatever the locale
+
+    def bytewise(self, expr: str) -> str:
+        """Text ordered the same on every engine (ids: the order of a path's cameras at one
+        instant, a top-N's ties, a listing): PostgreSQL sorts by the database's locale."""
+        return self.bytewise_sql.format(expr)
 
     def epoch_us(self, expr: str) -> str:
         return self.epoch_us_sql.format(expr)
@@ -67,6 +73,7 @@ POSTGRES = Dialect(
     epoch_us_sql="(extract(epoch FROM {}) * 1000000)::BIGINT",
     from_us_sql="(to_timestamp({} / 1000000.0) AT TIME ZONE 'UTC')",
     median_sql="percentile_cont(0.5) WITHIN GROUP (ORDER BY {})",
+    bytewise_sql='{} COLLATE "C"',
 )
 
 

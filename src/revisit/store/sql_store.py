@@ -521,9 +521,13 @@ class SQLStore:
             ).fetchall()
             stored = {r[0] for r in rows}
             redelivered.update((tenant, f) for f in stored)
-            # a face stored before is never inserted again (on PostgreSQL the key holds the
-            # time too, so a copy with another time would be a second row)
-            kept.extend(x for x in live if x.face_image_id not in stored)
+            # a face stored before is never inserted again, nor twice from one batch (on
+            # PostgreSQL the key holds the time too, so a copy with another time would be a
+            # second row): the first copy is kept
+            for x in live:
+                if x.face_image_id not in stored:
+                    stored.add(x.face_image_id)
+                    kept.append(x)
         if not kept:
             return [], redelivered
         s.insert("sightings", SIGHTING_TABLE_COLUMNS, [

@@ -86,7 +86,7 @@ def _raw_source(con: Session, query: ReportQuery, marked_table: str | None) -> _
     d = con.dialect
     cte, params = report_cte(query, d, cameras=True, marked_table=marked_table)
     cte += f""",
-visits AS ({visits_from("marked", "vid, loc")}),
+visits AS ({visits_from(d, "marked", "vid, loc")}),
 days AS (
     SELECT vid, loc, CAST({d.from_us("t")} AS DATE) AS day, count(*) AS n,
            sum(new_visit) AS visits
@@ -168,7 +168,7 @@ def _rollup_source(con: Session, query: ReportQuery,
     WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
         params += [tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *loc_params, *spans_params]
         if raw_faces:
-            spans += f"\n    UNION ALL{visits_from('rawmarked', 'vid, loc')}"
+            spans += f"\n    UNION ALL{visits_from(d, 'rawmarked', 'vid, loc')}"
         ctes.append(f"visits AS ({spans}\n)")
     ctes.append("""per_loc AS (
     SELECT vid, loc, count(*) AS visits, sum(n) AS n, min(start_us) AS first_us,
@@ -297,10 +297,10 @@ SELECT least(total, {HISTOGRAM_BUCKETS}) AS b, count(*) FROM per_visitor GROUP B
 
 def per_location(con: Session, query: ReportQuery) -> list[dict[str, Any]]:
     """One row per location (store): unique visitors, visits, sightings, first/last seen."""
-    rows = _q(con, """
+    rows = _q(con, f"""
 SELECT loc, count(*), sum(visits)::BIGINT, sum(n)::BIGINT, min(first_us), max(last_us),
        sum(least(visits, 2))::BIGINT - count(*)  -- visitors with 2+ visits (no comparison)
-FROM per_loc GROUP BY loc ORDER BY loc""", query)
+FROM per_loc GROUP BY loc ORDER BY {con.dialect.bytewise("loc")}""", query)
     return [
         {
             "location_id": r[0], "unique_visitors": int(r[1]), "visits": int(r[2]),
@@ -381,9 +381,11 @@ GROUP BY a.loc, b.loc""", query)
         {"from": a, "to": b, "visitors": int(n), "share": round(int(n) / seen[a], 4)}
         for a, b, n in sorted(pairs) if a != b
     ]
-    moves = _q(con, """
+    moves = _q(con, f"""
 , ordered AS (
-    SELECT vid, loc, lead(loc) OVER (PARTITION BY vid ORDER BY start_us, loc) AS next_loc
+    SELECT vid, loc,
+           lead(loc) OVER (PARTITION BY vid ORDER BY start_us, {con.dialect.bytewise("loc")})
+               AS next_loc
     FROM visits
 )
 SELECT loc, next_loc, count(*) FROM ordered
@@ -398,13 +400,15 @@ def camera_paths(con: Session, query: ReportQuery, top: int = 10) -> list[dict[s
     pairs (a sighting at A, the visit's next sighting at another camera B); ``paths``: the
     ``top`` most common sequences of cameras a visit passed (repeats collapsed; sightings
     of one instant by two cameras are taken in camera-id order)."""
-    paths = _q(con, """
+    path = con.dialect.bytewise("path")
+    paths = _q(con, f"""
 , counted AS (
     SELECT loc, path, count(*) AS n,
-           row_number() OVER (PARTITION BY loc ORDER BY count(*) DESC, path) AS r
+           row_number() OVER (PARTITION BY loc ORDER BY count(*) DESC, {path}) AS r
     FROM visits GROUP BY loc, path
 )
-SELECT loc, path, n FROM counted WHERE r <= ? ORDER BY loc, n DESC, path""", query, [top])
+SELECT loc, path, n FROM counted WHERE r <= ?
+ORDER BY {con.dialect.bytewise("loc")}, n DESC, {path}""", query, [top])
     # each path's consecutive cameras, weighted by the visits that took the path
     pairs = _q(con, """
 , counted AS (SELECT loc, string_to_array(path, chr(31)) AS cams, count(*) AS n

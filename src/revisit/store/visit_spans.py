@@ -31,23 +31,24 @@ PATH_SEP = "\x1f"  # between the camera ids of a stored path (chr(31) in SQL)
 _EPOCH = datetime(1970, 1, 1)
 
 
-def visits_from(marked: str, key: str) -> str:
+def visits_from(d: Dialect, marked: str, key: str) -> str:
     """``SELECT {key}, start_us, end_us, n, path`` over ``marked``: a relation with the
     ``key`` columns and ``t`` (epoch microseconds), ``cam`` and ``new_visit`` (1 on a
     visit's first sighting). Visits are numbered by a running count of their first
     sightings, first sightings sorted before ties at the same instant: a tie of a visit's
     start joins that visit, and two sightings at one instant that are each a visit (a
     visit gap of 0) stay two."""
+    cam = d.bytewise("cam")
     return f"""
 SELECT {key}, min(t) AS start_us, max(t) AS end_us, count(*) AS n,
-       string_agg(CASE WHEN prev IS NULL OR prev <> cam THEN cam END, chr(31) ORDER BY t, cam)
+       string_agg(CASE WHEN prev IS NULL OR prev <> cam THEN cam END, chr(31) ORDER BY t, {cam})
            AS path
 FROM (
     SELECT {key}, t, cam, visit_no,
-           lag(cam) OVER (PARTITION BY {key}, visit_no ORDER BY t, cam) AS prev
+           lag(cam) OVER (PARTITION BY {key}, visit_no ORDER BY t, {cam}) AS prev
     FROM (
         SELECT {key}, t, cam,
-               sum(new_visit) OVER (PARTITION BY {key} ORDER BY t, new_visit DESC, cam
+               sum(new_visit) OVER (PARTITION BY {key} ORDER BY t, new_visit DESC, {cam}
                                     ROWS UNBOUNDED PRECEDING) AS visit_no
         FROM {marked}
     ) started
@@ -66,7 +67,7 @@ def span_rows_from_sightings(d: Dialect, where: str) -> str:
                 THEN 0 ELSE 1 END AS new_visit
     FROM sightings s WHERE {where}
 ) m"""
-    return visits_from(marked, "tenant, face_id, location_id")
+    return visits_from(d, marked, "tenant, face_id, location_id")
 
 
 def epoch_us(ts: datetime) -> int:

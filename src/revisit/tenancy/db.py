@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from revisit.records import ID_RULE, valid_id
 from revisit.store.base import SightingStore
 
 ROLES = ("admin", "analyst", "camera")
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 class TenancyError(ValueError):
     """A request the admin data cannot satisfy (unknown tenant, bad timezone...)."""
@@ -114,10 +113,8 @@ def _now() -> datetime:
 def check_id(value: str, what: str) -> str:
     """``value`` if it is a valid id (tenants, locations, cameras everywhere they are
     named: admin, API, ``ingest-video``), else a TenancyError naming ``what``."""
-    if not _SLUG.fullmatch(value):
-        raise TenancyError(
-            f"{what} {value!r} is not valid (letters, digits, _ . -; at most 64 characters)"
-        )
+    if not valid_id(value):
+        raise TenancyError(f"{what} {value!r} is not valid ({ID_RULE})")
     return value
 
 
