@@ -21,11 +21,21 @@ import numpy as np
 # Tenants, locations and cameras, everywhere they are named (admin, API, manifests, video):
 # ids a report filter, a CSV cell and a URL path can carry as they are.
 ID_RULE = "letters, digits, _ . -; at most 64 characters"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_ID = re.compile(ID_PATTERN)
 
 
 def valid_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
+
+
+def encodes(text: str) -> bool:
+    """Text UTF-8 can hold (JSON's escapes allow a lone surrogate such as \\ud800)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 DEFAULT_TENANT = "default"

@@ -189,13 +189,19 @@ def test_erasure_reaches_the_running_resolver() -> None:
     assert sc.store.stats("t")["sightings"] == 3
 
 
-def test_erasure_after_merge_and_split_leaves_nothing_under_the_other_id() -> None:
+def _two_people() -> tuple[_Scene, tuple[np.ndarray, str], tuple[np.ndarray, str]]:
+    """A scene where a (camera C1) and b (C2) were seen three times each: (face, id)."""
     sc = _Scene()
     a, b = _unit(sc.rng.normal(size=128)), _unit(sc.rng.normal(size=128))
     for k in range(3):
         sc.see(a, f"a{k}", k * 0.1, "C1")
         sc.see(b, f"b{k}", k * 0.1, "C2")
     va, vb = sorted(sc.resolver._galleries["t"].exemplars)
+    return sc, (a, va), (b, vb)
+
+
+def test_erasure_after_merge_and_split_leaves_nothing_under_the_other_id() -> None:
+    sc, (a, va), (_, vb) = _two_people()
     sc.store.merge_visitors("t", vb, va, reason="wrong merge")
     sc.resolver.reload("t")  # the index now holds a's exemplars under b's id
     sc.store.split_visitor("t", va)
@@ -230,12 +236,7 @@ def test_ann_index_compact_leaves_no_removed_vector() -> None:
 def test_a_marked_visitors_copies_follow_a_split_part_into_its_erasure() -> None:
     """Marked while wrongly merged with b: the enrolment's copies of b's faces go with b
     when the merge is undone, and with b's erasure; b is not recognised again."""
-    sc = _Scene()
-    a, b = _unit(sc.rng.normal(size=128)), _unit(sc.rng.normal(size=128))
-    for k in range(3):
-        sc.see(a, f"a{k}", k * 0.1, "C1")
-        sc.see(b, f"b{k}", k * 0.1, "C2")
-    va, vb = sorted(sc.resolver._galleries["t"].exemplars)
+    sc, (a, va), (b, vb) = _two_people()
     sc.store.merge_visitors("t", va, vb, reason="wrong merge")
     sc.resolver.reload("t")
     Enrolments(sc.store, sc.tenancy).enrol_visitor("t", "staff", va, reason="till staff")

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
-from revisit.api.errors import ID_PATTERN, errors
+from revisit.api.errors import errors
+from revisit.records import ID_PATTERN
 from revisit.report.durations import parse_duration
 from revisit.tenancy.db import ApiKey, TenancyError
 

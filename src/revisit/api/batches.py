@@ -26,12 +26,12 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from revisit.api.auth import require, service_of
-from revisit.api.errors import encodes, errors
+from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
 from revisit.ingest.timestamps import TimestampError, parse_ts
-from revisit.records import Frame, content_id
+from revisit.records import Frame, content_id, encodes
 from revisit.tenancy.db import ApiKey
 
 router = APIRouter(tags=["camera batches"], responses=errors(401, 403, 422))

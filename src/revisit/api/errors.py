@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"  # tenancy ids (tenant, location, camera)
+from revisit.records import encodes
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,6 @@ def _bad_text(value: Any) -> bool:
     if isinstance(value, list):
         return any(_bad_text(v) for v in value)
     return False
-
-
-def encodes(text: str) -> bool:
-    """Text UTF-8 can hold (no lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class ValidText:

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
-from revisit.api.errors import ID_PATTERN, errors
+from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
 from revisit.api.reports import Filters, build_query
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
 from revisit.known.watchlist import Watchlist, WatchlistSettings
+from revisit.records import ID_PATTERN
 from revisit.report.durations import parse_duration
 from revisit.tenancy.db import ApiKey, TenancyError
 

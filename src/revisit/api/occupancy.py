@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
 from revisit.api.auth import current_key, require, service_of
-from revisit.api.errors import ID_PATTERN, errors
+from revisit.api.errors import errors
 from revisit.api.reports import split_ids
 from revisit.occupancy.alerts import AlertBook, AlertRule
 from revisit.occupancy.db import OccupancyDB
@@ -22,6 +22,7 @@ from revisit.occupancy.history import history_table, write_history_csv
 from revisit.occupancy.live import LocationOccupancy
 from revisit.occupancy.watch import webhook_secret
 from revisit.occupancy.zones import CameraZones
+from revisit.records import ID_PATTERN
 from revisit.tenancy.db import ApiKey, TenancyError
 
 router = APIRouter(tags=["occupancy"], responses=errors(401, 403, 422))

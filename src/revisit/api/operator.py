@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from pydantic import BaseModel, Field
 
 from revisit.api.auth import bearer, service_of
-from revisit.api.errors import ID_PATTERN, errors
+from revisit.api.errors import errors
 from revisit.api.service import Service
+from revisit.records import ID_PATTERN
 from revisit.tenancy.db import TenancyError
 
 router = APIRouter(prefix="/v1/operator", tags=["operations"], responses=errors(401, 422))

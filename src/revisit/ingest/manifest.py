@@ -15,7 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from revisit.ingest.timestamps import TimestampError, TimeWindow, parse_ts
-from revisit.records import DEFAULT_TENANT, ID_RULE, Frame, Rejected, content_id, valid_id
+from revisit.records import (
+    DEFAULT_TENANT,
+    ID_RULE,
+    Frame,
+    Rejected,
+    content_id,
+    encodes,
+    valid_id,
+)
 
 REQUIRED = ("image", "camera_id", "location_id", "ts")
 
@@ -39,7 +47,7 @@ def _text(obj: dict, key: str) -> str:
     if not text:
         raise ManifestError(f"field {key!r} is empty")
     # ids: printable text; the image path and ts: no control character at least
-    if not _encodes(text) or _CONTROL.search(text) or (key in _IDS and not text.isprintable()):
+    if not encodes(text) or _CONTROL.search(text) or (key in _IDS and not text.isprintable()):
         raise ManifestError(f"field {key!r} holds a control or unprintable character "
                             f"({ascii(text)[:80]}): only printable text is accepted")
     if key in _IDS and len(text) > MAX_ID_CHARS:
@@ -54,15 +62,6 @@ def _name(obj: dict, key: str) -> str:
     if not valid_id(text):
         raise ManifestError(f"field {key!r} is not a valid id ({ascii(text)[:80]}): {ID_RULE}")
     return text
-
-
-def _encodes(text: str) -> bool:
-    """UTF-8 can hold it (JSON's escapes allow a lone surrogate such as \\ud800)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_line(line: str, base: Path, window: TimeWindow | None = None) -> Frame:
