@@ -121,3 +121,32 @@ def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
         assert store.stats("default")["face_crops"] == 0
     finally:
         store.close()
+
+
+def test_crop_files_of_an_earlier_version_are_exported_too(tmp_path) -> None:
+    """A store upgraded from a version that wrote crops as files: the export finds both."""
+    from tests.conftest import lfw_photo
+
+    data = tmp_path / "d"
+    lines = [json.dumps({"image": str(lfw_photo("Colin_Powell", i)), "camera_id": "c1",
+                         "location_id": "S01", "ts": f"2024-03-01T10:00:{5 * i:02d}Z"})
+             for i in (1, 2)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["--data", str(data), "ingest", str(tmp_path / "m.jsonl"),
+                            "--keep-crops", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    store = DuckDBStore(data / "revisit.duckdb")
+    try:  # one crop as the earlier version kept it: a file of its day
+        with store.transaction() as s:
+            face, jpeg = s.execute("SELECT face_image_id, jpeg FROM face_crops LIMIT 1").fetchone()
+            s.execute("DELETE FROM face_crops WHERE face_image_id = ?", [face])
+    finally:
+        store.close()
+    day = data / "crops" / "default" / "2024-03-01"
+    day.mkdir(parents=True)
+    (day / f"{face}.jpg").write_bytes(bytes(jpeg))
+    out = tmp_path / "crops"
+    r = runner.invoke(app, ["--data", str(data), "visitors", "crops", "V-000001", "--out",
+                            str(out)])
+    assert r.exit_code == 0 and "2 crop(s)" in r.output, r.output
+    assert (out / f"20240301_{face}.jpg").read_bytes() == bytes(jpeg)

@@ -134,3 +134,33 @@ def test_write_while_streaming_in_same_thread(tmp_path: Path) -> None:
             s.report_header(q)
         assert len(seen) == 20
         assert s.report_header(q).unique_visitors == 21
+
+
+def test_a_store_of_a_newer_revisit_is_refused(tmp_path: Path) -> None:
+    """Its tables may hold what this version would neither keep nor erase."""
+    from revisit.store.base import StoreUnavailable
+
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as s, s.transaction() as t:
+        t.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION + 5])
+    with pytest.raises(StoreUnavailable, match=f"newer revisit.*{SCHEMA_VERSION + 5}"):
+        DuckDBStore(path)
+
+
+def test_columns_once_added_to_shipped_migrations_reach_stores_past_them(
+        tmp_path: Path) -> None:
+    """Stores made between those edits and this fix lacked sightings.zone and three more
+    columns (ingest failed on them); the next start adds them."""
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as s, s.transaction() as t:
+        for table, col in (("sightings", "zone"), ("people_counts", "points"),
+                           ("alerts", "subject"), ("alert_state", "last_ts")):
+            t.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+        t.execute("DELETE FROM schema_version WHERE version > 13")
+    with DuckDBStore(path) as s:
+        s.write(batch([sighting("V-000001", at(0))]))
+        assert s.stats("default")["sightings"] == 1
+        assert _sql(s, "SELECT count(zone) FROM sightings") == [(0,)]
+        _sql(s, "SELECT points FROM people_counts")
+        _sql(s, "SELECT subject FROM alerts")
+        _sql(s, "SELECT last_ts FROM alert_state")

@@ -92,13 +92,20 @@ def crops(
     tenant: Tenant = "default",
 ) -> None:
     """Write the face crops kept of a visitor (only with privacy.keep_crops) as
-    <time>_<face_image_id>.jpg files, to check who a visitor id is."""
+    <time>_<face_image_id>.jpg files, to check who a visitor id is (crop files an earlier
+    version wrote: <day>_<face_image_id>.jpg)."""
+    from revisit.store.crops import crop_files
+
     store = _open_store(ctx)
     try:
         if store.visitor_detail(tenant, visitor) is None:
             typer.echo(f"error: no visitor {visitor} in tenant {tenant}", err=True)
             raise typer.Exit(1)
-        kept = store.visitor_crops(tenant, visitor)
+        rows = store.visitor_crops(tenant, visitor)
+        kept = [(f"{ts:%Y%m%dT%H%M%S}_{face}", jpeg) for face, ts, jpeg in rows]
+        faces = store.visitor_face_ids(tenant, visitor) - {face for face, _, _ in rows}
+        kept += [(f"{p.parent.name.replace('-', '')}_{p.stem}", p.read_bytes())
+                 for p in crop_files(state(ctx).settings().crops_dir, tenant, faces)]
     finally:
         store.close()
     if not kept:
@@ -107,8 +114,8 @@ def crops(
         return
     try:  # faces: readable by this user only
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for face_image_id, ts, jpeg in kept:
-            path = out / f"{ts:%Y%m%dT%H%M%S}_{face_image_id}.jpg"
+        for name, jpeg in kept:
+            path = out / f"{name}.jpg"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(jpeg)

@@ -41,14 +41,17 @@ def purge_crop_days(tenant_root: Path, before: date) -> int:
     return removed
 
 
-def erase_crops(root: Path, tenant: str, face_image_ids: set[str]) -> int:
-    """Remove the crop files of the given faces (visitor erasure)."""
+def crop_files(root: Path, tenant: str, face_image_ids: set[str]) -> list[Path]:
+    """The crop files an earlier version wrote of the given faces."""
     base = root / tenant
     if not base.exists() or not face_image_ids:
-        return 0
-    removed = 0
-    for path in base.glob("*/*.jpg"):
-        if path.stem in face_image_ids:
-            path.unlink()
-            removed += 1
-    return removed
+        return []
+    return sorted(p for p in base.glob("*/*.jpg") if p.stem in face_image_ids)
+
+
+def erase_crops(root: Path, tenant: str, face_image_ids: set[str]) -> int:
+    """Remove the crop files of the given faces (visitor erasure)."""
+    files = crop_files(root, tenant, face_image_ids)
+    for path in files:
+        path.unlink()
+    return len(files)

@@ -286,6 +286,15 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
                 ts TIMESTAMP NOT NULL, jpeg {d.blob_type} NOT NULL,
                 PRIMARY KEY (tenant, face_image_id))""",
         ]),
+        # Columns that were once added to migrations 8 and 9 after those had shipped: a
+        # store already past them never got them (the rule above was broken). Added here
+        # for such stores; a no-op where they exist.
+        (14, [
+            "ALTER TABLE sightings ADD COLUMN IF NOT EXISTS zone VARCHAR",
+            "ALTER TABLE people_counts ADD COLUMN IF NOT EXISTS points VARCHAR",
+            "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS subject VARCHAR",
+            "ALTER TABLE alert_state ADD COLUMN IF NOT EXISTS last_ts TIMESTAMP",
+        ]),
     ]
 
 

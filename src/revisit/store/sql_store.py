@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from revisit.report.query import (
     ReportRow,
     SightingQuery,
 )
-from revisit.store.base import MergeRecord, VisitorDetail
+from revisit.store.base import MergeRecord, StoreUnavailable, VisitorDetail
 from revisit.store.dialect import Dialect, Engine, Session
 from revisit.store.report_sql import (
     header_from,
@@ -56,6 +57,8 @@ from revisit.store.report_sql import (
 from revisit.store.schema import migrations
 from revisit.store.visit_spans import rebuild_spans, refresh_spans, spans_touched
 from revisit.store.visitor_ids import visitor_number_or_zero
+
+log = logging.getLogger(__name__)
 
 FETCH_ROWS = 10_000  # rows per fetch: bounded memory however large the report
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -224,9 +227,16 @@ class SQLStore:
             self._before_migrations(s, have)
             row = s.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
             have = int(row[0]) if row else 0
-            for version, statements in migrations(self.dialect):
-                if version <= have:
-                    continue
+            known = migrations(self.dialect)
+            if have > known[-1][0]:  # its tables hold what this version would not keep or erase
+                raise StoreUnavailable(
+                    f"this store was written by a newer revisit (schema version {have}; this "
+                    f"one knows up to {known[-1][0]}): run that version, or restore a backup "
+                    "made before the upgrade")
+            todo = [(v, stmts) for v, stmts in known if v > have]
+            if todo and have:
+                log.info("upgrading the store from schema version %d to %d", have, todo[-1][0])
+            for version, statements in todo:
                 for stmt in statements:
                     s.execute(stmt)
                 s.execute("INSERT INTO schema_version VALUES (?, ?)", [version, now_utc()])
