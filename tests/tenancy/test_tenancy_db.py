@@ -98,3 +98,31 @@ def test_purge_and_erase_on_store(tmp_path) -> None:
     actions = [a["action"] for a in ten.audit_log("acme")]
     assert actions[:2] == ["visitor.erase", "retention.purge"]
     store.close()
+
+
+def test_a_legacy_tenancy_file_is_imported_once(store, tmp_path, monkeypatch) -> None:
+    """An earlier version's tenancy.duckdb beside the store: imported with its audit log,
+    and not again by a process that starts after one killed before the file's rename."""
+    from pathlib import Path
+
+    from revisit.tenancy.db import LEGACY_FILE, open_tenancy
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = DuckDBStore(data / LEGACY_FILE)
+    legacy = Tenancy(old)
+    legacy.create_tenant("acme")
+    legacy.create_key("acme", "admin", name="ops")
+    old.close()
+
+    real_rename = Path.rename
+    monkeypatch.setattr(Path, "rename", lambda self, target: (_ for _ in ()).throw(
+        KeyboardInterrupt("killed before the rename")))
+    with pytest.raises(KeyboardInterrupt):
+        open_tenancy(store, data)
+    monkeypatch.setattr(Path, "rename", real_rename)
+    ten = open_tenancy(store, data)  # the next start
+    assert [x.tenant for x in ten.tenants()] == ["acme"]
+    actions = [a["action"] for a in ten.audit_log("acme")]
+    assert sorted(actions) == ["key.create", "tenant.create"]
+    assert (data / f"{LEGACY_FILE}.imported").is_file()

@@ -13,6 +13,7 @@ key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -471,6 +472,7 @@ class Tenancy:
 
 
 LEGACY_FILE = "tenancy.duckdb"
+_IMPORTED = "legacy-tenancy-imported"  # a tenancy_secrets row: the legacy file was imported
 _LEGACY_TABLES = ("tenancy_tenants", "tenancy_keys", "tenancy_locations", "tenancy_cameras",
                   "tenancy_groups", "tenancy_audit")
 
@@ -478,7 +480,9 @@ _LEGACY_TABLES = ("tenancy_tenants", "tenancy_keys", "tenancy_locations", "tenan
 def open_tenancy(store: SightingStore, data_dir: Path) -> Tenancy:
     """The tenancy of ``store``. Earlier versions kept it in ``<data>/tenancy.duckdb``
     beside a PostgreSQL store; such a file is copied into the store once (rows already
-    there win) and renamed ``tenancy.duckdb.imported``."""
+    there win; under a lock, and marked done in the same transaction, so processes
+    starting at once, or one killed before the rename, import nothing twice) and renamed
+    ``tenancy.duckdb.imported``."""
     tenancy = Tenancy(store)
     legacy = data_dir / LEGACY_FILE
     if legacy.is_file():
@@ -488,7 +492,13 @@ def open_tenancy(store: SightingStore, data_dir: Path) -> Tenancy:
         try:
             have = {r[0] for r in con.execute(
                 "SELECT table_name FROM information_schema.tables").fetchall()}
-            with store.transaction() as s:
+            with store.transaction() as s:  # type: ignore[attr-defined]
+                s.lock("tenancy-import")
+                if s.execute("SELECT 1 FROM tenancy_secrets WHERE name = ?",
+                             [_IMPORTED]).fetchone():
+                    have = set()  # done by another process
+                s.execute("INSERT INTO tenancy_secrets (name, secret, created_at) "
+                          "VALUES (?, 'done', ?) ON CONFLICT DO NOTHING", [_IMPORTED, _now()])
                 for table in (t for t in _LEGACY_TABLES if t in have):
                     cur = con.execute(f"SELECT * FROM {table}")
                     cols = [d[0] for d in cur.description or ()]
@@ -502,5 +512,6 @@ def open_tenancy(store: SightingStore, data_dir: Path) -> Tenancy:
                                   "ON CONFLICT DO NOTHING", list(row))
         finally:
             con.close()
-        legacy.rename(legacy.with_name(LEGACY_FILE + ".imported"))
+        with contextlib.suppress(FileNotFoundError):  # renamed by the other process
+            legacy.rename(legacy.with_name(LEGACY_FILE + ".imported"))
     return tenancy
