@@ -27,6 +27,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -108,6 +109,10 @@ class QualitySettings(Section):
     def _ordered(self) -> QualitySettings:
         if not self.min_track_height <= self.min_match_height <= self.min_face_height:
             raise ValueError("need min_track_height <= min_match_height <= min_face_height")
+        if self.max_create_yaw > self.max_match_yaw:  # founding is the stricter bar
+            raise ValueError("need max_create_yaw <= max_match_yaw")
+        if self.max_match_residual > self.max_landmark_residual:
+            raise ValueError("need max_match_residual <= max_landmark_residual")
         return self
 
 
@@ -226,6 +231,14 @@ class IdentitySettings(Section):
         True, description="Run consolidation (merge visitors who are one person) at the end "
         "of every ingest run; `revisit consolidate` runs it on demand.",
     )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IdentitySettings:
+        same, other = self.merge_threshold_same_store, self.merge_threshold
+        if same is not None and other is not None and same > other:
+            raise ValueError("need merge_threshold_same_store <= merge_threshold (a shared "
+                             "store is more evidence of one person, not less)")
+        return self
 
 
 class PipelineSettings(Section):
@@ -352,10 +365,12 @@ class Settings(BaseSettings):
         "(duckdb:///path/file.duckdb also accepted)."
     )
     index_url: str = Field(
-        "", description="Face index. Empty = faiss files in the data directory."
+        "", description="Face index. Empty = an exact faiss index in memory, rebuilt from "
+        "the store at start (faiss://?type=... an approximate one; pgvector://... shared)."
     )
     queue_url: str = Field(
-        "", description="Queue between stages. Empty = in-process bounded queues."
+        "", description="Queue between stages. Empty (or memory://) = in-process bounded "
+        "queues; redis://... or kafka://... = a broker for `revisit worker`s."
     )
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
@@ -373,6 +388,8 @@ class Settings(BaseSettings):
     def _check_queue_url(cls, url: str) -> str:
         """A queue URL the factory cannot open (unknown parameter, bad port, ...) is refused
         here, at start, not by every worker thread when it first connects."""
+        if url.strip() in ("memory://", "memory:"):  # the in-process queues: the default
+            return ""
         if url and "://" in url:  # no scheme at all: _check_backends says so
             from revisit.queue.factory import QueueUrlError, parse_queue_url
 
@@ -386,8 +403,18 @@ class Settings(BaseSettings):
     def _check_backends(self) -> Settings:
         for name in ("store_url", "index_url", "queue_url"):
             url = getattr(self, name)
-            if url and "://" not in url:
-                raise ValueError(f"{name}={url!r} is not a URL (expected scheme://...)")
+            if url and "://" not in url:  # the value may hold a password: not repeated
+                raise ValueError(f"{name} is not a URL (expected scheme://...)")
+            scheme = url.partition("://")[0]
+            if url and name in _SCHEMES and scheme not in _SCHEMES[name]:
+                raise ValueError(f"{name}: unknown scheme {scheme!r} (one of "
+                                 f"{', '.join(s + '://' for s in _SCHEMES[name])})")
+        if self.index_url.startswith("faiss://") and self.index_url.partition("?")[2]:
+            from revisit.identity.ann_index import parse_options
+
+            parse_options(self.index_url)  # its ValueError names the option
+        if self.data.exists() and not self.data.is_dir():
+            raise ValueError(f"data {self.data} is a file, not a directory")
         return self
 
     @classmethod
@@ -418,7 +445,7 @@ _CONFIG_OVERRIDE: Path | None = None
 
 
 def _config_file_path() -> Path | None:
-    if _CONFIG_OVERRIDE is not None:
+    if _CONFIG_OVERRIDE is not None or _CONFIG_DECIDED:
         return _CONFIG_OVERRIDE
     env = os.environ.get("REVISIT_CONFIG")
     if env:
@@ -429,6 +456,8 @@ def _config_file_path() -> Path | None:
 
 
 _URL_FIELDS = ("store_url", "index_url", "queue_url")
+_SCHEMES = {"store_url": ("duckdb", "postgresql", "postgres"), "index_url": ("faiss", "pgvector")}
+_CONFIG_DECIDED = False  # load_settings chose the file (or none) from --data
 
 
 class ConfigError(Exception):
@@ -437,21 +466,29 @@ class ConfigError(Exception):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate settings; turn pydantic's errors into one readable message."""
-    global _CONFIG_OVERRIDE
-    if config_file is not None and not config_file.exists():
-        raise ConfigError(f"config file {config_file} does not exist")
+    global _CONFIG_OVERRIDE, _CONFIG_DECIDED
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist (or is not a file)")
     data = overrides.get("data")
     if config_file is None and data is not None and not os.environ.get("REVISIT_CONFIG"):
-        # --data DIR reads DIR/revisit.toml, as REVISIT_DATA=DIR does
+        # --data DIR reads DIR/revisit.toml, as REVISIT_DATA=DIR does (and no other's)
         candidate = Path(data) / "revisit.toml"
-        config_file = candidate if candidate.exists() else None
+        config_file = candidate if candidate.is_file() else None
+        _CONFIG_DECIDED = True
     _CONFIG_OVERRIDE = config_file
+    where = _config_file_path()
+    source = f" (config file {where})" if where is not None else ""
     try:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return Settings(**clean)
     except tomllib.TOMLDecodeError as exc:
-        where = _config_file_path()  # the override is still set here
         raise ConfigError(f"config file {where} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {where} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {where}: {exc.strerror or exc}") from None
+    except SettingsError as exc:  # an environment variable that is not what it names
+        raise ConfigError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -461,10 +498,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 from revisit.queue.factory import redact_url
 
                 got = redact_url(got)  # no password in the message
-            lines.append(f"  {loc}: {err['msg']} (got {got!r})")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+            shown = "" if loc == "settings" else f" (got {got!r})"  # all of it: not shown
+            lines.append(f"  {loc}: {err['msg']}{shown}")
+        raise ConfigError(f"invalid configuration{source}:\n" + "\n".join(lines)) from None
     finally:
         _CONFIG_OVERRIDE = None
+        _CONFIG_DECIDED = False
 
 
 def dotted_overrides(pairs: list[str]) -> dict[str, Any]:

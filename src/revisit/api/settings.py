@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from revisit.config import ConfigError
@@ -19,14 +19,17 @@ class ServiceSettings(BaseSettings):
 
     max_batch_frames: int = Field(64, ge=1, le=10_000, description="Snapshots per camera batch.")
     max_image_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="Largest accepted snapshot file (bytes)."
+        8 * 1024 * 1024, ge=1024, le=1024**3,
+        description="Largest accepted snapshot file (bytes)."
     )
     max_pixels: int = Field(
-        40_000_000, ge=1, description="Largest accepted width x height, read from the header "
+        40_000_000, ge=1, le=1_000_000_000,
+        description="Largest accepted width x height, read from the header "
         "before any decoding (decompression bombs)."
     )
     max_body_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024, description="Largest request body (Content-Length)."
+        256 * 1024 * 1024, ge=1024, le=16 * 1024**3,
+        description="Largest request body (Content-Length)."
     )
     queue_batches: int = Field(
         16, ge=1, le=100_000, description="Accepted batches waiting for processing; beyond "
@@ -41,7 +44,8 @@ class ServiceSettings(BaseSettings):
         "", description="Signs dashboard session cookies. Empty = a random key kept in "
         "the store, shared by every replica on it (sessions survive restarts)."
     )
-    session_max_age_s: int = Field(8 * 3600, ge=60, description="Dashboard session lifetime.")
+    session_max_age_s: int = Field(8 * 3600, ge=60, le=366 * 86400,
+                                   description="Dashboard session lifetime.")
     session_https_only: bool = Field(
         False, description="Mark the dashboard's session cookie Secure (sent over HTTPS only): "
         "set it where TLS is in front (a reverse proxy); off by default so that "
@@ -60,13 +64,15 @@ class ServiceSettings(BaseSettings):
         "a scraper does not learn tenant ids and volumes unless you want it to.",
     )
     purge_interval_s: int = Field(
-        3600, ge=0, description="Seconds between scheduled retention purges; 0 = never."
+        3600, ge=0, le=7 * 86400,
+        description="Seconds between scheduled retention purges (at most a week, so retention "
+        "stays within days of its promise); 0 = never."
     )
     max_report_days: int = Field(
         731, ge=1, le=36600, description="Longest period (days, inclusive) one report or "
         "summary request may cover: bounds the work and the answer of one request.",
     )
-    max_page_size: int = Field(1000, ge=1, description="Largest JSON report page.")
+    max_page_size: int = Field(1000, ge=1, le=1_000_000, description="Largest JSON report page.")
     model_process: bool = Field(
         True, description="Embedded mode: run the detector and embedder in a child process "
         "at a lower CPU priority, so uploads, health checks and reports are answered "
@@ -91,6 +97,16 @@ class ServiceSettings(BaseSettings):
         "stopped and the request answers 503.",
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        if self.max_image_bytes > self.max_body_bytes:
+            raise ValueError("need max_image_bytes <= max_body_bytes (a snapshot comes in a "
+                             "request body)")
+        if self.session_secret and len(self.session_secret) < 32:
+            raise ValueError("session_secret must be at least 32 characters (it signs the "
+                             "dashboard's sessions); leave it empty for a random one")
+        return self
+
 
 ENV_PREFIX = "REVISIT_SERVICE_"
 
@@ -109,5 +125,6 @@ def load_service_settings() -> ServiceSettings:
     except ValidationError as exc:
         lines = [f"  service.{'.'.join(str(p) for p in err['loc'])} "
                  f"({ENV_PREFIX}{str(err['loc'][0]).upper()}): {err['msg']} "
-                 f"(got {err.get('input')!r})" for err in exc.errors()]
+                 f"(got {err.get('input')!r})" if err["loc"] else f"  service: {err['msg']}"
+                 for err in exc.errors()]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -256,7 +256,8 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
 
 
 @admin_app.command("audit")
-def audit(ctx: typer.Context, tenant: Tenant, limit: int = 50) -> None:
+def audit(ctx: typer.Context, tenant: Tenant,
+          limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50) -> None:
     """The tenant's audit log, newest first (JSON lines)."""
     with _open(ctx) as (_, t):
         for rec in t.audit_log(tenant, limit):

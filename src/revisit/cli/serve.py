@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -13,13 +14,22 @@ from revisit.cli.context import state
 HEAD_LIMIT = 256 * 1024  # bytes of request line + headers uvicorn reads
 
 
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         ctx: typer.Context,
         host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8080,
-        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+        log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level.")] = LogLevel.info,
     ) -> None:
         """Run the API, dashboard and background processing (docs at /docs)."""
         import uvicorn
@@ -46,5 +56,5 @@ def register(app: typer.Typer) -> None:
         with announced(settings.data, host, port, token):
             # request line + headers up to 256 KiB (h11's default, 16 KiB, drops a long
             # filter list without an answer; past this one the connection is closed)
-            uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1,
+            uvicorn.run(app, host=host, port=port, log_level=log_level.value, workers=1,
                         h11_max_incomplete_event_size=HEAD_LIMIT)

@@ -1,0 +1,77 @@
+"""Settings are checked at start: a wrong, contradictory or misplaced setting is an error
+that names it (and the file it came from), never a silent default or a traceback later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from revisit.config import ConfigError, load_settings
+
+
+def _load(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
+    return load_settings(None, data=tmp_path / "d", **kw)
+
+
+def test_memory_queue_url_is_the_in_process_default(tmp_path: Path) -> None:
+    """It used to count as a broker: ingest published and waited for ever."""
+    assert _load(tmp_path, queue_url="memory://").queue_url == ""
+
+
+@pytest.mark.parametrize(("kw", "words"), [
+    ({"store_url": "ftp://x/y"}, "unknown scheme 'ftp'"),
+    ({"index_url": "faiss://?bogus=1"}, "unknown option(s) bogus"),
+    ({"store_url": "postgresql:user:secret@db"}, "store_url is not a URL"),
+    ({"identity": {"merge_threshold": 0.3, "merge_threshold_same_store": 0.4}},
+     "merge_threshold_same_store <= merge_threshold"),
+    ({"quality": {"max_create_yaw": 80, "max_match_yaw": 10}}, "max_create_yaw <= max_match_yaw"),
+])
+def test_a_wrong_or_contradictory_setting_is_named(tmp_path: Path, kw: dict, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, **kw)
+    assert words in str(err.value) and "secret" not in str(err.value)
+
+
+def test_data_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        load_settings(None, data=tmp_path / "f")
+
+
+def test_only_the_data_directory_given_supplies_its_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REVISIT_DATA's revisit.toml is not read when --data names another directory, and
+    an error in a file says which file."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "revisit.toml").write_text("[identity]\nmatch_threshold = 5\n")
+    monkeypatch.setenv("REVISIT_DATA", str(other))
+    assert _load(tmp_path).identity.match_threshold is None
+    with pytest.raises(ConfigError, match=f"config file {other / 'revisit.toml'}"):
+        load_settings(None, data=other)
+
+
+def test_unreadable_sources_are_config_errors(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe[identity]")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(bad, data=tmp_path / "d")
+    monkeypatch.setenv("REVISIT_IDENTITY", "garbage")
+    with pytest.raises(ConfigError, match="identity"):
+        _load(tmp_path)
+
+
+def test_service_settings_are_bounded_and_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purge interval past what a timer holds once killed the retention thread."""
+    from revisit.api.settings import load_service_settings
+
+    for name, value, words in (
+            ("PURGE_INTERVAL_S", "999999999999999", "purge_interval_s"),
+            ("MAX_IMAGE_BYTES", str(300 * 1024**2), "max_image_bytes <= max_body_bytes"),
+            ("SESSION_SECRET", "x", "at least 32 characters")):
+        monkeypatch.setenv(f"REVISIT_SERVICE_{name}", value)
+        with pytest.raises(ConfigError, match=words):
+            load_service_settings()
+        monkeypatch.delenv(f"REVISIT_SERVICE_{name}")
