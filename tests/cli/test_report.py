@@ -75,6 +75,8 @@ def test_an_unknown_filter_is_an_error(data: Path) -> None:
     out = _report(data, "--cameras", "nope-cam")
     assert out.returncode != 0 and "camera 'nope-cam'" in out.stderr
     assert _report(data, "--locations", "101").returncode == 0
+    out = _report(data, "--tenant", "acmee")  # a typo read as "no visitors" before
+    assert out.returncode == 2 and "unknown tenant 'acmee'" in out.stderr
 
 
 def test_a_camera_group_filters_and_is_named(data: Path) -> None:

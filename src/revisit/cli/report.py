@@ -196,9 +196,15 @@ def _filtered(store: Any, query: ReportQuery) -> tuple[Any, ReportQuery]:
     """(the tenancy, the query with its group's cameras); exits naming an unknown place."""
     from dataclasses import replace
 
+    from revisit.records import DEFAULT_TENANT
     from revisit.tenancy.db import Tenancy, TenancyError
 
     tenancy = Tenancy(store)
+    if query.tenant != DEFAULT_TENANT and tenancy.tenant(query.tenant) is None \
+            and query.tenant not in store.tenants():  # a typo must not read as "no visitors"
+        typer.echo(f"error: unknown tenant {query.tenant!r} (no such tenant, and no data "
+                   "under it)", err=True)
+        raise typer.Exit(2)
     try:
         cams = tenancy.report_filter(query.tenant, query.locations, query.cameras,
                                      query.camera_group)
