@@ -206,3 +206,14 @@ def test_queue_full_429_with_retry_after(tmp_path) -> None:
         assert r.status_code == 202 and r.json()["duplicates"] == 1
     finally:
         gen.close()
+
+
+def test_headers_past_the_limit_are_refused(env: Env) -> None:
+    """uvicorn's httptools parser does not bound headers: the app does (431)."""
+    big = {"X-Filler": "a" * (300 * 1024)}
+    r = env.client.get("/v1/reports/unique-visitors", headers={**env.auth("analyst"), **big},
+                       params={"from": "2024-05-01", "to": "2024-05-02"})
+    assert r.status_code == 431 and "256 KiB" in r.text
+    ok = env.client.get("/v1/reports/unique-visitors", headers=env.auth("analyst"),
+                        params={"from": "2024-05-01", "to": "2024-05-02"})
+    assert ok.status_code == 200

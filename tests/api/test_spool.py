@@ -145,3 +145,36 @@ def test_a_batch_stored_just_before_a_crash_is_reported_done(tmp_path: Path) -> 
         assert not list((tmp_path / "data" / "spool").glob("*.batch"))
     finally:
         svc.stop()
+
+
+def test_a_batch_the_shutdown_interrupts_runs_at_the_next_start(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """Stopping the server while a batch is in a stage (its model process going away)
+    used to move the batch to spool/failed with its status stuck at "processing": now it
+    stays spooled and the next start stores it."""
+    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    gen = make_env(tmp_path, processing=True)
+    env = next(gen)
+    processor = env.service.processor
+    store = env.service.runtime.store
+
+    def interrupted(batch: Batch) -> None:
+        processor._stop.wait(30)
+        raise RuntimeError("model process stopped")
+
+    monkeypatch.setattr(store, "write", interrupted)
+    r = env.post_batch("cam_a", items)
+    batch_id = r.json()["batch_id"]
+    processor.stop(drain_s=0.2)
+    keys = env.keys
+    monkeypatch.undo()
+    gen.close()
+    spool = tmp_path / "data" / "spool"
+    assert [p.stem for p in spool.glob("*.batch")] == [batch_id]
+    assert not list((spool / "failed").glob("*.batch"))
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0))
+    with TestClient(create_app(service=svc, processing=True)) as client:
+        st = Env(client, svc, keys).wait(batch_id)
+        assert st["status"] == "done" and st["sightings"] == 1, st

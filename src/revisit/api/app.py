@@ -74,6 +74,7 @@ def create_app(
     app.state.service = svc
     api_errors.install(app)
     app.add_middleware(api_errors.ValidText)
+    app.add_middleware(api_errors.HeadLimit)
     app.add_middleware(
         SessionMiddleware, secret_key=svc.session_secret, session_cookie="revisit_session",
         max_age=svc.config.session_max_age_s, same_site="strict",

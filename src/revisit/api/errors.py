@@ -133,6 +133,28 @@ def _bad_text(value: Any) -> bool:
     return False
 
 
+HEAD_LIMIT = 256 * 1024  # bytes of request line + headers a request may carry
+
+
+class HeadLimit:
+    """ASGI middleware: a request whose path, query and headers exceed ``HEAD_LIMIT`` is
+    refused with 431 before any route sees it (uvicorn's httptools parser, used where it is
+    installed, does not bound headers itself)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") \
+                + sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
+            if size > HEAD_LIMIT:
+                response = JSONResponse({"detail": f"request line and headers exceed "
+                                         f"{HEAD_LIMIT // 1024} KiB"}, status_code=431)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 class ValidText:
     """ASGI middleware: a JSON body whose text is not valid Unicode (``"\\ud800"``, a lone
     surrogate: JSON allows the escape, UTF-8 cannot hold it) or holds control characters

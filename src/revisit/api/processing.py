@@ -80,6 +80,7 @@ class BatchProcessor:
         self._unrecorded: dict[str, BatchStatus] = {}  # batch id -> status, not yet in the store
         self._tenant_of: dict[str, str] = {}  # batch id -> tenant, while in the pipeline
         self._failed: set[str] = set()  # batches a stage failed: later stages skip them
+        self._interrupted: set[str] = set()  # failed because the server is stopping
         # resets of each tenant's resolver state after a failed write, and the count each
         # batch was resolved at (a batch resolved before a reset is not stored)
         self._resets: defaultdict[str, int] = defaultdict(int)
@@ -251,6 +252,12 @@ class BatchProcessor:
                         return out
                 return fn(batch)
             except Exception as exc:
+                if self._stop.is_set():  # the shutdown stopped it (the model process...)
+                    log.warning("batch %s interrupted in %s by the shutdown: it stays "
+                                "spooled and runs at the next start", batch.batch_id, name)
+                    self._failed.add(batch.batch_id)
+                    self._interrupted.add(batch.batch_id)
+                    return batch
                 log.exception("batch %s failed in %s", batch.batch_id, name)
                 self._failed.add(batch.batch_id)
                 if name in {"resolve", "store"} and not isinstance(exc, StaleDecisions):
@@ -340,6 +347,9 @@ class BatchProcessor:
         self._decided_in.pop(batch.batch_id, None)
         failed = batch.batch_id in self._failed
         self._failed.discard(batch.batch_id)
+        if batch.batch_id in self._interrupted:  # left spooled as it is: the next start
+            self._interrupted.discard(batch.batch_id)  # runs it (its status: "processing")
+            return
         m = self.metrics
         label = m.tenant(tenant)
         if not failed:

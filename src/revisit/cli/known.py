@@ -165,7 +165,10 @@ def watchlist(
         cfg = WatchlistSettings(enabled=enable, purpose=purpose, webhook_url=webhook,
                                 emails=split_list(emails))
     except ValidationError as exc:
-        raise _fail(exc.errors()[0]["msg"]) from None  # type: ignore[arg-type]
+        err = exc.errors()[0]
+        option = {"purpose": "--purpose", "webhook_url": "--webhook", "emails": "--emails"}
+        where = option.get(str(err["loc"][0]) if err["loc"] else "", "")
+        raise _fail(f"{where}: {err['msg']}" if where else err["msg"]) from None  # type: ignore[arg-type]
     store, tenancy = _open(ctx)
     try:
         Watchlist(store, tenancy).set(tenant, cfg, "cli")

@@ -11,8 +11,6 @@ import typer
 
 from revisit.cli.context import state
 
-HEAD_LIMIT = 256 * 1024  # bytes of request line + headers uvicorn reads
-
 
 class LogLevel(StrEnum):
     critical = "critical"
@@ -35,6 +33,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from revisit.api.app import create_app
+        from revisit.api.errors import HEAD_LIMIT
         from revisit.api.settings import load_service_settings
         from revisit.cli.remote import announced, new_token
         from revisit.config import ConfigError
@@ -54,7 +53,7 @@ def register(app: typer.Typer) -> None:
         # handler it found: make that an exit, so serve.json is removed on the way out
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with announced(settings.data, host, port, token):
-            # request line + headers up to 256 KiB (h11's default, 16 KiB, drops a long
-            # filter list without an answer; past this one the connection is closed)
+            # request line + headers up to 256 KiB under h11 (its default, 16 KiB, drops a
+            # long filter list without an answer); under httptools the app's HeadLimit
             uvicorn.run(app, host=host, port=port, log_level=log_level.value, workers=1,
                         h11_max_incomplete_event_size=HEAD_LIMIT)
