@@ -69,7 +69,6 @@ def test_service_settings_are_bounded_and_consistent(monkeypatch: pytest.MonkeyP
 
     for name, value, words in (
             ("PURGE_INTERVAL_S", "999999999999999", "purge_interval_s"),
-            ("MAX_IMAGE_BYTES", str(300 * 1024**2), "max_image_bytes <= max_body_bytes"),
             ("SESSION_SECRET", "x", "at least 32 characters")):
         monkeypatch.setenv(f"REVISIT_SERVICE_{name}", value)
         with pytest.raises(ConfigError, match=words):

@@ -99,9 +99,6 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
-        if self.max_image_bytes > self.max_body_bytes:
-            raise ValueError("need max_image_bytes <= max_body_bytes (a snapshot comes in a "
-                             "request body)")
         if self.session_secret and len(self.session_secret) < 32:
             raise ValueError("session_secret must be at least 32 characters (it signs the "
                              "dashboard's sessions); leave it empty for a random one")
