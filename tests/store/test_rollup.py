@@ -212,7 +212,7 @@ def test_random_sequences_of_writes_merges_splits_erasures_and_purges(
         merged: list[str] = []
         for k, step in enumerate(_random_steps(seed)):
             _apply(store, step, merged)
-            _assert_same(store, (k % 2, 2))  # half the queries after each step, in turn
+            _assert_same(store, (k % 4, 4))  # a quarter of the queries after each step, in turn
         _assert_same(store)
         store.purge_before("default", datetime(2030, 1, 1))
 
@@ -223,10 +223,12 @@ def test_both_stores_give_the_same_answers_after_every_step(tmp_path: Path) -> N
     stores = [STORE_BACKENDS[name](tmp_path / name) for name in sorted(STORE_BACKENDS)]
     try:
         merged: list[list[str]] = [[] for _ in stores]
-        for step in _random_steps(21):
+        for k, step in enumerate(_random_steps(21)):
             for store, m in zip(stores, merged, strict=True):
                 _apply(store, step, m)
-            answers = [[_report(s, q, rollup=True) for q in _queries()] for s in stores]
+            # half the queries after each step, in turn
+            answers = [[_report(s, q, rollup=True) for q in _queries()[k % 2::2]]
+                       for s in stores]
             assert all(a == answers[0] for a in answers[1:]), step[0]
     finally:
         for s in stores:
