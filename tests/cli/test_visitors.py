@@ -4,6 +4,7 @@ reports after a merge count one visitor, after the split exactly what they count
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -90,10 +91,8 @@ def _unique(report: dict) -> int:
     return int(report["header"]["unique_visitors"])
 
 
-def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
-    """`ingest --keep-crops` on real photos: the visitor's crops come out as JPEGs of the
-    aligned face; erasing the visitor leaves none in the store."""
-    import cv2
+def _ingest_with_crops(tmp_path: Path) -> Path:
+    """Two photos of one person ingested with --keep-crops; the data directory."""
     from tests.conftest import lfw_photo
 
     data = tmp_path / "d"
@@ -104,6 +103,15 @@ def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
     r = runner.invoke(app, ["--data", str(data), "ingest", str(tmp_path / "m.jsonl"),
                             "--keep-crops", "--no-progress"])
     assert r.exit_code == 0, r.output
+    return data
+
+
+def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
+    """`ingest --keep-crops` on real photos: the visitor's crops come out as JPEGs of the
+    aligned face; erasing the visitor leaves none in the store."""
+    import cv2
+
+    data = _ingest_with_crops(tmp_path)
     out = tmp_path / "crops"
     r = runner.invoke(app, ["--data", str(data), "visitors", "crops", "V-000001", "--out",
                             str(out)])
@@ -125,16 +133,8 @@ def test_kept_crops_are_exported_and_erased_with_the_visitor(tmp_path) -> None:
 
 def test_crop_files_of_an_earlier_version_are_exported_too(tmp_path) -> None:
     """A store upgraded from a version that wrote crops as files: the export finds both."""
-    from tests.conftest import lfw_photo
 
-    data = tmp_path / "d"
-    lines = [json.dumps({"image": str(lfw_photo("Colin_Powell", i)), "camera_id": "c1",
-                         "location_id": "S01", "ts": f"2024-03-01T10:00:{5 * i:02d}Z"})
-             for i in (1, 2)]
-    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
-    r = runner.invoke(app, ["--data", str(data), "ingest", str(tmp_path / "m.jsonl"),
-                            "--keep-crops", "--no-progress"])
-    assert r.exit_code == 0, r.output
+    data = _ingest_with_crops(tmp_path)
     store = DuckDBStore(data / "revisit.duckdb")
     try:  # one crop as the earlier version kept it: a file of its day
         with store.transaction() as s:
