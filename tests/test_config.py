@@ -74,3 +74,21 @@ def test_service_settings_are_bounded_and_consistent(monkeypatch: pytest.MonkeyP
         with pytest.raises(ConfigError, match=words):
             load_service_settings()
         monkeypatch.delenv(f"REVISIT_SERVICE_{name}")
+
+
+def test_a_misspelt_environment_variable_is_refused_with_the_nearest_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REVISIT_STORE_URLL", "postgresql://x@127.0.0.1/y")
+    monkeypatch.setenv("REVISIT_IDENTTY__MATCH_THRESHOLD", "0.5")
+    with pytest.raises(ConfigError) as err:
+        load_settings(data=tmp_path)
+    assert "REVISIT_STORE_URLL (did you mean REVISIT_STORE_URL?)" in str(err.value)
+    assert "did you mean REVISIT_IDENTITY__MATCH_THRESHOLD?" in str(err.value)
+    monkeypatch.delenv("REVISIT_STORE_URLL")
+    monkeypatch.delenv("REVISIT_IDENTTY__MATCH_THRESHOLD")
+    # the product's other variables and real settings pass
+    for name, value in {"REVISIT_AGENT_KEY": "k", "REVISIT_TEST_PG_URL": "x",
+                        "REVISIT_SERVICE_MAX_BATCH_FRAMES": "8",
+                        "REVISIT_IDENTITY__MATCH_THRESHOLD": "0.5"}.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(data=tmp_path).identity.match_threshold == 0.5

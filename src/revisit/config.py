@@ -9,8 +9,10 @@ with a message that names the field.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -455,6 +457,34 @@ def _config_file_path() -> Path | None:
     return candidate if candidate.exists() else None
 
 
+# REVISIT_ variables that are not settings of this module: read by the HTTP service's own
+# settings (which check their names themselves), the camera agent, the scripts and the tests.
+_OTHER_ENV = ("REVISIT_CONFIG", "REVISIT_AGENT_KEY", "REVISIT_SHARED_DATA", "REVISIT_REDIS_DIR")
+_OTHER_ENV_PREFIXES = ("REVISIT_SERVICE_", "REVISIT_TEST_")
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """``REVISIT_...`` variables that name no setting, each with the nearest known name
+    if there is one: pydantic-settings ignores them, so a misspelt one would silently not
+    apply (a misspelt ``REVISIT_SECTION__KEY`` is already refused by its section)."""
+    sections = {name for name, f in Settings.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, Section)}
+    known = [name.upper() for name in Settings.model_fields]
+    out = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith("REVISIT_") or upper in _OTHER_ENV \
+                or upper.startswith(_OTHER_ENV_PREFIXES):
+            continue
+        field, sep, rest = upper.removeprefix("REVISIT_").partition("__")
+        if field.lower() in Settings.model_fields and (not sep or field.lower() in sections):
+            continue
+        near = difflib.get_close_matches(field, [k for k in known if k != field], n=1,
+                                         cutoff=0.75)
+        out.append(f"{key} (did you mean REVISIT_{near[0]}{sep}{rest}?)" if near else key)
+    return out
+
+
 _URL_FIELDS = ("store_url", "index_url", "queue_url")
 _SCHEMES = {"store_url": ("duckdb", "postgresql", "postgres"), "index_url": ("faiss", "pgvector")}
 _CONFIG_DECIDED = False  # load_settings chose the file (or none) from --data
@@ -467,6 +497,8 @@ class ConfigError(Exception):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate settings; turn pydantic's errors into one readable message."""
     global _CONFIG_OVERRIDE, _CONFIG_DECIDED
+    if unknown := unknown_env(os.environ):
+        raise ConfigError("unknown setting(s) in the environment: " + ", ".join(unknown))
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist (or is not a file)")
     data = overrides.get("data")
