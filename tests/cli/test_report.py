@@ -132,3 +132,30 @@ def test_parquet_exports(data: Path, tmp_path: Path) -> None:
     assert s.returncode == 0, s.stderr
     assert duckdb.sql(f"SELECT count(*) FROM '{s_out}'").fetchall()[0][0] == 4
     assert _report(data, "--format", "parquet").returncode != 0  # a file is needed
+
+
+@pytest.mark.parametrize("args", [
+    ["sightings"], ["consolidate", "--dry-run"], ["visitors", "merges"],
+    ["occupancy", "--from", DAY, "--to", DAY], ["admin", "alerts"], ["admin", "audit"],
+    ["known", "list"], ["known", "presence", "--from", DAY, "--to", DAY],
+])
+def test_every_reading_command_names_an_unknown_tenant(data: Path, args: list[str]) -> None:
+    """A misspelt tenant is exit 2 naming it, never an empty answer read as "nobody"."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["--data", str(data), *args, "--tenant", "acmee"])
+    assert out.exit_code == 2 and "unknown tenant 'acmee'" in out.output, out.output
+    out = runner.invoke(app, ["--data", str(data), *args, "--tenant", "default"])
+    assert out.exit_code == 0, out.output
+
+
+def test_sightings_names_an_unknown_place(data: Path) -> None:
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    out = CliRunner().invoke(app, ["--data", str(data), "sightings", "--locations", "NOPE"])
+    assert out.exit_code == 2 and "location 'NOPE'" in out.output, out.output

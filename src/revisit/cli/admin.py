@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import split_list, state
+from revisit.cli.context import AnyTenant, Tenant, require_tenant, split_list, state
 from revisit.tenancy.db import Tenancy, TenancyError, open_tenancy
 
 admin_app = typer.Typer(help="Tenants, keys, cameras, groups, erasure and retention.",
@@ -59,8 +59,6 @@ def _needs_store(store: object, api: str) -> None:
         raise typer.Exit(2)
 
 
-Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
-AnyTenant = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id (all if unset).")]
 
 
 @admin_app.command("add-tenant")
@@ -259,7 +257,8 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
 def audit(ctx: typer.Context, tenant: Tenant,
           limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50) -> None:
     """The tenant's audit log, newest first (JSON lines)."""
-    with _open(ctx) as (_, t):
+    with _open(ctx) as (store, t):
+        require_tenant(store, tenant)
         for rec in t.audit_log(tenant, limit):
             typer.echo(json.dumps(rec))
 

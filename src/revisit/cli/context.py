@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from revisit.config import ConfigError, Settings, load_settings
+
+Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+AnyTenant = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id (all if unset).")]
 
 
 @dataclass
@@ -71,3 +74,17 @@ def open_store_directly(ctx: typer.Context, api: str) -> Any:
     except StoreUnavailable:
         typer.echo(f"error: `revisit serve` holds the store; while it runs use {api}", err=True)
         raise typer.Exit(2) from None
+
+
+def require_tenant(store: Any, tenant: str) -> None:
+    """Exit 2 naming a tenant that is neither registered nor holds data: a misspelt tenant
+    must not read as an empty answer ("no visitors", "no alerts")."""
+    from revisit.records import DEFAULT_TENANT
+    from revisit.tenancy.db import Tenancy
+
+    if tenant == DEFAULT_TENANT or Tenancy(store).tenant(tenant) is not None \
+            or tenant in store.tenants():
+        return
+    typer.echo(f"error: unknown tenant {tenant!r} (no such tenant, and no data under it)",
+               err=True)
+    raise typer.Exit(2)

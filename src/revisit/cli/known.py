@@ -11,11 +11,10 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import open_store_directly, parse_day, split_list, state
+from revisit.cli.context import Tenant, open_store_directly, parse_day, require_tenant, split_list, state
 
 known_app = typer.Typer(help="Known people: staff exclusion and the watchlist (opt-in, "
                         "audited).", no_args_is_help=True)
-Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 
 
 def _open(ctx: typer.Context):  # -> (store, Tenancy)
@@ -87,6 +86,7 @@ def list_(ctx: typer.Context, tenant: Tenant,
 
     store, tenancy = _open(ctx)
     try:
+        require_tenant(store, tenant)
         rows = Enrolments(store, tenancy).list(tenant, group)
         tenancy.audit(tenant, "cli", "known.list", {"group": group, "count": len(rows)})
     finally:
@@ -133,6 +133,7 @@ def presence(
         raise typer.BadParameter(str(exc)) from None
     store, tenancy = _open(ctx)
     try:
+        require_tenant(store, tenant)
         try:  # the report's rule: the tenant's own places only
             tenancy.report_filter(tenant, q.locations, (), "")
         except TenancyError as exc:

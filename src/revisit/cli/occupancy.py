@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from revisit.cli.context import open_store_directly, parse_day, split_list, state
+from revisit.cli.context import Tenant, open_store_directly, parse_day, require_tenant, split_list, state
 
 
 def _stores(ctx: typer.Context):  # -> (store, OccupancyDB)
@@ -34,7 +34,6 @@ def _invalid(exc: ValidationError) -> typer.Exit:
     return typer.Exit(2)
 
 
-Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +60,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--to {end} is before --from {start}")
         store, db = _stores(ctx)
         try:
+            require_tenant(store, tenant)
             out = history_table(db, tenant, start, end, tuple(split_list(locations)))
         finally:
             store.close()
@@ -219,6 +219,7 @@ def register(app: typer.Typer) -> None:
 
         store, _db = _stores(ctx)
         try:
+            require_tenant(store, tenant)
             for a in AlertBook(store).alerts(tenant, limit):
                 typer.echo(json.dumps(a))
         finally:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from revisit.cli.context import parse_day, split_list, state
+from revisit.cli.context import Tenant, parse_day, require_tenant, split_list, state
 from revisit.report.durations import format_duration, parse_duration
 from revisit.report.query import ReportQuery, SightingQuery
 from revisit.visits import DEFAULT_VISIT_GAP
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option(
             "--format", help="table, csv, json or parquet (parquet needs --output).")] = "table",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
-        tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = "default",
+        tenant: Tenant = "default",
         group: Annotated[str | None, typer.Option(
             "--group", help="A camera group of the tenant (admin set-group): its cameras, "
             "named in the header.")] = None,
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             "--interval", help="The cameras' snapshot interval, added to each visit's "
             "duration.")] = "15s",
         fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-        tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = "default",
+        tenant: Tenant = "default",
     ) -> None:
         """New and returning visitors, visit durations per store, when visits happen."""
         import json
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option(
             "--format", help="csv, jsonl or parquet (parquet needs --output).")] = "csv",
         output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-        tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = "default",
+        tenant: Tenant = "default",
     ) -> None:
         """Every sighting (one row per face assigned to a visitor), for audits."""
         from revisit.report import formats
@@ -170,6 +170,7 @@ def register(app: typer.Typer) -> None:
         )
         store = _open_store(ctx)
         try:
+            _places(store, tenant, query.locations, query.cameras)
             if fmt == "parquet":
                 n = formats.write_sightings_parquet(store.sightings(query), output)
                 typer.echo(f"{n} sightings written to {output}", err=True)
@@ -192,25 +193,27 @@ def _query(from_: str, to: str, tenant: str, locations: str | None, cameras: str
         raise typer.BadParameter(str(exc)) from None
 
 
+def _places(store: Any, tenant: str, locations: tuple[str, ...], cameras: tuple[str, ...],
+            group: str = "") -> tuple[Any, tuple[str, ...]]:
+    """(the tenancy, the cameras to filter on: ``cameras`` plus the group's); exits naming
+    an unknown tenant, location, camera or group."""
+    from revisit.tenancy.db import Tenancy, TenancyError
+
+    require_tenant(store, tenant)
+    tenancy = Tenancy(store)
+    try:
+        return tenancy, tenancy.report_filter(tenant, locations, cameras, group)
+    except TenancyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _filtered(store: Any, query: ReportQuery) -> tuple[Any, ReportQuery]:
     """(the tenancy, the query with its group's cameras); exits naming an unknown place."""
     from dataclasses import replace
 
-    from revisit.records import DEFAULT_TENANT
-    from revisit.tenancy.db import Tenancy, TenancyError
-
-    tenancy = Tenancy(store)
-    if query.tenant != DEFAULT_TENANT and tenancy.tenant(query.tenant) is None \
-            and query.tenant not in store.tenants():  # a typo must not read as "no visitors"
-        typer.echo(f"error: unknown tenant {query.tenant!r} (no such tenant, and no data "
-                   "under it)", err=True)
-        raise typer.Exit(2)
-    try:
-        cams = tenancy.report_filter(query.tenant, query.locations, query.cameras,
-                                     query.camera_group)
-    except TenancyError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    tenancy, cams = _places(store, query.tenant, query.locations, query.cameras,
+                            query.camera_group)
     return tenancy, replace(query, cameras=cams)
 
 

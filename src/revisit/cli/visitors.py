@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import state
+from revisit.cli.context import Tenant, require_tenant, state
 from revisit.report.formats import iso_utc
 
 visitors_app = typer.Typer(help="Inspect visitors; merge two into one or undo a merge.",
@@ -33,7 +33,6 @@ def _open_store(ctx: typer.Context, api: str | None = None):  # type: ignore[no-
     return open_store(settings) if api is None else open_store_directly(ctx, api)
 
 
-Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")]
 
 
 @visitors_app.command("show")
@@ -173,6 +172,7 @@ def merges(
     """The merge log: every merge, why, and whether it was split again."""
     store = _open_store(ctx)
     try:
+        require_tenant(store, tenant)
         log = store.merges(tenant)
     finally:
         store.close()
@@ -218,6 +218,7 @@ def register(app: typer.Typer) -> None:
         settings = state(ctx).settings()
         store = _open_store(ctx)
         try:
+            require_tenant(store, tenant)
             out = consolidate(settings, store, None, tenant, threshold=threshold, same_store=same_store,
                               dry_run=dry_run)
         finally:
