@@ -130,6 +130,9 @@ def test_purge_ends_expired_enrolments(store: SightingStore) -> None:
     assert left and all(f.startswith(f"enrol-{kept.enrolment_id}-") for f in left)
     assert index.size("default") == 1
     assert gone.visitor_id not in store.staff("default")
+    log = ten.audit_log("default", 100)
+    assert "Anna" not in str(log) and "Ben" in str(log)  # the ended one's label goes
+    assert any(r["action"] == "known.enrol" and gone.enrolment_id in str(r) for r in log)
 
 
 def test_skipped_batches_match_tenant_ids_exactly(store: SightingStore) -> None:
@@ -310,3 +313,31 @@ def test_removing_an_enrolment_keeps_a_visitor_others_were_merged_into(store: Si
     book.remove("default", e.enrolment_id)
     detail = store.visitor_detail("default", "V-000009")
     assert detail is not None and detail.visitor_id == e.visitor_id
+
+
+def test_removing_an_enrolment_takes_its_label_and_reason_from_the_audit_log(
+        store: SightingStore) -> None:
+    ten = Tenancy(store)
+    ten.create_tenant("default")
+
+    def embed(b: Batch) -> Batch:
+        fr, bbox = b.frames[0], (0, 0, 90, 90)
+        v = np.random.default_rng(len(fr.image_id)).standard_normal(128).astype(np.float32)
+        b.faces.append(Face(fr.tenant, fr.camera_id, fr.location_id, fr.image_id, fr.ts,
+                            face_image_id(fr.tenant, fr.image_id, bbox), bbox,
+                            np.zeros((5, 2), np.float32), 0.9, 0.9, True, None,
+                            v / np.linalg.norm(v)))
+        return b
+
+    book = Enrolments(store, ten)
+    anna = book.enrol_photos("default", "staff", [b"a"], label="Anna Example",
+                             reason="cashier until May", process=embed)
+    book.enrol_photos("default", "staff", [b"bb"], label="Ben Example",
+                      reason="manager", process=embed)
+    book.remove("default", anna.enrolment_id)
+    log = ten.audit_log("default", 100)
+    text = str(log)
+    assert "Anna Example" not in text and "cashier until May" not in text
+    assert "Ben Example" in text and "manager" in text  # another enrolment's entries stay
+    mine = [r for r in log if anna.enrolment_id in str(r)]
+    assert [r["action"] for r in mine] == ["known.remove", "known.enrol"]  # what was done stays

@@ -34,6 +34,7 @@ from revisit.records import (
     enrolment_exemplar_id,
 )
 from revisit.store.base import SightingStore
+from revisit.store.sql_store import redact_audit
 from revisit.store.visitor_ids import format_visitor_id
 from revisit.tenancy.db import Tenancy, TenancyError
 
@@ -274,10 +275,14 @@ class Enrolments:
                     [tenant, e.visitor_id])
             s.execute("DELETE FROM enrolments WHERE tenant = ? AND enrolment_id = ?",
                       [tenant, enrolment_id])
+            # the person's label and the reason go with the enrolment; the log keeps ids
+            redact_audit(s, tenant, {enrolment_id}, ("enrolment_id",))
             tx.bump([tenant])
         if index is not None and ids:
             index.remove(tenant, ids)
-        self._audit(tenant, actor, "known.remove", e)
+        self.tenancy.audit(tenant, actor, "known.remove", {
+            "enrolment_id": e.enrolment_id, "group": e.group, "visitor_id": e.visitor_id,
+            "source": e.source})
         return out
 
 

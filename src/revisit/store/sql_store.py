@@ -977,36 +977,10 @@ class SQLStore:
             [tenant, *g])
         counts["alerts"] = s.count(
             f"DELETE FROM alerts WHERE tenant = ? AND subject {_LIST}", g)
-        counts["audit_redacted"] = self._redact_audit(s, tenant, set(group))
+        counts["audit_redacted"] = redact_audit(s, tenant, set(group))
         s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
                   "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
         return counts, exemplar_ids
-
-    @staticmethod
-    def _redact_audit(s: Session, tenant: str, group: set[str]) -> int:
-        """Audit entries about the person (an enrolment's label and reason, a watchlist
-        alert's place and time, the reason given for a merge of theirs) keep what was
-        done, when and by whom, and the ids: the person's details go with them."""
-        n = 0
-        # only entries whose text names one of the ids are read and parsed
-        named = " OR ".join("strpos(detail, ?) > 0" for _ in group)
-        for audit_id, detail in s.execute(
-                "SELECT id, detail FROM tenancy_audit WHERE tenant = ? AND action IN "
-                f"('known.enrol', 'known.remove', 'watchlist.alert', 'visitor.merge') "
-                f"AND ({named})",
-                [tenant, *sorted(group)]).fetchall():
-            try:
-                d = json.loads(detail)
-            except ValueError:
-                continue
-            if not isinstance(d, dict) or not group & {d.get(k) for k in _AUDIT_SUBJECTS}:
-                continue
-            kept = {k: d[k] for k in (*_AUDIT_SUBJECTS, "enrolment_id", "alert_id", "group",
-                                      "merge_id") if k in d}
-            s.execute("UPDATE tenancy_audit SET detail = ? WHERE id = ?",
-                      [json.dumps({**kept, "erased": True}, sort_keys=True), audit_id])
-            n += 1
-        return n
 
     @classmethod
     def _redact_gone_merges(cls, s: Session, tenant: str) -> int:
@@ -1026,7 +1000,7 @@ class SQLStore:
         here = {r[0] for r in s.execute(
             f"SELECT visitor_id FROM visitors WHERE tenant = ? AND visitor_id {_LIST}",
             [tenant, sorted(named)]).fetchall()}
-        return cls._redact_audit(s, tenant, named - here) if named - here else 0
+        return redact_audit(s, tenant, named - here) if named - here else 0
 
     def visitor_face_ids(self, tenant: str, visitor_id: str) -> set[str]:
         with self.engine.read() as s:
@@ -1109,7 +1083,8 @@ class SQLStore:
             counts["merge_log"] = s.count(
                 f"DELETE FROM merge_log m WHERE m.tenant = ? AND ({gone.format(t='m', col='keep_id')}"
                 f" OR {gone.format(t='m', col='absorb_id')})", t)
-            counts["audit_redacted"] = self._redact_gone_merges(s, tenant)
+            counts["audit_redacted"] = self._redact_gone_merges(s, tenant) + redact_audit(
+                s, tenant, set(expired), ("enrolment_id",))
             # a visitor's first and last sighting times and its creation time say nothing
             # from before the cutoff any more
             s.execute(
@@ -1189,3 +1164,34 @@ SIGHTING_TABLE_COLUMNS = (
     "tenant", "face_image_id", "face_id", "image_id", "camera_id", "location_id", "ts",
     "bbox_x", "bbox_y", "bbox_w", "bbox_h", "quality", "match_score", "zone",
 )
+
+
+def redact_audit(s: Session, tenant: str, ids: set[str],
+                 keys: tuple[str, ...] = _AUDIT_SUBJECTS) -> int:
+    """Audit entries about a person (an enrolment's label and reason, a watchlist alert's
+    place and time, the reason given for a merge of theirs) whose ``keys`` name one of
+    ``ids`` keep what was done, when and by whom, and the ids: the person's details go.
+    ``keys``: the visitor ids an entry names (erasure, retention) or its enrolment id (an
+    enrolment removed or expired)."""
+    if not ids:
+        return 0
+    n = 0
+    # only entries whose text names one of the ids are read and parsed
+    named = " OR ".join("strpos(detail, ?) > 0" for _ in ids)
+    for audit_id, detail in s.execute(
+            "SELECT id, detail FROM tenancy_audit WHERE tenant = ? AND action IN "
+            f"('known.enrol', 'known.remove', 'watchlist.alert', 'visitor.merge') "
+            f"AND ({named})",
+            [tenant, *sorted(ids)]).fetchall():
+        try:
+            d = json.loads(detail)
+        except ValueError:
+            continue
+        if not isinstance(d, dict) or not ids & {d.get(k) for k in keys}:
+            continue
+        kept = {k: d[k] for k in (*_AUDIT_SUBJECTS, "enrolment_id", "alert_id", "group",
+                                  "merge_id") if k in d}
+        s.execute("UPDATE tenancy_audit SET detail = ? WHERE id = ?",
+                  [json.dumps({**kept, "erased": True}, sort_keys=True), audit_id])
+        n += 1
+    return n
