@@ -38,7 +38,15 @@ def test_health_ready_metrics_docs(env: Env) -> None:
     for name in ("revisit_frames_received_total", "revisit_queue_depth",
                  "revisit_stage_seconds", "revisit_new_visitors_total"):
         assert name in m.text or name.removesuffix("_total") in m.text
-    assert env.client.get("/docs").status_code == 200
+    docs = env.client.get("/docs")
+    assert docs.status_code == 200 and "https://" not in docs.text  # offline: no CDN
+    from revisit.api.dashboard import VENDOR
+
+    if (VENDOR / "swagger-ui-bundle.js").is_file():  # set-up ran npm
+        assert "/static/vendor/swagger-ui-bundle.js" in docs.text
+        assert env.client.get("/static/vendor/swagger-ui-bundle.js").status_code == 200
+    else:
+        assert 'href="/openapi.json"' in docs.text
     paths = env.client.get("/openapi.json").json()["paths"]
     assert "/v1/batches" in paths and "/v1/reports/unique-visitors" in paths
 

@@ -68,6 +68,7 @@ def create_app(
         description="Camera batches in, unique-visitor reports out. Authenticate with "
         "`Authorization: Bearer <key>`; see docs/service.md.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs: dashboard.api_docs, served offline
         dependencies=[Depends(api_errors.known_query)],
         responses=api_errors.MALFORMED_HTTP,
     )

@@ -14,12 +14,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from revisit.api.auth import service_of, session_key
 
 WEB = Path(__file__).resolve().parent.parent / "web"
+VENDOR = WEB / "static" / "vendor"  # browser libraries scripts/setup.sh copies from npm
 router = APIRouter(include_in_schema=False)
 
 
@@ -32,6 +34,23 @@ def _page(name: str, **values: str) -> str:
     for k, v in values.items():
         text = text.replace("{{" + k + "}}", html.escape(v))
     return text
+
+
+@router.get("/docs")
+def api_docs() -> HTMLResponse:
+    """The OpenAPI schema in Swagger UI, served from /static/vendor: FastAPI's own page
+    loads it from a CDN, which a store's network often cannot reach."""
+    if not (VENDOR / "swagger-ui-bundle.js").is_file():
+        return HTMLResponse(
+            "<!doctype html><title>revisit API</title><p>The interactive API docs need the "
+            "browser assets that <code>scripts/setup.sh</code> installs with npm. The "
+            'schema itself: <a href="/openapi.json">/openapi.json</a>.</p>')
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json", title="revisit API",
+        swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui.css",
+        swagger_favicon_url="/static/vendor/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io's validator
 
 
 @router.get("/")
