@@ -703,3 +703,36 @@ def test_a_worker_that_always_has_work_still_sweeps(
     w.stop.set()
     t.join(timeout=10)
     assert w.stats.batches == 5 and len(swept) >= 4
+
+
+def test_parked_batches_a_killed_resolver_applied_are_forwarded_by_another(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver commits 0 and drains the parked 1 and 2, then dies before the worker
+    puts them on the store stage's queue. 0 comes back (never acked) as a replay; 1 and 2
+    were acked when parked, so only the reorder buffer still holds them: another
+    resolver's idle pass forwards them once they are FORWARD_ORPHAN_S old, with the
+    stored assignments (their alerts were lost before)."""
+    from revisit.distributed import resolve
+    from revisit.store.postgres_store import PostgresStore
+
+    bs = _stream_batches(tmp_path)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url)
+    store, other_store = PostgresStore(pg_url), PostgresStore(pg_url)
+    dying = ResolveHandler(settings, store)
+    assert dying(bs[2]) == [] and dying(bs[1]) == []
+    applied = dying(bs[0])
+    assert [b.batch_id for b in applied] == [f"s-drain#00000000{i}" for i in range(3)]
+    # killed here: dying.forwarded() never runs
+    other = ResolveHandler(settings, other_store)
+    assert other.idle() == []  # a live resolver may still be forwarding them
+    monkeypatch.setattr(resolve, "FORWARD_ORPHAN_S", 0.0)
+    again = other.idle()
+    assert [b.batch_id for b in again] == ["s-drain#000000001", "s-drain#000000002"]
+    for was, now in zip(applied[1:], again, strict=True):
+        assert sorted((s.face_image_id, s.face_id) for s in now.sightings) == sorted(
+            (s.face_image_id, s.face_id) for s in was.sightings) != []
+    other.forwarded()
+    assert other.idle() == [] and store.parked_streams() == []
+    assert store.unforwarded(resolve.now_utc()) == []
+    store.close()
+    other_store.close()

@@ -27,7 +27,9 @@ moment loses nothing and doubles nothing:
   its batches ``<stream>#<seq>``; resolvers apply each stream's batches strictly in
   ``seq`` order (a per-stream cursor row, advanced in the same transaction). A batch that
   arrives early (parallel detect/embed workers reorder) is parked in ``resolve_parked``
-  (durably, then acked) and applied by whichever resolver commits its predecessor. The
+  (durably, then acked) and applied by whichever resolver commits its predecessor; its
+  row stays, marked applied, until the worker has forwarded it to the store stage (an
+  idle resolver forwards what a killed one applied but never forwarded). The
   result: the same sightings as the embedded default on the same input, however many
   workers, kills or redeliveries. Faces of a camera track not decided yet (a first face
   too weak to found a visitor, held for the track's next snapshots) are committed with

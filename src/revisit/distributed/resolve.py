@@ -21,6 +21,11 @@ from revisit.store.sql_store import now_utc
 
 log = logging.getLogger(__name__)
 
+# A parked batch applied this long ago and still not forwarded lost its resolver between
+# the commit and the forward: an idle resolver forwards it (a duplicate is harmless: the
+# store stage's alerts keep their cooldowns).
+FORWARD_ORPHAN_S = 300.0
+
 
 class _LoadGuard:
     """Index wrapper for a shared (pgvector) index: rebuilding a resolver's bookkeeping from
@@ -50,6 +55,8 @@ class ResolveHandler:
     # (payload, reason) -> the stage queue's dead letters; the worker sets it
     dead_letter: Callable[[bytes, str], None] | None = None
     _last_work: float = field(default_factory=time.monotonic)
+    # applied parked batches returned for the store stage, not yet confirmed forwarded
+    _pending: list[tuple[str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from revisit.store.postgres_store import PostgresStore
@@ -101,12 +108,26 @@ class ResolveHandler:
         # there leaves them parked and must not take this batch's result with it
         return out + self._drain_quietly(stream)
 
+    def forwarded(self) -> None:
+        """The worker put what this handler returned on the store stage's queue: the
+        applied parked batches among it leave the reorder buffer."""
+        if self._pending:
+            self.store.forwarded(self._pending)
+            self._pending.clear()
+
     def idle(self) -> list[Batch]:
-        """Between deliveries: apply parked batches whose turn has come (their stream's
+        """Between deliveries: forward parked batches applied by a resolver that died
+        before forwarding them, apply parked batches whose turn has come (their stream's
         predecessor was committed by a resolver that died before draining); after
         ``pipeline.idle_flush_s`` without a batch, store the faces open tracks hold."""
         out: list[Batch] = []
         try:
+            cutoff = now_utc() - timedelta(seconds=FORWARD_ORPHAN_S)
+            for stream, seq, payload in self.store.unforwarded(cutoff):
+                log.warning("stream %s: batch %d was applied but never forwarded; "
+                            "forwarding it now", stream, seq)
+                out.append(self._replay(decode_batch(payload)))
+                self._pending.append((stream, seq))
             for stream in self.store.parked_streams():
                 out += self._drain_quietly(stream)
             out += self._flush_held()
@@ -176,6 +197,7 @@ class ResolveHandler:
                     applied = self._apply(tx, decode_batch(payload))
                     tx.advance(stream, nxt)
                 out.append(applied)
+                self._pending.append((stream, nxt))
             except unavailable_errors():
                 raise
             except Exception as exc:
@@ -196,7 +218,7 @@ class ResolveHandler:
         except Exception:  # undecodable: the dead letter keeps it as it is
             tenants = ""
         with self.store.identity_transaction(stream=stream) as tx:
-            if tx.last_seq(stream) + 1 != seq or tx.unpark(stream, seq) is None:
+            if tx.last_seq(stream) + 1 != seq or tx.unpark(stream, seq, forward=False) is None:
                 return  # another resolver moved on meanwhile
             tx.skip(stream, seq, seq, tenants, why)
             self.dead_letter(payload, why)  # type: ignore[misc]  # before the commit

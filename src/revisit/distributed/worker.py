@@ -73,6 +73,13 @@ def _wire(handler: Any, inq: StageQueue) -> None:
         handler.dead_letter = getattr(inq, "put_dead", None)
 
 
+def _forwarded(handler: Any) -> None:
+    """Tell the resolve stage its outputs are on the next queue (applied parked batches
+    are kept until then)."""
+    if isinstance(handler, ResolveHandler):
+        handler.forwarded()
+
+
 class _Statuses:
     """API batch statuses seen from a worker (with a shared store configured): the first
     stage marks a batch ``processing``; a stage that fails on it records why (the broker
@@ -233,6 +240,7 @@ class Worker:
                         for out in idle():
                             if outq is not None:
                                 put_blocking(outq, out, self.stop)
+                        _forwarded(handler)
                     if max_idle_s is not None and time.monotonic() - last_work > max_idle_s:
                         return
                     continue
@@ -245,6 +253,7 @@ class Worker:
                     if outq is not None:
                         put_blocking(outq, out, self.stop)
                 delivery.ack()
+                _forwarded(handler)
                 busy, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 with self._lock:
                     self.stats.batches += 1
@@ -266,6 +275,7 @@ class Worker:
                     for out in idle():
                         if outq is not None:
                             put_blocking(outq, out, self.stop)
+                    _forwarded(handler)
             except Exception as exc:  # broker/database down, or a bad batch: retry later
                 with self._lock:
                     self.stats.errors += 1

@@ -295,6 +295,11 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
             "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS subject VARCHAR",
             "ALTER TABLE alert_state ADD COLUMN IF NOT EXISTS last_ts TIMESTAMP",
         ]),
+        # a parked batch applied stays until the store stage has it (its alerts): set
+        # when applied, the row deleted once forwarded (distributed/resolve.py)
+        (15, [
+            "ALTER TABLE resolve_parked ADD COLUMN IF NOT EXISTS applied_at TIMESTAMP",
+        ]),
     ]
 
 

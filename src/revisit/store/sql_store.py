@@ -121,23 +121,31 @@ class IdentityTransaction:
         """Keep an encoded batch that arrived before its predecessor, durably, until its
         turn (the caller encodes: the store holds bytes, not the queue's format)."""
         self.session.execute(
-            "INSERT INTO resolve_parked VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO resolve_parked (stream, seq, payload, parked_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             [stream, seq, payload, now_utc()],
         )
 
-    def unpark(self, stream: str, seq: int) -> bytes | None:
+    def unpark(self, stream: str, seq: int, *, forward: bool = True) -> bytes | None:
+        """The parked batch's bytes, taken out of the reorder buffer. ``forward``: it is
+        being applied, so its row stays, marked applied, until the store stage has it
+        (:meth:`SQLStore.forwarded`): a resolver killed between this commit and the
+        forward must not lose the batch's alerts. Otherwise (set aside) the row goes."""
+        sql = ("UPDATE resolve_parked SET applied_at = ? WHERE stream = ? AND seq = ? "
+               "AND applied_at IS NULL RETURNING payload") if forward else (
+               "DELETE FROM resolve_parked WHERE stream = ? AND seq = ? "
+               "AND applied_at IS NULL RETURNING payload")
         row = self.session.execute(
-            "DELETE FROM resolve_parked WHERE stream = ? AND seq = ? RETURNING payload",
-            [stream, seq],
-        ).fetchone()
+            sql, [now_utc(), stream, seq] if forward else [stream, seq]).fetchone()
         return None if row is None else bytes(row[0])
 
     def first_parked(self, stream: str) -> tuple[int, datetime, bytes] | None:
         """The lowest parked batch of the stream: (seq, when the stream's first parked
         batch arrived, its bytes), or None."""
         row = self.session.execute(
-            "SELECT seq, payload, (SELECT min(parked_at) FROM resolve_parked WHERE stream = ?) "
-            "FROM resolve_parked WHERE stream = ? ORDER BY seq LIMIT 1", [stream, stream],
+            "SELECT seq, payload, (SELECT min(parked_at) FROM resolve_parked WHERE stream = ? "
+            "AND applied_at IS NULL) FROM resolve_parked WHERE stream = ? "
+            "AND applied_at IS NULL ORDER BY seq LIMIT 1", [stream, stream],
         ).fetchone()
         return None if row is None else (int(row[0]), row[2], bytes(row[1]))
 
@@ -713,7 +721,22 @@ class SQLStore:
 
     def parked_streams(self) -> list[str]:
         """Streams with batches waiting in the resolve reorder buffer."""
-        return [r[0] for r in self._query("SELECT DISTINCT stream FROM resolve_parked")]
+        return [r[0] for r in self._query(
+            "SELECT DISTINCT stream FROM resolve_parked WHERE applied_at IS NULL")]
+
+    def unforwarded(self, applied_before: datetime) -> list[tuple[str, int, bytes]]:
+        """Parked batches applied before ``applied_before`` that never reached the store
+        stage (their resolver died between the commit and the forward)."""
+        return [(r[0], int(r[1]), bytes(r[2])) for r in self._query(
+            "SELECT stream, seq, payload FROM resolve_parked WHERE applied_at < ? "
+            "ORDER BY stream, seq", [applied_before])]
+
+    def forwarded(self, batches: Iterable[tuple[str, int]]) -> None:
+        """Applied parked batches now on the store stage's queue: their rows go."""
+        with self.engine.transaction() as s:
+            for stream, seq in batches:
+                s.execute("DELETE FROM resolve_parked WHERE stream = ? AND seq = ? "
+                          "AND applied_at IS NOT NULL", [stream, seq])
 
     def identity_version(self, tenant: str) -> int:
         rows = self._query("SELECT identity_version FROM tenants WHERE tenant = ?", [tenant])
