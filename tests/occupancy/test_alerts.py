@@ -5,8 +5,10 @@ retried with every attempt logged."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import ValidationError
@@ -153,3 +155,53 @@ def test_a_cooldown_holds_when_the_same_rule_is_put_again(store: SightingStore) 
     assert _run(book, rule, [78, 50]) == [0]
     book.put_rule("default", AlertRule.model_validate_json(rule.model_dump_json()))
     assert book.evaluate("default", rule, 78, T0 + timedelta(minutes=5)) is None  # cooling
+
+
+def test_a_webhook_goes_to_the_address_checked_not_one_resolved_later(
+        store: SightingStore, receiver: tuple[str, Received],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name resolves to a public address when checked and to the
+    internal receiver a moment later. The post must go to the address checked (here
+    unreachable), never to the receiver."""
+    url, got = receiver
+    port = urlsplit(url).port
+    real = socket.getaddrinfo
+    public = "1.0.0.0"  # global, and not reachable from a test machine
+    calls: list[str] = []
+
+    def rebinding(host: str, *args: object, **kw: object) -> list:
+        if host != "hook.example.com":
+            return real(host, *args, **kw)  # type: ignore[arg-type]
+        calls.append(host)
+        ip = public if len(calls) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="full", location_id="L1", above=80,
+                     webhook_url=f"http://hook.example.com:{port}/hook")
+    alert = book.evaluate("default", rule, 90, T0)
+    assert alert is not None
+    d = Deliverer(book, lambda tenant: "s", attempts=1, backoff_s=0.01, timeout_s=0.5)
+    d.send(alert)
+    d.wait()
+    assert got.posts == []
+    (attempt,) = book.alerts("default")[0]["deliveries"]
+    assert not attempt["ok"]
+
+
+def test_the_pinned_request_keeps_the_name_for_host_and_tls(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from revisit.occupancy.alerts import _pinned
+
+    def resolve(host: str, *args: object, **kw: object) -> list:
+        ip = "2606:4700::1" if host == "v6.example.com" else "1.1.1.1"
+        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        return [(fam, socket.SOCK_STREAM, 6, "", (ip, 443))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    assert _pinned("https://u:p@hook.example.com:8443/x?a=1") == (
+        "https://u:p@1.1.1.1:8443/x?a=1", {"Host": "hook.example.com:8443"},
+        {"sni_hostname": "hook.example.com"})
+    assert _pinned("http://v6.example.com/x") == (
+        "http://[2606:4700::1]/x", {"Host": "v6.example.com"}, {})

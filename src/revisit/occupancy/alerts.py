@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -289,9 +289,12 @@ class SmtpSettings:
     starttls: bool = False
 
 
-def _public_host(url: str) -> None:
-    """Refuse (RuntimeError, logged as the delivery's failure) a webhook whose host
-    resolves to a private, loopback, link-local or otherwise non-public address."""
+def _pinned(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(the URL with its host replaced by the address checked, the Host header, httpx's
+    request extensions) for a webhook whose host resolves only to public addresses; else
+    RuntimeError (logged as the delivery's failure). The request goes to the address
+    checked: a name that resolves again to an internal one a moment later (DNS rebinding)
+    is not followed. HTTPS still verifies the certificate against the name (SNI)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -299,11 +302,18 @@ def _public_host(url: str) -> None:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise RuntimeError(f"cannot resolve webhook host {host!r}: {exc}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
+    addrs = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for ip in addrs:
         if not ip.is_global:
             raise RuntimeError(f"webhook host {host!r} is at a non-public address ({ip}); "
                                "alerts.private_webhooks allows that")
+    if not addrs:
+        raise RuntimeError(f"cannot resolve webhook host {host!r}: no address")
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    at = f"[{addrs[0]}]" if addrs[0].version == 6 else str(addrs[0])
+    netloc = (f"{userinfo}@" if userinfo else "") + at + (f":{parts.port}" if parts.port else "")
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": hostport}, extensions
 
 
 class Deliverer:
@@ -355,14 +365,15 @@ class Deliverer:
     def _webhook(self, alert: Alert) -> str:
         import httpx
 
+        url, host, extensions = alert.rule.webhook_url or "", {}, {}
         if not self.private_webhooks:
-            _public_host(alert.rule.webhook_url or "")
+            url, host, extensions = _pinned(url)
         body = json.dumps(alert.payload(), sort_keys=True).encode()
         stamp = str(int(time.time()))
-        r = httpx.post(alert.rule.webhook_url or "", content=body, timeout=self.timeout_s,
-                       headers={"Content-Type": "application/json", "X-Revisit-Timestamp": stamp,
-                                "X-Revisit-Signature": sign(self.secret_of(alert.tenant), stamp,
-                                                            body)})
+        with httpx.Client(timeout=self.timeout_s) as client:
+            r = client.post(url, content=body, extensions=extensions, headers={
+                **host, "Content-Type": "application/json", "X-Revisit-Timestamp": stamp,
+                "X-Revisit-Signature": sign(self.secret_of(alert.tenant), stamp, body)})
         if r.status_code >= 300:
             raise RuntimeError(f"HTTP {r.status_code}")
         return f"HTTP {r.status_code}"
