@@ -92,3 +92,23 @@ def test_two_files_of_one_second_are_two_snapshots(tmp_path: Path) -> None:
     a, b = folder_snapshots(tmp_path, "c1")
     assert a.ts == b.ts and a.image_id != b.image_id
     assert len(a.image_id) <= 64
+
+
+def test_without_a_zone_the_machine_zone_applies_its_offset_at_that_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --timezone: a winter and a summer file of a Berlin machine are read at +01:00
+    and +02:00 whatever the season the agent runs in (not today's offset for both)."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        winter = _jpeg(tmp_path / "cam1_20240105T093000.jpg")
+        summer = _jpeg(tmp_path / "cam1_20240705T093000.jpg")
+        assert snapshot_time(winter, "name") == datetime(2024, 1, 5, 8, 30, tzinfo=UTC)
+        assert snapshot_time(summer, "name") == datetime(2024, 7, 5, 7, 30, tzinfo=UTC)
+        exif = _jpeg(tmp_path / "e.jpg", "2024:07:05 09:30:00")
+        assert snapshot_time(exif, "exif") == datetime(2024, 7, 5, 7, 30, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -79,11 +79,11 @@ _EXIF_IFD, _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x8769, 36867, 36881
 def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None) -> datetime:
     """When a snapshot file was taken: its modification time (``mtime``), the EXIF
     DateTimeOriginal its camera wrote (``exif``), or a timestamp in its name (``name``).
-    EXIF and name times without an offset are read in ``zone`` (default: this machine's).
+    EXIF and name times without an offset are read in ``zone`` (default: this machine's,
+    with its daylight-saving rules at that time, not today's offset).
     Raises ValueError naming the file when the source holds no time."""
     if source == "mtime":
         return datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
-    zone = zone or datetime.now().astimezone().tzinfo
     if source == "name":
         m = _NAME_TS.search(path.stem)
         if m is None:
@@ -117,11 +117,15 @@ def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None)
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 
 
-def _with_offset(naive: datetime, offset: str | None, zone: tzinfo, path: Path) -> datetime:
+def _with_offset(naive: datetime, offset: str | None, zone: tzinfo | None,
+                 path: Path) -> datetime:
     """``naive`` at ``offset`` (``+01:00``, ``-0500``, ``Z``), or in ``zone`` if there is none
-    (a blank EXIF offset, which the standard allows, is none)."""
+    (a blank EXIF offset, which the standard allows, is none; no zone: this machine's local
+    time, whose offset at ``naive`` may differ from today's)."""
     offset = (offset or "").strip("\x00 ")
     if not offset:
+        if zone is None:  # a naive datetime's astimezone() applies the local rules at it
+            return naive.astimezone(UTC)
         return naive.replace(tzinfo=zone).astimezone(UTC)
     if offset == "Z":
         return naive.replace(tzinfo=UTC)
