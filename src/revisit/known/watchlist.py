@@ -154,7 +154,10 @@ class WatchlistWatcher:
 
     def _raise(self, s: Sighting, label: str, cfg: WatchlistSettings) -> Alert | None:
         ts = s.ts.astimezone(UTC).replace(tzinfo=None)
-        since = ts - timedelta(seconds=cfg.cooldown_s)
+        # the cooldown on both sides: sightings reach here out of time order (a camera's
+        # older batch after another's newer one, a batch's frames in any order)
+        cooldown = timedelta(seconds=cfg.cooldown_s)
+        since, until = ts - cooldown, ts + cooldown
         rule = AlertRule(rule_id=WATCHLIST_RULE, location_id=s.location_id, metric="count", above=0,
                          webhook_url=cfg.webhook_url, emails=cfg.emails)
         message = (f"watchlist: {label} at {s.location_id} (camera {s.camera_id}, "
@@ -164,8 +167,8 @@ class WatchlistWatcher:
             tx.lock("alerts", s.tenant)
             recent = tx.execute(
                 "SELECT 1 FROM alerts WHERE tenant = ? AND rule_id = ? AND subject = ? "
-                "AND location_id = ? AND started_at > ? AND started_at <= ?",
-                [s.tenant, WATCHLIST_RULE, s.face_id, s.location_id, since, ts]).fetchone()
+                "AND location_id = ? AND started_at > ? AND started_at < ?",
+                [s.tenant, WATCHLIST_RULE, s.face_id, s.location_id, since, until]).fetchone()
             if recent:
                 return None
             tx.execute("INSERT INTO alerts (tenant, alert_id, rule_id, location_id, zone, value, "
