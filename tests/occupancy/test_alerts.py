@@ -29,6 +29,25 @@ def _run(book: AlertBook, rule: AlertRule, values: list[float], step_s: int = 60
     return fired
 
 
+def test_a_snapshot_from_a_clock_running_ahead_does_not_silence_the_rule(
+        store: SightingStore) -> None:
+    """One frame stamped 20 h ahead (inside the default ingest window of a day) is not
+    judged: the real moments after it still count, and the first one above fires."""
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="full", location_id="L1", above=40, for_s=0, cooldown_s=60)
+    book.put_rule("default", rule)
+    now = datetime.now(UTC)
+    assert book.evaluate("default", rule, 5.0, now + timedelta(hours=20)) is None
+    fired = [i for i in range(5)
+             if book.evaluate("default", rule, 60.0, now + timedelta(seconds=i)) is not None]
+    assert fired == [0]
+    # a camera a little fast (inside the slack) is judged as before
+    assert book.evaluate("default", rule, 10.0, T0 + timedelta(minutes=14),
+                         now=T0 + timedelta(minutes=10)) is None
+    assert book.evaluate("default", rule, 60.0, T0 + timedelta(minutes=13),
+                         now=T0 + timedelta(minutes=13)) is None  # late: its moment passed
+
+
 def test_one_alert_per_episode_and_again_after_the_cooldown(store: SightingStore) -> None:
     book = AlertBook(store)
     rule = AlertRule(rule_id="full", location_id="L1", above=80, clear_below=70,

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -41,6 +41,10 @@ from revisit.store.base import SightingStore
 
 log = logging.getLogger(__name__)
 WATCHLIST_RULE = "watchlist"  # the rule id of watchlist alerts (revisit.known.watchlist)
+# A snapshot stamped further than this past the server's clock comes from a camera clock
+# running ahead: it is not judged, since a rule's state moving there would make every
+# real moment before it "late" (ignored) until the clock caught up.
+FUTURE_SLACK = timedelta(minutes=5)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -215,10 +219,11 @@ class AlertBook:
                        _naive(datetime.now(UTC)), ok, detail[:500]])
 
     def evaluate(self, tenant: str, rule: AlertRule, value: float | None,
-                 ts: datetime) -> Alert | None:
+                 ts: datetime, now: datetime | None = None) -> Alert | None:
         """Advance a rule's state with the value at ``ts``; the alert it raises, if any.
-        None values (no data) leave the state as it is."""
-        if value is None:
+        None values (no data), and moments more than :data:`FUTURE_SLACK` after ``now``
+        (default: the clock), leave the state as it is."""
+        if value is None or ts > (now or datetime.now(UTC)) + FUTURE_SLACK:
             return None
         with self.store.transaction() as s:
             s.lock("alerts", tenant)
