@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_WAIT_S = 1.0  # pause before trying a batch again while a backend is down,
 MAX_RETRY_WAIT_S = 30.0  # doubled each time up to this
+IDLE_SWEEP_S = 2.0  # a worker without work runs its handler's idle() this often
 BUSY_SWEEP_S = 30.0  # a worker that always has work still runs its handler's idle() this often
 
 
@@ -64,6 +65,14 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
         return []
 
     return store_stage, store
+
+
+def _close_quietly(*things: Any) -> None:
+    """Close each of ``things`` that is not None; a failure to close is not worth more."""
+    for thing in things:
+        if thing is not None:
+            with contextlib.suppress(Exception):
+                thing.close()
 
 
 def _wire(handler: Any, inq: StageQueue) -> None:
@@ -174,6 +183,29 @@ class Worker:
             log.info("%s worker: %d batches, %d frames, %d errors, %.0f s busy so far",
                      self.stage, s.batches, s.frames, s.errors, s.busy_s)
 
+    def _count_error(self) -> None:
+        with self._lock:
+            self.stats.errors += 1
+        if self.metrics is not None:
+            self.metrics.errors.inc()
+
+    def _forward(self, outs: list[Batch], outq: StageQueue | None) -> None:
+        for out in outs:
+            if outq is not None:
+                put_blocking(outq, out, self.stop)
+
+    def _sweep(self, handler: Any, outq: StageQueue | None, last: float, every_s: float
+               ) -> float:
+        """Run the handler's ``idle()`` (if it has one) when ``every_s`` passed since
+        ``last``, forwarding what it returns; returns when it last ran."""
+        idle = getattr(handler, "idle", None)
+        if idle is None or time.monotonic() - last <= every_s:
+            return last
+        last = time.monotonic()
+        self._forward(idle(), outq)
+        _forwarded(handler)
+        return last
+
     def _open(self, i: int) -> tuple[StageQueue, StageQueue | None]:
         from revisit.queue.factory import open_queue
 
@@ -204,16 +236,11 @@ class Worker:
             except unavailable_errors() as exc:
                 if self.stop.is_set():
                     raise
-                with self._lock:
-                    self.stats.errors += 1
-                if self.metrics is not None:
-                    self.metrics.errors.inc()
+                self._count_error()
                 log.warning("%s worker %d: %s: %s; batch %s again in %.0f s", self.stage, i,
                             type(exc).__name__, exc, batch.batch_id, wait)
                 if self.stage == "resolve":  # its memory may hold what was not stored
-                    with contextlib.suppress(Exception):
-                        if closable is not None:
-                            closable.close()
+                    _close_quietly(closable)
                     handler = closable = None
                 self.stop.wait(wait)
                 wait = min(wait * 2, MAX_RETRY_WAIT_S)
@@ -234,13 +261,7 @@ class Worker:
                 _wire(handler, inq)
                 delivery = inq.get(timeout=0.5)
                 if delivery is None:
-                    idle = getattr(handler, "idle", None)
-                    if idle is not None and time.monotonic() - last_idle > 2.0:
-                        last_idle = time.monotonic()
-                        for out in idle():
-                            if outq is not None:
-                                put_blocking(outq, out, self.stop)
-                        _forwarded(handler)
+                    last_idle = self._sweep(handler, outq, last_idle, IDLE_SWEEP_S)
                     if max_idle_s is not None and time.monotonic() - last_work > max_idle_s:
                         return
                     continue
@@ -249,9 +270,7 @@ class Worker:
                     statuses.processing(delivery.batch)
                 outs, handler, closable = self._handle(i, delivery.batch, handler, closable,
                                                        inq)
-                for out in outs:
-                    if outq is not None:
-                        put_blocking(outq, out, self.stop)
+                self._forward(outs, outq)
                 delivery.ack()
                 _forwarded(handler)
                 busy, cpu = time.perf_counter() - t0, time.thread_time() - c0
@@ -269,40 +288,17 @@ class Worker:
                 last_work = time.monotonic()
                 self._report()
                 # a busy worker sweeps too (parked batches of streams that went quiet)
-                idle = getattr(handler, "idle", None)
-                if idle is not None and time.monotonic() - last_idle > BUSY_SWEEP_S:
-                    last_idle = time.monotonic()
-                    for out in idle():
-                        if outq is not None:
-                            put_blocking(outq, out, self.stop)
-                    _forwarded(handler)
+                last_idle = self._sweep(handler, outq, last_idle, BUSY_SWEEP_S)
             except Exception as exc:  # broker/database down, or a bad batch: retry later
-                with self._lock:
-                    self.stats.errors += 1
-                if self.metrics is not None:
-                    self.metrics.errors.inc()
+                self._count_error()
                 if delivery is not None and statuses is not None:
                     statuses.failed(delivery.batch, self.stage, exc)
                 log.warning("%s worker %d: %s: %s; reconnecting", self.stage, i,
                             type(exc).__name__, exc)
-                for q in (inq, outq):
-                    if q is not None:
-                        with contextlib.suppress(Exception):
-                            q.close()
+                _close_quietly(inq, outq)
                 inq = outq = None
                 if self.stage == "resolve" and handler is not None:
-                    with contextlib.suppress(Exception):
-                        if closable is not None:
-                            closable.close()
+                    _close_quietly(closable)
                     handler = closable = None
                 time.sleep(1.0)
-        for q in (inq, outq):
-            if q is not None:
-                with contextlib.suppress(Exception):
-                    q.close()
-        if closable is not None:
-            with contextlib.suppress(Exception):
-                closable.close()
-        if statuses is not None:
-            with contextlib.suppress(Exception):
-                statuses.close()
+        _close_quietly(inq, outq, closable, statuses)
