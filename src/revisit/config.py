@@ -13,6 +13,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -443,12 +444,16 @@ class Settings(BaseSettings):
         return self.data / "crops"
 
 
-_CONFIG_OVERRIDE: Path | None = None
+# The config file load_settings chose, as a 1-tuple (``(None,)``: none), while it builds
+# Settings; unset (None) everywhere else: REVISIT_CONFIG, else REVISIT_DATA's revisit.toml.
+_chosen_file: ContextVar[tuple[Path | None] | None] = ContextVar("revisit_config_file",
+                                                                 default=None)
 
 
 def _config_file_path() -> Path | None:
-    if _CONFIG_OVERRIDE is not None or _CONFIG_DECIDED:
-        return _CONFIG_OVERRIDE
+    chosen = _chosen_file.get()
+    if chosen is not None:
+        return chosen[0]
     env = os.environ.get("REVISIT_CONFIG")
     if env:
         return Path(env)
@@ -487,7 +492,6 @@ def unknown_env(environ: Mapping[str, str]) -> list[str]:
 
 _URL_FIELDS = ("store_url", "index_url", "queue_url")
 _SCHEMES = {"store_url": ("duckdb", "postgresql", "postgres"), "index_url": ("faiss", "pgvector")}
-_CONFIG_DECIDED = False  # load_settings chose the file (or none) from --data
 
 
 class ConfigError(Exception):
@@ -496,18 +500,17 @@ class ConfigError(Exception):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate settings; turn pydantic's errors into one readable message."""
-    global _CONFIG_OVERRIDE, _CONFIG_DECIDED
     if unknown := unknown_env(os.environ):
         raise ConfigError("unknown setting(s) in the environment: " + ", ".join(unknown))
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist (or is not a file)")
     data = overrides.get("data")
+    chosen: tuple[Path | None] | None = None if config_file is None else (config_file,)
     if config_file is None and data is not None and not os.environ.get("REVISIT_CONFIG"):
         # --data DIR reads DIR/revisit.toml, as REVISIT_DATA=DIR does (and no other's)
         candidate = Path(data) / "revisit.toml"
-        config_file = candidate if candidate.is_file() else None
-        _CONFIG_DECIDED = True
-    _CONFIG_OVERRIDE = config_file
+        chosen = (candidate if candidate.is_file() else None,)
+    token = _chosen_file.set(chosen)
     where = _config_file_path()
     source = f" (config file {where})" if where is not None else ""
     try:
@@ -534,8 +537,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             lines.append(f"  {loc}: {err['msg']}{shown}")
         raise ConfigError(f"invalid configuration{source}:\n" + "\n".join(lines)) from None
     finally:
-        _CONFIG_OVERRIDE = None
-        _CONFIG_DECIDED = False
+        _chosen_file.reset(token)
 
 
 def dotted_overrides(pairs: list[str]) -> dict[str, Any]:
