@@ -15,7 +15,7 @@ def _load(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
 
 
 def test_memory_queue_url_is_the_in_process_default(tmp_path: Path) -> None:
-    """It used to count as a broker: ingest published and waited for ever."""
+    """memory:// is no broker: ingest must not publish and wait for workers."""
     assert _load(tmp_path, queue_url="memory://").queue_url == ""
 
 

@@ -263,8 +263,8 @@ class PipelineSettings(Section):
     precision: Literal["f32", "auto", "bf16"] = Field(
         "auto",
         description="OpenVINO's arithmetic. auto (default): bf16 on CPUs that compute it "
-        "(AVX-512 BF16 or AMX), where SFace runs 1.7-2.7x faster and identity answers stay "
-        "within the measured bounds (docs/performance.md), f32 elsewhere. f32: the shipped "
+        "(AVX-512 BF16 or AMX), where SFace runs faster and identity answers stay within "
+        "the measured bounds (docs/performance.md), f32 elsewhere. f32: the shipped "
         "models' own answers everywhere. bf16: bf16 even where OpenVINO must emulate it.",
     )
     skip_still_frames: bool = Field(

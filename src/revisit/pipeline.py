@@ -236,9 +236,9 @@ def pipeline_model_settings(settings: Settings) -> Settings:
     """Settings for the models of an in-process pipeline: ``pipeline.threads = 0`` (auto)
     becomes the cores divided between the two model stages, which run at the same time.
 
-    Each stage thread calling OpenCV with a pool of every core oversubscribes the machine:
-    on 2 cores, one thread per model gave 1.2x the frames/s of two (benchmarks/pipeline.py,
-    docs/performance.md), and the int8 YuNet/SFace calls gain nothing from a second thread.
+    Each stage thread calling OpenCV with a pool of every core oversubscribes the machine,
+    and the int8 YuNet/SFace calls gain nothing from a second thread (docs/performance.md,
+    "Pipeline").
     """
     if settings.pipeline.threads:
         return settings
@@ -306,9 +306,9 @@ class LocalModels:
         """The embed stage: the batch's faces split over ``embed_workers`` threads, each
         with its own embedder (OpenCV nets are not thread-safe), order kept.
 
-        Embedding costs ~4x detection per frame, so with one model thread per stage the
-        embed thread is the bottleneck while the detect thread idles; splitting a batch's
-        faces over the cores lets embedding use the idle time (benchmarks/pipeline.py).
+        Embedding costs several times detection per frame, so with one model thread per
+        stage the embed thread is the bottleneck while the detect thread idles; splitting a
+        batch's faces over the cores lets embedding use the idle time (docs/performance.md).
         """
         workers = self.embed_workers
         todo = [f for f in batch.faces if f.embedding is None and f.crop is not None]
@@ -365,7 +365,7 @@ class Runtime:
         self.index = open_index(settings)
         # The resolver searches one frame's faces at a time; on such tiny searches faiss's
         # OpenMP pool (all cores by default) only spins, taking the cores the models run
-        # on (benchmarks/resolver.py: 1 thread was ~20x faster than 2 on a busy 2-core box).
+        # on (docs/performance.md, "faiss OpenMP").
         import faiss
 
         faiss.omp_set_num_threads(1)

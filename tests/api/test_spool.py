@@ -150,8 +150,8 @@ def test_a_batch_stored_just_before_a_crash_is_reported_done(tmp_path: Path) -> 
 def test_a_batch_the_shutdown_interrupts_runs_at_the_next_start(tmp_path: Path,
                                                                 monkeypatch) -> None:
     """Stopping the server while a batch is in a stage (its model process going away)
-    used to move the batch to spool/failed with its status stuck at "processing": now it
-    stays spooled and the next start stores it."""
+    leaves the batch spooled, not in spool/failed with its status stuck at "processing":
+    the next start stores it."""
     items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
               "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
     gen = make_env(tmp_path, processing=True)

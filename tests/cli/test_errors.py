@@ -125,7 +125,7 @@ def test_a_filter_that_names_nothing_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_resolve_worker_without_a_shared_store(tmp_path: Path) -> None:
-    """It used to log "reconnecting" every second for ever."""
+    """Refused at start, not logging "reconnecting" every second for ever."""
     env_url = "redis://127.0.0.1:6379/0"
     out = subprocess.run([REVISIT, "worker", "--stage", "resolve"], text=True,
                          capture_output=True, timeout=60,
@@ -144,7 +144,7 @@ def test_a_resolve_worker_without_a_shared_store(tmp_path: Path) -> None:
     ("kafka://h1:9092,h2:x?partitions=4", ("queue_url", "port 'x'")),
 ])
 def test_a_bad_queue_url_is_refused_at_start(tmp_path: Path, url: str, words: tuple) -> None:
-    """Before anything connects (a worker used to retry its ValueError forever)."""
+    """Before anything connects (a worker would retry its ValueError forever)."""
     out = _run_env(["--data", str(tmp_path / "d"), "status"], {"REVISIT_QUEUE_URL": url},
                    timeout=60)
     _refused(out, "invalid configuration", *words)

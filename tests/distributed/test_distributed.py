@@ -537,8 +537,8 @@ def test_faces_held_by_a_resolver_that_dies_are_decided_by_another(
 def test_a_store_outage_does_not_send_good_batches_to_the_dead_letters(
         redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the store is down the worker tries the batch it holds again, waiting longer
-    each time, instead of handing it back (every hand-back counts as a delivery, and a
-    short outage used to dead-letter good batches). The outage is the driver's own error
+    each time, instead of handing it back (every hand-back counts as a delivery: a short
+    outage would dead-letter good batches). The outage is the driver's own error
     raised by the stage (the shared PostgreSQL cannot be stopped under other tests)."""
     import psycopg
     from tests.queue.queue_testdata import camera_batch
@@ -639,9 +639,9 @@ def test_parked_batches_applied_before_a_failure_still_go_on(
 
 def test_a_parked_batch_that_cannot_be_applied_is_set_aside(
         tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """It used to hold its stream for ever (the batches behind it too): now it goes to the
-    dead letters, recorded as skipped, and the stream goes on; replayed after the fix, it
-    is applied out of order."""
+    """It goes to the dead letters, recorded as skipped, and the stream goes on (it must
+    not hold its stream, and the batches behind it, for ever); replayed after fixing its
+    cause, it is applied out of order."""
     from revisit.queue.codec import decode_batch
     from revisit.store.postgres_store import PostgresStore
 

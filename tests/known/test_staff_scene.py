@@ -1,4 +1,4 @@
-"""Staff walking among customers (the issue's end-to-end test): three people of
+"""Staff walking among customers, end to end: three people of
 ``../shared/data/deepface-ids`` enrolled as staff from three photos each, then a simulated
 scene (their other photos and LFW customers pasted into mall frames, with truth) through
 the whole pipeline: no staff in the visitor report, all of them in the staff presence

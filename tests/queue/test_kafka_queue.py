@@ -100,7 +100,7 @@ def test_undecodable_message_is_moved_aside(kq, kafka_bootstrap: str) -> None:
 def test_poison_batch_is_dead_lettered_after_max_deliveries(kq) -> None:
     """A batch its workers keep failing on (no ack, the consumer closed and reopened each
     time, as the worker loop does) is moved aside after ``max_deliveries`` and the batches
-    behind it flow; replayed after the fix, it is delivered again, once."""
+    behind it flow; replayed (after fixing its cause), it is delivered again, once."""
     producer = kq()
     producer.put(camera_batch("poison"), timeout=10)
     producer.put(camera_batch("good"), timeout=10)

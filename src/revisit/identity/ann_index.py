@@ -1,8 +1,8 @@
 """Approximate face index for large galleries: a compressed scan for the bulk, exact for
 recent faces.
 
-Exact search over 10^6 exemplars costs ~3-20 ms per face on this machine class, far too
-slow for a live resolver. This index keeps two tiers per tenant:
+Exact search over a gallery of a million exemplars is far too slow for a live resolver
+(docs/performance.md, "Resolver"). This index keeps two tiers per tenant:
 
 - ``recent``: an exact flat index holding the exemplars added since the last flush. A
   returning face mostly matches exemplars its own visit just added (same day, same

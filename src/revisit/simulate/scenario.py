@@ -91,8 +91,8 @@ class ScenarioSpec:
         return timedelta(minutes=self.visit_gap_min)
 
 
-# ``--hard``: shares and ranges of each degradation (what real cameras add, issue "Real
-# footage"). Drawn from their own random stream, so the default scenario is unchanged.
+# ``--hard``: shares and ranges of each degradation (what real cameras add). Drawn from
+# their own random stream, so they leave the default scenario as it is.
 HARD_FACE_HEIGHT = (24, 80)
 HARD = {
     "roll_sd": 8.0, "roll_max": 25.0,  # head tilt, degrees

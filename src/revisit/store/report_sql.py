@@ -83,8 +83,8 @@ def report_cte(query: ReportQuery, d: Dialect, aliases: bool = True,
 
     per_visitor columns: vid, total (visits), n_locations, loc_visits, first_us, last_us
     (epoch microseconds), n_sightings. ``loc_visits`` is ``loc<US>visits`` pairs joined by
-    ``<RS>`` (ASCII unit/record separators), unordered: see :func:`parse_loc_visits`. An
-    ordered ``list(... ORDER BY loc)`` aggregate was ~4x slower over the whole query.
+    ``<RS>`` (ASCII unit/record separators), unordered (an ordered aggregate costs far
+    more over the whole query, docs/performance.md "Report"): see :func:`parse_loc_visits`.
     ``aliases=False`` (the tenant has no merges) skips the alias join on every sighting;
     ``cameras=True`` carries each sighting's camera (``cam``) in ``base`` and ``marked``.
     ``marked_table``: a table holding ``marked`` already (store/summary.sessionised), read
