@@ -43,7 +43,7 @@ from revisit.records import Batch, is_enrolment_exemplar
 from revisit.report.query import SightingQuery
 from revisit.store.base import MergeRecord, SightingStore
 from revisit.store.visitor_ids import visitor_number_or_zero
-from revisit.vision.catalog import embedder_facts
+from revisit.vision.catalog import embedder_facts, match_threshold
 from revisit.visits import DEFAULT_VISIT_GAP
 
 if TYPE_CHECKING:
@@ -64,10 +64,7 @@ def merge_threshold(settings: Settings) -> float:
 
 def stitch_threshold(settings: Settings) -> float:
     """Average similarity at which two pieces of one pass before a camera merge."""
-    ident = settings.identity
-    match = ident.match_threshold if ident.match_threshold is not None \
-        else embedder_facts(settings.embedder.model).match_threshold
-    return match + ident.stitch_offset
+    return match_threshold(settings) + settings.identity.stitch_offset
 
 
 def merge_threshold_same_store(settings: Settings) -> float:

@@ -64,7 +64,7 @@ from revisit.records import (
 )
 from revisit.store.base import SightingStore
 from revisit.store.visitor_ids import format_visitor_id
-from revisit.vision.catalog import embedder_facts
+from revisit.vision.catalog import embedder_facts, match_threshold
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,7 @@ class Resolver:
         self.store = store
         self.index = index
         ident = settings.identity
-        self.threshold = (
-            ident.match_threshold
-            if ident.match_threshold is not None
-            else embedder_facts(settings.embedder.model).match_threshold
-        )
+        self.threshold = match_threshold(settings)
         self.track_params = TrackParams(
             gap=timedelta(seconds=ident.track_gap_s),
             motion_s=ident.track_motion_s,

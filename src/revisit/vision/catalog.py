@@ -4,7 +4,7 @@ settings becomes a class (an explicit table, not registration on import)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from revisit.vision.detect import YuNetDetector
 from revisit.vision.embed import (
@@ -15,6 +15,9 @@ from revisit.vision.embed import (
     SFaceReidEmbedder,
 )
 from revisit.vision.model import InferenceModel, Task
+
+if TYPE_CHECKING:
+    from revisit.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,14 @@ def embedder_facts(name: str) -> type[Embedder]:
     cls = model_class("embedder", name)
     assert issubclass(cls, Embedder)
     return cls
+
+
+def match_threshold(settings: Settings) -> float:
+    """``identity.match_threshold`` if set, else the chosen embedder's measured default:
+    the one bar the resolver, its tracks and consolidation all start from."""
+    configured = settings.identity.match_threshold
+    return (configured if configured is not None
+            else embedder_facts(settings.embedder.model).match_threshold)
 
 
 def create(task: Task, name: str, **kwargs: Any) -> InferenceModel:

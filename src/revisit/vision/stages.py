@@ -277,8 +277,7 @@ class Vision:
     @property
     def match_threshold(self) -> float:
         """identity.match_threshold if set, else the measured default of the embedder."""
-        configured = self.settings.identity.match_threshold
-        return configured if configured is not None else self.embedder.match_threshold
+        return catalog.match_threshold(self.settings)
 
     def detect(self, batch: Batch) -> Batch:
         return detect_batch(batch, self.detector, self.settings, self.scenes, self.counting,
