@@ -265,6 +265,51 @@ def counting_for(settings: Settings, zones: Any) -> Any:
     return Counting(zones, threads=pipeline_model_settings(settings).pipeline.threads)
 
 
+class AfterStore:
+    """What a stored batch may set off: the occupancy alert rules judge its people counts,
+    the watchlist its sightings. Both are built on first use, on the store's database."""
+
+    def __init__(self, store: Any, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._watcher: Any = None
+        self._watchlist: Any = None
+
+    def __call__(self, batch: Batch) -> None:
+        if batch.counts:
+            self.watcher.after(batch.counts)
+        if batch.sightings:
+            self.watchlist.after(batch.sightings)
+
+    @property
+    def watcher(self) -> Any:
+        """Occupancy alert rules, judged after each batch with people counts."""
+        if self._watcher is None:
+            from revisit.occupancy.watch import Watcher
+
+            self._watcher = Watcher(self.store, self.settings)
+        return self._watcher
+
+    @property
+    def watchlist(self) -> Any:
+        """Watchlist alerts (revisit.known), judged after each batch with sightings."""
+        if self._watchlist is None:
+            from revisit.known.watchlist import WatchlistWatcher
+
+            self._watchlist = WatchlistWatcher(self.store, self.watcher.deliverer)
+        return self._watchlist
+
+    def open(self) -> AfterStore:
+        """Build the watcher and the watchlist now, not at the first batch that needs them."""
+        self._watchlist = self.watchlist  # builds the watcher too
+        return self
+
+    def wait(self) -> None:
+        """Let the alerts on their way be delivered (and logged)."""
+        if self._watcher is not None:
+            self._watcher.deliverer.wait()
+
+
 class Models(Protocol):
     """The two model stages of a pipeline, wherever the models run."""
 
@@ -373,8 +418,7 @@ class Runtime:
         self.models = LocalModels(settings, zones=self.zones)
         self._resolver: Resolver | None = None
         self._tenants_seen: set[str] = set()  # by skip_known: what finish() consolidates
-        self._watcher: Any = None
-        self._watchlist: Any = None
+        self.after_store = AfterStore(self.store, settings)
         self.stage_seconds: dict[str, float] = {}
 
     @property
@@ -398,29 +442,16 @@ class Runtime:
         # also erases the visitors the resolver withdrew, and keeps the faces' crops when
         # privacy.keep_crops left them on the faces
         self.store.write(batch)
-        if batch.counts:
-            self.watcher.after(batch.counts)
-        if batch.sightings:
-            self.watchlist.after(batch.sightings)
+        self.after_store(batch)
         return batch
 
     @property
     def watchlist(self) -> Any:
-        """Watchlist alerts (revisit.known), judged after each batch with sightings."""
-        if self._watchlist is None:
-            from revisit.known.watchlist import WatchlistWatcher
-
-            self._watchlist = WatchlistWatcher(self.store, self.watcher.deliverer)
-        return self._watchlist
+        return self.after_store.watchlist
 
     @property
     def watcher(self) -> Any:
-        """Occupancy alert rules, judged after each batch with people counts."""
-        if self._watcher is None:
-            from revisit.occupancy.watch import Watcher
-
-            self._watcher = Watcher(self.store, self.settings)
-        return self._watcher
+        return self.after_store.watcher
 
     def stages(self) -> list[tuple[str, StageFn]]:
         return [
@@ -534,6 +565,5 @@ class Runtime:
 
     def close(self) -> None:
         self.models.close()
-        if self._watcher is not None:  # alerts on their way: delivered and logged first
-            self._watcher.deliverer.wait()
+        self.after_store.wait()  # alerts on their way: delivered and logged first
         self.store.close()

@@ -51,17 +51,12 @@ def _handler(settings: Settings, stage: str) -> tuple[Callable[[Batch], list[Bat
     if stage == "resolve":
         return ResolveHandler(settings, store), store
 
-    from revisit.known.watchlist import WatchlistWatcher
-    from revisit.occupancy.watch import Watcher
+    from revisit.pipeline import AfterStore
 
-    watcher = Watcher(store, settings)
-    watchlist = WatchlistWatcher(store, watcher.deliverer)
+    after_store = AfterStore(store, settings).open()
 
     def store_stage(batch: Batch) -> list[Batch]:
-        if batch.counts:  # stored with the batch by resolve; the alert rules judge them here
-            watcher.after(batch.counts)
-        if batch.sightings:
-            watchlist.after(batch.sightings)
+        after_store(batch)  # resolve stored the batch; its alerts are judged here
         return []
 
     return store_stage, store
