@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -90,29 +92,32 @@ def _merge_record(rec: Any) -> dict[str, Any]:
             "split_at": rec.split_at.isoformat() if rec.split_at else None}
 
 
-@router.post("/v1/visitors/{visitor_id}/merge", responses=errors(404),
-             summary="Merge another visitor into this one (one person seen as two)")
-def merge(visitor_id: str, body: MergeIn, request: Request,
-          key: ApiKey = Depends(admin)) -> dict[str, Any]:
+@contextlib.contextmanager
+def _merge_errors() -> Iterator[None]:
+    """A merge or split of a visitor that does not exist (404) or cannot be done (422)."""
     try:
-        rec = service_of(request).merge(key.tenant, visitor_id, body.absorb, body.reason,
-                                        key.actor)
+        yield
     except KeyError as exc:
         raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+
+
+@router.post("/v1/visitors/{visitor_id}/merge", responses=errors(404),
+             summary="Merge another visitor into this one (one person seen as two)")
+def merge(visitor_id: str, body: MergeIn, request: Request,
+          key: ApiKey = Depends(admin)) -> dict[str, Any]:
+    with _merge_errors():
+        rec = service_of(request).merge(key.tenant, visitor_id, body.absorb, body.reason,
+                                        key.actor)
     return _merge_record(rec)
 
 
 @router.post("/v1/visitors/{visitor_id}/split", responses=errors(404),
              summary="Undo the merge that absorbed this visitor")
 def split(visitor_id: str, request: Request, key: ApiKey = Depends(admin)) -> dict[str, Any]:
-    try:
+    with _merge_errors():
         rec = service_of(request).split(key.tenant, visitor_id, key.actor)
-    except KeyError as exc:
-        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
     return _merge_record(rec)
 
 
