@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from revisit.records import Batch, Exemplar, Face, Sighting
+from revisit.records import ENROLMENT_EXEMPLAR, Batch, Exemplar, Face, Sighting
 from revisit.report.query import (
     SIGHTING_COLUMNS,
     ReportHeader,
@@ -748,7 +748,7 @@ class SQLStore:
         more than it gives); ``visitor_id`` is the canonical id (after merges), so a
         rebuilt index never hands out an id that was merged away. ``enrolments_only``:
         those of enrolment photos (revisit.known)."""
-        only = " AND e.face_image_id LIKE 'enrol-%'" if enrolments_only else ""
+        only = f" AND e.face_image_id LIKE '{ENROLMENT_EXEMPLAR}%'" if enrolments_only else ""
         for rows in self.engine.stream(
             "SELECT coalesce(a.visitor_id, e.visitor_id), e.face_image_id, e.embedding, "
             "e.quality, e.ts FROM exemplars e LEFT JOIN aliases a "
@@ -1048,13 +1048,13 @@ class SQLStore:
         def run(s: Session) -> tuple[dict[str, int], list[str]]:
             dropped = [r[0] for r in s.execute(
                 "SELECT face_image_id FROM exemplars WHERE tenant = ? AND ts < ? "
-                "AND face_image_id NOT LIKE 'enrol-%'",
+                f"AND face_image_id NOT LIKE '{ENROLMENT_EXEMPLAR}%'",
                 [tenant, cutoff]).fetchall()]
             expired = [r[0] for r in s.execute(
                 "SELECT enrolment_id FROM enrolments WHERE tenant = ? AND expires_at < ?",
                 [tenant, now]).fetchall()]
             for enrolment_id in expired:
-                like = [tenant, f"enrol-{enrolment_id}-%"]
+                like = [tenant, f"{ENROLMENT_EXEMPLAR}{enrolment_id}-%"]
                 dropped += [r[0] for r in s.execute(
                     "SELECT face_image_id FROM exemplars WHERE tenant = ? "
                     "AND face_image_id LIKE ?", like).fetchall()]
@@ -1072,7 +1072,7 @@ class SQLStore:
                 # enrolment photos' embeddings live as long as their enrolment (its expiry,
                 # its removal), not by the camera data's retention
                 "exemplars": s.count("DELETE FROM exemplars WHERE tenant = ? AND ts < ? AND "
-                                     "face_image_id NOT LIKE 'enrol-%'", c),
+                                     f"face_image_id NOT LIKE '{ENROLMENT_EXEMPLAR}%'", c),
                 "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
                 "held_faces": s.count("DELETE FROM held_faces WHERE tenant = ? AND ts < ?", c),
                 "crops": s.count("DELETE FROM face_crops WHERE tenant = ? AND ts < ?", c),
