@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
-from revisit.api.reports import Filters, build_query
+from revisit.api.reports import Filters, _pooled, build_query
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
 from revisit.known.watchlist import Watchlist, WatchlistSettings
@@ -52,7 +52,8 @@ def _reload(request: Request, tenant: str) -> None:
         resolver.sync_known(tenant)
 
 
-@router.post("/v1/enrolments", status_code=201, summary="Enrol a person from photos")
+@router.post("/v1/enrolments", status_code=201, summary="Enrol a person from photos",
+             responses=errors(413, 429, 503))
 async def enrol_photos(
     request: Request,
     group: str = Form(..., max_length=32), label: str = Form(..., max_length=200),
@@ -87,8 +88,8 @@ async def enrol_photos(
             reason=reason, expires_at=expires_at, actor=key.actor,
             new_visitor=(lambda: resolver.new_visitor(key.tenant)) if resolver else None)
 
-    try:
-        e = await svc.reports.run(run)
+    try:  # on the report pool: a full pool answers 429, a spent budget 503 (never a 500)
+        e = await _pooled(svc, run)
     except EnrolmentError as exc:
         raise HTTPException(422, str(exc)) from None
     _reload(request, key.tenant)
