@@ -26,3 +26,24 @@ def test_enrolment_while_the_report_pool_is_full_is_429_not_500(
     assert r.headers["retry-after"] and "busy" in r.json()["detail"]
     declared = env.client.get("/openapi.json").json()["paths"]["/v1/enrolments"]["post"]
     assert {"413", "429", "503"} <= set(declared["responses"])
+
+
+def test_rotate_key_unknown_is_404_and_the_body_is_optional(env: Env) -> None:
+    """An unknown (or revoked) key id answers 404 as DELETE /v1/admin/keys/{id} does and
+    the schema declares; the body only carries the grace (default 24h), so it may be left
+    out (``curl -X POST .../rotate``)."""
+    admin = env.auth("admin")
+    for key_id in ("nope", "0" * 12):
+        r = env.client.post(f"/v1/admin/keys/{key_id}/rotate", json={"grace": "1h"},
+                            headers=admin)
+        assert r.status_code == 404, r.text
+        assert key_id in r.json()["detail"]
+    made = env.client.post("/v1/admin/keys", json={"role": "analyst"}, headers=admin).json()
+    r = env.client.post(f"/v1/admin/keys/{made['key_id']}/rotate", headers=admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["replaces"] == made["key_id"]
+    assert env.client.get("/v1/places", headers={"Authorization": f"Bearer {made['key']}"}
+                          ).status_code == 200  # the old key works through the grace
+    r = env.client.post(f"/v1/admin/keys/{made['key_id']}/rotate", json={"grace": "abc"},
+                        headers=admin)
+    assert r.status_code == 422 and "abc" in r.json()["detail"]

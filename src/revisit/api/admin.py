@@ -237,12 +237,16 @@ class RotateIn(BaseModel):
 @router.post("/v1/admin/keys/{key_id}/rotate", status_code=201,
              summary="Replace a key: a new key now, the old one stops after a grace period",
              responses=errors(404))
-def rotate_key(key_id: str, body: RotateIn, request: Request,
+def rotate_key(key_id: str, request: Request, body: RotateIn | None = None,
                key: ApiKey = Depends(admin)) -> dict:
+    body = body or RotateIn()  # no body: the default grace, as the docs' example reads
+    tenancy = service_of(request).tenancy
+    old = tenancy.key(key.tenant, key_id)
+    if old is None or not old.active():  # as DELETE answers: 404, not a validation error
+        raise HTTPException(404, f"no active key {key_id}")
     try:
         grace = parse_duration(body.grace)
-        new, secret = service_of(request).tenancy.rotate_key(key.tenant, key_id, grace,
-                                                             actor=key.actor)
+        new, secret = tenancy.rotate_key(key.tenant, key_id, grace, actor=key.actor)
     except (TenancyError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
     return {"key_id": new.key_id, "role": new.role, "cameras": list(new.cameras),
