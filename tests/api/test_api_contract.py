@@ -6,6 +6,7 @@ import pytest
 from tests.api.conftest import Env, photo
 
 from revisit.api.workpool import PoolBusy
+from revisit.store.testing import at, batch, sighting
 
 
 def _busy(*args: object, **kwargs: object) -> None:
@@ -47,3 +48,20 @@ def test_rotate_key_unknown_is_404_and_the_body_is_optional(env: Env) -> None:
     r = env.client.post(f"/v1/admin/keys/{made['key_id']}/rotate", json={"grace": "abc"},
                         headers=admin)
     assert r.status_code == 422 and "abc" in r.json()["detail"]
+
+
+def test_split_of_an_unknown_or_other_tenants_visitor_is_404(env: Env) -> None:
+    """docs/service.md: another tenant's visitor ids answer 404, the same as ids that do not
+    exist, on every visitor route (merge did; split answered 422 'is not merged'). A
+    visitor of this tenant that is not merged stays a 422 naming that."""
+    env.service.runtime.store.write(batch([
+        sighting("V-000001", at(0), "101", tenant="acme"),
+        sighting("V-000003", at(5), "900", tenant="other")]))
+    admin = env.auth("admin")
+    for vid in ("V-999999", "V-000003"):
+        r = env.client.post(f"/v1/visitors/{vid}/split", headers=admin)
+        assert r.status_code == 404, r.text
+        assert r.json()["detail"] == f"no visitor {vid} in tenant acme"
+        assert env.client.get(f"/v1/visitors/{vid}", headers=admin).status_code == 404
+    r = env.client.post("/v1/visitors/V-000001/split", headers=admin)
+    assert r.status_code == 422 and "is not merged" in r.json()["detail"]

@@ -162,7 +162,8 @@ class SightingStore(Protocol):
         ...
 
     def split_visitor(self, tenant: str, merged_id: str) -> MergeRecord:
-        """Undo the merge that absorbed ``merged_id``; reports return to their old numbers."""
+        """Undo the merge that absorbed ``merged_id``; reports return to their old numbers.
+        KeyError: no such visitor in the tenant; ValueError: it is not merged."""
         ...
 
     def erase_visitor(self, tenant: str, visitor_id: str) -> tuple[dict[str, int], list[str]]:

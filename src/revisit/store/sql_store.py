@@ -907,6 +907,8 @@ class SQLStore:
                 [tenant, merged_id],
             ).fetchone()
             if row is None:
+                if not self._visitor_exists(s, tenant, merged_id):  # as merge: not ours
+                    raise KeyError(f"no visitor {merged_id} in tenant {tenant}")
                 absorbed = self._aliases_of(s, tenant, merged_id)
                 hint = f"; ids merged into it: {', '.join(absorbed)}" if absorbed else ""
                 raise ValueError(f"{merged_id} is not merged into another visitor{hint}")
