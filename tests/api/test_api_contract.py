@@ -65,3 +65,18 @@ def test_split_of_an_unknown_or_other_tenants_visitor_is_404(env: Env) -> None:
         assert env.client.get(f"/v1/visitors/{vid}", headers=admin).status_code == 404
     r = env.client.post("/v1/visitors/V-000001/split", headers=admin)
     assert r.status_code == 422 and "is not merged" in r.json()["detail"]
+
+
+def test_occupancy_history_refuses_a_location_the_tenant_does_not_have(env: Env) -> None:
+    """docs/service.md: a report filter naming a location the tenant does not have answers
+    403 (a typo must not read as an empty history, another tenant's id must not be
+    probed); the occupancy history answered 200 with no minutes."""
+    q = {"from": "2024-05-01", "to": "2024-05-02"}
+    for loc in ("900", "nope", "101,nope"):
+        r = env.client.get("/v1/occupancy/history", params={**q, "locations": loc},
+                           headers=env.auth("analyst"))
+        assert r.status_code == 403, r.text
+        assert "is not a location of tenant 'acme'" in r.json()["detail"]
+    r = env.client.get("/v1/occupancy/history", params={**q, "locations": "101,203"},
+                       headers=env.auth("analyst"))
+    assert r.status_code == 200 and r.json()["minutes"] == []

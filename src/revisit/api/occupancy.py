@@ -157,6 +157,9 @@ def history(request: Request, from_: date = Query(..., alias="from"), to: date =
     if (to - from_).days > 366:
         raise HTTPException(422, "at most 366 days per request")
     locs = split_ids(locations)
+    # as the reports: a location the tenant does not have is 403, not an empty history
+    if problems := service_of(request).tenancy.unknown_places(key.tenant, locs, ()):
+        raise HTTPException(403, "; ".join(problems))
     out = history_table(_db(request), key.tenant, from_, to, locs)
     if format == "json":
         return out
