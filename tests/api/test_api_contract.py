@@ -80,3 +80,31 @@ def test_occupancy_history_refuses_a_location_the_tenant_does_not_have(env: Env)
     r = env.client.get("/v1/occupancy/history", params={**q, "locations": "101,203"},
                        headers=env.auth("analyst"))
     assert r.status_code == 200 and r.json()["minutes"] == []
+
+
+def test_a_missing_or_non_json_body_is_named_as_such(env: Env) -> None:
+    """``curl -d '{...}'`` without a JSON Content-Type, or no body at all, answered
+    'request: Field required' / 'request: Input should be a valid dictionary'; the 422
+    now says what is wrong with the body and which Content-Type to send."""
+    admin = env.auth("admin")
+    url = "/v1/visitors/V-000001/merge"
+    body = b'{"absorb": "V-000002"}'
+    cases = [
+        ({}, b"", "the request body is missing", "no Content-Type"),
+        ({"content-type": "application/x-www-form-urlencoded"}, body,
+         "not a JSON object", "'application/x-www-form-urlencoded'"),
+        ({"content-type": "text/plain"}, body, "not a JSON object", "'text/plain'"),
+        ({"content-type": "application/json"}, b"", "the request body is missing", ""),
+        ({"content-type": "application/json"}, b"[1, 2]", "not a JSON object", ""),
+    ]
+    for headers, content, what, sent in cases:
+        r = env.client.post(url, content=content, headers={**admin, **headers})
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert what in detail and sent in detail, detail
+        assert "request:" not in detail, detail
+    r = env.client.put("/v1/admin/retention", json={"retention_days": "x"}, headers=admin)
+    assert r.json()["detail"].startswith("retention_days: ")  # field errors as before
+    r = env.client.put("/v1/locations/101/capacity", headers=admin,
+                       json={"capacity": 50, "amber_pct": 95, "red_pct": 90})
+    assert r.status_code == 422 and "amber_pct (95.0) must be below" in r.json()["detail"]

@@ -59,6 +59,27 @@ def _where(err: dict[str, Any]) -> str:
     return ".".join(loc) or "request"
 
 
+# no body, or one not read as a JSON object (a model's own check on the whole body, such
+# as "amber below red", keeps its message)
+_WHOLE_BODY = frozenset({"missing", "model_attributes_type", "dict_type", "model_type"})
+
+
+def _whole_body(request: Request, err: dict[str, Any]) -> str:
+    """The body as a whole is wrong: missing, or not a JSON object. FastAPI reads a body
+    as JSON only when its Content-Type says so (``curl -d`` sends a form type), so say
+    what was sent rather than 'request: Field required'."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if err.get("type") == "missing":
+        what = "the request body is missing"
+    else:
+        what = "the request body is not a JSON object"
+    if ctype != "application/json":
+        sent = f"Content-Type {ctype!r}" if ctype else "no Content-Type"
+        return f"{what}: send a JSON object with Content-Type: application/json (this " \
+               f"request has {sent})"
+    return f"{what}: send a JSON object ({err.get('msg', 'invalid')})"
+
+
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     parts = []
@@ -67,6 +88,8 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
             where = e.get("loc", ("body", "?"))[-1]
             why = (e.get("ctx") or {}).get("error", "invalid JSON")
             parts.append(f"the request body is not valid JSON ({why} at character {where})")
+        elif tuple(e.get("loc", ())) == ("body",) and e.get("type") in _WHOLE_BODY:
+            parts.append(_whole_body(request, e))
         else:
             parts.append(f"{_where(e)}: {e.get('msg', 'invalid')}")
     return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
