@@ -108,3 +108,17 @@ def test_a_missing_or_non_json_body_is_named_as_such(env: Env) -> None:
     r = env.client.put("/v1/locations/101/capacity", headers=admin,
                        json={"capacity": 50, "amber_pct": 95, "red_pct": 90})
     assert r.status_code == 422 and "amber_pct (95.0) must be below" in r.json()["detail"]
+
+
+def test_occupancy_without_capacity_names_commands_that_exist(env: Env) -> None:
+    """The 404 named 'revisit occupancy set-location', which does not exist."""
+    r = env.client.get("/v1/locations/203/occupancy", headers=env.auth("analyst"))
+    assert r.status_code == 404
+    detail = r.json()["detail"]
+    assert "revisit admin set-capacity" in detail and "/v1/locations/{id}/capacity" in detail
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    out = CliRunner().invoke(app, ["admin", "set-capacity", "--help"])
+    assert out.exit_code == 0, out.output

@@ -185,7 +185,8 @@ class OccupancyDB:
         cfg = self.location(tenant, location_id)
         if cfg is None:
             raise TenancyError(f"location {location_id!r} has no capacity set "
-                               "(revisit occupancy set-location)")
+                               "(revisit admin set-capacity, PUT "
+                               "/v1/locations/{id}/capacity)")
         now = _aware(now or datetime.now(UTC))
         cams = self._counting_cameras(tenant, location_id)
         since = _naive(now) - timedelta(days=1)
