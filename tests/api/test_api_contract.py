@@ -122,3 +122,23 @@ def test_occupancy_without_capacity_names_commands_that_exist(env: Env) -> None:
 
     out = CliRunner().invoke(app, ["admin", "set-capacity", "--help"])
     assert out.exit_code == 0, out.output
+
+
+def test_batch_list_cursor_is_null_when_no_batch_is_left(env: Env) -> None:
+    """docs/service.md: next_before is null when there is no more. With as many batches as
+    the limit, the last page answered a cursor to an empty page."""
+    for i in range(2):
+        r = env.post_batch("cam_a", [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+                                      "ts": f"2024-05-02T10:00:0{i}Z", "image_id": f"b{i}"}])
+        assert r.status_code == 202, r.text
+    for limit in (1, 2):
+        pages, params = [], {"limit": limit}
+        while True:
+            page = env.client.get("/v1/batches", params=params,
+                                  headers=env.auth("admin")).json()
+            pages.append(len(page["batches"]))
+            if page["next_before"] is None:
+                break
+            params = {**params, "before": page["next_before"],
+                      "before_id": page["next_before_id"]}
+        assert pages == [limit] * (2 // limit), pages  # no empty page at the end

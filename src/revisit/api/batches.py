@@ -307,10 +307,13 @@ def list_batches(
         except TimestampError as exc:
             raise HTTPException(422, f"before: {exc}") from None
         cursor = (at.astimezone(UTC).replace(tzinfo=None), before_id)
+    # one more than asked: a cursor only when another page has batches (null: no more)
     page = service_of(request).processor.recent(
-        key.tenant, state=status, before=cursor, limit=limit,
+        key.tenant, state=status, before=cursor, limit=limit + 1,
         key_id=key.key_id if key.role == "camera" else None)
-    last = page[-1] if len(page) == limit else None
+    more = len(page) > limit
+    page = page[:limit]
+    last = page[-1] if more else None
     return {"batches": [st.as_dict() for st in page],
             # Z, not +00:00: a "+" pasted into a URL unencoded reads as a space
             "next_before": last.received_at.isoformat() + "Z" if last else None,
