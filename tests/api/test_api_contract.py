@@ -142,3 +142,13 @@ def test_batch_list_cursor_is_null_when_no_batch_is_left(env: Env) -> None:
             params = {**params, "before": page["next_before"],
                       "before_id": page["next_before_id"]}
         assert pages == [limit] * (2 // limit), pages  # no empty page at the end
+
+
+def test_every_keyed_operation_declares_the_bearer_scheme(env: Env) -> None:
+    """A client generated from /openapi.json sends the key only where the operation
+    declares it: GET /v1/locations/{id}/occupancy (analyst, admin or display key) did not."""
+    paths = env.client.get("/openapi.json").json()["paths"]
+    unkeyed = {"/healthz", "/readyz", "/metrics", "/v1/pipeline"}  # token or loopback
+    missing = [f"{m.upper()} {p}" for p, ops in paths.items() for m, op in ops.items()
+               if p not in unkeyed and not op.get("security")]
+    assert missing == []

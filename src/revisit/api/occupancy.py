@@ -8,12 +8,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
-from revisit.api.auth import current_key, require, service_of
+from revisit.api.auth import bearer, current_key, require, service_of
 from revisit.api.errors import errors
 from revisit.api.reports import split_ids
 from revisit.occupancy.alerts import AlertBook, AlertRule
@@ -114,7 +114,8 @@ def _sign_or_reader(request: Request, location_id: str) -> str:
 
 @router.get("/v1/locations/{location_id}/occupancy", summary="Occupancy now (door sign)",
             responses=errors(404))
-def live(request: Request, location_id: str = _id()) -> dict[str, Any]:
+def live(request: Request, location_id: str = _id(),
+         _: Any = Security(bearer)) -> dict[str, Any]:  # declares the Bearer scheme
     tenant = _sign_or_reader(request, location_id)
     try:
         return _db(request).live(tenant, location_id).as_dict()
