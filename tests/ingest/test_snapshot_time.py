@@ -112,3 +112,17 @@ def test_without_a_zone_the_machine_zone_applies_its_offset_at_that_time(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_an_entry_that_is_no_readable_file_is_skipped_not_fatal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A folder or a dangling link named *.jpg (a file removed by a camera's rotation
+    between the listing and the read reads the same) is skipped with a warning naming it:
+    the files after it in name order are still taken, in this run and in the next."""
+    (tmp_path / "a_dir.jpg").mkdir()
+    (tmp_path / "b_gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    _jpeg(tmp_path / "c.jpg")
+    with caplog.at_level("WARNING", logger="revisit.ingest.agent"):
+        frames = list(folder_snapshots(tmp_path, "c1", skip=set()))
+    assert [Path(f.source).name for f in frames] == ["c.jpg"]
+    assert "a_dir.jpg" in caplog.text and "b_gone.jpg" in caplog.text

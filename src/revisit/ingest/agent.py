@@ -153,22 +153,31 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
     file taken or warned about joins it. A file modified after ``settled_before`` (Unix
     time) is left for a later pass (it may be half-written)."""
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        key = file_key(path) if skip is not None else ""
-        if key in (skip or ()):
-            continue
-        if settled_before is not None and path.stat().st_mtime > settled_before:
-            continue
-        if skip is not None:  # taken, or said once (a watched folder is read again and again)
-            skip.add(key)
+        # an entry that is no readable file (a folder or a dangling link named *.jpg, a file
+        # another process removed since the listing, no permission) is skipped with a
+        # warning: it must not stop the run, nor every later run at the same file
         try:
+            if not path.is_file():
+                raise IsADirectoryError("not a regular file")
+            key = file_key(path) if skip is not None else ""
+            if key in (skip or ()):
+                continue
+            if settled_before is not None and path.stat().st_mtime > settled_before:
+                continue
+            if skip is not None:  # taken, or said once (a watched folder is read again)
+                skip.add(key)
             ts = snapshot_time(path, time_from, zone)
+            data = path.read_bytes()
         except ValueError as exc:
             log.warning("skipping %s", exc)
+            continue
+        except OSError as exc:
+            log.warning("skipping %s: %s", path.name, exc.strerror or exc)
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
             image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(path.stem), ts=ts,
-            data=path.read_bytes(), source=str(path),
+            data=data, source=str(path),
         )
 
 
