@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -158,3 +159,12 @@ def test_serve_and_worker_refuse_a_bad_queue_url(tmp_path: Path, args: list[str]
                    {"REVISIT_QUEUE_URL": "redis://127.0.0.1:6379/0?claim_idle_ms=x"}, timeout=60)
     _refused(out, "invalid configuration", "queue_url", "claim_idle_ms")
     assert out.returncode == 2
+
+
+def test_eval_footage_of_a_clip_that_is_no_video(tmp_path: Path) -> None:
+    clip = tmp_path / "broken.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(2000))  # no moov: cannot be opened
+    labels = tmp_path / "broken.mp4.json"
+    labels.write_text(json.dumps({"clip": str(clip), "every_s": 1, "people": {}, "frames": []}))
+    _refused(_run(["eval", "--footage", str(labels)], tmp_path / "data"),
+             "error:", "cannot open video", "broken.mp4")

@@ -85,6 +85,7 @@ def _footage(ctx: typer.Context, labels_path: Path, every: str, data: Path | Non
     import tempfile
 
     from revisit.evaluation.footage import LabelError, load_labels, run_clip
+    from revisit.ingest.video import VideoError
     from revisit.report.durations import parse_duration
     from revisit.simulate.scenario import shared_data_dir
 
@@ -101,7 +102,7 @@ def _footage(ctx: typer.Context, labels_path: Path, every: str, data: Path | Non
         settings = state(ctx).settings(data=data or Path(tmp))
         try:
             score = run_clip(labels, step, settings, shared_data_dir())
-        except LabelError as exc:
+        except (LabelError, VideoError) as exc:  # VideoError: a clip that is no video
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     if as_json:
