@@ -327,6 +327,11 @@ class IngestSettings(Section):
         86400, ge=0, le=366 * 86400,
         description="How far past now a snapshot timestamp may be (camera clock drift).",
     )
+    max_image_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="Largest snapshot file a manifest line may name (bytes); larger ones, "
+        "and paths that are no regular file, are refused per line before they are read.",
+    )
 
     def window(self) -> TimeWindow:
         return TimeWindow(self.earliest, timedelta(seconds=self.max_future_s))

@@ -70,3 +70,19 @@ def test_read_manifest_names_line_and_field(base: Path) -> None:
     bad = out[1]
     assert bad.source == f"{manifest}:2"
     assert "'camera_id'" in bad.reason and "\\x00" in bad.reason
+
+
+def test_an_image_path_that_is_no_regular_file_or_too_large_is_refused_unread(
+        base: Path) -> None:
+    """A device (/dev/zero never ends), a folder, or a video named by mistake is refused
+    by its line before it is read: reading it whole once took all memory."""
+    (base / "big.jpg").write_bytes(b"\xff\xd8\xff" + bytes(5000))
+    lines = [_line(image="/dev/zero"), _line(image="."), _line(image="big.jpg"),
+             _line(image="a.jpg")]
+    manifest = base / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    out = list(read_manifest(manifest, max_bytes=4096))
+    assert [type(o) for o in out] == [Rejected, Rejected, Rejected, Frame]
+    assert "not a regular file" in out[0].reason and "/dev/zero" in out[0].reason
+    assert "not a regular file" in out[1].reason
+    assert "5003 bytes; at most 4096" in out[2].reason

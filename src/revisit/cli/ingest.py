@@ -74,8 +74,9 @@ def register(app: typer.Typer) -> None:
         runtime = Runtime(settings)
         try:
             summary = ingest_frames(
-                runtime, read_manifest(manifest, settings.ingest.window()), progress=progress,
-                total=_count_lines(manifest), wait=wait,
+                runtime, read_manifest(manifest, settings.ingest.window(),
+                                       settings.ingest.max_image_bytes),
+                progress=progress, total=_count_lines(manifest), wait=wait,
             )
         finally:
             runtime.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,8 +65,15 @@ def _name(obj: dict, key: str) -> str:
     return text
 
 
-def parse_line(line: str, base: Path, window: TimeWindow | None = None) -> Frame:
-    """Turn one manifest line into a frame carrying the image bytes (read, not decoded)."""
+# what a manifest line may make the reader hold in memory (ingest.max_image_bytes)
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+def parse_line(line: str, base: Path, window: TimeWindow | None = None,
+               max_bytes: int = MAX_IMAGE_BYTES) -> Frame:
+    """Turn one manifest line into a frame carrying the image bytes (read, not decoded);
+    a path that is no regular file (a folder, a device, a pipe) or a file over
+    ``max_bytes`` is refused before anything is read."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -87,6 +95,12 @@ def parse_line(line: str, base: Path, window: TimeWindow | None = None) -> Frame
     tenant = _name(obj, "tenant") if obj.get("tenant") not in (None, "") else DEFAULT_TENANT
     path = (base / image).resolve()
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestError(f"image {image} is not a regular file")
+        if st.st_size > max_bytes:
+            raise ManifestError(f"image {image} is {st.st_size} bytes; at most {max_bytes} "
+                                "(ingest.max_image_bytes)")
         data = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"cannot read image {image}: {exc.strerror or exc}") from None
@@ -114,9 +128,10 @@ def check_manifest(path: Path) -> None:
                             '({"image": ..., "camera_id": ..., "location_id": ..., "ts": ...})')
 
 
-def read_manifest(path: Path, window: TimeWindow | None = None) -> Iterator[Frame | Rejected]:
+def read_manifest(path: Path, window: TimeWindow | None = None,
+                  max_bytes: int = MAX_IMAGE_BYTES) -> Iterator[Frame | Rejected]:
     """Frames in file order; bad lines come out as Rejected with ``file:line`` and reason
-    (a timestamp outside ``window`` too)."""
+    (a timestamp outside ``window`` too, an image file over ``max_bytes``)."""
     base = path.parent
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
@@ -129,7 +144,7 @@ def read_manifest(path: Path, window: TimeWindow | None = None) -> Iterator[Fram
             if not line.strip():
                 continue
             try:
-                frame = parse_line(line, base, window)
+                frame = parse_line(line, base, window, max_bytes)
             except ManifestError as exc:
                 yield Rejected(source=where, reason=str(exc))
                 continue
