@@ -332,6 +332,12 @@ class IngestSettings(Section):
         description="Largest snapshot file a manifest line may name (bytes); larger ones, "
         "and paths that are no regular file, are refused per line before they are read.",
     )
+    max_pixels: int = Field(
+        100_000_000, ge=1, le=1_000_000_000,
+        description="Largest width x height a snapshot may declare in its header; larger "
+        "ones are refused per frame before they are decoded (decompression bombs). The "
+        "HTTP API also refuses them at the door (REVISIT_SERVICE_MAX_PIXELS).",
+    )
 
     def window(self) -> TimeWindow:
         return TimeWindow(self.earliest, timedelta(seconds=self.max_future_s))

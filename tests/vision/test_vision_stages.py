@@ -88,3 +88,40 @@ def test_already_decoded_frames_skip_decoding(vision, settings, lfw):
     frame.pixels = read(lfw / PHOTOS[0])
     batch = detect_batch(Batch("b", frames=[frame]), vision.detector, settings)
     assert not batch.rejected and batch.faces
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A grey PNG that compresses to next to nothing whatever its declared size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    pack = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * width
+    idat = b"".join(pack.compress(row) for _ in range(height)) + pack.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
+                                                               0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_undecoded():
+    """Every input (a manifest, a video-less camera folder, a replayed batch) meets the
+    bound the HTTP API applies at the door: a 20000 x 20000 PNG of 1 MB once took 2.5 GB."""
+    bomb = make_frame(_png_bomb(4000, 3000), "bomb")
+    out = decode(bomb, max_pixels=10_000_000)
+    assert isinstance(out, Rejected)
+    assert "4000x3000 = 12000000 pixels; at most 10000000" in out.reason
+    batch = Batch("b1", frames=[make_frame(_png_bomb(4000, 3000), "bomb")])
+
+    class NoDetector:
+        def predict(self, images):
+            raise AssertionError("a refused image reached the detector")
+
+    settings = Settings(ingest={"max_pixels": 10_000_000})
+    out_batch = detect_batch(batch, NoDetector(), settings)  # type: ignore[arg-type]
+    assert out_batch.frames == [] and "ingest.max_pixels" in out_batch.rejected[0].reason
+    small = decode(make_frame(_png_bomb(40, 30), "small"), max_pixels=10_000_000)
+    assert getattr(small, "shape", None) == (30, 40, 3)

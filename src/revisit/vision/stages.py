@@ -7,7 +7,9 @@ the embedded default simply calls one after the other.
 
 from __future__ import annotations
 
+import io
 import logging
+import warnings
 from typing import Any, Protocol
 
 import cv2
@@ -29,6 +31,7 @@ from revisit.vision.align import align_crop
 from revisit.vision.context import clothes_histogram
 from revisit.vision.detect import Detection, Detector
 from revisit.vision.embed import Embedder
+from revisit.vision.header import ImageError, image_size
 from revisit.vision.quality import assess, contrast, face_check
 from revisit.vision.scenes import SceneKeeper
 from revisit.vision.stillness import StillCameras
@@ -53,12 +56,34 @@ def _format_of(data: bytes) -> str | None:
     return None
 
 
-def decode(frame: Frame) -> np.ndarray | Rejected:
+def _declared_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """Width and height from the header, without decoding; None where it cannot be read
+    (the decoder then judges the image, within OpenCV's own bound of 2^30 pixels)."""
+    if fmt != "TIFF":
+        try:
+            return image_size(data)[1:]
+        except ImageError:
+            return None
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's own bomb warning: we judge the size here
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError as exc:  # past twice PIL's bound: over any sane one
+        raise ImageError(f"TIFF too large to open ({exc})") from None
+    except Exception:  # PIL raises many kinds on a bad header
+        return None
+
+
+def decode(frame: Frame, max_pixels: int | None = None) -> np.ndarray | Rejected:
     """BGR uint8 pixels of a frame (already decoded ones are returned as they are).
 
     Never raises on bad input: empty, unknown-format and corrupt images come back as a
     :class:`Rejected` naming the frame and the reason, so one bad snapshot cannot stop a
-    camera batch.
+    camera batch. An image whose header declares more than ``max_pixels`` is refused
+    before it is decoded (a 1 MB PNG can declare 20000 x 20000 pixels: 1.2 GB decoded).
     """
     if frame.pixels is not None:
         return frame.pixels
@@ -73,6 +98,15 @@ def decode(frame: Frame) -> np.ndarray | Rejected:
     fmt = _format_of(data)
     if fmt is None:
         return reject(f"not a supported image (JPEG/PNG/BMP/WEBP/TIFF); first bytes {data[:8]!r}")
+    if max_pixels is not None:
+        try:
+            size = _declared_size(data, fmt)
+        except ImageError as exc:
+            return reject(str(exc))
+        if size is not None and size[0] * size[1] > max_pixels:
+            w, h = size
+            return reject(f"{fmt} of {w}x{h} = {w * h} pixels; at most {max_pixels} "
+                          "(ingest.max_pixels): not decoded")
     try:
         pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:
@@ -163,7 +197,7 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
     """
     kept: list[Frame] = []
     for frame in batch.frames:
-        pixels = decode(frame)
+        pixels = decode(frame, settings.ingest.max_pixels)
         if isinstance(pixels, Rejected):
             batch.rejected.append(pixels)
             frame.data = None
