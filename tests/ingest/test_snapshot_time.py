@@ -126,3 +126,14 @@ def test_an_entry_that_is_no_readable_file_is_skipped_not_fatal(
         frames = list(folder_snapshots(tmp_path, "c1", skip=set()))
     assert [Path(f.source).name for f in frames] == ["c.jpg"]
     assert "a_dir.jpg" in caplog.text and "b_gone.jpg" in caplog.text
+
+
+def test_files_of_one_second_differing_only_in_extension_are_two_snapshots(
+        tmp_path: Path) -> None:
+    for name, fmt in (("snap.jpg", "JPEG"), ("snap.png", "PNG"), ("snap.webp", "WEBP")):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name, fmt)
+        os.utime(tmp_path / name, (1_742_292_000, 1_742_292_000))
+    frames = list(folder_snapshots(tmp_path, "c1"))
+    assert len({f.ts for f in frames}) == 1
+    assert len({f.image_id for f in frames}) == 3
+    assert frames[0].image_id.endswith("-snap")  # a .jpg keeps the id it always had

@@ -176,7 +176,7 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
-            image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(path.stem), ts=ts,
+            image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(_id_name(path)), ts=ts,
             data=data, source=str(path),
         )
 
@@ -193,6 +193,14 @@ def watch_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
                                     skip=skip, settled_before=time.time() - settle_s)
         yield None
         stop.wait(every_s)
+
+
+def _id_name(path: Path) -> str:
+    """The part of a folder file's name its snapshot id holds: the stem for ``.jpg`` (the
+    ids earlier versions gave, so a ``--resend`` is still counted once), else the whole
+    name (``a.jpg`` and ``a.png`` of one second were one id: the second was taken for a
+    duplicate of the first and never counted)."""
+    return path.stem if path.suffix == ".jpg" else path.name
 
 
 def _name_part(stem: str) -> str:
