@@ -9,6 +9,7 @@ is derived from camera and timestamp so re-ingesting the same file is idempotent
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 import cv2
 
 from revisit.records import DEFAULT_TENANT, Frame, as_utc
+
+log = logging.getLogger(__name__)
 
 
 class VideoError(RuntimeError):
@@ -53,6 +56,7 @@ def sample_video(
     origin = start or datetime.now(UTC)
     step_ms = every.total_seconds() * 1000.0
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    announced = 0 if stream else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     next_ms = 0.0
     index = 0
     emitted = 0
@@ -62,6 +66,11 @@ def sample_video(
             if not cap.grab():
                 if stream:
                     raise VideoError(f"stream {source!r} stopped delivering frames")
+                if index < 0.95 * announced:  # what was read is ingested; say what was not
+                    log.warning("%s: read %d of the %d frames its header announces (%.1f s "
+                                "of %.1f s): the file is truncated or damaged", source, index,
+                                announced, index / fps if fps else 0.0,
+                                announced / fps if fps else 0.0)
                 break
             if stream:
                 now_ms = (time.monotonic() - wall0) * 1000.0
