@@ -137,3 +137,18 @@ def test_files_of_one_second_differing_only_in_extension_are_two_snapshots(
     assert len({f.ts for f in frames}) == 1
     assert len({f.image_id for f in frames}) == 3
     assert frames[0].image_id.endswith("-snap")  # a .jpg keeps the id it always had
+
+
+def test_images_the_server_does_not_take_are_named_not_silently_ignored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera set to TIFF or HEIC sent nothing, and the agent said nothing about it."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "night.tif")
+    (tmp_path / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    _jpeg(tmp_path / "ok.jpg")
+    seen: set[str] = set()
+    with caplog.at_level("WARNING", logger="revisit.ingest.agent"):
+        frames = list(folder_snapshots(tmp_path, "c1", skip=seen))
+        again = list(folder_snapshots(tmp_path, "c1", skip=seen))  # a watched folder
+    assert [Path(f.source).name for f in frames] == ["ok.jpg"] and again == []
+    assert "not sending night.tif" in caplog.text and "not sending phone.heic" in caplog.text
+    assert caplog.text.count("night.tif") == 1  # said once per watch, not every pass

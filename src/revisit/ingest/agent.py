@@ -36,6 +36,8 @@ from revisit.records import Frame
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# images a camera may write that the server does not take: named in a warning, not sent
+UNSENT_SUFFIXES = {".tif", ".tiff", ".gif", ".heic", ".heif", ".avif", ".jxl"}
 
 
 class PermanentRejection(Exception):
@@ -152,7 +154,15 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
     :func:`file_key` is in it are left out (spooled by an earlier run or pass), and each
     file taken or warned about joins it. A file modified after ``settled_before`` (Unix
     time) is left for a later pass (it may be half-written)."""
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES | UNSENT_SUFFIXES):
+        if path.suffix.lower() in UNSENT_SUFFIXES:
+            if skip is None or (said := f"{path.name}\tunsent") not in skip:
+                log.warning("not sending %s: the server takes JPEG, PNG, WebP or BMP "
+                            "snapshots (set the camera to JPEG)", path.name)
+                if skip is not None:
+                    skip.add(said)
+            continue
         # an entry that is no readable file (a folder or a dangling link named *.jpg, a file
         # another process removed since the listing, no permission) is skipped with a
         # warning: it must not stop the run, nor every later run at the same file
