@@ -39,6 +39,15 @@ def _jpeg(path: Path, exif_time: str | None = None, offset: str | None = None) -
     # a trailing counter is not an offset; milliseconds are read
     ("cam1_2025-03-16_09-30-00-0001", datetime(2025, 3, 16, 8, 30, tzinfo=UTC)),
     ("cam1_2025-03-16_09-30-00-1234", datetime(2025, 3, 16, 8, 30, tzinfo=UTC)),
+    # ... nor one that reads like an offset: after a time with separators (its offset
+    # would have a colon), or one no zone uses
+    ("cam1_2025-03-16_09-30-00-0100", datetime(2025, 3, 16, 8, 30, tzinfo=UTC)),
+    ("cam1_2025-03-16_09-30-00-1200", datetime(2025, 3, 16, 8, 30, tzinfo=UTC)),
+    ("cam_20240105T093000-0030", datetime(2024, 1, 5, 8, 30, tzinfo=UTC)),
+    ("cam_20240105T093000+0215", datetime(2024, 1, 5, 8, 30, tzinfo=UTC)),
+    ("2024-01-05T09-30-00-05-00", datetime(2024, 1, 5, 8, 30, tzinfo=UTC)),
+    ("2024-01-05 09:30:00-05:00", datetime(2024, 1, 5, 14, 30, tzinfo=UTC)),
+    ("20240105T093000+0545", datetime(2024, 1, 5, 3, 45, tzinfo=UTC)),
     ("20240105093000123", datetime(2024, 1, 5, 8, 30, 0, 123000, tzinfo=UTC)),
 ])
 def test_time_from_the_name(tmp_path: Path, name: str, want: datetime) -> None:

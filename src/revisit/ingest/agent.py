@@ -71,10 +71,14 @@ class AgentStats:
 TIME_SOURCES = ("mtime", "exif", "name")
 # 20240105T093000, 2024-01-05_09-30-00, 20240105_093000, 2024-01-05T09:30:00Z,
 # 20240105093000123 (milliseconds), ...; an offset only where it is one (+0100, -05:00,
-# +05:45): a trailing counter such as -0001 is not
-_NAME_TS = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})[-_:.]?(\d{2})[-_:.]?"
+# +05:45): a trailing counter such as -0001 is not (see _name_offset)
+_NAME_TS = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})([-_:.]?)(\d{2})[-_:.]?"
                       r"(\d{2})(?:[.,]?(\d{3}))?(?!\d)"
                       r"(Z|[+-](?:0\d|1[0-4]):?(?:00|15|30|45)(?![\d:]))?")
+# UTC offsets in use somewhere (minutes): whole hours from -12 to +14 and the few zones
+# off the hour; a -0030 or +0215 after a time is a counter, not an offset
+_REAL_OFFSETS = {60 * h for h in range(-12, 15)} | {
+    -570, -210, 210, 270, 330, 345, 390, 525, 570, 630, 765, 825}
 _EXIF_IFD, _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x8769, 36867, 36881
 
 
@@ -90,13 +94,13 @@ def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None)
         m = _NAME_TS.search(path.stem)
         if m is None:
             raise ValueError(f"{path.name}: no timestamp in the name (e.g. 20240105T093000)")
-        y, mo, d, h, mi, s, ms, off = m.groups()
+        y, mo, d, h, sep, mi, s, ms, off = m.groups()
         try:
             naive = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s),
                              int(ms or 0) * 1000)
         except ValueError as exc:
             raise ValueError(f"{path.name}: {exc}") from None
-        return _with_offset(naive, off, zone, path)
+        return _with_offset(naive, _name_offset(off, sep), zone, path)
     if source == "exif":
         from PIL import Image, UnidentifiedImageError
 
@@ -117,6 +121,20 @@ def snapshot_time(path: Path, source: str = "mtime", zone: tzinfo | None = None)
 
 
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+
+
+def _name_offset(offset: str | None, time_sep: str) -> str | None:
+    """The offset a file name's time carries, or None where the digits after the time are
+    a counter: ``-0100`` after ``09-30-00`` (a time written with separators, whose own
+    offset would be written ``-01:00``), or digits that are no offset anywhere (``-0030``).
+    ``20240105T093000-0500`` and ``2024-01-05T09:30:00-05:00`` keep theirs."""
+    if offset is None or offset == "Z":
+        return offset
+    if ":" not in offset and time_sep:
+        return None
+    digits = offset[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return offset if (-minutes if offset[0] == "-" else minutes) in _REAL_OFFSETS else None
 
 
 def _with_offset(naive: datetime, offset: str | None, zone: tzinfo | None,
