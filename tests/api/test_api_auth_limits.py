@@ -38,6 +38,11 @@ def test_health_ready_metrics_docs(env: Env) -> None:
     for name in ("revisit_frames_received_total", "revisit_queue_depth",
                  "revisit_stage_seconds", "revisit_new_visitors_total"):
         assert name in m.text or name.removesuffix("_total") in m.text
+    assert env.client.head("/healthz").status_code == 200  # load balancers probe with HEAD
+    assert env.client.head("/readyz").status_code == 200
+    slash = env.client.get("/v1/batches/", follow_redirects=False)
+    assert slash.status_code == 404 and "without the trailing slash: /v1/batches" in \
+        slash.json()["detail"]
     docs = env.client.get("/docs")
     assert docs.status_code == 200 and "https://" not in docs.text  # offline: no CDN
     from revisit.api.dashboard import VENDOR

@@ -69,6 +69,9 @@ def create_app(
         "`Authorization: Bearer <key>`; see docs/service.md.",
         lifespan=lifespan,
         docs_url=None, redoc_url=None,  # /docs: dashboard.api_docs, served offline
+        # a path with a trailing slash is a 404 naming the path without it, not a 307 to
+        # an absolute URL (http:// behind a TLS proxy; a camera's POST re-sent there)
+        redirect_slashes=False,
         dependencies=[Depends(api_errors.known_query)],
         responses=api_errors.MALFORMED_HTTP,
     )
@@ -83,12 +86,15 @@ def create_app(
     )
 
     # liveness answers on the event loop itself: no thread pool a busy service could fill
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    # HEAD too: load balancers and uptime checks often probe with it
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["operations"],
+                   summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Ready to accept batches",
-             responses={503: {"description": "Starting, or the pipeline stopped"}})
+    @app.api_route("/readyz", methods=["GET", "HEAD"], tags=["operations"],
+                   summary="Ready to accept batches",
+                   responses={503: {"description": "Starting, or the pipeline stopped"}})
     def readyz(request: Request) -> Any:  # asks the broker: off the event loop
         s: Service = request.app.state.service
         problems = []

@@ -100,6 +100,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     status, detail = exc.status_code, exc.detail
     if status == 400:  # a body the framework could not parse (not UTF-8, broken JSON)
         status, detail = 422, f"the request body cannot be read: {detail}"
+    path = request.url.path
+    if status == 404 and detail == "Not Found" and len(path) > 1 and path.endswith("/"):
+        detail = f"no such path {path} (without the trailing slash: {path.rstrip('/')})"
     return JSONResponse({"detail": str(detail)}, status_code=status,
                         headers=getattr(exc, "headers", None))
 
