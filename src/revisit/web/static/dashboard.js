@@ -172,7 +172,18 @@ async function loadVisitors() {
 let occLocations = [];
 const WEEK = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
+// The card fails on its own (a period longer than the history's 366 days, say): the
+// rest of the page still shows, and the card says what went wrong.
 async function loadOccupancy() {
+  try {
+    await loadOccupancyCard();
+  } catch (e) {
+    $("occupancy").hidden = false;
+    $("occ-now").textContent = `Occupancy: ${e.message}`;
+  }
+}
+
+async function loadOccupancyCard() {
   occLocations = await getJSON("/v1/occupancy/locations");
   $("occupancy").hidden = occLocations.length === 0;
   if (!occLocations.length) return;
