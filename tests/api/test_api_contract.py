@@ -152,3 +152,17 @@ def test_every_keyed_operation_declares_the_bearer_scheme(env: Env) -> None:
     missing = [f"{m.upper()} {p}" for p, ops in paths.items() for m, op in ops.items()
                if p not in unkeyed and not op.get("security")]
     assert missing == []
+
+
+@pytest.mark.parametrize(("path", "role"), [
+    ("/v1/reports/staff-presence?from=2024-05-01&to=2024-05-02", "admin"),
+    ("/v1/occupancy/history?from=2024-05-01&to=2024-05-02", "analyst"),
+])
+def test_staff_presence_and_occupancy_history_run_on_the_report_pool(
+        env: Env, monkeypatch: pytest.MonkeyPatch, path: str, role: str) -> None:
+    """Both are reports: bounded by the pool and its budget as the others are (they ran
+    on the request threads, outside both)."""
+    assert env.client.get(path, headers=env.auth(role)).status_code == 200
+    monkeypatch.setattr(env.service.reports, "_claim", _busy)
+    r = env.client.get(path, headers=env.auth(role))
+    assert r.status_code == 429 and r.headers["retry-after"], r.text

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
-from revisit.api.reports import Filters, _pooled, build_query
+from revisit.api.reports import Filters, build_query, pooled
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
 from revisit.known.watchlist import Watchlist, WatchlistSettings
@@ -89,7 +89,7 @@ async def enrol_photos(
             new_visitor=(lambda: resolver.new_visitor(key.tenant)) if resolver else None)
 
     try:  # on the report pool: a full pool answers 429, a spent budget 503 (never a 500)
-        e = await _pooled(svc, run)
+        e = await pooled(svc, run)
     except EnrolmentError as exc:
         raise HTTPException(422, str(exc)) from None
     _reload(request, key.tenant)
@@ -133,23 +133,29 @@ def remove_enrolment(enrolment_id: str, request: Request,
     return {"removed": enrolment_id, **out}
 
 
-@router.get("/v1/reports/staff-presence", summary="Hours enrolled staff were seen per store")
-def presence(request: Request, from_: date = Query(..., alias="from"), to: date = Query(...),
-             locations: str = Query("", max_length=10_000),
-             snapshot_interval: str = Query("15s", max_length=32),
-             key: ApiKey = Depends(admin)) -> dict[str, Any]:
+@router.get("/v1/reports/staff-presence", summary="Hours enrolled staff were seen per store",
+            responses=errors(429, 503))
+async def presence(request: Request, from_: date = Query(..., alias="from"),
+                   to: date = Query(...), locations: str = Query("", max_length=10_000),
+                   snapshot_interval: str = Query("15s", max_length=32),
+                   key: ApiKey = Depends(admin)) -> dict[str, Any]:
     try:
         step = parse_duration(snapshot_interval)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    # the report's rules: known places of the tenant only, at most max_report_days
-    q = build_query(service_of(request), key, Filters(from_, to, locations or None))
     if step > timedelta(hours=1):
         raise HTTPException(422, "snapshot_interval: at most 1h")
-    rows = staff_presence(_book(request), q, step)
-    service_of(request).tenancy.audit(key.tenant, key.actor, "known.presence.read",
-                                      {"from": str(from_), "to": str(to)})
-    return {"from": from_.isoformat(), "to": to.isoformat(), "staff": rows}
+    svc = service_of(request)
+
+    def run() -> list[dict[str, Any]]:  # a report: on the report pool, within its budget
+        # the report's rules: known places of the tenant only, at most max_report_days
+        q = build_query(svc, key, Filters(from_, to, locations or None))
+        rows = staff_presence(_book(request), q, step)
+        svc.tenancy.audit(key.tenant, key.actor, "known.presence.read",
+                          {"from": str(from_), "to": str(to)})
+        return rows
+
+    return {"from": from_.isoformat(), "to": to.isoformat(), "staff": await pooled(svc, run)}
 
 
 @router.put("/v1/watchlist", summary="Turn watchlist alerts on or off (purpose recorded)")

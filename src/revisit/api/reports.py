@@ -157,7 +157,7 @@ async def _chunks(pipe: _Pipe) -> AsyncIterator[bytes]:
         yield item.encode()
 
 
-async def _pooled(svc: Service, fn: Callable[..., T], *args: Any) -> T:
+async def pooled(svc: Service, fn: Callable[..., T], *args: Any) -> T:
     """``fn`` on the report pool, its refusals as HTTP answers."""
     try:
         return await svc.reports.run(fn, *args)
@@ -227,8 +227,8 @@ async def unique_visitors(
 ) -> Any:
     svc = service_of(request)
     if format == "json":
-        return await _pooled(svc, _report_page, svc, key, f, page, page_size, sort)
-    query = await _pooled(svc, build_query, svc, key, f)
+        return await pooled(svc, _report_page, svc, key, f, page, page_size, sort)
+    query = await pooled(svc, build_query, svc, key, f)
     pipe = _Pipe(asyncio.get_running_loop())
     try:
         svc.reports.start(_csv_producer(svc, query, pipe))
@@ -266,7 +266,7 @@ async def summary(
     key: ApiKey = Depends(reader),
 ) -> dict[str, Any]:
     svc = service_of(request)
-    return await _pooled(svc, _summary, svc, key, f, snapshot_interval)
+    return await pooled(svc, _summary, svc, key, f, snapshot_interval)
 
 
 def _flows(svc: Service, key: ApiKey, f: Filters) -> dict[str, Any]:
@@ -288,7 +288,7 @@ async def flows(
     key: ApiKey = Depends(reader),
 ) -> Any:
     svc = service_of(request)
-    out = await _pooled(svc, _flows, svc, key, f)
+    out = await pooled(svc, _flows, svc, key, f)
     if format == "json":
         return out
     buf = io.StringIO()
@@ -340,7 +340,7 @@ async def heatmap(
     key: ApiKey = Depends(reader),
 ) -> Response:
     svc = service_of(request)
-    png = await _pooled(svc, _heatmap, svc, key, camera_id, from_, to, source)
+    png = await pooled(svc, _heatmap, svc, key, camera_id, from_, to, source)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
