@@ -258,7 +258,8 @@ def audit(ctx: typer.Context, tenant: Tenant,
           limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50) -> None:
     """The tenant's audit log, newest first (JSON lines)."""
     with _open(ctx) as (store, t):
-        require_tenant(store, tenant)
+        if store is not None:  # through a running server, the server names a wrong tenant
+            require_tenant(store, tenant)
         for rec in t.audit_log(tenant, limit):
             typer.echo(json.dumps(rec))
 
