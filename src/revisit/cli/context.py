@@ -61,6 +61,20 @@ def parse_day(text: str, option: str) -> date:
                                  "UTC days)", param_hint=option) from None
 
 
+def open_data_store(ctx: typer.Context, api: str | None = None) -> Any:
+    """The data directory's store for a command that reads what ingest wrote (one line
+    naming the directory if there is nothing yet); ``api``: the HTTP route that does the
+    same while `revisit serve` holds the store, named in the error."""
+    from revisit.backends import open_store
+
+    settings = state(ctx).settings()
+    if not settings.store_url and not settings.db_path.exists():
+        typer.echo(f"error: no data in {settings.data} (run `revisit ingest` first or pass "
+                   "--data)", err=True)
+        raise typer.Exit(2)
+    return open_store(settings) if api is None else open_store_directly(ctx, api)
+
+
 def open_store_directly(ctx: typer.Context, api: str) -> Any:
     """The data directory's store for an admin command, or a one-line error naming the
     HTTP API to use instead while `revisit serve` holds it."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import state
+from revisit.cli.context import Tenant, state
 from revisit.config import Settings
 from revisit.distributed.publish import ingest_frames
 from revisit.pipeline import Runtime, Summary, too_small_advice
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--start", help="Timestamp of the video's first frame (ISO 8601)."),
         ] = None,
-        tenant: Annotated[str, typer.Option("--tenant", "-t")] = "default",
+        tenant: Tenant = "default",
         keep_crops: Annotated[bool, typer.Option("--keep-crops")] = False,
         max_frames: Annotated[int | None, typer.Option("--max-frames", min=1)] = None,
     ) -> None:

@@ -11,7 +11,13 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from revisit.cli.context import Tenant, parse_day, require_tenant, split_list, state
+from revisit.cli.context import (
+    Tenant,
+    open_data_store,
+    parse_day,
+    require_tenant,
+    split_list,
+)
 from revisit.report.durations import format_duration, parse_duration
 from revisit.report.query import ReportQuery, SightingQuery
 from revisit.visits import DEFAULT_VISIT_GAP
@@ -76,7 +82,7 @@ def register(app: typer.Typer) -> None:
                                      param_hint="--format")
         _writable(output)
         query = _query(from_, to, tenant, locations, cameras, visit_gap, group)
-        store = _open_store(ctx)
+        store = open_data_store(ctx)
         try:
             tenancy, query = _filtered(store, query)
             header = store.report_header(query)
@@ -120,7 +126,7 @@ def register(app: typer.Typer) -> None:
             step = parse_duration(interval)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--interval") from None
-        store = _open_store(ctx)
+        store = open_data_store(ctx)
         try:
             tenancy, query = _filtered(store, query)
             with store.read() as con, summary_sql.sessionised(con, query):  # type: ignore[attr-defined]
@@ -168,7 +174,7 @@ def register(app: typer.Typer) -> None:
             end=parse_day(to, "--to") if to else None,
             tenant=tenant, locations=split_list(locations), cameras=split_list(cameras),
         )
-        store = _open_store(ctx)
+        store = open_data_store(ctx)
         try:
             _places(store, tenant, query.locations, query.cameras)
             if fmt == "parquet":
@@ -215,19 +221,6 @@ def _filtered(store: Any, query: ReportQuery) -> tuple[Any, ReportQuery]:
     tenancy, cams = _places(store, query.tenant, query.locations, query.cameras,
                             query.camera_group)
     return tenancy, replace(query, cameras=cams)
-
-
-def _open_store(ctx: typer.Context):
-    from revisit.backends import open_store
-
-    settings = state(ctx).settings()
-    if not settings.store_url and not settings.db_path.exists():
-        typer.echo(
-            f"error: no data in {settings.data} (run `revisit ingest` first or pass --data)",
-            err=True,
-        )
-        raise typer.Exit(2)
-    return open_store(settings)
 
 
 def _minutes(seconds: float | None) -> str:

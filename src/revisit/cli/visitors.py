@@ -13,24 +13,11 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import Tenant, require_tenant, state
+from revisit.cli.context import Tenant, open_data_store, require_tenant, state
 from revisit.report.formats import iso_utc
 
 visitors_app = typer.Typer(help="Inspect visitors; merge two into one or undo a merge.",
                            no_args_is_help=True)
-
-
-def _open_store(ctx: typer.Context, api: str | None = None):  # type: ignore[no-untyped-def]
-    """The store; ``api``: the HTTP route that does the same while `revisit serve` holds
-    it (named in the error)."""
-    from revisit.backends import open_store
-    from revisit.cli.context import open_store_directly
-
-    settings = state(ctx).settings()
-    if not settings.store_url and not settings.db_path.exists():
-        typer.echo(f"error: no data in {settings.data} (run `revisit ingest` first)", err=True)
-        raise typer.Exit(2)
-    return open_store(settings) if api is None else open_store_directly(ctx, api)
 
 
 
@@ -43,7 +30,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Sightings per store, first/last seen, merged ids and exemplar quality of a visitor."""
-    store = _open_store(ctx)
+    store = open_data_store(ctx)
     try:
         d = store.visitor_detail(tenant, visitor)
     finally:
@@ -95,7 +82,7 @@ def crops(
     version wrote: <day>_<face_image_id>.jpg)."""
     from revisit.store.crops import crop_files
 
-    store = _open_store(ctx)
+    store = open_data_store(ctx)
     try:
         if store.visitor_detail(tenant, visitor) is None:
             typer.echo(f"error: no visitor {visitor} in tenant {tenant}", err=True)
@@ -133,7 +120,7 @@ def merge(
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the merge log).")] = "manual",
 ) -> None:
     """Merge ABSORB into KEEP (one person seen as two); reversible with `visitors split`."""
-    store = _open_store(ctx, "POST /v1/visitors/{keep}/merge")
+    store = open_data_store(ctx, "POST /v1/visitors/{keep}/merge")
     try:
         rec = store.merge_visitors(tenant, keep, absorb, reason=reason)
     except (KeyError, ValueError) as exc:
@@ -152,7 +139,7 @@ def split(
     tenant: Tenant = "default",
 ) -> None:
     """Undo the merge that absorbed MERGED: reports count it separately again."""
-    store = _open_store(ctx, "POST /v1/visitors/{id}/split")
+    store = open_data_store(ctx, "POST /v1/visitors/{id}/split")
     try:
         rec = store.split_visitor(tenant, merged)
     except (KeyError, ValueError) as exc:
@@ -170,7 +157,7 @@ def merges(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The merge log: every merge, why, and whether it was split again."""
-    store = _open_store(ctx)
+    store = open_data_store(ctx)
     try:
         require_tenant(store, tenant)
         log = store.merges(tenant)
@@ -216,7 +203,7 @@ def register(app: typer.Typer) -> None:
         from revisit.identity.consolidate import consolidate
 
         settings = state(ctx).settings()
-        store = _open_store(ctx)
+        store = open_data_store(ctx)
         try:
             require_tenant(store, tenant)
             out = consolidate(settings, store, None, tenant, threshold=threshold, same_store=same_store,
