@@ -166,3 +166,47 @@ def test_staff_presence_and_occupancy_history_run_on_the_report_pool(
     monkeypatch.setattr(env.service.reports, "_claim", _busy)
     r = env.client.get(path, headers=env.auth(role))
     assert r.status_code == 429 and r.headers["retry-after"], r.text
+
+
+def test_the_report_page_is_what_the_schema_declares(env: Env) -> None:
+    """The JSON page of the main report has a declared shape (a generated client gets
+    typed rows), and a real answer with visitors in two stores fits it exactly."""
+    from revisit.api.reports import ReportPageOut
+
+    env.service.runtime.store.write(batch([
+        sighting("V-000001", at(0), "101", tenant="acme"),
+        sighting("V-000001", at(300), "203", tenant="acme"),
+        sighting("V-000002", at(60), "101", tenant="acme"),
+    ]))
+    r = env.report(**{"from": at(0).date().isoformat(), "to": at(0).date().isoformat()})
+    assert r.status_code == 200, r.text
+    page = ReportPageOut.model_validate(r.json())  # extra or missing fields fail
+    assert page.total == 2 and page.visitors[0].visitor_id == "V-000001"
+    assert [loc.name for loc in page.visitors[0].locations] == ["Main Street", "Harbour"]
+    declared = env.client.get("/openapi.json").json()
+    ok = declared["paths"]["/v1/reports/unique-visitors"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/ReportPageOut")
+    assert "visitors" in declared["components"]["schemas"]["ReportPageOut"]["properties"]
+
+
+def test_the_summary_is_what_the_schema_declares(env: Env) -> None:
+    from revisit.api.reports import SummaryOut
+
+    env.service.runtime.store.write(batch([
+        sighting("V-000001", at(0), "101", tenant="acme"),
+        sighting("V-000001", at(300), "203", tenant="acme"),
+        sighting("V-000002", at(60), "101", tenant="acme"),
+    ]))
+    day = at(0).date().isoformat()
+    r = env.client.get("/v1/reports/summary", params={"from": day, "to": day},
+                       headers=env.auth("analyst"))
+    assert r.status_code == 200, r.text
+    out = SummaryOut.model_validate(r.json())
+    assert out.totals.unique_visitors == 2 and out.dwell.all.visits == 3
+    for empty in ("2023-01-01",):  # no visits: shares and medians still fit
+        r = env.client.get("/v1/reports/summary", params={"from": empty, "to": empty},
+                           headers=env.auth("analyst"))
+        assert SummaryOut.model_validate(r.json()).dwell.all.median_s is None
+    ok = env.client.get("/openapi.json").json()["paths"]["/v1/reports/summary"]["get"]
+    assert ok["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/SummaryOut")

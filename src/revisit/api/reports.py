@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
@@ -180,6 +181,126 @@ def _too_slow(svc: Service) -> HTTPException:
         headers={"Retry-After": str(svc.config.retry_after_s)})
 
 
+class _Out(BaseModel):
+    """An answer's shape, for the OpenAPI schema (the routes return plain dicts; tests
+    check real answers against these, extra fields refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReportHeaderOut(_Out):
+    period: str = Field(description="The days asked for, as the CLI prints them.")
+    camera_group: str = Field(description="The cameras or locations filtered on.")
+    unique_visitors: int
+    total_visits: int
+    total_sightings: int
+
+
+class LocationVisitsOut(_Out):
+    location_id: str
+    name: str = Field(description="The location's name (admin add-location), else its id.")
+    visits: int
+
+
+class VisitorRowOut(_Out):
+    visitor_id: str = Field(description="Pseudonymous visitor id, e.g. V-0001A7.")
+    total_appearances: int = Field(description="Visits summed over locations.")
+    locations_visited: int
+    visits_per_location: dict[str, int] = Field(description="Location id -> visits.")
+    locations: list[LocationVisitsOut]
+    first_seen: str | None = Field(description="First sighting in the period (UTC, ISO 8601).")
+    last_seen: str | None = Field(description="Last sighting in the period (UTC, ISO 8601).")
+    sightings: int
+
+
+class ReportPageOut(_Out):
+    header: ReportHeaderOut
+    page: int
+    page_size: int
+    sort: str
+    total: int = Field(description="Unique visitors in the whole report.")
+    pages: int
+    visitors: list[VisitorRowOut]
+
+
+class PeriodOut(_Out):
+    from_: str = Field(alias="from", description="First day (YYYY-MM-DD, UTC).")
+    to: str = Field(description="Last day, inclusive.")
+
+
+class TotalsOut(_Out):
+    unique_visitors: int
+    visits: int
+    sightings: int
+    new_visitors: int = Field(description="First seen (anywhere) in the period.")
+    previously_seen: int = Field(description="Seen before the period too.")
+    returning_visitors: int = Field(description="More than one visit, or seen before.")
+    returning_share: float
+    repeat_visitors: int = Field(description="More than one visit in the period.")
+    repeat_share: float
+
+
+class DayOut(_Out):
+    day: str
+    unique_visitors: int
+    sightings: int
+    visits: int
+
+
+class HistogramOut(_Out):
+    visits: str = Field(description="Visits per visitor: '1' .. '9', '10+'.")
+    visitors: int
+
+
+class LocationSummaryOut(_Out):
+    location_id: str
+    name: str
+    unique_visitors: int
+    visits: int
+    sightings: int
+    repeat_visitors: int
+    first_seen: str | None
+    last_seen: str | None
+
+
+class DwellOut(_Out):
+    visits: int
+    median_s: float | None = Field(description="Median visit duration, seconds.")
+    buckets: dict[str, int] = Field(description="Visits per duration band (<1m ... 60m+).")
+
+
+class LocationDwellOut(DwellOut):
+    location_id: str
+
+
+class DwellSummaryOut(_Out):
+    interval_s: float = Field(description="The snapshot interval added to each visit.")
+    locations: list[LocationDwellOut]
+    all: DwellOut
+
+
+class HourOut(_Out):
+    hour: int
+    visits: int
+
+
+class WeekdayOut(_Out):
+    day: str
+    visits: int
+
+
+class SummaryOut(_Out):
+    period: PeriodOut
+    filter: str = Field(description="The cameras or locations filtered on.")
+    totals: TotalsOut
+    daily: list[DayOut]
+    histogram: list[HistogramOut]
+    locations: list[LocationSummaryOut]
+    dwell: DwellSummaryOut
+    by_hour: list[HourOut] = Field(description="Visits starting in each UTC hour.")
+    by_weekday: list[WeekdayOut]
+
+
 def _report_page(svc: Service, key: ApiKey, f: Filters, page: int, page_size: int,
                  sort: str) -> dict[str, Any]:
     query = build_query(svc, key, f)
@@ -212,7 +333,8 @@ def _report_page(svc: Service, key: ApiKey, f: Filters, page: int, page_size: in
 
 
 @router.get("/v1/reports/unique-visitors", summary="Unique visitors (JSON pages or CSV)",
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+            responses={200: {"model": ReportPageOut,
+                             "content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "A JSON page, or the whole report as CSV"}})
 async def unique_visitors(
     request: Request,
@@ -257,7 +379,8 @@ def _summary(svc: Service, key: ApiKey, f: Filters, snapshot_interval: str) -> d
     return out
 
 
-@router.get("/v1/reports/summary", summary="Dashboard figures for a period")
+@router.get("/v1/reports/summary", summary="Dashboard figures for a period",
+            responses={200: {"model": SummaryOut}})
 async def summary(
     request: Request,
     f: Filters = Depends(filters),
