@@ -125,3 +125,13 @@ def test_an_image_declaring_too_many_pixels_is_refused_undecoded():
     assert out_batch.frames == [] and "ingest.max_pixels" in out_batch.rejected[0].reason
     small = decode(make_frame(_png_bomb(40, 30), "small"), max_pixels=10_000_000)
     assert getattr(small, "shape", None) == (30, 40, 3)
+
+
+def test_a_file_that_is_no_image_is_not_repeated_in_the_reason() -> None:
+    """A manifest may name any file ingest can read (/etc/passwd): the reason says what
+    kind of thing it is, never its content."""
+    out = decode(make_frame(b"root:x:0:0:root:/root:/bin/bash\nsecret", "p"))
+    assert isinstance(out, Rejected) and "root" not in out.reason
+    assert "start like text" in out.reason
+    out = decode(make_frame(b"\x00\x01secret-binary", "b"))
+    assert isinstance(out, Rejected) and "secret" not in out.reason and "like data" in out.reason

@@ -97,7 +97,10 @@ def decode(frame: Frame, max_pixels: int | None = None) -> np.ndarray | Rejected
         return reject("no image data")
     fmt = _format_of(data)
     if fmt is None:
-        return reject(f"not a supported image (JPEG/PNG/BMP/WEBP/TIFF); first bytes {data[:8]!r}")
+        # what the file holds is not repeated: a manifest may name any file ingest can read
+        kind = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in data[:64]) else "data"
+        return reject(f"not a supported image (JPEG/PNG/BMP/WEBP/TIFF): its {len(data)} "
+                      f"bytes start like {kind}, with no image signature")
     if max_pixels is not None:
         try:
             size = _declared_size(data, fmt)
