@@ -66,8 +66,17 @@ def counts_of(batch: Batch) -> dict[str, Any]:
     return {
         "processed": len(batch.frames), "faces": len(batch.faces),
         "sightings": len(batch.sightings), "new_visitors": len(batch.visitors_created),
-        "rejected": [{"image_id": r.image_id, "reason": r.reason} for r in batch.rejected],
+        "rejected": [_rejected(r) for r in batch.rejected],
     }
+
+
+def _rejected(r: Any) -> dict[str, str]:
+    """A frame refused in processing, with the upload's file name where it came from the
+    HTTP API (its default image id, a content hash, does not tell the sender which)."""
+    out = {"image_id": r.image_id, "reason": r.reason}
+    if r.source.startswith("batch:"):
+        out["file"] = r.source.removeprefix("batch:")
+    return out
 
 
 class BatchLedger:
