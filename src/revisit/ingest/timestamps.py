@@ -16,16 +16,24 @@ class TimestampError(ValueError):
     """A timestamp that is malformed, has no offset, or lies outside the window."""
 
 
+# UTC offsets in use run from -12:00 to +14:00; one past them is a typo, not a place
+OFFSETS = (timedelta(hours=-12), timedelta(hours=14))
+
+
 def parse_ts(text: str) -> datetime:
-    """ISO 8601 with an explicit offset; the result is timezone-aware."""
+    """ISO 8601 with an explicit offset (``Z`` or ``z``, RFC 3339 allows both); the result
+    is timezone-aware."""
     if not text.isprintable() or len(text) > 64:
         raise TimestampError(f"ts {text[:64]!r} is not an ISO 8601 timestamp")
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        ts = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
         raise TimestampError(f"ts {text!r} is not an ISO 8601 timestamp") from None
-    if ts.tzinfo is None or ts.utcoffset() is None:
+    offset = ts.utcoffset()
+    if ts.tzinfo is None or offset is None:
         raise TimestampError(f"ts {text!r} has no UTC offset (add Z or +HH:MM)")
+    if not OFFSETS[0] <= offset <= OFFSETS[1]:
+        raise TimestampError(f"ts {text!r}: UTC offsets run from -12:00 to +14:00")
     try:
         ts.astimezone(UTC)
     except OverflowError:
