@@ -126,3 +126,13 @@ def test_a_legacy_tenancy_file_is_imported_once(store, tmp_path, monkeypatch) ->
     actions = [a["action"] for a in ten.audit_log("acme")]
     assert sorted(actions) == ["key.create", "tenant.create"]
     assert (data / f"{LEGACY_FILE}.imported").is_file()
+
+
+def test_timezones_name_places_and_cameras_follow_their_location(t: Tenancy) -> None:
+    for tz in ("localtime", "Factory", "Mars/Olympus"):
+        with pytest.raises(TenancyError, match=repr(tz)):
+            t.add_location("acme", "102", "X", tz)
+    t.add_camera("acme", "camB", "101", timezone="Europe/London")  # its own, kept
+    t.add_location("acme", "101", "Main", "America/New_York")  # the store's zone fixed
+    zones = {c.camera_id: c.timezone for c in t.cameras("acme")}
+    assert zones == {"camA": "America/New_York", "camB": "Europe/London"}

@@ -119,6 +119,11 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+# entries of the zone database that name no place: the server's own zone, whatever it is,
+# and an offset of zero by design
+_NO_PLACE = frozenset({"localtime", "Factory", "posixrules"})
+
+
 def _timezone(tz: str) -> str:
     try:
         ZoneInfo(tz)
@@ -126,6 +131,9 @@ def _timezone(tz: str) -> str:
         raise TenancyError(
             f"unknown timezone {tz!r} (use an IANA name like Europe/Berlin)"
         ) from None
+    if tz in _NO_PLACE:
+        raise TenancyError(f"timezone {tz!r} names no place (use an IANA name like "
+                           "Europe/Berlin)")
     return tz
 
 
@@ -307,12 +315,19 @@ class Tenancy:
     ) -> Location:
         self.require_tenant(tenant)
         check_id(location_id, "location id")
-        self._do(
-            "INSERT INTO tenancy_locations (tenant, location_id, name, timezone) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) "
-            "DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
-            (tenant, location_id, name or location_id, _timezone(timezone)),
-        )
+        tz = _timezone(timezone)
+        with self.store.transaction() as s:
+            old = s.execute("SELECT timezone FROM tenancy_locations WHERE tenant = ? "
+                            "AND location_id = ?", [tenant, location_id]).fetchone()
+            s.execute(
+                "INSERT INTO tenancy_locations (tenant, location_id, name, timezone) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant, location_id) "
+                "DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
+                [tenant, location_id, name or location_id, tz])
+            if old is not None and old[0] != tz:
+                # cameras that took the location's zone (added without one) follow it
+                s.execute("UPDATE tenancy_cameras SET timezone = ? WHERE tenant = ? AND "
+                          "location_id = ? AND timezone = ?", [tz, tenant, location_id, old[0]])
         self.audit(tenant, actor, "location.put", {"location_id": location_id, "name": name,
                                                    "timezone": timezone})
         return Location(location_id, name or location_id, timezone)
