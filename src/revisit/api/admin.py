@@ -13,6 +13,7 @@ from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.records import ID_PATTERN
 from revisit.report.durations import parse_duration
+from revisit.report.formats import iso_utc
 from revisit.tenancy.db import ApiKey, TenancyError
 
 router = APIRouter(tags=["admin and privacy"], responses=errors(401, 403, 422))
@@ -75,8 +76,8 @@ def visitor(
     return {
         "visitor_id": d.visitor_id, "aliases": list(d.aliases), "sightings": d.sightings,
         "locations": d.locations, "exemplars": d.exemplars,
-        "first_seen": d.first_seen.isoformat() if d.first_seen else None,
-        "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+        "first_seen": iso_utc(d.first_seen) or None,
+        "last_seen": iso_utc(d.last_seen) or None,
     }
 
 
@@ -88,8 +89,8 @@ class MergeIn(BaseModel):
 
 def _merge_record(rec: Any) -> dict[str, Any]:
     return {"merge_id": rec.merge_id, "keep": rec.keep, "absorb": rec.absorb,
-            "merged_at": rec.merged_at.isoformat(), "reason": rec.reason,
-            "split_at": rec.split_at.isoformat() if rec.split_at else None}
+            "merged_at": iso_utc(rec.merged_at), "reason": rec.reason,
+            "split_at": iso_utc(rec.split_at) or None}
 
 
 @contextlib.contextmanager
@@ -134,7 +135,7 @@ def skipped_batches(request: Request, limit: int = Query(100, ge=1, le=10_000),
     for r in rows:
         r.pop("tenants", None)  # other tenants of a shared stream are not this key's business
         for k in ("skipped_at", "replayed_at"):
-            r[k] = r[k].isoformat() if r[k] is not None else None
+            r[k] = iso_utc(r[k]) or None
     return rows
 
 
@@ -204,9 +205,9 @@ def create_key(body: KeyIn, request: Request, key: ApiKey = Depends(admin)) -> d
 def list_keys(request: Request, key: ApiKey = Depends(admin)) -> list[dict]:
     return [
         {"key_id": k.key_id, "role": k.role, "cameras": list(k.cameras), "name": k.name,
-         "created_at": k.created_at.isoformat(),
-         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
-         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
+         "created_at": iso_utc(k.created_at),
+         "revoked_at": iso_utc(k.revoked_at) or None,
+         "expires_at": iso_utc(k.expires_at) or None,
          "active": k.active()}
         for k in service_of(request).tenancy.keys(key.tenant)
     ]
@@ -251,4 +252,4 @@ def rotate_key(key_id: str, request: Request, body: RotateIn | None = None,
         raise HTTPException(422, str(exc)) from None
     return {"key_id": new.key_id, "role": new.role, "cameras": list(new.cameras),
             "key": secret, "replaces": key_id,
-            "old_key_expires_at": (new.created_at + grace).isoformat()}
+            "old_key_expires_at": iso_utc(new.created_at + grace)}

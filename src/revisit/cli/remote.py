@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,11 @@ class RemoteTenancy:
 
     @staticmethod
     def _key(tenant: str, k: dict[str, Any]) -> ApiKey:
-        def when(field: str) -> datetime | None:
-            return datetime.fromisoformat(k[field]) if k.get(field) else None
+        def when(field: str) -> datetime | None:  # naive UTC, as the tenancy keeps them
+            if not k.get(field):
+                return None
+            ts = datetime.fromisoformat(k[field])
+            return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
         return ApiKey(k["key_id"], tenant, k["role"], tuple(k.get("cameras", ())),
                       k.get("name", ""), when("created_at") or datetime.min,
