@@ -210,3 +210,15 @@ def test_the_summary_is_what_the_schema_declares(env: Env) -> None:
     ok = env.client.get("/openapi.json").json()["paths"]["/v1/reports/summary"]["get"]
     assert ok["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/SummaryOut")
+
+
+@pytest.mark.parametrize("bad", ["1714521600", "2024-05-01T10:00:00", "20240501", "2024-5-1"])
+def test_a_day_is_written_yyyy_mm_dd(env: Env, bad: str) -> None:
+    """A Unix time or a datetime would be read as some day: refused, naming the form."""
+    for path in ("/v1/reports/unique-visitors", "/v1/reports/summary"):
+        r = env.client.get(path, params={"from": bad, "to": "2024-05-02"},
+                           headers=env.auth("analyst"))
+        assert r.status_code == 422 and "YYYY-MM-DD" in r.json()["detail"], r.text
+    ok = env.client.get("/v1/reports/summary", params={"from": "2024-05-01", "to": "2024-05-02"},
+                        headers=env.auth("analyst"))
+    assert ok.status_code == 200

@@ -4,8 +4,8 @@ audited."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel, Field
@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.api.images import ImageError, image_size
-from revisit.api.reports import Filters, build_query, pooled
+from revisit.api.reports import Day, Filters, build_query, pooled
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
 from revisit.known.watchlist import Watchlist, WatchlistSettings
@@ -135,8 +135,8 @@ def remove_enrolment(enrolment_id: str, request: Request,
 
 @router.get("/v1/reports/staff-presence", summary="Hours enrolled staff were seen per store",
             responses=errors(429, 503))
-async def presence(request: Request, from_: date = Query(..., alias="from"),
-                   to: date = Query(...), locations: str = Query("", max_length=10_000),
+async def presence(request: Request, from_: Annotated[Day, Query(alias="from")],
+                   to: Annotated[Day, Query()], locations: str = Query("", max_length=10_000),
                    snapshot_interval: str = Query("15s", max_length=32),
                    key: ApiKey = Depends(admin)) -> dict[str, Any]:
     try:

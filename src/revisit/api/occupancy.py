@@ -4,9 +4,8 @@ sign's read-only display key), its history, alert rules and alerts; and the sign
 from __future__ import annotations
 
 import io
-from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
@@ -15,7 +14,7 @@ from pydantic import Field
 
 from revisit.api.auth import bearer, current_key, require, service_of
 from revisit.api.errors import errors
-from revisit.api.reports import pooled, split_ids
+from revisit.api.reports import Day, pooled, split_ids
 from revisit.occupancy.alerts import AlertBook, AlertRule
 from revisit.occupancy.db import OccupancyDB
 from revisit.occupancy.history import history_table, write_history_csv
@@ -147,8 +146,8 @@ def revoke_display_key(request: Request, key_id: str = _id(),
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "JSON, or the minutes as CSV"},
                        **errors(429, 503)})
-async def history(request: Request, from_: date = Query(..., alias="from"),
-                  to: date = Query(...),
+async def history(request: Request, from_: Annotated[Day, Query(alias="from")],
+                  to: Annotated[Day, Query()],
                   locations: str = Query("", max_length=10_000,
                                          description="Location ids, comma separated"),
                   format: Literal["json", "csv"] = Query("json"),

@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import io
 import itertools
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
@@ -58,6 +59,17 @@ def split_ids(text: str | None) -> tuple[str, ...]:
     return items
 
 
+def _day(value: object) -> object:
+    """A whole day written YYYY-MM-DD: pydantic would also take a Unix time or a datetime
+    (2024-05-01T10:00 read as that day), which a report's whole-day period cannot mean."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_day)]
+
+
 @dataclass(frozen=True)
 class Filters:
     """The filters every report and analysis takes (query parameters)."""
@@ -71,10 +83,11 @@ class Filters:
 
 
 def filters(
-    from_: date = Query(..., alias="from", description="First day (YYYY-MM-DD), inclusive; "
-                        "not after 'to'."),
-    to: date = Query(..., description="Last day, inclusive; the period is at most "
-                     "max_report_days (731 by default)."),
+    # Annotated, not a default: FastAPI applies Day's validator only in this form
+    from_: Annotated[Day, Query(alias="from", description="First day (YYYY-MM-DD), "
+                                "inclusive; not after 'to'.")],
+    to: Annotated[Day, Query(description="Last day, inclusive; the period is at most "
+                             "max_report_days (731 by default).")],
     locations: str | None = Query(None, max_length=4000,
                                   description="Location ids, comma separated."),
     cameras: str | None = Query(None, max_length=4000,
@@ -452,8 +465,8 @@ def _points(chunks: Any) -> Any:
                 **errors(404)})
 async def heatmap(
     request: Request, camera_id: str,
-    from_: date = Query(..., alias="from", description="First day, inclusive."),
-    to: date = Query(..., description="Last day, inclusive (at most max_report_days)."),
+    from_: Annotated[Day, Query(alias="from", description="First day, inclusive.")],
+    to: Annotated[Day, Query(description="Last day, inclusive (at most max_report_days).")],
     t: int | None = Query(None, ge=0, description="Ignored: lets a page that redraws the "
                           "map (live) ask again."),
     source: Literal["auto", "people", "faces"] = Query(
