@@ -76,6 +76,16 @@ def as_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+def iso_utc(ts: datetime | None) -> str:
+    """``2024-01-31T09:05:00Z``, the one way times are written out (naive values are UTC,
+    as the store keeps them); empty for None."""
+    if ts is None:
+        return ""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 @dataclass(slots=True)
 class Frame:
     """One camera snapshot. ``data`` holds the encoded image (JPEG/PNG bytes) until decode.

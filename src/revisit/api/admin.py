@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
-from revisit.records import ID_PATTERN
+from revisit.records import ID_PATTERN, iso_utc
 from revisit.report.durations import parse_duration
-from revisit.report.formats import iso_utc
 from revisit.tenancy.db import ApiKey, TenancyError
 
 router = APIRouter(tags=["admin and privacy"], responses=errors(401, 403, 422))

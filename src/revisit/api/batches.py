@@ -31,7 +31,7 @@ from revisit.api.images import ImageError, image_size
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
 from revisit.ingest.timestamps import TimestampError, parse_ts
-from revisit.records import Frame, content_id, encodes
+from revisit.records import Frame, content_id, encodes, iso_utc
 from revisit.tenancy.db import ApiKey
 
 router = APIRouter(tags=["camera batches"], responses=errors(401, 403, 422))
@@ -316,7 +316,7 @@ def list_batches(
     last = page[-1] if more else None
     return {"batches": [st.as_dict() for st in page],
             # Z, not +00:00: a "+" pasted into a URL unencoded reads as a space
-            "next_before": last.received_at.isoformat() + "Z" if last else None,
+            "next_before": iso_utc(last.received_at) if last else None,
             "next_before_id": last.batch_id if last else None}
 
 

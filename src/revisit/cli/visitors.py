@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from revisit.cli.context import Tenant, open_data_store, require_tenant, state
-from revisit.report.formats import iso_utc
+from revisit.records import iso_utc
 
 visitors_app = typer.Typer(help="Inspect visitors; merge two into one or undo a merge.",
                            no_args_is_help=True)

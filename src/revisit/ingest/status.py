@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from revisit.records import Batch
+from revisit.records import Batch, iso_utc
 from revisit.store.base import SightingStore
 
 
@@ -26,7 +26,7 @@ def _now() -> datetime:
 
 
 def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.replace(tzinfo=UTC).isoformat()
+    return iso_utc(ts) or None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from revisit.records import (
     Exemplar,
     Frame,
     enrolment_exemplar_id,
+    iso_utc,
 )
 from revisit.store.base import SightingStore
 from revisit.store.sql_store import redact_audit
@@ -75,7 +76,7 @@ def _expiry(ts: datetime | None) -> datetime | None:
 
 
 def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return iso_utc(ts) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from revisit.occupancy.alerts import (
     Emails,
     WebhookUrl,
 )
-from revisit.records import Sighting
+from revisit.records import Sighting, iso_utc
 from revisit.store.base import SightingStore
 from revisit.tenancy.db import Tenancy
 
@@ -178,5 +178,5 @@ class WatchlistWatcher:
         self.tenancy.audit(s.tenant, "system", "watchlist.alert",
                            {"alert_id": alert_id, "visitor_id": s.face_id, "label": label,
                             "location_id": s.location_id, "camera_id": s.camera_id,
-                            "score": round(s.match_score, 3), "ts": ts.isoformat()})
+                            "score": round(s.match_score, 3), "ts": iso_utc(ts)})
         return Alert(s.tenant, alert_id, rule, s.match_score, ts.replace(tzinfo=UTC), message)

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from revisit.records import PeopleCount
+from revisit.records import PeopleCount, iso_utc
 from revisit.store.base import SightingStore
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def _message(rule: AlertRule, value: float) -> str:
 
 
 def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else _aware(ts).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+    return iso_utc(ts) or None
 
 
 # -- delivery ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from revisit.records import iso_utc
 from revisit.report.query import SIGHTING_COLUMNS, ReportHeader, ReportRow
 
 REPORT_CSV_COLUMNS = (
@@ -39,15 +40,6 @@ REPORT_CSV_COLUMNS = (
 )
 Names = Mapping[str, str]  # location id -> display name
 TABLE_SAMPLE = 1000  # rows looked at to size the table's columns
-
-
-def iso_utc(ts: datetime | None) -> str:
-    """``2024-01-31T09:05:00Z``; empty for None."""
-    if ts is None:
-        return ""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _short_utc(ts: datetime | None) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from revisit.records import ID_RULE, valid_id
+from revisit.records import ID_RULE, iso_utc, valid_id
 from revisit.store.base import SightingStore
 
 ROLES = ("admin", "analyst", "camera")
@@ -480,7 +480,7 @@ class Tenancy:
             "ORDER BY n DESC LIMIT ?", (tenant, limit),
         )
         return [
-            {"id": r[0], "ts": r[1].replace(tzinfo=UTC).isoformat(), "actor": r[2],
+            {"id": r[0], "ts": iso_utc(r[1]), "actor": r[2],
              "action": r[3], "detail": json.loads(r[4])}
             for r in rows
         ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from revisit.identity.index import FaceIndex
+from revisit.records import iso_utc
 from revisit.store.base import SightingStore
 from revisit.store.crops import erase_crops, purge_crop_days
 from revisit.tenancy.db import DEFAULT_RETENTION_DAYS, Tenancy, TenancyError
@@ -84,7 +85,7 @@ def purge_tenant(
     counts: dict[str, Any]
     counts, dropped = store.purge_before(tenant, cutoff, now_naive)
     counts = dict(counts)
-    counts["cutoff"] = cutoff.replace(tzinfo=UTC).isoformat()
+    counts["cutoff"] = iso_utc(cutoff)
     try:  # the store has purged: audited whatever happens to the tidying after it
         if index is not None and dropped:
             index.remove(tenant, dropped)
