@@ -44,7 +44,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -63,7 +63,7 @@ from revisit.records import (
     is_enrolment_exemplar,
 )
 from revisit.store.base import SightingStore
-from revisit.store.visitor_ids import format_visitor_id
+from revisit.store.visitor_ids import format_visitor_id, visitor_number_or_zero
 from revisit.vision.catalog import embedder_facts, match_threshold
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ RECENT_MARGIN = 0.1
 # A reflection's contrast and sharpness are at most these shares of the person's it shows.
 TWIN_CONTRAST = 0.8
 TWIN_SHARPNESS = 0.5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # an exemplar carried over in memory: its time
 
 
 @dataclass(slots=True)
@@ -209,27 +210,56 @@ class Resolver:
         return g
 
     def reload(self, tenant: str) -> None:
-        """Forget a tenant's gallery and rebuild it from the store (after a merge/split,
-        an enrolment)."""
+        """Rebuild a tenant's gallery from the store (after a merge/split, consolidation),
+        keeping what this resolver decided in batches not stored yet: the pipeline stores
+        a batch after resolving it, and a merge may land in between (the exemplars and
+        new visitors of such a batch reach the store right after)."""
         with self._lock:
-            self._reload(tenant)
+            self._reload(tenant, keep_pending=True)
 
-    def _reload(self, tenant: str) -> None:
+    def _reload(self, tenant: str, keep_pending: bool = False) -> None:
+        """``keep_pending``: carry over the exemplars held here that the store does not
+        have yet, and the visitors handed out and not stored yet (a reset after a failed
+        write does not: those decisions are void)."""
         g = self._galleries.pop(tenant, None)
         if g is not None:  # by face id: entries may still carry a merged-away visitor id
             self.index.remove(tenant, [h.face_image_id for held in g.exemplars.values()
                                        for h in held])
         fresh = self._gallery(tenant)
+        stored_top = fresh.next_number - 1  # the highest number the store has issued
         if g is not None:  # numbers handed out but not yet stored stay taken
             fresh.next_number = max(fresh.next_number, g.next_number)
-        # open tracks follow merges; a track whose visitor was erased decides afresh
+        if keep_pending and g is not None:
+            self._carry_pending(tenant, g, fresh)
+        # open tracks follow merges; a track whose visitor was erased decides afresh (one
+        # whose visitor was founded in a batch not stored yet keeps it)
         for (t, _), cam in self._cameras.items():
             if t != tenant:
                 continue
             for tr in cam.open:
                 if tr.visitor is not None:
+                    if keep_pending and visitor_number_or_zero(tr.visitor) > stored_top:
+                        continue
                     vid = self.store.canonical_id(tenant, tr.visitor)
                     tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
+
+    def _carry_pending(self, tenant: str, old: _Gallery, fresh: _Gallery) -> None:
+        """Exemplars of ``old`` the store does not hold (chosen in a batch resolved and
+        not stored yet) go on in ``fresh``, under their visitor's canonical id."""
+        stored = {h.face_image_id for held in fresh.exemplars.values() for h in held}
+        pending = [(vid, h) for vid, held in old.exemplars.items() for h in held
+                   if h.face_image_id not in stored
+                   and not is_enrolment_exemplar(h.face_image_id)]  # those: sync_known
+        if not pending:
+            return
+        canon = {vid: self.store.canonical_id(tenant, vid) for vid in {v for v, _ in pending}}
+        added = []
+        for vid, h in pending:
+            fresh.exemplars.setdefault(canon[vid], []).append(h)
+            fresh.changed(canon[vid])
+            added.append(Exemplar(tenant, canon[vid], h.face_image_id, h.embedding,
+                                  h.quality, _EPOCH))
+        self.index.add(added)
 
     def reset(self, tenant: str) -> None:
         """A batch this resolver decided was not stored (its write failed): rebuild the

@@ -1,0 +1,87 @@
+"""Races inside one embedded ``revisit serve`` process, replayed deterministically: an
+admin action or a second request landing between two steps of the pipeline (no models:
+hand-built faces with synthetic embeddings)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from revisit.api.service import Service
+from revisit.api.settings import ServiceSettings
+from revisit.config import load_settings
+from revisit.records import Batch, Face, Frame, face_image_id
+
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+_ids = itertools.count()
+
+
+def person(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def look(base: np.ndarray, seed: int) -> np.ndarray:
+    """Another snapshot of the same person: close to ``base``."""
+    v = base + 0.05 * person(10_000 + seed)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def face(e: np.ndarray, *, camera: str, seconds: float, tenant: str = "acme") -> Face:
+    image_id = f"img-{next(_ids)}"
+    bbox = (100, 100, 80, 100)
+    return Face(tenant=tenant, camera_id=camera, location_id="101", image_id=image_id,
+                ts=T0 + timedelta(seconds=seconds),
+                face_image_id=face_image_id(tenant, image_id, bbox), bbox=bbox,
+                landmarks=np.zeros((5, 2), np.float32), det_score=0.95, quality=0.9,
+                embedding=e)
+
+
+def batch_of(faces: list[Face]) -> Batch:
+    frames = {f.image_id: Frame(f.tenant, f.camera_id, f.location_id, f.image_id, f.ts)
+              for f in faces}
+    return Batch(f"B-{next(_ids)}", frames=list(frames.values()), faces=faces)
+
+
+@pytest.fixture
+def svc(tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = load_settings(None, data=tmp_path / "data", identity={"create_after": 1})
+    s = Service(settings, ServiceSettings(purge_interval_s=0))
+    s.tenancy.create_tenant("acme", "ACME")
+    yield s
+    s.runtime.close()
+
+
+def stages(svc: Service) -> tuple:
+    """The pipeline's own resolve and store steps (with the processor's locking)."""
+    wrapped = dict(svc.processor.stages())
+    return wrapped["resolve"], wrapped["store"]
+
+
+def visitors(b: Batch) -> set[str]:
+    return {x.face_id for x in b.sightings}
+
+
+def test_a_merge_between_resolve_and_store_does_not_split_a_new_visitor(svc) -> None:
+    resolve, store = stages(svc)
+    a, a2, b, c = person(1), person(4), person(2), person(3)
+    # two visitors an admin will merge (one person to the admin's eye)
+    (v1,) = visitors(store(resolve(batch_of([face(a, camera="c1", seconds=0)]))))
+    (v2,) = visitors(store(resolve(batch_of([face(a2, camera="c2", seconds=0)]))))
+    # a batch founds visitor C: resolved, waiting for the store step ...
+    first = resolve(batch_of([face(c, camera="c1", seconds=600)]))
+    (vc,) = visitors(first)
+    # ... when the merge lands
+    svc.merge("acme", v1, v2, "same person", "test")
+    store(first)
+    # C again, on the same camera a moment later, and on another camera: still C
+    again = store(resolve(batch_of([face(look(c, 2), camera="c1", seconds=605)])))
+    elsewhere = store(resolve(batch_of([face(look(c, 3), camera="c2", seconds=4000)])))
+    assert visitors(again) == {vc}
+    assert visitors(elsewhere) == {vc}
+    # and an unrelated person is still someone new
+    assert visitors(store(resolve(batch_of([face(b, camera="c3", seconds=0)])))) - {vc, v1}
