@@ -85,3 +85,60 @@ def test_a_merge_between_resolve_and_store_does_not_split_a_new_visitor(svc) -> 
     assert visitors(elsewhere) == {vc}
     # and an unrelated person is still someone new
     assert visitors(store(resolve(batch_of([face(b, camera="c3", seconds=0)])))) - {vc, v1}
+
+
+class _Paused:
+    """A faiss index whose search stops after searching, before its ids are read back,
+    until ``go`` (or a timeout): the moment another thread could change the index."""
+
+    def __init__(self, real, paused, go) -> None:  # type: ignore[no-untyped-def]
+        self.real, self.paused, self.go = real, paused, go
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.real, name)
+
+    def search(self, q, k):  # type: ignore[no-untyped-def]
+        out = self.real.search(q, k)
+        self.paused.set()
+        self.go.wait(2)
+        return out
+
+
+def test_removing_an_enrolment_does_not_pull_the_index_from_under_the_resolver(svc) -> None:
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from revisit.api.app import create_app
+
+    resolve, store = stages(svc)
+    admin = svc.tenancy.create_key("acme", "admin")[1]
+    client = TestClient(create_app(service=svc, processing=False))
+    auth = {"Authorization": f"Bearer {admin}"}
+    p = person(7)
+    (v,) = visitors(store(resolve(batch_of([face(p, camera="c1", seconds=0)]))))
+    r = client.post("/v1/enrolments/visitor", headers=auth, json={
+        "group": "staff", "visitor_id": v, "reason": "works here"})
+    assert r.status_code == 201, r.text
+    enrolment = r.json()["enrolment_id"]
+    # the resolver searches the index for the person seen again ...
+    t = svc.runtime.index._tenants["acme"]  # type: ignore[attr-defined]
+    paused, go = threading.Event(), threading.Event()
+    t.index = _Paused(t.index, paused, go)
+    b = batch_of([face(look(p, 1), camera="c2", seconds=3600)])
+    out: list[Batch] = []
+    resolving = threading.Thread(target=lambda: out.append(resolve(b)))
+    resolving.start()
+    assert paused.wait(10)
+    # ... when an admin ends the enrolment
+    removed: list[int] = []
+    removing = threading.Thread(target=lambda: removed.append(client.delete(
+        f"/v1/enrolments/{enrolment}", headers=auth).status_code))
+    removing.start()
+    removing.join(1.0)
+    go.set()
+    resolving.join(10)
+    removing.join(10)
+    assert removed == [200]
+    assert b.batch_id not in svc.processor._failed, "the batch failed in resolve"
+    assert visitors(out[0]) == {v}

@@ -124,12 +124,16 @@ def list_enrolments(request: Request, group: str | None = Query(None, max_length
                responses=errors(404))
 def remove_enrolment(enrolment_id: str, request: Request,
                      key: ApiKey = Depends(admin)) -> dict[str, Any]:
-    try:
-        out = _book(request).remove(key.tenant, enrolment_id, key.actor,
-                                    index=service_of(request).runtime.index)
-    except TenancyError as exc:
-        raise HTTPException(404, str(exc)) from None
-    _reload(request, key.tenant)
+    svc = service_of(request)
+    # the face index is changed here: not while the pipeline resolves a batch (its search
+    # reads the index), as erasure and purge
+    with svc.write_lock:
+        try:
+            out = _book(request).remove(key.tenant, enrolment_id, key.actor,
+                                        index=svc.runtime.index)
+        except TenancyError as exc:
+            raise HTTPException(404, str(exc)) from None
+        _reload(request, key.tenant)
     return {"removed": enrolment_id, **out}
 
 
