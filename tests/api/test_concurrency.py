@@ -142,3 +142,46 @@ def test_removing_an_enrolment_does_not_pull_the_index_from_under_the_resolver(s
     assert removed == [200]
     assert b.batch_id not in svc.processor._failed, "the batch failed in resolve"
     assert visitors(out[0]) == {v}
+
+
+class _NoModels:
+    """Detect and embed that find nothing (the status path needs no faces)."""
+
+    def detect(self, batch: Batch) -> Batch:
+        return batch
+
+    def embed(self, batch: Batch) -> Batch:
+        return batch
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_batch_taken_at_once_by_the_pipeline_keeps_its_status(svc) -> None:
+    import threading
+
+    proc = svc.processor
+    svc.runtime.use_models(_NoModels())
+    taken = threading.Event()
+    mark, put = proc._mark_processing, proc.inbox.put
+
+    def marking(batch_id: str) -> None:
+        mark(batch_id)
+        taken.set()
+
+    def put_then_yield(batch: Batch, timeout: float | None = None) -> None:
+        put(batch, timeout=timeout)
+        taken.wait(2)  # the pipeline thread takes the batch before submit() goes on
+
+    proc._mark_processing = marking  # type: ignore[method-assign]
+    proc.inbox.put = put_then_yield  # type: ignore[method-assign]
+    proc.start()
+    try:
+        frame = Frame("acme", "c1", "101", "img-status", T0, data=b"x" * 10)
+        st = proc.submit("acme", [frame])
+        assert proc.wait_idle(10)
+        after = proc.status("acme", st.batch_id)
+        assert after is not None, "the accepted batch's status is gone (GET answers 404)"
+        assert after.state == "done"
+    finally:
+        proc.stop(drain_s=1)

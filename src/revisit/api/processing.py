@@ -139,15 +139,20 @@ class BatchProcessor:
                                                "duplicates": status.duplicates,
                                                "rejected": status.rejected,
                                                "received_at": status.received_at.isoformat()})
-                    try:
-                        self.inbox.put(batch, timeout=0)
-                    except QueueFull:
-                        if self.spool is not None:
-                            self.spool.remove(batch_id)
-                        raise
+                    # known before the queue: the pipeline may take the batch at once
+                    # (its status, by tenant, moves to the store then)
                     self._tenant_of[batch_id] = tenant
                     for f in fresh:
                         self._inflight[(tenant, f.image_id)] = batch_id
+                    try:
+                        self.inbox.put(batch, timeout=0)
+                    except QueueFull:
+                        del self._tenant_of[batch_id]
+                        for f in fresh:
+                            self._inflight.pop((tenant, f.image_id), None)
+                        if self.spool is not None:
+                            self.spool.remove(batch_id)
+                        raise
             except Exception:
                 # not accepted (429; 503: the broker is down, refused the write or did not
                 # confirm it, whatever its client raises): no status is left behind
