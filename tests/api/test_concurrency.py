@@ -185,3 +185,24 @@ def test_a_batch_taken_at_once_by_the_pipeline_keeps_its_status(svc) -> None:
         assert after.state == "done"
     finally:
         proc.stop(drain_s=1)
+
+
+def test_a_retry_while_its_first_copy_is_being_stored_is_a_duplicate(svc) -> None:
+    proc = svc.processor
+    st = svc.runtime.store
+    frame = Frame("acme", "c1", "101", "img-retry", T0, data=b"x" * 10)
+    first = proc.submit("acme", [frame])  # queued: the pipeline is about to store it
+    (queued,) = [d.batch for d in iter(lambda: proc.inbox.get(timeout=0), None)]
+    ask = st.known_frames
+
+    def stored_meanwhile(tenant: str, ids):  # type: ignore[no-untyped-def]
+        out = ask(tenant, ids)  # not stored yet ...
+        st.write(queued)  # ... stored, and done, before the retry goes on
+        proc._done(queued)
+        return out
+
+    st.known_frames = stored_meanwhile  # type: ignore[method-assign]
+    retry = proc.submit("acme", [frame])
+    assert first.state == "queued"
+    assert (retry.duplicates, retry.state) == (1, "done")
+    assert proc.depth() == 0  # not queued to be run through the models again

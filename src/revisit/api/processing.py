@@ -49,6 +49,9 @@ class StaleDecisions(RuntimeError):
     """A batch resolved on decisions that were voided since (see _check_decisions)."""
 
 BROKER_QUEUE = "frames"  # the first pipeline arrow: what detect workers consume
+# frames of the last stored batches remembered by image id (far more than are stored while
+# submit() asks the store which frames it has)
+STORED_MEMO = 10_000
 
 
 class BatchProcessor:
@@ -86,6 +89,9 @@ class BatchProcessor:
         self._resets: defaultdict[str, int] = defaultdict(int)
         self._decided_in: dict[str, int] = {}
         self._inflight: dict[tuple[str, str], str] = {}  # (tenant, image_id) -> batch id
+        # frames of the batches stored last, insertion-ordered: a submit() that asked the
+        # store before they were stored and looks at _inflight after they left it
+        self._stored: dict[tuple[str, str], None] = {}
         self._lock = threading.Lock()
         self._recovered: list[Batch] = self._recover()
         self._stop = threading.Event()
@@ -112,7 +118,7 @@ class BatchProcessor:
             seen: set[str] = set()
             for f in frames:
                 if f.image_id in known or f.image_id in seen or (tenant, f.image_id) in \
-                        self._inflight:
+                        self._inflight or (tenant, f.image_id) in self._stored:
                     continue
                 seen.add(f.image_id)
                 fresh.append(f)
@@ -341,6 +347,10 @@ class BatchProcessor:
     def _done(self, batch: Batch) -> None:
         with self._lock:
             self._unrecorded.pop(batch.batch_id, None)
+            if batch.batch_id not in self._failed:
+                self._stored.update(dict.fromkeys((f.tenant, f.image_id) for f in batch.frames))
+                while len(self._stored) > STORED_MEMO:
+                    del self._stored[next(iter(self._stored))]
             for f in batch.frames:
                 self._inflight.pop((f.tenant, f.image_id), None)
             for r in batch.rejected:
