@@ -206,3 +206,17 @@ def test_a_retry_while_its_first_copy_is_being_stored_is_a_duplicate(svc) -> Non
     assert first.state == "queued"
     assert (retry.duplicates, retry.state) == (1, "done")
     assert proc.depth() == 0  # not queued to be run through the models again
+
+
+def test_the_store_closes_the_cursors_of_threads_that_ended(svc) -> None:
+    """A server's request threads come and go (anyio ends one idle for 10 s): each
+    thread's DuckDB cursor must not stay open until the store closes."""
+    import threading
+
+    st = svc.runtime.store
+    for _ in range(50):
+        t = threading.Thread(target=lambda: st.known_frames("acme", ["x"]))
+        t.start()
+        t.join()
+    st.known_frames("acme", ["x"])  # this thread's cursor: the ended threads' go
+    assert len(st.engine._cursors._all) <= 2  # type: ignore[attr-defined]

@@ -148,6 +148,7 @@ class PerThread(Generic[H]):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[H] = []
+        self._owner: dict[int, threading.Thread] = {}  # id(handle) -> the thread it is for
         self.closed = False
 
     def get(self) -> H:
@@ -158,14 +159,30 @@ class PerThread(Generic[H]):
             raise RuntimeError("store is closed")
         h = self._local.h = self._open()
         with self._lock:
+            self._prune()
             self._all.append(h)
+            self._owner[id(h)] = threading.current_thread()
         return h
+
+    def _prune(self) -> None:
+        """Close the handles of threads that ended (a server's worker threads come and
+        go): kept, each would hold a connection until the store closes."""
+        gone = [h for h in self._all if not self._owner[id(h)].is_alive()]
+        for h in gone:
+            self._all.remove(h)
+            del self._owner[id(h)]
+            with contextlib.suppress(Exception):
+                self._close(h)
 
     def drop(self) -> None:
         """Forget this thread's handle (broken: the next :meth:`get` opens another)."""
         h = getattr(self._local, "h", None)
         self._local.h = None
         if h is not None:
+            with self._lock:
+                if id(h) in self._owner:
+                    self._all.remove(h)
+                    del self._owner[id(h)]
             with contextlib.suppress(Exception):
                 self._close(h)
 
@@ -178,3 +195,4 @@ class PerThread(Generic[H]):
                 with contextlib.suppress(Exception):
                     self._close(h)
             self._all.clear()
+            self._owner.clear()
