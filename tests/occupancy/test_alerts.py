@@ -224,3 +224,36 @@ def test_the_pinned_request_keeps_the_name_for_host_and_tls(monkeypatch: pytest.
         {"sni_hostname": "hook.example.com"})
     assert _pinned("http://v6.example.com/x") == (
         "http://[2606:4700::1]/x", {"Host": "v6.example.com"}, {})
+
+
+def test_an_alert_gone_meanwhile_is_not_sent_again_nor_logged(
+        store: SightingStore, receiver: tuple[str, Received]) -> None:
+    """Erasure takes a watchlist subject's alerts with their delivery log: a delivery still
+    retrying must stop, and must not write its attempts back."""
+    url, got = receiver
+    got.fail_first = 1  # the first attempt fails: the retry comes after the erasure
+    book = AlertBook(store)
+    rule = AlertRule(rule_id="full", location_id="L1", above=80, webhook_url=url)
+    alert = book.evaluate("default", rule, 90, T0)
+    assert alert is not None
+    real_log = book.log_delivery
+
+    def erase_after_first(*args: object) -> None:
+        real_log(*args)  # type: ignore[arg-type]
+        with store.transaction() as s:  # type: ignore[attr-defined]
+            s.execute("DELETE FROM alert_deliveries WHERE tenant = 'default'")
+            s.execute("DELETE FROM alerts WHERE tenant = 'default'")
+
+    book.log_delivery = erase_after_first  # type: ignore[method-assign]
+    d = Deliverer(book, lambda tenant: "s", attempts=3, backoff_s=0.01,
+                  private_webhooks=True)
+    d.send(alert)
+    d.wait()
+    assert len(got.posts) == 0  # the first attempt failed; no retry after the erasure
+    with store.read() as s:  # type: ignore[attr-defined]
+        assert s.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0] == 0
+    assert book.log_delivery is not real_log
+    book.log_delivery = real_log  # type: ignore[method-assign]
+    real_log("default", alert.alert_id, "webhook", url, 9, True, "late")  # alert gone
+    with store.read() as s:  # type: ignore[attr-defined]
+        assert s.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0] == 0

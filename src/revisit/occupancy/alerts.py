@@ -212,11 +212,19 @@ class AlertBook:
 
     def log_delivery(self, tenant: str, alert_id: str, channel: str, target: str,
                      attempt: int, ok: bool, detail: str) -> None:
+        """Record an attempt, unless the alert is gone meanwhile (erased with its subject,
+        or purged): a delivery row must not outlive its alert."""
         with self.store.transaction() as s:
-            s.execute("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            s.execute("INSERT INTO alert_deliveries SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                      "(SELECT 1 FROM alerts WHERE tenant = ? AND alert_id = ?) "
                       "ON CONFLICT DO NOTHING",
                       [tenant, alert_id, channel, target, attempt,
-                       _naive(datetime.now(UTC)), ok, detail[:500]])
+                       _naive(datetime.now(UTC)), ok, detail[:500], tenant, alert_id])
+
+    def exists(self, tenant: str, alert_id: str) -> bool:
+        with self.store.read() as s:
+            return s.execute("SELECT 1 FROM alerts WHERE tenant = ? AND alert_id = ?",
+                             [tenant, alert_id]).fetchone() is not None
 
     def evaluate(self, tenant: str, rule: AlertRule, value: float | None,
                  ts: datetime, now: datetime | None = None) -> Alert | None:
@@ -354,6 +362,8 @@ class Deliverer:
             channels.append(("email", addr, lambda a=addr: self._email(alert, a)))  # type: ignore[misc]
         for channel, target, fn in channels:
             for attempt in range(1, self.attempts + 1):
+                if not self.book.exists(alert.tenant, alert.alert_id):
+                    return  # erased (a watchlist subject) or purged since: not sent again
                 try:
                     detail, ok = fn(), True
                 except Exception as exc:  # any failure is retried and logged
