@@ -220,3 +220,52 @@ def test_the_store_closes_the_cursors_of_threads_that_ended(svc) -> None:
         t.join()
     st.known_frames("acme", ["x"])  # this thread's cursor: the ended threads' go
     assert len(st.engine._cursors._all) <= 2  # type: ignore[attr-defined]
+
+
+def test_the_door_and_other_uploads_do_not_wait_for_a_spool_write(svc) -> None:
+    """An upload's spool write (fsync) runs outside the processor's lock: meanwhile the
+    door's full() answers, another camera's batch is accepted, and a copy of the batch
+    being written is told to retry (429), never confirmed as a duplicate before its first
+    copy is on disk."""
+    import threading
+
+    from revisit.queue.base import QueueFull
+
+    proc = svc.processor
+    writing, release = threading.Event(), threading.Event()
+    put = proc.spool.put
+
+    def slow_put(batch: Batch, meta: dict | None = None) -> None:
+        if batch.frames[0].image_id == "img-slow":
+            writing.set()
+            assert release.wait(10)
+        put(batch, meta)
+
+    proc.spool.put = slow_put  # type: ignore[method-assign]
+    slow = Frame("acme", "c1", "101", "img-slow", T0, data=b"x" * 10)
+    first: list = []
+    t = threading.Thread(target=lambda: first.append(proc.submit("acme", [slow])))
+    t.start()
+    try:
+        assert writing.wait(10)
+        done = threading.Event()
+        answers: list = []
+
+        def others() -> None:
+            answers.append(proc.full())
+            other = Frame("acme", "c2", "101", "img-other", T0, data=b"y" * 10)
+            answers.append(proc.submit("acme", [other]).state)
+            try:
+                proc.submit("acme", [slow])
+            except QueueFull as exc:
+                answers.append(str(exc))
+            done.set()
+
+        threading.Thread(target=others, daemon=True).start()
+        assert done.wait(5), "blocked behind the spool write"
+        assert answers[:2] == [False, "queued"]
+        assert "retry" in answers[2]
+    finally:
+        release.set()
+        t.join(10)
+    assert first and first[0].state == "queued"

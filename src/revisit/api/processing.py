@@ -92,6 +92,7 @@ class BatchProcessor:
         # frames of the batches stored last, insertion-ordered: a submit() that asked the
         # store before they were stored and looks at _inflight after they left it
         self._stored: dict[tuple[str, str], None] = {}
+        self._spooling: set[str] = set()  # batches placed, being written to the spool
         self._lock = threading.Lock()
         self._recovered: list[Batch] = self._recover()
         self._stop = threading.Event()
@@ -104,7 +105,9 @@ class BatchProcessor:
         """Queue the frames not seen before; raises QueueFull, or the broker's error when
         it is down (BrokerUnavailable, a connection error): nothing is recorded then.
         ``refused``: frames of the request refused at the door, kept in the status;
-        ``key_id``: the key that posted it (a camera key reads only its own batches)."""
+        ``key_id``: the key that posted it (a camera key reads only its own batches).
+        Embedded: the batch takes its place under the lock and is written to the spool
+        outside it, so neither another upload nor the door's full() waits for that fsync."""
         batch_id = "B-" + uuid.uuid4().hex[:20]
         ids = [f.image_id for f in frames]
         with self._lock:
@@ -119,6 +122,9 @@ class BatchProcessor:
             for f in frames:
                 if f.image_id in known or f.image_id in seen or (tenant, f.image_id) in \
                         self._inflight or (tenant, f.image_id) in self._stored:
+                    if self._inflight.get((tenant, f.image_id)) in self._spooling:
+                        # its first copy is not on disk yet: not a duplicate to confirm
+                        raise QueueFull("the same snapshots are being accepted; retry")
                     continue
                 seen.add(f.image_id)
                 fresh.append(f)
@@ -135,44 +141,57 @@ class BatchProcessor:
                 self._unrecorded[batch_id] = status
             else:
                 self.ledger.record(status)  # before the queue: a fast worker finds the row
-            try:
-                if fresh and self.broker:
-                    self.inbox.put(Batch(batch_id=batch_id, frames=fresh), timeout=0)
-                elif fresh:
-                    batch = Batch(batch_id=batch_id, frames=fresh)
-                    if self.spool is not None:  # on disk before anyone can be told 202
-                        self.spool.put(batch, {"key_id": key_id, "frames": status.frames,
-                                               "duplicates": status.duplicates,
-                                               "rejected": status.rejected,
-                                               "received_at": status.received_at.isoformat()})
-                    # known before the queue: the pipeline may take the batch at once
-                    # (its status, by tenant, moves to the store then)
-                    self._tenant_of[batch_id] = tenant
-                    for f in fresh:
-                        self._inflight[(tenant, f.image_id)] = batch_id
-                    try:
-                        self.inbox.put(batch, timeout=0)
-                    except QueueFull:
-                        del self._tenant_of[batch_id]
-                        for f in fresh:
-                            self._inflight.pop((tenant, f.image_id), None)
-                        if self.spool is not None:
-                            self.spool.remove(batch_id)
-                        raise
-            except Exception:
-                # not accepted (429; 503: the broker is down, refused the write or did not
-                # confirm it, whatever its client raises): no status is left behind
-                if self._unrecorded.pop(batch_id, None) is None:
-                    try:
-                        self.ledger.forget(tenant, batch_id)
-                    except Exception:  # the store is away too: the log says which batch
-                        log.exception("cannot forget the status of refused batch %s",
-                                      batch_id)
-                raise
+            batch = Batch(batch_id=batch_id, frames=fresh)
+            if fresh and self.broker:
+                try:
+                    self.inbox.put(batch, timeout=0)
+                except Exception:
+                    self._not_accepted(tenant, batch_id)
+                    raise
+            elif fresh:  # its place, taken now: the pipeline may take the batch at once
+                # once queued (its status, by tenant, moves to the store then)
+                self._tenant_of[batch_id] = tenant
+                for f in fresh:
+                    self._inflight[(tenant, f.image_id)] = batch_id
+                self._spooling.add(batch_id)
+        if fresh and not self.broker:
+            self._spool_and_queue(tenant, batch, status)
         self.metrics.frames_received.labels(self.metrics.tenant(tenant)).inc(len(fresh))
         if status.duplicates:
             self.metrics.frames_duplicate.labels(self.metrics.tenant(tenant)).inc(status.duplicates)
         return status
+
+    def _spool_and_queue(self, tenant: str, batch: Batch, status: BatchStatus) -> None:
+        """On disk before anyone can be told 202, then queued; a failure gives the place
+        back and leaves no status (the caller answers 429 or 503)."""
+        try:
+            if self.spool is not None:
+                self.spool.put(batch, {"key_id": status.key_id, "frames": status.frames,
+                                       "duplicates": status.duplicates,
+                                       "rejected": status.rejected,
+                                       "received_at": status.received_at.isoformat()})
+            self.inbox.put(batch, timeout=0)
+        except Exception:
+            with self._lock:
+                self._tenant_of.pop(batch.batch_id, None)
+                for f in batch.frames:
+                    self._inflight.pop((tenant, f.image_id), None)
+                self._not_accepted(tenant, batch.batch_id)
+            if self.spool is not None:
+                self.spool.remove(batch.batch_id)
+            raise
+        finally:
+            with self._lock:
+                self._spooling.discard(batch.batch_id)
+
+    def _not_accepted(self, tenant: str, batch_id: str) -> None:
+        """Not accepted (429; 503: the broker is down, refused the write or did not
+        confirm it, whatever its client raises): no status is left behind."""
+        if self._unrecorded.pop(batch_id, None) is None:
+            try:
+                self.ledger.forget(tenant, batch_id)
+            except Exception:  # the store is away too: the log says which batch
+                log.exception("cannot forget the status of refused batch %s", batch_id)
 
     def _recover(self) -> list[Batch]:
         """Batches an earlier process accepted but did not finish: queued again, first."""
