@@ -536,7 +536,7 @@ class Runtime:
             summary.add(tail)
         tenants = set(self._tenants_seen)
         if self._resolver is not None:
-            tenants.update(self._resolver._galleries)
+            tenants.update(self._resolver.loaded_tenants())
         if self.settings.identity.consolidate:
             from revisit.identity.consolidate import consolidate
 
@@ -549,7 +549,7 @@ class Runtime:
         """Decide and store the faces the resolver still holds (tracks not decided yet): at
         the end of a run, and when a server stops. Faces an earlier run held when it was
         killed are read back from the store for the tenants this run saw."""
-        seen = self._tenants_seen | set(self._resolver._galleries if self._resolver else ())
+        seen = self._tenants_seen | (self._resolver.loaded_tenants() if self._resolver else set())
         tenants = sorted(seen & set(self.store.held_tenants())) if seen else []
         if self._resolver is None and not tenants:
             return None

@@ -149,7 +149,7 @@ class ResolveHandler:
         # and faces a resolver that stopped or moved on left held, once no track of
         # their tenant has grown for as long (another resolver's live tracks keep theirs)
         quiet = self.store.held_tenants(now_utc() - timedelta(seconds=wait))
-        tenants = sorted({t for (t, _) in self.resolver._cameras} | set(quiet))
+        tenants = sorted(self.resolver.tracking_tenants() | set(quiet))
         if not tenants:
             return []
         with self.store.identity_transaction(tenants) as tx:
@@ -288,11 +288,8 @@ class ResolveHandler:
             return
         self.guard.loading = True  # pgvector is shared: rebuild only our bookkeeping
         try:
-            for t in tenants:
-                self.resolver._galleries.pop(t, None)
-                self.resolver._gallery(t)
-                # open tracks too: another resolver may have decided their held faces
-                self.resolver.drop_tracks(t)
+            for t in tenants:  # open tracks too: another resolver may have decided them
+                self.resolver.rebuild(t)
         finally:
             self.guard.loading = False
 

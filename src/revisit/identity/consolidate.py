@@ -428,7 +428,7 @@ def consolidate(
     if records:
         _trim_exemplars(settings, store, tenant)
         log.info("consolidate %s: %d merges", tenant, len(records))
-    if resolver is not None and (records or tenant in resolver._galleries):
+    if resolver is not None and (records or tenant in resolver.loaded_tenants()):
         resolver.reload(tenant)
     return records
 

@@ -270,6 +270,25 @@ class Resolver:
             self._reload(tenant)
             self._drop_tracks(tenant)
 
+    def loaded_tenants(self) -> set[str]:
+        """Tenants whose gallery is in memory (they took part in this run)."""
+        with self._lock:
+            return set(self._galleries)
+
+    def tracking_tenants(self) -> set[str]:
+        """Tenants with camera tracks in memory (whose held faces a flush decides)."""
+        with self._lock:
+            return {t for (t, _) in self._cameras}
+
+    def rebuild(self, tenant: str) -> None:
+        """Load the tenant's gallery from the store now and forget its open tracks (another
+        process changed the tenant; the faces its tracks held are read back with the next
+        batch). Unlike :meth:`reload`, nothing of this resolver's own is kept."""
+        with self._lock:
+            self._galleries.pop(tenant, None)
+            self._gallery(tenant)
+            self._drop_tracks(tenant)
+
     def unload(self, tenant: str) -> None:
         """Forget the tenant entirely (gallery, open tracks): it loads again from the store
         at its next batch. Index entries of the tenant are left to that reload."""
