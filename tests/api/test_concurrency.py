@@ -269,3 +269,41 @@ def test_the_door_and_other_uploads_do_not_wait_for_a_spool_write(svc) -> None:
         release.set()
         t.join(10)
     assert first and first[0].state == "queued"
+
+
+def test_a_reload_after_consolidation_keeps_its_exemplar_trim(tmp_path: Path) -> None:
+    """Consolidation merges, trims the merged visitor's exemplars to max_exemplars in the
+    store, then reloads the resolver: the trimmed ones (their sightings are stored) are
+    not 'decided in a batch not stored yet' and must not come back in memory and index."""
+    from revisit.identity.consolidate import _trim_exemplars
+
+    settings = load_settings(None, data=tmp_path / "data", identity={
+        "create_after": 1, "max_exemplars": 2, "exemplars_per_track": 2})
+    s = Service(settings, ServiceSettings(purge_interval_s=0))
+    try:
+        s.tenancy.create_tenant("acme", "ACME")
+        resolve, store = stages(s)
+        a, b = person(1), person(4)
+        va: set[str] = set()
+        vb: set[str] = set()
+        for i in range(3):  # a camera each: every face its own track, its own exemplar
+            va |= visitors(store(resolve(batch_of([face(look(a, i), camera=f"a{i}",
+                                                        seconds=100 * i)]))))
+            vb |= visitors(store(resolve(batch_of([face(look(b, i), camera=f"b{i}",
+                                                        seconds=100 * i)]))))
+        (v1,), (v2,) = va, vb
+        st = s.runtime.store
+
+        def stored() -> list[str]:
+            return sorted(ex.face_image_id for chunk in st.load_exemplars("acme")
+                          for ex in chunk if ex.visitor_id == v1)
+
+        st.merge_visitors("acme", v1, v2, reason="consolidate")
+        _trim_exemplars(settings, st, "acme")
+        assert len(stored()) == 2
+        resolver = s.runtime.loaded_resolver
+        resolver.reload("acme")
+        held = resolver._galleries["acme"].exemplars  # type: ignore[attr-defined]
+        assert sorted(h.face_image_id for h in held.get(v1, [])) == stored()
+    finally:
+        s.runtime.close()

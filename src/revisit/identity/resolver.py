@@ -245,11 +245,16 @@ class Resolver:
 
     def _carry_pending(self, tenant: str, old: _Gallery, fresh: _Gallery) -> None:
         """Exemplars of ``old`` the store does not hold (chosen in a batch resolved and
-        not stored yet) go on in ``fresh``, under their visitor's canonical id."""
+        not stored yet) go on in ``fresh``, under their visitor's canonical id. One whose
+        sighting is stored was stored and removed since (consolidation's trim): it stays
+        out."""
         stored = {h.face_image_id for held in fresh.exemplars.values() for h in held}
         pending = [(vid, h) for vid, held in old.exemplars.items() for h in held
                    if h.face_image_id not in stored
                    and not is_enrolment_exemplar(h.face_image_id)]  # those: sync_known
+        if pending:  # a batch not stored yet has no sightings in the store either
+            gone = self.store.existing_sightings(tenant, [h.face_image_id for _, h in pending])
+            pending = [(vid, h) for vid, h in pending if h.face_image_id not in gone]
         if not pending:
             return
         canon = {vid: self.store.canonical_id(tenant, vid) for vid in {v for v, _ in pending}}
