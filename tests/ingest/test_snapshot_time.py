@@ -48,6 +48,11 @@ def _jpeg(path: Path, exif_time: str | None = None, offset: str | None = None) -
     ("2024-01-05T09-30-00-05-00", datetime(2024, 1, 5, 8, 30, tzinfo=UTC)),
     ("2024-01-05 09:30:00-05:00", datetime(2024, 1, 5, 14, 30, tzinfo=UTC)),
     ("20240105T093000+0545", datetime(2024, 1, 5, 3, 45, tzinfo=UTC)),
+    # real offsets: Newfoundland's summer time, and %z's form after an extended time
+    ("20240705T093000-0230", datetime(2024, 7, 5, 12, 0, tzinfo=UTC)),
+    ("2024-07-05T09:30:00-02:30", datetime(2024, 7, 5, 12, 0, tzinfo=UTC)),
+    ("2024-01-05T09:30:00-0500", datetime(2024, 1, 5, 14, 30, tzinfo=UTC)),
+    ("cam1_2024-01-05_09-30-00+0300", datetime(2024, 1, 5, 6, 30, tzinfo=UTC)),
     ("20240105093000123", datetime(2024, 1, 5, 8, 30, 0, 123000, tzinfo=UTC)),
 ])
 def test_time_from_the_name(tmp_path: Path, name: str, want: datetime) -> None:

@@ -75,10 +75,12 @@ TIME_SOURCES = ("mtime", "exif", "name")
 _NAME_TS = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})([-_:.]?)(\d{2})[-_:.]?"
                       r"(\d{2})(?:[.,]?(\d{3}))?(?!\d)"
                       r"(Z|[+-](?:0\d|1[0-4]):?(?:00|15|30|45)(?![\d:]))?")
-# UTC offsets in use somewhere (minutes): whole hours from -12 to +14 and the few zones
-# off the hour; a -0030 or +0215 after a time is a counter, not an offset
+# UTC offsets in use somewhere (minutes): whole hours from -12 to +14 and the zones off
+# the hour, summer time included (-02:30 Newfoundland) and those of the last decade
+# (-04:30 Caracas, +08:30 Pyongyang, +11:30 Norfolk); a -0030 or +0215 after a time is a
+# counter, not an offset
 _REAL_OFFSETS = {60 * h for h in range(-12, 15)} | {
-    -570, -210, 210, 270, 330, 345, 390, 525, 570, 630, 765, 825}
+    -570, -270, -210, -150, 210, 270, 330, 345, 390, 510, 525, 570, 630, 690, 765, 825}
 _EXIF_IFD, _DATETIME_ORIGINAL, _OFFSET_ORIGINAL = 0x8769, 36867, 36881
 
 
@@ -130,7 +132,9 @@ def _name_offset(offset: str | None, time_sep: str) -> str | None:
     ``20240105T093000-0500`` and ``2024-01-05T09:30:00-05:00`` keep theirs."""
     if offset is None or offset == "Z":
         return offset
-    if ":" not in offset and time_sep:
+    # a counter follows a time written 09-30-00 (or 09_30_00) with a hyphen; after
+    # 09:30:00 a -0500 is the offset strftime's %z writes, and a + is never a counter
+    if ":" not in offset and time_sep not in ("", ":") and offset[0] == "-":
         return None
     digits = offset[1:].replace(":", "")
     minutes = int(digits[:2]) * 60 + int(digits[2:])
