@@ -736,3 +736,28 @@ def test_parked_batches_a_killed_resolver_applied_are_forwarded_by_another(
     assert store.unforwarded(resolve.now_utc()) == []
     store.close()
     other_store.close()
+
+
+def test_an_orphaned_parked_batch_is_forwarded_by_one_idle_resolver(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every idle resolver (each worker thread) looks for applied, unforwarded parked
+    batches: the first to find one claims it, the others do not forward it again."""
+    from revisit.distributed import resolve
+    from revisit.store.postgres_store import PostgresStore
+
+    bs = _stream_batches(tmp_path)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url)
+    stores = [PostgresStore(pg_url) for _ in range(3)]
+    dying = ResolveHandler(settings, stores[0])
+    assert dying(bs[2]) == [] and dying(bs[1]) == []
+    assert len(dying(bs[0])) == 3  # killed before forwarding 1 and 2
+    monkeypatch.setattr(resolve, "FORWARD_ORPHAN_S", 1.0)
+    time.sleep(1.1)
+    a, b = ResolveHandler(settings, stores[1]), ResolveHandler(settings, stores[2])
+    first, second = a.idle(), b.idle()
+    assert [x.batch_id for x in first] == ["s-drain#000000001", "s-drain#000000002"]
+    assert second == []
+    a.forwarded()
+    assert stores[0].unforwarded(resolve.now_utc()) == []
+    for s in stores:
+        s.close()

@@ -726,10 +726,14 @@ class SQLStore:
 
     def unforwarded(self, applied_before: datetime) -> list[tuple[str, int, bytes]]:
         """Parked batches applied before ``applied_before`` that never reached the store
-        stage (their resolver died between the commit and the forward)."""
-        return [(r[0], int(r[1]), bytes(r[2])) for r in self._query(
-            "SELECT stream, seq, payload FROM resolve_parked WHERE applied_at < ? "
-            "ORDER BY stream, seq", [applied_before])]
+        stage (their resolver died between the commit and the forward), claimed: stamped
+        applied now, so other idle resolvers do not forward them too (a claimer that dies
+        before forwarding leaves them to be found again as late)."""
+        with self.engine.transaction() as s:
+            rows = s.execute(
+                "UPDATE resolve_parked SET applied_at = ? WHERE applied_at < ? "
+                "RETURNING stream, seq, payload", [now_utc(), applied_before]).fetchall()
+        return sorted((r[0], int(r[1]), bytes(r[2])) for r in rows)
 
     def forwarded(self, batches: Iterable[tuple[str, int]]) -> None:
         """Applied parked batches now on the store stage's queue: their rows go."""
