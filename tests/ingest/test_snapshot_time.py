@@ -150,7 +150,18 @@ def test_files_of_one_second_differing_only_in_extension_are_two_snapshots(
     frames = list(folder_snapshots(tmp_path, "c1"))
     assert len({f.ts for f in frames}) == 1
     assert len({f.image_id for f in frames}) == 3
-    assert frames[0].image_id.endswith("-snap")  # a .jpg keeps the id it always had
+    assert frames[0].image_id.endswith("-snap")  # the first keeps the id it always had
+
+
+def test_a_file_alone_with_its_stem_keeps_the_id_it_always_had(tmp_path: Path) -> None:
+    """Ids hold the stem whatever the extension's case or kind (a --resend after an
+    upgrade must find the snapshots stored, not store them again)."""
+    for name, fmt in (("a.JPG", "JPEG"), ("b.jpeg", "JPEG"), ("c.png", "PNG")):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name, fmt)
+    (tmp_path / "d.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d.png", "PNG")
+    ids = [f.image_id.rsplit("-", 1)[1] for f in folder_snapshots(tmp_path, "c1")]
+    assert ids == ["a", "b", "c", "d"]  # an unsent d.heic takes nothing from d.png
 
 
 def test_images_the_server_does_not_take_are_named_not_silently_ignored(

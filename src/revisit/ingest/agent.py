@@ -176,8 +176,16 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
     :func:`file_key` is in it are left out (spooled by an earlier run or pass), and each
     file taken or warned about joins it. A file modified after ``settled_before`` (Unix
     time) is left for a later pass (it may be half-written)."""
-    for path in sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES | UNSENT_SUFFIXES):
+    listing = sorted(p for p in folder.iterdir()
+                     if p.suffix.lower() in IMAGE_SUFFIXES | UNSENT_SUFFIXES)
+    # a snapshot's id holds its file's stem, as it always did (a --resend is counted once);
+    # files of one stem (snap.jpg, snap.png of one second) are told apart by their whole
+    # name, all but the first in name order
+    first_of_stem: dict[str, Path] = {}
+    for p in listing:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            first_of_stem.setdefault(p.stem, p)
+    for path in listing:
         if path.suffix.lower() in UNSENT_SUFFIXES:
             if skip is None or (said := f"{path.name}\tunsent") not in skip:
                 log.warning("not sending %s: the server takes JPEG, PNG, WebP or BMP "
@@ -208,7 +216,8 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
-            image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(_id_name(path)), ts=ts,
+            image_id=frame_image_id("", camera_id, ts) + "-" + _name_part(
+                path.stem if first_of_stem.get(path.stem) == path else path.name), ts=ts,
             data=data, source=str(path),
         )
 
@@ -225,14 +234,6 @@ def watch_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
                                     skip=skip, settled_before=time.time() - settle_s)
         yield None
         stop.wait(every_s)
-
-
-def _id_name(path: Path) -> str:
-    """The part of a folder file's name its snapshot id holds: the stem for ``.jpg`` (the
-    ids earlier versions gave, so a ``--resend`` is still counted once), else the whole
-    name (``a.jpg`` and ``a.png`` of one second were one id: the second was taken for a
-    duplicate of the first and never counted)."""
-    return path.stem if path.suffix == ".jpg" else path.name
 
 
 def _name_part(stem: str) -> str:
