@@ -224,6 +224,12 @@ def test_the_pinned_request_keeps_the_name_for_host_and_tls(monkeypatch: pytest.
         {"sni_hostname": "hook.example.com"})
     assert _pinned("http://v6.example.com/x") == (
         "http://[2606:4700::1]/x", {"Host": "v6.example.com"}, {})
+    # through a proxy the URL goes as it is (the proxy resolves it; a pinned address would
+    # fail its TLS tunnel's name check), unless NO_PROXY bypasses it for that host
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+    assert _pinned("https://hook.example.com/x") == ("https://hook.example.com/x", {}, {})
+    monkeypatch.setenv("NO_PROXY", "hook.example.com")
+    assert _pinned("https://hook.example.com/x")[0] == "https://1.1.1.1/x"
 
 
 def test_an_alert_gone_meanwhile_is_not_sent_again_nor_logged(

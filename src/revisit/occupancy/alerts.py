@@ -27,6 +27,7 @@ import smtplib
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -307,7 +308,8 @@ def _pinned(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
     request extensions) for a webhook whose host resolves only to public addresses; else
     RuntimeError (logged as the delivery's failure). The request goes to the address
     checked: a name that resolves again to an internal one a moment later (DNS rebinding)
-    is not followed. HTTPS still verifies the certificate against the name (SNI)."""
+    is not followed. HTTPS still verifies the certificate against the name (SNI). Through
+    a proxy from the environment the URL goes as it is: the proxy resolves it."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -322,11 +324,22 @@ def _pinned(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
                                "alerts.private_webhooks allows that")
     if not addrs:
         raise RuntimeError(f"cannot resolve webhook host {host!r}: no address")
+    if _proxied(parts.scheme, host):  # the proxy connects (and resolves) for us: a pinned
+        return url, {}, {}  # address would break its TLS tunnel's name check and NO_PROXY
     userinfo, _, hostport = parts.netloc.rpartition("@")
     at = f"[{addrs[0]}]" if addrs[0].version == 6 else str(addrs[0])
     netloc = (f"{userinfo}@" if userinfo else "") + at + (f":{parts.port}" if parts.port else "")
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     return urlunsplit(parts._replace(netloc=netloc)), {"Host": hostport}, extensions
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether httpx sends this request through a proxy from the environment
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, not bypassed by ``NO_PROXY``)."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(host)
 
 
 class Deliverer:
