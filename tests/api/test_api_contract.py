@@ -80,6 +80,10 @@ def test_occupancy_history_refuses_a_location_the_tenant_does_not_have(env: Env)
     r = env.client.get("/v1/occupancy/history", params={**q, "locations": "101,203"},
                        headers=env.auth("analyst"))
     assert r.status_code == 200 and r.json()["minutes"] == []
+    r = env.client.get("/v1/occupancy/history", params={**q, "format": "csv"},
+                       headers=env.auth("analyst"))
+    assert r.headers["content-disposition"] == \
+        'attachment; filename="occupancy_2024-05-01_2024-05-02.csv"'
 
 
 def test_a_missing_or_non_json_body_is_named_as_such(env: Env) -> None:

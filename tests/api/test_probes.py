@@ -250,8 +250,11 @@ def test_flows_over_http(env: Env) -> None:
                              {"from": "203", "to": "101", "visitors": 1, "share": 1.0}]
     assert f["transitions"] == [{"from": "101", "to": "203", "visits": 1}]
     assert f["names"]["101"] == "Main Street"
-    csv_text = env.client.get("/v1/reports/flows", params={**q, "format": "csv"},
-                              headers=env.auth("analyst")).text
+    as_csv = env.client.get("/v1/reports/flows", params={**q, "format": "csv"},
+                            headers=env.auth("analyst"))
+    assert as_csv.headers["content-disposition"] == \
+        'attachment; filename="flows_2024-03-01_2024-03-01.csv"'  # saved under a name
+    csv_text = as_csv.text
     assert "affinity,101,Main Street,203,Harbour,1,0.5" in csv_text
     assert "transition,101,Main Street,203,Harbour,1," in csv_text
     assert f["camera_paths"][0]["location_id"] == "101"  # one camera per store here: no moves

@@ -172,7 +172,9 @@ async def history(request: Request, from_: Annotated[Day, Query(alias="from")],
         return out
     buf = io.StringIO()
     write_history_csv(out, buf)
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
+    name = f"occupancy_{from_.isoformat()}_{to.isoformat()}.csv"
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 class AlertRuleIn(AlertRule):

@@ -429,7 +429,9 @@ async def flows(
         return out
     buf = io.StringIO()
     formats.write_flows_csv(out, buf)
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
+    name = f"flows_{f.from_.isoformat()}_{f.to.isoformat()}.csv"
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date,
