@@ -74,3 +74,22 @@ def test_length_mismatch_and_empty() -> None:
     assert metrics.bcubed([], []).f1 == 1.0
     assert metrics.count_error(100, 90) == pytest.approx(-10.0)
     assert metrics.count_error(0, 0) == 0.0
+
+
+def test_over_merges_and_splits_list_the_worst_first() -> None:
+    # cluster 1 holds three identities (a, b, c), cluster 2 two (d, e): 1 is worse;
+    # identity x is spread over three clusters, y over two: x is worse
+    truth = ["a", "b", "c", "d", "e", "x", "x", "x", "y", "y"]
+    pred = [1, 1, 1, 2, 2, 3, 4, 5, 6, 7]
+    assert [m["cluster"] for m in metrics.over_merges(truth, pred)] == [1, 2]
+    assert [m["cluster"] for m in metrics.over_merges(truth, pred, top=1)] == [1]
+    assert [s["identity"] for s in metrics.splits(truth, pred)] == ["x", "y"]
+    # same number of identities: the bigger cluster first
+    truth2 = ["a", "b", "b", "b", "c", "d"]
+    pred2 = [1, 1, 1, 1, 2, 2]
+    assert [m["cluster"] for m in metrics.over_merges(truth2, pred2)] == [1, 2]
+
+
+def test_count_error_with_nothing_true_but_something_found_is_infinite() -> None:
+    assert metrics.count_error(0, 5) == float("inf")
+    assert metrics.count_error(10, 15) == pytest.approx(50.0)
