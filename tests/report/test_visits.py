@@ -163,3 +163,20 @@ def test_odd_location_ids_survive(store: SightingStore) -> None:
     r = rows(store, rq())["V-000001"]
     assert r.visits_per_location == {loc: 1 for loc in sorted(odd)}
     assert list(r.visits_per_location) == sorted(odd)
+
+
+def test_a_tenants_report_holds_only_its_own_sightings(store: SightingStore) -> None:
+    # the same visitor id and store id under two tenants: each report counts only its own
+    store.write(batch([
+        sighting("V-000001", at(0), "101"), sighting("V-000001", at(90), "101"),
+        sighting("V-000001", at(0), "101", tenant="other"),
+        sighting("V-000002", at(5), "101", tenant="other"),
+    ]))
+    for gap in (timedelta(minutes=30), timedelta(minutes=45)):  # rollup and raw query
+        mine = rows(store, rq(gap))
+        assert set(mine) == {"V-000001"}
+        assert (mine["V-000001"].total_appearances, mine["V-000001"].sightings) == (2, 2)
+        h = store.report_header(rq(gap))
+        assert (h.unique_visitors, h.total_visits, h.total_sightings) == (1, 2, 2)
+        theirs = rows(store, rq(gap, tenant="other"))
+        assert {v: r.sightings for v, r in theirs.items()} == {"V-000001": 1, "V-000002": 1}
