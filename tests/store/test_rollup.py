@@ -233,3 +233,31 @@ def test_both_stores_give_the_same_answers_after_every_step(tmp_path: Path) -> N
     finally:
         for s in stores:
             s.close()
+
+
+def _visits(store: SightingStore, d1: int, d2: int, rollup: bool) -> int:
+    return _report(store, ReportQuery(date(2024, 3, d1), date(2024, 3, d2)), rollup)[0].total_visits
+
+
+def test_a_late_sighting_before_midnight_makes_the_next_days_first_one_a_continuation(
+    store: SightingStore,
+) -> None:
+    # 00:10 on the 2nd arrives first, then 23:50 on the 1st: one visit across midnight,
+    # so the 2nd's rollup row (written by the first batch) must be recomputed
+    store.write(batch([sighting("V-000001", datetime(2024, 3, 2, 0, 10, tzinfo=UTC))]))
+    store.write(batch([sighting("V-000001", datetime(2024, 3, 1, 23, 50, tzinfo=UTC))]))
+    for rollup in (True, False):
+        assert _visits(store, 1, 2, rollup) == 1
+        assert _visits(store, 2, 2, rollup) == 1  # the raw query cuts the visit at midnight
+
+
+def test_a_sighting_after_midnight_continues_the_visit_stored_the_day_before(
+    store: SightingStore,
+) -> None:
+    # 23:50 on the 1st is stored, then 00:10 on the 2nd: recomputing the 2nd must see
+    # the day before, or the continuation counts as a second visit
+    store.write(batch([sighting("V-000001", datetime(2024, 3, 1, 23, 50, tzinfo=UTC))]))
+    store.write(batch([sighting("V-000001", datetime(2024, 3, 2, 0, 10, tzinfo=UTC))]))
+    for rollup in (True, False):
+        assert _visits(store, 1, 2, rollup) == 1
+        assert _visits(store, 2, 2, rollup) == 1
