@@ -204,3 +204,30 @@ def test_staff_are_left_out_of_the_face_heatmap(store: SightingStore) -> None:
     Enrolments(store, Tenancy(store)).enrol_visitor("default", "staff", "V-000001",
                                                     reason="works the tills")
     assert points() == 1
+
+
+def test_ids_merged_with_staff_are_staff_and_leave_the_face_heatmap(store: SightingStore) -> None:
+    # V1 (staff) absorbs V4: every id of the person is staff (face_positions filters raw ids)
+    rows = [sighting("V-000001", at(m), "101", camera="c1") for m in range(3)]
+    rows += [sighting("V-000004", at(m + 5), "101", camera="c1") for m in range(2)]
+    rows.append(sighting("V-000002", at(1), "101", camera="c1"))
+    store.write(batch(rows))
+    Enrolments(store, Tenancy(store)).enrol_visitor("default", "staff", "V-000001",
+                                                    reason="works the tills")
+    store.merge_visitors("default", "V-000001", "V-000004")
+    assert store.staff("default") == ("V-000001", "V-000004")
+    span = (at(-1), at(10))
+    assert sum(len(c) for c in store.face_positions("default", "c1", *span)) == 1  # V2's
+
+
+def test_only_the_staff_group_leaves_the_reports(store: SightingStore) -> None:
+    # a visitor enrolled in any other group is still a customer in every figure
+    store.write(batch([sighting("V-000001", at(0), "101"), sighting("V-000002", at(5), "101")]))
+    book = Enrolments(store, Tenancy(store))
+    book.enrol_visitor("default", "vip", "V-000001", reason="loyalty tier gold")
+    book.enrol_visitor("default", "regulars", "V-000002", reason="comes in every day")
+    assert store.staff("default") == ()
+    for rollup in (True, False):
+        assert _report(store, rollup) == (2, {"V-000001", "V-000002"})
+    with store.read() as con:  # type: ignore[attr-defined]
+        assert S.totals(con, Q)["unique_visitors"] == 2
