@@ -174,3 +174,35 @@ def test_end_to_end_from_store(store) -> None:
     formats.write_sightings("jsonl", store.sightings(SightingQuery()), out)
     first = json.loads(out.getvalue().splitlines()[0])
     assert first["face_id"] == "V-000001" and first["ts"] == "2024-03-01T09:00:00Z"
+
+
+def test_table_right_aligns_counts_and_shows_times_in_utc() -> None:
+    from datetime import timedelta, timezone
+
+    plus2 = timezone(timedelta(hours=2))
+    row = ReportRow("V-000001", 3, 1, {"101": 3}, datetime(2024, 3, 1, 11, 0, tzinfo=plus2),
+                    datetime(2024, 3, 1, 12, 30, tzinfo=plus2), 12)
+    out = io.StringIO()
+    formats.write_table(iter([row]), out)
+    head, _, body = out.getvalue().splitlines()
+    # the count sits under the right end of its heading: "Total Appearances" is 17 wide
+    end = head.index("Total Appearances") + len("Total Appearances")
+    assert body[end - 1] == "3" and body[end - 2] == " "
+    assert body.endswith("12") and len(body) == len(head)  # Sightings, right-aligned
+    # the column says UTC: 11:00+02:00 is 09:00 UTC
+    assert "2024-03-01 09:00:00  2024-03-01 10:30:00" in body
+
+
+def test_flows_csv_names_both_stores() -> None:
+    flows = {
+        "names": {"101": "High St", "203": "Mall"},
+        "affinity": [{"from": "101", "to": "203", "visitors": 4, "share": 0.5}],
+        "transitions": [{"from": "203", "to": "101", "visits": 3}],
+    }
+    out = io.StringIO()
+    assert formats.write_flows_csv(flows, out) == 2
+    import csv as _csv
+
+    got = list(_csv.reader(io.StringIO(out.getvalue())))
+    assert got[1] == ["affinity", "101", "High St", "203", "Mall", "4", "0.5"]
+    assert got[2] == ["transition", "203", "Mall", "101", "High St", "3", ""]
