@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from revisit.identity.consolidate import ClusterStats, plan_merges
 
@@ -94,3 +95,46 @@ def test_a_piece_inside_a_run_where_the_run_would_be_is_stitched() -> None:
     assert stitchable(clusters((500, 300, 58, 58)), 4.0) == set()
     assert stitchable(clusters((160, 100, 60, 60), piece_s=16, frames_b={"f16b"}), 4.0) == set()
     assert plan_merges(clusters((500, 300, 58, 58)), 0.42, 0.36, stitch=0.22, stitch_s=4.0) == []
+
+
+def test_a_pair_exactly_at_the_bar_merges() -> None:
+    # "merged ... while the similarity stays at or above the bar": 0.5 exactly
+    a, b = _pair_at(0.5)
+    clusters = {"V-000001": ClusterStats(a, 1.0, {"f1"}, {"S1"}),
+                "V-000002": ClusterStats(b, 1.0, {"f2"}, {"S2"})}
+    merged = plan_merges(clusters, 0.5)
+    assert [(p.keep, p.absorb, p.similarity) for p in merged] == [("V-000001", "V-000002", 0.5)]
+
+
+def test_the_store_bar_holds_for_a_visit_before_a_merged_visitors_visit() -> None:
+    """With ``visit_gap`` the store bar needs the two seen there on different visits, in
+    either order: here V3 came a day before V1 and V2 (who merge first, at 0.95); the
+    merged V1+V2 is at 0.39 to V3, under the general bar 0.42, over the store bar 0.36."""
+    from datetime import datetime, timedelta
+
+    from revisit.identity.consolidate import Segment
+
+    e = np.eye(16)
+    v1, v2 = e[0], 0.95 * e[0] + np.sqrt(1 - 0.95**2) * e[1]
+    v3 = 0.4 * e[0] + np.sqrt(1 - 0.16) * e[2]  # to (v1 + v2) / 2: 0.4 * 1.95 / 2 = 0.39
+    t = datetime(2024, 5, 2, 10, 0)
+    box = (10.0, 10.0, 50.0, 50.0)
+
+    def seg(ts: datetime) -> Segment:
+        return Segment("cam", "S1", ((ts, box),))
+
+    clusters = {
+        "V-000001": ClusterStats(v1, 1.0, {"f1"}, {"S1"}, [seg(t + timedelta(days=1))]),
+        "V-000002": ClusterStats(v2, 1.0, {"f2"}, {"S1"},
+                                 [seg(t + timedelta(days=1, minutes=5))]),
+        "V-000003": ClusterStats(v3, 1.0, {"f3"}, {"S1"}, [seg(t)]),
+    }
+    merged = plan_merges(clusters, 0.42, 0.36, visit_gap=timedelta(minutes=30))
+    assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002"),
+                                                    ("V-000001", "V-000003")]
+    assert merged[1].similarity == pytest.approx(0.39)
+    # the same three seen on one visit (minutes apart): the general bar, so no second merge
+    clusters["V-000003"] = ClusterStats(v3, 1.0, {"f3"}, {"S1"},
+                                        [seg(t + timedelta(days=1, minutes=10))])
+    merged = plan_merges(clusters, 0.42, 0.36, visit_gap=timedelta(minutes=30))
+    assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002")]
