@@ -138,3 +138,34 @@ def test_the_store_bar_holds_for_a_visit_before_a_merged_visitors_visit() -> Non
                                         [seg(t + timedelta(days=1, minutes=10))])
     merged = plan_merges(clusters, 0.42, 0.36, visit_gap=timedelta(minutes=30))
     assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002")]
+
+
+def test_consolidate_leaves_staff_out_and_a_threshold_alone_sets_both_bars(
+    make_settings, monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    import revisit.identity.consolidate as C
+
+    a, b = _pair_at(0.39)
+
+    def clusters(*_args: object) -> dict[str, ClusterStats]:  # both seen at store S1
+        return {"V-000001": ClusterStats(a, 1.0, {"f1"}, {"S1"}),
+                "V-000002": ClusterStats(b, 1.0, {"f2"}, {"S1"})}
+
+    class Store:
+        staff_ids: tuple[str, ...] = ()
+
+        def staff(self, tenant: str) -> tuple[str, ...]:
+            return self.staff_ids
+
+    monkeypatch.setattr(C, "load_clusters", clusters)
+    settings = make_settings(identity={"merge_threshold": 0.42,
+                                       "merge_threshold_same_store": 0.36})
+    store = Store()
+    # the configured bars: a shared store, 0.39 >= 0.36: merged
+    assert [(p.keep, p.absorb) for p in C.consolidate(settings, store, None, "default",
+                                                      dry_run=True)] == [("V-000001", "V-000002")]
+    # --threshold 0.42 alone is the bar for every pair, shared store or not
+    assert C.consolidate(settings, store, None, "default", threshold=0.42, dry_run=True) == []
+    # enrolled staff are never consolidated (the resolver joins them at its stricter bar)
+    store.staff_ids = ("V-000002",)
+    assert C.consolidate(settings, store, None, "default", dry_run=True) == []
