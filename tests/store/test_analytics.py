@@ -205,3 +205,55 @@ def test_a_postgres_database_sorting_by_locale_gives_duckdbs_answers(tmp_path: P
     berlin = next(x for x in answers[0][0] if x["location_id"] == "berlin")
     assert berlin["paths"][0]["path"] == ["Till", "door"]
     assert answers[0][1] == ["Munich", "berlin"]
+
+
+def test_dwell_bucket_bounds_are_exclusive_upper_ends(store: SightingStore) -> None:
+    # with the 15 s interval: 45 s apart -> exactly 1 min; 4m45s apart -> exactly 5 min;
+    # 44 s apart -> 59 s
+    store.write(batch([
+        sighting("V-000001", at(0), "101"), sighting("V-000001", at(0.75), "101"),
+        sighting("V-000002", at(0), "101"), sighting("V-000002", at(4.75), "101"),
+        sighting("V-000003", at(0), "101"), sighting("V-000003", at(44 / 60), "101"),
+    ]))
+    with store.read() as con:  # type: ignore[attr-defined]
+        for rollup in (True, False):
+            with S.sessionised(con, Q, rollup=rollup):
+                d = S.dwell(con, Q, STEP)
+            assert d["all"]["buckets"] == {"<1m": 1, "1-5m": 1, "5-15m": 1, "15-30m": 0,
+                                           "30-60m": 0, "60m+": 0}
+            assert d["all"]["median_s"] == 60.0
+
+
+def test_the_last_histogram_bucket_holds_every_visitor_with_ten_or_more_and_repeats_count_once(
+    store: SightingStore,
+) -> None:
+    # one visit a day: V1 9 visits, V2 10, V3 12 (the period is long enough for all)
+    rows = [sighting(v, at(0, day=d), "101")
+            for v, n in (("V-000001", 9), ("V-000002", 10), ("V-000003", 12)) for d in range(n)]
+    store.write(batch(rows))
+    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 20))
+    with store.read() as con:  # type: ignore[attr-defined]
+        for rollup in (True, False):
+            with S.sessionised(con, q, rollup=rollup):
+                h = {b["visits"]: b["visitors"] for b in S.histogram(con, q)}
+                (loc,) = S.per_location(con, q)
+            assert (h["9"], h["10+"], sum(h.values())) == (1, 2, 3)
+            # per store: three visitors, each with more than one visit there
+            assert (loc["unique_visitors"], loc["visits"], loc["repeat_visitors"]) == (3, 31, 3)
+
+
+def test_a_visitor_first_seen_at_the_periods_first_instant_is_new(store: SightingStore) -> None:
+    # V1 first seen exactly at midnight starting the period; V2 a microsecond before it
+    from datetime import UTC, datetime
+
+    midnight = datetime(2024, 3, 2, tzinfo=UTC)
+    store.write(batch([
+        sighting("V-000001", midnight, "101"),
+        sighting("V-000002", midnight - timedelta(microseconds=1), "101"),
+        sighting("V-000002", midnight + timedelta(hours=2), "101"),
+    ]))
+    for gap in (timedelta(minutes=30), timedelta(minutes=45)):  # rollup and raw sources
+        q = ReportQuery(date(2024, 3, 2), date(2024, 3, 2), visit_gap=gap)
+        with store.read() as con:  # type: ignore[attr-defined]
+            t = S.totals(con, q)
+        assert (t["unique_visitors"], t["new_visitors"], t["previously_seen"]) == (2, 1, 1)
