@@ -169,3 +169,31 @@ def test_consolidate_leaves_staff_out_and_a_threshold_alone_sets_both_bars(
     # enrolled staff are never consolidated (the resolver joins them at its stricter bar)
     store.staff_ids = ("V-000002",)
     assert C.consolidate(settings, store, None, "default", dry_run=True) == []
+
+
+def test_a_run_continues_across_a_gap_of_exactly_the_track_gap() -> None:
+    from datetime import datetime, timedelta
+
+    from revisit.identity.consolidate import _segments
+
+    t0 = datetime(2024, 5, 2, 10, 0, 0)
+    box = (10.0, 10.0, 50.0, 50.0)
+    rows = [("cam", "S1", t0 + timedelta(seconds=s), box) for s in (0, 30, 60, 91)]
+    segs = _segments(rows, timedelta(seconds=30))
+    # 0-30-60 are one run (gaps of exactly 30 s), 91 (31 s later) starts another
+    assert sorted(len(s.points) for s in segs) == [1, 3]
+
+
+def test_load_clusters_weighs_each_sighting_by_quarter_plus_quality(store) -> None:  # type: ignore[no-untyped-def]
+    from revisit.identity.consolidate import load_clusters
+    from revisit.store.testing import at, batch, sighting
+
+    s1 = sighting("V-000001", at(0), "S1", quality=0.75)
+    s2 = sighting("V-000001", at(1), "S2", quality=0.25)
+    store.write(batch([s1, s2]))
+    (c,) = load_clusters(store, "default").values()
+    assert c.weight == pytest.approx(1.0 + 0.5)
+    e1, e2 = (np.asarray(s.embedding, np.float64) for s in (s1, s2))
+    want = 1.0 * e1 / np.linalg.norm(e1) + 0.5 * e2 / np.linalg.norm(e2)
+    np.testing.assert_allclose(c.vec_sum, want, atol=1e-6)
+    assert c.places == {"S1", "S2"} and len(c.frames) == 2
