@@ -257,3 +257,23 @@ def test_a_visitor_first_seen_at_the_periods_first_instant_is_new(store: Sightin
         with store.read() as con:  # type: ignore[attr-defined]
             t = S.totals(con, q)
         assert (t["unique_visitors"], t["new_visitors"], t["previously_seen"]) == (2, 1, 1)
+
+
+def test_daily_visits_count_a_visit_continuing_from_before_the_period_on_its_first_day(
+    store: SightingStore,
+) -> None:
+    # one visit 23:50 -> 00:10 across the midnight that starts the period: the report cuts
+    # it there, so the period's first day has one visit (and one visitor, one sighting)
+    from datetime import UTC, datetime
+
+    store.write(batch([sighting("V-000001", datetime(2024, 3, 1, 23, 50, tzinfo=UTC), "101"),
+                       sighting("V-000001", datetime(2024, 3, 2, 0, 10, tzinfo=UTC), "101")]))
+    q = ReportQuery(date(2024, 3, 2), date(2024, 3, 3))
+    with store.read() as con:  # type: ignore[attr-defined]
+        for rollup in (True, False):
+            with S.sessionised(con, q, rollup=rollup):
+                days = S.daily(con, q)
+                t = S.totals(con, q)
+            assert days[0] == {"day": "2024-03-02", "unique_visitors": 1, "sightings": 1,
+                               "visits": 1}
+            assert days[1]["visits"] == 0 and t["visits"] == 1
