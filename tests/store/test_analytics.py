@@ -277,3 +277,19 @@ def test_daily_visits_count_a_visit_continuing_from_before_the_period_on_its_fir
             assert days[0] == {"day": "2024-03-02", "unique_visitors": 1, "sightings": 1,
                                "visits": 1}
             assert days[1]["visits"] == 0 and t["visits"] == 1
+
+
+def test_a_visit_starting_at_the_midnight_after_the_period_is_not_in_it(
+    store: SightingStore,
+) -> None:
+    from datetime import UTC, datetime
+
+    store.write(batch([sighting("V-000001", datetime(2024, 3, 3, 12, tzinfo=UTC), "101"),
+                       sighting("V-000002", datetime(2024, 3, 4, tzinfo=UTC), "101")]))
+    q = ReportQuery(date(2024, 3, 2), date(2024, 3, 3))
+    with store.read() as con:  # type: ignore[attr-defined]
+        for rollup in (True, False):
+            with S.sessionised(con, q, rollup=rollup):
+                t = S.totals(con, q)
+                d = S.dwell(con, q, STEP)
+            assert (t["unique_visitors"], t["visits"], d["all"]["visits"]) == (1, 1, 1)
