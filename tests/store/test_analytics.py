@@ -293,3 +293,15 @@ def test_a_visit_starting_at_the_midnight_after_the_period_is_not_in_it(
                 t = S.totals(con, q)
                 d = S.dwell(con, q, STEP)
             assert (t["unique_visitors"], t["visits"], d["all"]["visits"]) == (1, 1, 1)
+
+
+def test_camera_paths_keep_the_most_common_when_cut_to_top(store: SightingStore) -> None:
+    # door -> till: 3 visits; door: 2; till: 1 (one visitor each, all at 101)
+    rows = []
+    for i, cams in enumerate([("door", "till")] * 3 + [("door",)] * 2 + [("till",)]):
+        rows += [sighting(f"V-{i + 1:06d}", at(j), "101", camera=c) for j, c in enumerate(cams)]
+    store.write(batch(rows))
+    with store.read() as con:  # type: ignore[attr-defined]
+        (p,) = S.camera_paths(con, Q, top=2)
+    assert p["paths"] == [{"path": ["door", "till"], "visits": 3},
+                          {"path": ["door"], "visits": 2}]
