@@ -70,3 +70,14 @@ def test_check_refuses_with_the_reason_and_passes_good_timestamps() -> None:
         w.check(datetime(1970, 1, 1, tzinfo=UTC))
     with pytest.raises(TimestampError, match="in the future"):
         w.check(datetime.now(UTC) + timedelta(days=2))
+
+
+@pytest.mark.parametrize("text", [
+    "2024-05-02T10:00:00\x00+00:00",  # fromisoformat takes a NUL or a tab here
+    "2024-05-02T10:00:00\t+00:00",
+    "2024-05-02T10:00:00." + "1" * 60 + "Z",  # and any number of fraction digits
+])
+def test_control_characters_and_overlong_text_are_refused(text: str) -> None:
+    with pytest.raises(TimestampError, match="not an ISO 8601 timestamp") as e:
+        parse_ts(text)
+    assert len(str(e.value)) < 120  # the message quotes at most 64 characters of it
