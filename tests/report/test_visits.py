@@ -180,3 +180,18 @@ def test_a_tenants_report_holds_only_its_own_sightings(store: SightingStore) -> 
         assert (h.unique_visitors, h.total_visits, h.total_sightings) == (1, 2, 2)
         theirs = rows(store, rq(gap, tenant="other"))
         assert {v: r.sightings for v, r in theirs.items()} == {"V-000001": 1, "V-000002": 1}
+
+
+def test_another_tenants_merge_does_not_join_this_tenants_visitors(store: SightingStore) -> None:
+    # both tenants have V1 and V2; only "other" merged them (and "default" merged
+    # something else, so its report reads the alias table)
+    stored = [sighting(v, at(m), "101", tenant=t) for t in ("default", "other")
+            for v, m in (("V-000001", 0), ("V-000002", 90))]
+    stored += [sighting("V-000004", at(200), "101"), sighting("V-000005", at(300), "101")]
+    store.write(batch(stored))
+    store.merge_visitors("other", "V-000001", "V-000002")
+    store.merge_visitors("default", "V-000004", "V-000005")
+    for gap in (timedelta(minutes=30), timedelta(minutes=45)):  # rollup and raw query
+        assert sorted(rows(store, rq(gap))) == ["V-000001", "V-000002", "V-000004"]
+        assert store.report_header(rq(gap)).unique_visitors == 3
+        assert sorted(rows(store, rq(gap, tenant="other"))) == ["V-000001"]
