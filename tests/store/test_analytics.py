@@ -305,3 +305,18 @@ def test_camera_paths_keep_the_most_common_when_cut_to_top(store: SightingStore)
         (p,) = S.camera_paths(con, Q, top=2)
     assert p["paths"] == [{"path": ["door", "till"], "visits": 3},
                           {"path": ["door"], "visits": 2}]
+
+
+def test_a_merged_visitor_seen_before_under_the_absorbed_id_is_previously_seen(
+    store: SightingStore,
+) -> None:
+    # V2 came on the 1st; V1, first seen on the 2nd, turned out to be V2 (merged, V1 kept)
+    store.write(batch([sighting("V-000002", at(0), "101"),
+                       sighting("V-000001", at(0, day=1), "101"),
+                       sighting("V-000003", at(5, day=1), "101")]))
+    store.merge_visitors("default", "V-000001", "V-000002")
+    for gap in (timedelta(minutes=30), timedelta(minutes=45)):  # rollup and raw sources
+        q = ReportQuery(date(2024, 3, 2), date(2024, 3, 2), visit_gap=gap)
+        with store.read() as con:  # type: ignore[attr-defined]
+            t = S.totals(con, q)
+        assert (t["unique_visitors"], t["new_visitors"], t["previously_seen"]) == (2, 1, 1)
