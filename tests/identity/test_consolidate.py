@@ -197,3 +197,31 @@ def test_load_clusters_weighs_each_sighting_by_quarter_plus_quality(store) -> No
     want = 1.0 * e1 / np.linalg.norm(e1) + 0.5 * e2 / np.linalg.norm(e2)
     np.testing.assert_allclose(c.vec_sum, want, atol=1e-6)
     assert c.places == {"S1", "S2"} and len(c.frames) == 2
+
+
+def test_a_merged_visitor_keeps_the_absorbed_ones_candidates() -> None:
+    # with one nearest centroid each: A's and C's nearest is B, B's is A; so C is a
+    # candidate of B but not of A. Once A absorbs B (0.95), A+B must still meet C (0.79)
+    e = np.eye(16)
+    a = e[0]
+    b = 0.95 * e[0] + np.sqrt(1 - 0.95**2) * e[1]
+    c = 0.7 * e[0] + np.sqrt(1 - 0.49) * e[1]
+    clusters = {"V-000001": ClusterStats(a, 1.0, {"f1"}, set()),
+                "V-000002": ClusterStats(b, 1.0, {"f2"}, set()),
+                "V-000003": ClusterStats(c, 1.0, {"f3"}, set())}
+    merged = plan_merges(clusters, 0.6, candidates=1)
+    assert [(p.keep, p.absorb) for p in merged] == [("V-000001", "V-000002"),
+                                                    ("V-000001", "V-000003")]
+    want = float(np.dot(a + b, c) / 2)  # average linkage of A+B with C
+    assert merged[1].similarity == pytest.approx(want) and want == pytest.approx(0.794, abs=1e-3)
+
+
+def test_trimming_keeps_each_visitors_best_exemplars(store, make_settings) -> None:  # type: ignore[no-untyped-def]
+    from revisit.identity.consolidate import _trim_exemplars
+    from revisit.store.testing import at, batch, sighting
+
+    store.write(batch([sighting("V-000001", at(m), quality=q)
+                       for m, q in enumerate((0.5, 0.9, 0.3, 0.7))]))
+    _trim_exemplars(make_settings(identity={"max_exemplars": 2}), store, "default")
+    kept = sorted(ex.quality for chunk in store.load_exemplars("default") for ex in chunk)
+    assert kept == pytest.approx([0.7, 0.9])
