@@ -231,3 +231,33 @@ def test_pruning_never_drops_a_consumer_holding_entries(rq, redis_url: str,
     pruner._prune(time.monotonic())
     assert "holder" in _listed(redis_url, rq.name)
     assert producer.status()["in_flight"] == 1
+
+
+def test_the_retention_purge_trims_every_stage_queues_dead_letters(
+        redis_url: str, tmp_path, monkeypatch) -> None:
+    """On a quiet system no letter is added and nobody runs `revisit status`: the purge
+    (`revisit admin purge`, and the server's scheduled one) trims them."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+    from revisit.distributed.topology import QUEUE_IN
+    from revisit.queue.base import DEAD_LETTER_DAYS
+
+    url = redis_url.rsplit("/", 1)[0] + "/13"  # a database of its own
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    old_ms = int((time.time() - DEAD_LETTER_DAYS * 86400 - 3600) * 1000)
+    for name in QUEUE_IN.values():
+        r.xadd(f"revisit:{name}:dead", {b"reason": b"old"}, id=f"{old_ms}-0")
+        r.xadd(f"revisit:{name}:dead", {b"reason": b"recent"})
+    monkeypatch.setenv("REVISIT_QUEUE_URL", url)
+    try:
+        out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "admin", "purge"])
+        assert out.exit_code == 0, out.output
+        for name in QUEUE_IN.values():
+            left = [f[b"reason"] for _, f in r.xrange(f"revisit:{name}:dead")]
+            assert left == [b"recent"], name
+    finally:
+        r.flushdb()

@@ -198,4 +198,9 @@ class Service:
         self.processor.ledger.forget_before(cutoff.replace(tzinfo=None))
         if self.processor.spool is not None:
             self.processor.spool.forget_failed_before(cutoff.timestamp())
+        if self._pipeline is not None:  # dead letters hold snapshots: trimmed as they are read
+            try:
+                self._pipeline.stages()
+            except Exception:  # a broker away must not stop the store's retention
+                log.warning("cannot trim the stage queues' dead letters", exc_info=True)
         return out

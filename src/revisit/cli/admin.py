@@ -251,6 +251,16 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
             cutoff = datetime.now(UTC) - timedelta(days=status_days)
             BatchLedger(store).forget_before(cutoff.replace(tzinfo=None))  # type: ignore[arg-type]
             Spool(settings.data / "spool").forget_failed_before(cutoff.timestamp())
+            if settings.queue_url:  # the stage queues' dead letters, past DEAD_LETTER_DAYS
+                from revisit.distributed.status import PipelineStatus
+
+                pipeline = PipelineStatus(settings, store)
+                try:
+                    pipeline.stages()  # reading them trims them
+                except Exception as exc:  # the store's retention is done: say what is not
+                    typer.echo(f"warning: dead letters not trimmed (broker: {exc})", err=True)
+                finally:
+                    pipeline.close()
 
 
 @admin_app.command("audit")

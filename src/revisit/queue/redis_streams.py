@@ -279,6 +279,7 @@ class RedisStreamQueue:
         """A batch a stage set aside itself (a parked batch that cannot be applied)."""
         self._r.xadd(self.dead_key, {_FIELD: payload, b"reason": why.encode(),
                                      b"id": b"set aside"}, maxlen=10_000, approximate=True)
+        self._expire_dead()
 
     def _expire_dead(self) -> None:
         """Dead letters older than ``DEAD_LETTER_DAYS`` go (an entry id is its time in ms)."""
