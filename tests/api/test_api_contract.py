@@ -226,3 +226,34 @@ def test_a_day_is_written_yyyy_mm_dd(env: Env, bad: str) -> None:
     ok = env.client.get("/v1/reports/summary", params={"from": "2024-05-01", "to": "2024-05-02"},
                         headers=env.auth("analyst"))
     assert ok.status_code == 200
+
+
+def test_places_visitor_keys_and_audit_are_what_the_schema_declares(env: Env) -> None:
+    """Real answers fit their declared shapes exactly (extra or missing fields fail)."""
+    from pydantic import TypeAdapter
+
+    from revisit.api.admin import AuditEntryOut, KeyOut, VisitorOut
+    from revisit.api.reports import PlacesOut
+
+    env.service.runtime.store.write(batch([
+        sighting("V-000001", at(0), "101", tenant="acme"),
+        sighting("V-000001", at(300), "203", tenant="acme"),
+    ]))
+    admin = env.auth("admin")
+    places = PlacesOut.model_validate(env.client.get("/v1/places", headers=admin).json())
+    assert {loc.location_id for loc in places.locations} >= {"101", "203"}
+    visitor = VisitorOut.model_validate(
+        env.client.get("/v1/visitors/V-000001", headers=admin).json())
+    assert visitor.sightings == 2 and visitor.locations == {"101": 1, "203": 1}
+    assert visitor.first_seen is not None and visitor.first_seen.endswith("Z")
+    keys = TypeAdapter(list[KeyOut]).validate_python(
+        env.client.get("/v1/admin/keys", headers=admin).json())
+    assert keys and all(k.created_at.endswith("Z") for k in keys)
+    audit = TypeAdapter(list[AuditEntryOut]).validate_python(
+        env.client.get("/v1/admin/audit", headers=admin).json())
+    assert audit and all(e.ts.endswith("Z") for e in audit)
+    paths = env.client.get("/openapi.json").json()["paths"]
+    for path, method in (("/v1/places", "get"), ("/v1/visitors/{visitor_id}", "get"),
+                         ("/v1/admin/keys", "get"), ("/v1/admin/audit", "get")):
+        schema = paths[path][method]["responses"]["200"]["content"]["application/json"]
+        assert schema["schema"] != {}, path

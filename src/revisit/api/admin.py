@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
+from revisit.api.reports import Answer
 from revisit.records import ID_PATTERN, iso_utc
 from revisit.report.durations import parse_duration
 from revisit.tenancy.db import ApiKey, TenancyError
@@ -64,8 +65,37 @@ def erase(visitor_id: str, request: Request, key: ApiKey = Depends(admin)) -> di
     return {"visitor_id": visitor_id, "erased": counts}
 
 
+class VisitorOut(Answer):
+    visitor_id: str = Field(description="The canonical id (a merged id answers as it).")
+    aliases: list[str] = Field(description="Ids merged into it.")
+    sightings: int
+    locations: dict[str, int] = Field(description="Location id -> sightings.")
+    exemplars: int = Field(description="Face embeddings kept to recognise the visitor.")
+    first_seen: str | None
+    last_seen: str | None
+
+
+class KeyOut(Answer):
+    key_id: str
+    role: str
+    cameras: list[str] = Field(description="The cameras a camera key may post for.")
+    name: str
+    created_at: str
+    revoked_at: str | None
+    expires_at: str | None = Field(description="End of a rotated key's grace period.")
+    active: bool
+
+
+class AuditEntryOut(Answer):
+    id: int = Field(description="Counts this tenant's entries (1 = its first).")
+    ts: str
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
 @router.get("/v1/visitors/{visitor_id}", summary="What is stored about a visitor",
-            responses=errors(404))
+            responses={200: {"model": VisitorOut}, **errors(404)})
 def visitor(
     visitor_id: str, request: Request, key: ApiKey = Depends(require("admin", "analyst"))
 ) -> dict[str, Any]:
@@ -151,7 +181,8 @@ def put_retention(body: RetentionIn, request: Request,
     return {"tenant": key.tenant, "retention_days": body.retention_days}
 
 
-@router.get("/v1/admin/audit", summary="Audit log of admin actions and erasures")
+@router.get("/v1/admin/audit", summary="Audit log of admin actions and erasures",
+            responses={200: {"model": list[AuditEntryOut]}})
 def audit(request: Request, limit: int = Query(100, ge=1, le=10_000),
           key: ApiKey = Depends(admin)) -> list[dict]:
     return service_of(request).tenancy.audit_log(key.tenant, limit)
@@ -200,7 +231,8 @@ def create_key(body: KeyIn, request: Request, key: ApiKey = Depends(admin)) -> d
             "key": secret}
 
 
-@router.get("/v1/admin/keys", summary="API keys of the tenant (no secrets)")
+@router.get("/v1/admin/keys", summary="API keys of the tenant (no secrets)",
+            responses={200: {"model": list[KeyOut]}})
 def list_keys(request: Request, key: ApiKey = Depends(admin)) -> list[dict]:
     return [
         {"key_id": k.key_id, "role": k.role, "cameras": list(k.cameras), "name": k.name,

@@ -194,14 +194,14 @@ def _too_slow(svc: Service) -> HTTPException:
         headers={"Retry-After": str(svc.config.retry_after_s)})
 
 
-class _Out(BaseModel):
+class Answer(BaseModel):
     """An answer's shape, for the OpenAPI schema (the routes return plain dicts; tests
     check real answers against these, extra fields refused)."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class ReportHeaderOut(_Out):
+class ReportHeaderOut(Answer):
     period: str = Field(description="The days asked for, as the CLI prints them.")
     camera_group: str = Field(description="The cameras or locations filtered on.")
     unique_visitors: int
@@ -209,13 +209,13 @@ class ReportHeaderOut(_Out):
     total_sightings: int
 
 
-class LocationVisitsOut(_Out):
+class LocationVisitsOut(Answer):
     location_id: str
     name: str = Field(description="The location's name (admin add-location), else its id.")
     visits: int
 
 
-class VisitorRowOut(_Out):
+class VisitorRowOut(Answer):
     visitor_id: str = Field(description="Pseudonymous visitor id, e.g. V-0001A7.")
     total_appearances: int = Field(description="Visits summed over locations.")
     locations_visited: int
@@ -226,7 +226,7 @@ class VisitorRowOut(_Out):
     sightings: int
 
 
-class ReportPageOut(_Out):
+class ReportPageOut(Answer):
     header: ReportHeaderOut
     page: int
     page_size: int
@@ -236,12 +236,12 @@ class ReportPageOut(_Out):
     visitors: list[VisitorRowOut]
 
 
-class PeriodOut(_Out):
+class PeriodOut(Answer):
     from_: str = Field(alias="from", description="First day (YYYY-MM-DD, UTC).")
     to: str = Field(description="Last day, inclusive.")
 
 
-class TotalsOut(_Out):
+class TotalsOut(Answer):
     unique_visitors: int
     visits: int
     sightings: int
@@ -253,19 +253,19 @@ class TotalsOut(_Out):
     repeat_share: float
 
 
-class DayOut(_Out):
+class DayOut(Answer):
     day: str
     unique_visitors: int
     sightings: int
     visits: int
 
 
-class HistogramOut(_Out):
+class HistogramOut(Answer):
     visits: str = Field(description="Visits per visitor: '1' .. '9', '10+'.")
     visitors: int
 
 
-class LocationSummaryOut(_Out):
+class LocationSummaryOut(Answer):
     location_id: str
     name: str
     unique_visitors: int
@@ -276,7 +276,7 @@ class LocationSummaryOut(_Out):
     last_seen: str | None
 
 
-class DwellOut(_Out):
+class DwellOut(Answer):
     visits: int
     median_s: float | None = Field(description="Median visit duration, seconds.")
     buckets: dict[str, int] = Field(description="Visits per duration band (<1m ... 60m+).")
@@ -286,23 +286,23 @@ class LocationDwellOut(DwellOut):
     location_id: str
 
 
-class DwellSummaryOut(_Out):
+class DwellSummaryOut(Answer):
     interval_s: float = Field(description="The snapshot interval added to each visit.")
     locations: list[LocationDwellOut]
     all: DwellOut
 
 
-class HourOut(_Out):
+class HourOut(Answer):
     hour: int
     visits: int
 
 
-class WeekdayOut(_Out):
+class WeekdayOut(Answer):
     day: str
     visits: int
 
 
-class SummaryOut(_Out):
+class SummaryOut(Answer):
     period: PeriodOut
     filter: str = Field(description="The cameras or locations filtered on.")
     totals: TotalsOut
@@ -482,7 +482,27 @@ async def heatmap(
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant")
+class LocationOut(Answer):
+    location_id: str
+    name: str
+    timezone: str = Field(description="IANA zone, e.g. Europe/Berlin.")
+
+
+class CameraOut(Answer):
+    camera_id: str
+    location_id: str
+    name: str
+    timezone: str
+
+
+class PlacesOut(Answer):
+    locations: list[LocationOut]
+    cameras: list[CameraOut]
+    groups: dict[str, list[str]] = Field(description="Camera group name -> its cameras.")
+
+
+@router.get("/v1/places", summary="Locations, cameras and camera groups of the tenant",
+            responses={200: {"model": PlacesOut}})
 def places(request: Request, key: ApiKey = Depends(reader)) -> dict[str, Any]:
     t = service_of(request).tenancy
     return {
