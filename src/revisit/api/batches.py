@@ -27,12 +27,12 @@ from starlette.types import Message
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
-from revisit.api.images import ImageError, image_size
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
 from revisit.ingest.timestamps import TimestampError, parse_ts
 from revisit.records import Frame, content_id, encodes, iso_utc
 from revisit.tenancy.db import ApiKey
+from revisit.vision.header import ImageError, image_size
 
 router = APIRouter(tags=["camera batches"], responses=errors(401, 403, 422))
 

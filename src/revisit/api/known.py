@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
-from revisit.api.images import ImageError, image_size
 from revisit.api.reports import Day, Filters, build_query, pooled
 from revisit.known.enrol import EnrolmentError, Enrolments
 from revisit.known.presence import staff_presence
@@ -20,6 +19,7 @@ from revisit.known.watchlist import Watchlist, WatchlistSettings
 from revisit.records import ID_PATTERN
 from revisit.report.durations import parse_duration
 from revisit.tenancy.db import ApiKey, TenancyError
+from revisit.vision.header import ImageError, image_size
 
 router = APIRouter(tags=["known people"], responses=errors(401, 403, 422))
 admin = require("admin")

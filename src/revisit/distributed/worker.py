@@ -77,13 +77,6 @@ def _wire(handler: Any, inq: StageQueue) -> None:
         handler.dead_letter = getattr(inq, "put_dead", None)
 
 
-def _forwarded(handler: Any) -> None:
-    """Tell the resolve stage its outputs are on the next queue (applied parked batches
-    are kept until then)."""
-    if isinstance(handler, ResolveHandler):
-        handler.forwarded()
-
-
 class _Statuses:
     """API batch statuses seen from a worker (with a shared store configured): the first
     stage marks a batch ``processing``; a stage that fails on it records why (the broker
@@ -184,10 +177,14 @@ class Worker:
         if self.metrics is not None:
             self.metrics.errors.inc()
 
-    def _forward(self, outs: list[Batch], outq: StageQueue | None) -> None:
+    def _forward(self, outs: list[Batch], outq: StageQueue | None, handler: Any) -> None:
+        """Put the handler's outputs on the next queue, then tell the resolve stage they
+        are there (it keeps the applied parked batches among them until then)."""
         for out in outs:
             if outq is not None:
                 put_blocking(outq, out, self.stop)
+        if isinstance(handler, ResolveHandler):
+            handler.forwarded()
 
     def _sweep(self, handler: Any, outq: StageQueue | None, last: float, every_s: float
                ) -> float:
@@ -197,8 +194,7 @@ class Worker:
         if idle is None or time.monotonic() - last <= every_s:
             return last
         last = time.monotonic()
-        self._forward(idle(), outq)
-        _forwarded(handler)
+        self._forward(idle(), outq, handler)
         return last
 
     def _open(self, i: int) -> tuple[StageQueue, StageQueue | None]:
@@ -265,9 +261,8 @@ class Worker:
                     statuses.processing(delivery.batch)
                 outs, handler, closable = self._handle(i, delivery.batch, handler, closable,
                                                        inq)
-                self._forward(outs, outq)
+                self._forward(outs, outq, handler)
                 delivery.ack()
-                _forwarded(handler)
                 busy, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 with self._lock:
                     self.stats.batches += 1

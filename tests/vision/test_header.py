@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from revisit.api.images import ImageError, image_size
+from revisit.vision.header import ImageError, image_size
 
 
 @pytest.mark.parametrize(("ext", "params", "fmt"), [
