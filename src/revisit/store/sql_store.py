@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from revisit.records import ENROLMENT_EXEMPLAR, Batch, Exemplar, Face, Sighting
+from revisit.records import ENROLMENT_EXEMPLAR, Batch, Exemplar, Face, Sighting, iso_utc
 from revisit.report.query import (
     SIGHTING_COLUMNS,
     ReportHeader,
@@ -833,7 +833,7 @@ class SQLStore:
         for rows in self.engine.stream(sql, params, FETCH_ROWS):
             for row in rows:
                 d = dict(zip(SIGHTING_COLUMNS, row, strict=True))
-                d["ts"] = d["ts"].replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+                d["ts"] = iso_utc(d["ts"])
                 # stored as REAL: round away float32 noise (0.8999999761 -> 0.9)
                 for k in ("quality", "match_score"):
                     if d[k] is not None:

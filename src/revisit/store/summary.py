@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from revisit.records import iso_utc
 from revisit.report.query import ReportQuery
 from revisit.store.dialect import Session
 from revisit.store.report_sql import (
@@ -460,4 +461,4 @@ def known_places(con: Session, tenant: str) -> tuple[set[str], set[str]]:
 def _iso(us: int | None) -> str | None:
     if us is None:
         return None
-    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
+    return iso_utc(datetime.fromtimestamp(us / 1_000_000, UTC))
