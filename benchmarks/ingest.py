@@ -33,6 +33,7 @@ Writes ``ingest_broker_redis.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -55,6 +56,9 @@ from scenes import build_scenes
 RESULTS = Path(__file__).parent / "results"
 START = datetime(2024, 3, 1, 9, tzinfo=UTC)
 REVISIT = str(Path(sys.executable).parent / "revisit")
+
+
+_WORKERS = itertools.count()  # client processes of this run, each with its own frames
 
 
 def _free_port() -> int:
@@ -104,7 +108,9 @@ def client(url: str, key: str, frames: list[bytes], batch: int, cameras: int, se
                 name = f"f{i}.jpg"
                 # every frame of a camera at its own moment, as a camera takes them: clients
                 # and frames of a batch share cameras, so client, batch and frame all count
-                ts = (START + timedelta(seconds=10 * n + worker, milliseconds=i)).isoformat()
+                # (each client process of a run has its own worker number, so no phase
+                # posts another's frames again: those would be answered as duplicates)
+                ts = (START + timedelta(days=worker, seconds=10 * n, milliseconds=i)).isoformat()
                 meta.append({"file": name, "camera_id": f"cam{(worker + i) % cameras}", "ts": ts,
                              "image_id": f"w{worker}-b{n}-{i}"})
                 files.append(("images", (name, frames[k], "image/jpeg")))
@@ -194,8 +200,9 @@ def phase(url: str, key: str, frames: list[bytes], args: argparse.Namespace, rat
     q: mp.Queue = mp.Queue()
     per_client = rate / args.clients / args.batch if rate else 0.0
     procs = [mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
-                                             args.seconds, per_client, w, q, args.client_nice))
-             for w in range(args.clients)]
+                                             args.seconds, per_client, next(_WORKERS), q,
+                                             args.client_nice))
+             for _ in range(args.clients)]
     t = time.perf_counter()
     for p in procs:
         p.start()
@@ -233,16 +240,16 @@ def probe_phase(url: str, key: str, frames: list[bytes], args: argparse.Namespac
     q: mp.Queue = mp.Queue()
     per_client = feed_rate / args.clients / args.batch
     feeders = [mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
-                                                args.seconds + 10, per_client, w, q,
-                                                args.client_nice))
-               for w in range(args.clients)] if feed_rate else []
+                                                args.seconds + 10, per_client,
+                                                next(_WORKERS), q, args.client_nice))
+               for _ in range(args.clients)] if feed_rate else []
     for p in feeders:
         p.start()
     if feeders:
         time.sleep(5)  # the queue and the models at their steady state
     probe_q: mp.Queue = mp.Queue()
     probe = mp.Process(target=client, args=(url, key, frames, args.batch, args.cameras,
-                                            args.seconds, 4.0, 97, probe_q, 0))
+                                            args.seconds, 4.0, next(_WORKERS), probe_q, 0))
     probe.start()
     results = probe_q.get()
     probe.join()

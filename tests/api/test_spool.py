@@ -178,3 +178,45 @@ def test_a_batch_the_shutdown_interrupts_runs_at_the_next_start(tmp_path: Path,
     with TestClient(create_app(service=svc, processing=True)) as client:
         st = Env(client, svc, keys).wait(batch_id)
         assert st["status"] == "done" and st["sightings"] == 1, st
+
+
+def test_a_batch_of_duplicates_is_answered_without_waiting_for_the_store(
+        tmp_path: Path, monkeypatch) -> None:
+    """On DuckDB (one writer) an upload whose frames are all stored already is "done" at
+    once: its status is kept in memory and written by the pipeline thread, so the 202
+    never waits behind the batch being stored; it reads the same before and after, and
+    a restart still finds it."""
+    import threading
+    import time
+
+    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    gen = make_env(tmp_path, processing=True)
+    env = next(gen)
+    processor = env.service.processor
+    env.wait(env.post_batch("cam_a", items).json()["batch_id"])
+    writers: dict[str, str] = {}
+    record = processor.ledger.record
+
+    def spy(st) -> None:  # type: ignore[no-untyped-def]
+        writers[st.batch_id] = threading.current_thread().name
+        record(st)
+
+    monkeypatch.setattr(processor.ledger, "record", spy)
+    r = env.post_batch("cam_a", items)
+    assert r.status_code == 202 and r.json()["duplicates"] == 1, r.text
+    again = r.json()["batch_id"]
+    st = env.client.get(f"/v1/batches/{again}", headers=env.auth("cam_a")).json()
+    assert st["status"] == "done" and st["duplicates"] == 1, st
+    deadline = time.monotonic() + 10
+    while processor.ledger.get("acme", again) is None:
+        assert time.monotonic() < deadline, "status never written"
+        time.sleep(0.05)
+    assert writers[again] == "batch-pipeline"
+    keys = env.keys
+    gen.close()
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0))
+    with TestClient(create_app(service=svc, processing=False)) as client:
+        st = Env(client, svc, keys).wait(again)
+        assert st["status"] == "done" and st["duplicates"] == 1, st

@@ -93,6 +93,10 @@ class BatchProcessor:
         # store before they were stored and looks at _inflight after they left it
         self._stored: dict[tuple[str, str], None] = {}
         self._spooling: set[str] = set()  # batches placed, being written to the spool
+        # deferred statuses of batches that were all duplicates ("done" at once), written
+        # to the store by the pipeline thread between batches, not by the upload
+        self._settled: list[str] = []
+        self._settle_failed = False  # the last write of one failed (logged once)
         self._lock = threading.Lock()
         self._recovered: list[Batch] = self._recover()
         self._stop = threading.Event()
@@ -137,8 +141,10 @@ class BatchProcessor:
             if not fresh:
                 status.state = "done"
                 status.finished_at = status.received_at
-            if fresh and self._defer_status:
+            if self._defer_status:
                 self._unrecorded[batch_id] = status
+                if not fresh:  # nothing to process: the pipeline thread writes it
+                    self._settled.append(batch_id)
             else:
                 self.ledger.record(status)  # before the queue: a fast worker finds the row
             batch = Batch(batch_id=batch_id, frames=fresh)
@@ -340,12 +346,33 @@ class BatchProcessor:
             self._mark_processing(batch.batch_id)
             yield batch
         while not self._stop.is_set():
+            self._record_settled()
             d = self.inbox.get(timeout=0.1)
             if d is None:
                 continue
             self._mark_processing(d.batch.batch_id)
             d.ack()
             yield d.batch
+
+    def _record_settled(self) -> None:
+        """Write the deferred statuses of all-duplicate batches (kept in memory until
+        then, so a status read finds them meanwhile)."""
+        with self._lock:
+            settled, self._settled = self._settled, []
+            pending = [st for b in settled if (st := self._unrecorded.get(b)) is not None]
+        for i, st in enumerate(pending):
+            try:
+                self.ledger.record(st)
+            except Exception:  # the store is away: kept in memory, tried again next time
+                if not self._settle_failed:
+                    log.exception("cannot record the status of batch %s", st.batch_id)
+                self._settle_failed = True
+                with self._lock:
+                    self._settled[:0] = [p.batch_id for p in pending[i:]]
+                return
+            self._settle_failed = False
+            with self._lock:
+                self._unrecorded.pop(st.batch_id, None)
 
     def _mark_processing(self, batch_id: str) -> None:
         tenant = self._tenant_of.get(batch_id)
@@ -447,9 +474,9 @@ class BatchProcessor:
         return False
 
     def stop(self, drain_s: float = 10.0) -> None:
-        if self._thread is None:
-            return
-        self.wait_idle(drain_s)
-        self._stop.set()
-        self._thread.join(timeout=drain_s + 5)
-        self._thread = None
+        if self._thread is not None:
+            self.wait_idle(drain_s)
+            self._stop.set()
+            self._thread.join(timeout=drain_s + 5)
+            self._thread = None
+        self._record_settled()
