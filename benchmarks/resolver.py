@@ -38,7 +38,8 @@ import faiss
 import numpy as np
 
 from revisit.config import Settings
-from revisit.identity.ann_index import AnnOptions, FaissAnnIndex
+from revisit.config.index_url import AnnOptions
+from revisit.identity.ann_index import FaissAnnIndex
 from revisit.identity.index import FaissIndex
 from revisit.identity.resolver import Resolver
 from revisit.records import Batch, Exemplar, Face

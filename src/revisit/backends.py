@@ -49,7 +49,8 @@ def open_index(settings: Settings) -> FaceIndex:
 
     dim = embedder_facts(settings.embedder.model).dim
     if url.startswith("faiss://") and url.partition("?")[2]:  # options: the approximate index
-        from revisit.identity.ann_index import FaissAnnIndex, parse_options
+        from revisit.config.index_url import parse_options
+        from revisit.identity.ann_index import FaissAnnIndex
 
         return FaissAnnIndex(dim, parse_options(url))
     if not url or url.startswith("faiss://"):

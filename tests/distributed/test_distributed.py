@@ -435,8 +435,8 @@ def test_occupancy_counts_and_exclusion_zones_through_the_broker(
     """Detect workers read cameras' zones from the shared store, count people on counting
     cameras and veto faces in exclusion zones; counts travel through the queues and are
     stored with their batch."""
+    from revisit.config.occupancy import CameraZones
     from revisit.occupancy.db import OccupancyDB
-    from revisit.occupancy.zones import CameraZones
     from revisit.store.postgres_store import PostgresStore
     from revisit.tenancy.db import Tenancy
 

@@ -29,7 +29,8 @@ from tests.identity.test_index_contract import (  # the contract, run on this ba
 
 from revisit.backends import open_index
 from revisit.config import Settings
-from revisit.identity.ann_index import AnnOptions, FaissAnnIndex, parse_options
+from revisit.config.index_url import AnnOptions, parse_options
+from revisit.identity.ann_index import FaissAnnIndex
 from revisit.identity.index import FaceIndex, FaissIndex
 
 CONTRACT = (

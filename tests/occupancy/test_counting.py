@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import cv2
 import pytest
 
+from revisit.config.occupancy import CameraZones
 from revisit.occupancy.counting import Counting, ZoneBook
-from revisit.occupancy.zones import CameraZones
 from revisit.records import Frame
 from revisit.simulate.scenario import shared_data_dir
 

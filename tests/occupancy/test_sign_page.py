@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from tests.api.conftest import Env, make_env, serving
 
+from revisit.config.occupancy import CameraZones, LocationOccupancy
 from revisit.occupancy.db import OccupancyDB
-from revisit.occupancy.live import LocationOccupancy
-from revisit.occupancy.zones import CameraZones
 from revisit.records import Batch, Frame, PeopleCount
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from revisit.config import Settings
+from revisit.config.occupancy import CameraZones, LocationOccupancy
 from revisit.occupancy.alerts import AlertBook, AlertRule
 from revisit.occupancy.db import OccupancyDB
-from revisit.occupancy.live import LocationOccupancy
 from revisit.occupancy.watch import Watcher
-from revisit.occupancy.zones import CameraZones
 from revisit.records import Batch, Frame, PeopleCount
 from revisit.store.base import SightingStore
 from revisit.tenancy.db import Tenancy

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from revisit.occupancy.live import CameraCount, LocationOccupancy, combine, occupancy
-from revisit.occupancy.zones import CameraZones, mask_polygon
+from revisit.config.occupancy import CameraZones, LocationOccupancy
+from revisit.occupancy.live import CameraCount, combine, occupancy
+from revisit.occupancy.zones import mask_polygon
 
 SQUARE = [(0, 0), (100, 0), (100, 100), (0, 100)]
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)

@@ -13,7 +13,8 @@ import pytest
 from tests.receivers import NoDelivery
 
 from revisit.config import load_settings
-from revisit.identity.ann_index import AnnOptions, FaissAnnIndex
+from revisit.config.index_url import AnnOptions
+from revisit.identity.ann_index import FaissAnnIndex
 from revisit.identity.index import FaissIndex
 from revisit.identity.resolver import Resolver
 from revisit.known.enrol import Enrolments

@@ -15,12 +15,11 @@ from pydantic import Field
 from revisit.api.auth import bearer, current_key, require, service_of
 from revisit.api.errors import errors
 from revisit.api.reports import Day, pooled, split_ids
+from revisit.config.occupancy import CameraZones, LocationOccupancy
 from revisit.occupancy.alerts import AlertBook, AlertRule
 from revisit.occupancy.db import OccupancyDB
 from revisit.occupancy.history import history_table, write_history_csv
-from revisit.occupancy.live import LocationOccupancy
 from revisit.occupancy.watch import webhook_secret
-from revisit.occupancy.zones import CameraZones
 from revisit.records import ID_PATTERN
 from revisit.tenancy.db import ApiKey, TenancyError
 

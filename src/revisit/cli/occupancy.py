@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
             "file's counting, else on).")] = None,
     ) -> None:
         """A camera's occupancy settings: counting on/off and its zones (docs/occupancy.md)."""
-        from revisit.occupancy.zones import CameraZones
+        from revisit.config.occupancy import CameraZones
 
         try:
             doc = json.loads(file.read_text()) if file else {}
@@ -160,7 +160,7 @@ def register(app: typer.Typer) -> None:
                                                  "silent.")] = 120,
     ) -> None:
         """A location's capacity and the levels its door sign shows."""
-        from revisit.occupancy.live import LocationOccupancy
+        from revisit.config.occupancy import LocationOccupancy
 
         try:
             cfg = LocationOccupancy(capacity=capacity, amber_pct=amber, red_pct=red,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from revisit.occupancy.zones import CameraZones
+from revisit.config.occupancy import CameraZones
 from revisit.records import EXCLUDED, Dropped, Face, Frame, PeopleCount
 from revisit.vision.people import Calibration, PersonDetector
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from revisit.occupancy.live import CameraCount, LocationOccupancy, Occupancy, combine, occupancy
-from revisit.occupancy.zones import CameraZones
+from revisit.config.occupancy import CameraZones, LocationOccupancy
+from revisit.occupancy.live import CameraCount, Occupancy, combine, occupancy
 from revisit.records import DEFAULT_TENANT
 from revisit.store.base import SightingStore
 from revisit.tenancy.db import Tenancy, TenancyError

@@ -16,35 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-Level = Literal["green", "amber", "red", "no_data"]
-
-
-class LocationOccupancy(BaseModel):
-    """A location's capacity and the levels its sign shows."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    capacity: int = Field(..., ge=1, le=1_000_000, description="Most people allowed inside.")
-    amber_pct: float = Field(70.0, gt=0, le=1000, description="Amber from this % of capacity.")
-    red_pct: float = Field(90.0, gt=0, le=1000,
-                           description="Red (the sign says wait) from this % of capacity.")
-    stale_after_s: int = Field(120, ge=5, le=86_400, description="A camera whose newest count "
-                               "is older than this is not reporting; with none reporting the "
-                               "sign says 'no data'.")
-
-    @model_validator(mode="after")
-    def _levels(self) -> LocationOccupancy:
-        if self.amber_pct >= self.red_pct:
-            raise ValueError(f"amber_pct ({self.amber_pct}) must be below red_pct "
-                             f"({self.red_pct})")
-        return self
-
-    def level(self, pct: float) -> Level:
-        if pct >= self.red_pct:
-            return "red"
-        return "amber" if pct >= self.amber_pct else "green"
+from revisit.config.occupancy import Level, LocationOccupancy
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from revisit.config.occupancy import CameraZones, LocationOccupancy
 from revisit.ingest.timestamps import TimeWindow
-from revisit.occupancy.live import LocationOccupancy
-from revisit.occupancy.zones import CameraZones
 
 
 class Section(BaseModel):
@@ -424,7 +423,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: unknown scheme {scheme!r} (one of "
                                  f"{', '.join(s + '://' for s in _SCHEMES[name])})")
         if self.index_url.startswith("faiss://") and self.index_url.partition("?")[2]:
-            from revisit.identity.ann_index import parse_options
+            from revisit.config.index_url import parse_options
 
             parse_options(self.index_url)  # its ValueError names the option
         if self.data.exists() and not self.data.is_dir():
