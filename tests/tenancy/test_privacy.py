@@ -337,3 +337,40 @@ def test_removing_an_enrolment_takes_its_label_and_reason_from_the_audit_log(
     assert "Ben Example" in text and "manager" in text  # another enrolment's entries stay
     mine = [r for r in log if anna.enrolment_id in str(r)]
     assert [r["action"] for r in mine] == ["known.remove", "known.enrol"]  # what was done stays
+
+
+def test_removing_an_enrolment_leaves_no_photo_vector_in_an_approximate_index() -> None:
+    """An approximate index only marks removed vectors dead until a third of it is:
+    removing an enrolment rebuilds it, as erasure does, so no copy of the photos'
+    embeddings stays in memory."""
+    store = DuckDBStore(":memory:")
+    ten = Tenancy(store)
+    ten.create_tenant("default")
+    book = Enrolments(store, ten)
+    e = book.enrol_photos("default", "staff", [b"a", b"bb"], label="Anna", reason="staff",
+                          process=_one_face_each)
+    index = FaissAnnIndex(128, AnnOptions(kind="ivf", flush=8, min_main=8, nlist=2))
+    rng = np.random.default_rng(2)
+    index.add([Exemplar("default", f"V-{i:06d}", f"F-{i}", _unit(rng.normal(size=128)),
+                        0.9, T0) for i in range(20)])
+    photos = [ex for chunk in store.load_exemplars("default") for ex in chunk]
+    index.add(photos)
+    index.add([Exemplar("default", f"V-{i:06d}", f"F-{i}", _unit(rng.normal(size=128)),
+                        0.9, T0) for i in range(20, 40)])
+    t = index._tenants["default"]
+    assert t.main is not None and {index._tenants["default"].by_face[p.face_image_id]
+                                   for p in photos} <= t.in_main
+
+    book.remove("default", e.enrolment_id, index=index)
+
+    assert not t.dead and index.size("default") == 40
+    kept = t.main_vecs if t.main_vecs is not None else t.main.reconstruct_n(0, t.main.ntotal)
+    for p in photos:
+        assert not np.isclose(kept @ np.asarray(p.embedding, np.float32), 1.0, atol=1e-3).any()
+
+
+def _one_face_each(b: Batch) -> Batch:
+    """:func:`_one_face` for every photo of the batch."""
+    for fr in b.frames:
+        _one_face(Batch(b.batch_id, frames=[fr], faces=b.faces))
+    return b

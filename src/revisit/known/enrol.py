@@ -251,7 +251,8 @@ class Enrolments:
     def remove(self, tenant: str, enrolment_id: str, actor: str = "cli",
                index: FaceIndex | None = None) -> dict[str, int]:
         """End an enrolment: its row, the embeddings its photos gave (in the store and in
-        ``index``: a shared pgvector table has no resolver to tidy it), and the visitor it
+        ``index``: a shared pgvector table has no resolver to tidy it; an approximate index
+        is compacted), and the visitor it
         created if no camera ever saw them (nor a visitor merged into it)."""
         rows = self._rows(f"SELECT {', '.join(_COLS)} FROM enrolments WHERE tenant = ? "
                           "AND enrolment_id = ?", [tenant, enrolment_id])
@@ -281,6 +282,9 @@ class Enrolments:
             tx.bump([tenant])
         if index is not None and ids:
             index.remove(tenant, ids)
+            # an approximate index only marks them dead: rebuilt without them, as erasure
+            # does, so no copy of the photos' embeddings stays in memory
+            index.compact(tenant)
         self.tenancy.audit(tenant, actor, "known.remove", {
             "enrolment_id": e.enrolment_id, "group": e.group, "visitor_id": e.visitor_id,
             "source": e.source})
