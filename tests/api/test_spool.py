@@ -59,6 +59,33 @@ def test_failed_batches_are_kept_for_a_while_not_for_ever(tmp_path: Path) -> Non
     assert spool.replay_failed() == ["B-2"]
 
 
+def test_failed_batches_go_with_their_tenants_retention(tmp_path: Path) -> None:
+    """A tenant keeping data 30 days does not keep its failed snapshots for the service's
+    batch_status_days (30 days after acceptance): the purge deletes a failed batch whose
+    every snapshot is older than its tenant's retention, as it deletes the sightings."""
+    from datetime import timedelta
+
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0, batch_status_days=30))
+    try:
+        svc.tenancy.create_tenant("acme", retention_days=30)
+        svc.tenancy.create_tenant("other", retention_days=365)
+        spool = svc.processor.spool
+        assert spool is not None
+        old = datetime.now(UTC) - timedelta(days=40)  # accepted today: back-filled footage
+        frames = {"B-acme-old": ("acme", old), "B-acme-new": ("acme", datetime.now(UTC)),
+                  "B-other-old": ("other", old)}
+        for batch_id, (tenant, ts) in frames.items():
+            spool.put(Batch(batch_id, frames=[Frame(tenant, "cam", "101", f"{batch_id}-1", ts,
+                                                    data=b"x" * 100)]), {"key_id": "k"})
+            spool.set_aside(batch_id)
+        svc.purge_all("test")
+        assert sorted(p.name for p in spool.failed_dir.iterdir()) == [
+            "B-acme-new.batch", "B-acme-new.json", "B-other-old.batch", "B-other-old.json"]
+    finally:
+        svc.stop()
+
+
 def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> None:
     items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
               "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]

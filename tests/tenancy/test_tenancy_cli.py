@@ -35,3 +35,26 @@ def test_admin_cli(tmp_path) -> None:
     assert log[0]["action"] == "retention.purge"
     key_id = shown["keys"][0]["key_id"]
     run("revoke-key", "-t", "acme", key_id)
+
+
+def test_admin_purge_drops_failed_batches_past_their_tenants_retention(tmp_path) -> None:
+    """`revisit admin purge` deletes a failed spooled batch whose snapshots are all older
+    than its tenant's retention, as the server's purge does."""
+    from datetime import UTC, datetime, timedelta
+
+    from revisit.api.spool import Spool
+    from revisit.records import Batch, Frame
+
+    runner = CliRunner()
+    data = ["--data", str(tmp_path / "d")]
+    assert runner.invoke(app, [*data, "admin", "add-tenant", "acme", "--retention-days",
+                               "30"]).exit_code == 0
+    spool = Spool(tmp_path / "d" / "spool")
+    for batch_id, days in (("B-old", 40), ("B-new", 1)):
+        ts = datetime.now(UTC) - timedelta(days=days)
+        spool.put(Batch(batch_id, frames=[Frame("acme", "cam", "101", batch_id, ts,
+                                                data=b"x" * 100)]))
+        spool.set_aside(batch_id)
+    r = runner.invoke(app, [*data, "admin", "purge"])
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in spool.failed_dir.iterdir()] == ["B-new.batch"]

@@ -19,7 +19,12 @@ from revisit.api.workpool import ReportPool
 from revisit.config import Settings
 from revisit.pipeline import Runtime
 from revisit.tenancy.db import open_tenancy
-from revisit.tenancy.privacy import erase_visitor, purge_tenant, purgeable_tenants
+from revisit.tenancy.privacy import (
+    erase_visitor,
+    purge_tenant,
+    purgeable_tenants,
+    retention_cutoff,
+)
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
@@ -191,13 +196,16 @@ class Service:
 
     def purge_all(self, actor: str) -> dict[str, Any]:
         """Every tenant's retention, then the service's own: finished batch statuses and
-        failed spooled batches older than ``batch_status_days``."""
+        failed spooled batches older than ``batch_status_days``, or whose snapshots are
+        all older than their tenant's retention."""
         out = {t: self.purge(t, actor)
                for t in purgeable_tenants(self.runtime.store, self.tenancy)}
-        cutoff = datetime.now(UTC) - timedelta(days=self.config.batch_status_days)
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(days=self.config.batch_status_days)
         self.processor.ledger.forget_before(cutoff.replace(tzinfo=None))
-        if self.processor.spool is not None:
-            self.processor.spool.forget_failed_before(cutoff.timestamp())
+        if self.processor.spool is not None:  # and those past their tenant's retention
+            self.processor.spool.forget_failed_before(cutoff.timestamp(), lambda t: (
+                retention_cutoff(self.runtime.store, self.tenancy, t, now)))
         if self._pipeline is not None:  # dead letters hold snapshots: trimmed as they are read
             try:
                 self._pipeline.stages()

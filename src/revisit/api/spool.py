@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +85,14 @@ class Spool:
                 self.failed_dir.mkdir(exist_ok=True)
                 path.replace(self.failed_dir / path.name)
 
-    def forget_failed_before(self, cutoff: float) -> int:
+    def forget_failed_before(self, cutoff: float,
+                             retention: Callable[[str], datetime] | None = None) -> int:
         """Delete set-aside (failed) and undecodable batches accepted before ``cutoff``
         (a POSIX time): they hold camera snapshots, kept for a replay, not for ever.
-        Returns the batches deleted."""
+        ``retention`` (a tenant -> its retention cutoff): a failed batch whose every
+        snapshot is older than its tenant's cutoff goes too, whenever it was accepted,
+        since a tenant's retention shorter than ``cutoff`` must bind its snapshots as it
+        binds its sightings. Returns the batches deleted."""
         paths = [*self.failed_dir.glob("*.batch"), *self.failed_dir.glob("*.json")] \
             if self.failed_dir.is_dir() else []
         paths += list(self.root.glob("*.bad"))
@@ -98,7 +104,26 @@ class Spool:
                     gone += path.suffix != ".json"
             except FileNotFoundError:
                 continue
+        if retention is not None and self.failed_dir.is_dir():
+            for path in self.failed_dir.glob("*.batch"):
+                if self._past_retention(path, retention):
+                    path.unlink(missing_ok=True)
+                    self.failed_dir.joinpath(f"{path.stem}.json").unlink(missing_ok=True)
+                    gone += 1
         return gone
+
+    @staticmethod
+    def _past_retention(path: Path, retention: Callable[[str], datetime]) -> bool:
+        """Every frame of the failed batch at ``path`` is older than its tenant's cutoff
+        (one tenant per batch, as the processor makes them)."""
+        try:
+            batch = decode_batch(path.read_bytes())
+        except (OSError, ValueError):  # gone meanwhile, or kept for a person to look at
+            return False
+        if not batch.frames:
+            return False
+        newest = max(f.ts.astimezone(UTC) for f in batch.frames)
+        return newest < retention(batch.frames[0].tenant)
 
     def replay_failed(self) -> list[str]:
         """Move every set-aside batch back in line (run at the next start); returns ids."""

@@ -231,7 +231,7 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
     from revisit.backends import open_index
     from revisit.config import ConfigError
     from revisit.ingest.status import BatchLedger
-    from revisit.tenancy.privacy import purge_tenant, purgeable_tenants
+    from revisit.tenancy.privacy import purge_tenant, purgeable_tenants, retention_cutoff
 
     settings = state(ctx).settings()
     try:
@@ -248,9 +248,11 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
             counts = purge_tenant(store, index, t, name, "cli", settings.crops_dir)  # type: ignore[arg-type]
             typer.echo(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if not tenant:  # as the server's scheduled purge does
-            cutoff = datetime.now(UTC) - timedelta(days=status_days)
+            now = datetime.now(UTC)
+            cutoff = now - timedelta(days=status_days)
             BatchLedger(store).forget_before(cutoff.replace(tzinfo=None))  # type: ignore[arg-type]
-            Spool(settings.data / "spool").forget_failed_before(cutoff.timestamp())
+            Spool(settings.data / "spool").forget_failed_before(cutoff.timestamp(), lambda n: (
+                retention_cutoff(store, t, n, now)))  # type: ignore[arg-type]
             if settings.queue_url:  # the stage queues' dead letters, past DEAD_LETTER_DAYS
                 from revisit.distributed.status import PipelineStatus
 

@@ -68,6 +68,18 @@ def retention_days(store: SightingStore, tenancy: Tenancy, tenant: str) -> int:
     raise TenancyError(f"unknown tenant {tenant!r} (no such tenant, and no data under it)")
 
 
+def retention_cutoff(store: SightingStore, tenancy: Tenancy, tenant: str,
+                     now: datetime | None = None) -> datetime:
+    """The moment (UTC) before which the tenant's data goes; a tenant neither registered
+    nor with data in the store (a failed batch was its first) keeps the default, so
+    what waits outside the store (failed spooled batches) is bound by it too."""
+    try:
+        days = retention_days(store, tenancy, tenant)
+    except TenancyError:
+        days = DEFAULT_RETENTION_DAYS
+    return (now or datetime.now(UTC)).astimezone(UTC) - timedelta(days=days)
+
+
 def purge_tenant(
     store: SightingStore, index: FaceIndex | None, tenancy: Tenancy, tenant: str,
     actor: str, crops_dir: Path | None = None, now: datetime | None = None,
