@@ -761,3 +761,49 @@ def test_an_orphaned_parked_batch_is_forwarded_by_one_idle_resolver(
     assert stores[0].unforwarded(resolve.now_utc()) == []
     for s in stores:
         s.close()
+
+
+def test_a_batch_retried_after_a_lost_commit_is_counted_once(
+        tmp_path: Path, pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection drops at the commit: the worker retries the delivery it holds. The
+    first attempt's decisions were rolled back, so the retry must start from the batch as
+    delivered: not from the one the resolver filled (its sightings and new visitors would
+    go on twice to the store stage, and into the batch's status)."""
+    import psycopg
+
+    from revisit.distributed import worker as W
+    from revisit.ingest.status import BatchLedger, BatchStatus
+    from revisit.queue.factory import open_queue
+    from revisit.store import postgres_store as P
+
+    frames = H.scenario(16, people=6, face_ratio=0.9, tenants=("default",))
+    [batch] = _embedded_batches(tmp_path, frames, 16)
+    batch.batch_id = "B-lost-commit"
+    store = P.PostgresStore(pg_url)
+    BatchLedger(store).record(BatchStatus(batch.batch_id, "default", "queued", len(frames)))
+    real, dropped = P.PostgresStore.identity_transaction, []
+
+    @contextlib.contextmanager
+    def drops_once(self: P.PostgresStore, *a: object, **k: object) -> Iterator[object]:
+        with real(self, *a, **k) as tx:  # type: ignore[arg-type]
+            yield tx
+            if not dropped:  # everything written, then the commit never happens
+                dropped.append(1)
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(P.PostgresStore, "identity_transaction", drops_once)
+    monkeypatch.setattr(W, "FIRST_RETRY_WAIT_S", 0.05)
+    open_queue(redis_url, "embeddings").put(batch)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url, queue_url=redis_url)
+    stats = Worker(settings, "resolve", name="r-test").run(max_idle_s=2.0)
+    assert dropped and stats.batches == 1
+    out = open_queue(redis_url, "sightings").get(timeout=2)
+    stored = store.stats("default")
+    assert out is not None and stored["sightings"] > 0
+    assert len(out.batch.sightings) == stored["sightings"]
+    assert len({s.face_image_id for s in out.batch.sightings}) == stored["sightings"]
+    assert len(out.batch.visitors_created) == stored["visitors"]
+    st = BatchLedger(store).get("default", batch.batch_id)
+    assert st is not None and st.state == "done"
+    assert (st.sightings, st.new_visitors) == (stored["sightings"], stored["visitors"])
+    store.close()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -214,7 +215,10 @@ class Worker:
         """The batch through the stage; while the store (or another backend) is down, the
         same delivery is retried here, waiting longer each time, instead of being handed
         back: each hand-back counts as a delivery, and a short outage would otherwise move
-        good batches to the dead letters. Returns (outputs, handler, closable)."""
+        good batches to the dead letters. Each attempt works on a copy of the batch as
+        delivered: a stage fills the batch it is given (the resolver its sightings and new
+        visitors), and what a failed attempt left there was rolled back, not committed.
+        Returns (outputs, handler, closable)."""
         from revisit.backends import unavailable_errors
 
         wait = FIRST_RETRY_WAIT_S
@@ -223,7 +227,7 @@ class Worker:
                 if handler is None:
                     handler, closable = _handler(self.settings, self.stage)
                     _wire(handler, inq)
-                return handler(batch), handler, closable
+                return handler(copy.deepcopy(batch)), handler, closable
             except unavailable_errors() as exc:
                 if self.stop.is_set():
                     raise
