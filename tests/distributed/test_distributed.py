@@ -807,3 +807,38 @@ def test_a_batch_retried_after_a_lost_commit_is_counted_once(
     assert st is not None and st.state == "done"
     assert (st.sightings, st.new_visitors) == (stored["sightings"], stored["visitors"])
     store.close()
+
+
+def test_a_batch_that_kills_its_worker_until_dead_lettered_says_so(
+        tmp_path: Path, pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that kills the detect worker (marked ``processing`` each time) is moved to
+    the dead letters after ``max_deliveries``: its status says ``failed`` and where it
+    went, not ``processing`` for ever (which retention never deletes either)."""
+    from tests.queue.queue_testdata import camera_batch
+
+    from revisit.distributed import worker as W
+    from revisit.ingest.status import BatchLedger, BatchStatus
+    from revisit.queue.factory import open_queue
+    from revisit.store.postgres_store import PostgresStore
+
+    url = redis_url + "&max_deliveries=2"
+    settings = load_settings(None, data=tmp_path, queue_url=url, store_url=pg_url)
+    store = PostgresStore(pg_url)
+    ledger = BatchLedger(store)
+    batch = camera_batch("B-poison")
+    tenant = batch.frames[0].tenant
+    ledger.record(BatchStatus(batch.batch_id, tenant, "queued", len(batch.frames)))
+    open_queue(url, "frames").put(batch)
+    for _ in range(2):  # taken by a worker "k" that dies on it (no ack, no close)
+        d = open_queue(url, "frames", consumer="k-0").get(timeout=2)
+        assert d is not None and d.batch.batch_id == batch.batch_id
+        ledger.processing(tenant, batch.batch_id)
+
+    monkeypatch.setattr(W, "_handler", lambda s, stage: ((lambda b: [b]), None))
+    Worker(settings, "detect", name="k").run(max_idle_s=1.0)  # restarted under its name
+    q = open_queue(url, "frames")
+    assert q.dead_letters() == 1 and q.depth() == 0  # type: ignore[attr-defined]
+    st = ledger.get(tenant, batch.batch_id)
+    assert st is not None and st.state == "failed", st
+    assert "dead letters" in st.error and "replay-dead" in st.error
+    store.close()

@@ -110,8 +110,11 @@ def test_poison_batch_is_dead_lettered_after_max_deliveries(kq) -> None:
         assert d is not None and d.batch.batch_id == "poison"
         worker.close()
     worker = kq(max_deliveries=2)
+    told: list[tuple[str, str]] = []  # the worker's batch statuses hear of it
+    worker.on_dead = lambda b, why: told.append((b.batch_id, why))
     d = worker.get(timeout=WAIT)  # the third delivery goes aside, the next batch comes
     assert d is not None and d.batch.batch_id == "good"
+    assert [t for t, _ in told] == ["poison"] and "too many" in told[0][1]
     d.ack()
     assert producer.depth() == 0 and producer.dead_letters() == 1
     assert producer.status() == {"waiting": 0, "dead_letters": 1}

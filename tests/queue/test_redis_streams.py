@@ -82,7 +82,10 @@ def test_poison_batch_is_dead_lettered_after_max_deliveries(rq, redis_url: str) 
     producer.put(camera_batch("poison"))
     assert rq("w1", max_deliveries=1).get(timeout=2) is not None  # worker 1 dies on it
     w2 = rq("w2", max_deliveries=1)
+    told: list[tuple[str, str]] = []  # the worker's batch statuses hear of it
+    w2.on_dead = lambda b, why: told.append((b.batch_id, why))
     assert w2.get(timeout=1.5) is None  # claimed, but delivered too often: moved aside
+    assert [t for t, _ in told] == ["poison"] and "too many" in told[0][1]
     r = redis.Redis.from_url(redis_url)
     dead = r.xrange(f"revisit:{rq.name}:dead")
     assert len(dead) == 1 and b"too many" in dead[0][1][b"reason"]

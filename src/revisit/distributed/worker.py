@@ -107,6 +107,13 @@ class _Statuses:
         why = f"{stage}: {type(exc).__name__}: {exc} (the broker delivers it again)"
         self._each(batch, lambda t: self.ledger.failed(t, batch.batch_id, why))  # type: ignore[union-attr]
 
+    def dead_lettered(self, batch: Batch, queue: str, why: str) -> None:
+        """The queue moved the batch to its dead letters: nobody delivers it again (a
+        batch that killed its worker each time was left ``processing``)."""
+        error = (f"{queue}: {why}; moved to the dead letters (`revisit admin replay-dead` "
+                 "after fixing the cause)")
+        self._each(batch, lambda t: self.ledger.failed(t, batch.batch_id, error))  # type: ignore[union-attr]
+
     def close(self) -> None:
         if self.ledger is not None:
             self.ledger.store.close()
@@ -253,6 +260,9 @@ class Worker:
                     handler, closable = _handler(self.settings, self.stage)
                 if inq is None:
                     inq, outq = self._open(i)
+                    if hasattr(inq, "on_dead"):
+                        inq.on_dead = (lambda b, why, q=inq.name, st=statuses:
+                                       st.dead_lettered(b, q, why))
                 _wire(handler, inq)
                 delivery = inq.get(timeout=0.5)
                 if delivery is None:

@@ -8,11 +8,14 @@ consumer, so every stage must be idempotent (see :mod:`revisit.store.base`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from revisit.records import Batch
+
+log = logging.getLogger(__name__)
 
 # Dead letters hold snapshots and faces: kept as long as a failed spooled batch
 # (service.batch_status_days' default), then dropped whether replayed or not.
@@ -23,6 +26,16 @@ DEAD_LETTER_DAYS = 30
 class Delivery:
     batch: Batch
     ack: Callable[[], None]
+
+
+def tell_dead(on_dead: Callable[[Batch, str], None], batch: Batch, why: str) -> None:
+    """Tell a queue's ``on_dead`` that ``batch`` went to the dead letters: nobody delivers
+    it again, so whoever shows its status must hear it. Its failure is only logged (the
+    letter is kept either way)."""
+    try:
+        on_dead(batch, why)
+    except Exception:
+        log.exception("dead letter %s: telling its owner failed", batch.batch_id)
 
 
 class QueueFull(Exception):

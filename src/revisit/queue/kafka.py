@@ -36,12 +36,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from revisit.queue.base import DEAD_LETTER_DAYS, BrokerUnavailable, Delivery, QueueFull
+from revisit.queue.base import (
+    DEAD_LETTER_DAYS,
+    BrokerUnavailable,
+    Delivery,
+    QueueFull,
+    tell_dead,
+)
 from revisit.queue.codec import CodecError, decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -153,6 +160,8 @@ class KafkaQueue:
         self._lock = threading.Lock()
         self._parts: dict[int, _Partition] = {}
         self._generation = 0
+        # told of each batch moved to the dead letters (the worker's batch statuses)
+        self.on_dead: Callable[[Batch, str], None] | None = None
         if create_topic:
             self._ensure_topic(partitions)
 
@@ -294,9 +303,12 @@ class KafkaQueue:
         key = (self.group, self.topic, p, off)
         n = _delivered(key)
         if n > self.max_deliveries:
-            self._dead_letter(msg, f"delivered {n - 1} times without an ack (too many)")
+            why = f"delivered {n - 1} times without an ack (too many)"
+            self._dead_letter(msg, why)
             _settled(key)
             self._ack(p, off, gen)
+            if self.on_dead is not None:
+                tell_dead(self.on_dead, batch, why)
             return None
 
         def ack() -> None:

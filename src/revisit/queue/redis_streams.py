@@ -22,16 +22,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from revisit.queue.base import DEAD_LETTER_DAYS, Delivery, QueueFull
+from revisit.queue.base import DEAD_LETTER_DAYS, Delivery, QueueFull, tell_dead
 from revisit.queue.codec import CodecError, decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -121,6 +123,8 @@ class RedisStreamQueue:
         self._alive_script = self._r.register_script(_ALIVE_LUA)
         self._forget_script = self._r.register_script(_FORGET_LUA)
         self._next_beat = 0.0
+        # told of each batch moved to the dead letters (the worker's batch statuses)
+        self.on_dead: Callable[[Batch, str], None] | None = None
         self._own_cursor: str | None = "0"  # replay own pending entries once, after a restart
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
@@ -274,6 +278,9 @@ class RedisStreamQueue:
             self._r.xadd(self.dead_key, dead, maxlen=10_000, approximate=True)
             self._expire_dead()
         self._ack(entry_id)
+        if self.on_dead is not None and fields and _FIELD in fields:
+            with contextlib.suppress(CodecError):
+                tell_dead(self.on_dead, decode_batch(fields[_FIELD]), why)
 
     def put_dead(self, payload: bytes, why: str) -> None:
         """A batch a stage set aside itself (a parked batch that cannot be applied)."""
