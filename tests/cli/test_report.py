@@ -159,3 +159,25 @@ def test_sightings_names_an_unknown_place(data: Path) -> None:
 
     out = CliRunner().invoke(app, ["--data", str(data), "sightings", "--locations", "NOPE"])
     assert out.exit_code == 2 and "location 'NOPE'" in out.output, out.output
+
+
+@pytest.mark.parametrize(("days", "words"), [
+    (["--from", "0001-01-01", "--to", "9999-12-31"], "from 0001-01-01 is outside"),
+    (["--from", DAY, "--to", "2199-12-31"], None),
+    (["--to", "9999-12-31"], "to 9999-12-31 is outside"),
+    (["--from", "2024-02-01", "--to", "2024-01-01"], "to 2024-01-01 is before from 2024-02-01"),
+])
+def test_sightings_refuses_days_as_the_report_does(data: Path, days: list[str],
+                                                  words: str | None) -> None:
+    """A day out of range was a traceback and --to before --from an empty export (exit 0)."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    out = CliRunner().invoke(app, ["--data", str(data), "sightings", *days])
+    if words is None:
+        assert out.exit_code == 0 and out.output.count("\n") == 5, out.output  # header + 4
+        return
+    flat = " ".join(re.sub("[│╭╮╰╯─]", " ", out.output).split())
+    assert out.exit_code == 2 and words in flat, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception

@@ -169,11 +169,14 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("parquet is written to a file: give --output FILE",
                                      param_hint="--format")
         _writable(output)
-        query = SightingQuery(
-            start=parse_day(from_, "--from") if from_ else None,
-            end=parse_day(to, "--to") if to else None,
-            tenant=tenant, locations=split_list(locations), cameras=split_list(cameras),
-        )
+        try:
+            query = SightingQuery(
+                start=parse_day(from_, "--from") if from_ else None,
+                end=parse_day(to, "--to") if to else None,
+                tenant=tenant, locations=split_list(locations), cameras=split_list(cameras),
+            )
+        except ValueError as exc:  # a day out of range, or --to before --from
+            raise typer.BadParameter(str(exc)) from None
         store = open_data_store(ctx)
         try:
             _places(store, tenant, query.locations, query.cameras)

@@ -14,6 +14,16 @@ EARLIEST_DAY = date(1970, 1, 1)
 LATEST_DAY = date(2199, 12, 31)
 
 
+def check_days(start: date | None, end: date | None) -> None:
+    """Raise ValueError naming a day outside EARLIEST_DAY..LATEST_DAY (it would overflow the
+    date arithmetic) or an end before the start (an empty answer that looks like "nobody")."""
+    for name, day in (("from", start), ("to", end)):
+        if day is not None and not EARLIEST_DAY <= day <= LATEST_DAY:
+            raise ValueError(f"{name} {day} is outside {EARLIEST_DAY} to {LATEST_DAY}")
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"to {end} is before from {start}")
+
+
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
     """A time range (whole days, inclusive at both ends) and a camera/location filter.
@@ -32,11 +42,7 @@ class ReportQuery:
     excluded: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name, day in (("from", self.start), ("to", self.end)):
-            if not EARLIEST_DAY <= day <= LATEST_DAY:
-                raise ValueError(f"{name} {day} is outside {EARLIEST_DAY} to {LATEST_DAY}")
-        if self.end < self.start:
-            raise ValueError(f"to {self.end} is before from {self.start}")
+        check_days(self.start, self.end)
         if self.visit_gap < timedelta(0):
             raise ValueError("visit gap must not be negative")
 
@@ -87,6 +93,9 @@ class SightingQuery:
     tenant: str = DEFAULT_TENANT
     locations: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_days(self.start, self.end)
 
 
 # The columns of a sightings export, in order (CSV header, JSON keys).
