@@ -181,3 +181,21 @@ def test_sightings_refuses_days_as_the_report_does(data: Path, days: list[str],
     flat = " ".join(re.sub("[│╭╮╰╯─]", " ", out.output).split())
     assert out.exit_code == 2 and words in flat, out.output
     assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+
+
+@pytest.mark.parametrize(("days", "words"), [
+    (["--from", "9999-12-31", "--to", "9999-12-31"], "from 9999-12-31 is outside"),
+    (["--from", "0001-01-01", "--to", DAY], "from 0001-01-01 is outside"),
+    (["--from", DAY, "--to", "2000-01-01"], "to 2000-01-01 is before from"),
+])
+def test_occupancy_refuses_days_as_the_report_does(data: Path, days: list[str],
+                                                   words: str) -> None:
+    """A day past 9999-12-30 was an OverflowError traceback."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    out = CliRunner().invoke(app, ["--data", str(data), "occupancy", *days])
+    flat = " ".join(re.sub("[│╭╮╰╯─]", " ", out.output).split())
+    assert out.exit_code == 2 and words in flat, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception

@@ -51,13 +51,16 @@ def register(app: typer.Typer) -> None:
         """People per minute per location (cameras combined by the overlap rule), and the
         typical week: when is the store full?"""
         from revisit.occupancy.history import history_table, write_history_csv
+        from revisit.report.query import check_days
 
         if fmt not in {"table", "csv", "json"}:
             raise typer.BadParameter(f"{fmt!r} is not one of table, csv, json",
                                      param_hint="--format")
         start, end = parse_day(from_, "--from"), parse_day(to, "--to")
-        if end < start:
-            raise typer.BadParameter(f"--to {end} is before --from {start}")
+        try:  # as the reports: a day past 9999 overflowed the history's date arithmetic
+            check_days(start, end)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
         store, db = _stores(ctx)
         try:
             require_tenant(store, tenant)
