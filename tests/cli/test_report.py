@@ -199,3 +199,18 @@ def test_occupancy_refuses_days_as_the_report_does(data: Path, days: list[str],
     flat = " ".join(re.sub("[│╭╮╰╯─]", " ", out.output).split())
     assert out.exit_code == 2 and words in flat, out.output
     assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+
+
+def test_occupancy_names_an_unknown_location(data: Path) -> None:
+    """A misspelt location was an empty history with exit 0 (the API answers 403)."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    runner = CliRunner()
+    days = ["occupancy", "--from", DAY, "--to", DAY]
+    out = runner.invoke(app, ["--data", str(data), *days, "--locations", "101,NOPE"])
+    assert out.exit_code == 2 and "location 'NOPE'" in out.output, out.output
+    assert "101" not in out.output.replace("NOPE", ""), out.output  # only the unknown one
+    out = runner.invoke(app, ["--data", str(data), *days, "--locations", "101,203"])
+    assert out.exit_code == 0, out.output

@@ -61,10 +61,15 @@ def register(app: typer.Typer) -> None:
             check_days(start, end)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        locs = split_list(locations)
         store, db = _stores(ctx)
         try:
             require_tenant(store, tenant)
-            out = history_table(db, tenant, start, end, tuple(split_list(locations)))
+            # as the reports and the API (403): a misspelt location is no empty history
+            if problems := db.tenancy.unknown_places(tenant, locs, ()):
+                typer.echo(f"error: {'; '.join(problems)}", err=True)
+                raise typer.Exit(2)
+            out = history_table(db, tenant, start, end, locs)
         finally:
             store.close()
         if fmt == "json":
