@@ -214,3 +214,21 @@ def test_occupancy_names_an_unknown_location(data: Path) -> None:
     assert "101" not in out.output.replace("NOPE", ""), out.output  # only the unknown one
     out = runner.invoke(app, ["--data", str(data), *days, "--locations", "101,203"])
     assert out.exit_code == 0, out.output
+
+
+@pytest.mark.parametrize("args", [
+    ["occupancy", "--from", DAY, "--to", DAY], ["admin", "alerts", "-t", "default"],
+    ["admin", "audit", "-t", "default"], ["known", "list", "-t", "default"],
+    ["known", "presence", "-t", "default", "--from", DAY, "--to", DAY],
+])
+def test_reading_commands_name_a_data_directory_without_data(tmp_path: Path,
+                                                             args: list[str]) -> None:
+    """A misspelt --data made these create an empty store there and answer empty, exit 0."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    missing = tmp_path / "revisit-dat"
+    out = CliRunner().invoke(app, ["--data", str(missing), *args])
+    assert out.exit_code == 2 and f"no data in {missing}" in out.output, out.output
+    assert not missing.exists()

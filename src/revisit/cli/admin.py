@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import AnyTenant, Tenant, require_tenant, split_list, state
+from revisit.cli.context import AnyTenant, Tenant, require_data, require_tenant, split_list, state
 from revisit.tenancy.db import Tenancy, TenancyError, open_tenancy
 
 admin_app = typer.Typer(help="Tenants, keys, cameras, groups, erasure and retention.",
@@ -269,6 +269,7 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
 def audit(ctx: typer.Context, tenant: Tenant,
           limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50) -> None:
     """The tenant's audit log, newest first (JSON lines)."""
+    require_data(ctx)
     with _open(ctx) as (store, t):
         if store is not None:  # through a running server, the server names a wrong tenant
             require_tenant(store, tenant)

@@ -67,12 +67,19 @@ def open_data_store(ctx: typer.Context, api: str | None = None) -> Any:
     same while `revisit serve` holds the store, named in the error."""
     from revisit.backends import open_store
 
+    require_data(ctx)
+    settings = state(ctx).settings()
+    return open_store(settings) if api is None else open_store_directly(ctx, api)
+
+
+def require_data(ctx: typer.Context) -> None:
+    """Exit 2 naming an embedded data directory that holds no store: a command that only
+    reads must not create one on a misspelt ``--data`` and answer as if it were empty."""
     settings = state(ctx).settings()
     if not settings.store_url and not settings.db_path.exists():
         typer.echo(f"error: no data in {settings.data} (run `revisit ingest` first or pass "
                    "--data)", err=True)
         raise typer.Exit(2)
-    return open_store(settings) if api is None else open_store_directly(ctx, api)
 
 
 def open_store_directly(ctx: typer.Context, api: str) -> Any:

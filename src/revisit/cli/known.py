@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from revisit.cli.context import Tenant, open_store_directly, parse_day, require_tenant, split_list, state
+from revisit.cli.context import (
+    Tenant,
+    open_store_directly,
+    parse_day,
+    require_data,
+    require_tenant,
+    split_list,
+    state,
+)
 
 known_app = typer.Typer(help="Known people: staff exclusion and the watchlist (opt-in, "
                         "audited).", no_args_is_help=True)
@@ -84,6 +92,7 @@ def list_(ctx: typer.Context, tenant: Tenant,
     """Active enrolments (JSON lines; audited)."""
     from revisit.known.enrol import Enrolments
 
+    require_data(ctx)
     store, tenancy = _open(ctx)
     try:
         require_tenant(store, tenant)
@@ -131,6 +140,7 @@ def presence(
                         locations=tuple(split_list(locations)))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    require_data(ctx)
     store, tenancy = _open(ctx)
     try:
         require_tenant(store, tenant)

@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from revisit.cli.context import Tenant, open_store_directly, parse_day, require_tenant, split_list, state
+from revisit.cli.context import (
+    Tenant,
+    open_store_directly,
+    parse_day,
+    require_data,
+    require_tenant,
+    split_list,
+    state,
+)
 
 
 def _stores(ctx: typer.Context):  # -> (store, OccupancyDB)
@@ -62,6 +70,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         locs = split_list(locations)
+        require_data(ctx)
         store, db = _stores(ctx)
         try:
             require_tenant(store, tenant)
@@ -225,6 +234,7 @@ def register(app: typer.Typer) -> None:
         """Alerts raised, newest first, with their delivery attempts (JSON lines)."""
         from revisit.occupancy.alerts import AlertBook
 
+        require_data(ctx)
         store, _db = _stores(ctx)
         try:
             require_tenant(store, tenant)
