@@ -168,3 +168,18 @@ def test_eval_footage_of_a_clip_that_is_no_video(tmp_path: Path) -> None:
     labels.write_text(json.dumps({"clip": str(clip), "every_s": 1, "people": {}, "frames": []}))
     _refused(_run(["eval", "--footage", str(labels)], tmp_path / "data"),
              "error:", "cannot open video", "broken.mp4")
+
+
+def test_a_folder_given_as_manifest(tmp_path: Path) -> None:
+    """A folder was reported as "not found", which sends a user looking for a typo."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "ingest", str(folder)])
+    assert out.exit_code == 2 and f"manifest {folder} is a folder" in out.output, out.output
+    out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "ingest",
+                                   str(tmp_path / "none.jsonl")])
+    assert out.exit_code == 2 and "none.jsonl not found" in out.output, out.output

@@ -62,7 +62,10 @@ def register(app: typer.Typer) -> None:
         from revisit.ingest.manifest import ManifestError, check_manifest, read_manifest
 
         if not manifest.is_file():
-            typer.echo(f"error: manifest {manifest} not found", err=True)
+            why = ("is a folder: give the manifest file in it (JSONL, one snapshot a line)"
+                   if manifest.is_dir() else "is no regular file" if manifest.exists()
+                   else "not found")
+            typer.echo(f"error: manifest {manifest} {why}", err=True)
             raise typer.Exit(2)
         try:
             check_manifest(manifest)
