@@ -183,3 +183,20 @@ def test_a_folder_given_as_manifest(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "ingest",
                                    str(tmp_path / "none.jsonl")])
     assert out.exit_code == 2 and "none.jsonl not found" in out.output, out.output
+
+
+@pytest.mark.parametrize(("option", "value"), [("--start", "2024-01-05T09:00"),
+                                               ("--every", "often")])
+def test_ingest_video_names_the_option_it_refuses(tmp_path: Path, option: str,
+                                                  value: str) -> None:
+    """"Invalid value: ts '…' has no UTC offset" did not say which option held it."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "ingest-video", str(clip),
+                                   "--camera", "c1", "--location", "101", option, value])
+    flat = " ".join(re.sub("[│╭╮╰╯─]", " ", out.output).split())
+    assert out.exit_code == 2 and f"Invalid value for {option}" in flat, out.output

@@ -115,9 +115,12 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(exc)) from None
         try:
             step = parse_duration(every)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--every") from None
+        try:
             origin = parse_ts(start) if start else None
         except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            raise typer.BadParameter(str(exc), param_hint="--start") from None
         if step.total_seconds() <= 0:
             raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
         if not is_stream(source) and not Path(source).exists():
