@@ -200,3 +200,26 @@ def test_ingest_video_names_the_option_it_refuses(tmp_path: Path, option: str,
                                    "--camera", "c1", "--location", "101", option, value])
     flat = " ".join(re.sub("[│╭╮╰╯─]", " ", out.output).split())
     assert out.exit_code == 2 and f"Invalid value for {option}" in flat, out.output
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('{"image": "a.jpg", "camera_id": "c1", "location_id": "101", "ts": "2024-01-05T09:00:00Z"}',
+     "no field 'image_id'"),  # a manifest given as the truth
+    ("", "holds no frames"),  # scored nothing as 100 %, exit 0
+    ("not json", "cannot read a truth file"),
+])
+def test_eval_of_a_file_that_is_no_truth(tmp_path: Path, text: str, words: str) -> None:
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+    from revisit.store.duckdb_store import DuckDBStore
+
+    data = tmp_path / "d"
+    data.mkdir()
+    DuckDBStore(data / "revisit.duckdb").close()
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text(text + "\n")
+    out = CliRunner().invoke(app, ["--data", str(data), "eval", "--truth", str(truth),
+                                   "--no-reference"])
+    assert out.exit_code == 2 and words in out.output, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception

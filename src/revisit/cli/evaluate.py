@@ -52,10 +52,14 @@ def register(app: typer.Typer) -> None:
             return
         assert truth is not None
         from revisit.evaluation.evaluate import evaluate_store, format_table
-        from revisit.evaluation.truth import load_truth
+        from revisit.evaluation.truth import TruthError, load_truth
 
         settings = state(ctx).settings(**({"data": data} if data is not None else {}))
-        t = load_truth(truth)
+        try:
+            t = load_truth(truth)
+        except TruthError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         if not settings.store_url:
             if not settings.db_path.exists():
                 typer.echo(f"error: no store at {settings.db_path} (ingest first, or --data DIR)",

@@ -52,6 +52,11 @@ class Truth:
         return sum(len(f.faces) for f in self.frames.values())
 
 
+class TruthError(ValueError):
+    """A file that is no truth (a manifest, labels, any other JSON): a scorer run on it
+    would fail deep inside, or score nothing as 100 %."""
+
+
 def _frame(obj: dict) -> TruthFrame:
     return TruthFrame(
         image_id=obj["image_id"],
@@ -65,7 +70,21 @@ def _frame(obj: dict) -> TruthFrame:
 
 
 def load_truth(path: Path | str) -> Truth:
+    """The truth in ``path``; TruthError names a file that holds none."""
     path = Path(path)
+    try:
+        return _load(path)
+    except TruthError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TruthError(f"{path}: cannot read a truth file ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise TruthError(f"{path} is not a truth file written by `revisit simulate` "
+                         f"({what})") from None
+
+
+def _load(path: Path) -> Truth:
     if path.suffix == ".jsonl":
         objs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         doc: dict = {"frames": objs, "tenant": (objs[0].get("tenant") if objs else None)}
@@ -73,6 +92,8 @@ def load_truth(path: Path | str) -> Truth:
         doc = json.loads(path.read_text())
     gap = timedelta(seconds=int(doc.get("visit_gap_s", 1800)))
     frames = {f.image_id: f for f in map(_frame, doc["frames"])}
+    if not frames:
+        raise TruthError(f"{path} holds no frames: nothing to score against")
     identities: dict[str, str] = {}
     seen: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
     for fr in frames.values():
