@@ -223,3 +223,17 @@ def test_eval_of_a_file_that_is_no_truth(tmp_path: Path, text: str, words: str) 
                                    "--no-reference"])
     assert out.exit_code == 2 and words in out.output, out.output
     assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+
+
+def test_demo_on_a_folder_without_person_folders(tmp_path: Path) -> None:
+    """`revisit simulate` named it; `revisit demo` printed the ValueError's traceback."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "loose.jpg").write_bytes(b"")
+    out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "demo", "--faces", str(faces)])
+    assert out.exit_code == 2 and "has no person folders with photos" in out.output, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception

@@ -62,7 +62,11 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(f"building {stores} stores x {cameras_per_store} cameras, {days} days, "
                    f"{visitors} visitors from {faces} ...", err=True)
-        scenario = build_scenario(faces, out, spec)
+        try:  # as `revisit simulate`: a folder without usable photos is one line, exit 2
+            scenario = build_scenario(faces, out, spec)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"scene set: {scenario.frames} frames, {scenario.faces} faces "
                    f"({scenario.seconds:.1f} s) in {out}", err=True)
         from revisit.ingest.manifest import read_manifest
