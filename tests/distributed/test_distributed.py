@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks import distributed_harness as H
@@ -842,3 +843,40 @@ def test_a_batch_that_kills_its_worker_until_dead_lettered_says_so(
     assert st is not None and st.state == "failed", st
     assert "dead letters" in st.error and "replay-dead" in st.error
     store.close()
+
+
+def test_a_handler_opened_during_a_retry_is_closed_when_the_batch_then_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store drops: the resolve worker closes its handler and opens another for the
+    retry; if the batch then fails for a reason of its own, that new handler (and its store
+    connection) is closed too, not left open while the loop starts a third."""
+    import psycopg
+
+    from revisit.distributed import worker as W
+
+    opened: list[Any] = []
+    calls: list[int] = []
+
+    class Closable:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def handler(settings: Any, stage: str) -> tuple[Any, Any]:
+        def handle(batch: Batch) -> list[Batch]:
+            calls.append(1)
+            if len(calls) == 1:
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            raise ValueError("a batch that fails on its own")
+
+        opened.append(Closable())
+        return handle, opened[-1]
+
+    monkeypatch.setattr(W, "_handler", handler)
+    monkeypatch.setattr(W, "FIRST_RETRY_WAIT_S", 0.01)
+    settings = load_settings(None, data=tmp_path / "d", queue_url="redis://127.0.0.1:6379/15")
+    first, closable = handler(settings, "resolve")
+    with pytest.raises(ValueError, match="on its own"):
+        Worker(settings, "resolve")._handle(0, Batch("B-1"), first, closable, None)  # type: ignore[arg-type]
+    assert len(opened) == 2 and all(c.closed for c in opened)

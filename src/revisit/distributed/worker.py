@@ -229,10 +229,12 @@ class Worker:
         from revisit.backends import unavailable_errors
 
         wait = FIRST_RETRY_WAIT_S
+        fresh = False  # a handler opened here: the caller does not know it yet
         while True:
             try:
                 if handler is None:
                     handler, closable = _handler(self.settings, self.stage)
+                    fresh = True
                     _wire(handler, inq)
                 return handler(copy.deepcopy(batch)), handler, closable
             except unavailable_errors() as exc:
@@ -246,6 +248,10 @@ class Worker:
                     handler = closable = None
                 self.stop.wait(wait)
                 wait = min(wait * 2, MAX_RETRY_WAIT_S)
+            except BaseException:
+                if fresh:  # the caller closes only the handler it passed in
+                    _close_quietly(closable)
+                raise
 
     def _loop(self, i: int, max_idle_s: float | None) -> None:
         handler = closable = inq = outq = None
