@@ -67,6 +67,19 @@ def test_a_moved_camera_counts_where_the_registry_puts_it(store: SightingStore) 
     assert db.live("acme", "101", now=later[0].ts).cameras == 0
 
 
+def test_two_frames_of_one_camera_at_one_time_count_a_zone_once(store: SightingStore) -> None:
+    """A burst (two snapshots stamped the same second): the live answer takes one frame per
+    camera for its named zones as for its count, not the zones' sum over both frames."""
+    db = _setup(store)
+    db.set_camera("acme", "door", CameraZones(
+        counting=True, named={"queue": [(0, 0), (10, 0), (10, 10)]}))
+    counts = [PeopleCount("acme", "door", "101", image, T0, zone, n, int(n))
+              for image in ("door-1", "door-2") for zone, n in (("", 5.0), ("queue", 3.0))]
+    _store(store, counts)
+    now = db.live("acme", "101", now=T0)
+    assert (now.count, now.zones) == (5.0, {"queue": 3.0})
+
+
 def test_closing_a_run_waits_for_its_alerts_to_be_delivered(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The end of `revisit ingest`: an alert on its way (here retried once) is delivered
     and its attempts logged before the store closes."""

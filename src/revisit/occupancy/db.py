@@ -191,22 +191,29 @@ class OccupancyDB:
         cams = self._counting_cameras(tenant, location_id)
         since = _naive(now) - timedelta(days=1)
         rows = self._rows(
-            "SELECT p.camera_id, p.zone, p.ts, p.count FROM people_counts p JOIN ("
+            "SELECT p.camera_id, p.image_id, p.zone, p.ts, p.count FROM people_counts p JOIN ("
             " SELECT camera_id, max(ts) AS ts FROM people_counts WHERE tenant = ? "
             " AND location_id = ? AND zone = '' AND ts >= ? AND ts <= ? GROUP BY camera_id"
             ") m ON p.camera_id = m.camera_id AND p.ts = m.ts "
             "WHERE p.tenant = ? AND p.location_id = ?",
             (tenant, location_id, since, _naive(now), tenant, location_id))
+        # one frame per camera, even if two of its frames share the newest time (a burst,
+        # a camera's clock in whole seconds): its counting zone and named zones both come
+        # from that frame, so a queue is not counted once per frame
+        frame: dict[str, str] = {}
+        for cam, image, zone, _, _ in rows:
+            if cam in cams and zone == "":
+                frame[cam] = max(frame.get(cam, image), image)
         newest: dict[str, CameraCount] = {}
         zones: dict[str, dict[str, float]] = defaultdict(dict)  # camera -> zone -> people
-        for cam, zone, ts, count in rows:
-            if cam not in cams:
+        for cam, image, zone, ts, count in rows:
+            if frame.get(cam) != image:
                 continue
-            if zone == "":  # one per camera, even if two of its frames share a time
+            if zone == "":
                 newest[cam] = CameraCount(cam, cams[cam].overlap_group or cam, float(count),
                                           _aware(ts))
             else:
-                zones[cam][zone] = zones[cam].get(zone, 0.0) + float(count)
+                zones[cam][zone] = float(count)
         return occupancy(location_id, cfg, len(cams), list(newest.values()), dict(zones), now)
 
     # -- history ------------------------------------------------------------------------
