@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from revisit.config.occupancy import CameraZones, LocationOccupancy
+from revisit.config.occupancy import STORED, CameraZones, LocationOccupancy
 from revisit.occupancy.live import CameraCount, combine, occupancy
 from revisit.occupancy.zones import mask_polygon
 
@@ -31,6 +31,8 @@ def test_counting_exclusion_and_named_zones() -> None:
 
 @pytest.mark.parametrize(("doc", "message"), [
     ({"count_zone": [(0, 0), (1, 1)]}, "at least 3 points"),
+    ({"count_zone": [(5, 5), (5, 5), (5, 5)]}, "encloses no area"),
+    ({"named": {"q": [(0, 0), (10, 10), (20, 20), (30, 30)]}}, "encloses no area"),
     ({"exclude": [[(0, 0), (1, 1), (-5, 3)]]}, "outside"),
     ({"named": {"": SQUARE}}, "zone name"),
     ({"scale": 0}, "greater than 0"),
@@ -39,6 +41,15 @@ def test_counting_exclusion_and_named_zones() -> None:
 def test_bad_zones_are_refused_with_the_reason(doc: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         CameraZones.model_validate(doc)
+
+
+def test_a_zone_stored_before_a_check_existed_still_loads() -> None:
+    """The pipeline reads every camera's settings: one saved before the area check must
+    not stop it."""
+    flat = '{"counting": true, "count_zone": [[5, 5], [5, 5], [5, 5]]}'
+    with pytest.raises(ValidationError, match="encloses no area"):
+        CameraZones.model_validate_json(flat)
+    assert CameraZones.model_validate_json(flat, context=STORED).counting
 
 
 def test_a_mask_becomes_a_polygon() -> None:

@@ -11,13 +11,22 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Point = tuple[float, float]
 MAX_COORD = 100_000  # px: far beyond any camera, small enough to catch unit mistakes
 
 
-def _polygon(points: list[Point], what: str) -> list[Point]:
+def _polygon(points: list[Point], what: str, stored: bool = False) -> list[Point]:
+    """A polygon's checks; ``stored``: read back from the store, where a zone saved before
+    a check existed must still load (the pipeline reads every camera's settings)."""
     if len(points) < 3:
         raise ValueError(f"{what} needs at least 3 points, got {len(points)}")
     if len(points) > 200:
@@ -25,7 +34,19 @@ def _polygon(points: list[Point], what: str) -> list[Point]:
     for x, y in points:
         if not (0 <= x <= MAX_COORD and 0 <= y <= MAX_COORD):
             raise ValueError(f"{what}: point ({x}, {y}) is outside 0..{MAX_COORD} px")
+    # repeated or collinear points (or crossing edges whose parts cancel) enclose
+    # nothing: such a zone would count nobody and exclude nothing, without a word
+    if not stored and cv2.contourArea(np.asarray(points, np.float32).reshape(-1, 1, 2)) <= 0:
+        raise ValueError(f"{what} encloses no area (its points repeat, lie on one line "
+                         "or its edges cross)")
     return points
+
+
+STORED = {"stored": True}  # validation context of settings read back from the store
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
 
 
 class CameraZones(BaseModel):
@@ -53,21 +74,21 @@ class CameraZones(BaseModel):
 
     @field_validator("count_zone")
     @classmethod
-    def _count_zone(cls, v: list[Point] | None) -> list[Point] | None:
-        return None if v is None else _polygon(v, "count_zone")
+    def _count_zone(cls, v: list[Point] | None, info: ValidationInfo) -> list[Point] | None:
+        return None if v is None else _polygon(v, "count_zone", _stored(info))
 
     @field_validator("exclude")
     @classmethod
-    def _exclude(cls, v: list[list[Point]]) -> list[list[Point]]:
-        return [_polygon(p, f"exclude[{i}]") for i, p in enumerate(v)]
+    def _exclude(cls, v: list[list[Point]], info: ValidationInfo) -> list[list[Point]]:
+        return [_polygon(p, f"exclude[{i}]", _stored(info)) for i, p in enumerate(v)]
 
     @field_validator("named")
     @classmethod
-    def _named(cls, v: dict[str, list[Point]]) -> dict[str, list[Point]]:
+    def _named(cls, v: dict[str, list[Point]], info: ValidationInfo) -> dict[str, list[Point]]:
         for name in v:
             if not 0 < len(name) <= 64 or not name.strip():
                 raise ValueError(f"zone name {name!r} must be 1-64 characters")
-        return {k: _polygon(p, f"named zone {k!r}") for k, p in v.items()}
+        return {k: _polygon(p, f"named zone {k!r}", _stored(info)) for k, p in v.items()}
 
     def excluded(self, x: float, y: float) -> bool:
         return any(_inside(tuple(map(tuple, p)), x, y) for p in self.exclude)

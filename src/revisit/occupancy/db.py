@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from revisit.config.occupancy import CameraZones, LocationOccupancy
+from revisit.config.occupancy import STORED, CameraZones, LocationOccupancy
 from revisit.occupancy.live import CameraCount, Occupancy, combine, occupancy
 from revisit.records import DEFAULT_TENANT
 from revisit.store.base import SightingStore
@@ -58,7 +58,7 @@ def all_camera_zones(store: SightingStore,
         sql, params = sql + " WHERE tenant = ?", [tenant]
     with store.read() as s:
         rows = s.execute(sql, params).fetchall()
-    return {(t, c): CameraZones.model_validate_json(cfg) for t, c, cfg in rows}
+    return {(t, c): CameraZones.model_validate_json(cfg, context=STORED) for t, c, cfg in rows}
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -130,7 +130,7 @@ class OccupancyDB:
     def camera(self, tenant: str, camera_id: str) -> CameraZones | None:
         rows = self._rows("SELECT config FROM occupancy_cameras WHERE tenant = ? "
                           "AND camera_id = ?", (tenant, camera_id))
-        return CameraZones.model_validate_json(rows[0][0]) if rows else None
+        return CameraZones.model_validate_json(rows[0][0], context=STORED) if rows else None
 
     def all_cameras(self, tenant: str | None = None) -> dict[tuple[str, str], CameraZones]:
         return all_camera_zones(self.store, tenant)
@@ -160,7 +160,7 @@ class OccupancyDB:
             "LEFT JOIN cameras c ON c.tenant = o.tenant AND c.camera_id = o.camera_id "
             "WHERE o.tenant = ? AND coalesce(r.location_id, c.location_id) = ?",
             (tenant, location_id))
-        out = {cam: CameraZones.model_validate_json(cfg) for cam, cfg in rows}
+        out = {cam: CameraZones.model_validate_json(cfg, context=STORED) for cam, cfg in rows}
         return {cam: z for cam, z in out.items() if z.counting}
 
     def check_rule_place(self, tenant: str, location_id: str, zone: str) -> None:
