@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from tests.receivers import Received, webhook_receiver
 
+from revisit.config.occupancy import STORED
 from revisit.occupancy.alerts import AlertBook, AlertRule, Deliverer, SmtpSettings, sign
 from revisit.store.base import SightingStore
 
@@ -69,6 +70,20 @@ def test_held_for_a_while_before_it_fires(store: SightingStore) -> None:
     assert _run(book, rule, [6, 7, 3, 6, 6, 6, 7, 8]) == [6]  # 3 minutes above from step 3
     with pytest.raises(ValidationError, match="zone rule"):
         AlertRule(rule_id="x", location_id="L1", zone="till", above=5)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://hooks.example.com:99999/x",
+                                 "https://:443/x", "http://host:port/x",
+                                 "https://hooks.example.com/a b"])
+def test_a_webhook_url_that_cannot_be_parsed_is_refused_up_front(url: str) -> None:
+    """Accepted, it would only fail at every delivery, long after the rule was put."""
+    with pytest.raises(ValidationError, match="not an http"):
+        AlertRule(rule_id="x", location_id="L1", above=5, webhook_url=url)
+    AlertRule(rule_id="x", location_id="L1", above=5,
+              webhook_url="https://[2001:db8::1]:8443/hooks/revisit?a=1")
+    # a rule saved before the check still loads from the store (its deliveries fail, logged)
+    stored = AlertRule(rule_id="x", location_id="L1", above=5).model_dump() | {"webhook_url": url}
+    assert AlertRule.model_validate(stored, context=STORED).webhook_url == url
 
 
 @pytest.fixture

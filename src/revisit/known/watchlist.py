@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from revisit.config.occupancy import STORED
 from revisit.known.enrol import WATCHLIST, Enrolments, check_tenant
 from revisit.occupancy.alerts import (
     WATCHLIST_RULE,
@@ -64,8 +65,9 @@ class Watchlist:
         if row is None:
             return None
         doc = json.loads(row[3])
-        return WatchlistSettings(enabled=row[0], purpose=row[1], webhook_url=row[2],
-                                 emails=doc["emails"], cooldown_s=doc["cooldown_s"])
+        return WatchlistSettings.model_validate(
+            {"enabled": row[0], "purpose": row[1], "webhook_url": row[2],
+             "emails": doc["emails"], "cooldown_s": doc["cooldown_s"]}, context=STORED)
 
     def set(self, tenant: str, cfg: WatchlistSettings, actor: str) -> None:
         check_tenant(self.store, self.tenancy, tenant)
@@ -158,8 +160,9 @@ class WatchlistWatcher:
         # older batch after another's newer one, a batch's frames in any order)
         cooldown = timedelta(seconds=cfg.cooldown_s)
         since, until = ts - cooldown, ts + cooldown
-        rule = AlertRule(rule_id=WATCHLIST_RULE, location_id=s.location_id, metric="count", above=0,
-                         webhook_url=cfg.webhook_url, emails=cfg.emails)
+        rule = AlertRule.model_validate(
+            {"rule_id": WATCHLIST_RULE, "location_id": s.location_id, "metric": "count",
+             "above": 0, "webhook_url": cfg.webhook_url, "emails": cfg.emails}, context=STORED)
         message = (f"watchlist: {label} at {s.location_id} (camera {s.camera_id}, "
                    f"match {s.match_score:.2f})")
         alert_id = "wl_" + secrets.token_hex(6)
