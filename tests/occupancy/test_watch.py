@@ -80,6 +80,18 @@ def test_two_frames_of_one_camera_at_one_time_count_a_zone_once(store: SightingS
     assert (now.count, now.zones) == (5.0, {"queue": 3.0})
 
 
+def test_exactly_at_a_rules_threshold_is_not_above_it(store: SightingStore) -> None:
+    """4.9 of 7 people is 70 %, not above 70 (floating point made it 70.00000000000001)."""
+    db = _setup(store)
+    db.set_location("acme", "101", LocationOccupancy(capacity=7))
+    book = AlertBook(store)
+    book.put_rule("acme", AlertRule(rule_id="full", location_id="101", above=70))
+    counts = _counts("door", "101", [4.9])
+    _store(store, counts)
+    Watcher(store, Settings()).after(counts)
+    assert book.alerts("acme") == []
+
+
 def test_closing_a_run_waits_for_its_alerts_to_be_delivered(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The end of `revisit ingest`: an alert on its way (here retried once) is delivered
     and its attempts logged before the store closes."""

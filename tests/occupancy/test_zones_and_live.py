@@ -83,6 +83,15 @@ def test_levels_sign_and_no_data() -> None:
         LocationOccupancy(capacity=10, amber_pct=95, red_pct=90)
 
 
+@pytest.mark.parametrize(("count", "capacity", "level"), [
+    (18.9, 21, "red"), (18.89, 21, "amber"), (18.9, 27, "amber"), (18.88, 27, "green")])
+def test_a_level_reached_exactly_is_that_level(count: float, capacity: int, level: str) -> None:
+    """100 * 18.9 / 21 is 89.99999999999999 in floating point: still 90 %, red."""
+    cfg = LocationOccupancy(capacity=capacity, amber_pct=70, red_pct=90)
+    o = occupancy("L1", cfg, 1, [CameraCount("c1", "c1", count, NOW)], {}, NOW)
+    assert o.level == level
+
+
 def test_settings_file_zones_and_capacities_reach_the_store(tmp_path) -> None:
     from revisit.config import load_settings
     from revisit.occupancy.db import OccupancyDB

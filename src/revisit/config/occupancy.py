@@ -141,6 +141,10 @@ class LocationOccupancy(BaseModel):
         return self
 
     def level(self, pct: float) -> Level:
+        """``pct`` is 100 * count / capacity in floating point, which can land a hair under
+        a level it reaches exactly (18.9 of 21 people: 89.99999999999999 %, shown as
+        90.0): compared at a precision far finer than any count's."""
+        pct = round(pct, 6)
         if pct >= self.red_pct:
             return "red"
         return "amber" if pct >= self.amber_pct else "green"

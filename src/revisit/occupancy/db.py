@@ -209,11 +209,14 @@ class OccupancyDB:
         for cam, image, zone, ts, count in rows:
             if frame.get(cam) != image:
                 continue
+            # counts are stored to 2 decimals in a REAL column: DuckDB hands back its float32
+            # (4.9 reads 4.900000095), which would tip a % over a level or a rule's line
+            people = round(float(count), 2)
             if zone == "":
-                newest[cam] = CameraCount(cam, cams[cam].overlap_group or cam, float(count),
+                newest[cam] = CameraCount(cam, cams[cam].overlap_group or cam, people,
                                           _aware(ts))
             else:
-                zones[cam][zone] = float(count)
+                zones[cam][zone] = people
         return occupancy(location_id, cfg, len(cams), list(newest.values()), dict(zones), now)
 
     # -- history ------------------------------------------------------------------------

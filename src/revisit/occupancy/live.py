@@ -82,7 +82,10 @@ def occupancy(location_id: str, cfg: LocationOccupancy, cameras: int,
         return Occupancy(location_id, None, cfg.capacity, None, "no_data", "no_data",
                          max((c.ts for c in newest), default=None), cameras, [], {})
     count = combine(fresh)
-    pct = 100.0 * count / cfg.capacity
+    # at a precision far finer than any count's: floating point lands a hair off a % it
+    # reaches exactly (18.9 of 21: 89.99999999999999; 4.9 of 7: 70.00000000000001), which
+    # would move the level and the rules' "above" across the line
+    pct = round(100.0 * count / cfg.capacity, 6)
     level = cfg.level(pct)
     return Occupancy(location_id, count, cfg.capacity, pct, level,
                      "wait" if level == "red" else "enter", max(c.ts for c in fresh), cameras,
