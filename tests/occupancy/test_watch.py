@@ -92,6 +92,27 @@ def test_exactly_at_a_rules_threshold_is_not_above_it(store: SightingStore) -> N
     assert book.alerts("acme") == []
 
 
+def test_a_minute_one_camera_missed_keeps_its_people(store: SightingStore) -> None:
+    """Two cameras of disjoint areas, a snapshot every 90 s, out of step: each minute holds
+    both areas (the one that missed it with what it last saw, fresh as in the live
+    answer), not one area at a time."""
+    db = _setup(store)
+    Tenancy(store).add_camera("acme", "back", "101")
+    db.set_camera("acme", "back", CameraZones(counting=True))
+    counts = [PeopleCount("acme", cam, "101", f"{cam}-{i}", T0 + timedelta(seconds=s), "",
+                          n, n)
+              for cam, n, offset in (("door", 10, 0), ("back", 4, 45))
+              for i, s in enumerate(range(offset, 300, 90))]
+    _store(store, counts)
+    rows = db.history("acme", T0, T0 + timedelta(hours=1), ("101",))
+    assert [r.people for r in rows] == [14.0] * 5
+    # a camera silent for longer than stale_after_s (120 s) is not held
+    late = [PeopleCount("acme", "door", "101", "door-late", T0 + timedelta(minutes=9), "",
+                        10, 10)]
+    _store(store, late)
+    assert db.history("acme", T0, T0 + timedelta(hours=1), ("101",))[-1].people == 10.0
+
+
 def test_closing_a_run_waits_for_its_alerts_to_be_delivered(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The end of `revisit ingest`: an alert on its way (here retried once) is delivered
     and its attempts logged before the store closes."""

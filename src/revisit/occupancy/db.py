@@ -238,15 +238,28 @@ class OccupancyDB:
         per: dict[tuple[str, datetime, str], list[tuple[str, float, float]]] = defaultdict(list)
         for loc, cam, zone, minute, mean, peak in rows:
             per[(loc, minute, zone)].append((cam, float(mean), float(peak)))
+        # a camera with no snapshot in a minute (one every 90 s, or out of step with the
+        # others) still holds the people it last saw, as in the live answer, while that is
+        # younger than the location's stale_after_s: else a minute one camera of two
+        # missed would read that camera's area empty
+        fresh_s = {loc: cfg.stale_after_s for loc, cfg in self.locations(tenant).items()}
+        default_s = LocationOccupancy.model_fields["stale_after_s"].default
+        last: dict[tuple[str, str], dict[str, tuple[datetime, float]]] = defaultdict(dict)
         out = []
         for (loc, minute, zone), cams in sorted(per.items()):
+            seen = last[(loc, zone)]
+            own = {c for c, _, _ in cams}
+            held = [(c, m, m) for c, (at, m) in sorted(seen.items()) if c not in own
+                    and (minute - at).total_seconds() <= fresh_s.get(loc, default_s)]
+            seen.update({c: (minute, m) for c, m, _ in cams})
+            every = cams + held
             if zone == "":
                 mean = combine(CameraCount(c, groups.get((tenant, c), c), m, minute)
-                               for c, m, _ in cams)
+                               for c, m, _ in every)
                 peak = combine(CameraCount(c, groups.get((tenant, c), c), p, minute)
-                               for c, _, p in cams)
+                               for c, _, p in every)
             else:
-                mean, peak = sum(m for _, m, _ in cams), sum(p for _, _, p in cams)
+                mean, peak = sum(m for _, m, _ in every), sum(p for _, _, p in every)
             out.append(MinuteRow(loc, _aware(minute), zone, mean, peak,
                                  {c: round(m, 2) for c, m, _ in sorted(cams)}))
         return out
