@@ -92,3 +92,21 @@ def test_a_misspelt_environment_variable_is_refused_with_the_nearest_name(
                         "REVISIT_IDENTITY__MATCH_THRESHOLD": "0.5"}.items():
         monkeypatch.setenv(name, value)
     assert load_settings(data=tmp_path).identity.match_threshold == 0.5
+
+
+def test_an_error_names_the_source_it_came_from(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong environment variable was reported as coming from the config file: the
+    operator looked for it in the wrong place."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "revisit.toml").write_text("[identity]\nneighbours = 0\n")
+    monkeypatch.setenv("REVISIT_IDENTITY__MATCH_THRESHOLDD", "0.5")
+    monkeypatch.setenv("REVISIT_PIPELINE", '{"threads": 100000}')
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, data=data)
+    lines = {line.split(":")[0].strip(): line for line in str(err.value).splitlines()[1:]}
+    assert lines["identity.neighbours"].endswith(f"[from config file {data / 'revisit.toml'}]")
+    assert lines["identity.match_thresholdd"].endswith(
+        "[from environment REVISIT_IDENTITY__MATCH_THRESHOLDD]")
+    assert lines["pipeline.threads"].endswith("[from environment REVISIT_PIPELINE]")

@@ -10,6 +10,7 @@ with a message that names the field.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -522,7 +523,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         chosen = (candidate if candidate.is_file() else None,)
     token = _chosen_file.set(chosen)
     where = _config_file_path()
-    source = f" (config file {where})" if where is not None else ""
     try:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return Settings(**clean)
@@ -535,6 +535,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except SettingsError as exc:  # an environment variable that is not what it names
         raise ConfigError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
+        file_data = _read_toml(where)
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -544,10 +545,66 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
                 got = redact_url(got)  # no password in the message
             shown = "" if loc == "settings" else f" (got {got!r})"  # all of it: not shown
-            lines.append(f"  {loc}: {err['msg']}{shown}")
-        raise ConfigError(f"invalid configuration{source}:\n" + "\n".join(lines)) from None
+            origin = _origin(err["loc"], os.environ, file_data, where)
+            lines.append(f"  {loc}: {err['msg']}{shown}{origin}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     finally:
         _chosen_file.reset(token)
+
+
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    """The config file's table (it was read without error a moment ago); {} if none."""
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _origin(loc: tuple[int | str, ...], environ: Mapping[str, str],
+            file_data: dict[str, Any], file: Path | None) -> str:
+    """Where a wrong value came from: the ``REVISIT_...`` variables and/or the config file,
+    so the person fixing it looks in the right place; "" for a default or a command-line
+    value. A variable counts if it names the error's place, a place below it (a
+    section-wide check) or a JSON table above it that holds the place."""
+    if not loc:
+        return ""
+    parts = [str(p).upper() for p in loc]
+    names = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith("REVISIT_"):
+            continue
+        name = upper.removeprefix("REVISIT_").split("__")
+        if name[:len(parts)] == parts or (
+                parts[:len(name)] == name and _holds(environ[key], loc[len(name):])):
+            names.append(key)
+    where = [f"environment {', '.join(names)}"] if names else []
+    if file is not None and _has(file_data, loc):
+        where.append(f"config file {file}")
+    return f" [from {' and '.join(where)}]" if where else ""
+
+
+def _has(node: Any, loc: tuple[int | str, ...]) -> bool:
+    for part in loc:
+        if not isinstance(node, dict):
+            return False
+        match = {str(k).lower(): v for k, v in node.items()}
+        if str(part).lower() not in match:
+            return False
+        node = match[str(part).lower()]
+    return True
+
+
+def _holds(text: str, rest: tuple[int | str, ...]) -> bool:
+    """Whether a JSON variable's value holds the place ``rest`` below it."""
+    if not rest:
+        return True
+    try:
+        return _has(json.loads(text), rest)
+    except ValueError:
+        return False
 
 
 def dotted_overrides(pairs: list[str]) -> dict[str, Any]:
