@@ -110,3 +110,21 @@ def test_an_error_names_the_source_it_came_from(tmp_path: Path,
     assert lines["identity.match_thresholdd"].endswith(
         "[from environment REVISIT_IDENTITY__MATCH_THRESHOLDD]")
     assert lines["pipeline.threads"].endswith("[from environment REVISIT_PIPELINE]")
+
+
+@pytest.mark.parametrize("url", ["duckdb://", "duckdb:///"])
+def test_a_duckdb_url_without_a_file_is_refused(tmp_path: Path, url: str) -> None:
+    """duckdb:// (no path) opened the working directory: a DuckDB traceback at first use."""
+    with pytest.raises(ConfigError, match="names no DuckDB file"):
+        _load(tmp_path, store_url=url)
+
+
+def test_a_duckdb_file_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path) -> None:
+    from revisit.store.base import StoreUnavailable
+    from revisit.store.duckdb_store import DuckDBStore
+
+    (tmp_path / "f").write_text("not a database")
+    with pytest.raises(StoreUnavailable, match="cannot open the store"):
+        DuckDBStore(tmp_path / "f")
+    with pytest.raises(StoreUnavailable, match="cannot create the store's directory"):
+        DuckDBStore(tmp_path / "f" / "x.duckdb")

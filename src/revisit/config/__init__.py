@@ -423,6 +423,11 @@ class Settings(BaseSettings):
             if url and name in _SCHEMES and scheme not in _SCHEMES[name]:
                 raise ValueError(f"{name}: unknown scheme {scheme!r} (one of "
                                  f"{', '.join(s + '://' for s in _SCHEMES[name])})")
+        if self.store_url.startswith("duckdb://"):  # a file: DuckDB cannot open "" or a dir
+            path = Path(self.store_url.removeprefix("duckdb://"))
+            if path == Path() or path.is_dir():
+                raise ValueError(f"store_url {self.store_url!r} names no DuckDB file "
+                                 "(expected duckdb:///path/file.duckdb)")
         if self.index_url.startswith("faiss://") and self.index_url.partition("?")[2]:
             from revisit.config.index_url import parse_options
 

@@ -87,8 +87,9 @@ class DuckDBEngine:
         try:
             self.conn = duckdb.connect(path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise
+            if "lock" not in str(exc).lower():  # unreadable, a directory, no space, ...
+                raise StoreUnavailable(f"cannot open the store {path}: "
+                                       f"{str(exc).strip().splitlines()[0]}") from None
             raise StoreUnavailable(
                 f"the store {path} is in use by another process (DuckDB admits one at a "
                 "time: is `revisit serve` running on this data directory?). While it runs, "
@@ -175,7 +176,11 @@ class DuckDBStore(SQLStore):
         80 % of RAM."""
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file in the way, no permission: the store's problem
+                raise StoreUnavailable(f"cannot create the store's directory "
+                                       f"{Path(self.path).parent}: {exc.strerror or exc}") from None
         config: dict[str, Any] = {}
         if threads:
             config["threads"] = threads
