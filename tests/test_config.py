@@ -128,3 +128,12 @@ def test_a_duckdb_file_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path)
         DuckDBStore(tmp_path / "f")
     with pytest.raises(StoreUnavailable, match="cannot create the store's directory"):
         DuckDBStore(tmp_path / "f" / "x.duckdb")
+
+
+@pytest.mark.parametrize("query", ["type=ivf&nprobe=0", "type=ivf&nprobe=-1", "type=hnsw&m=0",
+                                   "type=hnsw&ef_search=0", "type=pq&flush=0",
+                                   "type=hnsw&ef_search=1000000000"])
+def test_an_index_option_out_of_range_is_refused_at_start(tmp_path: Path, query: str) -> None:
+    """nprobe=0 was accepted and failed inside faiss once the main tier was first searched."""
+    with pytest.raises(ConfigError, match="is outside"):
+        _load(tmp_path, index_url=f"faiss://?{query}")

@@ -39,6 +39,15 @@ def parse_options(url: str) -> AnnOptions:
         opts = AnnOptions(kind=kind, **{k: int(v) for k, v in q.items()})
     except ValueError as e:
         raise ValueError(f"index_url {url!r}: options must be whole numbers ({e})") from None
-    if opts.pq_m < 1 or opts.rerank < 1:
-        raise ValueError(f"index_url {url!r}: pq_m and rerank must be at least 1")
+    for name, (lo, hi) in _BOUNDS.items():
+        value = getattr(opts, name)
+        if not lo <= value <= hi:  # faiss fails (nprobe=0) or hangs only once main is built
+            raise ValueError(f"index_url {url!r}: {name}={value} is outside {lo}..{hi}")
     return opts
+
+
+# What faiss accepts and what stays practical: faiss refuses nprobe 0 (and HNSW m or
+# efSearch 0) only when the main tier is first searched, 20k exemplars into a run.
+_BOUNDS = {"m": (2, 256), "ef_construction": (1, 100_000), "ef_search": (1, 100_000),
+           "nlist": (0, 1 << 20), "nprobe": (1, 1 << 20), "pq_m": (1, 1024),
+           "rerank": (1, 1000), "flush": (1, 10_000_000), "min_main": (0, 100_000_000)}
