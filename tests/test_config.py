@@ -137,3 +137,10 @@ def test_an_index_option_out_of_range_is_refused_at_start(tmp_path: Path, query:
     """nprobe=0 was accepted and failed inside faiss once the main tier was first searched."""
     with pytest.raises(ConfigError, match="is outside"):
         _load(tmp_path, index_url=f"faiss://?{query}")
+
+
+def test_a_data_directorys_config_file_that_is_no_file_is_refused(tmp_path: Path) -> None:
+    """A revisit.toml that is a directory was skipped without a word: every setting default."""
+    (tmp_path / "d" / "revisit.toml").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is not a file"):
+        _load(tmp_path)

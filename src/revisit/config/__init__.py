@@ -525,6 +525,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is None and data is not None and not os.environ.get("REVISIT_CONFIG"):
         # --data DIR reads DIR/revisit.toml, as REVISIT_DATA=DIR does (and no other's)
         candidate = Path(data) / "revisit.toml"
+        if candidate.exists() and not candidate.is_file():  # not silently skipped
+            raise ConfigError(f"config file {candidate} is not a file")
         chosen = (candidate if candidate.is_file() else None,)
     token = _chosen_file.set(chosen)
     where = _config_file_path()
