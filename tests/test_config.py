@@ -144,3 +144,11 @@ def test_a_data_directorys_config_file_that_is_no_file_is_refused(tmp_path: Path
     (tmp_path / "d" / "revisit.toml").mkdir(parents=True)
     with pytest.raises(ConfigError, match="is not a file"):
         _load(tmp_path)
+
+
+def test_an_environment_table_that_is_no_json_names_the_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings' own message named an internal class, not the variable."""
+    monkeypatch.setenv("REVISIT_OCCUPANCY", "{locations")
+    with pytest.raises(ConfigError, match="REVISIT_OCCUPANCY is not valid JSON"):
+        _load(tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -540,7 +541,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except OSError as exc:
         raise ConfigError(f"cannot read config file {where}: {exc.strerror or exc}") from None
     except SettingsError as exc:  # an environment variable that is not what it names
-        raise ConfigError(f"invalid configuration: {exc}") from None
+        field = re.search(r'field "(\w+)"', str(exc))
+        names = [k for k in os.environ if field and k.upper() == f"REVISIT_{field[1].upper()}"]
+        if not names:
+            raise ConfigError(f"invalid configuration: {exc}") from None
+        raise ConfigError(
+            f"invalid configuration: {field[1]}: environment variable {names[0]} is not valid "
+            f"JSON (a table such as {{\"key\": value}}; or set one key with "
+            f"{names[0].upper()}__KEY=value)") from None
     except ValidationError as exc:
         file_data = _read_toml(where)
         lines = []
