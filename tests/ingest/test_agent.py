@@ -311,3 +311,66 @@ def test_a_watched_folder_sends_files_as_they_arrive(setup, tmp_path: Path) -> N
         out, _ = agent.communicate(timeout=60)
     assert agent.returncode == 0, out
     assert "3 snapshots" in out
+
+
+def test_an_agent_killed_while_clearing_a_sent_batch_is_not_wedged(
+        setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the server's 202, while deleting the batch (meta.json gone, images
+    not yet): the next run must not find half a batch and retry it for ever."""
+    import revisit.ingest.agent as agent_mod
+
+    server, cam_key, _, folder = setup
+    server.start()
+    agent = Agent(server.url, cam_key, tmp_path / "spool", batch_size=len(PEOPLE))
+    agent.spool_frames(folder_snapshots(folder, "cam1"))
+
+    class Killed(BaseException):
+        pass
+
+    def killed_mid_rmtree(path: Path, *args: object, **kwargs: object) -> None:
+        (Path(path) / "meta.json").unlink()  # rmtree's first victim, then SIGKILL
+        raise Killed
+
+    monkeypatch.setattr(agent_mod.shutil, "rmtree", killed_mid_rmtree)
+    with pytest.raises(Killed):
+        agent.drain()
+    agent.close()
+    monkeypatch.undo()
+    again = Agent(server.url, cam_key, tmp_path / "spool", max_backoff=0.5)
+    assert again.drain(until_empty_within=5.0)  # nothing half-deleted left to send
+    again.close()
+    server.stop()
+    assert len(_sightings(server.data)) == len(PEOPLE)  # sent once, counted once
+
+
+def test_a_refusal_interrupted_while_set_aside_does_not_wedge_the_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while setting a refused batch aside (its images partly deleted): the next
+    run must not find a batch whose images are missing and retry it for ever."""
+    spool = Spool(tmp_path / "spool", 10**9)
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(lfw_photo("Colin_Powell", 1), folder / name)
+    batch = spool.put(list(folder_snapshots(folder, "cam1")), threading.Event())
+
+    class Killed(BaseException):
+        pass
+
+    real_unlink = Path.unlink
+
+    def killed_after_one(self: Path, *args: object, **kwargs: object) -> None:
+        real_unlink(self, *args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(Path, "unlink", killed_after_one)
+    with pytest.raises(Killed):
+        spool.reject(batch, "422: a bad snapshot")
+    monkeypatch.undo()
+    spool.close()
+    again = Spool(tmp_path / "spool", 10**9)
+    for left in again.pending():  # what is still pending can be sent whole
+        meta = json.loads((left / "meta.json").read_text())
+        assert all((left / m["file"]).is_file() for m in meta)
+    assert not list(again.rejected_dir.glob("*/*.jpg"))  # no face image kept aside
+    again.close()

@@ -269,6 +269,9 @@ class Spool:
         self.changed = threading.Condition()
         for stale in self.root.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        if self.rejected_dir.is_dir():  # images a kill left while setting a batch aside
+            for image in self.rejected_dir.glob("*/*.jpg"):
+                image.unlink(missing_ok=True)
 
     def _last_seq(self) -> int:
         seqs = [int(p.name.split("-", 1)[0]) for p in self.root.iterdir() if p.name[:1].isdigit()]
@@ -340,18 +343,27 @@ class Spool:
             [{**meta.get(r.get("file", ""), {}), **r} for r in rejected], indent=1))
 
     def done(self, batch_dir: Path) -> None:
-        shutil.rmtree(batch_dir, ignore_errors=True)
+        """Forget a delivered batch. It leaves the spool in one rename before it is
+        deleted: an agent killed mid-delete must not leave half a batch (no meta.json, or
+        missing images) that the next run would retry for ever; the next start removes
+        the ``.tmp-*`` rest."""
+        gone = self.root / f".tmp-{uuid.uuid4().hex}"
+        os.replace(batch_dir, gone)
+        shutil.rmtree(gone, ignore_errors=True)
         with self.changed:
             self.changed.notify_all()
 
     def reject(self, batch_dir: Path, reason: str) -> None:
         """Set a refused batch aside with its metadata and the server's reason; its
-        images are deleted (no face image is kept that nobody asked for)."""
+        images are deleted (no face image is kept that nobody asked for). It is moved out
+        of the spool first, so a kill midway never leaves a batch missing images there;
+        images a kill left in ``<spool>-rejected/`` are deleted at the next start."""
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         (batch_dir / "rejected.txt").write_text(reason)
-        for image in batch_dir.glob("*.jpg"):
+        aside = self.rejected_dir / batch_dir.name
+        os.replace(batch_dir, aside)
+        for image in aside.glob("*.jpg"):
             image.unlink()
-        os.replace(batch_dir, self.rejected_dir / batch_dir.name)
         with self.changed:
             self.changed.notify_all()
 
