@@ -374,3 +374,38 @@ def test_a_refusal_interrupted_while_set_aside_does_not_wedge_the_spool(
         assert all((left / m["file"]).is_file() for m in meta)
     assert not list(again.rejected_dir.glob("*/*.jpg"))  # no face image kept aside
     again.close()
+
+
+def test_a_folder_run_does_not_send_a_file_still_being_written(tmp_path: Path) -> None:
+    """A one-pass (cron) run over a folder a camera is uploading to: a file written to
+    right now is read once it is complete, not spooled half-written (whose id the
+    complete file would then share, so the server would take it for a duplicate)."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    done_bytes = lfw_photo("Colin_Powell", 1).read_bytes()
+    (folder / "a.jpg").write_bytes(done_bytes)
+    os.utime(folder / "a.jpg", (1_704_448_800,) * 2)
+    whole = lfw_photo("Hugo_Chavez", 1).read_bytes()
+    (folder / "b.jpg").write_bytes(whole[:1000])  # the camera is still writing it
+
+    def finish() -> None:
+        time.sleep(1.0)
+        with open(folder / "b.jpg", "ab") as fh:
+            fh.write(whole[1000:])
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    r = CliRunner().invoke(app, [
+        "agent", "--server", f"http://127.0.0.1:{free_port()}", "--key", "k",
+        "--camera", "cam1", "--folder", str(folder), "--spool", str(tmp_path / "sp"),
+        "--batch", "1", "--drain-timeout", "0.5"])
+    writer.join()
+    assert r.exit_code == 3, r.output  # the server is away: both stay spooled
+    spool = Spool(tmp_path / "sp", 10**9)
+    sent = sorted(f.read_bytes() for p in spool.pending() for f in p.glob("*.jpg"))
+    spool.close()
+    assert sent == sorted([done_bytes, whole])

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
             TIME_SOURCES,
             Agent,
             SpoolBusy,
-            folder_snapshots,
+            settled_folder,
             watch_folder,
         )
         from revisit.ingest.timestamps import parse_ts
@@ -139,8 +139,8 @@ def register(app: typer.Typer) -> None:
                                       skip=set(done), every_s=poll.total_seconds(),
                                       stop=worker.stop)
             else:
-                frames = folder_snapshots(folder, camera, time_from=time_from, zone=zone,
-                                          skip=done)
+                frames = settled_folder(folder, camera, time_from=time_from, zone=zone,
+                                        skip=done)
         else:
             src = rtsp or str(video)
             frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)

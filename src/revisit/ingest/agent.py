@@ -170,12 +170,14 @@ def file_key(path: Path) -> str:
 def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
                      time_from: str = "mtime", zone: tzinfo | None = None,
                      skip: set[str] | None = None,
-                     settled_before: float | None = None) -> Iterator[Frame]:
+                     settled_before: float | None = None,
+                     deferred: list[str] | None = None) -> Iterator[Frame]:
     """Images of a folder, in name order, each at its :func:`snapshot_time`; a file whose
     time cannot be read is skipped with a warning naming it. With ``skip``: files whose
     :func:`file_key` is in it are left out (spooled by an earlier run or pass), and each
     file taken or warned about joins it. A file modified after ``settled_before`` (Unix
-    time) is left for a later pass (it may be half-written)."""
+    time) is left for a later pass (it may be half-written), its name added to
+    ``deferred``."""
     listing = sorted(p for p in folder.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES | UNSENT_SUFFIXES)
     # a snapshot's id holds its file's stem, as it always did (a --resend is counted once);
@@ -203,6 +205,8 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
             if key in (skip or ()):
                 continue
             if settled_before is not None and path.stat().st_mtime > settled_before:
+                if deferred is not None:
+                    deferred.append(path.name)
                 continue
             if skip is not None:  # taken, or said once (a watched folder is read again)
                 skip.add(key)
@@ -220,6 +224,31 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
                 path.stem if first_of_stem.get(path.stem) == path else path.name), ts=ts,
             data=data, source=str(path),
         )
+
+
+def settled_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
+                   zone: tzinfo | None = None, skip: set[str], settle_s: float = 2.0,
+                   rounds: int = 5) -> Iterator[Frame]:
+    """One pass over a folder (a run from cron over a folder cameras upload to). A file
+    written to within ``settle_s`` may be half-written: it is read once it has been left
+    alone that long, so its half is never spooled (the complete file, of the same id,
+    would be a duplicate to the server). One still written to after ``rounds`` waits is
+    left for the next run, with a warning."""
+    deferred: list[str] = []
+    yield from folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
+                                skip=skip, settled_before=time.time() - settle_s,
+                                deferred=deferred)
+    for _ in range(rounds):
+        if not deferred:
+            return
+        time.sleep(settle_s)
+        deferred.clear()
+        yield from folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
+                                    skip=skip, settled_before=time.time() - settle_s,
+                                    deferred=deferred)
+    if deferred:
+        log.warning("%d file(s) still being written, left for the next run: %s",
+                    len(deferred), ", ".join(deferred[:5]))
 
 
 def watch_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
