@@ -22,6 +22,7 @@ from benchmarks.distributed_harness import free_port
 from tests.conftest import lfw_photo
 
 from revisit.ingest.agent import Agent, Spool, SpoolBusy, folder_snapshots
+from revisit.records import Frame
 
 pytest.importorskip("fastapi")
 
@@ -409,3 +410,22 @@ def test_a_folder_run_does_not_send_a_file_still_being_written(tmp_path: Path) -
     sent = sorted(f.read_bytes() for p in spool.pending() for f in p.glob("*.jpg"))
     spool.close()
     assert sent == sorted([done_bytes, whole])
+
+
+def test_the_backoff_grows_while_sampling_goes_on(tmp_path: Path) -> None:
+    """While a stream is sampled and the server is away, tries must space out (0.5, 1,
+    2, 4 s, ...), not come every second because the sender wakes every second."""
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    shutil.copy(lfw_photo("Colin_Powell", 1), folder / "a.jpg")
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool", batch_size=1)
+    tries: list[int] = []
+
+    def stream() -> Iterator[Frame]:
+        yield from folder_snapshots(folder, "cam1")
+        time.sleep(6.5)  # sampling goes on, nothing new
+        tries.append(agent.stats.send_failures)
+
+    agent.run(stream(), drain_timeout=0.0)
+    agent.close()
+    assert 3 <= tries[0] <= 5, tries  # at 0, 0.5, 1.5, 3.5 s: not seven (one a second)

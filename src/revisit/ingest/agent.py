@@ -449,6 +449,7 @@ class Agent:
         self.stop = threading.Event()
         self.refused: str | None = None  # why the server refused the agent itself
         self._backoff = 0.5  # the next wait after a failed send
+        self._next_try = 0.0  # time.monotonic() before which no batch is sent
         # --folder: remember the files spooled, so the next run sends only new ones
         self.remember_files_of: str | None = None  # the camera id
 
@@ -535,6 +536,16 @@ class Agent:
                 return False
             if self.stop.is_set() and deadline is None:
                 return False
+            # the backoff holds across calls (the sender calls this every second while
+            # sampling goes on): the next try waits for it, not for the call's deadline
+            hold = self._next_try - time.monotonic()
+            if hold > 0:
+                if deadline is not None:
+                    hold = min(hold, max(0.0, deadline - time.monotonic()))
+                if self.stop.wait(hold):
+                    return False
+                if time.monotonic() < self._next_try:
+                    return False  # the deadline came first
             try:
                 refused = self.send_one(pending[0])
             except SetupRejection as exc:
@@ -564,11 +575,7 @@ class Agent:
                 if retry_after and str(retry_after).isdigit():
                     wait = max(wait, float(retry_after))
                 log.warning("send failed (%s); retrying in %.1f s", exc, wait)
-                if deadline is not None:
-                    wait = max(0.0, min(wait, deadline - time.monotonic()))
-                if self.stop.wait(wait) and deadline is None:
-                    return False
-                # kept across calls: the sender calls this every second while sampling goes on
+                self._next_try = time.monotonic() + wait
                 self._backoff = min(self._backoff * 2, self.max_backoff)
                 continue
             if refused:
@@ -579,7 +586,7 @@ class Agent:
                 self.stats.snapshots_rejected += len(refused)
             self.spool.done(pending[0])
             self.stats.batches_sent += 1
-            self._backoff = 0.5
+            self._backoff, self._next_try = 0.5, 0.0
         return False
 
     def run(self, frames: Iterable[Frame | None],
