@@ -429,3 +429,17 @@ def test_the_backoff_grows_while_sampling_goes_on(tmp_path: Path) -> None:
     agent.run(stream(), drain_timeout=0.0)
     agent.close()
     assert 3 <= tries[0] <= 5, tries  # at 0, 0.5, 1.5, 3.5 s: not seven (one a second)
+
+
+def test_a_wrong_server_url_keeps_every_batch(setup, tmp_path: Path) -> None:
+    """A server URL that does not lead to the batch API (a wrong path behind a proxy:
+    404) refuses the agent's setup, not the snapshots: nothing is set aside or deleted."""
+    server, cam_key, _, folder = setup
+    server.start()
+    agent = Agent(server.url + "/revisit", cam_key, tmp_path / "spool", batch_size=3)
+    stats = agent.run(folder_snapshots(folder, "cam1"), drain_timeout=10.0)
+    agent.close()
+    assert agent.refused and agent.refused.startswith("404")
+    assert stats.batches_rejected == 0
+    kept = Spool(tmp_path / "spool", 10**9).pending()
+    assert sum(len(list(p.glob("*.jpg"))) for p in kept) == len(PEOPLE)

@@ -514,6 +514,8 @@ class Agent:
                 f"server busy ({resp.status_code})", request=resp.request, response=resp
             )
         text = f"{resp.status_code}: {resp.text[:300]}"
+        if resp.status_code in (404, 405):  # no batch API at --server (a wrong path, a proxy)
+            raise SetupRejection(f"{text} (is --server {self.server} the revisit server?)")
         if resp.status_code in (401, 403) or (
                 resp.status_code == 422 and "is not registered" in resp.text):
             raise SetupRejection(text)
