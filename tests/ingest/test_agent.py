@@ -443,3 +443,32 @@ def test_a_wrong_server_url_keeps_every_batch(setup, tmp_path: Path) -> None:
     assert stats.batches_rejected == 0
     kept = Spool(tmp_path / "spool", 10**9).pending()
     assert sum(len(list(p.glob("*.jpg"))) for p in kept) == len(PEOPLE)
+
+
+def test_a_spool_that_cannot_be_written_is_said_plainly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unusable --spool, or a disk that fills up while spooling: one line naming the
+    spool and the cause, exit code 2, no traceback."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    shutil.copy(lfw_photo("Colin_Powell", 1), folder / "a.jpg")
+    (tmp_path / "file").write_text("")
+    cmd = ["agent", "--server", f"http://127.0.0.1:{free_port()}", "--key", "k",
+           "--camera", "cam1", "--folder", str(folder), "--drain-timeout", "0"]
+    r = CliRunner().invoke(app, [*cmd, "--spool", str(tmp_path / "file" / "sp")])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "cannot use the spool" in r.output and str(tmp_path / "file" / "sp") in r.output
+
+    def full(*args: object, **kwargs: object) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Spool, "put", full)
+    r = CliRunner().invoke(app, [*cmd, "--spool", str(tmp_path / "sp")])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "cannot write the spool" in r.output and "No space left" in r.output

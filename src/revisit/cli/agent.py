@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
             TIME_SOURCES,
             Agent,
             SpoolBusy,
+            SpoolWriteError,
             settled_folder,
             watch_folder,
         )
@@ -127,6 +128,9 @@ def register(app: typer.Typer) -> None:
         except SpoolBusy as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # not creatable, not writable, on a full disk
+            typer.echo(f"error: cannot use the spool {spool}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
         if folder is not None:
             done = set() if resend else worker.spool.spooled_files(camera, folder)
             if done:
@@ -148,6 +152,8 @@ def register(app: typer.Typer) -> None:
         try:
             stats = worker.run(frames, drain_timeout=drain_timeout)
         except VideoError as exc:  # what was sampled before was spooled and sent
+            failed, stats = str(exc), worker.stats
+        except SpoolWriteError as exc:  # a full disk: what was spooled before was sent
             failed, stats = str(exc), worker.stats
         except KeyboardInterrupt:
             typer.echo("interrupted: undelivered batches stay in the spool", err=True)

@@ -53,6 +53,11 @@ class SpoolBusy(RuntimeError):
     """Another agent holds the spool folder (each agent needs its own)."""
 
 
+class SpoolWriteError(RuntimeError):
+    """A batch could not be written to the spool (a full disk, no permission): sampling
+    cannot go on without losing what it samples."""
+
+
 class SetupRejection(Exception):
     """The server refused the agent itself (its key, an unregistered camera): every batch
     would be refused the same way until the setup is fixed, so none is given up."""
@@ -490,7 +495,11 @@ class Agent:
 
     def _put(self, batch: list[Frame]) -> None:
         keys = [file_key(Path(f.source)) for f in batch] if self.remember_files_of else []
-        self.spool.put(batch, self.stop)
+        try:
+            self.spool.put(batch, self.stop)
+        except OSError as exc:
+            raise SpoolWriteError(f"cannot write the spool {self.spool.root}: "
+                                  f"{exc.strerror or exc}") from exc
         self.stats.batches_spooled += 1
         if self.remember_files_of:
             self.spool.note_spooled(self.remember_files_of, keys)
