@@ -93,10 +93,9 @@ class BatchProcessor:
         # store before they were stored and looks at _inflight after they left it
         self._stored: dict[tuple[str, str], None] = {}
         self._spooling: set[str] = set()  # batches placed, being written to the spool
-        # deferred statuses of batches that were all duplicates ("done" at once), written
-        # to the store by the pipeline thread between batches, not by the upload
-        self._settled: list[str] = []
-        self._settle_failed = False  # the last write of one failed (logged once)
+        # the deferred status of a batch that was all duplicates is "done" at once: the
+        # pipeline thread writes it between batches (_record_settled), not the upload
+        self._settle_failed = False  # the last such write failed (logged once)
         self._lock = threading.Lock()
         self._recovered: list[Batch] = self._recover()
         self._stop = threading.Event()
@@ -143,8 +142,6 @@ class BatchProcessor:
                 status.finished_at = status.received_at
             if self._defer_status:
                 self._unrecorded[batch_id] = status
-                if not fresh:  # nothing to process: the pipeline thread writes it
-                    self._settled.append(batch_id)
             else:
                 self.ledger.record(status)  # before the queue: a fast worker finds the row
             batch = Batch(batch_id=batch_id, frames=fresh)
@@ -357,18 +354,15 @@ class BatchProcessor:
     def _record_settled(self) -> None:
         """Write the deferred statuses of all-duplicate batches (kept in memory until
         then, so a status read finds them meanwhile)."""
-        with self._lock:
-            settled, self._settled = self._settled, []
-            pending = [st for b in settled if (st := self._unrecorded.get(b)) is not None]
-        for i, st in enumerate(pending):
+        with self._lock:  # "done" here: all duplicates (one being processed is not done)
+            pending = [st for st in self._unrecorded.values() if st.state == "done"]
+        for st in pending:
             try:
                 self.ledger.record(st)
             except Exception:  # the store is away: kept in memory, tried again next time
                 if not self._settle_failed:
                     log.exception("cannot record the status of batch %s", st.batch_id)
                 self._settle_failed = True
-                with self._lock:
-                    self._settled[:0] = [p.batch_id for p in pending[i:]]
                 return
             self._settle_failed = False
             with self._lock:

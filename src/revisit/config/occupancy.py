@@ -45,7 +45,9 @@ def _polygon(points: list[Point], what: str, stored: bool = False) -> list[Point
 STORED = {"stored": True}  # validation context of settings read back from the store
 
 
-def _stored(info: ValidationInfo) -> bool:
+def from_store(info: ValidationInfo) -> bool:
+    """Validating settings read back from the store (``STORED`` context): checks added
+    since they were saved must not stop them loading."""
     return bool(info.context and info.context.get("stored"))
 
 
@@ -75,12 +77,12 @@ class CameraZones(BaseModel):
     @field_validator("count_zone")
     @classmethod
     def _count_zone(cls, v: list[Point] | None, info: ValidationInfo) -> list[Point] | None:
-        return None if v is None else _polygon(v, "count_zone", _stored(info))
+        return None if v is None else _polygon(v, "count_zone", from_store(info))
 
     @field_validator("exclude")
     @classmethod
     def _exclude(cls, v: list[list[Point]], info: ValidationInfo) -> list[list[Point]]:
-        return [_polygon(p, f"exclude[{i}]", _stored(info)) for i, p in enumerate(v)]
+        return [_polygon(p, f"exclude[{i}]", from_store(info)) for i, p in enumerate(v)]
 
     @field_validator("named")
     @classmethod
@@ -88,7 +90,7 @@ class CameraZones(BaseModel):
         for name in v:
             if not 0 < len(name) <= 64 or not name.strip():
                 raise ValueError(f"zone name {name!r} must be 1-64 characters")
-        return {k: _polygon(p, f"named zone {k!r}", _stored(info)) for k, p in v.items()}
+        return {k: _polygon(p, f"named zone {k!r}", from_store(info)) for k, p in v.items()}
 
     def excluded(self, x: float, y: float) -> bool:
         return any(_inside(tuple(map(tuple, p)), x, y) for p in self.exclude)

@@ -45,7 +45,7 @@ from pydantic import (
     model_validator,
 )
 
-from revisit.config.occupancy import STORED
+from revisit.config.occupancy import STORED, from_store
 from revisit.records import PeopleCount, iso_utc
 from revisit.store.base import SightingStore
 
@@ -65,7 +65,7 @@ def check_webhook_url(v: str | None, info: ValidationInfo) -> str | None:
     (``STORED`` context), saved before this check, still loads: its deliveries fail, logged."""
     if v is None:
         return v
-    if info.context and info.context.get("stored"):
+    if from_store(info):
         return v
     bad = ValueError(f"webhook_url {v!r} is not an http(s) URL")
     if not re.match(r"^https?://[^\s/]+", v) or re.search(r"\s", v):
