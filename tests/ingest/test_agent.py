@@ -472,3 +472,52 @@ def test_a_spool_that_cannot_be_written_is_said_plainly(
     r = CliRunner().invoke(app, [*cmd, "--spool", str(tmp_path / "sp")])
     assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
     assert "cannot write the spool" in r.output and "No space left" in r.output
+
+
+def test_a_batch_is_on_disk_before_its_files_are_noted_as_spooled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut must not lose a batch whose folder files the ledger already calls
+    spooled (the next run would skip them): every file of the batch, its directory and
+    its rename into the spool are fsynced before the ledger is written; a split batch's
+    second half is on disk before the first half stops listing it."""
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(lfw_photo("Colin_Powell", 1), folder / name)
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool", batch_size=2)
+    agent.remember_files_of = "cam1"
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", f"{src}\t{dst}"))
+        real_replace(src, dst)
+
+    def synced_before_rename(dst: str) -> tuple[int, set[str]]:
+        """Where the rename to ``dst`` happened, and what was fsynced before it."""
+        at = next(i for i, e in enumerate(events)
+                  if e[0] == "replace" and e[1].endswith(f"\t{dst}"))
+        return at, {e[1].removeprefix(events[at][1].split("\t")[0])
+                    for e in events[:at] if e[0] == "fsync"}
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    agent.spool_frames(folder_snapshots(folder, "cam1"))
+    (batch,) = agent.spool.pending()
+    root = str(agent.spool.root)
+    ledger = next(i for i, e in enumerate(events) if "/.spooled-" in e[1])
+    rename, synced = synced_before_rename(str(batch))
+    assert {"/0.jpg", "/1.jpg", "/meta.json", ""} <= synced  # images, meta, their folder
+    assert ("fsync", root) in events[rename:ledger]  # the rename itself, then the ledger
+    events.clear()
+    agent.spool.split(batch)
+    (_, half) = agent.spool.pending()
+    moved, synced = synced_before_rename(str(half))
+    assert {"/1.jpg", "/meta.json", ""} <= synced
+    shrink, _ = synced_before_rename(f"{batch}/meta.json")
+    assert ("fsync", root) in events[moved:shrink]
+    agent.close()

@@ -1,10 +1,11 @@
 """The on-site camera agent: sample snapshots, batch them, deliver them to the server.
 
 Every batch is written to a disk spool *before* any attempt to send it, and deleted only
-after the server answered 202. So neither a server restart, a network outage, nor the agent
-itself being killed loses a snapshot; and because each snapshot's ``image_id`` is derived
-from camera and timestamp, a batch sent twice (sent, then killed before the spool entry was
-deleted) is not counted twice by the server.
+after the server answered 202; it is fsynced before anything relies on it. So neither a
+server restart, a network outage, the agent being killed, nor a power cut loses a
+snapshot; and because each snapshot's ``image_id`` is derived from camera and timestamp,
+a batch sent twice (sent, then killed before the spool entry was deleted) is not counted
+twice by the server.
 
 The spool is bounded (``max_spool_bytes``): when full, sampling waits for the sender rather
 than dropping the oldest snapshots, which would silently lose data.
@@ -279,11 +280,29 @@ def _name_part(stem: str) -> str:
     return stem[:31] + "~" + hashlib.sha256(stem.encode()).hexdigest()[:8]
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write a file and fsync it: a batch is durable before anything relies on it."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the entries of a directory (files created, renames) survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Spool:
     """Batches on disk, oldest first: ``<dir>/<seq>-<uuid>/{meta.json, 0.jpg, ...}``.
 
-    A batch directory is built under a temporary name and renamed into place, so a reader
-    never sees half a batch.
+    A batch directory is built under a temporary name, its files and the directory
+    fsynced, and renamed into place (the rename fsynced too), so neither a reader nor a
+    power cut ever leaves half a batch, or loses one whose files were noted as spooled.
     """
 
     def __init__(self, root: Path, max_bytes: int) -> None:
@@ -330,12 +349,14 @@ class Spool:
         meta = []
         for i, f in enumerate(frames):
             name = f"{i}.jpg"
-            (tmp / name).write_bytes(f.data or b"")
+            _write_synced(tmp / name, f.data or b"")
             meta.append({"file": name, "camera_id": f.camera_id, "ts": f.ts.isoformat(),
                          "image_id": f.image_id})
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        _write_synced(tmp / "meta.json", json.dumps(meta).encode())
+        _fsync_dir(tmp)
         final = self.root / f"{self._seq:012d}-{uuid.uuid4().hex[:8]}"
         os.replace(tmp, final)
+        _fsync_dir(self.root)
         with self.changed:
             self.changed.notify_all()
         return final
@@ -357,7 +378,7 @@ class Spool:
         kept = {k for k in keys if k.split("\t", 1)[0] in present}
         if kept != keys:
             tmp = ledger.with_suffix(".tmp")
-            tmp.write_text("".join(f"{k}\n" for k in sorted(kept)))
+            _write_synced(tmp, "".join(f"{k}\n" for k in sorted(kept)).encode())
             os.replace(tmp, ledger)
         return kept
 
@@ -409,18 +430,22 @@ class Spool:
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         for m in meta[half:]:
-            shutil.copyfile(batch_dir / m["file"], tmp / m["file"])
-        (tmp / "meta.json").write_text(json.dumps(meta[half:]))
+            _write_synced(tmp / m["file"], (batch_dir / m["file"]).read_bytes())
+        _write_synced(tmp / "meta.json", json.dumps(meta[half:]).encode())
+        _fsync_dir(tmp)
         # the new half sorts after the first and before every half split off this batch
         # before (N-2 first, then N-1-2, N-1-1-2, ...)
         k = 0
         while batch_dir.with_name(batch_dir.name + "-1" * k + "-2").exists():
             k += 1
         os.replace(tmp, batch_dir.with_name(batch_dir.name + "-1" * k + "-2"))
-        # a crash here sends the second half twice: the server counts a frame once
+        # the second half is on disk before the first stops listing it: a power cut
+        # here sends it twice (the server counts a frame once), never not at all
+        _fsync_dir(self.root)
         part = batch_dir / ".meta.tmp"
-        part.write_text(json.dumps(meta[:half]))
+        _write_synced(part, json.dumps(meta[:half]).encode())
         os.replace(part, batch_dir / "meta.json")
+        _fsync_dir(batch_dir)
         for m in meta[half:]:
             (batch_dir / m["file"]).unlink(missing_ok=True)
         with self.changed:
