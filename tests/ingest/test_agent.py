@@ -521,3 +521,61 @@ def test_a_batch_is_on_disk_before_its_files_are_noted_as_spooled(
     shrink, _ = synced_before_rename(f"{batch}/meta.json")
     assert ("fsync", root) in events[moved:shrink]
     agent.close()
+
+
+def test_the_spool_size_is_kept_without_rescanning_the_backlog(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound check runs on every write: its cost must not grow with the batches
+    spooled (a camera offline for a day spools thousands), and the size it keeps must
+    match the disk after batches are sent, set aside, split, and after a restart."""
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(lfw_photo("Colin_Powell", i + 1), folder / f"{i}.jpg")
+    frames = list(folder_snapshots(folder, "cam1"))
+    spool = Spool(tmp_path / "spool", max_bytes=10**9)
+    stop = threading.Event()
+
+    def on_disk() -> int:
+        return sum(f.stat().st_size for p in spool.pending() for f in p.iterdir())
+
+    batches = [spool.put(frames, stop) for _ in range(4)]
+    assert spool.size() == on_disk() > 0
+    spool.done(batches[0])
+    spool.reject(batches[1], "422: a bad snapshot")
+    spool.split(batches[2])
+    assert spool.size() == on_disk()
+    spool.close()
+    spool = Spool(tmp_path / "spool", max_bytes=10**9)
+    assert spool.size() == on_disk()
+
+    looks = {"listings": 0, "stats": 0}
+    real_scandir, real_iterdir, real_stat = os.scandir, Path.iterdir, Path.stat
+
+    def scandir(*args: object) -> object:
+        looks["listings"] += 1
+        return real_scandir(*args)
+
+    def iterdir(self: Path) -> object:
+        looks["listings"] += 1
+        return real_iterdir(self)
+
+    def stat(self: Path, **kwargs: object) -> os.stat_result:
+        looks["stats"] += 1
+        return real_stat(self, **kwargs)
+
+    def one_write() -> dict[str, int]:
+        looks.update(listings=0, stats=0)
+        with monkeypatch.context() as m:
+            m.setattr(os, "scandir", scandir)
+            m.setattr(Path, "iterdir", iterdir)
+            m.setattr(Path, "stat", stat)
+            spool.put(frames[:1], stop)
+        return dict(looks)
+
+    few = one_write()
+    for _ in range(20):
+        spool.put(frames[:1], stop)
+    assert one_write() == few  # twenty batches more: not one more listing or stat
+    assert spool.size() == on_disk()
+    spool.close()

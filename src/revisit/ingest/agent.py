@@ -325,6 +325,9 @@ class Spool:
         if self.rejected_dir.is_dir():  # images a kill left while setting a batch aside
             for image in self.rejected_dir.glob("*/*.jpg"):
                 image.unlink(missing_ok=True)
+        # a running total, read from disk once: summing every spooled file on each write
+        # would cost more the longer the server is away
+        self._bytes = sum(self._batch_bytes(p) for p in self.pending())
 
     def _last_seq(self) -> int:
         seqs = [int(p.name.split("-", 1)[0]) for p in self.root.iterdir() if p.name[:1].isdigit()]
@@ -334,7 +337,22 @@ class Spool:
         return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name[:1].isdigit())
 
     def size(self) -> int:
-        return sum(f.stat().st_size for p in self.pending() for f in p.iterdir())
+        """Bytes of the batches in the spool."""
+        return self._bytes
+
+    @staticmethod
+    def _batch_bytes(batch_dir: Path) -> int:
+        try:
+            with os.scandir(batch_dir) as entries:
+                return sum(e.stat().st_size for e in entries if e.is_file())
+        except OSError:  # gone meanwhile
+            return 0
+
+    def _changed_by(self, delta: int) -> None:
+        """Keep the running size, and wake a put waiting for room."""
+        with self.changed:
+            self._bytes += delta
+            self.changed.notify_all()
 
     def put(self, frames: list[Frame], stop: threading.Event) -> Path:
         """Write a batch; waits while the spool is over its bound (back-pressure)."""
@@ -352,13 +370,13 @@ class Spool:
             _write_synced(tmp / name, f.data or b"")
             meta.append({"file": name, "camera_id": f.camera_id, "ts": f.ts.isoformat(),
                          "image_id": f.image_id})
-        _write_synced(tmp / "meta.json", json.dumps(meta).encode())
+        meta_bytes = json.dumps(meta).encode()
+        _write_synced(tmp / "meta.json", meta_bytes)
         _fsync_dir(tmp)
         final = self.root / f"{self._seq:012d}-{uuid.uuid4().hex[:8]}"
         os.replace(tmp, final)
         _fsync_dir(self.root)
-        with self.changed:
-            self.changed.notify_all()
+        self._changed_by(incoming + len(meta_bytes))
         return final
 
     def close(self) -> None:
@@ -402,11 +420,11 @@ class Spool:
         deleted: an agent killed mid-delete must not leave half a batch (no meta.json, or
         missing images) that the next run would retry for ever; the next start removes
         the ``.tmp-*`` rest."""
+        held = self._batch_bytes(batch_dir)
         gone = self.root / f".tmp-{uuid.uuid4().hex}"
         os.replace(batch_dir, gone)
+        self._changed_by(-held)
         shutil.rmtree(gone, ignore_errors=True)
-        with self.changed:
-            self.changed.notify_all()
 
     def reject(self, batch_dir: Path, reason: str) -> None:
         """Set a refused batch aside with its metadata and the server's reason; its
@@ -414,42 +432,47 @@ class Spool:
         of the spool first, so a kill midway never leaves a batch missing images there;
         images a kill left in ``<spool>-rejected/`` are deleted at the next start."""
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        held = self._batch_bytes(batch_dir)
         (batch_dir / "rejected.txt").write_text(reason)
         aside = self.rejected_dir / batch_dir.name
         os.replace(batch_dir, aside)
+        self._changed_by(-held)
         for image in aside.glob("*.jpg"):
             image.unlink()
-        with self.changed:
-            self.changed.notify_all()
 
     def split(self, batch_dir: Path) -> None:
         """Cut a batch the server refused whole into two, in place in the sending order
         (the second half's directory name sorts right after the first's)."""
         meta = json.loads((batch_dir / "meta.json").read_text())
         half = len(meta) // 2
-        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        for m in meta[half:]:
-            _write_synced(tmp / m["file"], (batch_dir / m["file"]).read_bytes())
-        _write_synced(tmp / "meta.json", json.dumps(meta[half:]).encode())
-        _fsync_dir(tmp)
-        # the new half sorts after the first and before every half split off this batch
-        # before (N-2 first, then N-1-2, N-1-1-2, ...)
-        k = 0
-        while batch_dir.with_name(batch_dir.name + "-1" * k + "-2").exists():
-            k += 1
-        os.replace(tmp, batch_dir.with_name(batch_dir.name + "-1" * k + "-2"))
-        # the second half is on disk before the first stops listing it: a power cut
-        # here sends it twice (the server counts a frame once), never not at all
-        _fsync_dir(self.root)
-        part = batch_dir / ".meta.tmp"
-        _write_synced(part, json.dumps(meta[:half]).encode())
-        os.replace(part, batch_dir / "meta.json")
-        _fsync_dir(batch_dir)
-        for m in meta[half:]:
-            (batch_dir / m["file"]).unlink(missing_ok=True)
-        with self.changed:
-            self.changed.notify_all()
+        held = self._batch_bytes(batch_dir)
+        second: Path | None = None
+        try:
+            tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+            tmp.mkdir()
+            for m in meta[half:]:
+                _write_synced(tmp / m["file"], (batch_dir / m["file"]).read_bytes())
+            _write_synced(tmp / "meta.json", json.dumps(meta[half:]).encode())
+            _fsync_dir(tmp)
+            # the new half sorts after the first and before every half split off this
+            # batch before (N-2 first, then N-1-2, N-1-1-2, ...)
+            k = 0
+            while batch_dir.with_name(batch_dir.name + "-1" * k + "-2").exists():
+                k += 1
+            second = batch_dir.with_name(batch_dir.name + "-1" * k + "-2")
+            os.replace(tmp, second)
+            # the second half is on disk before the first stops listing it: a power cut
+            # here sends it twice (the server counts a frame once), never not at all
+            _fsync_dir(self.root)
+            part = batch_dir / ".meta.tmp"
+            _write_synced(part, json.dumps(meta[:half]).encode())
+            os.replace(part, batch_dir / "meta.json")
+            _fsync_dir(batch_dir)
+            for m in meta[half:]:
+                (batch_dir / m["file"]).unlink(missing_ok=True)
+        finally:  # a split cut short (a full disk) may have left the new half in place
+            self._changed_by(self._batch_bytes(batch_dir) - held
+                             + (self._batch_bytes(second) if second is not None else 0))
 
 
 class Agent:
