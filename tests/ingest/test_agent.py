@@ -579,3 +579,54 @@ def test_the_spool_size_is_kept_without_rescanning_the_backlog(
     assert one_write() == few  # twenty batches more: not one more listing or stat
     assert spool.size() == on_disk()
     spool.close()
+
+
+def test_a_video_run_stopped_by_sigterm_says_what_it_did(tmp_path: Path) -> None:
+    """SIGTERM (a service stopped) ends a video or stream run with the summary a normal
+    end prints, keeping what is spooled: the operator sees what was sampled and left."""
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 2.0, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(8):  # 4 s of video, a snapshot a second
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    spool = tmp_path / "sp"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "revisit.cli", "agent", "--server",
+         f"http://127.0.0.1:{free_port()}", "--key", "k", "--camera", "cam1",
+         "--video", str(video), "--every", "1s", "--start", "2024-01-05T09:00:00Z",
+         "--batch", "1", "--spool", str(spool)],  # no server: retried for 600 s
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(spool.glob("0*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # sending, failing, backing off
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 3, err  # batches still spooled, as at a normal end
+    assert out.startswith("4 snapshots, 0 batches sent"), err
+    assert "4 batches still spooled" in out
+    assert len(Spool(spool, 10**9).pending()) == 4
+
+
+
+def test_a_stopped_agent_sends_no_more_within_a_drain_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM during the final drain (its deadline up to --drain-timeout away) must end
+    it after the batch in flight, not after sending a whole backlog to a healthy server."""
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    shutil.copy(lfw_photo("Colin_Powell", 1), folder / "a.jpg")
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool")
+    agent.spool_frames(folder_snapshots(folder, "cam1"))
+    sent: list[Path] = []
+    monkeypatch.setattr(agent, "send_one", lambda batch: sent.append(batch) or [])
+    agent.stop.set()
+    assert not agent.drain(until_empty_within=600.0)
+    assert sent == [] and len(agent.spool.pending()) == 1
+    agent.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,3 +49,14 @@ def test_a_file_that_is_no_video_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(2000))
     with pytest.raises(VideoError, match="cannot open video"):
         _sample(bad)
+
+
+def test_sampling_stops_when_asked_at_any_frame_read(tmp_path: Path) -> None:
+    """The stop is seen at every frame read, not only at the sampled ones: a stream
+    sampled once a minute must not take a minute to stop on SIGTERM."""
+    stop = threading.Event()
+    frames = sample_video(str(_avi(tmp_path / "v.avi", 8)), camera_id="c1", location_id="101",
+                          every=timedelta(seconds=1), start=START, stop=stop)
+    assert next(frames) is not None
+    stop.set()
+    assert list(frames) == []

@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
         """Sample snapshots from a stream, video or folder and post them in camera batches.
 
         Batches are spooled to disk first and deleted only once the server accepted them,
-        so nothing is lost while the server is unreachable or restarting.
+        so nothing is lost while the server is unreachable or restarting. SIGTERM stops any
+        run with its summary; what is still spooled is sent by the next run.
         """
         from datetime import datetime
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -138,7 +139,6 @@ def register(app: typer.Typer) -> None:
                            "sending only new ones (--resend sends all)", err=True)
             worker.remember_files_of = camera
             if poll is not None:
-                signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
                 frames = watch_folder(folder, camera, time_from=time_from, zone=zone,
                                       skip=set(done), every_s=poll.total_seconds(),
                                       stop=worker.stop)
@@ -147,8 +147,12 @@ def register(app: typer.Typer) -> None:
                                         skip=done)
         else:
             src = rtsp or str(video)
-            frames = sample_video(src, camera_id=camera, location_id="", every=step, start=origin)
+            frames = sample_video(src, camera_id=camera, location_id="", every=step,
+                                  start=origin, stop=worker.stop)
         failed: str | None = None
+        # SIGTERM (a service stopped) ends sampling and sending; what is spooled stays for
+        # the next run, and the summary says what was done
+        previous = signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
         try:
             stats = worker.run(frames, drain_timeout=drain_timeout)
         except VideoError as exc:  # what was sampled before was spooled and sent
@@ -159,6 +163,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("interrupted: undelivered batches stay in the spool", err=True)
             raise typer.Exit(130) from None
         finally:
+            if previous is not None:  # None: a handler not set from Python
+                signal.signal(signal.SIGTERM, previous)
             worker.close()
         left = len(worker.spool.pending())
         if failed:

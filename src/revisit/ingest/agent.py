@@ -593,7 +593,7 @@ class Agent:
                 return True
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            if self.stop.is_set() and deadline is None:
+            if self.stop.is_set():  # SIGTERM: what is left stays spooled
                 return False
             # the backoff holds across calls (the sender calls this every second while
             # sampling goes on): the next try waits for it, not for the call's deadline

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,8 +46,11 @@ def sample_video(
     start: datetime | None = None,
     tenant: str = DEFAULT_TENANT,
     max_frames: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[Frame]:
-    """Yield decoded frames (``pixels`` set, no re-encode) sampled every ``every``."""
+    """Yield decoded frames (``pixels`` set, no re-encode) sampled every ``every``, until
+    ``stop`` is set (checked at every frame read, not only at the sampled ones: a stream
+    sampled once a minute stops within a frame)."""
     if every <= timedelta(0):
         raise ValueError("--every must be positive")
     cap = cv2.VideoCapture(source)
@@ -62,7 +66,7 @@ def sample_video(
     emitted = 0
     wall0 = time.monotonic()
     try:
-        while max_frames is None or emitted < max_frames:
+        while (max_frames is None or emitted < max_frames) and not (stop and stop.is_set()):
             if not cap.grab():
                 if stream:
                     raise VideoError(f"stream {source!r} stopped delivering frames")
