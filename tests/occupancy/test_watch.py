@@ -113,6 +113,31 @@ def test_a_minute_one_camera_missed_keeps_its_people(store: SightingStore) -> No
     assert db.history("acme", T0, T0 + timedelta(hours=1), ("101",))[-1].people == 10.0
 
 
+def test_a_minutes_history_does_not_depend_on_where_the_range_starts(
+        store: SightingStore) -> None:
+    """A camera's people are held into the first minutes of a range from its snapshot
+    before the range (fresh): a minute reads the same whether the range starts before or
+    after that snapshot."""
+    db = _setup(store)
+    Tenancy(store).add_camera("acme", "back", "101")
+    db.set_camera("acme", "back", CameraZones(counting=True))
+    # door every 90 s (minutes 0, 1, 3, 4), back every 90 s from 45 s (minutes 0, 2, 3)
+    counts = [PeopleCount("acme", cam, "101", f"{cam}-{i}", T0 + timedelta(seconds=s), "",
+                          n, n)
+              for cam, n, offset in (("door", 10, 0), ("back", 4, 45))
+              for i, s in enumerate(range(offset, 300, 90))]
+    _store(store, counts)
+    minute = T0 + timedelta(minutes=2)  # door's last snapshot is at 90 s, a minute before
+    wide = {r.minute: r.people for r in db.history("acme", T0, T0 + timedelta(hours=1))}
+    narrow = {r.minute: r.people for r in db.history("acme", minute, T0 + timedelta(hours=1))}
+    assert wide[minute] == narrow[minute] == 14.0
+    assert narrow == {m: p for m, p in wide.items() if m >= minute}
+    # one older than stale_after_s (120 s) before the start is not held
+    late = T0 + timedelta(minutes=9)
+    _store(store, [PeopleCount("acme", "back", "101", "back-late", late, "", 4, 4)])
+    assert [r.people for r in db.history("acme", late, late + timedelta(minutes=1))] == [4.0]
+
+
 def test_closing_a_run_waits_for_its_alerts_to_be_delivered(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The end of `revisit ingest`: an alert on its way (here retried once) is delivered
     and its attempts logged before the store closes."""

@@ -224,27 +224,34 @@ class OccupancyDB:
                 locations: Iterable[str] = ()) -> list[MinuteRow]:
         """Per minute and location: the location's people ("" zone) by the overlap rule,
         and each named zone summed over cameras."""
-        locs = list(locations)
-        where = "tenant = ? AND ts >= ? AND ts < ?"
-        params: list[Any] = [tenant, _naive(ts_from), _naive(ts_to)]
-        if locs:
-            where += " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
-            params.append(locs)
-        rows = self._rows(
-            "SELECT location_id, camera_id, zone, date_trunc('minute', ts) AS m, avg(count), "
-            f"max(count) FROM people_counts WHERE {where} "
-            "GROUP BY location_id, camera_id, zone, m ORDER BY m", params)
-        groups = {k: z.overlap_group or k[1] for k, z in self.all_cameras(tenant).items()}
-        per: dict[tuple[str, datetime, str], list[tuple[str, float, float]]] = defaultdict(list)
-        for loc, cam, zone, minute, mean, peak in rows:
-            per[(loc, minute, zone)].append((cam, float(mean), float(peak)))
         # a camera with no snapshot in a minute (one every 90 s, or out of step with the
         # others) still holds the people it last saw, as in the live answer, while that is
         # younger than the location's stale_after_s: else a minute one camera of two
         # missed would read that camera's area empty
         fresh_s = {loc: cfg.stale_after_s for loc, cfg in self.locations(tenant).items()}
         default_s = LocationOccupancy.model_fields["stale_after_s"].default
+        # snapshots from before the range are read too (as far back as any of them can
+        # still be held), so the first minutes hold what a camera saw just before the
+        # start: a minute reads the same whatever range it is asked in
+        back = timedelta(seconds=max([default_s, *fresh_s.values()]), minutes=1)
+        locs = list(locations)
+        where = "tenant = ? AND ts >= ? AND ts < ?"
+        params: list[Any] = [_naive(ts_from), tenant, _naive(ts_from) - back, _naive(ts_to)]
+        if locs:
+            where += " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(locs)
+        rows = self._rows(
+            "SELECT location_id, camera_id, zone, date_trunc('minute', ts) AS m, ts < ? AS "
+            f"before, avg(count), max(count) FROM people_counts WHERE {where} "
+            "GROUP BY location_id, camera_id, zone, m, before ORDER BY m", params)
+        groups = {k: z.overlap_group or k[1] for k, z in self.all_cameras(tenant).items()}
+        per: dict[tuple[str, datetime, str], list[tuple[str, float, float]]] = defaultdict(list)
         last: dict[tuple[str, str], dict[str, tuple[datetime, float]]] = defaultdict(dict)
+        for loc, cam, zone, minute, before, mean, peak in rows:
+            if before:  # the newest before the range wins (rows come in time order)
+                last[(loc, zone)][cam] = (minute, float(mean))
+            else:
+                per[(loc, minute, zone)].append((cam, float(mean), float(peak)))
         out = []
         for (loc, minute, zone), cams in sorted(per.items()):
             seen = last[(loc, zone)]
