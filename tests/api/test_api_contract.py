@@ -193,6 +193,29 @@ def test_the_report_page_is_what_the_schema_declares(env: Env) -> None:
     assert "visitors" in declared["components"]["schemas"]["ReportPageOut"]["properties"]
 
 
+def test_a_report_pages_total_and_rows_agree_while_sightings_arrive(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A visitor written while a page is read is in both its total and its rows or in
+    neither (the total and the rows came from two reads: total 2, 3 rows)."""
+    store = env.service.runtime.store
+    store.write(batch([sighting(f"V-00000{i}", at(i), "101", tenant="acme")
+                       for i in (1, 2)]))
+    stream = store.engine.stream
+
+    def arriving(*args: object, **kwargs: object) -> object:
+        store.write(batch([sighting("V-000003", at(3), "101", tenant="acme")]))
+        monkeypatch.setattr(store.engine, "stream", stream)
+        return stream(*args, **kwargs)
+
+    monkeypatch.setattr(store.engine, "stream", arriving)
+    day = at(0).date().isoformat()
+    body = env.report(**{"from": day, "to": day, "page_size": 2}).json()
+    last = env.report(**{"from": day, "to": day, "page_size": 2, "page": 2}).json()
+    assert body["total"] == body["header"]["unique_visitors"] == 3
+    assert body["pages"] == 2 and len(body["visitors"]) + len(last["visitors"]) == 3
+
+
 def test_the_summary_is_what_the_schema_declares(env: Env) -> None:
     from revisit.api.reports import SummaryOut
 

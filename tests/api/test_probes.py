@@ -381,7 +381,7 @@ def test_a_backend_that_is_down_answers_503_not_500(env: Env, monkeypatch) -> No
         raise psycopg.OperationalError("connection to server at 127.0.0.1 failed")
 
     store = env.service.runtime.store
-    monkeypatch.setattr(store, "report_header", down)
+    monkeypatch.setattr(store, "report", down)
     monkeypatch.setattr(store, "identity_version", down)
     monkeypatch.setattr(env.service.processor, "depth", down)
     r = env.report()

@@ -275,6 +275,45 @@ def test_reads_while_another_thread_writes(store: SightingStore) -> None:
     assert store.report_header(q()).total_sightings == 30
 
 
+@pytest.mark.parametrize("gap", [None, timedelta(minutes=5)], ids=["rollup", "raw"])
+def test_a_reports_header_and_rows_are_one_read(
+    store: SightingStore, monkeypatch: pytest.MonkeyPatch, gap: timedelta | None
+) -> None:
+    """A visitor written while a report is read is in both its header and its rows or in
+    neither (a page's total and its rows were two reads: 2 visitors, 3 rows)."""
+    query = q() if gap is None else q(visit_gap=gap)
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000001", at(90)),
+                       sighting("V-000002", at(1), "L2")]))
+    engine = store.engine  # type: ignore[attr-defined]
+    stream = engine.stream
+
+    def arriving(*args: object, **kwargs: object) -> object:  # just before the report's query
+        store.write(batch([sighting("V-000003", at(2))]))
+        monkeypatch.setattr(engine, "stream", stream)
+        return stream(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "stream", arriving)
+    header, rows = store.report(query)
+    listed = list(rows)
+    assert header.unique_visitors == len(listed) == 3
+    assert header.total_visits == sum(r.total_appearances for r in listed) == 4
+    assert header.total_sightings == sum(r.sightings for r in listed) == 4
+
+
+def test_a_report_read_at_once_is_its_header_and_rows(store: SightingStore) -> None:
+    """``report`` answers as ``report_header`` and ``report_rows`` do, through the rollup,
+    the raw query, a camera filter, merged visitors, and with nobody in the period."""
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(1), "L2"),
+                       sighting("V-000003", at(2, day=1)), sighting("V-000001", at(0, day=1)),
+                       sighting("V-000003", at(45, day=1), "L2")]))
+    store.merge_visitors("default", "V-000001", "V-000003")
+    for query in (q(), q(visit_gap=timedelta(minutes=5)), q(cameras=("L1-cam1",)),
+                  q(start=DAY - timedelta(days=9), end=DAY - timedelta(days=8))):
+        header, rows = store.report(query)
+        assert header == store.report_header(query)
+        assert list(rows) == list(store.report_rows(query))
+
+
 def test_duplicates_inside_one_batch(store: SightingStore) -> None:
     x = sighting("V-000001", at(0))
     b = batch([x, x])

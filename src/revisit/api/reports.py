@@ -12,7 +12,7 @@ import contextlib
 import io
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, TypeVar
@@ -27,7 +27,7 @@ from revisit.api.service import Service
 from revisit.api.workpool import PoolBusy
 from revisit.report import formats
 from revisit.report.durations import format_duration, parse_duration
-from revisit.report.query import ReportQuery, ReportRow
+from revisit.report.query import ReportQuery
 from revisit.store import summary as summary_sql
 from revisit.store.base import QueryTimeout, budget_left
 from revisit.tenancy.db import ApiKey, TenancyError
@@ -152,8 +152,8 @@ def _csv_producer(svc: Service, query: ReportQuery, pipe: _Pipe) -> Callable[[],
     def produce() -> None:
         end: BaseException | None = None
         try:
-            header = svc.runtime.store.report_header(query)
-            formats.write_csv(svc.runtime.store.report_rows(query), pipe, header,  # type: ignore[arg-type]
+            header, rows = svc.runtime.store.report(query)
+            formats.write_csv(rows, pipe, header,  # type: ignore[arg-type]
                               names=svc.tenancy.location_names(query.tenant))
             pipe.flush()
         except BaseException as exc:  # handed to the response, which ends the stream
@@ -323,8 +323,7 @@ def _report_page(svc: Service, key: ApiKey, f: Filters, page: int, page_size: in
     if field not in SORTS:
         raise HTTPException(422, f"sort {sort!r}: use one of {', '.join(SORTS)} ('-' = desc)")
     store = svc.runtime.store
-    header = store.report_header(query)
-    rows: Iterator[ReportRow] = store.report_rows(query)
+    header, rows = store.report(query)  # one read: the total is the rows'
     start = (page - 1) * page_size
     if sort == DEFAULT_SORT:
         page_rows = list(itertools.islice(rows, start, start + page_size))

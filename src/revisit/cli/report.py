@@ -85,8 +85,7 @@ def register(app: typer.Typer) -> None:
         store = open_data_store(ctx)
         try:
             tenancy, query = _filtered(store, query)
-            header = store.report_header(query)
-            rows = store.report_rows(query)
+            header, rows = store.report(query)
             if fmt == "parquet":
                 n = formats.write_report_parquet(rows, output,
                                                  names=tenancy.location_names(tenant))

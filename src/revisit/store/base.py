@@ -134,6 +134,12 @@ class SightingStore(Protocol):
         """Rows sorted by total appearances (desc) then visitor id, streamed."""
         ...
 
+    def report(self, query: ReportQuery) -> tuple[ReportHeader, Iterator[ReportRow]]:
+        """Header and rows from one read, so they agree while sightings are written
+        (``report_header`` and ``report_rows`` are two reads); close the rows if they are
+        not read to the end."""
+        ...
+
     def sightings(self, query: SightingQuery) -> Iterator[dict[str, Any]]: ...
 
     def read(self) -> AbstractContextManager[Any]:

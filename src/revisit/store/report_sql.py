@@ -38,9 +38,13 @@ PER_VISITOR = """per_visitor AS (
     FROM per_loc GROUP BY vid
 )"""
 _ROWS_SELECT = (
-    "\nSELECT vid, total, n_locations, loc_visits, first_us, last_us, n_sightings"
+    "\nSELECT vid, total, n_locations, loc_visits, first_us, last_us, n_sightings{totals}"
     " FROM per_visitor ORDER BY total DESC, vid ASC"
 )
+# The header's figures on every row, summed over the rows themselves: a header read with
+# the rows cannot disagree with them, however the sightings change in between.
+_TOTALS = (", count(*) OVER ()::BIGINT, sum(total) OVER ()::BIGINT, "
+           "sum(n_sightings) OVER ()::BIGINT")
 
 
 # A step of a visit's path: the camera, or camera/zone where the sighting was in one of the
@@ -398,14 +402,16 @@ def rollup_header_sql(query: ReportQuery, d: Dialect, aliases: bool = True) -> t
 
 
 def report_sql(query: ReportQuery, d: Dialect, *, rows: bool, aliases: bool,
-               rollup: bool = True) -> tuple[str, list[Any]]:
+               rollup: bool = True, totals: bool = False) -> tuple[str, list[Any]]:
     """The header (``rows=False``) or rows query: through the rollup when ``rollup`` is on
-    and it answers exactly (:func:`rollup_applies`), else the raw sessionisation."""
+    and it answers exactly (:func:`rollup_applies`), else the raw sessionisation.
+    ``totals``: each row also carries the header's three figures (:func:`header_from`
+    reads ``record[7:]``)."""
     use_rollup = rollup and rollup_applies(query)
     if not rows:
         return (rollup_header_sql if use_rollup else report_header_sql)(query, d, aliases)
     cte, params = (rollup_cte if use_rollup else report_cte)(query, d, aliases)
-    return cte + _ROWS_SELECT, params
+    return cte + _ROWS_SELECT.format(totals=_TOTALS if totals else ""), params
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -429,7 +435,7 @@ def header_from(query: ReportQuery, record: tuple[Any, ...] | None) -> ReportHea
 
 def row_from(record: tuple[Any, ...]) -> ReportRow:
     """One row of the rows query as a :class:`ReportRow`."""
-    vid, total, n_loc, loc_visits, first_us, last_us, n = record
+    vid, total, n_loc, loc_visits, first_us, last_us, n = record[:7]
     return ReportRow(
         visitor_id=vid,
         total_appearances=int(total),

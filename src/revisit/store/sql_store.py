@@ -22,13 +22,14 @@ connections, transactions, streaming, bulk load and locks.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -812,11 +813,32 @@ class SQLStore:
     def _has_aliases(self, tenant: str) -> bool:
         return bool(self._query("SELECT 1 FROM aliases WHERE tenant = ? LIMIT 1", [tenant]))
 
-    def _report_sql(self, query: ReportQuery, rows: bool) -> tuple[str, list[Any]]:
+    def _report_sql(self, query: ReportQuery, rows: bool,
+                    totals: bool = False) -> tuple[str, list[Any]]:
         with self.engine.read() as s:
             query = with_staff_left_out(s, query)
-        return report_sql(query, self.dialect, rows=rows,
+        return report_sql(query, self.dialect, rows=rows, totals=totals,
                           aliases=self._has_aliases(query.tenant), rollup=self.use_rollup)
+
+    def report(self, query: ReportQuery) -> tuple[ReportHeader, Iterator[ReportRow]]:
+        """The header and the rows from one query (the header summed over its rows), so
+        sightings written while a report is read are in both or in neither."""
+        read = self._report_with_header(query)
+        return cast(ReportHeader, next(read)), cast(Iterator[ReportRow], read)
+
+    def _report_with_header(self, query: ReportQuery) -> Iterator[ReportHeader | ReportRow]:
+        """The header, then the rows: started (suspended at the header) so that closing it
+        unread also ends the query."""
+        sql, params = self._report_sql(query, rows=True, totals=True)
+        chunks = self.engine.stream(sql, params, FETCH_ROWS)
+        try:
+            first = next(chunks, [])
+            yield header_from(query, first[0][7:] if first else None)
+            for records in itertools.chain([first], chunks):
+                for record in records:
+                    yield row_from(record)
+        finally:  # the engines' streams are generators: this ends the query
+            getattr(chunks, "close", lambda: None)()
 
     def report_header(self, query: ReportQuery) -> ReportHeader:
         records = self._query(*self._report_sql(query, rows=False))
