@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from revisit.api.housekeeping import purge_held_batches
 from revisit.api.metrics import Metrics
 from revisit.api.processing import BatchProcessor
 from revisit.api.settings import ServiceSettings
@@ -23,7 +23,6 @@ from revisit.tenancy.privacy import (
     erase_visitor,
     purge_tenant,
     purgeable_tenants,
-    retention_cutoff,
 )
 
 if TYPE_CHECKING:
@@ -200,15 +199,8 @@ class Service:
         all older than their tenant's retention."""
         out = {t: self.purge(t, actor)
                for t in purgeable_tenants(self.runtime.store, self.tenancy)}
-        now = datetime.now(UTC)
-        cutoff = now - timedelta(days=self.config.batch_status_days)
-        self.processor.ledger.forget_before(cutoff.replace(tzinfo=None))
-        if self.processor.spool is not None:  # and those past their tenant's retention
-            self.processor.spool.forget_failed_before(cutoff.timestamp(), lambda t: (
-                retention_cutoff(self.runtime.store, self.tenancy, t, now)))
-        if self._pipeline is not None:  # dead letters hold snapshots: trimmed as they are read
-            try:
-                self._pipeline.stages()
-            except Exception:  # a broker away must not stop the store's retention
-                log.warning("cannot trim the stage queues' dead letters", exc_info=True)
+        problem = purge_held_batches(self.runtime.store, self.tenancy, self.processor.spool,
+                                     self._pipeline, self.config.batch_status_days)
+        if problem:  # a broker away must not stop the store's retention
+            log.warning("retention purge: %s", problem)
         return out

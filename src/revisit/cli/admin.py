@@ -224,14 +224,12 @@ def erase_visitor(ctx: typer.Context, tenant: Tenant, visitor_id: str) -> None:
 @admin_app.command("purge")
 def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
     """Delete sightings and embeddings older than each tenant's retention."""
-    from datetime import UTC, datetime, timedelta
-
+    from revisit.api.housekeeping import purge_held_batches
     from revisit.api.settings import load_service_settings
     from revisit.api.spool import Spool
     from revisit.backends import open_index
     from revisit.config import ConfigError
-    from revisit.ingest.status import BatchLedger
-    from revisit.tenancy.privacy import purge_tenant, purgeable_tenants, retention_cutoff
+    from revisit.tenancy.privacy import purge_tenant, purgeable_tenants
 
     settings = state(ctx).settings()
     try:
@@ -248,20 +246,18 @@ def purge(ctx: typer.Context, tenant: AnyTenant = None) -> None:
             counts = purge_tenant(store, index, t, name, "cli", settings.crops_dir)  # type: ignore[arg-type]
             typer.echo(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if not tenant:  # as the server's scheduled purge does
-            now = datetime.now(UTC)
-            cutoff = now - timedelta(days=status_days)
-            BatchLedger(store).forget_before(cutoff.replace(tzinfo=None))  # type: ignore[arg-type]
-            Spool(settings.data / "spool").forget_failed_before(cutoff.timestamp(), lambda n: (
-                retention_cutoff(store, t, n, now)))  # type: ignore[arg-type]
-            if settings.queue_url:  # the stage queues' dead letters, past DEAD_LETTER_DAYS
+            pipeline = None
+            if settings.queue_url:  # the stage queues' dead letters
                 from revisit.distributed.status import PipelineStatus
 
                 pipeline = PipelineStatus(settings, store)
-                try:
-                    pipeline.stages()  # reading them trims them
-                except Exception as exc:  # the store's retention is done: say what is not
-                    typer.echo(f"warning: dead letters not trimmed (broker: {exc})", err=True)
-                finally:
+            try:
+                problem = purge_held_batches(store, t, Spool(settings.data / "spool"),  # type: ignore[arg-type]
+                                             pipeline, status_days)
+                if problem:  # the store's retention is done: say what is not
+                    typer.echo(f"warning: {problem}", err=True)
+            finally:
+                if pipeline is not None:
                     pipeline.close()
 
 
