@@ -15,7 +15,7 @@ from revisit.tenancy.db import open_tenancy
 
 
 class _BrokerAway:
-    def stages(self) -> dict:
+    def forget_dead(self, retention: object) -> int:
         raise ConnectionError("Connection refused")
 
 

@@ -264,3 +264,69 @@ def test_the_retention_purge_trims_every_stage_queues_dead_letters(
             assert left == [b"recent"], name
     finally:
         r.flushdb()
+
+
+def _dead_letter(r, key: str, batch_id: str, frames: list[tuple[str, int]]) -> None:
+    """A dead letter written now holding one frame per ``(tenant, age in days)``."""
+    from datetime import UTC, datetime, timedelta
+
+    from revisit.queue.codec import encode_batch
+    from revisit.records import Batch, Frame
+
+    now = datetime.now(UTC)
+    batch = Batch(batch_id, frames=[
+        Frame(t, "cam", "loc", f"{batch_id}-{i}", now - timedelta(days=days), data=b"jpeg")
+        for i, (t, days) in enumerate(frames)])
+    r.xadd(key, {b"b": encode_batch(batch), b"reason": b"too many", b"id": b"0-1"})
+
+
+@pytest.mark.parametrize("via", ["cli", "server"])
+def test_the_retention_purge_drops_dead_letters_past_their_tenants_retention(
+        via: str, redis_url: str, tmp_path, monkeypatch) -> None:
+    """A dead letter holds a tenant's snapshots: it goes with the tenant's retention (a
+    7-day tenant's letters once every frame is older than 7 days), not after 30 days;
+    a letter holding several tenants goes with the strictest; one that does not decode
+    waits for the fixed age. `revisit admin purge` and the server's purge alike."""
+    from typer.testing import CliRunner
+
+    from revisit.api.service import Service
+    from revisit.api.settings import ServiceSettings
+    from revisit.cli.main import app
+    from revisit.config import load_settings
+    from revisit.distributed.topology import QUEUE_IN
+    from revisit.queue.codec import decode_batch
+
+    url = redis_url.rsplit("/", 1)[0] + "/12"  # a database of its own
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    data = ["--data", str(tmp_path / "d")]
+    runner = CliRunner()
+    for tenant, days in (("week", 7), ("year", 365)):
+        out = runner.invoke(app, [*data, "admin", "add-tenant", tenant,
+                                  "--retention-days", str(days)])
+        assert out.exit_code == 0, out.output
+    key = f"revisit:{QUEUE_IN['resolve']}:dead"
+    _dead_letter(r, key, "week-old", [("week", 9), ("week", 8)])
+    _dead_letter(r, key, "week-mixed", [("week", 9), ("week", 1)])
+    _dead_letter(r, key, "year-old", [("year", 9)])
+    _dead_letter(r, key, "both-old", [("year", 9), ("week", 8)])
+    _dead_letter(r, key, "week-old-year-new", [("week", 8), ("year", 0)])
+    r.xadd(key, {b"b": b"\x80not a batch", b"reason": b"undecodable", b"id": b"0-2"})
+    monkeypatch.setenv("REVISIT_QUEUE_URL", url)
+    try:
+        if via == "cli":
+            out = runner.invoke(app, [*data, "admin", "purge"])
+            assert out.exit_code == 0, out.output
+        else:
+            svc = Service(load_settings(None, data=tmp_path / "d"),
+                          ServiceSettings(purge_interval_s=0))
+            try:
+                svc.purge_all("test")
+            finally:
+                svc.stop()
+        left = [f[b"b"] for _, f in r.xrange(key)]
+        assert len(left) == 3
+        assert [decode_batch(b).batch_id for b in left[:2]] == ["week-mixed", "year-old"]
+        assert left[2] == b"\x80not a batch"
+    finally:
+        r.flushdb()

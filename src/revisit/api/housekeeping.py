@@ -24,17 +24,24 @@ def purge_held_batches(
 ) -> str | None:
     """Delete finished batch statuses and failed spooled batches older than
     ``status_days``, failed batches whose snapshots are all past their tenant's
-    retention, and the stage queues' expired dead letters. Returns why the dead letters
+    retention, and the stage queues' dead letters past the fixed age or, as failed
+    batches, past their tenant's retention. Returns why the dead letters
     were not trimmed (the broker is away), or None: that must not undo the rest."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     cutoff = now - timedelta(days=status_days)
     BatchLedger(store).forget_before(cutoff.replace(tzinfo=None))
+    cutoffs: dict[str, datetime] = {}
+
+    def retention(tenant: str) -> datetime:
+        if tenant not in cutoffs:
+            cutoffs[tenant] = retention_cutoff(store, tenancy, tenant, now)
+        return cutoffs[tenant]
+
     if spool is not None:
-        spool.forget_failed_before(cutoff.timestamp(), lambda t: (
-            retention_cutoff(store, tenancy, t, now)))
-    if pipeline is not None:  # dead letters hold snapshots: trimmed as they are read
+        spool.forget_failed_before(cutoff.timestamp(), retention)
+    if pipeline is not None:  # dead letters hold snapshots, as failed batches do
         try:
-            pipeline.stages()
+            pipeline.forget_dead(retention)
         except Exception as exc:
             return f"dead letters not trimmed (broker: {exc})"
     return None

@@ -18,10 +18,11 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from revisit.queue.base import past_retention
 from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -114,16 +115,12 @@ class Spool:
 
     @staticmethod
     def _past_retention(path: Path, retention: Callable[[str], datetime]) -> bool:
-        """Every frame of the failed batch at ``path`` is older than its tenant's cutoff
-        (one tenant per batch, as the processor makes them)."""
+        """The failed batch at ``path`` is past its tenant's retention."""
         try:
             batch = decode_batch(path.read_bytes())
         except (OSError, ValueError):  # gone meanwhile, or kept for a person to look at
             return False
-        if not batch.frames:
-            return False
-        newest = max(f.ts.astimezone(UTC) for f in batch.frames)
-        return newest < retention(batch.frames[0].tenant)
+        return past_retention(batch, retention)
 
     def replay_failed(self) -> list[str]:
         """Move every set-aside batch back in line (run at the next start); returns ids."""

@@ -6,6 +6,8 @@ parked batches; batches resolve skipped. Read by ``revisit status``, the service
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from revisit.config import Settings
@@ -37,6 +39,19 @@ class PipelineStatus:
             status = getattr(q, "status", None)
             out[stage] = status() if status is not None else {"waiting": q.depth()}
         return out
+
+    def forget_dead(self, retention: Callable[[str], datetime]) -> int:
+        """Trim every stage queue's dead letters: past the fixed age, and past their
+        tenant's retention where the broker can delete one letter (Redis; a Kafka
+        dead topic only keeps its fixed ``retention.ms``). Returns the letters deleted
+        for their tenant's retention."""
+        gone = 0
+        for stage in QUEUE_IN:
+            q = self._queue(stage)
+            forget = getattr(q, "forget_dead", None)
+            if forget is not None:
+                gone += forget(retention)
+        return gone
 
     def read(self) -> dict[str, Any]:
         return {

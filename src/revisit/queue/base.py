@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from revisit.records import Batch
@@ -18,8 +19,21 @@ from revisit.records import Batch
 log = logging.getLogger(__name__)
 
 # Dead letters hold snapshots and faces: kept as long as a failed spooled batch
-# (service.batch_status_days' default), then dropped whether replayed or not.
+# (service.batch_status_days' default), then dropped whether replayed or not; sooner when
+# past their tenant's retention (past_retention).
 DEAD_LETTER_DAYS = 30
+
+
+def past_retention(batch: Batch, retention: Callable[[str], datetime]) -> bool:
+    """A batch held outside the store (a failed spooled batch, a dead letter) must go:
+    every frame of some tenant in it is older than that tenant's cutoff (``retention``:
+    tenant -> cutoff). A batch holding several tenants goes with the first of them to
+    expire, since its snapshots cannot be dropped apart; one with no frame never does."""
+    newest: dict[str, datetime] = {}
+    for f in batch.frames:
+        ts = f.ts.astimezone(UTC)
+        newest[f.tenant] = max(ts, newest.get(f.tenant, ts))
+    return any(ts < retention(tenant) for tenant, ts in newest.items())
 
 
 @dataclass(slots=True)

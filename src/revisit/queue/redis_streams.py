@@ -29,11 +29,18 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import redis
 
-from revisit.queue.base import DEAD_LETTER_DAYS, Delivery, QueueFull, tell_dead
+from revisit.queue.base import (
+    DEAD_LETTER_DAYS,
+    Delivery,
+    QueueFull,
+    past_retention,
+    tell_dead,
+)
 from revisit.queue.codec import CodecError, decode_batch, encode_batch
 from revisit.records import Batch
 
@@ -319,6 +326,25 @@ class RedisStreamQueue:
                     moved += 1
                 self._r.xdel(self.dead_key, entry_id)
         return moved
+
+    def forget_dead(self, retention: Callable[[str], datetime]) -> int:
+        """Delete the dead letters older than ``DEAD_LETTER_DAYS`` and those past their
+        tenant's retention (``retention``: tenant -> cutoff; queue.base.past_retention);
+        one that does not decode waits for the fixed age. Returns the letters deleted
+        for their tenant's retention."""
+        self._expire_dead()
+        gone, start = 0, "-"
+        while entries := self._r.xrange(self.dead_key, min=start, count=100):
+            for entry_id, fields in entries:
+                try:
+                    expired = _FIELD in fields and past_retention(decode_batch(fields[_FIELD]),
+                                                                  retention)
+                except CodecError:
+                    expired = False
+                if expired:
+                    gone += int(self._r.xdel(self.dead_key, entry_id))
+            start = "(" + _as_str(entries[-1][0])
+        return gone
 
     def dead_letters(self) -> int:
         self._expire_dead()
