@@ -30,7 +30,7 @@ def test_admin_cli(tmp_path) -> None:
     assert shown["groups"] == {"front": ["camA"]}
     assert secret not in json.dumps(shown)
     assert "acme: " in run("purge")
-    run("erase-visitor", "-t", "acme", "V-000001", code=1)
+    run("erase-visitor", "-t", "acme", "V-000001", code=2)
     log = [json.loads(line) for line in run("audit", "-t", "acme").splitlines()]
     assert log[0]["action"] == "retention.purge"
     key_id = shown["keys"][0]["key_id"]

@@ -111,7 +111,7 @@ def revoke_key(
         ok = t.revoke_key(tenant, key_id, keep_an_admin=not force)
     if not ok:
         typer.echo(f"error: no key {key_id} in tenant {tenant}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     typer.echo(f"key {key_id} revoked")
 
 
@@ -217,7 +217,7 @@ def erase_visitor(ctx: typer.Context, tenant: Tenant, visitor_id: str) -> None:
                            settings.crops_dir)
         except KeyError:
             typer.echo(f"error: no visitor {visitor_id} in tenant {tenant}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2) from None
     typer.echo(f"visitor {visitor_id} erased: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 

@@ -37,7 +37,7 @@ def show(
         store.close()
     if d is None:
         typer.echo(f"error: no visitor {visitor} in tenant {tenant}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     info = {
         "visitor": d.visitor_id,
         "asked_as": visitor if visitor != d.visitor_id else None,
@@ -86,7 +86,7 @@ def crops(
     try:
         if store.visitor_detail(tenant, visitor) is None:
             typer.echo(f"error: no visitor {visitor} in tenant {tenant}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(2)
         rows = store.visitor_crops(tenant, visitor)
         kept = [(f"{ts:%Y%m%dT%H%M%S}_{face}", jpeg) for face, ts, jpeg in rows]
         faces = store.visitor_face_ids(tenant, visitor) - {face for face, _, _ in rows}
@@ -123,9 +123,9 @@ def merge(
     store = open_data_store(ctx, "POST /v1/visitors/{keep}/merge")
     try:
         rec = store.merge_visitors(tenant, keep, absorb, reason=reason)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:  # an unknown visitor is an input error (2)
         typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(exc, KeyError) else 1) from None
     finally:
         store.close()
     typer.echo(f"merged {rec.absorb} into {rec.keep} (merge {rec.merge_id}); "
@@ -142,9 +142,9 @@ def split(
     store = open_data_store(ctx, "POST /v1/visitors/{id}/split")
     try:
         rec = store.split_visitor(tenant, merged)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:  # an unknown visitor is an input error (2)
         typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(exc, KeyError) else 1) from None
     finally:
         store.close()
     typer.echo(f"split {rec.absorb} from {rec.keep} (undid merge {rec.merge_id})")
