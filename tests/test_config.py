@@ -152,3 +152,25 @@ def test_an_environment_table_that_is_no_json_names_the_variable(
     monkeypatch.setenv("REVISIT_OCCUPANCY", "{locations")
     with pytest.raises(ConfigError, match="REVISIT_OCCUPANCY is not valid JSON"):
         _load(tmp_path)
+
+
+def test_a_check_of_the_whole_settings_names_its_fields_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheme checked across the URLs said nothing of where the wrong one was set; the
+    value given on the command line (an override) names no source."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "revisit.toml").write_text('store_url = "foo://x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, data=data)
+    assert str(err.value).endswith(
+        f"store_url: unknown scheme 'foo' (one of duckdb://, postgresql://, postgres://) "
+        f"[from config file {data / 'revisit.toml'}]")
+    monkeypatch.setenv("REVISIT_QUEUE_URL", "redis:secret@host")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, data=tmp_path / "e")
+    assert str(err.value).endswith("[from environment REVISIT_QUEUE_URL]")
+    assert "queue_url is not a URL" in str(err.value) and "secret" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, data=tmp_path / "e", queue_url="redis:x")
+    assert str(err.value).endswith("queue_url is not a URL (expected scheme://...)")

@@ -419,22 +419,25 @@ class Settings(BaseSettings):
         for name in ("store_url", "index_url", "queue_url"):
             url = getattr(self, name)
             if url and "://" not in url:  # the value may hold a password: not repeated
-                raise ValueError(f"{name} is not a URL (expected scheme://...)")
+                raise FieldProblem(name, f"{name} is not a URL (expected scheme://...)")
             scheme = url.partition("://")[0]
             if url and name in _SCHEMES and scheme not in _SCHEMES[name]:
-                raise ValueError(f"{name}: unknown scheme {scheme!r} (one of "
-                                 f"{', '.join(s + '://' for s in _SCHEMES[name])})")
+                raise FieldProblem(name, f"{name}: unknown scheme {scheme!r} (one of "
+                                   f"{', '.join(s + '://' for s in _SCHEMES[name])})")
         if self.store_url.startswith("duckdb://"):  # a file: DuckDB cannot open "" or a dir
             path = Path(self.store_url.removeprefix("duckdb://"))
             if path == Path() or path.is_dir():
-                raise ValueError(f"store_url {self.store_url!r} names no DuckDB file "
-                                 "(expected duckdb:///path/file.duckdb)")
+                raise FieldProblem("store_url", f"store_url {self.store_url!r} names no "
+                                   "DuckDB file (expected duckdb:///path/file.duckdb)")
         if self.index_url.startswith("faiss://") and self.index_url.partition("?")[2]:
             from revisit.config.index_url import parse_options
 
-            parse_options(self.index_url)  # its ValueError names the option
+            try:
+                parse_options(self.index_url)
+            except ValueError as exc:  # it names the option
+                raise FieldProblem("index_url", str(exc)) from None
         if self.data.exists() and not self.data.is_dir():
-            raise ValueError(f"data {self.data} is a file, not a directory")
+            raise FieldProblem("data", f"data {self.data} is a file, not a directory")
         return self
 
     @classmethod
@@ -515,6 +518,15 @@ class ConfigError(Exception):
     """Settings that cannot be used, with a message a person can act on."""
 
 
+class FieldProblem(ValueError):
+    """A check of the whole Settings that is about one field: its error names where that
+    field's value came from, as the field's own errors do."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate settings; turn pydantic's errors into one readable message."""
     if unknown := unknown_env(os.environ):
@@ -560,7 +572,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
                 got = redact_url(got)  # no password in the message
             shown = "" if loc == "settings" else f" (got {got!r})"  # all of it: not shown
-            origin = _origin(err["loc"], os.environ, file_data, where)
+            at = err["loc"]
+            problem = (err.get("ctx") or {}).get("error")
+            if not at and isinstance(problem, FieldProblem):  # a whole-Settings check
+                at = () if problem.field in clean else (problem.field,)  # a CLI value
+            origin = _origin(at, os.environ, file_data, where)
             lines.append(f"  {loc}: {err['msg']}{shown}{origin}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     finally:
