@@ -92,18 +92,24 @@ def test_exactly_at_a_rules_threshold_is_not_above_it(store: SightingStore) -> N
     assert book.alerts("acme") == []
 
 
+def _two_cameras_out_of_step(store: SightingStore) -> OccupancyDB:
+    """Two cameras of disjoint areas of location 101, a snapshot every 90 s for 5 minutes,
+    out of step: door sees 10 people from 0 s, back 4 from 45 s."""
+    db = _setup(store)
+    Tenancy(store).add_camera("acme", "back", "101")
+    db.set_camera("acme", "back", CameraZones(counting=True))
+    _store(store, [PeopleCount("acme", cam, "101", f"{cam}-{i}", T0 + timedelta(seconds=s),
+                               "", n, n)
+                   for cam, n, offset in (("door", 10, 0), ("back", 4, 45))
+                   for i, s in enumerate(range(offset, 300, 90))])
+    return db
+
+
 def test_a_minute_one_camera_missed_keeps_its_people(store: SightingStore) -> None:
     """Two cameras of disjoint areas, a snapshot every 90 s, out of step: each minute holds
     both areas (the one that missed it with what it last saw, fresh as in the live
     answer), not one area at a time."""
-    db = _setup(store)
-    Tenancy(store).add_camera("acme", "back", "101")
-    db.set_camera("acme", "back", CameraZones(counting=True))
-    counts = [PeopleCount("acme", cam, "101", f"{cam}-{i}", T0 + timedelta(seconds=s), "",
-                          n, n)
-              for cam, n, offset in (("door", 10, 0), ("back", 4, 45))
-              for i, s in enumerate(range(offset, 300, 90))]
-    _store(store, counts)
+    db = _two_cameras_out_of_step(store)
     rows = db.history("acme", T0, T0 + timedelta(hours=1), ("101",))
     assert [r.people for r in rows] == [14.0] * 5
     # a camera silent for longer than stale_after_s (120 s) is not held
@@ -118,15 +124,8 @@ def test_a_minutes_history_does_not_depend_on_where_the_range_starts(
     """A camera's people are held into the first minutes of a range from its snapshot
     before the range (fresh): a minute reads the same whether the range starts before or
     after that snapshot."""
-    db = _setup(store)
-    Tenancy(store).add_camera("acme", "back", "101")
-    db.set_camera("acme", "back", CameraZones(counting=True))
     # door every 90 s (minutes 0, 1, 3, 4), back every 90 s from 45 s (minutes 0, 2, 3)
-    counts = [PeopleCount("acme", cam, "101", f"{cam}-{i}", T0 + timedelta(seconds=s), "",
-                          n, n)
-              for cam, n, offset in (("door", 10, 0), ("back", 4, 45))
-              for i, s in enumerate(range(offset, 300, 90))]
-    _store(store, counts)
+    db = _two_cameras_out_of_step(store)
     minute = T0 + timedelta(minutes=2)  # door's last snapshot is at 90 s, a minute before
     wide = {r.minute: r.people for r in db.history("acme", T0, T0 + timedelta(hours=1))}
     narrow = {r.minute: r.people for r in db.history("acme", minute, T0 + timedelta(hours=1))}
