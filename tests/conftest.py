@@ -20,6 +20,11 @@ from revisit.store.testing import STORE_BACKENDS
 # product refuses by default (alerts.private_webhooks; tests/occupancy/test_alerts.py
 # checks the refusal with its own Deliverer).
 os.environ.setdefault("REVISIT_ALERTS__PRIVATE_WEBHOOKS", "true")
+# The tests' footage carries fixed dates (2024), older than a tenant's default retention by
+# now, which the product refuses at the door (privacy.retention_at_door; the tests of that
+# refusal turn it on: tests/api/test_probes.py, tests/cli/test_ingest.py,
+# tests/test_pipeline.py, tests/distributed/test_distributed.py).
+os.environ.setdefault("REVISIT_PRIVACY__RETENTION_AT_DOOR", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REVISIT_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from revisit.cli.main import app
 from revisit.ingest.manifest import read_manifest
 from revisit.pipeline import Runtime
+from revisit.records import Batch
 from revisit.report.query import ReportQuery, SightingQuery
 
 POWELL = "Colin_Powell"  # person A: four photos
@@ -268,3 +269,56 @@ def test_faces_held_when_a_run_is_killed_are_decided_by_the_next(tmp_path: Path,
         assert again.store.held_faces("default") == []
     finally:
         again.close()
+
+
+def past_retention_batch(tenant: str, days: int) -> tuple[Batch, str, str]:
+    """A batch as the embed stage hands it on: a frame from an hour ago and one from
+    ``days`` ago, each with one face that would found a visitor; (batch, new id, old id)."""
+    from datetime import UTC, datetime
+
+    from revisit.records import Face, Frame, face_image_id
+    from revisit.store.testing import embedding
+
+    now = datetime.now(UTC)
+    frames, faces = [], []
+    for n, (image_id, ts) in enumerate((("recent", now - timedelta(hours=1)),
+                                        ("archived", now - timedelta(days=days)))):
+        bbox = (10, 20, 80, 100)
+        frames.append(Frame(tenant, "L1-cam1", "L1", image_id, ts, source=f"batch:{image_id}.jpg"))
+        faces.append(Face(tenant=tenant, camera_id="L1-cam1", location_id="L1",
+                          image_id=image_id, ts=ts,
+                          face_image_id=face_image_id(tenant, image_id, bbox), bbox=bbox,
+                          landmarks=np.zeros((5, 2), np.float32), det_score=0.9, quality=0.8,
+                          embedding=embedding(n, dim=128)))
+    return Batch("B-retention", frames=frames, faces=faces), "recent", "archived"
+
+
+def test_a_frame_past_retention_handed_to_the_pipeline_is_not_stored(tmp_path: Path) -> None:
+    """A frame accepted before its tenant's retention was shortened (or replayed from a
+    failed batch) reaches resolve: it is refused there, stored nowhere (no frame record,
+    sighting, embedding or visitor), and listed in what the batch reports."""
+    from revisit.config import load_settings
+    from revisit.ingest.status import counts_of
+    from revisit.tenancy.db import Tenancy
+
+    runtime = Runtime(load_settings(None, data=tmp_path / "data",
+                                    identity={"create_after": 1},
+                                    privacy={"retention_at_door": True}))
+    try:
+        Tenancy(runtime.store).create_tenant("acme", retention_days=30)
+        out, recent, archived = past_retention_batch("acme", 90)
+        for name, fn in runtime.stages():
+            if name in ("resolve", "store"):  # after the models, as a replay gets there
+                out = fn(out)
+        assert runtime.store.known_frames("acme", [recent, archived]) == {recent}
+        assert [s.image_id for s in out.sightings] == [recent]
+        assert runtime.store.stats("acme")["visitors"] == 1
+        with runtime.store.read() as s:
+            stored = s.execute("SELECT face_image_id FROM embeddings WHERE tenant = ?",
+                               ["acme"]).fetchall()
+        assert [r[0] for r in stored] == [out.faces[0].face_image_id]
+        rejected = counts_of(out)["rejected"]
+        assert [(r["image_id"], r["file"]) for r in rejected] == [(archived, "archived.jpg")]
+        assert "older than tenant acme's retention of 30 days" in rejected[0]["reason"]
+    finally:
+        runtime.close()

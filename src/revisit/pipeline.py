@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from revisit.config import Settings
 from revisit.queue.base import QueueFull, StageQueue
 from revisit.queue.memory import MemoryQueue
-from revisit.records import DROP_REASONS, NOT_A_FACE, TOO_SMALL, WEAK_TRACK, Batch, Dropped, Frame, Rejected
+from revisit.records import (
+    DROP_REASONS,
+    NOT_A_FACE,
+    REJECT_REASONS,
+    TOO_SMALL,
+    WEAK_TRACK,
+    Batch,
+    Dropped,
+    Frame,
+    Rejected,
+)
 
 if TYPE_CHECKING:
     from revisit.identity.resolver import Resolver
@@ -78,10 +88,12 @@ class Summary:
                               for r, n in self.dropped.most_common())
             dropped = f" (dropped: {parts})"
         detected = self.faces + self.dropped[TOO_SMALL] + self.dropped[NOT_A_FACE]
+        coded = Counter(r.code for r in self.rejected if r.code)
+        why = ", ".join(f"{n} {REJECT_REASONS.get(c, c)}" for c, n in coded.most_common())
         return (
             f"{self.frames} frames, {detected} faces{dropped}, {self.sightings} sightings, "
             f"{self.new_visitors} new visitors, {self.merges} merged, "
-            f"{len(self.rejected)} rejected, "
+            f"{len(self.rejected)} rejected{f' ({why})' if why else ''}, "
             f"{self.skipped} already stored; {self.seconds:.1f} s, "
             f"{self.frames_per_second:.1f} frames/s, "
             f"{self.faces / self.seconds if self.seconds else 0.0:.1f} faces/s"
@@ -418,6 +430,11 @@ class Runtime:
         self.models = LocalModels(settings, zones=self.zones)
         self._resolver: Resolver | None = None
         self._tenants_seen: set[str] = set()  # by skip_known: what finish() consolidates
+        from revisit.tenancy.privacy import RetentionCutoffs
+
+        # snapshots past their tenant's retention: refused at the door and before resolve
+        self.retention = RetentionCutoffs(self.store,
+                                          enabled=settings.privacy.retention_at_door)
         self.after_store = AfterStore(self.store, settings)
         self.stage_seconds: dict[str, float] = {}
 
@@ -430,7 +447,8 @@ class Runtime:
         if self._resolver is None:
             from revisit.identity.resolver import Resolver
 
-            self._resolver = Resolver(self.settings, self.store, self.index)
+            self._resolver = Resolver(self.settings, self.store, self.index,
+                                      refuse=self.retention.refuse)
         return self._resolver
 
     @property
@@ -463,13 +481,15 @@ class Runtime:
 
     def skip_known(self, batches: Iterable[Batch], summary: Summary,
                    recent: dict[tuple[str, str], None] | None = None) -> Iterator[Batch]:
-        """Drop frames the store already has: re-ingesting changes nothing. An image id
+        """Refuse frames older than their tenant's retention (before any model runs on
+        them) and drop frames the store already has: re-ingesting changes nothing. An image id
         met earlier in this run is dropped too, stored yet or not (a later line reusing an
         id while its first copy is still in the pipeline is the same snapshot); the ids of
         the last ``IN_FLIGHT`` frames are enough for that, older ones are in the store.
         ``recent``: those ids, insertion-ordered, for a run that calls this batch by batch."""
         recent = {} if recent is None else recent
         for batch in batches:
+            self.retention.refuse(batch)
             by_tenant: dict[str, list[str]] = {}
             for f in batch.frames:
                 by_tenant.setdefault(f.tenant, []).append(f.image_id)

@@ -173,6 +173,12 @@ class Rejected:
     reason: str
     image_id: str = ""
     tenant: str = DEFAULT_TENANT
+    code: str = ""  # a reason code (:data:`REJECT_REASONS`) where a summary counts them
+
+
+# Why a frame was refused, where a summary counts them apart (stable codes).
+EXPIRED = "retention"
+REJECT_REASONS = {EXPIRED: "older than their tenant's retention"}
 
 
 # Why a detected face became no sighting (stable codes: summaries, logs and the API use them).

@@ -55,6 +55,31 @@ def test_a_bad_timestamp_is_refused_per_frame_and_good_frames_go_on(env: Env, ba
     assert r.status_code == 422 and "ts" in r.json()["detail"]
 
 
+def test_a_frame_past_the_tenants_retention_is_refused_per_frame(env: Env) -> None:
+    """acme keeps 30 days: a 90-day-old snapshot (an archive back-fill) is refused at the
+    door, named with the retention, and the batch's other frame goes on; a retention
+    changed over the API applies to the next batch."""
+    env.service.runtime.retention.enabled = True  # privacy.retention_at_door (tests/conftest.py)
+    env.service.tenancy.set_retention("acme", 30)
+    old = (NOW - timedelta(days=90)).isoformat()
+    r = _post(env, [{"ts": GOOD_TS}, {"ts": old, "file": "old.jpg"}])
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["frames"] == 2 and body["status"] == "queued"
+    assert [x["file"] for x in body["rejected"]] == ["old.jpg"]
+    assert "older than tenant acme's retention of 30 days" in body["rejected"][0]["reason"]
+    st = env.client.get(body["status_url"], headers=env.auth("cam_a")).json()
+    assert [x["file"] for x in st["rejected"]] == ["old.jpg"]
+    assert env.service.processor.depth() == 1  # the good frame is queued
+    r = _post(env, [{"ts": old, "image_id": "only-old"}])
+    assert r.status_code == 422 and "retention of 30 days" in r.json()["detail"]
+    put = env.client.put("/v1/admin/retention", json={"retention_days": 100},
+                         headers=env.auth("admin"))
+    assert put.status_code == 200, put.text
+    r = _post(env, [{"ts": old, "image_id": "only-old"}])
+    assert r.status_code == 202 and r.json()["rejected"] == []
+
+
 def test_metrics_need_a_token_or_this_machine(env: Env, tmp_path) -> None:
     remote = TestClient(env.client.app, client=("203.0.113.9", 40000))
     assert remote.get("/metrics").status_code == 403

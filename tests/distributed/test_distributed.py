@@ -282,6 +282,37 @@ def test_a_missing_batch_is_skipped_after_the_wait_and_applied_if_it_comes(
     store.close()
 
 
+def test_a_frame_past_retention_reaching_resolve_is_not_stored(tmp_path: Path,
+                                                               pg_url: str) -> None:
+    """A frame past its tenant's retention that reaches a resolve worker (published before
+    the retention was shortened, replayed from the dead letters) is refused there, as in
+    the embedded pipeline: nothing of it stored, and the batch's status lists it."""
+    from tests.test_pipeline import past_retention_batch
+
+    from revisit.ingest.status import BatchLedger, BatchStatus
+    from revisit.store.postgres_store import PostgresStore
+    from revisit.tenancy.db import Tenancy
+
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
+                             identity={"create_after": 1}, privacy={"retention_at_door": True})
+    store = PostgresStore(pg_url)
+    try:
+        Tenancy(store).create_tenant("acme", retention_days=30)
+        batch, recent, archived = past_retention_batch("acme", 90)
+        ledger = BatchLedger(store)
+        ledger.record(BatchStatus(batch.batch_id, "acme", "queued", 2))
+        [out] = ResolveHandler(settings, store)(batch)
+        assert store.known_frames("acme", [recent, archived]) == {recent}
+        assert [s.image_id for s in out.sightings] == [recent]
+        assert store.stats("acme")["visitors"] == 1
+        st = ledger.get("acme", batch.batch_id)
+        assert st is not None and st.state == "done" and st.processed == 1
+        assert [r["image_id"] for r in st.rejected] == [archived]
+        assert "older than tenant acme's retention of 30 days" in st.rejected[0]["reason"]
+    finally:
+        store.close()
+
+
 def test_api_batch_status_with_a_broker(tmp_path: Path, pg_url: str, redis_url: str) -> None:
     """With a broker an API batch goes queued -> processing (the detect worker took it) ->
     done with its counts (committed with its sightings), in the shared store."""

@@ -170,14 +170,16 @@ def skipped_batches(request: Request, limit: int = Query(100, ge=1, le=10_000),
 
 class RetentionIn(BaseModel):
     retention_days: int = Field(ge=1, le=36500, strict=True, description="Days sightings and "
-                                "embeddings are kept; older ones go at the next purge.")
+                                "embeddings are kept; older ones go at the next purge, and older "
+                                "snapshots are refused.")
 
 
 @router.put("/v1/admin/retention", summary="Change how long the tenant's data is kept")
 def put_retention(body: RetentionIn, request: Request,
                   key: ApiKey = Depends(admin)) -> dict[str, Any]:
-    t = service_of(request).tenancy
-    t.set_retention(key.tenant, body.retention_days, actor=key.actor)
+    svc = service_of(request)
+    svc.tenancy.set_retention(key.tenant, body.retention_days, actor=key.actor)
+    svc.runtime.retention.forget(key.tenant)  # this server's door applies it at once
     return {"tenant": key.tenant, "retention_days": body.retention_days}
 
 

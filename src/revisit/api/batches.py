@@ -7,15 +7,16 @@ multipart form with field ``metadata`` = JSON array, one object per image
 ``{"batch_id", "frames", "status_url"}`` (plus ``duplicates``).
 
 Every check runs before anything is queued. A batch is accepted or refused as a whole,
-except for frames whose timestamp is unusable (malformed, or outside the ``ingest`` window):
-those are refused one by one, listed in the 202's ``rejected`` with a reason, and the
-others go on (a batch where none is left is a 422).
+except for frames whose timestamp is unusable (malformed, outside the ``ingest`` window, or
+older than the tenant's retention, which would not keep them): those are refused one by
+one, listed in the 202's ``rejected`` with a reason, and the others go on (a batch where
+none is left is a 422).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -30,8 +31,9 @@ from revisit.api.errors import errors
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
 from revisit.ingest.timestamps import TimestampError, parse_ts
-from revisit.records import Frame, content_id, encodes, iso_utc
-from revisit.tenancy.db import ApiKey
+from revisit.records import EXPIRED, Frame, content_id, encodes, iso_utc
+from revisit.tenancy.db import ApiKey, Camera
+from revisit.tenancy.privacy import expired_reason
 from revisit.vision.header import ImageError, image_size
 
 router = APIRouter(tags=["camera batches"], responses=errors(401, 403, 422))
@@ -155,6 +157,15 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
     return items
 
 
+def _lookups(svc: Service, tenant: str, cameras: list[str]
+             ) -> tuple[dict[str, Camera], int | None]:
+    """The batch's registered cameras and the tenant's retention in days (None: snapshots
+    past it are not refused, ``privacy.retention_at_door`` is off)."""
+    retention = svc.runtime.retention
+    days = retention.days(tenant) if retention.enabled else None
+    return svc.tenancy.cameras_by_id(tenant, cameras), days
+
+
 def _throttled(svc: Service) -> JSONResponse:
     svc.metrics.throttled.inc()
     retry = str(svc.config.retry_after_s)
@@ -212,13 +223,16 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
 
         frames: list[Frame] = []
         refused: list[dict[str, str]] = []  # frames refused one by one (their timestamp)
+        expired = 0  # of which past the tenant's retention
         window = svc.settings.ingest.window()
         for it in items:
             if not key.may_post_for(it["camera_id"]):
                 raise _fail(403, f"this key may not post for camera {it['camera_id']!r}")
-        # one query for the batch's cameras, off the event loop
-        cameras = await run_in_threadpool(svc.tenancy.cameras_by_id, key.tenant,
-                                          [it["camera_id"] for it in items])
+        # one query for the batch's cameras and the tenant's retention (cached), off the
+        # event loop
+        cameras, days = await run_in_threadpool(
+            _lookups, svc, key.tenant, [it["camera_id"] for it in items])
+        cutoff = None if days is None else datetime.now(UTC) - timedelta(days=days)
         for i, it in enumerate(items):
             cam = it["camera_id"]
             camera = cameras.get(cam)
@@ -229,6 +243,12 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
             except TimestampError as exc:
                 refused.append({"file": it["file"], "image_id": it.get("image_id") or "",
                                 "reason": f"metadata[{i}].{exc}"})
+                continue
+            if cutoff is not None and days is not None and ts < cutoff:
+                expired += 1
+                refused.append({"file": it["file"], "image_id": it.get("image_id") or "",
+                                "reason": f"metadata[{i}]."
+                                          + expired_reason(key.tenant, days, ts)})
                 continue
             part = uploads[it["file"]]
             if part.size is not None and part.size > cfg.max_image_bytes:
@@ -268,8 +288,11 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
                             headers={"Retry-After": retry})
     except QueueFull:
         return _throttled(svc)
-    if refused:
-        svc.metrics.frames_rejected.labels(svc.metrics.tenant(key.tenant), "timestamp").inc(len(refused))
+    label = svc.metrics.tenant(key.tenant)
+    if len(refused) > expired:
+        svc.metrics.frames_rejected.labels(label, "timestamp").inc(len(refused) - expired)
+    if expired:
+        svc.metrics.frames_rejected.labels(label, EXPIRED).inc(expired)
     return JSONResponse(
         {"batch_id": status.batch_id, "frames": status.frames, "duplicates": status.duplicates,
          "rejected": refused, "status": status.state,

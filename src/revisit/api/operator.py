@@ -73,4 +73,5 @@ def put_tenant(tenant: str, body: TenantIn, svc: Service = Depends(operator)) ->
             created = False
     except TenancyError as exc:
         raise HTTPException(422, str(exc)) from None
+    svc.runtime.retention.forget(tenant)  # this server's door applies it at once
     return {**_tenant_out(t.require_tenant(tenant)), "created": created}

@@ -416,8 +416,8 @@ class BatchProcessor:
             m.faces.labels(label).inc(len(batch.faces))
             m.sightings.labels(label).inc(len(batch.sightings))
             m.new_visitors.labels(label).inc(len(batch.visitors_created))
-            for _ in batch.rejected:
-                m.frames_rejected.labels(label, "undecodable").inc()
+            for r in batch.rejected:
+                m.frames_rejected.labels(label, r.code or "undecodable").inc()
         m.batches.labels("failed" if failed else "done").inc()
         if self.spool is not None:  # stored: nothing left to replay; failed: kept aside
             if failed:

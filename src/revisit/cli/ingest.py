@@ -19,13 +19,21 @@ EXIT_SKIPPED = 3  # some input was rejected; everything else was stored
 
 def print_summary(summary: Summary, settings: Settings | None = None, *, verbose: bool = False,
                   max_errors: int = 20) -> None:
-    """Rejected input, then (with ``-v``) every dropped face per frame, then the one-line
-    summary and, when faces were seen but none counted, what to change."""
-    for rej in summary.rejected[:max_errors]:
+    """Rejected input, then (with ``-v``) every frame refused with a reason code (past its
+    tenant's retention: an archive back-fill may hold many; the summary counts them) and
+    every dropped face per frame, then the one-line summary and, when faces were seen but
+    none counted, what to change."""
+    bad = [r for r in summary.rejected if not r.code]
+    for rej in bad[:max_errors]:
         typer.echo(f"skipped {rej.source}: {rej.reason}", err=True)
-    if len(summary.rejected) > max_errors:
-        typer.echo(f"... and {len(summary.rejected) - max_errors} more skipped", err=True)
+    if len(bad) > max_errors:
+        typer.echo(f"... and {len(bad) - max_errors} more skipped", err=True)
     if verbose:
+        coded = [r for r in summary.rejected if r.code]
+        for rej in coded[:summary.MAX_LISTED]:
+            typer.echo(f"refused {rej.source or rej.image_id}: {rej.reason}", err=True)
+        if len(coded) > summary.MAX_LISTED:
+            typer.echo(f"... and {len(coded) - summary.MAX_LISTED} more refused", err=True)
         for d in summary.dropped_faces:
             x, y, w, h = d.bbox
             typer.echo(f"dropped face {w}x{h} at ({x},{y}) in {d.source or d.image_id}: "

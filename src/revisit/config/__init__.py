@@ -365,6 +365,12 @@ class PrivacySettings(Section):
         "minute apart, faces left in it blurred, 480 px wide) as the heatmap background. "
         "Off: heatmaps are drawn on a plain grid.",
     )
+    retention_at_door: bool = Field(
+        True, description="Refuse snapshots older than their tenant's retention wherever "
+        "they enter (HTTP batches, `revisit ingest`, and again before they are resolved), so "
+        "the store never keeps what the purge would delete. Off: they are stored and counted "
+        "until the next purge (only to replay fixed-date test footage).",
+    )
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,7 @@ from revisit.ingest.status import BatchLedger
 from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch, Face, Sighting
 from revisit.store.sql_store import now_utc
+from revisit.tenancy.privacy import RetentionCutoffs
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ResolveHandler:
                 "(DuckDB is one process's file)"
             )
         self.ledger = BatchLedger(self.store)
+        self.retention = RetentionCutoffs(self.store,
+                                          enabled=self.settings.privacy.retention_at_door)
         self._reset()
 
     def _reset(self) -> None:
@@ -76,7 +79,8 @@ class ResolveHandler:
         self.index = open_index(self.settings)
         shared = type(self.index).__name__ == "PgVectorIndex"
         self.guard = _LoadGuard(self.index) if shared else None
-        self.resolver = Resolver(self.settings, self.store, self.guard or self.index)
+        self.resolver = Resolver(self.settings, self.store, self.guard or self.index,
+                                 refuse=self.retention.refuse)
         self.versions.clear()
 
     def __call__(self, batch: Batch) -> list[Batch]:

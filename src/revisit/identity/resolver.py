@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -159,10 +159,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
 class Resolver:
     """Stateful per tenant; loads each tenant's gallery from the store on first use."""
 
-    def __init__(self, settings: Settings, store: SightingStore, index: FaceIndex) -> None:
+    def __init__(self, settings: Settings, store: SightingStore, index: FaceIndex,
+                 refuse: Callable[[Batch], object] | None = None) -> None:
+        """``refuse``: takes out of a batch, before it is resolved, the frames the store
+        must not keep (``RetentionCutoffs.refuse``: past their tenant's retention); every
+        pipeline, embedded or distributed, resolves here, so none stores them."""
         self.settings = settings
         self.store = store
         self.index = index
+        self.refuse = refuse
         ident = settings.identity
         self.threshold = match_threshold(settings)
         self.track_params = TrackParams(
@@ -405,6 +410,8 @@ class Resolver:
     # -- the stage -------------------------------------------------------------------
     def resolve(self, batch: Batch) -> Batch:
         """Fill ``batch.sightings`` for the batch's embedded faces (module docstring)."""
+        if self.refuse is not None:
+            self.refuse(batch)
         with self._lock:
             return self._resolve(batch)
 

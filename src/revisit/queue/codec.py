@@ -229,13 +229,15 @@ def _from_sighting(d: dict[str, Any]) -> Sighting:
 
 
 def _rejected(r: Rejected) -> dict[str, Any]:
-    return {"source": r.source, "reason": r.reason, "image_id": r.image_id, "tenant": r.tenant}
+    return {"source": r.source, "reason": r.reason, "image_id": r.image_id, "tenant": r.tenant,
+            "code": r.code}
 
 
 def _from_rejected(d: dict[str, Any]) -> Rejected:
     return Rejected(
         source=_str(d["source"], "source"), reason=_str(d["reason"], "reason"),
         image_id=_str(d["image_id"], "image_id"), tenant=_str(d["tenant"], "tenant"),
+        code=_str(d.get("code", ""), "code"),  # absent in what an earlier version wrote
     )
 
 

@@ -9,12 +9,14 @@ wrote are looked for wherever ``crops_dir`` is, whatever ``keep_crops`` says now
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from revisit.identity.index import FaceIndex
-from revisit.records import iso_utc
+from revisit.records import EXPIRED, Batch, Rejected, iso_utc
 from revisit.store.base import SightingStore
 from revisit.store.crops import erase_crops, purge_crop_days
 from revisit.tenancy.db import DEFAULT_RETENTION_DAYS, Tenancy, TenancyError
@@ -78,6 +80,82 @@ def retention_cutoff(store: SightingStore, tenancy: Tenancy, tenant: str,
     except TenancyError:
         days = DEFAULT_RETENTION_DAYS
     return (now or datetime.now(UTC)).astimezone(UTC) - timedelta(days=days)
+
+
+# How long a process trusts a tenant's retention it read: a change made elsewhere (another
+# process, `revisit admin set-retention`) is applied at the door within this many seconds.
+RETENTION_CACHE_S = 60.0
+
+
+def expired_reason(tenant: str, days: int, ts: datetime) -> str:
+    """Why a snapshot taken at ``ts`` is refused: the tenant would not keep it."""
+    return f"ts {iso_utc(ts)} is older than tenant {tenant}'s retention of {days} days"
+
+
+class RetentionCutoffs:
+    """Each tenant's retention, read from the store at most once per ``ttl_s``: snapshots
+    older than it are refused wherever they enter (the HTTP door, ``revisit ingest``) and
+    again before they are resolved, so the store never keeps what the purge would delete.
+    The accept path is latency-sensitive, hence the cache; :meth:`forget` applies a change
+    made in this process at once."""
+
+    def __init__(self, store: SightingStore, ttl_s: float = RETENTION_CACHE_S,
+                 enabled: bool = True) -> None:
+        """``enabled`` false (``privacy.retention_at_door``): nothing is refused."""
+        self.tenancy = Tenancy(store)
+        self.enabled = enabled
+        self.ttl_s = ttl_s
+        self._days: dict[str, tuple[int, float]] = {}  # tenant -> (days, read at)
+        self._forgets = 0  # a read that a forget() overtook is not cached
+        self._lock = threading.Lock()
+
+    def days(self, tenant: str) -> int:
+        """The tenant's retention in days (a tenant unknown here keeps the default)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._days.get(tenant)
+            forgets = self._forgets
+        if hit is not None and now - hit[1] < self.ttl_s:
+            return hit[0]
+        try:
+            days = retention_days(self.tenancy.store, self.tenancy, tenant)
+        except TenancyError:
+            days = DEFAULT_RETENTION_DAYS
+        with self._lock:
+            if forgets == self._forgets:
+                self._days[tenant] = (days, now)
+        return days
+
+    def forget(self, tenant: str) -> None:
+        """The tenant's retention changed: read it again at the next frame."""
+        with self._lock:
+            self._days.pop(tenant, None)
+            self._forgets += 1
+
+    def refuse(self, batch: Batch, now: datetime | None = None) -> int:
+        """Move the batch's frames older than their tenant's retention to its ``rejected``
+        (code ``retention``), with what detection made of them (faces, people counts,
+        empty-scene backgrounds), so nothing of them is resolved or stored; returns how
+        many frames were refused."""
+        if not self.enabled:
+            return 0
+        now = (now or datetime.now(UTC)).astimezone(UTC)
+        days = {t: self.days(t) for t in {f.tenant for f in batch.frames}
+                | {f.tenant for f in batch.faces} | {c.tenant for c in batch.counts}
+                | {s.tenant for s in batch.scenes}}
+        cutoff = {t: now - timedelta(days=d) for t, d in days.items()}
+        old = [f for f in batch.frames if f.ts < cutoff[f.tenant]]
+        if old:
+            gone = {(f.tenant, f.image_id) for f in old}
+            batch.frames = [f for f in batch.frames if (f.tenant, f.image_id) not in gone]
+            batch.dropped = [d for d in batch.dropped if (d.tenant, d.image_id) not in gone]
+            batch.rejected.extend(
+                Rejected(source=f.source, reason=expired_reason(f.tenant, days[f.tenant], f.ts),
+                         image_id=f.image_id, tenant=f.tenant, code=EXPIRED) for f in old)
+        batch.faces = [f for f in batch.faces if f.ts >= cutoff[f.tenant]]
+        batch.counts = [c for c in batch.counts if c.ts >= cutoff[c.tenant]]
+        batch.scenes = [s for s in batch.scenes if s.ts >= cutoff[s.tenant]]
+        return len(old)
 
 
 def purge_tenant(
