@@ -7,7 +7,7 @@ them through the full pipeline, prints the report and true vs found unique visit
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -56,9 +56,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         settings = state(ctx).settings()
         out = settings.data / "demo-scenario"
-        spec = ScenarioSpec(
+        spec = ScenarioSpec(  # the last days: fixed dates would fall past the retention
             stores=stores, cameras_per_store=cameras_per_store, days=days, visitors=visitors,
-            seed=seed,
+            seed=seed, start=datetime.now(UTC).date() - timedelta(days=days),
         )
         typer.echo(f"building {stores} stores x {cameras_per_store} cameras, {days} days, "
                    f"{visitors} visitors from {faces} ...", err=True)

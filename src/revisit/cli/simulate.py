@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,9 @@ def register(app: typer.Typer) -> None:
         days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
         visitors: Annotated[int, typer.Option(min=1)] = 500,
         seed: Annotated[int, typer.Option()] = 1,
-        start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2024-01-01",
+        start: Annotated[str | None, typer.Option(
+            help="First day, YYYY-MM-DD (default: DAYS days ago, so that the frames are "
+            "within a tenant's retention when ingested).")] = None,
         interval: Annotated[
             int, typer.Option("--interval", min=1, max=3600, help="Seconds between snapshots.")
         ] = 15,
@@ -52,7 +55,9 @@ def register(app: typer.Typer) -> None:
             spec = ScenarioSpec(
                 hard=hard, **({"face_height": HARD_FACE_HEIGHT} if hard else {}),
                 stores=stores, cameras_per_store=cameras_per_store, days=days,
-                visitors=visitors, seed=seed, start=parse_day(start, "--start"),
+                visitors=visitors, seed=seed,
+                start=(parse_day(start, "--start") if start is not None
+                       else datetime.now(UTC).date() - timedelta(days=days)),
                 snapshot_interval_s=interval, visit_gap_min=visit_gap, tenant=tenant,
                 backgrounds=backgrounds, workers=workers,
             )
