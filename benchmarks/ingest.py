@@ -49,6 +49,10 @@ from pathlib import Path
 
 import psutil
 
+# Replays footage dated in 2024, older than a tenant's default retention (365 days)
+# by now: stored as it was before snapshots past the retention were refused.
+os.environ.setdefault("REVISIT_PRIVACY__RETENTION_AT_DOOR", "false")
+
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_harness import start_server
 from scenes import build_scenes

@@ -261,13 +261,18 @@ def score_sightings(
 
 
 def run_clip(labels: FootageLabels, every_s: float, settings: Settings, shared: Path,
-             start: datetime = CLIP_START) -> FootageScore:
+             start: datetime | None = None) -> FootageScore:
     """Ingest the labelled clip with ``settings`` (a fresh data directory in them) the way
-    ``revisit ingest-video --every`` does, consolidate, and score what was stored."""
+    ``revisit ingest-video --every`` does, consolidate, and score what was stored.
+    ``start`` (default: 09:00 UTC yesterday) must be within the tenant's retention, or
+    every snapshot is refused at the door."""
     from revisit.ingest.video import sample_video
     from revisit.pipeline import Runtime
     from revisit.report.query import SightingQuery
 
+    if start is None:
+        start = (datetime.now(UTC) - timedelta(days=1)).replace(hour=9, minute=0, second=0,
+                                                              microsecond=0)
     clip = shared / labels.clip
     if not clip.is_file():
         raise LabelError(f"clip {clip} not found (labels name {labels.clip!r})")
