@@ -8,6 +8,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from tests.receivers import NoDelivery
@@ -217,24 +218,92 @@ def test_erasure_after_merge_and_split_leaves_nothing_under_the_other_id() -> No
     assert vb not in [s.face_id for s in out.sightings]
 
 
-def test_ann_index_compact_leaves_no_removed_vector() -> None:
-    index = FaissAnnIndex(16, AnnOptions(kind="ivf", flush=8, min_main=8, nlist=2))
+def _count_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every rebuild of an approximate index's main tier from here on (its size)."""
+    calls: list[int] = []
+    rebuild = FaissAnnIndex._rebuild_main
+
+    def counted(self: FaissAnnIndex, t: object) -> None:
+        calls.append(len(t.main_ids))  # type: ignore[attr-defined]
+        rebuild(self, t)
+
+    monkeypatch.setattr(FaissAnnIndex, "_rebuild_main", counted)
+    return calls
+
+
+def _held_in_main(index: FaissAnnIndex, tenant: str) -> np.ndarray:
+    """Every full vector the main tier still holds (HNSW storage, PQ refine vectors,
+    IVF's copy, and IVF's quantised codes at the positions its lists still list)."""
+    t = index._tenants[tenant]
+    if t.main_vecs is None:
+        return t.main.reconstruct_n(0, t.main.ntotal)
+    lists = t.main.invlists
+    listed = [int(i) for j in range(t.main.nlist)
+              for i in faiss.rev_swig_ptr(lists.get_ids(j), lists.list_size(j))]
+    t.main.set_direct_map_type(faiss.DirectMap.Hashtable)  # one that removals keep
+    return np.concatenate([t.main_vecs, np.stack([t.main.reconstruct(i) for i in listed])])
+
+
+@pytest.mark.parametrize("kind", ["pq", "hnsw", "ivf"])
+def test_ann_index_compact_leaves_no_removed_vector(kind: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removal marks; compact leaves no copy of a removed vector in memory and no search
+    finds it, without rebuilding (erasure calls it every time)."""
+    index = FaissAnnIndex(16, AnnOptions(kind=kind, flush=8, min_main=8, nlist=2, nprobe=2,
+                                         pq_m=4))
     rng = np.random.default_rng(1)
     vecs = [_unit(rng.normal(size=16)) for _ in range(40)]
     index.add([Exemplar("t", f"V-{i:06d}", f"F-{i}", v, 0.9, T0) for i, v in enumerate(vecs)])
+    rebuilds = _count_rebuilds(monkeypatch)
     index.remove("t", ["F-0", "F-1"])
     t = index._tenants["t"]
-    assert t.dead  # marked only
+    assert t.dead and np.isclose(_held_in_main(index, "t") @ vecs[0], 1.0, atol=1e-3).any()
     index.compact("t")
-    assert not t.dead and t.main is not None
-    assert t.main.ntotal == 38 and index.size("t") == 38
-    kept = t.main_vecs if t.main_vecs is not None else t.main.reconstruct_n(0, t.main.ntotal)
-    assert not np.isclose(kept @ vecs[0], 1.0, atol=1e-3).any()
+    assert rebuilds == [] and t.main is not None and index.size("t") == 38
+    assert not np.isclose(_held_in_main(index, "t") @ np.stack(vecs[:2]).T, 1.0, atol=1e-3).any()
+    if t.main_base is not None:  # PQ: the 4-bit codes go too
+        assert t.main_base.ntotal == len(t.main_ids) == 38
+    hits = index.search("t", np.stack(vecs[:3]), 40)
+    assert not {h.face_image_id for row in hits for h in row} & {"F-0", "F-1"}
+    assert hits[2][0].face_image_id == "F-2"
     index.remove("t", [f"F-{i}" for i in range(2, 36)])  # under min_main: exact again
-    assert t.main is None and index.size("t") == 4 and t.recent.ntotal == 4
+    assert len(rebuilds) == 1 and t.main is None and index.size("t") == 4
+    assert t.recent.ntotal == 4
     assert [n.face_image_id for n in index.search("t", vecs[37][None], 1)[0]] == ["F-37"]
     index.remove("t", [f"F-{i}" for i in range(36, 40)])
     assert index.size("t") == 0 and index.search("t", vecs[37][None], 1) == [[]]
+
+
+@pytest.mark.parametrize("kind", ["pq", "hnsw"])
+def test_erasure_and_purge_do_not_rebuild_an_approximate_index(
+        store: SightingStore, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Erasing visitors one by one, or a purge, rebuilds the index's main tier only once a
+    third of it is dead (and then once), yet no erased or purged face is found again."""
+    ten = Tenancy(store)
+    ten.create_tenant("default", retention_days=30)
+    visitors = [f"V-{i:06d}" for i in range(30)]
+    store.write(batch([sighting(v, at(k, day=0 if i < 5 else 99)) for i, v in enumerate(visitors)
+                       for k in range(4)]))
+    index = FaissAnnIndex(8, AnnOptions(kind=kind, flush=8, min_main=8, pq_m=4))
+    for chunk in store.load_exemplars("default"):
+        index.add(chunk)
+    faces = {v: [e.face_image_id for e in ch if e.visitor_id == v] for ch in
+             store.load_exemplars("default") for v in visitors}
+    vecs = {e.face_image_id: e.embedding for ch in store.load_exemplars("default") for e in ch}
+    rebuilds = _count_rebuilds(monkeypatch)
+    gone = visitors[26:]
+    for vid in gone:
+        erase_visitor(store, index, ten, "default", vid, "admin")
+    assert rebuilds == []
+    purge_tenant(store, index, ten, "default", "test", now=at(0, day=100))  # 5 visitors
+    gone += visitors[:5]
+    assert rebuilds == [] and index.size("default") == 4 * 21
+    erased = [f for v in gone for f in faces[v]]
+    hits = index.search("default", np.stack([vecs[f] for f in erased]), 8)
+    assert not {h.face_image_id for row in hits for h in row} & set(erased)
+    assert not {h.visitor_id for row in hits for h in row} & set(gone)
+    purge_tenant(store, index, ten, "default", "test", now=at(0, day=200))  # past a third
+    assert len(rebuilds) == 1 and index.size("default") == 0
 
 
 def test_a_marked_visitors_copies_follow_a_split_part_into_its_erasure() -> None:
@@ -339,10 +408,11 @@ def test_removing_an_enrolment_takes_its_label_and_reason_from_the_audit_log(
     assert [r["action"] for r in mine] == ["known.remove", "known.enrol"]  # what was done stays
 
 
-def test_removing_an_enrolment_leaves_no_photo_vector_in_an_approximate_index() -> None:
-    """An approximate index only marks removed vectors dead until a third of it is:
-    removing an enrolment rebuilds it, as erasure does, so no copy of the photos'
-    embeddings stays in memory."""
+def test_removing_an_enrolment_leaves_no_photo_vector_in_an_approximate_index(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An approximate index only marks removed vectors dead: removing an enrolment clears
+    them, as erasure does, so no copy of the photos' embeddings stays in memory, and
+    without rebuilding the index."""
     store = DuckDBStore(":memory:")
     ten = Tenancy(store)
     ten.create_tenant("default")
@@ -361,10 +431,11 @@ def test_removing_an_enrolment_leaves_no_photo_vector_in_an_approximate_index() 
     assert t.main is not None and {index._tenants["default"].by_face[p.face_image_id]
                                    for p in photos} <= t.in_main
 
+    rebuilds = _count_rebuilds(monkeypatch)
     book.remove("default", e.enrolment_id, index=index)
 
-    assert not t.dead and index.size("default") == 40
-    kept = t.main_vecs if t.main_vecs is not None else t.main.reconstruct_n(0, t.main.ntotal)
+    assert rebuilds == [] and not t.readable and index.size("default") == 40
+    kept = _held_in_main(index, "default")
     for p in photos:
         assert not np.isclose(kept @ np.asarray(p.embedding, np.float32), 1.0, atol=1e-3).any()
 

@@ -21,9 +21,12 @@ Exact search over a gallery of a million exemplars is far too slow for a live re
 
   Recent exemplars move into ``main`` when ``recent`` holds ``flush`` of them.
 
-Removing an exemplar deletes it from ``recent`` or tombstones it in ``main`` (neither
-HNSW nor the fast-scan codes delete cheaply); searches over-fetch past tombstones, and
-``main`` is rebuilt from its live vectors once a third of it is dead. Selected by
+Removing an exemplar deletes it from ``recent`` or tombstones it in ``main``; searches
+over-fetch past tombstones, and ``main`` is rebuilt from its live vectors once a third of
+it is dead. A tombstoned vector stays readable in memory until
+:meth:`FaissAnnIndex.compact`, which erasure, retention and an enrolment's removal call:
+it deletes or overwrites those vectors in place rather than rebuilding ``main`` (ingest
+waits on erasure's write lock, and a rebuild grows with the gallery). Selected by
 ``index_url``, e.g. ``faiss://?type=pq&pq_m=64&rerank=16``
 (:mod:`revisit.config.index_url`).
 """
@@ -48,6 +51,7 @@ class _Tenant:
     main_vecs: np.ndarray | None = None  # kept for IVF rebuilds (HNSW keeps its own)
     main_base: faiss.Index | None = None  # the PQ codes under a re-ranking ``main``
     dead: set[int] = field(default_factory=set)  # tombstoned ids still inside main
+    readable: set[int] = field(default_factory=set)  # dead ids whose vectors compact clears
     in_main: set[int] = field(default_factory=set)
     next_id: int = 0
     meta: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -87,10 +91,12 @@ class FaissAnnIndex(LabelledIndex):
         vecs = t.recent.index.reconstruct_n(0, n) if n else np.empty((0, self.dim), np.float32)
         if t.main is None:
             self._build_main(t, ids, vecs)
-        else:  # both HNSW and a trained IVF take additions in place
-            t.main.add(vecs)
-            if t.main_vecs is not None:
+        else:  # HNSW, PQ and a trained IVF all take additions in place
+            if t.main_vecs is not None:  # IVF: ids are positions, which its removals keep
+                t.main.add_with_ids(vecs, np.arange(len(t.main_ids), len(t.main_ids) + n))
                 t.main_vecs = np.concatenate([t.main_vecs, vecs])
+            else:
+                t.main.add(vecs)
             t.main_ids = np.concatenate([t.main_ids, ids])
             t.in_main.update(ids.tolist())
         t.recent.reset()
@@ -132,13 +138,13 @@ class FaissAnnIndex(LabelledIndex):
             rng = np.random.default_rng(0)
             sample = vecs[rng.choice(len(vecs), min(len(vecs), 64 * nlist), replace=False)]
             idx.train(sample)
-            idx.add(vecs)
+            idx.add_with_ids(vecs, np.arange(len(vecs)))  # compact's removals keep positions
             idx.nprobe = o.nprobe
             t.main_vecs = vecs
         t.main = idx
         t.main_ids = ids
         t.in_main = set(ids.tolist())
-        t.dead = set()
+        t.dead, t.readable = set(), set()
 
     def _drop(self, t: _Tenant, ids: list[int]) -> None:
         if not ids:
@@ -146,9 +152,11 @@ class FaissAnnIndex(LabelledIndex):
         recent = [i for i in ids if i not in t.in_main]
         if recent:
             t.recent.remove_ids(np.asarray(recent, dtype=np.int64))
-        t.dead.update(i for i in ids if i in t.in_main)
+        marked = [i for i in ids if i in t.in_main]
+        t.dead.update(marked)
+        t.readable.update(marked)
         self._forget(t, ids)
-        if t.main is not None and len(t.dead) * 3 > t.main.ntotal:
+        if t.main is not None and len(t.dead) * 3 > len(t.main_ids):
             self._rebuild_main(t)
 
     def _rebuild_main(self, t: _Tenant) -> None:
@@ -157,18 +165,38 @@ class FaissAnnIndex(LabelledIndex):
         live_ids, live_vecs = self._live_main(t)
         t.main, t.main_base, t.main_vecs = None, None, None
         t.main_ids = np.empty(0, dtype=np.int64)
-        t.in_main, t.dead = set(), set()
+        t.in_main, t.dead, t.readable = set(), set(), set()
         if len(live_ids) >= self.options.min_main:
             self._build_main(t, live_ids, live_vecs)
         elif len(live_ids):
             t.recent.add_with_ids(np.ascontiguousarray(live_vecs, dtype=np.float32), live_ids)
 
     def compact(self, tenant: str) -> None:
-        """Rebuild ``main`` without the vectors removed from it (they are only marked
-        dead until a third of it is): after erasure no copy stays in memory."""
+        """Leave no vector removed from ``main`` readable, without rebuilding it: PQ drops
+        them (its codes and the full vectors shift down), IVF drops them from its lists
+        and zeroes its copy, HNSW zeroes them in its storage (the graph keeps the slot,
+        tombstoned, until the rebuild at a third dead). Costs a pass over ``main`` at
+        most, so erasure and retention call it every time."""
         t = self._tenants.get(tenant)
-        if t is not None and t.dead:
-            self._rebuild_main(t)
+        if t is None or not t.readable or t.main is None:
+            return
+        gone = np.fromiter(t.readable, np.int64, len(t.readable))
+        pos = np.flatnonzero(np.isin(t.main_ids, gone))
+        if self.options.kind == "pq":
+            t.main_base.remove_ids(pos)
+            t.main.refine_index.remove_ids(pos)
+            t.main.ntotal = t.main_base.ntotal  # IndexRefine does not track removals
+            t.main_ids = np.delete(t.main_ids, pos)
+            t.in_main -= t.readable
+            t.dead -= t.readable
+        elif t.main_vecs is not None:  # IVF
+            t.main.remove_ids(pos)
+            t.main_vecs[pos] = 0.0
+        else:  # HNSW: overwrite in place (faiss cannot take a node out of the graph)
+            storage = faiss.downcast_index(t.main.storage)
+            flat = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim)
+            flat.reshape(storage.ntotal, self.dim)[pos] = 0.0
+        t.readable = set()
 
     # -- reads -----------------------------------------------------------------------
     def search(self, tenant: str, embeddings: np.ndarray, k: int, *,

@@ -34,9 +34,9 @@ class FaceIndex(Protocol):
 
     def compact(self, tenant: str) -> None:
         """Leave nothing that :meth:`remove` took out readable in memory: an index that
-        only marks removals rebuilds without them. Erasure, retention and an enrolment's
-        removal call it; the resolver's routine exemplar swaps do not (they would rebuild
-        far too often)."""
+        only marks removals deletes or overwrites them here, without a rebuild (erasure
+        holds the service's write lock). Erasure, retention and an enrolment's removal
+        call it; the resolver's routine exemplar swaps do not."""
         ...
 
     def search(self, tenant: str, embeddings: np.ndarray, k: int, *,

@@ -282,8 +282,8 @@ class Enrolments:
             tx.bump([tenant])
         if index is not None and ids:
             index.remove(tenant, ids)
-            # an approximate index only marks them dead: rebuilt without them, as erasure
-            # does, so no copy of the photos' embeddings stays in memory
+            # an approximate index only marks them dead: cleared, as erasure does, so no
+            # copy of the photos' embeddings stays in memory
             index.compact(tenant)
         self.tenancy.audit(tenant, actor, "known.remove", {
             "enrolment_id": e.enrolment_id, "group": e.group, "visitor_id": e.visitor_id,
