@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import revisit
 from revisit.records import Batch
 from revisit.report.query import ReportQuery, SightingQuery
 from revisit.store.base import SightingStore
@@ -28,6 +31,34 @@ def counts(store: SightingStore) -> dict[str, int]:
 
 def test_protocol(store: SightingStore) -> None:
     assert isinstance(store, SightingStore)
+
+
+# Called only by the distributed resolver, on the PostgresStore it insists on
+_POSTGRES_RESOLVE_ONLY = {"prepare", "unforwarded", "forwarded"}
+
+
+def _is_store(node: ast.expr) -> bool:
+    """``store``, ``self.store``, ``runtime.store`` ... (not ``settings.store``)."""
+    if isinstance(node, ast.Name):
+        return node.id in ("store", "_store")
+    return (isinstance(node, ast.Attribute) and node.attr in ("store", "_store")
+            and not (isinstance(node.value, ast.Name) and node.value.id == "settings"))
+
+
+def test_protocol_declares_what_callers_use() -> None:
+    """Code outside the store package is written against SightingStore: every method it
+    calls on a store is declared there."""
+    declared = {name for name in dir(SightingStore) if not name.startswith("_")}
+    root = Path(revisit.__file__).parent
+    missing: dict[str, str] = {}
+    for path in root.rglob("*.py"):
+        if path.parent.name == "store":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and _is_store(node.value)
+                    and node.attr not in declared | _POSTGRES_RESOLVE_ONLY):
+                missing.setdefault(node.attr, str(path.relative_to(root)))
+    assert not missing, f"used on a store but not in SightingStore: {missing}"
 
 
 def test_write_then_read_back(store: SightingStore) -> None:

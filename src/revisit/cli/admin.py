@@ -313,7 +313,7 @@ def skipped(ctx: typer.Context, tenant: AnyTenant = None, limit: int = 100) -> N
     """Distributed mode: stream batches resolve stopped waiting for (JSON lines)."""
     with _open(ctx) as (store, _t):
         _needs_store(store, "GET /v1/admin/skipped-batches")
-        for rec in store.skipped_batches(tenant, limit=limit):  # type: ignore[attr-defined]
+        for rec in store.skipped_batches(tenant, limit=limit):
             typer.echo(json.dumps(rec, default=str))
 
 

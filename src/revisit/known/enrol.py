@@ -165,7 +165,7 @@ class Enrolments:
             raise EnrolmentError(f"no visitor {visitor_id} in tenant {tenant}")
         e = Enrolment("en_" + secrets.token_hex(5), group, canon, label or canon, reason,
                       "visitor", actor, _now(), _expiry(expires_at))
-        with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
+        with self.store.identity_transaction([tenant]) as tx:
             # the visitor's best exemplars become the enrolment's own, which last as long
             # as it does (camera exemplars go with the retention and when better ones come);
             # each copy stays under the id of the merged part it came from, so a split
@@ -226,7 +226,7 @@ class Enrolments:
         if not best:
             raise EnrolmentError(f"no usable face in the photos ({'; '.join(why)})")
         eid = "en_" + secrets.token_hex(5)
-        with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
+        with self.store.identity_transaction([tenant]) as tx:
             if new_visitor is not None:
                 vid = new_visitor()
             else:
@@ -260,7 +260,7 @@ class Enrolments:
             raise TenancyError(f"no enrolment {enrolment_id!r} in tenant {tenant}")
         e = Enrolment(*rows[0])
         photos = [tenant, f"{ENROLMENT_EXEMPLAR}{enrolment_id}-%"]
-        with self.store.identity_transaction([tenant]) as tx:  # type: ignore[attr-defined]
+        with self.store.identity_transaction([tenant]) as tx:
             s = tx.session
             ids = [r[0] for r in s.execute("SELECT face_image_id FROM exemplars WHERE "
                                            "tenant = ? AND face_image_id LIKE ?",

@@ -15,10 +15,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from revisit.records import Batch, Exemplar, Face
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
+
+if TYPE_CHECKING:
+    from revisit.store.sql_store import IdentityTransaction
 
 
 class StoreUnavailable(RuntimeError):
@@ -159,6 +162,33 @@ class SightingStore(Protocol):
 
     # --- identity maintenance (merges are recorded as aliases, never destructive) ---
 
+    def identity_transaction(self, tenants: Iterable[str] = (), stream: str | None = None
+                             ) -> AbstractContextManager[IdentityTransaction]:
+        """One transaction holding the locks of ``stream`` then ``tenants`` (always in that
+        order, so no deadlock): identity changes made and written inside (resolution,
+        enrolments) are serialised per tenant across every process on the database."""
+        ...
+
+    def identity_version(self, tenant: str) -> int:
+        """The tenant's counter every identity change moves (0 if none): a resolver whose
+        gallery was loaded at an older one reloads it. A cheap read (readiness probe)."""
+        ...
+
+    def skipped_batches(self, tenant: str | None = None, pending_only: bool = False,
+                        limit: int = 1000) -> list[dict[str, Any]]:
+        """Stream gaps resolve gave up waiting for, newest first (``tenant``: those that
+        held it), at most ``limit``."""
+        ...
+
+    def count_skipped_batches(self, tenant: str | None = None,
+                              pending_only: bool = False) -> int:
+        """How many :meth:`skipped_batches` would list without a limit (a metric)."""
+        ...
+
+    def parked_streams(self) -> list[str]:
+        """Streams with batches waiting in resolve's reorder buffer (pipeline status)."""
+        ...
+
     def canonical_id(self, tenant: str, visitor_id: str) -> str:
         """The id a visitor reads as after merges (itself if never merged)."""
         ...
@@ -181,6 +211,22 @@ class SightingStore(Protocol):
 
     def camera_location(self, tenant: str, camera_id: str) -> str | None:
         """The location a camera's frames were stored under (None: never seen)."""
+        ...
+
+    def scene(self, tenant: str, camera_id: str) -> tuple[int, int, bytes] | None:
+        """The camera's empty-scene background: (width, height, JPEG), or None."""
+        ...
+
+    def face_positions(self, tenant: str, camera_id: str, ts_from: datetime,
+                       ts_to: datetime) -> Iterator[list[Any]]:
+        """Centres (x, y) of the camera's sightings in [ts_from, ts_to), in chunks, staff
+        left out (the face heatmap)."""
+        ...
+
+    def people_positions(self, tenant: str, camera_id: str, ts_from: datetime,
+                         ts_to: datetime) -> Iterator[list[Any]]:
+        """Where the camera's people counter found people in [ts_from, ts_to), in chunks
+        (the people heatmap)."""
         ...
 
     def visitor_crops(self, tenant: str, visitor_id: str) -> list[tuple[str, datetime, bytes]]:
