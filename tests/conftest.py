@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import time
@@ -36,6 +37,20 @@ def lfw_photo(person: str, n: int) -> Path:
     if not path.exists():
         pytest.skip(f"real face data missing: {path} (../shared/data must sit beside the repo)")
     return path
+
+
+def lfw_still(person: str, n: int, fmt: str, **params: Any) -> bytes:
+    """An lfw photo written as a still image of ``fmt`` (a Pillow format name: "TIFF",
+    "AVIF", "GIF", ...), as a camera set to that format would write it."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with Image.open(lfw_photo(person, n)) as img:
+        try:
+            img.convert("RGB").save(buf, fmt, **params)
+        except (KeyError, OSError) as exc:  # a Pillow built without that format
+            pytest.skip(f"Pillow cannot write {fmt}: {exc}")
+    return buf.getvalue()
 
 
 @pytest.fixture

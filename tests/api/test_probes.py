@@ -432,3 +432,31 @@ def test_the_session_cookie_is_secure_where_tls_is_in_front(tmp_path) -> None:
         assert "revisit_session=" in cookie and "secure" in cookie and "samesite=strict" in cookie
     finally:
         gen.close()
+
+
+def test_tiff_is_taken_and_avif_refused_in_the_words_of_every_entry_point(env: Env) -> None:
+    """A camera set to TIFF was refused here while `revisit ingest` took its snapshots;
+    the one list (revisit.image_formats) takes TIFF, bounded by its header like the rest,
+    and refuses AVIF, for batches and enrolment photos alike."""
+    import struct
+
+    from tests.conftest import lfw_still
+
+    tiff = lfw_still("Colin_Powell", 1, "TIFF", compression="tiff_lzw")
+    r = env.post_batch("cam_a", [{"camera_id": "camA", "ts": GOOD_TS, "data": tiff,
+                                  "file": "night.tif"}])
+    assert r.status_code == 202, r.text
+    entry = struct.Struct("<HHII")
+    bomb = (b"II*\x00" + struct.pack("<IH", 8, 2) + entry.pack(256, 4, 1, 60000)
+            + entry.pack(257, 4, 1, 60000) + bytes(4))
+    r = env.post_batch("cam_a", [{"camera_id": "camA", "ts": GOOD_TS, "data": bomb}])
+    assert r.status_code == 413 and "60000x60000 TIFF" in r.json()["detail"]
+    refused = "AVIF is not a supported image format (accepted: JPEG, PNG, WebP, BMP, TIFF)"
+    avif = lfw_still("Colin_Powell", 1, "AVIF")
+    r = env.post_batch("cam_a", [{"camera_id": "camA", "ts": GOOD_TS, "data": avif,
+                                  "file": "phone.avif"}])
+    assert r.status_code == 422 and r.json()["detail"] == f"image 'phone.avif': {refused}"
+    r = env.client.post("/v1/enrolments", headers=env.auth("admin"),
+                        data={"group": "staff", "label": "Anna", "reason": "till staff"},
+                        files=[("photos", ("anna.avif", avif, "image/avif"))])
+    assert r.status_code == 422 and r.json()["detail"] == f"photo 'anna.avif': {refused}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from benchmarks.distributed_harness import free_port
-from tests.conftest import lfw_photo
+from tests.conftest import lfw_photo, lfw_still
 
 from revisit.ingest.agent import Agent, Spool, SpoolBusy, folder_snapshots
 from revisit.records import Frame
@@ -172,10 +172,39 @@ def test_agent_unreachable_server_keeps_everything(tmp_path: Path) -> None:
     assert len(Spool(tmp_path / "spool", 10**9).pending()) == 1
 
 
+def test_a_folder_run_says_what_it_did_not_send(tmp_path: Path) -> None:
+    """Files the folder scan does not send are said in the summary, counted: images in a
+    format the server does not take (named one by one above it; the exit code says
+    something was refused), and files not named as images, left alone."""
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(lfw_still("Colin_Powell", 1, "TIFF"))
+    (folder / "b.avif").write_bytes(lfw_still("Colin_Powell", 1, "AVIF"))
+    (folder / "c.gif").write_bytes(lfw_still("Colin_Powell", 1, "GIF"))
+    (folder / "readme.txt").write_text("uploads from cam1")
+    past = time.time() - 60  # written a while ago: no wait for them to settle
+    for p in folder.iterdir():
+        os.utime(p, (past, past))
+    r = CliRunner().invoke(app, [
+        "agent", "--server", f"http://127.0.0.1:{free_port()}", "--key", "k", "--camera",
+        "cam1", "--folder", str(folder), "--spool", str(tmp_path / "sp"),
+        "--drain-timeout", "0"])
+    assert r.exit_code == 3, r.output
+    assert r.output.startswith("1 snapshots, 0 batches sent")  # the TIFF, spooled
+    assert (f"{folder}: 2 image file(s) not sent, in a format the server does not take "
+            "(accepted: JPEG, PNG, WebP, BMP, TIFF; named above), 1 file(s) not named as "
+            "images left alone (readme.txt)") in r.output
+
+
 def test_agent_keeps_batches_the_server_refuses_it_and_splits_large_ones(
         setup, tmp_path: Path) -> None:
     server, cam_key, _, folder = setup
-    (folder / "999.jpg").write_bytes(b"not an image")  # a permanently refused snapshot
+    # a permanently refused snapshot: a JPEG by its first bytes (the agent sends it), cut
+    (folder / "999.jpg").write_bytes(b"\xff\xd8\xff not an image")
     os.utime(folder / "999.jpg", (1_704_448_800 + 3600,) * 2)
     server.start(REVISIT_SERVICE_MAX_BATCH_FRAMES="2")
     # a wrong key: every batch would be refused alike, so none is given up
@@ -264,8 +293,9 @@ def test_a_folder_run_again_sends_only_new_files(setup, tmp_path: Path) -> None:
     again = run()
     assert f"{len(PEOPLE)} file(s) of {folder} spooled by an earlier run" in again
     assert "0 snapshots, 0 batches sent" in again
-    shutil.copy(lfw_photo("Hugo_Chavez", 3), folder / "100.jpg")
-    os.utime(folder / "100.jpg", (1_704_448_800 + 3600,) * 2)
+    # a camera set to TIFF: sent, and counted like the others (it was refused here once)
+    (folder / "100.tif").write_bytes(lfw_still("Hugo_Chavez", 3, "TIFF"))
+    os.utime(folder / "100.tif", (1_704_448_800 + 3600,) * 2)
     assert "1 snapshots, 1 batches sent" in run()
     assert run("--resend").startswith(f"{len(PEOPLE) + 1} snapshots")
     server.stop()

@@ -86,3 +86,23 @@ def test_an_image_path_that_is_no_regular_file_or_too_large_is_refused_unread(
     assert "not a regular file" in out[0].reason and "/dev/zero" in out[0].reason
     assert "not a regular file" in out[1].reason
     assert "5003 bytes; at most 4096" in out[2].reason
+
+
+def test_a_manifest_takes_the_formats_every_entry_point_takes(tmp_path: Path) -> None:
+    """`revisit ingest` decodes what the API and the agent take (a TIFF) and refuses what
+    they refuse in their words, naming line and file (an AVIF, a GIF)."""
+    from tests.conftest import lfw_still
+
+    from revisit.vision import decode
+
+    for name, fmt in (("night.tif", "TIFF"), ("phone.avif", "AVIF"), ("anim.gif", "GIF")):
+        (tmp_path / name).write_bytes(lfw_still("Colin_Powell", 1, fmt))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(_line(image=n) for n in ("night.tif", "phone.avif",
+                                                           "anim.gif")) + "\n")
+    out = [decode(f, max_pixels=100_000_000) for f in read_manifest(manifest)]
+    assert getattr(out[0], "shape", None) == (250, 250, 3)
+    for r, (line, name, fmt) in zip(out[1:], ((2, "phone.avif", "AVIF"), (3, "anim.gif", "GIF")),
+                                    strict=True):
+        assert isinstance(r, Rejected) and r.source == f"{manifest}:{line} ({tmp_path / name})"
+        assert r.reason == f"{fmt} is not a supported image format (accepted: JPEG, PNG, WebP, BMP, TIFF)"

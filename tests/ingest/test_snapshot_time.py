@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from revisit.ingest.agent import folder_snapshots, snapshot_time
+from revisit.ingest.agent import AgentStats, folder_snapshots, snapshot_time
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
@@ -166,14 +166,28 @@ def test_a_file_alone_with_its_stem_keeps_the_id_it_always_had(tmp_path: Path) -
 
 def test_images_the_server_does_not_take_are_named_not_silently_ignored(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A camera set to TIFF or HEIC sent nothing, and the agent said nothing about it."""
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "night.tif")
+    """A camera set to AVIF or HEIC sent nothing, and the agent said nothing about it; one
+    set to TIFF was refused here while the server's manifest input took it. The one list of
+    formats decides by content, in the words of every entry point, and the summary counts
+    what was not sent and what was left alone."""
+    from tests.conftest import lfw_still
+
+    (tmp_path / "night.tif").write_bytes(lfw_still("Colin_Powell", 1, "TIFF"))
     (tmp_path / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    (tmp_path / "cam.avif").write_bytes(lfw_still("Colin_Powell", 1, "AVIF"))
+    (tmp_path / "misnamed.jpg").write_bytes(lfw_still("Colin_Powell", 1, "GIF"))
+    (tmp_path / "notes.txt").write_text("camera log")
+    (tmp_path / "sub").mkdir()  # a folder: neither a snapshot nor a file left alone
     _jpeg(tmp_path / "ok.jpg")
     seen: set[str] = set()
+    stats = AgentStats()
     with caplog.at_level("WARNING", logger="revisit.ingest.agent"):
-        frames = list(folder_snapshots(tmp_path, "c1", skip=seen))
-        again = list(folder_snapshots(tmp_path, "c1", skip=seen))  # a watched folder
-    assert [Path(f.source).name for f in frames] == ["ok.jpg"] and again == []
-    assert "not sending night.tif" in caplog.text and "not sending phone.heic" in caplog.text
-    assert caplog.text.count("night.tif") == 1  # said once per watch, not every pass
+        frames = list(folder_snapshots(tmp_path, "c1", skip=seen, stats=stats))
+        again = list(folder_snapshots(tmp_path, "c1", skip=seen, stats=stats))  # watched
+    assert [Path(f.source).name for f in frames] == ["night.tif", "ok.jpg"] and again == []
+    accepted = "(accepted: JPEG, PNG, WebP, BMP, TIFF)"
+    assert f"not sending cam.avif: AVIF is not a supported image format {accepted}" in caplog.text
+    assert f"not sending phone.heic: HEIF is not a supported image format {accepted}" in caplog.text
+    assert f"not sending misnamed.jpg: GIF is not a supported image format {accepted}" in caplog.text
+    assert caplog.text.count("cam.avif") == 1  # said once per watch, not every pass
+    assert (stats.files_refused, stats.files_ignored, stats.ignored_names) == (3, 1, ["notes.txt"])

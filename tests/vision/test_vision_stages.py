@@ -135,3 +135,34 @@ def test_a_file_that_is_no_image_is_not_repeated_in_the_reason() -> None:
     assert "start like text" in out.reason
     out = decode(make_frame(b"\x00\x01secret-binary", "b"))
     assert isinstance(out, Rejected) and "secret" not in out.reason and "like data" in out.reason
+
+
+def test_every_input_takes_tiff_and_refuses_avif_as_the_api_does() -> None:
+    """Manifests, replayed batches and `known enrol` photos meet the one list of formats
+    (revisit.image_formats): a TIFF is decoded, an AVIF refused in the API's words."""
+    from tests.conftest import lfw_still
+
+    tiff = decode(make_frame(lfw_still("Colin_Powell", 1, "TIFF", compression="tiff_lzw"), "t"),
+                  max_pixels=10_000_000)
+    assert getattr(tiff, "shape", None) == (250, 250, 3)
+    avif = decode(make_frame(lfw_still("Colin_Powell", 1, "AVIF"), "a"), max_pixels=10_000_000)
+    assert isinstance(avif, Rejected) and avif.reason == (
+        "AVIF is not a supported image format (accepted: JPEG, PNG, WebP, BMP, TIFF)")
+
+
+def test_an_image_whose_size_the_header_check_cannot_read_is_not_decoded() -> None:
+    """A JPEG with one stray byte before its frame header: libjpeg skips the byte and
+    decodes whatever size the header declares, so the decoder must not judge it alone (it
+    once did, past the pixel bound, where the API refused the image as corrupt)."""
+    import struct
+
+    import cv2
+
+    data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes())
+    i = 2
+    while data[i + 1] != 0xC0:
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    data[i + 5:i + 9] = struct.pack(">HH", 3000, 4000)
+    out = decode(make_frame(bytes(data[:i]) + b"\x00" + bytes(data[i:]), "stray"),
+                 max_pixels=10_000_000)
+    assert isinstance(out, Rejected) and "corrupt JPEG" in out.reason

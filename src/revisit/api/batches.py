@@ -30,6 +30,7 @@ from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
+from revisit.image_formats import ACCEPTED
 from revisit.ingest.timestamps import TimestampError, parse_ts
 from revisit.records import EXPIRED, Frame, content_id, encodes, iso_utc
 from revisit.tenancy.db import ApiKey, Camera
@@ -48,7 +49,7 @@ _UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": 
                 '"camera_id": "...", "ts": "ISO 8601 with offset", "image_id": "optional"}',
             },
             "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                       "description": "JPEG, PNG, WebP or BMP images; each part's filename is the "
+                       "description": f"{ACCEPTED} images; each part's filename is the "
                        "'file' of its metadata entry"},
         },
     },

@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         from revisit.config import Settings
+        from revisit.image_formats import ACCEPTED
         from revisit.ingest.agent import (
             TIME_SOURCES,
             Agent,
@@ -141,10 +142,10 @@ def register(app: typer.Typer) -> None:
             if poll is not None:
                 frames = watch_folder(folder, camera, time_from=time_from, zone=zone,
                                       skip=set(done), every_s=poll.total_seconds(),
-                                      stop=worker.stop)
+                                      stop=worker.stop, stats=worker.stats)
             else:
                 frames = settled_folder(folder, camera, time_from=time_from, zone=zone,
-                                        skip=done)
+                                        skip=done, stats=worker.stats)
         else:
             src = rtsp or str(video)
             frames = sample_video(src, camera_id=camera, location_id="", every=step,
@@ -179,7 +180,14 @@ def register(app: typer.Typer) -> None:
             + (f" (refusals in {worker.spool.rejected_dir})"
                if stats.batches_rejected or stats.snapshots_rejected else "")
         )
+        if stats.files_refused or stats.files_ignored:
+            names = ", ".join(stats.ignored_names) + (
+                ", ..." if stats.files_ignored > len(stats.ignored_names) else "")
+            typer.echo(f"{folder}: {stats.files_refused} image file(s) not sent, in a format "
+                       f"the server does not take (accepted: {ACCEPTED}; named above), "
+                       f"{stats.files_ignored} file(s) not named as images left alone"
+                       + (f" ({names})" if names else ""))
         if failed:
             raise typer.Exit(2)
-        if left or stats.batches_rejected or stats.snapshots_rejected:
+        if left or stats.batches_rejected or stats.snapshots_rejected or stats.files_refused:
             raise typer.Exit(3)

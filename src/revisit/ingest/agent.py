@@ -24,21 +24,24 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import cv2
 import httpx
 
+from revisit.image_formats import (
+    ACCEPTED_FORMATS,
+    IMAGE_SUFFIXES,
+    OTHER_IMAGE_SUFFIXES,
+    refusal,
+    still_format,
+)
 from revisit.ingest.video import frame_image_id
 from revisit.records import Frame
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-# images a camera may write that the server does not take: named in a warning, not sent
-UNSENT_SUFFIXES = {".tif", ".tiff", ".gif", ".heic", ".heif", ".avif", ".jxl"}
 
 
 class PermanentRejection(Exception):
@@ -72,6 +75,16 @@ class AgentStats:
     batches_rejected: int = 0
     snapshots_rejected: int = 0  # refused one by one inside an accepted batch
     send_failures: int = 0
+    # --folder: image files not sent for their format (each named in a warning), and
+    # files not named as images, left alone (the first few named in the summary)
+    files_refused: int = 0
+    files_ignored: int = 0
+    ignored_names: list[str] = field(default_factory=list)
+
+    def ignored(self, name: str) -> None:
+        self.files_ignored += 1
+        if len(self.ignored_names) < 3:
+            self.ignored_names.append(name)
 
 
 TIME_SOURCES = ("mtime", "exif", "name")
@@ -177,15 +190,17 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
                      time_from: str = "mtime", zone: tzinfo | None = None,
                      skip: set[str] | None = None,
                      settled_before: float | None = None,
-                     deferred: list[str] | None = None) -> Iterator[Frame]:
+                     deferred: list[str] | None = None,
+                     stats: AgentStats | None = None) -> Iterator[Frame]:
     """Images of a folder, in name order, each at its :func:`snapshot_time`; a file whose
-    time cannot be read is skipped with a warning naming it. With ``skip``: files whose
-    :func:`file_key` is in it are left out (spooled by an earlier run or pass), and each
-    file taken or warned about joins it. A file modified after ``settled_before`` (Unix
-    time) is left for a later pass (it may be half-written), its name added to
+    time cannot be read is skipped with a warning naming it, as is an image in a format
+    the server does not take (by its content, whatever its name; counted in ``stats``);
+    files not named as images are left alone, counted in ``stats``. With ``skip``: files
+    whose :func:`file_key` is in it are left out (spooled by an earlier run or pass), and
+    each file taken or warned about joins it. A file modified after ``settled_before``
+    (Unix time) is left for a later pass (it may be half-written), its name added to
     ``deferred``."""
-    listing = sorted(p for p in folder.iterdir()
-                     if p.suffix.lower() in IMAGE_SUFFIXES | UNSENT_SUFFIXES)
+    listing = sorted(folder.iterdir())
     # a snapshot's id holds its file's stem, as it always did (a --resend is counted once);
     # files of one stem (snap.jpg, snap.png of one second) are told apart by their whole
     # name, all but the first in name order
@@ -194,10 +209,11 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
         if p.suffix.lower() in IMAGE_SUFFIXES:
             first_of_stem.setdefault(p.stem, p)
     for path in listing:
-        if path.suffix.lower() in UNSENT_SUFFIXES:
-            if skip is None or (said := f"{path.name}\tunsent") not in skip:
-                log.warning("not sending %s: the server takes JPEG, PNG, WebP or BMP "
-                            "snapshots (set the camera to JPEG)", path.name)
+        suffix = path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES:
+            said = f"{path.name}\tignored"
+            if stats is not None and said not in (skip or ()) and path.is_file():
+                stats.ignored(path.name)
                 if skip is not None:
                     skip.add(said)
             continue
@@ -216,13 +232,22 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
                 continue
             if skip is not None:  # taken, or said once (a watched folder is read again)
                 skip.add(key)
-            ts = snapshot_time(path, time_from, zone)
+            if suffix not in OTHER_IMAGE_SUFFIXES:  # not sent: its time is not needed
+                ts = snapshot_time(path, time_from, zone)
             data = path.read_bytes()
         except ValueError as exc:
             log.warning("skipping %s", exc)
             continue
         except OSError as exc:
             log.warning("skipping %s: %s", path.name, exc.strerror or exc)
+            continue
+        fmt = still_format(data[:64])
+        if suffix in OTHER_IMAGE_SUFFIXES or fmt not in ACCEPTED_FORMATS:
+            log.warning("not sending %s: %s", path.name, refusal(data)
+                        if fmt not in ACCEPTED_FORMATS else
+                        f"it holds a {fmt} image but is named {suffix}: rename it to send it")
+            if stats is not None:
+                stats.files_refused += 1
             continue
         yield Frame(
             tenant="", camera_id=camera_id, location_id=location_id,
@@ -234,7 +259,7 @@ def folder_snapshots(folder: Path, camera_id: str, location_id: str = "",
 
 def settled_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
                    zone: tzinfo | None = None, skip: set[str], settle_s: float = 2.0,
-                   rounds: int = 5) -> Iterator[Frame]:
+                   rounds: int = 5, stats: AgentStats | None = None) -> Iterator[Frame]:
     """One pass over a folder (a run from cron over a folder cameras upload to). A file
     written to within ``settle_s`` may be half-written: it is read once it has been left
     alone that long, so its half is never spooled (the complete file, of the same id,
@@ -243,7 +268,7 @@ def settled_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
     deferred: list[str] = []
     yield from folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
                                 skip=skip, settled_before=time.time() - settle_s,
-                                deferred=deferred)
+                                deferred=deferred, stats=stats)
     for _ in range(rounds):
         if not deferred:
             return
@@ -251,7 +276,7 @@ def settled_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
         deferred.clear()
         yield from folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
                                     skip=skip, settled_before=time.time() - settle_s,
-                                    deferred=deferred)
+                                    deferred=deferred, stats=stats)
     if deferred:
         log.warning("%d file(s) still being written, left for the next run: %s",
                     len(deferred), ", ".join(deferred[:5]))
@@ -259,14 +284,16 @@ def settled_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
 
 def watch_folder(folder: Path, camera_id: str, *, time_from: str = "mtime",
                  zone: tzinfo | None = None, skip: set[str], every_s: float,
-                 stop: threading.Event, settle_s: float = 2.0) -> Iterator[Frame | None]:
+                 stop: threading.Event, settle_s: float = 2.0,
+                 stats: AgentStats | None = None) -> Iterator[Frame | None]:
     """A folder cameras keep writing to, pass after pass until ``stop``: each pass yields
     the files not seen yet (``skip`` grows with them), then None (send what the pass gave
     now), and waits ``every_s``. A file written to within ``settle_s`` waits for the next
     pass (it may be half-written)."""
     while not stop.is_set():
         yield from folder_snapshots(folder, camera_id, time_from=time_from, zone=zone,
-                                    skip=skip, settled_before=time.time() - settle_s)
+                                    skip=skip, settled_before=time.time() - settle_s,
+                                    stats=stats)
         yield None
         stop.wait(every_s)
 

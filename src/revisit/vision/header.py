@@ -2,13 +2,17 @@
 
 A 100 kB JPEG can declare 60000 x 60000 pixels and make a decoder allocate 10 GB; reading
 the dimensions from the header first (JPEG SOF, PNG IHDR, WebP VP8/VP8L/VP8X, BMP info
-header) lets the API refuse it with a 413 without ever decoding it, and the detect stage
-refuse it for every input (:func:`revisit.vision.stages.decode`).
+header, the first TIFF directory, which is the page OpenCV decodes) lets the API refuse it
+with a 413 without ever decoding it, and the detect stage refuse it for every input
+(:func:`revisit.vision.stages.decode`). Every format of
+:data:`revisit.image_formats.ACCEPTED_FORMATS` is read here, and only those.
 """
 
 from __future__ import annotations
 
 import struct
+
+from revisit.image_formats import refusal
 
 # JPEG start-of-frame markers carrying the dimensions (not DHT C4, JPG C8, DAC CC).
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -36,9 +40,37 @@ def image_size(data: bytes) -> tuple[str, int, int]:
         if w <= 0 or h == 0:
             raise ImageError("corrupt BMP: zero or negative width or height")
         return "BMP", w, abs(h)  # a negative height is a top-down bitmap
-    if not data:
-        raise ImageError("empty file")
-    raise ImageError(f"not a JPEG, PNG, WebP or BMP image (first bytes {data[:8]!r})")
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return ("TIFF", *_tiff_size(data))
+    raise ImageError(refusal(data))
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """ImageWidth (256) and ImageLength (257) of the first image directory."""
+    order = "<" if data[:2] == b"II" else ">"
+    n = len(data)
+    ifd = struct.unpack(order + "I", data[4:8])[0] if n >= 8 else 0
+    if ifd < 8 or ifd + 2 > n:
+        raise ImageError("corrupt or truncated TIFF: no image directory")
+    count = struct.unpack(order + "H", data[ifd:ifd + 2])[0]
+    size: dict[int, int] = {}
+    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if at + 12 > n:
+            raise ImageError("corrupt or truncated TIFF: its image directory is cut short")
+        tag, kind = struct.unpack(order + "HH", data[at:at + 4])
+        if tag in (256, 257):
+            if kind == 3:  # SHORT, in the first two bytes of the value field
+                size[tag] = struct.unpack(order + "H", data[at + 8:at + 10])[0]
+            elif kind == 4:  # LONG
+                size[tag] = struct.unpack(order + "I", data[at + 8:at + 12])[0]
+            else:
+                raise ImageError("corrupt TIFF: width or height of a type neither SHORT nor LONG")
+            if len(size) == 2:
+                break
+    w, h = size.get(256, 0), size.get(257, 0)
+    if w == 0 or h == 0:
+        raise ImageError("corrupt TIFF: no width or height in its first image directory")
+    return w, h
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:

@@ -7,9 +7,7 @@ the embedded default simply calls one after the other.
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from typing import Any, Protocol
 
 import cv2
@@ -38,44 +36,6 @@ from revisit.vision.stillness import StillCameras
 
 log = logging.getLogger(__name__)
 
-# Magic numbers of the formats we accept, so "not an image" gets a precise reason.
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"BM", "BMP"),
-    (b"RIFF", "WEBP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-
-
-def _format_of(data: bytes) -> str | None:
-    for magic, name in _SIGNATURES:
-        if data.startswith(magic):
-            return name
-    return None
-
-
-def _declared_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """Width and height from the header, without decoding; None where it cannot be read
-    (the decoder then judges the image, within OpenCV's own bound of 2^30 pixels)."""
-    if fmt != "TIFF":
-        try:
-            return image_size(data)[1:]
-        except ImageError:
-            return None
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's own bomb warning: we judge the size here
-            with Image.open(io.BytesIO(data)) as img:
-                return img.size
-    except Image.DecompressionBombError as exc:  # past twice PIL's bound: over any sane one
-        raise ImageError(f"TIFF too large to open ({exc})") from None
-    except Exception:  # PIL raises many kinds on a bad header
-        return None
-
 
 def decode(frame: Frame, max_pixels: int | None = None) -> np.ndarray | Rejected:
     """BGR uint8 pixels of a frame (already decoded ones are returned as they are).
@@ -83,7 +43,8 @@ def decode(frame: Frame, max_pixels: int | None = None) -> np.ndarray | Rejected
     Never raises on bad input: empty, unknown-format and corrupt images come back as a
     :class:`Rejected` naming the frame and the reason, so one bad snapshot cannot stop a
     camera batch. An image whose header declares more than ``max_pixels`` is refused
-    before it is decoded (a 1 MB PNG can declare 20000 x 20000 pixels: 1.2 GB decoded).
+    before it is decoded (a 1 MB PNG can declare 20000 x 20000 pixels: 1.2 GB decoded),
+    as is one whose size cannot be read from its header (no way round the bound).
     """
     if frame.pixels is not None:
         return frame.pixels
@@ -95,21 +56,13 @@ def decode(frame: Frame, max_pixels: int | None = None) -> np.ndarray | Rejected
     data = frame.data
     if not data:
         return reject("no image data")
-    fmt = _format_of(data)
-    if fmt is None:
-        # what the file holds is not repeated: a manifest may name any file ingest can read
-        kind = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in data[:64]) else "data"
-        return reject(f"not a supported image (JPEG/PNG/BMP/WEBP/TIFF): its {len(data)} "
-                      f"bytes start like {kind}, with no image signature")
-    if max_pixels is not None:
-        try:
-            size = _declared_size(data, fmt)
-        except ImageError as exc:
-            return reject(str(exc))
-        if size is not None and size[0] * size[1] > max_pixels:
-            w, h = size
-            return reject(f"{fmt} of {w}x{h} = {w * h} pixels; at most {max_pixels} "
-                          "(ingest.max_pixels): not decoded")
+    try:  # the format and size from the header (revisit.image_formats: the one list)
+        fmt, w, h = image_size(data)
+    except ImageError as exc:
+        return reject(str(exc))
+    if max_pixels is not None and w * h > max_pixels:
+        return reject(f"{fmt} of {w}x{h} = {w * h} pixels; at most {max_pixels} "
+                      "(ingest.max_pixels): not decoded")
     try:
         pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:
