@@ -2,11 +2,12 @@
 
 The HTTP batch and enrolment APIs, manifests (``revisit ingest``), ``revisit known enrol``
 and the agent's ``--folder`` all take these formats and refuse any other with one message
-(:func:`refusal`). A format is listed when every OpenCV this project allows decodes it and
-its width and height can be read from its header before decoding
-(:mod:`revisit.vision.header`): AVIF is left out because not every OpenCV build decodes it
-and its size lies in nested boxes; GIF because OpenCV decodes it only from 4.12; BigTIFF
-because a snapshot never needs it.
+(:func:`refusal`); ``ingest-video`` and the agent's ``--video`` refuse a still image (read
+as a one-frame video it would escape the list and the pixel bound). A format is listed when
+every OpenCV this project allows decodes it and its width and height can be read from its
+header before decoding (:mod:`revisit.vision.header`): AVIF is left out because not every
+OpenCV build decodes it and its size lies in nested boxes; GIF because OpenCV decodes it
+only from 4.12; BigTIFF because a snapshot never needs it.
 """
 
 from __future__ import annotations

@@ -60,3 +60,26 @@ def test_sampling_stops_when_asked_at_any_frame_read(tmp_path: Path) -> None:
     assert next(frames) is not None
     stop.set()
     assert list(frames) == []
+
+
+def test_a_still_image_is_refused_as_a_video_and_a_gif_animation_is_read(
+        tmp_path: Path) -> None:
+    """OpenCV reads a still (JPEG, TIFF, AVIF, ...) as a one-frame video, past the pixel
+    bound and the one list of formats; ingest-video refuses it, an AVIF in the words every
+    entry point uses. An animated GIF is what it holds: frames."""
+    from PIL import Image
+    from tests.conftest import lfw_still
+
+    for name, fmt in (("night.tif", "TIFF"), ("door.jpg", "JPEG")):
+        (tmp_path / name).write_bytes(lfw_still("Colin_Powell", 1, fmt))
+        with pytest.raises(VideoError, match=f"is a {fmt} still image, not a video"):
+            _sample(tmp_path / name)
+    (tmp_path / "phone.avif").write_bytes(lfw_still("Colin_Powell", 1, "AVIF"))
+    with pytest.raises(VideoError) as err:
+        _sample(tmp_path / "phone.avif")
+    assert str(err.value) == (f"{tmp_path / 'phone.avif'}: AVIF is not a supported image "
+                              "format (accepted: JPEG, PNG, WebP, BMP, TIFF)")
+    frames = [Image.fromarray(np.full((48, 64, 3), v, np.uint8)) for v in (0, 255)]
+    frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:],
+                   duration=1000)
+    assert len(_sample(tmp_path / "clip.gif")) == 2

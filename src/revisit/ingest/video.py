@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import cv2
 
+from revisit.image_formats import ACCEPTED_FORMATS, refusal, still_format
 from revisit.records import DEFAULT_TENANT, Frame, as_utc
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,26 @@ def frame_image_id(tenant: str, camera_id: str, ts: datetime) -> str:
     return "I-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def still_image_refusal(source: str) -> str | None:
+    """Why a file is refused as a video when it is a still image (OpenCV would read it as
+    a one-frame video, whatever its format and outside the pixel bound snapshots meet), or
+    None. A GIF is read as a video: an animation is what it holds."""
+    if is_stream(source) or not os.path.isfile(source):  # a device or pipe: not read here
+        return None
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None  # VideoCapture says it cannot open it
+    fmt = still_format(head)
+    if fmt is None or fmt == "GIF":
+        return None
+    if fmt in ACCEPTED_FORMATS:
+        return (f"{source} is a {fmt} still image, not a video: ingest snapshots with "
+                "`revisit ingest` (a manifest) or `revisit agent --folder`")
+    return f"{source}: {refusal(head)}"
+
+
 def sample_video(
     source: str,
     *,
@@ -53,6 +75,8 @@ def sample_video(
     sampled once a minute stops within a frame)."""
     if every <= timedelta(0):
         raise ValueError("--every must be positive")
+    if (why := still_image_refusal(source)) is not None:
+        raise VideoError(why)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         raise VideoError(f"cannot open video {source!r}")
