@@ -60,6 +60,7 @@ class Summary:
     dropped: Counter = field(default_factory=Counter)  # reason code -> faces
     dropped_faces: list[Dropped] = field(default_factory=list)  # the first MAX_LISTED, for -v
     largest_dropped: int = 0  # tallest face (px) dropped as too small or in a weak track
+    held: int = 0  # faces of open tracks saved undecided, for the next run to decide
 
     MAX_LISTED = 10_000
 
@@ -69,6 +70,7 @@ class Summary:
         self.sightings += len(batch.sightings)
         self.new_visitors += len(batch.visitors_created)
         self.rejected.extend(batch.rejected)
+        self.held += sum(len(t.held) for t in batch.tracks_saved)
         for d in batch.dropped:
             self.dropped[d.reason] += 1
             if d.reason in (TOO_SMALL, WEAK_TRACK):
@@ -90,6 +92,8 @@ class Summary:
         detected = self.faces + self.dropped[TOO_SMALL] + self.dropped[NOT_A_FACE]
         coded = Counter(r.code for r in self.rejected if r.code)
         why = ", ".join(f"{n} {REJECT_REASONS.get(c, c)}" for c, n in coded.most_common())
+        if self.held:
+            dropped += f" ({self.held} held in open tracks for the next run)"
         return (
             f"{self.frames} frames, {detected} faces{dropped}, {self.sightings} sightings, "
             f"{self.new_visitors} new visitors, {self.merges} merged, "
@@ -567,13 +571,15 @@ class Runtime:
 
     def flush(self) -> Batch | None:
         """Decide and store the faces the resolver still holds (tracks not decided yet): at
-        the end of a run, and when a server stops. Faces an earlier run held when it was
+        the end of a run, and when a server stops. The tracks a next snapshot could still
+        join are saved with it, for the next run or start on this data to continue (a
+        weak one's faces stay held until then). Faces an earlier run held when it was
         killed are read back from the store for the tenants this run saw."""
         seen = self._tenants_seen | (self._resolver.loaded_tenants() if self._resolver else set())
         tenants = sorted(seen & set(self.store.held_tenants())) if seen else []
         if self._resolver is None and not tenants:
             return None
-        tail = self.resolver.flush(tenants)
+        tail = self.resolver.flush(tenants, keep_open=True)
         if tail is not None:
             self.store_batch(tail)
         return tail

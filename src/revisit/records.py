@@ -258,6 +258,24 @@ class PeopleCount:
 
 
 @dataclass(slots=True)
+class SavedTrack:
+    """A camera track still open when a run ended or a server stopped, as the store keeps
+    it for the next start of the same data (identity/tracks.py): its motion, pooled
+    embedding and counters in ``state``, never an image. ``held``: ids of its faces not
+    decided yet (kept in ``held_faces``)."""
+
+    tenant: str
+    camera_id: str
+    key: int
+    visitor_id: str | None
+    twin_of: str | None
+    first_ts: datetime
+    last_ts: datetime
+    held: tuple[str, ...]
+    state: bytes
+
+
+@dataclass(slots=True)
 class Batch:
     """The envelope every stage takes and returns: a camera batch and what became of it.
 
@@ -286,3 +304,7 @@ class Batch:
     # until a later batch releases them: (tenant, face_image_id) decided or dropped since
     held: list[Face] = field(default_factory=list)
     released: list[tuple[str, str]] = field(default_factory=list)
+    # camera tracks kept open for the next start: the tenants whose stored tracks this
+    # batch replaces (read back, or saved anew), and the tracks it saves
+    tracks_cleared: list[str] = field(default_factory=list)
+    tracks_saved: list[SavedTrack] = field(default_factory=list)

@@ -303,6 +303,39 @@ def test_a_poster_is_withdrawn_once_found_static_and_never_counted_again(make_se
     store.close()
 
 
+def test_a_stop_keeps_open_tracks_for_the_next_start(make_settings, emb) -> None:
+    """A person seen across a stop (the end of a run, a graceful stop) stays one track: the
+    next resolver on the same store continues the tracks the stop saved. A weak face right
+    after it is a sighting of the track's visitor, and a track of weak faces cut in two
+    still founds one visitor with all of its faces (not dropped at the cut)."""
+    settings = make_settings(identity={"create_after": 1})
+    store = DuckDBStore(":memory:")
+    jolie = face(emb[("Angelina_Jolie", 1)], "j0", x=100)
+    weak = [face(emb[("Alvaro_Uribe", 1 + k)], f"u{k}", camera="S1-C2", minute=k * SECOND,
+                 x=400 + 10 * k, creatable=False) for k in range(3)]
+    first = Resolver(settings, store, FaissIndex(128))
+    out = first.resolve(batch_of([jolie, weak[0]]))
+    store.write(out)
+    (_, vid, _), = out.visitors_created
+    tail = first.flush(["t"], keep_open=True)
+    assert tail is not None and tail.dropped == []  # the weak track waits for the next run
+    store.write(tail)
+    assert {(t.camera_id, t.visitor_id) for t in store.open_tracks("t")} == {
+        ("S1-C1", vid), ("S1-C2", None)}
+    again = Resolver(settings, store, FaissIndex(128))
+    turned = face(emb[("Alvaro_Uribe", 4)], "j1", minute=SECOND, x=110, creatable=False,
+                  matchable=False)  # too turned to match anyone: it goes by its track
+    out = again.resolve(batch_of([turned, *weak[1:]]))
+    store.write(out)
+    assert store.open_tracks("t") == []  # read back once
+    by_face = {s.face_image_id: s.face_id for s in out.sightings}
+    assert by_face[turned.face_image_id] == vid
+    assert len(out.visitors_created) == 1 and {by_face[f.face_image_id] for f in weak} == {
+        out.visitors_created[0][1]}
+    assert store.held_faces("t") == [] and store.stats("t")["sightings"] == 5
+    store.close()
+
+
 def test_a_resolver_killed_while_holding_faces_loses_none(make_settings, emb) -> None:
     """Held faces are written with their batch: the next resolver (a restart after a kill,
     no flush) continues their track, a redelivery of their batch does not double them, and

@@ -426,6 +426,40 @@ def test_held_faces_are_kept_until_released(store: SightingStore) -> None:
     assert len(store.held_faces("other")) == 1
 
 
+def test_open_tracks_are_read_back_once_and_go_with_erasure_and_retention(
+        store: SightingStore) -> None:
+    """Tracks a stop saved open: replaced per tenant, deleted once read back (a batch
+    clearing them), and biometric like held faces: erasure takes the person's (and a
+    reflection of them), retention those begun before the cutoff."""
+    from revisit.records import SavedTrack
+    from revisit.store.report_sql import naive_utc
+
+    def track(key: int, vid: str | None, first: int, tenant: str = "default",
+              twin: str | None = None) -> SavedTrack:
+        return SavedTrack(tenant, "L1-cam1", key, vid, twin, at(first), at(first + 1),
+                          ("F-1",), b'{"held": ["F-1"]}')
+
+    store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(1))]))
+    store.write(Batch("stop-1", tracks_saved=[track(0, "V-000009", 0)]))
+    saved = [track(1, "V-000001", 0), track(2, None, 5, twin="V-000001"),
+             track(3, "V-000002", 5), track(4, None, 5)]
+    store.write(Batch("stop-2", tracks_saved=[*saved, track(0, None, 0, tenant="other")]))
+    back = store.open_tracks("default")
+    assert [t.key for t in back] == [1, 2, 3, 4]  # the earlier stop's replaced
+    assert (back[0].visitor_id, back[0].first_ts, back[0].held, back[0].state) == (
+        "V-000001", at(0), ("F-1",), saved[0].state)
+    counts, _ = store.erase_visitor("default", "V-000001")
+    assert counts["open_tracks"] == 2
+    assert [t.key for t in store.open_tracks("default")] == [3, 4]
+    counts, _ = store.purge_before("default", naive_utc(at(3)))
+    assert counts["open_tracks"] == 0
+    counts, _ = store.purge_before("default", naive_utc(at(6)))
+    assert counts["open_tracks"] == 2 and store.open_tracks("default") == []
+    assert len(store.open_tracks("other")) == 1
+    store.write(Batch("start", tracks_cleared=["other"]))
+    assert store.open_tracks("other") == []
+
+
 def test_face_crops_go_with_erasure_and_retention(store: SightingStore) -> None:
     """Crops are rows: kept with the batch, read back per visitor (merged ids too), gone
     with the visitor's erasure and with retention; a face of an erased person keeps none."""

@@ -77,7 +77,7 @@ def test_store_from_before_one_migration_list_is_upgraded(tmp_path: Path) -> Non
     con.execute("ALTER TABLE sightings DROP COLUMN zone")
     for table in ("occupancy_cameras", "occupancy_locations", "people_counts", "display_keys",
                   "alert_rules", "alert_state", "alerts", "alert_deliveries", "enrolments",
-                  "watchlist_settings", "held_faces", "face_crops"):
+                  "watchlist_settings", "held_faces", "face_crops", "open_tracks"):
         con.execute(f"DROP TABLE {table}")
     con.execute("ALTER TABLE tenancy_keys DROP COLUMN expires_at")
     con.execute("ALTER TABLE tenancy_keys DROP COLUMN sessions_after")

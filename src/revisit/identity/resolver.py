@@ -28,7 +28,10 @@ face (measured in docs/accuracy.md):
    Held faces are also written with their batch (``Batch.held``) and deleted with the
    batch that decides them (``Batch.released``): a resolver that starts (after a crash,
    a reset or a move of the tenant to another process) reads them back on the tenant's
-   first batch and continues their tracks, so a kill loses no face.
+   first batch and continues their tracks, so a kill loses no face. The end of a run and
+   a graceful stop save the tracks still able to link (:meth:`Resolver.flush`,
+   ``keep_open``), decided where they can be, their undecided faces still held: the next
+   start reads them back with the held faces and continues them.
 7. **Exemplars**: per visitor at most ``max_exemplars`` (best quality kept), at most
    ``exemplars_per_track`` from one track so a visitor's centroid spans visits; only
    faces that passed the creation bar become exemplars.
@@ -424,15 +427,19 @@ class Resolver:
             self._resolve_tenant(batch, tenant, by_tenant[tenant])
         return batch
 
-    def flush(self, tenants: Iterable[str] = ()) -> Batch | None:
+    def flush(self, tenants: Iterable[str] = (), keep_open: bool = False) -> Batch | None:
         """End of a stream: close every open track, deciding the undecided ones (a track
         waiting for more snapshots founds its visitor now). Faces of tracks that still
         have no visitor are reported dropped (``weak_track``). ``tenants``: read these
-        tenants' stored held faces back first (a run killed while holding them)."""
+        tenants' stored held faces back first (a run killed while holding them).
+        ``keep_open`` (the end of a run, a graceful stop): the tracks young enough to
+        link a next snapshot are decided as well but saved with the batch instead of
+        closed, their undecided faces still held, so the next start of the same data
+        continues them (:meth:`_revive`)."""
         with self._lock:
-            return self._flush(tenants)
+            return self._flush(tenants, keep_open)
 
-    def _flush(self, tenants: Iterable[str] = ()) -> Batch | None:
+    def _flush(self, tenants: Iterable[str] = (), keep_open: bool = False) -> Batch | None:
         out = Batch(batch_id="resolver-flush")
         ended: list[Track] = []  # read back, and closed by their own later faces
         for tenant in sorted(set(tenants)):
@@ -447,10 +454,42 @@ class Resolver:
             tracks = by_tenant[tenant]
             self._decide(out, tenant, tracks, {id(t) for t in tracks}, defaultdict(set))
         self._drop_weak(out, ended)
-        for cam in self._cameras.values():
-            self._drop_weak(out, cam.open)
+        kept = self._still_open() if keep_open else {}
+        for key, cam in self._cameras.items():
+            self._drop_weak(out, [t for t in cam.open if t not in kept.get(key, ())])
+        if keep_open:
+            self._save_open(out, kept)
         self._cameras.clear()
-        return out if out.dropped or out.sightings or out.released else None
+        return out if out.dropped or out.sightings or out.released or out.tracks_cleared \
+            or out.tracks_saved else None
+
+    def _still_open(self) -> dict[tuple[str, str], list[Track]]:
+        """Per camera, the open tracks a later snapshot of it could still join: within
+        ``track_gap_s`` of the camera's newest snapshot, on a camera not quiet for twice
+        that while its tenant's others went on (:meth:`_link` closes those)."""
+        gap = self.track_params.gap
+        newest: dict[str, datetime] = {}
+        for (tenant, _), cam in self._cameras.items():
+            if cam.latest is not None:
+                newest[tenant] = max(newest.get(tenant, cam.latest), cam.latest)
+        out = {}
+        for key, cam in self._cameras.items():
+            if cam.latest is None or cam.latest < newest[key[0]] - 2 * gap:
+                continue
+            out[key] = [t for t in cam.open if t.last_ts >= cam.latest - gap]
+        return out
+
+    def _save_open(self, batch: Batch, kept: dict[tuple[str, str], list[Track]]) -> None:
+        """Save the kept tracks with the flush's batch, replacing what the store has of
+        their tenants; the faces they hold stay held. This resolver reads them back like
+        one that starts (its memory of them ends with the flush)."""
+        tenants = sorted({t for t, _ in self._cameras} | {t for t, _ in kept})
+        for key in sorted(kept):
+            self._keep_held(batch, kept[key])
+            batch.tracks_saved += self._cameras[key].save(kept[key])
+        batch.tracks_cleared += [t for t in tenants if t not in batch.tracks_cleared]
+        self._durable = {k for k in self._durable if k[0] not in tenants}
+        self._revived -= set(tenants)
 
     def _drop_faces(self, batch: Batch, faces: Iterable[Face], detail: str,
                     reason: str = WEAK_TRACK) -> None:
@@ -472,6 +511,7 @@ class Resolver:
         if tenant in self._revived:
             return []
         self._revived.add(tenant)
+        owners = self._restore(batch, tenant)
         faces = self.store.held_faces(tenant)
         if not faces:
             return []
@@ -481,11 +521,39 @@ class Resolver:
             self._durable.add((tenant, f.face_image_id))
             if f.face_image_id in stored:
                 self._release(batch, f)
-            elif f.face_image_id not in fresh:
+            elif f.face_image_id in fresh:
+                continue
+            elif (owner := owners.get(f.face_image_id)) is not None:
+                owner.held.append(f)  # its saved track continues with it
+            else:
                 out.append(f)
         if out:
             log.info("tenant %s: %d held face(s) read back from the store", tenant, len(out))
         return out
+
+    def _restore(self, batch: Batch, tenant: str) -> dict[str, Track]:
+        """Open the tracks the last run or server saved for the tenant (their stored rows go
+        with this batch); a visitor merged since is its group's, one erased since leaves
+        its track undecided. Returns the track of each face they held."""
+        saved = self.store.open_tracks(tenant)
+        if not saved:
+            return {}
+        batch.tracks_cleared.append(tenant)
+        by_camera: dict[str, list] = defaultdict(list)
+        for row in saved:
+            by_camera[row.camera_id].append(row)
+        owners: dict[str, Track] = {}
+        for camera, rows in by_camera.items():
+            cam = self._camera(tenant, camera)
+            if cam.open:
+                continue  # this resolver already follows the camera
+            for tr, row in zip(cam.restore(rows), rows, strict=True):
+                if tr.visitor is not None:
+                    vid = self.store.canonical_id(tenant, tr.visitor)
+                    tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
+                owners.update(dict.fromkeys(row.held, tr))
+        log.info("tenant %s: %d open track(s) read back from the store", tenant, len(saved))
+        return owners
 
     def _keep_held(self, batch: Batch, tracks: Iterable[Track]) -> None:
         """Faces these tracks still hold that the store does not have yet."""

@@ -20,6 +20,11 @@ so two people crossing keep their tracks when their faces or clothes differ. A t
 closes when nothing joined it for ``gap``. The bounds were measured on labelled real clips
 (docs/accuracy.md "Tracks").
 
+Open tracks outlive a stop: a run's end or a server's graceful stop saves them (their
+motion, pooled embedding and counters; no image) and the next start of the same data
+reads them back (:meth:`CameraTracks.save`, :meth:`CameraTracks.restore`), so a person seen
+across the stop stays one track.
+
 Tracks hold no identity decision; the resolver makes it per track
 (:mod:`revisit.identity.resolver`) and writes the visitor onto the track, so later faces
 of the same pass become sightings of that visitor, whatever their pose or size.
@@ -27,13 +32,14 @@ of the same pass become sightings of that visitor, whatever their pose or size.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from revisit.records import Face
+from revisit.records import Face, SavedTrack
 from revisit.vision.context import context_similarity
 
 
@@ -196,6 +202,24 @@ class Track:
                             else 0.7 * self.context + 0.3 * face.context)
 
 
+def _arr(a: np.ndarray | None) -> list | None:
+    return None if a is None else [str(a.dtype), a.tolist()]
+
+
+def _unarr(v: list | None) -> np.ndarray | None:
+    return None if v is None else np.asarray(v[1], dtype=v[0])
+
+
+def _ts(v: str | None) -> datetime | None:
+    return None if v is None else datetime.fromisoformat(v)
+
+
+# Track fields saved as they are (numbers, flags); arrays and times are converted
+_PLAIN = ("emb_weight", "faces", "creatable", "fair", "exemplars", "contrast", "sharpness",
+          "best_quality", "tallest", "static", "founded", "size_rate")
+_ARRAYS = ("velocity", "emb_sum", "context", "last_embedding")
+
+
 class CameraTracks:
     """The open tracks of one camera of one tenant."""
 
@@ -276,6 +300,55 @@ class CameraTracks:
         for t in tracks:
             t.companions.update(o for o in tracks if o is not t)
         return tracks
+
+    def save(self, tracks: list[Track]) -> list[SavedTrack]:
+        """These open tracks of the camera as the store keeps them: everything linking and
+        deciding reads (exactly: arrays with their dtype), the ids of the faces they hold
+        undecided, and the camera's recent frame times; no image."""
+        cam = {"latest": self.latest.isoformat() if self.latest else None,
+               "recent": [t.isoformat() for t in self._recent], "next_key": self._next_key}
+        keys = {t.key for t in tracks}
+        out = []
+        for t in tracks:
+            state = {k: getattr(t, k) for k in _PLAIN}
+            state.update({k: _arr(getattr(t, k)) for k in _ARRAYS})
+            state.update(
+                cam=cam, last_box=list(t.last_box),
+                still_since=t.still_since.isoformat() if t.still_since else None,
+                companions=sorted(c.key for c in t.companions if c.key in keys),
+                held=[f.face_image_id for f in t.held])
+            state = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in state.items()}
+            out.append(SavedTrack(self.tenant, self.camera, t.key, t.visitor, t.twin_of,
+                                  t.first_ts, t.last_ts, tuple(state["held"]),
+                                  json.dumps(state).encode()))
+        return out
+
+    def restore(self, saved: list[SavedTrack]) -> list[Track]:
+        """Open the tracks :meth:`save` gave (of this camera) again, without their held
+        faces (the caller gives each its faces back)."""
+        tracks: dict[int, Track] = {}
+        links: dict[int, list[int]] = {}
+        for row in saved:
+            st = json.loads(row.state)
+            t = Track(row.key, self.tenant, self.camera, row.first_ts, row.last_ts,
+                      tuple(st["last_box"]), visitor=row.visitor_id,  # type: ignore[arg-type]
+                      twin_of=row.twin_of, still_since=_ts(st["still_since"]))
+            for k in _PLAIN:
+                setattr(t, k, st[k])
+            for k in _ARRAYS:
+                setattr(t, k, _unarr(st[k]))
+            tracks[row.key] = t
+            links[row.key] = st["companions"]
+            cam = st["cam"]
+            latest = _ts(cam["latest"])
+            if latest is not None and (self.latest is None or latest > self.latest):
+                self.latest = latest
+                self._recent = [datetime.fromisoformat(v) for v in cam["recent"]]
+            self._next_key = max(self._next_key, cam["next_key"], row.key + 1)
+        for key, t in tracks.items():
+            t.companions = {tracks[k] for k in links[key] if k in tracks}
+        self.open.extend(tracks.values())
+        return list(tracks.values())
 
     def _at_static_spot(self, f: Face) -> bool:
         if f.embedding is None:

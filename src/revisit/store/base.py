@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from revisit.records import Batch, Exemplar, Face
+from revisit.records import Batch, Exemplar, Face, SavedTrack
 from revisit.report.query import ReportHeader, ReportQuery, ReportRow, SightingQuery
 
 if TYPE_CHECKING:
@@ -109,6 +109,12 @@ class SightingStore(Protocol):
         """Faces a resolver held (tracks not decided yet) when it last wrote, in time
         order: what a resolver that starts up continues. ``write`` keeps them from
         ``Batch.held`` and ``Batch.released``."""
+        ...
+
+    def open_tracks(self, tenant: str) -> list[SavedTrack]:
+        """Camera tracks a run or a server left open when it stopped: what the next start
+        continues. ``write`` saves them from ``Batch.tracks_saved`` and deletes a tenant's
+        with ``Batch.tracks_cleared``."""
         ...
 
     def held_tenants(self, idle_before: datetime | None = None) -> list[str]:

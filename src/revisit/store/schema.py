@@ -300,6 +300,19 @@ def migrations(d: Dialect) -> list[tuple[int, list[str]]]:
         (15, [
             "ALTER TABLE resolve_parked ADD COLUMN IF NOT EXISTS applied_at TIMESTAMP",
         ]),
+        # Camera tracks still open when a run ended or a server stopped (their motion,
+        # pooled embedding and counters; no image), read back and deleted by the next start
+        # of the same data, so a person seen across the stop stays one track
+        # (identity/resolver.py). Erasure takes a visitor's; retention those begun before
+        # the cutoff.
+        (16, [
+            f"""CREATE TABLE IF NOT EXISTS open_tracks (
+                tenant VARCHAR NOT NULL, camera_id VARCHAR NOT NULL, track_key BIGINT NOT NULL,
+                visitor_id VARCHAR, twin_of VARCHAR, first_ts TIMESTAMP NOT NULL,
+                last_ts TIMESTAMP NOT NULL, saved_at TIMESTAMP NOT NULL,
+                state {d.blob_type} NOT NULL,
+                PRIMARY KEY (tenant, camera_id, track_key))""",
+        ]),
     ]
 
 

@@ -33,7 +33,15 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from revisit.records import ENROLMENT_EXEMPLAR, Batch, Exemplar, Face, Sighting, iso_utc
+from revisit.records import (
+    ENROLMENT_EXEMPLAR,
+    Batch,
+    Exemplar,
+    Face,
+    SavedTrack,
+    Sighting,
+    iso_utc,
+)
 from revisit.report.query import (
     SIGHTING_COLUMNS,
     ReportHeader,
@@ -341,6 +349,7 @@ class SQLStore:
         self._write_counts(s, batch)
         self._write_crops(s, batch, erased)
         self._write_held(s, batch)
+        self._write_tracks(s, batch, erased)
         self._withdraw_in(s, batch)
         return _Written(places, tops)
 
@@ -397,6 +406,36 @@ class SQLStore:
                      [(f.tenant, f.face_image_id, f.camera_id, naive_utc(f.ts), now,
                        encode_face(f))
                       for f in {f.face_image_id: f for f in batch.held}.values()])
+
+    @staticmethod
+    def _write_tracks(s: Session, batch: Batch, erased: dict[str, set[str]]) -> None:
+        """Open camera tracks: a tenant's stored ones go once read back or saved anew (so
+        a start reads them once), then this batch's are saved; none of a person erased
+        meanwhile."""
+        for tenant in sorted({*batch.tracks_cleared, *(t.tenant for t in batch.tracks_saved)}):
+            s.execute("DELETE FROM open_tracks WHERE tenant = ?", [tenant])
+        rows = [t for t in batch.tracks_saved
+                if not {t.visitor_id, t.twin_of} & erased.get(t.tenant, set())]
+        if rows:
+            now = now_utc()
+            s.insert("open_tracks", ("tenant", "camera_id", "track_key", "visitor_id", "twin_of",
+                                     "first_ts", "last_ts", "saved_at", "state"),
+                     [(t.tenant, t.camera_id, t.key, t.visitor_id, t.twin_of,
+                       naive_utc(t.first_ts), naive_utc(t.last_ts), now, t.state)
+                      for t in rows], "DO NOTHING")
+
+    def open_tracks(self, tenant: str) -> list[SavedTrack]:
+        """The tenant's camera tracks saved open by the last run or server (stored visitor
+        ids as they were: a merge since leaves an alias)."""
+        rows = self._query("SELECT camera_id, track_key, visitor_id, twin_of, first_ts, "
+                           "last_ts, state FROM open_tracks WHERE tenant = ? "
+                           "ORDER BY camera_id, track_key", [tenant])
+        out = []
+        for cam, key, vid, twin, first, last, state in rows:
+            held = tuple(json.loads(bytes(state)).get("held", []))
+            out.append(SavedTrack(tenant, cam, int(key), vid, twin, first.replace(tzinfo=UTC),
+                                  last.replace(tzinfo=UTC), held, bytes(state)))
+        return out
 
     def held_faces(self, tenant: str) -> list[Face]:
         """The faces of the tenant's undecided tracks, as the last write left them, in
@@ -471,6 +510,8 @@ class SQLStore:
             ids[tenant].add(vid)
         for e in batch.exemplars_added:
             ids[e.tenant].add(e.visitor_id)
+        for t in batch.tracks_saved:
+            ids[t.tenant].update(v for v in (t.visitor_id, t.twin_of) if v is not None)
         return {t: self._erased(s, t, v) for t, v in ids.items()}
 
     @staticmethod
@@ -802,7 +843,7 @@ class SQLStore:
         with self.engine.read() as s:
             for table in ("frames", "sightings", "embeddings", "visitors", "exemplars",
                           "aliases", "cameras", "locations", "erased", "held_faces",
-                          "face_crops"):
+                          "face_crops", "open_tracks"):
                 row = s.execute(f"SELECT count(*) FROM {table} WHERE tenant = ?",
                                 [tenant]).fetchone()
                 out[table] = int(row[0]) if row else 0
@@ -1028,6 +1069,10 @@ class SQLStore:
             [tenant, *g])
         counts["alerts"] = s.count(
             f"DELETE FROM alerts WHERE tenant = ? AND subject {_LIST}", g)
+        # a camera track left open on them (or on a reflection of them)
+        counts["open_tracks"] = s.count(
+            f"DELETE FROM open_tracks WHERE tenant = ? AND (visitor_id {_LIST} "
+            f"OR twin_of {_LIST})", [tenant, group, group])
         counts["audit_redacted"] = redact_audit(s, tenant, set(group))
         s.execute("INSERT INTO erased SELECT ?, unnest(?::VARCHAR[]), ? "
                   "ON CONFLICT DO NOTHING", [tenant, group, now_utc()])
@@ -1103,6 +1148,9 @@ class SQLStore:
                                      f"face_image_id NOT LIKE '{ENROLMENT_EXEMPLAR}%'", c),
                 "scenes": s.count("DELETE FROM camera_scenes WHERE tenant = ? AND ts < ?", c),
                 "held_faces": s.count("DELETE FROM held_faces WHERE tenant = ? AND ts < ?", c),
+                # a track holds what its faces were since it began
+                "open_tracks": s.count(
+                    "DELETE FROM open_tracks WHERE tenant = ? AND first_ts < ?", c),
                 "crops": s.count("DELETE FROM face_crops WHERE tenant = ? AND ts < ?", c),
                 "people_counts": s.count(
                     "DELETE FROM people_counts WHERE tenant = ? AND ts < ?", c),
