@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -503,13 +505,14 @@ def test_occupancy_counts_and_exclusion_zones_through_the_broker(
         store.close()
 
 
-def _two_snapshots_held(tmp_path: Path, pg_url: str) -> tuple[list[Batch], object]:
-    """Two snapshots of one person, a batch each, and settings under which they are held
-    (three found a visitor), decided after 0.5 s without a batch."""
+def _two_snapshots_held(tmp_path: Path, pg_url: str, n: int = 2
+                        ) -> tuple[list[Batch], object]:
+    """Two (``n``) snapshots of one person, a batch each, and settings under which they are
+    held (three found a visitor), decided after 0.5 s without a batch."""
     by_person: dict[bytes, list] = {}
     for f in _same_person_frames(400):
         by_person.setdefault(f.data, []).append(f)
-    two = next(iter(by_person.values()))[:2]
+    two = next(iter(by_person.values()))[:n]
     settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
                              identity={"create_after": 3}, pipeline={"idle_flush_s": 0.5})
     return _embedded_batches(tmp_path, two, 1), settings
@@ -562,6 +565,76 @@ def test_faces_held_by_a_resolver_that_dies_are_decided_by_another(
         assert {s.face_image_id for s in tail.sightings} == faces and len(faces) >= 2
         assert set(store.existing_sightings("default", faces)) == faces
         assert store.held_faces("default") == [] and other.idle() == []
+    finally:
+        store.close()
+
+
+def test_a_resolver_stopped_gracefully_leaves_its_open_tracks_to_the_next(
+        tmp_path: Path, pg_url: str) -> None:
+    """A graceful stop (a deploy) saves the open tracks, as the embedded pipeline does: the
+    next resolver continues them. The last batch delivered again (its ack lost in the stop)
+    is a replay, not resolved against the restored track: no sighting twice."""
+    from revisit.store.postgres_store import PostgresStore
+
+    photo = _same_person_frames(1)[0]  # one camera, a snapshot every 2 s
+    frames = [dataclasses.replace(photo, image_id=f"{photo.image_id}-{k}",
+                                  ts=photo.ts + timedelta(seconds=2 * k)) for k in range(3)]
+    batches = _embedded_batches(tmp_path, frames, 1)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url,
+                             identity={"create_after": 3, "static_after_s": 3600})
+    store = PostgresStore(pg_url)
+    try:
+        first = ResolveHandler(settings, store)
+        held = [b for batch in batches[:2] for b in first(batch)]
+        assert sum(len(b.sightings) for b in held) == 0  # waiting for a third snapshot
+        (tail,) = first.stop()
+        people = {s.face_id for s in tail.sightings}  # each face of the scene is a person
+        assert len(people) == len(batches[0].faces) >= 1
+        assert sorted(t.visitor_id for t in store.open_tracks("default")) == sorted(people)
+        nxt = ResolveHandler(settings, store)
+        (again,) = nxt(batches[1])
+        assert {s.face_id for s in again.sightings} == people
+        (third,) = nxt(batches[2])
+        assert {s.face_id for s in third.sightings} == people and not third.visitors_created
+        assert store.open_tracks("default") == []  # read back once
+        stats = store.stats("default")
+        assert (stats["sightings"], stats["visitors"]) == (3 * len(people), len(people))
+    finally:
+        store.close()
+
+
+def test_a_resolve_worker_stopped_saves_its_open_tracks(
+        tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    """``revisit worker --stage resolve`` stopped (SIGTERM sets ``stop``) saves its open
+    tracks on the way out, and forwards what that decided to the store stage."""
+    from revisit.queue.factory import open_queue
+    from revisit.store.postgres_store import PostgresStore
+
+    batches, _ = _two_snapshots_held(tmp_path, pg_url)
+    settings = load_settings(None, data=tmp_path / "r", store_url=pg_url, queue_url=redis_url,
+                             identity={"create_after": 3})
+    q = open_queue(redis_url, "embeddings")
+    for b in batches:
+        q.put(b)
+    w = Worker(settings, "resolve", name="stop-test")
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while w.stats.batches < len(batches) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.stop.set()
+    t.join(timeout=10)
+    store = PostgresStore(pg_url)
+    try:
+        assert w.stats.batches == len(batches)
+        saved = store.open_tracks("default")
+        assert saved and all(t.visitor_id is not None for t in saved)
+        out = open_queue(redis_url, "sightings")
+        forwarded = 0
+        while (d := out.get(timeout=0.5)) is not None:
+            forwarded += len(d.batch.sightings)
+            d.ack()
+        assert forwarded == store.stats("default")["sightings"] > 0
     finally:
         store.close()
 

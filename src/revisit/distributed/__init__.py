@@ -36,7 +36,8 @@ moment loses nothing and doubles nothing:
   their batch too (``held_faces``): a resolver that restarts, or reloads a tenant another
   resolver moved, reads them back (docs/queues.md). A resolver idle for
   ``pipeline.idle_flush_s`` decides them, as the embedded default does at the end of a
-  run. Batches without a sequence (HTTP API) are resolved in arrival order under the
+  run; a resolver stopped gracefully saves its open tracks (``open_tracks``) for the next
+  one instead (docs/queues.md). Batches without a sequence (HTTP API) are resolved in arrival order under the
   tenant lock.
 - A batch already committed (its frames are stored, or its seq is behind the cursor) is
   a replay: it is forwarded with the stored assignments, nothing is decided again.

@@ -170,6 +170,30 @@ class ResolveHandler:
         log.info("resolver idle: stored %d held face(s) of open tracks", len(tail.sightings))
         return [tail]
 
+    def stop(self) -> list[Batch]:
+        """A graceful stop (SIGTERM, a deploy): save the open tracks a next snapshot could
+        still join, as the embedded pipeline does at a stop (``Resolver.flush`` with
+        ``keep_open``), in one transaction under their tenants' locks; the next resolver
+        to take the tenant continues them. A tenant another resolver moved on since is
+        left to it: this one's tracks of it are stale."""
+        tenants = sorted(self.resolver.tracking_tenants())
+        if not tenants:
+            return []
+        with self.store.identity_transaction(tenants) as tx:
+            current = {t: tx.version(t) for t in tenants}
+            stale = [t for t in tenants if self.versions.get(t) != current[t]]
+            for t in stale:
+                self.resolver.drop_tracks(t)
+            with self._bound(tx):
+                tail = self.resolver.flush(keep_open=True)
+                if tail is None:
+                    return []
+                tx.write(tail)
+            tx.bump(t for t in tenants if t not in stale)  # not the mover's: it keeps on
+        log.info("resolver stopping: saved %d open track(s), stored %d sighting(s)",
+                 len(tail.tracks_saved), len(tail.sightings))
+        return [tail]
+
     def _drain_quietly(self, stream: str) -> list[Batch]:
         """:meth:`_drain`, and what it applied even if a later one failed (each is
         committed on its own: its sightings go on to the store stage either way)."""

@@ -274,7 +274,7 @@ class Worker:
                 if delivery is None:
                     last_idle = self._sweep(handler, outq, last_idle, IDLE_SWEEP_S)
                     if max_idle_s is not None and time.monotonic() - last_work > max_idle_s:
-                        return
+                        break  # as a stop: tracks saved, connections closed
                     continue
                 t0, c0 = time.perf_counter(), time.thread_time()
                 if self.stage == "detect":
@@ -311,4 +311,22 @@ class Worker:
                     _close_quietly(closable)
                     handler = closable = None
                 time.sleep(1.0)
+        if isinstance(handler, ResolveHandler):
+            self._stop_resolver(i, handler, outq)
         _close_quietly(inq, outq, closable, statuses)
+
+    def _stop_resolver(self, i: int, handler: ResolveHandler, outq: StageQueue | None) -> None:
+        """A graceful stop saves the resolver's open tracks for the next one (their held
+        faces are in the store already: a failure here loses only the tracks' state); the
+        sightings decided on the way go on to the store stage if it still takes them."""
+        try:
+            outs = handler.stop()
+        except Exception as exc:
+            log.warning("resolve worker %d: saving open tracks at stop failed: %s: %s",
+                        i, type(exc).__name__, exc)
+            return
+        try:
+            self._forward(outs, outq, handler)
+        except Exception as exc:  # alerts of those sightings only; they are stored
+            log.warning("resolve worker %d: forwarding at stop failed: %s: %s",
+                        i, type(exc).__name__, exc)
