@@ -195,6 +195,7 @@ DROP_REASONS = {
     TWIN: "alike a person in the same frame (a reflection or a picture of them)",
     STATIC: "the same face in the same place for a long time (a poster, screen or mannequin)",
     EXCLUDED: "inside an exclusion zone of its camera (a poster, a screen, the staff area)",
+    EXPIRED: "held undecided until past their tenant's retention",
 }
 
 

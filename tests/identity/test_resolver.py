@@ -376,6 +376,36 @@ def test_a_resolver_killed_while_holding_faces_loses_none(make_settings, emb) ->
     store.close()
 
 
+def test_held_faces_past_a_retention_shortened_meanwhile_are_dropped(make_settings, emb):
+    """Held faces passed the retention door when they came; the tenant's retention is
+    shortened before they are decided (read back after a kill, or by the end of a run):
+    they are dropped then, not stored, and the store forgets them."""
+    from revisit.records import EXPIRED
+    from revisit.tenancy.db import Tenancy
+    from revisit.tenancy.privacy import RetentionCutoffs
+
+    settings = make_settings(identity={"create_after": 3})
+    store = DuckDBStore(":memory:")
+    tenancy = Tenancy(store)
+    tenancy.create_tenant("t", retention_days=36500)
+    cutoffs = RetentionCutoffs(store)
+    snaps = [face(emb[("Angelina_Jolie", 1 + k)], f"r{k}", minute=k * SECOND, x=100 + 10 * k)
+             for k in range(2)]
+    held = Resolver(settings, store, FaissIndex(128), refuse=cutoffs.refuse).resolve(
+        batch_of(snaps))
+    store.write(held)
+    assert held.sightings == [] and len(store.held_faces("t")) == 2  # killed here
+    tenancy.set_retention("t", 30)
+    cutoffs.forget("t")
+    tail = Resolver(settings, store, FaissIndex(128), refuse=cutoffs.refuse).flush(["t"])
+    assert tail is not None and tail.sightings == [] and tail.visitors_created == []
+    assert sorted((d.image_id, d.reason) for d in tail.dropped) == [
+        ("r0", EXPIRED), ("r1", EXPIRED)]
+    store.write(tail)
+    assert store.held_faces("t") == [] and store.stats("t")["sightings"] == 0
+    store.close()
+
+
 def test_a_tenants_held_track_is_never_decided_in_another_tenants_batch(make_settings, emb):
     """Tenant u's camera goes quiet holding a face; tenant t's batch, long after, must not
     close it (it would be decided with t's gallery and id counter): it waits for u's own

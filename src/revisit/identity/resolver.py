@@ -55,6 +55,7 @@ from revisit.config import Settings
 from revisit.identity.index import FaceIndex
 from revisit.identity.tracks import CameraTracks, Track, TrackParams
 from revisit.records import (
+    EXPIRED,
     STATIC,
     TWIN,
     WEAK_TRACK,
@@ -671,6 +672,7 @@ class Resolver:
                 taken: dict[str, set[str]]) -> None:
         """Give the tracks' held faces their visitors (module docstring, rules 3-7)."""
         g = self._gallery(tenant)
+        self._expire(batch, tracks)
         # in order of appearance, so visitor numbers follow first sighting (older = lower)
         tracks = sorted(tracks, key=lambda t: (min(f.ts for f in t.held) if t.held else t.first_ts,
                                                t.visitor is None, not t.creatable, t.camera, t.key))
@@ -749,6 +751,23 @@ class Resolver:
                 tr.exemplars += 1
             tr.held = []
         self.index.add(pending.exemplars())
+
+    def _expire(self, batch: Batch, tracks: list[Track]) -> None:
+        """Held faces (read back, or of a restored track) passed ``refuse`` when they came,
+        but their tenant's retention may have been shortened since: those now past it are
+        dropped, not stored, as the door would refuse them today."""
+        held = [f for t in tracks for f in t.held]
+        if self.refuse is None or not held:
+            return
+        probe = Batch(batch_id="retention", faces=held)
+        self.refuse(probe)
+        keep = {id(f) for f in probe.faces}
+        for tr in tracks:
+            old = [f for f in tr.held if id(f) not in keep]
+            if old:
+                self._drop_faces(batch, old, "past its tenant's retention when decided",
+                                 reason=EXPIRED)
+                tr.held = [f for f in tr.held if id(f) in keep]
 
     def _best_centroid(
         self, g: _Gallery, query: np.ndarray, proposals: list[str], barred: set[str]
