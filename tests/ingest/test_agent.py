@@ -5,6 +5,7 @@ Nothing sampled while the server is down may be lost, and nothing re-sent may be
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -659,4 +660,55 @@ def test_a_stopped_agent_sends_no_more_within_a_drain_deadline(
     agent.stop.set()
     assert not agent.drain(until_empty_within=600.0)
     assert sent == [] and len(agent.spool.pending()) == 1
+    agent.close()
+
+
+@pytest.mark.parametrize("err", [errno.EXDEV, errno.EACCES])
+def test_a_refused_batch_that_cannot_be_moved_aside_does_not_stop_the_sender(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        err: int) -> None:
+    """``<spool>-rejected/`` on another filesystem (the spool a mount point) is set aside
+    by a copy, the batch leaving the spool whole; any other failure to set it aside is one
+    line, the batch stays spooled for the next run, and the later batches are still sent."""
+    from revisit.ingest.agent import PermanentRejection
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(lfw_photo("Colin_Powell", 1), folder / name)
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool", batch_size=1)
+    agent.spool_frames(folder_snapshots(folder, "cam1"))
+    refused, later = agent.spool.pending()
+    sent: list[str] = []
+
+    def send_one(batch: Path) -> list[dict[str, str]]:
+        if batch == refused:
+            raise PermanentRejection("400: no")
+        sent.append(batch.name)
+        return []
+
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        if Path(str(dst)).parent == agent.spool.rejected_dir and Path(str(src)) == refused:
+            raise OSError(err, os.strerror(err))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(agent, "send_one", send_one)
+    monkeypatch.setattr(os, "replace", replace)
+    assert agent.drain(until_empty_within=5.0)
+    assert sent == [later.name]
+    aside = agent.spool.rejected_dir / refused.name
+    if err == errno.EXDEV:
+        assert agent.spool.pending() == [] and agent.stats.batches_rejected == 1
+        assert sorted(p.name for p in aside.iterdir()) == ["meta.json", "rejected.txt"]
+        assert (aside / "rejected.txt").read_text() == "400: no"
+        assert agent.spool.size() == 0
+    else:
+        assert agent.spool.pending() == [refused] and agent.stats.batches_rejected == 0
+        assert not aside.exists() and sorted(p.name for p in refused.iterdir()) == [
+            "0.jpg", "meta.json"]
+        (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"
+                   and "cannot set" in r.getMessage()]
+        assert refused.name in line and "Permission denied" in line and "\n" not in line
     agent.close()

@@ -13,6 +13,7 @@ than dropping the oldest snapshots, which would silently lose data.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -349,7 +350,9 @@ class Spool:
         self.changed = threading.Condition()
         for stale in self.root.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        if self.rejected_dir.is_dir():  # images a kill left while setting a batch aside
+        if self.rejected_dir.is_dir():  # what a kill left while setting a batch aside
+            for stale in self.rejected_dir.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             for image in self.rejected_dir.glob("*/*.jpg"):
                 image.unlink(missing_ok=True)
         # a running total, read from disk once: summing every spooled file on each write
@@ -457,15 +460,44 @@ class Spool:
         """Set a refused batch aside with its metadata and the server's reason; its
         images are deleted (no face image is kept that nobody asked for). It is moved out
         of the spool first, so a kill midway never leaves a batch missing images there;
-        images a kill left in ``<spool>-rejected/`` are deleted at the next start."""
+        images a kill left in ``<spool>-rejected/`` are deleted at the next start. Where
+        ``<spool>-rejected/`` is on another filesystem (the spool a mount point), the
+        record is copied there whole and the batch then leaves the spool as a sent one
+        does. Raises OSError when it cannot be set aside (the batch stays spooled)."""
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         held = self._batch_bytes(batch_dir)
-        (batch_dir / "rejected.txt").write_text(reason)
+        note = batch_dir / "rejected.txt"
+        note.write_text(reason)
         aside = self.rejected_dir / batch_dir.name
-        os.replace(batch_dir, aside)
+        try:
+            os.replace(batch_dir, aside)
+        except OSError as exc:
+            note.unlink(missing_ok=True)  # the batch stays as it was spooled
+            if exc.errno != errno.EXDEV:
+                raise
+            self._copy_aside(batch_dir, aside, reason)
+            return
         self._changed_by(-held)
         for image in aside.glob("*.jpg"):
             image.unlink()
+
+    def _copy_aside(self, batch_dir: Path, aside: Path, reason: str) -> None:
+        """Set a batch aside across filesystems: its record (no image) appears in
+        ``aside`` in one rename, then the batch leaves the spool in one rename; a kill
+        between the two sends it again (refused again, set aside again), never half."""
+        tmp = self.rejected_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            _write_synced(tmp / "meta.json", (batch_dir / "meta.json").read_bytes())
+            _write_synced(tmp / "rejected.txt", reason.encode())
+            _fsync_dir(tmp)
+            if aside.exists():  # set aside by a run killed before the batch left the spool
+                shutil.rmtree(aside)
+            os.replace(tmp, aside)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _fsync_dir(self.rejected_dir)
+        self.done(batch_dir)
 
     def split(self, batch_dir: Path) -> None:
         """Cut a batch the server refused whole into two, in place in the sending order
@@ -532,6 +564,9 @@ class Agent:
         self._next_try = 0.0  # time.monotonic() before which no batch is sent
         # --folder: remember the files spooled, so the next run sends only new ones
         self.remember_files_of: str | None = None  # the camera id
+        # refused batches that could not be set aside: kept spooled for the next run, and
+        # not sent again by this one (they would be refused again, before the rest)
+        self._kept: set[str] = set()
 
     # -- producing --------------------------------------------------------------------
     def _encoded(self, frame: Frame) -> Frame:
@@ -615,7 +650,7 @@ class Agent:
         """
         deadline = None if until_empty_within is None else time.monotonic() + until_empty_within
         while self.refused is None:
-            pending = self.spool.pending()
+            pending = [p for p in self.spool.pending() if p.name not in self._kept]
             if not pending:
                 return True
             if deadline is not None and time.monotonic() > deadline:
@@ -646,13 +681,11 @@ class Agent:
                     self.spool.split(pending[0])
                 except OSError as err:  # cannot split on disk: set aside, not stuck on it
                     log.error("cannot split %s (%s): set aside", pending[0].name, err)
-                    self.spool.reject(pending[0], f"{exc}; and cannot split it: {err}")
-                    self.stats.batches_rejected += 1
+                    self._set_aside(pending[0], f"{exc}; and cannot split it: {err}")
                 continue
             except PermanentRejection as exc:
                 log.error("server rejected %s: %s", pending[0].name, exc)
-                self.spool.reject(pending[0], str(exc))
-                self.stats.batches_rejected += 1
+                self._set_aside(pending[0], str(exc))
                 continue
             except (httpx.HTTPError, OSError) as exc:
                 self.stats.send_failures += 1
@@ -674,6 +707,18 @@ class Agent:
             self.stats.batches_sent += 1
             self._backoff, self._next_try = 0.5, 0.0
         return False
+
+    def _set_aside(self, batch_dir: Path, reason: str) -> None:
+        """Set a refused batch aside; one that cannot be (no room, no permission) stays in
+        the spool for the next run, and the sender goes on with the others."""
+        try:
+            self.spool.reject(batch_dir, reason)
+        except OSError as exc:
+            log.error("cannot set %s aside in %s (%s): it stays in the spool for the next "
+                      "run", batch_dir.name, self.spool.rejected_dir, exc.strerror or exc)
+            self._kept.add(batch_dir.name)
+            return
+        self.stats.batches_rejected += 1
 
     def run(self, frames: Iterable[Frame | None],
             drain_timeout: float | None = None) -> AgentStats:
