@@ -712,3 +712,47 @@ def test_a_refused_batch_that_cannot_be_moved_aside_does_not_stop_the_sender(
                    and "cannot set" in r.getMessage()]
         assert refused.name in line and "Permission denied" in line and "\n" not in line
     agent.close()
+
+
+def test_refusal_records_and_a_new_ledger_are_on_disk_before_they_are_relied_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut must not lose the reason a batch was set aside (its batch has left the
+    spool), the snapshots refused inside a sent batch (deleted next), nor a new ledger
+    (the folder would be sent again): each file and its directory entry are fsynced."""
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    shutil.copy(lfw_photo("Colin_Powell", 1), folder / "a.jpg")
+    spool = Spool(tmp_path / "spool", 10**9)
+    frames = list(folder_snapshots(folder, "cam1"))
+    refused, sent = spool.put(frames, threading.Event()), spool.put(frames, threading.Event())
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    def at(event: tuple[str, str]) -> int:
+        return events.index(event)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    root, aside = str(spool.root), spool.rejected_dir
+    spool.note_spooled("cam1", ["a.jpg\t1\t2"])
+    assert at(("fsync", str(spool._ledger("cam1")))) < at(("fsync", root))
+    events.clear()
+    spool.reject(refused, "400: no")
+    moved = at(("replace", str(aside / refused.name)))
+    assert at(("fsync", str(aside.parent))) < moved  # the new <spool>-rejected/ entry
+    assert at(("fsync", f"{refused}/rejected.txt")) < moved < at(("fsync", str(aside)))
+    events.clear()
+    spool.note_rejected(sent, [{"file": "0.jpg", "reason": "a duplicate"}])
+    record = aside / f"{sent.name}-snapshots.json"
+    assert at(("fsync", f"{record}.tmp")) < at(("replace", str(record))) < at(
+        ("fsync", str(aside)))
+    assert json.loads(record.read_text())[0]["reason"] == "a duplicate"
+    spool.close()

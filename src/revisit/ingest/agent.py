@@ -325,6 +325,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _mkdir_synced(path: Path) -> None:
+    """Create a directory (and its parents) whose entry survives a power cut."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent)
+
+
 class Spool:
     """Batches on disk, oldest first: ``<dir>/<seq>-<uuid>/{meta.json, 0.jpg, ...}``.
 
@@ -353,6 +360,8 @@ class Spool:
         if self.rejected_dir.is_dir():  # what a kill left while setting a batch aside
             for stale in self.rejected_dir.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            for half in self.rejected_dir.glob("*-snapshots.json.tmp"):
+                half.unlink(missing_ok=True)
             for image in self.rejected_dir.glob("*/*.jpg"):
                 image.unlink(missing_ok=True)
         # a running total, read from disk once: summing every spooled file on each write
@@ -428,22 +437,31 @@ class Spool:
             tmp = ledger.with_suffix(".tmp")
             _write_synced(tmp, "".join(f"{k}\n" for k in sorted(kept)).encode())
             os.replace(tmp, ledger)
+            _fsync_dir(self.root)
         return kept
 
     def note_spooled(self, camera_id: str, keys: Iterable[str]) -> None:
         """Remember folder files as spooled (after the batch holding them is on disk)."""
-        with open(self._ledger(camera_id), "a") as fh:
+        ledger = self._ledger(camera_id)
+        new = not ledger.exists()
+        with open(ledger, "a") as fh:
             fh.writelines(f"{k}\n" for k in keys)
             fh.flush()
             os.fsync(fh.fileno())
+        if new:  # a ledger lost to a power cut would send the folder again
+            _fsync_dir(self.root)
 
     def note_rejected(self, batch_dir: Path, rejected: list[dict[str, str]]) -> None:
         """Snapshots the server refused one by one in a batch it accepted: their metadata
         and reasons kept beside the refused batches (no image)."""
         meta = {m["file"]: m for m in json.loads((batch_dir / "meta.json").read_text())}
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
-        (self.rejected_dir / f"{batch_dir.name}-snapshots.json").write_text(json.dumps(
-            [{**meta.get(r.get("file", ""), {}), **r} for r in rejected], indent=1))
+        _mkdir_synced(self.rejected_dir)
+        final = self.rejected_dir / f"{batch_dir.name}-snapshots.json"
+        tmp = final.with_name(final.name + ".tmp")
+        _write_synced(tmp, json.dumps(
+            [{**meta.get(r.get("file", ""), {}), **r} for r in rejected], indent=1).encode())
+        os.replace(tmp, final)
+        _fsync_dir(self.rejected_dir)  # on disk before the batch leaves the spool
 
     def done(self, batch_dir: Path) -> None:
         """Forget a delivered batch. It leaves the spool in one rename before it is
@@ -464,10 +482,10 @@ class Spool:
         ``<spool>-rejected/`` is on another filesystem (the spool a mount point), the
         record is copied there whole and the batch then leaves the spool as a sent one
         does. Raises OSError when it cannot be set aside (the batch stays spooled)."""
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        _mkdir_synced(self.rejected_dir)
         held = self._batch_bytes(batch_dir)
         note = batch_dir / "rejected.txt"
-        note.write_text(reason)
+        _write_synced(note, reason.encode())
         aside = self.rejected_dir / batch_dir.name
         try:
             os.replace(batch_dir, aside)
@@ -477,6 +495,7 @@ class Spool:
                 raise
             self._copy_aside(batch_dir, aside, reason)
             return
+        _fsync_dir(self.rejected_dir)
         self._changed_by(-held)
         for image in aside.glob("*.jpg"):
             image.unlink()
