@@ -756,3 +756,31 @@ def test_refusal_records_and_a_new_ledger_are_on_disk_before_they_are_relied_on(
         ("fsync", str(aside)))
     assert json.loads(record.read_text())[0]["reason"] == "a duplicate"
     spool.close()
+
+
+def test_an_agent_stopped_by_ctrl_c_says_what_it_did(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C stops at once (exit code 130) with the summary a normal end prints: the
+    operator stopping the agent by hand sees what was sampled and what is still spooled."""
+    from typer.testing import CliRunner
+
+    import revisit.ingest.agent as agent_mod
+    from revisit.cli.main import app
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(lfw_photo("Colin_Powell", 1), folder / name)
+
+    def then_ctrl_c(folder: Path, camera: str, **kwargs: object) -> Iterator[Frame]:
+        yield from folder_snapshots(folder, camera)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_mod, "settled_folder", then_ctrl_c)
+    r = CliRunner().invoke(app, [
+        "agent", "--server", f"http://127.0.0.1:{free_port()}", "--key", "k", "--camera",
+        "cam1", "--folder", str(folder), "--batch", "1", "--spool", str(tmp_path / "sp")])
+    assert r.exit_code == 130, r.output
+    assert "interrupted: undelivered batches stay in the spool" in r.output
+    assert "2 snapshots, 0 batches sent" in r.output and "2 batches still spooled" in r.output
+    assert len(Spool(tmp_path / "sp", 10**9).pending()) == 2

@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
         """Sample snapshots from a stream, video or folder and post them in camera batches.
 
         Batches are spooled to disk first and deleted only once the server accepted them,
-        so nothing is lost while the server is unreachable or restarting. SIGTERM stops any
-        run with its summary; what is still spooled is sent by the next run.
+        so nothing is lost while the server is unreachable or restarting. SIGTERM and Ctrl-C
+        stop any run with its summary; what is still spooled is sent by the next run.
         """
         from datetime import datetime
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -151,6 +151,7 @@ def register(app: typer.Typer) -> None:
             frames = sample_video(src, camera_id=camera, location_id="", every=step,
                                   start=origin, stop=worker.stop)
         failed: str | None = None
+        interrupted = False
         # SIGTERM (a service stopped) ends sampling and sending; what is spooled stays for
         # the next run, and the summary says what was done
         previous = signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
@@ -160,14 +161,16 @@ def register(app: typer.Typer) -> None:
             failed, stats = str(exc), worker.stats
         except SpoolWriteError as exc:  # a full disk: what was spooled before was sent
             failed, stats = str(exc), worker.stats
-        except KeyboardInterrupt:
-            typer.echo("interrupted: undelivered batches stay in the spool", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt:  # Ctrl-C: stop at once, and say what was done
+            worker.stop.set()
+            interrupted, stats = True, worker.stats
         finally:
             if previous is not None:  # None: a handler not set from Python
                 signal.signal(signal.SIGTERM, previous)
             worker.close()
         left = len(worker.spool.pending())
+        if interrupted:
+            typer.echo("interrupted: undelivered batches stay in the spool", err=True)
         if failed:
             typer.echo(f"error: {failed}", err=True)
         if worker.refused:
@@ -187,6 +190,8 @@ def register(app: typer.Typer) -> None:
                        f"the server does not take (accepted: {ACCEPTED}; named above), "
                        f"{stats.files_ignored} file(s) not named as images left alone"
                        + (f" ({names})" if names else ""))
+        if interrupted:
+            raise typer.Exit(130)
         if failed:
             raise typer.Exit(2)
         if left or stats.batches_rejected or stats.snapshots_rejected or stats.files_refused:
