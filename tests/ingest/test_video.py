@@ -83,3 +83,88 @@ def test_a_still_image_is_refused_as_a_video_and_a_gif_animation_is_read(
     frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:],
                    duration=1000)
     assert len(_sample(tmp_path / "clip.gif")) == 2
+
+
+def test_a_video_of_frames_over_the_pixel_bound_is_refused_before_it_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video's frames are decoded whatever their size: one over ``ingest.max_pixels`` is
+    refused by the size its header declares, before a frame is read, and by a decoded
+    frame's size where the header says none."""
+    clip = _avi(tmp_path / "v.avi", 4)
+    grabs: list[int] = []
+    real = cv2.VideoCapture
+
+    class Capture:
+        """OpenCV's capture, counting the frames read, its header's size hidden at will."""
+
+        sized = True
+
+        def __init__(self, source: str) -> None:
+            self.cap = real(source)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.cap, name)
+
+        def get(self, prop: int) -> float:
+            if not self.sized and prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+                return 0.0
+            return self.cap.get(prop)
+
+        def grab(self) -> bool:
+            grabs.append(1)
+            return self.cap.grab()
+
+    monkeypatch.setattr(cv2, "VideoCapture", Capture)
+    sample = sample_video(str(clip), camera_id="c1", location_id="101", start=START,
+                          every=timedelta(seconds=1), max_pixels=3071)
+    with pytest.raises(VideoError) as err:
+        next(sample)
+    assert str(err.value) == f"{clip}: frames of 64x48 = 3072 pixels; at most 3071 " \
+                             "(ingest.max_pixels)"
+    assert grabs == []
+    Capture.sized = False
+    with pytest.raises(VideoError, match="64x48 = 3072 pixels; at most 3071"):
+        list(sample_video(str(clip), camera_id="c1", location_id="101", start=START,
+                          every=timedelta(seconds=1), max_pixels=3071))
+    assert len(grabs) == 1
+    assert len(list(sample_video(str(clip), camera_id="c1", location_id="101", start=START,
+                                 every=timedelta(seconds=1), max_pixels=3072))) == 4
+    monkeypatch.undo()
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    for cmd in (["ingest-video", str(clip), "--location", "101"],
+                ["agent", "--server", "http://127.0.0.1:9", "--key", "k", "--video", str(clip),
+                 "--drain-timeout", "0", "--spool", str(tmp_path / "sp")]):
+        r = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), *cmd, "--camera", "c1",
+                                     "--start", "2024-01-05T09:00:00Z"],
+                               env={"REVISIT_INGEST__MAX_PIXELS": "3071"})
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert "64x48 = 3072 pixels; at most 3071" in r.output, r.output
+
+
+def test_only_a_video_file_or_a_stream_is_read(tmp_path: Path) -> None:
+    """OpenCV reads ``frames/%04d.jpg`` as a video of the stills it names (past the checks
+    every still meets) and a device as a camera: a video is a regular file or a URL."""
+    from tests.conftest import lfw_still
+    from typer.testing import CliRunner
+
+    from revisit.cli.main import app
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"{i:04d}.jpg").write_bytes(lfw_still("Colin_Powell", 1, "JPEG"))
+    pattern = str(frames / "%04d.jpg")
+    with pytest.raises(VideoError, match="an image-sequence pattern is not read"):
+        _sample(Path(pattern))
+    with pytest.raises(VideoError, match="is not a regular file"):
+        _sample(frames)
+    for cmd in (["ingest-video", pattern, "--location", "101"],
+                ["agent", "--server", "http://127.0.0.1:9", "--key", "k", "--video", pattern,
+                 "--start", "2024-01-05T09:00:00Z", "--spool", str(tmp_path / "sp")]):
+        r = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), *cmd, "--camera", "c1"])
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert "image-sequence pattern is not read" in " ".join(
+            r.output.replace("│", " ").split()), r.output

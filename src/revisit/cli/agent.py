@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
             watch_folder,
         )
         from revisit.ingest.timestamps import parse_ts
-        from revisit.ingest.video import VideoError, sample_video
+        from revisit.ingest.video import VideoError, not_a_video_file, sample_video
 
         logging.getLogger("revisit.ingest.agent").setLevel(logging.INFO)
         sources = [s for s in (rtsp, video, folder) if s]
@@ -104,8 +104,8 @@ def register(app: typer.Typer) -> None:
         if step.total_seconds() <= 0:
             raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
         if video is not None:
-            if not video.is_file():
-                raise typer.BadParameter(f"{video} is not a file", param_hint="--video")
+            if why := not_a_video_file(str(video)):
+                raise typer.BadParameter(why, param_hint="--video")
             if origin is None:  # a video's frames have a time of their own, not the agent's
                 origin = datetime.fromtimestamp(video.stat().st_mtime).astimezone()
                 typer.echo(f"no --start given: using the file's time {origin.isoformat()}",
@@ -149,7 +149,8 @@ def register(app: typer.Typer) -> None:
         else:
             src = rtsp or str(video)
             frames = sample_video(src, camera_id=camera, location_id="", every=step,
-                                  start=origin, stop=worker.stop)
+                                  start=origin, stop=worker.stop,
+                                  max_pixels=Settings().ingest.max_pixels)
         failed: str | None = None
         interrupted = False
         # SIGTERM (a service stopped) ends sampling and sending; what is spooled stays for

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sample one frame every N seconds from a video file (video time) or stream (wall time)."""
         from revisit.ingest.timestamps import parse_ts
-        from revisit.ingest.video import VideoError, is_stream, sample_video
+        from revisit.ingest.video import VideoError, is_stream, not_a_video_file, sample_video
         from revisit.tenancy.db import TenancyError, check_id
 
         try:
@@ -131,8 +131,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(exc), param_hint="--start") from None
         if step.total_seconds() <= 0:
             raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
-        if not is_stream(source) and not Path(source).exists():
-            typer.echo(f"error: video {source} not found", err=True)
+        if (why := not_a_video_file(source)) is not None:
+            typer.echo(f"error: {why}", err=True)
             raise typer.Exit(2)
         overrides = {"privacy": {"keep_crops": True}} if keep_crops else {}
         settings = state(ctx).settings(**overrides)
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         try:
             frames = sample_video(
                 source, camera_id=camera, location_id=location, every=step, start=origin,
-                tenant=tenant, max_frames=max_frames,
+                tenant=tenant, max_frames=max_frames, max_pixels=settings.ingest.max_pixels,
             )
             summary = ingest_frames(runtime, frames, progress=True)
         except VideoError as exc:

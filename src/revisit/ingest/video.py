@@ -39,6 +39,28 @@ def frame_image_id(tenant: str, camera_id: str, ts: datetime) -> str:
     return "I-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def not_a_video_file(source: str) -> str | None:
+    """Why ``source`` is neither a stream URL nor a video file, or None. OpenCV would read
+    a printf pattern (``frames/%04d.jpg``) as a video of its images, past the still-image
+    checks, and a device as a camera: only a regular file is read."""
+    if is_stream(source) or os.path.isfile(source):
+        return None
+    if "%" in source:
+        return (f"{source}: not a video file (an image-sequence pattern is not read: send "
+                "snapshots with `revisit agent --folder` or `revisit ingest`)")
+    if os.path.exists(source):
+        return f"{source} is not a regular file"
+    return f"video {source} not found"
+
+
+def too_many_pixels(source: str, width: int, height: int, max_pixels: int | None) -> str | None:
+    """Why frames of ``width`` x ``height`` are not decoded (over ``max_pixels``), or None."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return (f"{source}: frames of {width}x{height} = {width * height} pixels; at most "
+            f"{max_pixels} (ingest.max_pixels)")
+
+
 def still_image_refusal(source: str) -> str | None:
     """Why a file is refused as a video when it is a still image (OpenCV would read it as
     a one-frame video, whatever its format and outside the pixel bound snapshots meet), or
@@ -69,17 +91,25 @@ def sample_video(
     tenant: str = DEFAULT_TENANT,
     max_frames: int | None = None,
     stop: threading.Event | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[Frame]:
     """Yield decoded frames (``pixels`` set, no re-encode) sampled every ``every``, until
     ``stop`` is set (checked at every frame read, not only at the sampled ones: a stream
-    sampled once a minute stops within a frame)."""
+    sampled once a minute stops within a frame). A video whose frames are larger than
+    ``max_pixels`` is refused before its frames are read (by the size its header
+    declares) and at any frame decoded larger."""
     if every <= timedelta(0):
         raise ValueError("--every must be positive")
-    if (why := still_image_refusal(source)) is not None:
+    if (why := not_a_video_file(source) or still_image_refusal(source)) is not None:
         raise VideoError(why)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         raise VideoError(f"cannot open video {source!r}")
+    declared = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+                int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
+    if (why := too_many_pixels(source, *declared, max_pixels)) is not None:
+        cap.release()
+        raise VideoError(why)
     stream = is_stream(source)
     origin = start or datetime.now(UTC)
     step_ms = every.total_seconds() * 1000.0
@@ -112,6 +142,9 @@ def sample_video(
             ok, pixels = cap.retrieve()
             if not ok or pixels is None:
                 continue
+            if (why := too_many_pixels(source, pixels.shape[1], pixels.shape[0],
+                                       max_pixels)) is not None:
+                raise VideoError(why)
             ts = datetime.now(UTC) if stream else origin + timedelta(milliseconds=now_ms)
             ts = ts.replace(microsecond=(ts.microsecond // 1000) * 1000)
             yield Frame(
