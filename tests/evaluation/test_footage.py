@@ -2,7 +2,7 @@
 
 The labels (tests/evaluation/footage/*.json, FORMAT.md there) were written by people looking
 at every frame ``revisit ingest-video --every 0.5s`` samples. The clips stay in
-``../shared/data``; tests that need them skip without it.
+``../shared/data`` (or ``$REVISIT_SHARED_DATA``); tests that need them skip without it.
 """
 
 from __future__ import annotations
@@ -27,15 +27,17 @@ from revisit.evaluation.footage import (
 from revisit.ingest.video import sample_video
 from revisit.pipeline import Runtime
 from revisit.report.query import SightingQuery
+from revisit.simulate.scenario import shared_data_dir
 
 LABELS = Path(__file__).parent / "footage"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = shared_data_dir()
 
 
 def _clip(name: str) -> FootageLabels:
     labels = load_labels(LABELS / f"{name}.json")
     if not (SHARED / labels.clip).is_file():
-        pytest.skip(f"real clip missing: {SHARED / labels.clip} (../shared/data beside the repo)")
+        pytest.skip(f"real clip missing: {SHARED / labels.clip} ($REVISIT_SHARED_DATA, or "
+                    "../shared/data beside the repo)")
     return labels
 
 
@@ -145,6 +147,27 @@ def test_real_snapshots_in_another_order_give_the_same_count(make_settings) -> N
             runtime.close()
         counts.append(len(visitors))
     assert counts == [expected, expected]
+
+
+def test_a_reflection_resolved_one_snapshot_at_a_time_founds_no_visitor(make_settings) -> None:
+    """ChokePoint's glass door reflects P09 while he walks towards the camera; his own track
+    has only two blurred faces when the reflection's track could found a visitor. Resolved
+    one snapshot per batch (a camera uploading as it goes), the reflection must still be
+    seen for what it is, as it is when sixteen snapshots are resolved together."""
+    labels = _clip("chokepoint_P2E_S5_C1.mp4")
+    settings = make_settings(pipeline={"frame_batch": 1})
+    window = (CLIP_START + timedelta(seconds=12), CLIP_START + timedelta(seconds=15))
+    frames = sample_video(str(SHARED / labels.clip), camera_id="cam", location_id="clip",
+                          every=timedelta(seconds=1), start=CLIP_START)
+    runtime = Runtime(settings)
+    try:
+        runtime.ingest(f for f in frames if window[0] <= f.ts <= window[1])
+        rows = list(runtime.store.sightings(SightingQuery()))
+    finally:
+        runtime.close()
+    score = score_sightings(labels, 1.0, rows, CLIP_START)
+    assert score.visitors_found >= 4, score.as_dict()  # the people of the window are counted
+    assert (score.false_visitors, score.merges) == (0, 0), score.as_dict()
 
 
 def _fresh(make_settings, tag: str):  # type: ignore[no-untyped-def]

@@ -23,15 +23,17 @@ face (measured in docs/accuracy.md):
    the quality gate's creation bar, or ``identity.track_create_faces`` of its faces were
    matchable and confidently detected (several fair snapshots of one person are evidence
    enough to count them, though too weak to re-identify them later); then all its faces
-   are sightings of it. Until then its faces are held, for at most ``track_gap_s``
-   after its last face; a track that closes undecided is dropped (reason ``weak_track``).
-   Held faces are also written with their batch (``Batch.held``) and deleted with the
-   batch that decides them (``Batch.released``): a resolver that starts (after a crash,
-   a reset or a move of the tenant to another process) reads them back on the tenant's
-   first batch and continues their tracks, so a kill loses no face. The end of a run and
-   a graceful stop save the tracks still able to link (:meth:`Resolver.flush`,
-   ``keep_open``), decided where they can be, their undecided faces still held: the next
-   start reads them back with the held faces and continues them.
+   are sightings of it. A track that may be the reflection of a person still in view
+   waits for that person's best snapshot (:meth:`Resolver._may_be_twin`). Until then its
+   faces are held, for at most ``track_gap_s`` after its last face; a track that closes
+   undecided is dropped (reason ``weak_track``). Held faces are also written with their
+   batch (``Batch.held``) and deleted with the batch that decides them
+   (``Batch.released``): a resolver that starts (after a crash, a reset or a move of the
+   tenant to another process) reads them back on the tenant's first batch and continues
+   their tracks, so a kill loses no face. The end of a run and a graceful stop save the
+   tracks still able to link (:meth:`Resolver.flush`, ``keep_open``), decided where they
+   can be, their undecided faces still held: the next start reads them back with the held
+   faces and continues them.
 7. **Exemplars**: per visitor at most ``max_exemplars`` (best quality kept), at most
    ``exemplars_per_track`` from one track so a visitor's centroid spans visits; only
    faces that passed the creation bar become exemplars.
@@ -187,6 +189,9 @@ class Resolver:
         )
         self.track_create_faces = ident.track_create_faces
         self.twin_threshold = self.threshold + ident.twin_offset
+        # below the track veto two faces are different people; above it a track may yet
+        # turn out a twin once the other's pooled face settles (_may_be_twin)
+        self.twin_wait = self.track_params.face_veto
         self.staff_threshold = self.threshold + ident.staff_margin
         self.create_after = ident.create_after
         self.single_face_quality = ident.single_face_quality
@@ -570,21 +575,41 @@ class Resolver:
         this track looks like a washed-out, blurred copy: a reflection (or a picture) of
         them. Two people of one frame are rarely this alike, and glass both dims and blurs
         what it reflects (one of the two alone also describes a person in worse light)."""
-        pooled = tr.pooled
-        cam = self._cameras.get((tr.tenant, tr.camera))
-        if pooled is None or cam is None or not barred:
-            return None
         best, best_sim = None, self.twin_threshold
-        for other in cam.open:
-            if other is tr or other.visitor not in barred or (op := other.pooled) is None:
-                continue
-            sim = float(op @ pooled)
+        for other, sim in self._alike(tr, barred):
             if sim >= best_sim and tr.contrast < TWIN_CONTRAST * other.contrast \
                     and tr.sharpness < TWIN_SHARPNESS * other.sharpness:
                 best, best_sim = other.visitor, sim
         if best is not None:
             log.debug("track is a twin of %s (%.3f)", best, best_sim)
         return best
+
+    def _may_be_twin(self, tr: Track, barred: set[str]) -> bool:
+        """Whether this track, already dimmer or blurrier than a look-alike barred visitor's
+        track that is still open, may yet prove its twin: the other's pooled face, contrast
+        and sharpness change with each face it gains (a person walking towards the camera
+        shows their best face last), so founding now would make the answer depend on how
+        the snapshots were batched."""
+        cam = self._cameras.get((tr.tenant, tr.camera))
+        still_open = set(cam.open) if cam is not None else set()
+        return any(other in still_open and sim >= self.twin_wait
+                   and (tr.contrast < TWIN_CONTRAST * other.contrast
+                        or tr.sharpness < TWIN_SHARPNESS * other.sharpness)
+                   for other, sim in self._alike(tr, barred))
+
+    def _alike(self, tr: Track, barred: set[str]) -> list[tuple[Track, float]]:
+        """Tracks of this camera holding a barred visitor (open, or seen in this track's
+        frames though closed since), with their likeness to this track."""
+        pooled = tr.pooled
+        cam = self._cameras.get((tr.tenant, tr.camera))
+        if pooled is None or cam is None or not barred:
+            return []
+        still_open = set(cam.open)
+        others = cam.open + sorted((c for c in tr.companions if c not in still_open),
+                                   key=lambda c: c.key)
+        return [(other, float(op @ pooled)) for other in others
+                if other is not tr and other.visitor in barred
+                and (op := other.pooled) is not None]
 
     def _withdraw(self, batch: Batch, g: _Gallery, tenant: str, tr: Track) -> None:
         """A track that founded a visitor turned out to be a static picture: the visitor was
@@ -734,6 +759,8 @@ class Resolver:
                                          "same frame", reason=TWIN)
                         tr.held = []
                         continue
+                    if id(tr) not in closed and self._may_be_twin(tr, barred):
+                        continue  # held until the look-alike's track or its own closes
                     vid, new = self.new_visitor(tenant), True
                     tr.founded = True
                     batch.visitors_created.append((tenant, vid, min(f.ts for f in tr.held)))
