@@ -425,3 +425,26 @@ def test_a_tenants_held_track_is_never_decided_in_another_tenants_batch(make_set
     assert {(s.tenant, s.face_id) for s in tail.sightings} >= {("u", "V-000001")}
     assert {(t, v) for t, v, _ in tail.visitors_created} >= {("u", "V-000001")}
     store.close()
+
+
+def test_an_open_track_of_an_erased_visitor_is_not_saved_at_a_stop(make_settings, emb) -> None:
+    """Erased while their track is still open (the embedded server): the track forgets the
+    visitor in memory, but a stop must not then save it (with the person's pooled embedding
+    and clothes) for the next start: nothing of them is stored after their erasure."""
+    from revisit.tenancy.db import Tenancy
+    from revisit.tenancy.privacy import erase_visitor
+
+    settings = make_settings(identity={"create_after": 1})
+    store = DuckDBStore(":memory:")
+    index = FaissIndex(128)
+    resolver = Resolver(settings, store, index)
+    out = resolver.resolve(batch_of([face(emb[("Angelina_Jolie", 1)], "j0", x=100),
+                                     face(emb[("Andre_Agassi", 1)], "p0", x=400)]))
+    store.write(out)
+    by_face = {s.image_id: s.face_id for s in out.sightings}
+    erase_visitor(store, index, Tenancy(store), "t", by_face["j0"], "admin", resolver=resolver)
+    tail = resolver.flush(["t"], keep_open=True)
+    assert tail is not None
+    store.write(tail)
+    assert [t.visitor_id for t in store.open_tracks("t")] == [by_face["p0"]]
+    store.close()

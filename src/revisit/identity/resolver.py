@@ -204,6 +204,9 @@ class Resolver:
         # faces were read back (once per tenant, after a start or a reset)
         self._durable: set[tuple[str, str]] = set()
         self._revived: set[str] = set()
+        # open tracks whose visitor was erased: followed on, never saved for a next start
+        # (their pooled embedding and clothes are the erased person's)
+        self._erased_tracks: set[Track] = set()
         # resolve/flush on the pipeline's thread, reload and id allocation also from an
         # admin action (an enrolment) on another: one at a time
         self._lock = threading.RLock()
@@ -324,6 +327,7 @@ class Resolver:
     def _drop_tracks(self, tenant: str) -> None:
         for key in [k for k in self._cameras if k[0] == tenant]:
             del self._cameras[key]
+        self._erased_tracks = {t for t in self._erased_tracks if t.tenant != tenant}
         self._durable = {k for k in self._durable if k[0] != tenant}
         self._revived.discard(tenant)
 
@@ -357,6 +361,7 @@ class Resolver:
                     for tr in cam.open:
                         if tr.visitor in gone_visitors:
                             tr.visitor = None
+                            self._erased_tracks.add(tr)
 
     def sync_known(self, tenant: str) -> None:
         """Enrolments changed (revisit.known): the staff set and the enrolment photos'
@@ -466,6 +471,7 @@ class Resolver:
         if keep_open:
             self._save_open(out, kept)
         self._cameras.clear()
+        self._erased_tracks.clear()
         return out if out.dropped or out.sightings or out.released or out.tracks_cleared \
             or out.tracks_saved else None
 
@@ -482,7 +488,8 @@ class Resolver:
         for key, cam in self._cameras.items():
             if cam.latest is None or cam.latest < newest[key[0]] - 2 * gap:
                 continue
-            out[key] = [t for t in cam.open if t.last_ts >= cam.latest - gap]
+            out[key] = [t for t in cam.open if t.last_ts >= cam.latest - gap
+                        and t not in self._erased_tracks]
         return out
 
     def _save_open(self, batch: Batch, kept: dict[tuple[str, str], list[Track]]) -> None:
