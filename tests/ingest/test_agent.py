@@ -784,3 +784,42 @@ def test_an_agent_stopped_by_ctrl_c_says_what_it_did(
     assert "interrupted: undelivered batches stay in the spool" in r.output
     assert "2 snapshots, 0 batches sent" in r.output and "2 batches still spooled" in r.output
     assert len(Spool(tmp_path / "sp", 10**9).pending()) == 2
+
+
+def test_refused_batches_kept_in_a_full_spool_do_not_stall_sampling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused batch that cannot be set aside stays spooled but is not sent again: it
+    must not count as a batch the sampler waits on to leave a full spool (every batch of
+    a misconfigured camera refused, ``<spool>-rejected/`` not writable), or the run never
+    ends."""
+    from revisit.ingest.agent import PermanentRejection
+
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(lfw_photo("Colin_Powell", 1), folder / name)
+    size = (folder / "a.jpg").stat().st_size
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool", batch_size=1,
+                  max_spool_bytes=size + size // 2, jpeg_quality=100)
+
+    def send_one(batch: Path) -> list[dict[str, str]]:
+        raise PermanentRejection("422: camera 'cam1' is not registered")
+
+    def replace(src: object, dst: object, real=os.replace) -> None:
+        if Path(str(dst)).parent == agent.spool.rejected_dir:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        real(src, dst)
+
+    monkeypatch.setattr(agent, "send_one", send_one)
+    monkeypatch.setattr(os, "replace", replace)
+    done = threading.Event()
+    runner = threading.Thread(target=lambda: (agent.run(folder_snapshots(folder, "cam1"),
+                                                        drain_timeout=5.0), done.set()),
+                              daemon=True)
+    runner.start()
+    finished = done.wait(20.0)
+    agent.stop.set()  # let a stalled run end
+    runner.join(5.0)
+    assert finished, "sampling waited for ever on batches the sender will not send"
+    assert len(agent.spool.pending()) == 3 and agent.stats.batches_rejected == 0
+    agent.close()

@@ -355,6 +355,9 @@ class Spool:
         self.rejected_dir = root.parent / (root.name + "-rejected")
         self._seq = self._last_seq()
         self.changed = threading.Condition()
+        # refused batches that could not be set aside (the agent's): spooled, not sent
+        # again by this run, so a put does not wait for them to leave
+        self.kept: set[str] = set()
         for stale in self.root.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         if self.rejected_dir.is_dir():  # what a kill left while setting a batch aside
@@ -397,7 +400,8 @@ class Spool:
         """Write a batch; waits while the spool is over its bound (back-pressure)."""
         incoming = sum(len(f.data or b"") for f in frames)
         with self.changed:
-            while self.size() + incoming > self.max_bytes and self.pending() and not stop.is_set():
+            while (self.size() + incoming > self.max_bytes and not stop.is_set()
+                   and any(p.name not in self.kept for p in self.pending())):
                 log.warning("spool full (%d bytes): waiting for the server", self.size())
                 self.changed.wait(timeout=1.0)
         self._seq += 1
@@ -585,7 +589,7 @@ class Agent:
         self.remember_files_of: str | None = None  # the camera id
         # refused batches that could not be set aside: kept spooled for the next run, and
         # not sent again by this one (they would be refused again, before the rest)
-        self._kept: set[str] = set()
+        self._kept: set[str] = self.spool.kept
 
     # -- producing --------------------------------------------------------------------
     def _encoded(self, frame: Frame) -> Frame:
