@@ -505,6 +505,26 @@ def test_a_spool_that_cannot_be_written_is_said_plainly(
     assert "cannot write the spool" in r.output and "No space left" in r.output
 
 
+def _disk_events(monkeypatch: pytest.MonkeyPatch,
+                 with_source: bool = False) -> list[tuple[str, str]]:
+    """Every fsync (the path synced) and rename (its target, or "source<TAB>target") from
+    now on, in order: what a power cut could find on disk is decided by that order."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", f"{src}\t{dst}" if with_source else str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
 def test_a_batch_is_on_disk_before_its_files_are_noted_as_spooled(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A power cut must not lose a batch whose folder files the ledger already calls
@@ -517,16 +537,7 @@ def test_a_batch_is_on_disk_before_its_files_are_noted_as_spooled(
         shutil.copy(lfw_photo("Colin_Powell", 1), folder / name)
     agent = Agent(f"http://127.0.0.1:{free_port()}", "k", tmp_path / "spool", batch_size=2)
     agent.remember_files_of = "cam1"
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src: object, dst: object) -> None:
-        events.append(("replace", f"{src}\t{dst}"))
-        real_replace(src, dst)
+    events = _disk_events(monkeypatch, with_source=True)
 
     def synced_before_rename(dst: str) -> tuple[int, set[str]]:
         """Where the rename to ``dst`` happened, and what was fsynced before it."""
@@ -535,8 +546,6 @@ def test_a_batch_is_on_disk_before_its_files_are_noted_as_spooled(
         return at, {e[1].removeprefix(events[at][1].split("\t")[0])
                     for e in events[:at] if e[0] == "fsync"}
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
     agent.spool_frames(folder_snapshots(folder, "cam1"))
     (batch,) = agent.spool.pending()
     root = str(agent.spool.root)
@@ -725,22 +734,11 @@ def test_refusal_records_and_a_new_ledger_are_on_disk_before_they_are_relied_on(
     spool = Spool(tmp_path / "spool", 10**9)
     frames = list(folder_snapshots(folder, "cam1"))
     refused, sent = spool.put(frames, threading.Event()), spool.put(frames, threading.Event())
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src: object, dst: object) -> None:
-        events.append(("replace", str(dst)))
-        real_replace(src, dst)
+    events = _disk_events(monkeypatch)
 
     def at(event: tuple[str, str]) -> int:
         return events.index(event)
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
     root, aside = str(spool.root), spool.rejected_dir
     spool.note_spooled("cam1", ["a.jpg\t1\t2"])
     assert at(("fsync", str(spool._ledger("cam1")))) < at(("fsync", root))
