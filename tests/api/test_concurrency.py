@@ -187,6 +187,32 @@ def test_a_batch_taken_at_once_by_the_pipeline_keeps_its_status(svc) -> None:
         proc.stop(drain_s=1)
 
 
+def test_a_batch_reads_as_in_flight_until_its_done_status_is_stored(svc) -> None:
+    """The processor must not read as idle (nor a GET as anything but its state in memory)
+    while a batch's "done" is still being written: waiting for idle, then reading the
+    status, read "processing" under load."""
+    proc = svc.processor
+    svc.runtime.use_models(_NoModels())
+    seen: list[tuple[bool, str | None]] = []
+    done = proc.ledger.done
+
+    def recording(tenant: str, batch: Batch) -> None:
+        st = proc.status(tenant, batch.batch_id)
+        seen.append((proc.busy(), st.state if st else None))
+        done(tenant, batch)
+
+    proc.ledger.done = recording  # type: ignore[method-assign]
+    proc.start()
+    try:
+        frame = Frame("acme", "c1", "101", "img-in-flight", T0, data=b"x" * 10)
+        st = proc.submit("acme", [frame])
+        assert proc.wait_idle(10)
+        assert seen and seen[0][0], "the processor read as idle before the status was stored"
+        assert proc.status("acme", st.batch_id).state == "done"
+    finally:
+        proc.stop(drain_s=1)
+
+
 def test_a_retry_while_its_first_copy_is_being_stored_is_a_duplicate(svc) -> None:
     proc = svc.processor
     st = svc.runtime.store

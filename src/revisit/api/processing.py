@@ -384,10 +384,13 @@ class BatchProcessor:
         except Exception:  # a status is not worth stopping the pipeline for
             log.exception("cannot record batch %s as processing", batch_id)
 
-    def _done(self, batch: Batch) -> None:
+    def _release(self, batch: Batch, stored: bool) -> None:
+        """The batch's frames leave the in-flight set (the processor may read as idle) and
+        its status leaves memory: only once its final status is in the store, so neither a
+        GET nor an idle processor can see it as still processing."""
         with self._lock:
             self._unrecorded.pop(batch.batch_id, None)
-            if batch.batch_id not in self._failed:
+            if stored:
                 self._stored.update(dict.fromkeys((f.tenant, f.image_id) for f in batch.frames))
                 while len(self._stored) > STORED_MEMO:
                     del self._stored[next(iter(self._stored))]
@@ -398,12 +401,15 @@ class BatchProcessor:
             # frames dropped by a failed stage are released too
             for key in [k for k, v in self._inflight.items() if v == batch.batch_id]:
                 del self._inflight[key]
+
+    def _done(self, batch: Batch) -> None:
         tenant = self._tenant_of.pop(batch.batch_id, "")
         self._decided_in.pop(batch.batch_id, None)
         failed = batch.batch_id in self._failed
         self._failed.discard(batch.batch_id)
         if batch.batch_id in self._interrupted:  # left spooled as it is: the next start
             self._interrupted.discard(batch.batch_id)  # runs it (its status: "processing")
+            self._release(batch, stored=not failed)
             return
         m = self.metrics
         label = m.tenant(tenant)
@@ -412,6 +418,8 @@ class BatchProcessor:
                 self.ledger.done(tenant, batch)
             except Exception:
                 log.exception("cannot record batch %s as done", batch.batch_id)
+        self._release(batch, stored=not failed)
+        if not failed:
             m.frames_processed.labels(label).inc(len(batch.frames))
             m.faces.labels(label).inc(len(batch.faces))
             m.sightings.labels(label).inc(len(batch.sightings))
