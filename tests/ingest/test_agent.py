@@ -265,6 +265,8 @@ def test_the_agent_cli_refuses_what_it_would_get_wrong(tmp_path: Path) -> None:
     r = run(app, [*base, "--server", "http://127.0.0.1:9", "--video", str(video),
                   "--start", "1995-01-05T09:00:00Z"])
     assert r.exit_code == 2 and "2000" in r.output
+    r = run(app, [*base, "--server", "http://127.0.0.1:9", "--video", "rtsp://cam.local/live"])
+    assert r.exit_code == 2 and "--rtsp" in r.output and "not found" not in r.output
     held = Spool(tmp_path / "sp", 10**6)  # another agent runs on this spool
     try:
         r = run(app, [*base, "--server", "http://127.0.0.1:9", "--folder", str(folder)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,10 @@ def register(app: typer.Typer) -> None:
         if step.total_seconds() <= 0:
             raise typer.BadParameter(f"--every {every}: the interval must be more than 0 s")
         if video is not None:
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(video)):  # a URL, made a path
+                raise typer.BadParameter(
+                    f"{video} is a stream's URL, not a video file: give it as --rtsp URL",
+                    param_hint="--video")
             if why := not_a_video_file(str(video)):
                 raise typer.BadParameter(why, param_hint="--video")
             if origin is None:  # a video's frames have a time of their own, not the agent's
