@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from revisit.ingest.durable import fsync_dir, write_synced
 from revisit.queue.base import past_retention
 from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch
@@ -45,10 +45,7 @@ class Spool:
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(tmp, data)
         tmp.replace(path)
 
     def put(self, batch: Batch, meta: dict[str, Any] | None = None) -> None:
@@ -57,12 +54,7 @@ class Spool:
         if meta is not None:
             self._write(self._meta_path(batch.batch_id), json.dumps(meta).encode())
         self._write(self._path(batch.batch_id), encode_batch(batch))
-        # the renames themselves on disk too: a power cut must not take back a 202
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.root)  # the renames too: a power cut must not take back a 202
 
     def meta(self, batch_id: str) -> dict[str, Any]:
         """The ``meta`` a pending batch was put with ({} if none or unreadable)."""

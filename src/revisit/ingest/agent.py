@@ -39,6 +39,7 @@ from revisit.image_formats import (
     refusal,
     still_format,
 )
+from revisit.ingest.durable import fsync_dir, write_synced
 from revisit.ingest.video import frame_image_id
 from revisit.records import Frame
 
@@ -308,28 +309,11 @@ def _name_part(stem: str) -> str:
     return stem[:31] + "~" + hashlib.sha256(stem.encode()).hexdigest()[:8]
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    """Write a file and fsync it: a batch is durable before anything relies on it."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the entries of a directory (files created, renames) survive a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _mkdir_synced(path: Path) -> None:
     """Create a directory (and its parents) whose entry survives a power cut."""
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 class Spool:
@@ -410,15 +394,15 @@ class Spool:
         meta = []
         for i, f in enumerate(frames):
             name = f"{i}.jpg"
-            _write_synced(tmp / name, f.data or b"")
+            write_synced(tmp / name, f.data or b"")
             meta.append({"file": name, "camera_id": f.camera_id, "ts": f.ts.isoformat(),
                          "image_id": f.image_id})
         meta_bytes = json.dumps(meta).encode()
-        _write_synced(tmp / "meta.json", meta_bytes)
-        _fsync_dir(tmp)
+        write_synced(tmp / "meta.json", meta_bytes)
+        fsync_dir(tmp)
         final = self.root / f"{self._seq:012d}-{uuid.uuid4().hex[:8]}"
         os.replace(tmp, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._changed_by(incoming + len(meta_bytes))
         return final
 
@@ -439,9 +423,9 @@ class Spool:
         kept = {k for k in keys if k.split("\t", 1)[0] in present}
         if kept != keys:
             tmp = ledger.with_suffix(".tmp")
-            _write_synced(tmp, "".join(f"{k}\n" for k in sorted(kept)).encode())
+            write_synced(tmp, "".join(f"{k}\n" for k in sorted(kept)).encode())
             os.replace(tmp, ledger)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return kept
 
     def note_spooled(self, camera_id: str, keys: Iterable[str]) -> None:
@@ -453,7 +437,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         if new:  # a ledger lost to a power cut would send the folder again
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def note_rejected(self, batch_dir: Path, rejected: list[dict[str, str]]) -> None:
         """Snapshots the server refused one by one in a batch it accepted: their metadata
@@ -462,10 +446,10 @@ class Spool:
         _mkdir_synced(self.rejected_dir)
         final = self.rejected_dir / f"{batch_dir.name}-snapshots.json"
         tmp = final.with_name(final.name + ".tmp")
-        _write_synced(tmp, json.dumps(
+        write_synced(tmp, json.dumps(
             [{**meta.get(r.get("file", ""), {}), **r} for r in rejected], indent=1).encode())
         os.replace(tmp, final)
-        _fsync_dir(self.rejected_dir)  # on disk before the batch leaves the spool
+        fsync_dir(self.rejected_dir)  # on disk before the batch leaves the spool
 
     def done(self, batch_dir: Path) -> None:
         """Forget a delivered batch. It leaves the spool in one rename before it is
@@ -489,7 +473,7 @@ class Spool:
         _mkdir_synced(self.rejected_dir)
         held = self._batch_bytes(batch_dir)
         note = batch_dir / "rejected.txt"
-        _write_synced(note, reason.encode())
+        write_synced(note, reason.encode())
         aside = self.rejected_dir / batch_dir.name
         try:
             os.replace(batch_dir, aside)
@@ -499,7 +483,7 @@ class Spool:
                 raise
             self._copy_aside(batch_dir, aside, reason)
             return
-        _fsync_dir(self.rejected_dir)
+        fsync_dir(self.rejected_dir)
         self._changed_by(-held)
         for image in aside.glob("*.jpg"):
             image.unlink()
@@ -511,15 +495,15 @@ class Spool:
         tmp = self.rejected_dir / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            _write_synced(tmp / "meta.json", (batch_dir / "meta.json").read_bytes())
-            _write_synced(tmp / "rejected.txt", reason.encode())
-            _fsync_dir(tmp)
+            write_synced(tmp / "meta.json", (batch_dir / "meta.json").read_bytes())
+            write_synced(tmp / "rejected.txt", reason.encode())
+            fsync_dir(tmp)
             if aside.exists():  # set aside by a run killed before the batch left the spool
                 shutil.rmtree(aside)
             os.replace(tmp, aside)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(self.rejected_dir)
+        fsync_dir(self.rejected_dir)
         self.done(batch_dir)
 
     def split(self, batch_dir: Path) -> None:
@@ -533,9 +517,9 @@ class Spool:
             tmp = self.root / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir()
             for m in meta[half:]:
-                _write_synced(tmp / m["file"], (batch_dir / m["file"]).read_bytes())
-            _write_synced(tmp / "meta.json", json.dumps(meta[half:]).encode())
-            _fsync_dir(tmp)
+                write_synced(tmp / m["file"], (batch_dir / m["file"]).read_bytes())
+            write_synced(tmp / "meta.json", json.dumps(meta[half:]).encode())
+            fsync_dir(tmp)
             # the new half sorts after the first and before every half split off this
             # batch before (N-2 first, then N-1-2, N-1-1-2, ...)
             k = 0
@@ -545,11 +529,11 @@ class Spool:
             os.replace(tmp, second)
             # the second half is on disk before the first stops listing it: a power cut
             # here sends it twice (the server counts a frame once), never not at all
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             part = batch_dir / ".meta.tmp"
-            _write_synced(part, json.dumps(meta[:half]).encode())
+            write_synced(part, json.dumps(meta[:half]).encode())
             os.replace(part, batch_dir / "meta.json")
-            _fsync_dir(batch_dir)
+            fsync_dir(batch_dir)
             for m in meta[half:]:
                 (batch_dir / m["file"]).unlink(missing_ok=True)
         finally:  # a split cut short (a full disk) may have left the new half in place
@@ -587,9 +571,6 @@ class Agent:
         self._next_try = 0.0  # time.monotonic() before which no batch is sent
         # --folder: remember the files spooled, so the next run sends only new ones
         self.remember_files_of: str | None = None  # the camera id
-        # refused batches that could not be set aside: kept spooled for the next run, and
-        # not sent again by this one (they would be refused again, before the rest)
-        self._kept: set[str] = self.spool.kept
 
     # -- producing --------------------------------------------------------------------
     def _encoded(self, frame: Frame) -> Frame:
@@ -673,7 +654,7 @@ class Agent:
         """
         deadline = None if until_empty_within is None else time.monotonic() + until_empty_within
         while self.refused is None:
-            pending = [p for p in self.spool.pending() if p.name not in self._kept]
+            pending = [p for p in self.spool.pending() if p.name not in self.spool.kept]
             if not pending:
                 return True
             if deadline is not None and time.monotonic() > deadline:
@@ -739,7 +720,7 @@ class Agent:
         except OSError as exc:
             log.error("cannot set %s aside in %s (%s): it stays in the spool for the next "
                       "run", batch_dir.name, self.spool.rejected_dir, exc.strerror or exc)
-            self._kept.add(batch_dir.name)
+            self.spool.kept.add(batch_dir.name)
             return
         self.stats.batches_rejected += 1
 
