@@ -280,7 +280,9 @@ def probe(args: argparse.Namespace, frames: list[bytes]) -> None:
         key = setup(data, args.cameras)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        srv = start_server({**os.environ, "REVISIT_DATA": str(data)}, port, timeout=60)
+        env = {**os.environ, "REVISIT_DATA": str(data),
+               "REVISIT_SERVICE_ACCEPT_PROCESS": str(args.accept_process).lower()}
+        srv = start_server(env, port, timeout=60)
         try:
             idle = probe_phase(url, key, frames, args, 0.0)
             rate = args.feed_fps
@@ -297,10 +299,12 @@ def probe(args: argparse.Namespace, frames: list[bytes]) -> None:
             f"{c} x{r[c]['n']} p50/p90/p99 {r[c]['p50_ms']}/{r[c]['p90_ms']}/{r[c]['p99_ms']} ms"
             for c in ("202", "429") if r[c]["n"]))
     out = {"idle": idle, "loaded": loaded, "clients": args.clients,
+           "accept_process": args.accept_process,
            "client_nice": args.client_nice, "batch_frames": args.batch, "cpus": os.cpu_count(),
            "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest_probe.json").write_text(json.dumps(out, indent=2))
+    name = "ingest_probe_accept_process.json" if args.accept_process else "ingest_probe.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2))
 
 
 def main() -> None:
@@ -322,6 +326,9 @@ def main() -> None:
                     help="answers at a camera's pace, idle and with the models flat out")
     ap.add_argument("--feed-fps", type=float, default=0.0,
                     help="--probe: frames/s the clients feed (0: what a saturation processes)")
+    ap.add_argument("--accept-process", action="store_true",
+                    help="--probe: uploads checked and spooled by the accept process "
+                    "(service.accept_process)")
     ap.add_argument("--in-process", action="store_true",
                     help="models in the server process (service.model_process off)")
     args = ap.parse_args()

@@ -18,6 +18,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from revisit.api import admin, batches, dashboard, known, occupancy, operator, reports
 from revisit.api import errors as api_errors
+from revisit.api.door import PEER_HEADER, DoorProcess
 from revisit.api.errors import errors
 from revisit.api.metrics import CONTENT_TYPE_LATEST
 from revisit.api.service import Service
@@ -42,11 +43,28 @@ def _monitoring(request: Request) -> Service:
     return s
 
 
+class _PeerFromDoor:
+    """Behind the accept process every request comes over its Unix socket: the caller's
+    address is the one the door passes on (monitoring answers only this machine). Only
+    installed there, where nothing but the door can reach the server."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            peer = dict(scope["headers"]).get(PEER_HEADER.encode())
+            scope = {**scope, "client": (peer.decode("latin-1"), 0) if peer else None}
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None, service: Service | None = None,
     service_settings: ServiceSettings | None = None, processing: bool = True,
+    door: DoorProcess | None = None,
 ) -> FastAPI:
-    """One app per service. Pass ``service`` to share one (tests), else settings."""
+    """One app per service. Pass ``service`` to share one (tests), else settings.
+    ``door``: the accept process, started once the service is, stopped before it."""
     if service is None:
         if settings is None:
             raise ValueError("create_app needs settings or a service")
@@ -56,9 +74,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.start(processing=processing)
+        if door is not None:
+            door.start()
         try:
             yield
         finally:
+            if door is not None:  # no new uploads while the last ones are processed
+                door.stop()
             svc.stop()
 
     app = FastAPI(
@@ -79,6 +101,8 @@ def create_app(
     api_errors.install(app)
     app.add_middleware(api_errors.ValidText)
     app.add_middleware(api_errors.HeadLimit)
+    if svc.behind_door:  # then `revisit serve` listens on a Unix socket, for the door only
+        app.add_middleware(_PeerFromDoor)
     app.add_middleware(
         SessionMiddleware, secret_key=svc.session_secret, session_cookie="revisit_session",
         max_age=svc.config.session_max_age_s, same_site="strict",

@@ -16,8 +16,9 @@ none is left is a 422).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -28,14 +29,19 @@ from starlette.types import Message
 
 from revisit.api.auth import require, service_of
 from revisit.api.errors import errors
+from revisit.api.metrics import Metrics
 from revisit.api.processing import BrokerUnavailable, QueueFull
 from revisit.api.service import Service
+from revisit.api.settings import ServiceSettings
 from revisit.image_formats import ACCEPTED
-from revisit.ingest.timestamps import TimestampError, parse_ts
+from revisit.ingest.status import BatchStatus
+from revisit.ingest.timestamps import TimestampError, TimeWindow, parse_ts
 from revisit.records import EXPIRED, Frame, content_id, encodes, iso_utc
 from revisit.tenancy.db import ApiKey, Camera
 from revisit.tenancy.privacy import expired_reason
 from revisit.vision.header import ImageError, image_size
+
+T = TypeVar("T")
 
 router = APIRouter(tags=["camera batches"], responses=errors(401, 403, 422))
 
@@ -158,18 +164,64 @@ def _metadata(raw: Any, max_frames: int) -> list[dict[str, Any]]:
     return items
 
 
-def _lookups(svc: Service, tenant: str, cameras: list[str]
-             ) -> tuple[dict[str, Camera], int | None]:
-    """The batch's registered cameras and the tenant's retention in days (None: snapshots
-    past it are not refused, ``privacy.retention_at_door`` is off)."""
-    retention = svc.runtime.retention
-    days = retention.days(tenant) if retention.enabled else None
-    return svc.tenancy.cameras_by_id(tenant, cameras), days
+class Gate(Protocol):
+    """What the upload's checks need from whoever accepts the batch: the server process
+    (:class:`ServiceGate`) or the accept process of ``service.accept_process``
+    (:class:`revisit.api.door.Door`)."""
+
+    config: ServiceSettings
+    metrics: Metrics
+    # lookups and submit are quick enough for the event loop (no store query): called
+    # there, not handed to a worker thread and back
+    inline: bool
+
+    def window(self) -> TimeWindow: ...
+
+    def full(self) -> bool: ...
+
+    def lookups(self, tenant: str, cameras: list[str]
+                ) -> tuple[dict[str, Camera], int | None]: ...
+
+    def submit(self, tenant: str, frames: list[Frame], refused: list[dict[str, str]],
+               key_id: str) -> BatchStatus: ...
 
 
-def _throttled(svc: Service) -> JSONResponse:
-    svc.metrics.throttled.inc()
-    retry = str(svc.config.retry_after_s)
+class ServiceGate:
+    """The server process's own gate: its tenancy, retention and batch processor."""
+
+    inline = False
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.config = svc.config
+        self.metrics = svc.metrics
+
+    def window(self) -> TimeWindow:
+        return self.svc.settings.ingest.window()
+
+    def full(self) -> bool:
+        return self.svc.processor.full()
+
+    def lookups(self, tenant: str, cameras: list[str]
+                ) -> tuple[dict[str, Camera], int | None]:
+        """The batch's registered cameras (one query) and the tenant's retention in days
+        (None: snapshots past it are not refused, ``privacy.retention_at_door`` is off)."""
+        retention = self.svc.runtime.retention
+        days = retention.days(tenant) if retention.enabled else None
+        return self.svc.tenancy.cameras_by_id(tenant, cameras), days
+
+    def submit(self, tenant: str, frames: list[Frame], refused: list[dict[str, str]],
+               key_id: str) -> BatchStatus:
+        return self.svc.processor.submit(tenant, frames, refused, key_id)
+
+
+async def _call(gate: Gate, fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args) if gate.inline else await run_in_threadpool(fn, *args)
+
+
+def _throttled(gate: Gate) -> JSONResponse:
+    gate.metrics.throttled.inc()
+    retry = str(gate.config.retry_after_s)
     return JSONResponse({"detail": f"processing queue is full; retry in {retry} s"},
                         status_code=429, headers={"Retry-After": retry})
 
@@ -178,8 +230,13 @@ def _throttled(svc: Service) -> JSONResponse:
              openapi_extra=_UPLOAD, response_model=BatchAccepted,
              responses=errors(413, 429, 503))
 async def post_batch(request: Request, key: ApiKey = Depends(require("camera"))) -> JSONResponse:
-    svc = service_of(request)
-    cfg = svc.config
+    return await accept(request, key, ServiceGate(service_of(request)))
+
+
+async def accept(request: Request, key: ApiKey, gate: Gate) -> JSONResponse:
+    """Check a camera batch and hand it to ``gate``: 202, or the error that names what is
+    wrong (nothing is queued then)."""
+    cfg = gate.config
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
         raise _fail(413, f"request body of {length} bytes exceeds {cfg.max_body_bytes}")
@@ -187,13 +244,13 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
         raise _fail(422, "a camera batch is a multipart/form-data upload (field 'metadata' "
                          "and the 'images' parts); this request is "
                          f"{request.headers.get('content-type') or 'without a content type'}")
-    if svc.processor.full():  # shed load at the door: the body is read, not parsed
+    if gate.full():  # shed load at the door: the body is read, not parsed
         try:
             async for _ in _limited(request, cfg.max_body_bytes).stream():
                 pass
         except BodyTooLarge:
             raise _fail(413, f"request body exceeds {cfg.max_body_bytes} bytes") from None
-        return _throttled(svc)
+        return _throttled(gate)
     try:
         form = await _limited(request, cfg.max_body_bytes).form(
             max_files=cfg.max_batch_frames + 1, max_fields=10, max_part_size=4 * 1024 * 1024)
@@ -225,14 +282,14 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
         frames: list[Frame] = []
         refused: list[dict[str, str]] = []  # frames refused one by one (their timestamp)
         expired = 0  # of which past the tenant's retention
-        window = svc.settings.ingest.window()
+        window = gate.window()
         for it in items:
             if not key.may_post_for(it["camera_id"]):
                 raise _fail(403, f"this key may not post for camera {it['camera_id']!r}")
         # one query for the batch's cameras and the tenant's retention (cached), off the
         # event loop
-        cameras, days = await run_in_threadpool(
-            _lookups, svc, key.tenant, [it["camera_id"] for it in items])
+        cameras, days = await _call(
+            gate, gate.lookups, key.tenant, [it["camera_id"] for it in items])
         cutoff = None if days is None else datetime.now(UTC) - timedelta(days=days)
         for i, it in enumerate(items):
             cam = it["camera_id"]
@@ -274,13 +331,14 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
             raise _fail(422, "no frame accepted: " + "; ".join(r["reason"] for r in refused[:5]))
     except HTTPException as exc:
         if exc.status_code in (413, 422):
-            svc.metrics.frames_rejected.labels(svc.metrics.tenant(key.tenant), f"http_{exc.status_code}").inc(
+            gate.metrics.frames_rejected.labels(
+                gate.metrics.tenant(key.tenant), f"http_{exc.status_code}").inc(
                 max(1, len(form.getlist("images"))))
         raise
     finally:
         await form.close()
     try:
-        status = await run_in_threadpool(svc.processor.submit, key.tenant, frames, refused,
+        status = await _call(gate, gate.submit, key.tenant, frames, refused,
                                           key.key_id)
     except BrokerUnavailable as exc:
         retry = str(cfg.retry_after_s)
@@ -288,12 +346,12 @@ async def post_batch(request: Request, key: ApiKey = Depends(require("camera")))
                                        "counted twice)"}, status_code=503,
                             headers={"Retry-After": retry})
     except QueueFull:
-        return _throttled(svc)
-    label = svc.metrics.tenant(key.tenant)
+        return _throttled(gate)
+    label = gate.metrics.tenant(key.tenant)
     if len(refused) > expired:
-        svc.metrics.frames_rejected.labels(label, "timestamp").inc(len(refused) - expired)
+        gate.metrics.frames_rejected.labels(label, "timestamp").inc(len(refused) - expired)
     if expired:
-        svc.metrics.frames_rejected.labels(label, EXPIRED).inc(expired)
+        gate.metrics.frames_rejected.labels(label, EXPIRED).inc(expired)
     return JSONResponse(
         {"batch_id": status.batch_id, "frames": status.frames, "duplicates": status.duplicates,
          "rejected": refused, "status": status.state,

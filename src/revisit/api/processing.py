@@ -30,7 +30,8 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from revisit.api.metrics import Metrics
 from revisit.api.spool import Spool
@@ -57,10 +58,12 @@ STORED_MEMO = 10_000
 class BatchProcessor:
     def __init__(
         self, runtime: Runtime, metrics: Metrics, write_lock: threading.RLock,
-        queue_batches: int, spool: Spool | None = None,
+        queue_batches: int, spool: Spool | None = None, adopt_spool: bool = False,
     ) -> None:
         """``spool``: where accepted batches wait on disk (embedded mode; with a broker the
-        broker holds them and the spool is not used)."""
+        broker holds them and the spool is not used). ``adopt_spool``: another process
+        (the accept process, :mod:`revisit.api.door`) writes accepted batches there; they
+        are taken from the spool as the pipeline has room."""
         self.runtime = runtime
         self.metrics = metrics
         self.write_lock = write_lock
@@ -74,6 +77,7 @@ class BatchProcessor:
             self.inbox = MemoryQueue("batches", queue_batches)
         self.queue_batches = queue_batches
         self.spool = None if self.broker else spool
+        self.adopt_spool = adopt_spool and self.spool is not None
         self.ledger = BatchLedger(runtime.store)
         # On a one-writer store (DuckDB) a status write waits for the batch being stored,
         # so an accepted batch's status stays here until the pipeline takes it (the spool
@@ -93,6 +97,7 @@ class BatchProcessor:
         # store before they were stored and looks at _inflight after they left it
         self._stored: dict[tuple[str, str], None] = {}
         self._spooling: set[str] = set()  # batches placed, being written to the spool
+        self._taken: set[str] = set()  # spooled batches taken, until their file is gone
         # the deferred status of a batch that was all duplicates is "done" at once: the
         # pipeline thread writes it between batches (_record_settled), not the upload
         self._settle_failed = False  # the last such write failed (logged once)
@@ -200,32 +205,74 @@ class BatchProcessor:
         """Batches an earlier process accepted but did not finish: queued again, first."""
         if self.spool is None:
             return []
-        batches = []
-        for b in self.spool.pending():  # one tenant per batch, as submit() made them
-            tenant = b.frames[0].tenant if b.frames else ""
-            # stored before the spool file was removed (a crash in between): skip those
-            # frames; the store would too, after running the models on them again
-            known = self.runtime.store.known_frames(tenant, [f.image_id for f in b.frames])
-            b.frames = [f for f in b.frames if f.image_id not in known]
-            if not b.frames:  # stored before the crash: only its status was left behind
-                self.ledger.finished(tenant, b.batch_id)
-                self.spool.remove(b.batch_id)
-                continue
-            batches.append(b)
-            meta = self.spool.meta(b.batch_id)
-            st = BatchStatus(b.batch_id, tenant, "queued", int(meta.get("frames", len(b.frames))),
-                             duplicates=int(meta.get("duplicates", 0)),
-                             rejected=list(meta.get("rejected", [])),
-                             key_id=str(meta.get("key_id", "")))
-            if "received_at" in meta:
-                st.received_at = datetime.fromisoformat(meta["received_at"])
-            self.ledger.requeue(st)
-            self._tenant_of[b.batch_id] = tenant
-            for f in b.frames:
-                self._inflight[(tenant, f.image_id)] = b.batch_id
+        batches = [b for b in self.spool.pending() if self._take(b, adopted=False)]
         if batches:
             log.info("running %d batch(es) accepted before the last stop", len(batches))
         return batches
+
+    def _take(self, b: Batch, adopted: bool) -> bool:
+        """A spooled batch joins the pipeline (False: nothing of it left to process).
+        Frames stored already (before a crash removed its file; posted again after being
+        stored, which the accept process cannot know) are left out and counted as
+        duplicates, as the store would skip them after running the models on them again."""
+        assert self.spool is not None
+        tenant = b.frames[0].tenant if b.frames else ""  # one tenant per batch
+        known = self.runtime.store.known_frames(tenant, [f.image_id for f in b.frames])
+        meta = self.spool.meta(b.batch_id)
+        st = BatchStatus(b.batch_id, tenant, "queued", int(meta.get("frames", len(b.frames))),
+                         duplicates=int(meta.get("duplicates", 0)),
+                         rejected=list(meta.get("rejected", [])),
+                         key_id=str(meta.get("key_id", "")))
+        if "received_at" in meta:
+            st.received_at = datetime.fromisoformat(meta["received_at"])
+        if adopted and known:
+            st.duplicates += len(known)
+            self.metrics.frames_duplicate.labels(self.metrics.tenant(tenant)).inc(len(known))
+        b.frames = [f for f in b.frames if f.image_id not in known]
+        if not b.frames:  # stored already: only its status was left to write
+            if adopted:
+                st.state, st.finished_at = "done", datetime.now(UTC).replace(tzinfo=None)
+                self.ledger.record(st)
+            else:
+                self.ledger.finished(tenant, b.batch_id)
+            self.spool.remove(b.batch_id)
+            return False
+        if adopted and self._defer_status:
+            with self._lock:
+                self._unrecorded[b.batch_id] = st
+        elif adopted:
+            self.ledger.record(st)
+        else:
+            self.ledger.requeue(st)
+        with self._lock:
+            self._tenant_of[b.batch_id] = tenant
+            self._taken.add(b.batch_id)
+            for f in b.frames:
+                self._inflight[(tenant, f.image_id)] = b.batch_id
+        return True
+
+    def _adopt(self) -> Batch | None:
+        """The oldest batch the accept process spooled and the pipeline has not taken."""
+        assert self.spool is not None
+        for batch_id in self.spool.ids():
+            if batch_id in self._taken:
+                continue
+            batch = self.spool.read(batch_id)
+            if batch is not None and self._take(batch, adopted=True):
+                return batch
+        return None
+
+    def _spooled_status(self, batch_id: str, meta: dict[str, Any]) -> BatchStatus:
+        """The status of a batch the accept process spooled, before it is adopted."""
+        st = BatchStatus(batch_id, str(meta.get("tenant", "")), str(meta.get("state", "queued")),
+                         int(meta.get("frames", 0)), duplicates=int(meta.get("duplicates", 0)),
+                         rejected=list(meta.get("rejected", [])),
+                         key_id=str(meta.get("key_id", "")))
+        if "received_at" in meta:
+            st.received_at = datetime.fromisoformat(meta["received_at"])
+        if st.state == "done":
+            st.finished_at = st.received_at
+        return st
 
     def full(self) -> bool:
         """Nothing more fits (embedded mode): checked at the door, before a request's body
@@ -244,7 +291,13 @@ class BatchProcessor:
             st = self._unrecorded.get(batch_id)
         if st is not None:
             return st if st.tenant == tenant else None
-        return self.ledger.get(tenant, batch_id)
+        found = self.ledger.get(tenant, batch_id)
+        if found is None and self.adopt_spool and self.spool is not None:
+            meta = self.spool.meta(batch_id)  # spooled by the accept process, not taken yet
+            if meta.get("tenant") == tenant:
+                return self._spooled_status(batch_id, meta)
+            found = self.ledger.get(tenant, batch_id)  # taken and recorded meanwhile
+        return found
 
     def recent(self, tenant: str, *, state: str | None = None, key_id: str | None = None,
                before: tuple[datetime, str] | None = None,
@@ -253,10 +306,15 @@ class BatchProcessor:
         accepted and not yet recorded in the store (read first: one that moves to the store
         meanwhile is found there)."""
         with self._lock:
-            waiting = [st for st in self._unrecorded.values() if st.tenant == tenant
-                       and (state is None or st.state == state)
-                       and (key_id is None or st.key_id == key_id)
-                       and (before is None or (st.received_at, st.batch_id) < before)]
+            pending = list(self._unrecorded.values())
+        if self.adopt_spool and self.spool is not None:  # spooled, not taken yet
+            known = {st.batch_id for st in pending}
+            pending += [self._spooled_status(b, m) for b, m in self.spool.metas().items()
+                        if b not in known]
+        waiting = [st for st in pending if st.tenant == tenant
+                   and (state is None or st.state == state)
+                   and (key_id is None or st.key_id == key_id)
+                   and (before is None or (st.received_at, st.batch_id) < before)]
         stored = self.ledger.recent(tenant, state=state, key_id=key_id, before=before,
                                     limit=limit)
         seen = {st.batch_id for st in waiting}
@@ -265,6 +323,8 @@ class BatchProcessor:
         return both[:limit]
 
     def depth(self) -> int:
+        if self.adopt_spool and self.spool is not None:  # waiting: spooled, not taken
+            return max(0, self.spool.count() - len(self._tenant_of))
         return self.inbox.depth()
 
     # -- processing -----------------------------------------------------------------------
@@ -342,6 +402,18 @@ class BatchProcessor:
             batch = self._recovered.pop(0)
             self._mark_processing(batch.batch_id)
             yield batch
+        while self.adopt_spool and not self._stop.is_set():
+            self._record_settled()
+            try:
+                batch = self._adopt()
+            except Exception:  # the store is away: the batch stays spooled, tried again
+                log.exception("cannot take a spooled batch")
+                batch = None
+            if batch is None:
+                self._stop.wait(0.02)
+                continue
+            self._mark_processing(batch.batch_id)
+            yield batch
         while not self._stop.is_set():
             self._record_settled()
             d = self.inbox.get(timeout=0.1)
@@ -356,6 +428,15 @@ class BatchProcessor:
         then, so a status read finds them meanwhile)."""
         with self._lock:  # "done" here: all duplicates (one being processed is not done)
             pending = [st for st in self._unrecorded.values() if st.state == "done"]
+        if self.adopt_spool and self.spool is not None:  # the accept process's
+            for batch_id in self.spool.settled():
+                st = self._spooled_status(batch_id, self.spool.meta(batch_id))
+                try:
+                    self.ledger.record(st)
+                except Exception:
+                    log.exception("cannot record the status of batch %s", batch_id)
+                    return
+                self.spool.remove(batch_id)
         for st in pending:
             try:
                 self.ledger.record(st)
@@ -410,7 +491,7 @@ class BatchProcessor:
         if batch.batch_id in self._interrupted:  # left spooled as it is: the next start
             self._interrupted.discard(batch.batch_id)  # runs it (its status: "processing")
             self._release(batch, stored=not failed)
-            return
+            return  # still taken: not adopted again by this process
         m = self.metrics
         label = m.tenant(tenant)
         if not failed:
@@ -432,6 +513,8 @@ class BatchProcessor:
                 self.spool.set_aside(batch.batch_id)
             else:
                 self.spool.remove(batch.batch_id)
+            with self._lock:
+                self._taken.discard(batch.batch_id)
 
     def stages(self) -> list[tuple[str, StageFn]]:
         return [
@@ -464,7 +547,11 @@ class BatchProcessor:
         """Batches accepted here and not yet stored (with a broker: those published and
         not yet taken by a detect worker)."""
         with self._lock:
-            return bool(self._inflight) or self.inbox.depth() > 0 or bool(self._recovered)
+            if self._inflight or self._recovered:
+                return True
+        if self.adopt_spool and self.spool is not None:
+            return self.spool.count() > 0 or bool(self.spool.settled())
+        return self.inbox.depth() > 0
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """True once nothing is queued or in flight (tests, graceful shutdown)."""

@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from revisit.api.door import DoorCounts, door_dir, snapshot, write_snapshot
 from revisit.api.housekeeping import purge_held_batches
 from revisit.api.metrics import Metrics
 from revisit.api.processing import BatchProcessor
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DOOR_REFRESH_S = 5.0  # the accept process's snapshot, read again for other replicas' changes
+
 
 class Service:
     def __init__(
@@ -48,10 +51,19 @@ class Service:
             tenant_labels=self.config.metrics_tenant_labels,
             skipped=lambda: float(store.count_skipped_batches(pending_only=True)),
         )
+        # the accept process (revisit.api.door) spools camera batches; this process takes
+        # them from there and tells it what it needs to check them (keys, cameras)
+        self.behind_door = self.config.accept_process and not settings.queue_url
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
-            spool=Spool(settings.data / "spool"),
+            spool=Spool(settings.data / "spool"), adopt_spool=self.behind_door,
         )
+        self._door_counts: DoorCounts | None = None
+        self._door_lock = threading.Lock()
+        self._door_written: dict[str, Any] | None = None
+        if self.behind_door:
+            self._door_counts = DoorCounts(door_dir(settings), self.metrics)
+            self.tenancy.on_change = self.update_door
         self.reports = ReportPool(self.config.report_workers, self.config.report_waiting,
                                   self.config.report_budget_s)
         self.session_secret = (self.config.session_secret
@@ -78,8 +90,31 @@ class Service:
                 self._enrol_vision = Vision(pipeline_model_settings(self.settings))
             return self._enrol_vision.process(batch)
 
+    def update_door(self) -> None:
+        """What the accept process checks uploads against, written again when it changed:
+        after every audited change here (keys, cameras, retention: all are audited, and
+        the audit calls this), and every ``DOOR_REFRESH_S`` for changes made through
+        another replica on a shared store."""
+        if not self.behind_door:
+            return
+        with self._door_lock:
+            data = snapshot(self.tenancy, self.settings.privacy.retention_at_door)
+            if data != self._door_written:
+                write_snapshot(door_dir(self.settings), data)
+                self._door_written = data
+
+    def _door_loop(self) -> None:
+        while not self._stop.wait(DOOR_REFRESH_S):
+            try:
+                self.update_door()
+            except Exception:  # the store is away: the door keeps the last snapshot
+                log.warning("cannot refresh the accept process's snapshot", exc_info=True)
+
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, processing: bool = True) -> None:
+        self.update_door()
+        if self.behind_door:
+            threading.Thread(target=self._door_loop, name="door-snapshot", daemon=True).start()
         if processing:
             if self.config.model_process and not self.settings.queue_url:
                 from revisit.api.modelproc import ModelProcess
@@ -127,6 +162,8 @@ class Service:
         return {"mode": "broker", **self._pipeline.read()}
 
     def update_pipeline_gauges(self) -> None:
+        if self._door_counts is not None:
+            self._door_counts.absorb()
         if self._pipeline is None:
             return
         try:

@@ -14,8 +14,10 @@ holds accepted batches instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,10 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clean: bool = True) -> None:
+        """``clean``: delete writes cut off before their rename (never acknowledged); not
+        by a second process writing to the same spool (the accept process)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        for tmp in root.glob("*.tmp"):  # a write cut off before its rename: never acknowledged
+        for tmp in root.glob("*.tmp") if clean else ():
             tmp.unlink(missing_ok=True)
 
     def _path(self, batch_id: str) -> Path:
@@ -44,7 +48,7 @@ class Spool:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         write_synced(tmp, data)
         tmp.replace(path)
 
@@ -55,6 +59,52 @@ class Spool:
             self._write(self._meta_path(batch.batch_id), json.dumps(meta).encode())
         self._write(self._path(batch.batch_id), encode_batch(batch))
         fsync_dir(self.root)  # the renames too: a power cut must not take back a 202
+
+    def put_done(self, batch_id: str, meta: dict[str, Any]) -> None:
+        """A batch with nothing to process (all its snapshots already spooled): only its
+        status, ``meta`` with state "done", for the server to record (:meth:`settled`)."""
+        self._write(self._meta_path(batch_id), json.dumps({**meta, "state": "done"}).encode())
+        fsync_dir(self.root)
+
+    def holds(self, batch_id: str) -> bool:
+        return self._path(batch_id).exists()
+
+    def count(self) -> int:
+        """Batches waiting or being processed."""
+        with os.scandir(self.root) as it:
+            return sum(1 for e in it if e.name.endswith(".batch"))
+
+    def ids(self) -> list[str]:
+        """Spooled batches' ids, oldest first."""
+        found = []
+        for path in self.root.glob("*.batch"):
+            with contextlib.suppress(FileNotFoundError):  # stored meanwhile
+                found.append((path.stat().st_mtime_ns, path.stem))
+        return [b for _, b in sorted(found)]
+
+    def read(self, batch_id: str) -> Batch | None:
+        """One spooled batch (None: gone meanwhile); undecodable: kept as ``.bad``."""
+        path = self._path(batch_id)
+        try:
+            return decode_batch(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:  # CodecError included
+            log.error("spooled batch %s does not decode (%s); kept as .bad", path.name, exc)
+            path.replace(path.with_suffix(".bad"))
+            return None
+
+    def settled(self) -> list[str]:
+        """Ids of :meth:`put_done` statuses not yet recorded."""
+        out = []
+        for path in self.root.glob("*.json"):
+            if not self._path(path.stem).exists() and self.meta(path.stem).get("state") == "done":
+                out.append(path.stem)
+        return out
+
+    def metas(self) -> dict[str, dict[str, Any]]:
+        """Every spooled batch's and settled status's meta, by batch id."""
+        return {p.stem: m for p in self.root.glob("*.json") if (m := self.meta(p.stem))}
 
     def meta(self, batch_id: str) -> dict[str, Any]:
         """The ``meta`` a pending batch was put with ({} if none or unreadable)."""
@@ -128,11 +178,4 @@ class Spool:
     def pending(self) -> list[Batch]:
         """Spooled batches, oldest first. A file that does not decode is renamed
         ``.bad`` and logged, not dropped silently."""
-        out: list[Batch] = []
-        for path in sorted(self.root.glob("*.batch"), key=lambda p: p.stat().st_mtime_ns):
-            try:
-                out.append(decode_batch(path.read_bytes()))
-            except ValueError as exc:  # CodecError included
-                log.error("spooled batch %s does not decode (%s); kept as .bad", path.name, exc)
-                path.replace(path.with_suffix(".bad"))
-        return out
+        return [b for i in self.ids() if (b := self.read(i)) is not None]

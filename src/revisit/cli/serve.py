@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
+import tempfile
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,15 +48,29 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         token = service.operator_token or new_token()
-        app = create_app(settings, service_settings=service.model_copy(
-            update={"operator_token": token}))
-        typer.echo(f"revisit serving {settings.data} on http://{host}:{port} (docs: /docs)")
+        service = service.model_copy(update={"operator_token": token})
+        door, listen = None, {"host": host, "port": port}
+        if service.accept_process and not settings.queue_url:
+            from revisit.api.door import DoorProcess
+
+            # the server process answers only the accept process, over a socket only this
+            # user can reach (a private folder: socket paths are short, the data path not)
+            sock = Path(tempfile.mkdtemp(prefix="revisit-")) / "server.sock"
+            door = DoorProcess(settings, service, host, port, sock, log_level.value)
+            listen = {"uds": str(sock)}
+        app = create_app(settings, service_settings=service, door=door)
+        typer.echo(f"revisit serving {settings.data} on http://{host}:{port} (docs: /docs)"
+                   + (" with an accept process" if door is not None else ""))
         # serve.json: `revisit admin` on this machine goes through this server meanwhile
         # uvicorn stops gracefully on SIGTERM, then raises the signal again with the
         # handler it found: make that an exit, so serve.json is removed on the way out
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        with announced(settings.data, host, port, token):
-            # request line + headers up to 256 KiB under h11 (its default, 16 KiB, drops a
-            # long filter list without an answer); under httptools the app's HeadLimit
-            uvicorn.run(app, host=host, port=port, log_level=log_level.value, workers=1,
-                        h11_max_incomplete_event_size=HEAD_LIMIT)
+        try:
+            with announced(settings.data, host, port, token):
+                # request line + headers up to 256 KiB under h11 (its default, 16 KiB, drops
+                # a long filter list without an answer); under httptools the app's HeadLimit
+                uvicorn.run(app, **listen, log_level=log_level.value, workers=1,
+                            h11_max_incomplete_event_size=HEAD_LIMIT)
+        finally:
+            if "uds" in listen:
+                shutil.rmtree(Path(listen["uds"]).parent, ignore_errors=True)

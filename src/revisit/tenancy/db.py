@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,6 +142,8 @@ class Tenancy:
 
     def __init__(self, store: SightingStore) -> None:
         self.store = store
+        # called after every audited change (keys, cameras, tenants: all are audited)
+        self.on_change: Callable[[], None] | None = None
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self.store.read() as s:
@@ -256,6 +258,14 @@ class Tenancy:
                           (hash_key(secret),))
         key = self._key(rows[0]) if rows else None
         return key if key is not None and key.active() else None
+
+    def active_keys(self) -> dict[str, ApiKey]:
+        """Every tenant's active keys by the hash of their secret (the accept process
+        checks keys against this)."""
+        rows = self._rows("SELECT key_hash, " + self._KEY.removeprefix("SELECT ")
+                          + "WHERE revoked_at IS NULL")
+        keys = {r[0]: self._key(r[1:]) for r in rows}
+        return {h: k for h, k in keys.items() if k.active()}
 
     def key(self, tenant: str, key_id: str) -> ApiKey | None:
         rows = self._rows(self._KEY + "WHERE tenant = ? AND key_id = ?", (tenant, key_id))
@@ -470,6 +480,8 @@ class Tenancy:
             "INSERT INTO tenancy_audit (ts, tenant, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
             (_now(), tenant, actor, action, text),
         )
+        if self.on_change is not None:
+            self.on_change()
 
     def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first. ``id`` counts this tenant's entries (1 = its first): the table's

@@ -1,0 +1,231 @@
+"""The accept process (``service.accept_process``): uploads checked against the server's
+snapshot and spooled; the server takes them from the spool; every other request passes
+through to the server over its Unix socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from tests.api.conftest import Env, make_env, photo
+
+from revisit.api.door import door_app, door_dir
+from revisit.api.service import Service
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TS = "2024-05-02T10:00:00+02:00"
+
+
+def _item(image_id: str, camera: str = "camA", person: str = "Colin_Powell",
+          n: int = 1) -> dict[str, Any]:
+    return {"path": photo(person, n), "camera_id": camera, "ts": TS, "image_id": image_id}
+
+
+def _spooled(svc: Service) -> list[str]:
+    return sorted(p.stem for p in (svc.settings.data / "spool").glob("*.batch"))
+
+
+class _Socket:
+    """The server's app on a Unix socket, as ``revisit serve`` runs it behind the door."""
+
+    def __init__(self, app: Any, path: Path) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, uds=str(path), log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Socket:
+        self.thread.start()
+        end = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < end:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def behind(tmp_path: Path) -> Iterator[tuple[Env, Env, Path]]:
+    """(the server, no processing; the door in front of it; the server's socket path)."""
+    gen = make_env(tmp_path, processing=False, accept_process=True, queue_batches=2)
+    server = next(gen)
+    sock = tmp_path / "s.sock"
+    svc = server.service
+    with TestClient(door_app(svc.settings, svc.config, sock),
+                    client=("127.0.0.1", 50001)) as client:
+        yield server, Env(client, svc, server.keys), sock
+    gen.close()
+
+
+def test_the_door_checks_and_spools_uploads_against_the_servers_snapshot(behind) -> None:
+    server, door, _ = behind
+    assert json.loads((door_dir(server.service.settings) / "door.json").read_text())["keys"]
+    r = door.post_batch("cam_a", [_item("cp-1")])
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["frames"] == 1 and body["duplicates"] == 0
+    assert _spooled(server.service) == [body["batch_id"]]
+    meta = json.loads((server.service.settings.data / "spool" / f"{body['batch_id']}.json")
+                      .read_text())
+    assert meta["tenant"] == "acme" and meta["frames"] == 1
+    # the same checks and answers as the server's own upload
+    door.keys["nobody"] = "rvk_not-a-key"
+    assert door.post_batch("nobody", [_item("x")]).status_code == 401
+    r = door.post_batch("analyst", [_item("x")])
+    assert r.status_code == 403 and "needs camera" in r.json()["detail"]
+    r = door.post_batch("cam_a", [_item("x", camera="camB")])
+    assert r.status_code == 403 and "camB" in r.json()["detail"]
+    r = door.post_batch("cam_a", [{**_item("y"), "ts": "not a time"}])
+    assert r.status_code == 422
+    # the frame still spooled, posted again: a duplicate, answered done without a file
+    r = door.post_batch("cam_a", [_item("cp-1")])
+    assert r.status_code == 202 and r.json()["duplicates"] == 1 and r.json()["status"] == "done"
+    r = door.post_batch("other_cam", [_item("x", camera="camX")])
+    assert r.status_code == 202  # another tenant's camera key, its own camera
+    # queue_batches = 2 spooled: the next new batch is told to retry
+    r = door.post_batch("cam_a", [_item("cp-2", n=2)])
+    assert r.status_code == 429 and r.headers["retry-after"]
+    assert len(_spooled(server.service)) == 2
+
+
+def test_a_revoked_key_and_a_new_camera_reach_the_door_at_once(behind) -> None:
+    server, door, _ = behind
+    t = server.service.tenancy
+    t.add_camera("acme", "camC", "101")
+    key, secret = t.create_key("acme", "camera", ["camC"])
+    door.keys["cam_c"] = secret
+    assert door.post_batch("cam_c", [_item("c-1", camera="camC")]).status_code == 202
+    t.revoke_key("acme", key.key_id)
+    r = door.post_batch("cam_c", [_item("c-2", camera="camC")])
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+
+
+def test_other_requests_pass_through_to_the_server(behind) -> None:
+    server, door, sock = behind
+    batch_id = door.post_batch("cam_a", [_item("cp-1")]).json()["batch_id"]
+    r = door.client.get(f"/v1/batches/{batch_id}", headers=door.auth("cam_a"))
+    assert r.status_code == 503 and r.headers["retry-after"]  # the server is not up
+    app = server.client.app
+    with _Socket(app, sock):
+        # spooled, not taken yet (no processing here): read from the spool's record
+        r = door.client.get(f"/v1/batches/{batch_id}", headers=door.auth("cam_a"))
+        assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+        listed = door.client.get("/v1/batches", headers=door.auth("admin")).json()
+        assert [b["batch_id"] for b in listed["batches"]] == [batch_id]
+        other = door.client.get(f"/v1/batches/{batch_id}", headers=door.auth("other_admin"))
+        assert other.status_code == 404  # another tenant's batch
+        # the caller's address is passed on: monitoring answers this machine only
+        assert door.client.get("/metrics").status_code == 200
+        far = TestClient(door.client.app, client=("10.1.2.3", 50002))
+        assert far.get("/metrics").status_code == 403
+        # a report streams through
+        r = door.client.get("/v1/reports/unique-visitors", headers=door.auth("analyst"),
+                            params={"from": "2024-01-01", "to": "2024-12-31",
+                                    "format": "csv"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+        assert r.text.splitlines()[0].count(",") >= 3, r.text  # a CSV header row
+
+
+@pytest.fixture(scope="module")
+def processing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Env]]:
+    """A processing server (real models) behind the door."""
+    gen = make_env(tmp_path_factory.mktemp("door"), processing=True, accept_process=True)
+    server = next(gen)
+    svc = server.service
+    with TestClient(door_app(svc.settings, svc.config, svc.settings.data / "x.sock")) as c:
+        yield server, Env(c, svc, server.keys)
+    gen.close()
+
+
+def test_the_server_takes_spooled_batches_and_finds_stored_snapshots(processing) -> None:
+    server, door = processing
+    items = [_item("cp-1"), _item("gb-1", person="George_W_Bush")]
+    batch_id = door.post_batch("cam_a", items).json()["batch_id"]
+    st = server.wait(batch_id)
+    assert st["status"] == "done" and st["processed"] == 2 and st["sightings"] == 2, st
+    assert server.report().json()["header"]["total_sightings"] == 2
+    assert not _spooled(server.service)
+    # posted again once stored: the door cannot know; the server counts them duplicates
+    again = door.post_batch("cam_a", items).json()
+    assert again["duplicates"] == 0 and again["status"] == "queued"
+    st = server.wait(again["batch_id"])
+    assert st["status"] == "done" and st["duplicates"] == 2 and st["processed"] == 0, st
+    assert server.report().json()["header"]["total_sightings"] == 2
+    # the door's counters are in the server's /metrics
+    door.client.app.state.service.write_counts()
+    text = server.client.get("/metrics", headers={"x-revisit-peer": "127.0.0.1"}).text
+    received = [ln for ln in text.splitlines()
+                if ln.startswith('revisit_frames_received_total{tenant="all"}')]
+    assert received and float(received[0].split()[-1]) == 4.0
+
+
+def test_revisit_serve_with_the_accept_process(tmp_path: Path) -> None:
+    from benchmarks.distributed_harness import free_port
+
+    data = tmp_path / "data"
+    env = {**os.environ, "REVISIT_SERVICE_ACCEPT_PROCESS": "true",
+           "REVISIT_PIPELINE__THREADS": "1", "REVISIT_PRIVACY__RETENTION_AT_DOOR": "false"}
+
+    def cli(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "revisit.cli", "--data", str(data), *args],
+                              env=env, check=True, capture_output=True, text=True).stdout
+
+    cli("admin", "add-tenant", "acme")
+    cli("admin", "add-location", "--tenant", "acme", "101")
+    cli("admin", "add-camera", "--tenant", "acme", "camA", "--location", "101")
+    key = cli("admin", "add-key", "--tenant", "acme", "--role", "camera",
+              "--cameras", "camA").strip().splitlines()[-1]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "revisit.cli", "--data", str(data), "serve",
+                             "--port", str(port), "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("revisit serve did not get ready")
+        meta = [{"file": "a.jpg", "camera_id": "camA", "ts": TS, "image_id": "cp-1"}]
+        r = httpx.post(url + "/v1/batches", headers={"Authorization": f"Bearer {key}"},
+                       data={"metadata": json.dumps(meta)},
+                       files=[("images", ("a.jpg", photo("Colin_Powell", 1).read_bytes(),
+                                          "image/jpeg"))])
+        assert r.status_code == 202, r.text
+        status_url = url + r.json()["status_url"]
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            st = httpx.get(status_url, headers={"Authorization": f"Bearer {key}"}).json()
+            if st["status"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+        assert st["status"] == "done" and st["sightings"] == 1, st
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    assert (data / "door" / "door.json").is_file()  # the server wrote the door's snapshot
+    # the accept process went with the server: the port is free again
+    time.sleep(0.5)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/healthz", timeout=2)
