@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,13 @@ def test_other_requests_pass_through_to_the_server(behind) -> None:
         assert door.client.get("/metrics").status_code == 200
         far = TestClient(door.client.app, client=("10.1.2.3", 50002))
         assert far.get("/metrics").status_code == 403
+        # a change with a body: a key made through the door works at the door at once
+        r = door.client.post("/v1/admin/keys", headers=door.auth("admin"),
+                             json={"role": "camera", "cameras": ["camB"]})
+        assert r.status_code == 201, r.text
+        door.keys["new"] = r.json()["key"]
+        r = door.post_batch("new", [_item("b-1", camera="camB")])
+        assert r.status_code == 202, r.text
         # a report streams through
         r = door.client.get("/v1/reports/unique-visitors", headers=door.auth("analyst"),
                             params={"from": "2024-01-01", "to": "2024-12-31",
@@ -229,3 +237,24 @@ def test_revisit_serve_with_the_accept_process(tmp_path: Path) -> None:
     time.sleep(0.5)
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/healthz", timeout=2)
+
+
+def test_a_snapshot_spooled_twice_is_stored_once(processing) -> None:
+    """A door restarted while a batch waits no longer knows it: the same frame can be
+    spooled in two batches; the server stores it once and counts the other a duplicate."""
+    from revisit.api.spool import Spool
+    from revisit.records import Batch, Frame
+
+    server, _ = processing
+    svc = server.service
+    frame = Frame(tenant="acme", camera_id="camA", location_id="101", image_id="twice-1",
+                  ts=datetime(2024, 5, 3, 9, tzinfo=UTC),
+                  data=photo("George_W_Bush", 3).read_bytes())
+    spool = Spool(svc.settings.data / "spool", clean=False)
+    for batch_id in ("B-twice-a", "B-twice-b"):
+        spool.put(Batch(batch_id, frames=[frame]), {"tenant": "acme", "frames": 1})
+    a, b = server.wait("B-twice-a", key="admin"), server.wait("B-twice-b", key="admin")
+    assert sorted([a["sightings"], b["sightings"]]) == [0, 1], (a, b)
+    assert sorted([a["duplicates"], b["duplicates"]]) == [0, 1], (a, b)
+    r = server.report(**{"from": "2024-05-03", "to": "2024-05-03"}).json()
+    assert r["header"]["total_sightings"] == 1

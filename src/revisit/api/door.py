@@ -206,8 +206,8 @@ class Door:
                     continue
                 seen.add(f.image_id)
                 fresh.append(f)
-            if fresh and len(live) >= self.config.queue_batches:
-                raise QueueFull(f"{len(live)} batches accepted and not yet stored")
+            if fresh and (waiting := self.spool.count()) >= self.config.queue_batches:
+                raise QueueFull(f"{waiting} batches accepted and not yet stored")
             status = BatchStatus(batch_id, tenant, "queued", len(frames) + len(refused),
                                  duplicates=len(frames) - len(fresh), rejected=list(refused),
                                  key_id=key_id)
@@ -339,8 +339,9 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
         if request.client is not None:
             headers.append((PEER_HEADER, request.client.host))
         url = httpx.URL(path=request.url.path, query=request.url.query.encode())
+        body = "content-length" in request.headers or "transfer-encoding" in request.headers
         sent = client.build_request(request.method, url, headers=headers,
-                                    content=request.stream())
+                                    content=request.stream() if body else None)
         try:
             answer = await client.send(sent, stream=True)
         except httpx.TransportError:

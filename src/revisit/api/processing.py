@@ -218,6 +218,10 @@ class BatchProcessor:
         assert self.spool is not None
         tenant = b.frames[0].tenant if b.frames else ""  # one tenant per batch
         known = self.runtime.store.known_frames(tenant, [f.image_id for f in b.frames])
+        if adopted:  # also those another batch holds in flight (posted twice meanwhile)
+            with self._lock:
+                known = set(known) | {f.image_id for f in b.frames
+                                      if (tenant, f.image_id) in self._inflight}
         meta = self.spool.meta(b.batch_id)
         st = BatchStatus(b.batch_id, tenant, "queued", int(meta.get("frames", len(b.frames))),
                          duplicates=int(meta.get("duplicates", 0)),

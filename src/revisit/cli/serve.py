@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             # user can reach (a private folder: socket paths are short, the data path not)
             sock = Path(tempfile.mkdtemp(prefix="revisit-")) / "server.sock"
             door = DoorProcess(settings, service, host, port, sock, log_level.value)
-            listen = {"uds": str(sock)}
+            listen = {"uds": str(sock), "access_log": False}  # the door logs each request
         app = create_app(settings, service_settings=service, door=door)
         typer.echo(f"revisit serving {settings.data} on http://{host}:{port} (docs: /docs)"
                    + (" with an accept process" if door is not None else ""))
@@ -73,4 +73,4 @@ def register(app: typer.Typer) -> None:
                             h11_max_incomplete_event_size=HEAD_LIMIT)
         finally:
             if "uds" in listen:
-                shutil.rmtree(Path(listen["uds"]).parent, ignore_errors=True)
+                shutil.rmtree(Path(str(listen["uds"])).parent, ignore_errors=True)
