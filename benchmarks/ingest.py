@@ -20,7 +20,8 @@ end) to show memory stays bounded. Writes benchmarks/results/ingest.json.
 process (nice 0) posts a batch every 0.25 s, first to the idle server, then while the
 ``--clients`` feed, open loop, about what the pipeline processes (its rate measured by a
 15 s saturation first, or ``--feed-fps``), so the models run flat out; reports the probe's p50/p90/p99 of
-202 and 429 answers. Writes ``ingest_probe.json``.
+202 and 429 answers. Writes ``ingest_probe.json`` (``ingest_probe_one_process.json`` with
+``--one-process``: without the accept process, ``service.accept_process``, in front).
 
 ``--broker redis`` measures the accept path alone: ``revisit serve`` publishing to Redis
 (the local server, database 9, emptied first) while a drain process takes the frames
@@ -281,7 +282,7 @@ def probe(args: argparse.Namespace, frames: list[bytes]) -> None:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "REVISIT_DATA": str(data),
-               "REVISIT_SERVICE_ACCEPT_PROCESS": str(args.accept_process).lower()}
+               "REVISIT_SERVICE_ACCEPT_PROCESS": str(not args.one_process).lower()}
         srv = start_server(env, port, timeout=60)
         try:
             idle = probe_phase(url, key, frames, args, 0.0)
@@ -299,11 +300,11 @@ def probe(args: argparse.Namespace, frames: list[bytes]) -> None:
             f"{c} x{r[c]['n']} p50/p90/p99 {r[c]['p50_ms']}/{r[c]['p90_ms']}/{r[c]['p99_ms']} ms"
             for c in ("202", "429") if r[c]["n"]))
     out = {"idle": idle, "loaded": loaded, "clients": args.clients,
-           "accept_process": args.accept_process,
+           "accept_process": not args.one_process,
            "client_nice": args.client_nice, "batch_frames": args.batch, "cpus": os.cpu_count(),
            "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
-    name = "ingest_probe_accept_process.json" if args.accept_process else "ingest_probe.json"
+    name = "ingest_probe_one_process.json" if args.one_process else "ingest_probe.json"
     (RESULTS / name).write_text(json.dumps(out, indent=2))
 
 
@@ -326,9 +327,9 @@ def main() -> None:
                     help="answers at a camera's pace, idle and with the models flat out")
     ap.add_argument("--feed-fps", type=float, default=0.0,
                     help="--probe: frames/s the clients feed (0: what a saturation processes)")
-    ap.add_argument("--accept-process", action="store_true",
-                    help="--probe: uploads checked and spooled by the accept process "
-                    "(service.accept_process)")
+    ap.add_argument("--one-process", action="store_true",
+                    help="no accept process in front of the server "
+                    "(service.accept_process off)")
     ap.add_argument("--in-process", action="store_true",
                     help="models in the server process (service.model_process off)")
     args = ap.parse_args()
@@ -347,7 +348,8 @@ def main() -> None:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "REVISIT_DATA": str(data),
-               "REVISIT_SERVICE_MODEL_PROCESS": "false" if args.in_process else "true"}
+               "REVISIT_SERVICE_MODEL_PROCESS": "false" if args.in_process else "true",
+               "REVISIT_SERVICE_ACCEPT_PROCESS": str(not args.one_process).lower()}
         if args.nice is not None:
             env["REVISIT_SERVICE_MODEL_PROCESS_NICE"] = str(args.nice)
         srv = start_server(env, port, timeout=60)

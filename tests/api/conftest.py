@@ -64,10 +64,12 @@ class Env:
 
 
 def make_env(tmp_path: Path, processing: bool, settings: dict[str, Any] | None = None,
-             **limits: Any) -> Iterator[Env]:
-    """A service with two tenants, places and keys; ``settings``: overrides (a broker)."""
+             behind_door: bool = False, **limits: Any) -> Iterator[Env]:
+    """A service with two tenants, places and keys; ``settings``: overrides (a broker);
+    ``behind_door``: as `revisit serve` runs it behind the accept process."""
     settings = load_settings(None, data=tmp_path / "data", **(settings or {}))
-    svc = Service(settings, ServiceSettings(purge_interval_s=0, **limits))
+    svc = Service(settings, ServiceSettings(purge_interval_s=0, **limits),
+                  behind_door=behind_door)
     t = svc.tenancy
     keys: dict[str, str] = {}
     t.create_tenant("acme", "ACME Stores")

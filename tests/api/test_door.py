@@ -63,7 +63,7 @@ class _Socket:
 @pytest.fixture
 def behind(tmp_path: Path) -> Iterator[tuple[Env, Env, Path]]:
     """(the server, no processing; the door in front of it; the server's socket path)."""
-    gen = make_env(tmp_path, processing=False, accept_process=True, queue_batches=2)
+    gen = make_env(tmp_path, processing=False, behind_door=True, queue_batches=2)
     server = next(gen)
     sock = tmp_path / "s.sock"
     svc = server.service
@@ -152,7 +152,7 @@ def test_other_requests_pass_through_to_the_server(behind) -> None:
 @pytest.fixture(scope="module")
 def processing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Env]]:
     """A processing server (real models) behind the door."""
-    gen = make_env(tmp_path_factory.mktemp("door"), processing=True, accept_process=True)
+    gen = make_env(tmp_path_factory.mktemp("door"), processing=True, behind_door=True)
     server = next(gen)
     svc = server.service
     with TestClient(door_app(svc.settings, svc.config, svc.settings.data / "x.sock")) as c:
@@ -182,12 +182,15 @@ def test_the_server_takes_spooled_batches_and_finds_stored_snapshots(processing)
     assert received and float(received[0].split()[-1]) == 4.0
 
 
-def test_revisit_serve_with_the_accept_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("door", ["default", "false"])
+def test_revisit_serve_with_and_without_the_accept_process(tmp_path: Path, door: str) -> None:
     from benchmarks.distributed_harness import free_port
 
     data = tmp_path / "data"
-    env = {**os.environ, "REVISIT_SERVICE_ACCEPT_PROCESS": "true",
-           "REVISIT_PIPELINE__THREADS": "1", "REVISIT_PRIVACY__RETENTION_AT_DOOR": "false"}
+    env = {k: v for k, v in os.environ.items() if k != "REVISIT_SERVICE_ACCEPT_PROCESS"}
+    env.update({"REVISIT_PIPELINE__THREADS": "1", "REVISIT_PRIVACY__RETENTION_AT_DOOR": "false"})
+    if door != "default":
+        env["REVISIT_SERVICE_ACCEPT_PROCESS"] = door
 
     def cli(*args: str) -> str:
         return subprocess.run([sys.executable, "-m", "revisit.cli", "--data", str(data), *args],
@@ -232,7 +235,8 @@ def test_revisit_serve_with_the_accept_process(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     assert code == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    assert (data / "door" / "door.json").is_file()  # the server wrote the door's snapshot
+    # the server wrote the door's snapshot: the accept process is the default
+    assert (data / "door" / "door.json").is_file() == (door == "default")
     # the accept process went with the server: the port is free again
     time.sleep(0.5)
     with pytest.raises(httpx.ConnectError):

@@ -68,7 +68,7 @@ def create_app(
     if service is None:
         if settings is None:
             raise ValueError("create_app needs settings or a service")
-        service = Service(settings, service_settings)
+        service = Service(settings, service_settings, behind_door=door is not None)
     svc = service
 
     @asynccontextmanager

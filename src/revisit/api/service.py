@@ -38,8 +38,11 @@ DOOR_REFRESH_S = 5.0  # the accept process's snapshot, read again for other repl
 class Service:
     def __init__(
         self, settings: Settings, service: ServiceSettings | None = None,
-        runtime: Runtime | None = None,
+        runtime: Runtime | None = None, behind_door: bool = False,
     ) -> None:
+        """``behind_door``: the accept process (:mod:`revisit.api.door`) takes camera
+        uploads and spools them; this process takes them from there and tells it what it
+        needs to check them (keys, cameras, retention). Embedded mode only."""
         self.settings = settings
         self.config = service or ServiceSettings()
         self.runtime = runtime or Runtime(settings)
@@ -51,9 +54,7 @@ class Service:
             tenant_labels=self.config.metrics_tenant_labels,
             skipped=lambda: float(store.count_skipped_batches(pending_only=True)),
         )
-        # the accept process (revisit.api.door) spools camera batches; this process takes
-        # them from there and tells it what it needs to check them (keys, cameras)
-        self.behind_door = self.config.accept_process and not settings.queue_url
+        self.behind_door = behind_door and not settings.queue_url
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
             spool=Spool(settings.data / "spool"), adopt_spool=self.behind_door,

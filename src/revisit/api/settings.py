@@ -79,10 +79,11 @@ class ServiceSettings(BaseSettings):
         "promptly however busy the models are (docs/performance.md). Off: one process.",
     )
     accept_process: bool = Field(
-        False, description="Embedded mode: camera uploads are checked and spooled by a "
+        True, description="Embedded mode: camera uploads are checked and spooled by a "
         "process of their own that owns the port (every other request passes through it "
         "to the server process), so a 202 does not wait behind the resolver and the "
-        "store; ignored with a broker (docs/service.md, 'The accept process').")
+        "store; ignored with a broker (docs/service.md, 'The accept process'). Off: "
+        "one server process.")
     model_process_nice: int = Field(
         10, ge=0, le=19, description="How much lower the model process's CPU priority is "
         "(Unix nice increment): higher keeps answers faster under load, at the cost of "

@@ -1,4 +1,5 @@
-"""``revisit serve``: the HTTP service (camera batches, reports, dashboard) in one process."""
+"""``revisit serve``: the HTTP service (camera batches, reports, dashboard): the server
+process, its model process and, in front, the accept process (:mod:`revisit.api.door`)."""
 
 from __future__ import annotations
 
