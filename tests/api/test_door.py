@@ -262,3 +262,39 @@ def test_a_snapshot_spooled_twice_is_stored_once(processing) -> None:
     assert sorted([a["duplicates"], b["duplicates"]]) == [0, 1], (a, b)
     r = server.report(**{"from": "2024-05-03", "to": "2024-05-03"}).json()
     assert r["header"]["total_sightings"] == 1
+
+
+def _door_batch(batch_id: str, image_id: str) -> tuple[Any, dict[str, Any]]:
+    """A batch as the door spools it (its meta names the tenant and the key)."""
+    from revisit.records import Batch, Frame
+
+    frame = Frame(tenant="acme", camera_id="camA", location_id="101", image_id=image_id,
+                  ts=datetime(2024, 5, 3, 9, tzinfo=UTC),
+                  data=photo("George_W_Bush", 3).read_bytes())
+    return Batch(batch_id, frames=[frame]), {
+        "tenant": "acme", "key_id": "k", "frames": 1, "duplicates": 0, "rejected": [],
+        "received_at": datetime.now(UTC).replace(tzinfo=None).isoformat()}
+
+
+def test_a_door_batch_already_stored_when_the_server_restarts_keeps_its_status(
+        behind) -> None:
+    """The door spooled a snapshot stored before (it cannot know) and the server stopped
+    before taking it: at the next start its status is recorded (done, a duplicate), not
+    left unknown (a 404 after a 202)."""
+    from revisit.api.processing import BatchProcessor
+    from revisit.api.spool import Spool
+    from revisit.records import Batch
+
+    server, _, _ = behind
+    svc = server.service
+    stored, _ = _door_batch("B-first", "again-1")
+    svc.runtime.store.write(Batch("B-first", frames=stored.frames))
+    assert svc.runtime.store.known_frames("acme", ["again-1"]) == {"again-1"}
+    spool = Spool(svc.settings.data / "spool", clean=False)
+    spool.put(*_door_batch("B-again", "again-1"))
+    # the next start
+    p = BatchProcessor(svc.runtime, svc.metrics, svc.write_lock, 10,
+                       spool=Spool(svc.settings.data / "spool"), adopt_spool=True)
+    st = p.status("acme", "B-again")
+    assert st is not None and st.state == "done" and st.duplicates == 1, st
+    assert not _spooled(svc)

@@ -229,12 +229,15 @@ class BatchProcessor:
                          key_id=str(meta.get("key_id", "")))
         if "received_at" in meta:
             st.received_at = datetime.fromisoformat(meta["received_at"])
-        if adopted and known:
+        # no status yet: taken now, or spooled by the accept process and not taken before
+        # the last stop (its stored frames are duplicates then too, and it is done)
+        new = adopted or self.ledger.get(tenant, b.batch_id) is None
+        if new and known:
             st.duplicates += len(known)
             self.metrics.frames_duplicate.labels(self.metrics.tenant(tenant)).inc(len(known))
         b.frames = [f for f in b.frames if f.image_id not in known]
         if not b.frames:  # stored already: only its status was left to write
-            if adopted:
+            if new:
                 st.state, st.finished_at = "done", datetime.now(UTC).replace(tzinfo=None)
                 self.ledger.record(st)
             else:
