@@ -298,3 +298,17 @@ def test_a_door_batch_already_stored_when_the_server_restarts_keeps_its_status(
     st = p.status("acme", "B-again")
     assert st is not None and st.state == "done" and st.duplicates == 1, st
     assert not _spooled(svc)
+
+
+def test_a_taken_batch_is_listed_as_processing_not_as_spooled(behind) -> None:
+    """Once the pipeline takes a spooled batch its status is the store's: the spool's
+    record of it (still there until it is stored) must not list it as queued."""
+    server, door, _ = behind
+    batch_id = door.post_batch("cam_a", [_item("cp-1")]).json()["batch_id"]
+    p = server.service.processor
+    taken = p._adopt()  # as the pipeline does
+    assert taken is not None and taken.batch_id == batch_id
+    p._mark_processing(batch_id)
+    assert p.status("acme", batch_id).state == "processing"
+    assert [(st.batch_id, st.state) for st in p.recent("acme")] == [(batch_id, "processing")]
+    assert p.recent("acme", state="queued") == []

@@ -314,8 +314,9 @@ class BatchProcessor:
         meanwhile is found there)."""
         with self._lock:
             pending = list(self._unrecorded.values())
+            taken = set(self._taken)  # their status is in memory or the store, not the spool's
         if self.adopt_spool and self.spool is not None:  # spooled, not taken yet
-            known = {st.batch_id for st in pending}
+            known = {st.batch_id for st in pending} | taken
             pending += [self._spooled_status(b, m) for b, m in self.spool.metas().items()
                         if b not in known]
         waiting = [st for st in pending if st.tenant == tenant
