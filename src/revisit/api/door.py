@@ -27,6 +27,8 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import socket as sockets
+import sys
 import threading
 import time
 import uuid
@@ -358,8 +360,23 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
     return app
 
 
+def listen(host: str, port: int) -> sockets.socket:
+    """The public port, bound by the server process as uvicorn binds it: a port in use
+    stops ``revisit serve`` at once (not an accept process started again and again), and
+    one started again takes the same socket (connections wait in its backlog meanwhile)."""
+    sock = sockets.socket(sockets.AF_INET6 if ":" in host else sockets.AF_INET)
+    try:
+        sock.setsockopt(sockets.SOL_SOCKET, sockets.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _main(settings: Settings, config: ServiceSettings, host: str, port: int, socket: Path,
-          log_level: str) -> None:
+          log_level: str, listener: sockets.socket) -> None:
     import signal
 
     import uvicorn
@@ -378,17 +395,23 @@ def _main(settings: Settings, config: ServiceSettings, host: str, port: int, soc
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=orphaned, name="door-orphan", daemon=True).start()
-    uvicorn.run(door_app(settings, config, socket), host=host, port=port,
-                log_level=log_level, h11_max_incomplete_event_size=HEAD_LIMIT)
+    server = uvicorn.Server(uvicorn.Config(
+        door_app(settings, config, socket), host=host, port=port, log_level=log_level,
+        h11_max_incomplete_event_size=HEAD_LIMIT))
+    server.run(sockets=[listener])
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the app did not start
 
 
 class DoorProcess:
     """The accept process, started and stopped by the server process (``revisit serve``);
-    one that dies is started again."""
+    one that dies is started again. The port is bound here (:func:`listen`: OSError when
+    it is in use)."""
 
     def __init__(self, settings: Settings, config: ServiceSettings, host: str, port: int,
                  socket: Path, log_level: str = "info") -> None:
-        self.args = (settings, config, host, port, socket, log_level)
+        self.listener = listen(host, port)
+        self.args = (settings, config, host, port, socket, log_level, self.listener)
         self._proc: Any = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
@@ -409,7 +432,6 @@ class DoorProcess:
             if self._proc is not None and not self._proc.is_alive():
                 log.error("the accept process stopped (exit code %s); starting another",
                           self._proc.exitcode)
-                time.sleep(0.5)  # its port may take a moment to be free again
                 self._spawn()
 
     @property
@@ -428,8 +450,9 @@ class DoorProcess:
                 self._proc.kill()
                 self._proc.join(timeout=5)
         self._proc = None
+        self.listener.close()  # the port is free again
 
 
 __all__ = ["COUNTS", "DOOR_COUNTERS", "PEER_HEADER", "SNAPSHOT", "Door", "DoorCounts",
-           "DoorProcess", "door_app", "door_dir", "snapshot", "write_snapshot"]
+           "DoorProcess", "door_app", "door_dir", "listen", "snapshot", "write_snapshot"]
 

@@ -57,7 +57,13 @@ def register(app: typer.Typer) -> None:
             # the server process answers only the accept process, over a socket only this
             # user can reach (a private folder: socket paths are short, the data path not)
             sock = Path(tempfile.mkdtemp(prefix="revisit-")) / "server.sock"
-            door = DoorProcess(settings, service, host, port, sock, log_level.value)
+            try:
+                door = DoorProcess(settings, service, host, port, sock, log_level.value)
+            except OSError as exc:  # the port is in use (or not this machine's)
+                shutil.rmtree(sock.parent, ignore_errors=True)
+                typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}",
+                           err=True)
+                raise typer.Exit(1) from None
             listen = {"uds": str(sock), "access_log": False}  # the door logs each request
         app = create_app(settings, service_settings=service, door=door)
         typer.echo(f"revisit serving {settings.data} on http://{host}:{port} (docs: /docs)"
