@@ -334,3 +334,17 @@ def test_revisit_serve_on_a_port_in_use_stops_with_an_error(tmp_path: Path) -> N
     finally:
         taken.close()
     assert proc.returncode != 0 and "in use" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_an_answer_passed_on_has_one_date_and_one_server_header(behind, tmp_path: Path
+                                                                ) -> None:
+    """The door's own HTTP server writes Date and Server: the server process's are not
+    passed on as well (a second Date, a field that is one value, with another time)."""
+    server, door, sock = behind
+    front = tmp_path / "door.sock"
+    with _Socket(server.client.app, sock), _Socket(door.client.app, front), \
+            httpx.Client(transport=httpx.HTTPTransport(uds=str(front))) as c:
+        r = c.get("http://door/healthz")
+    assert r.status_code == 200, r.text
+    assert len(r.headers.get_list("date")) == 1, r.headers
+    assert len(r.headers.get_list("server")) == 1, r.headers

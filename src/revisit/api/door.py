@@ -265,6 +265,8 @@ class DoorNotReady(RuntimeError):
 # hop-by-hop headers (RFC 9110 7.6.1) are not passed on; the peer header only by the door
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                   "te", "trailer", "transfer-encoding", "upgrade", PEER_HEADER})
+# of an answer, also those the door's own HTTP server writes (two Dates: two times)
+_OWN = _HOP | {"date", "server"}
 
 
 def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
@@ -351,7 +353,7 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
             return JSONResponse({"detail": f"the server is not answering (starting or "
                                            f"stopping); retry in {retry} s"},
                                 status_code=503, headers={"Retry-After": retry})
-        kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in _HOP]
+        kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in _OWN]
         response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
                                      background=BackgroundTask(answer.aclose))
         response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
