@@ -348,3 +348,22 @@ def test_an_answer_passed_on_has_one_date_and_one_server_header(behind, tmp_path
     assert r.status_code == 200, r.text
     assert len(r.headers.get_list("date")) == 1, r.headers
     assert len(r.headers.get_list("server")) == 1, r.headers
+
+
+def test_the_last_runs_door_counters_are_not_counted_again(tmp_path: Path) -> None:
+    """counts.json left by the accept process of the last run is not this run's: read
+    before this run's door first writes it, its totals would count again (a counter reset
+    with the server process, then jumping by the last run's uploads)."""
+    data = tmp_path / "data" / "door"
+    data.mkdir(parents=True)
+    (data / "counts.json").write_text(json.dumps(
+        [{"metric": "frames_received", "labels": ["all"], "value": 500.0}]))
+    gen = make_env(tmp_path, processing=False, behind_door=True)
+    server = next(gen)
+    try:
+        text = server.client.get("/metrics", headers={"x-revisit-peer": "127.0.0.1"}).text
+        received = [ln for ln in text.splitlines()
+                    if ln.startswith('revisit_frames_received_total{tenant="all"}')]
+        assert not received or float(received[0].split()[-1]) == 0.0, received
+    finally:
+        gen.close()

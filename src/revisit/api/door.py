@@ -105,6 +105,7 @@ class DoorCounts:
 
     def __init__(self, root: Path, metrics: Metrics) -> None:
         self.path = root / COUNTS
+        self.path.unlink(missing_ok=True)  # the last run's door's: counted in that run
         self.metrics = metrics
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
