@@ -367,3 +367,27 @@ def test_the_last_runs_door_counters_are_not_counted_again(tmp_path: Path) -> No
         assert not received or float(received[0].split()[-1]) == 0.0, received
     finally:
         gen.close()
+
+
+def test_a_failed_batch_replayed_while_serving_is_not_read_as_failed(behind) -> None:
+    """Behind the door the server takes what `revisit admin replay` puts back in the spool
+    at once: its status is queued, then processing, not still the failure it was."""
+    from revisit.api.spool import Spool
+
+    server, door, _ = behind
+    batch_id = door.post_batch("cam_a", [_item("cp-1")]).json()["batch_id"]
+    p = server.service.processor
+    b = p._adopt()  # as the pipeline does, and the batch fails
+    p._mark_processing(batch_id)
+    p.ledger.failed("acme", batch_id, "detect: boom")
+    p._failed.add(batch_id)
+    p._done(b)
+    assert p.status("acme", batch_id).state == "failed"
+    assert Spool(server.service.settings.data / "spool", clean=False).replay_failed() == [
+        batch_id]
+    assert p._adopt().batch_id == batch_id
+    st = p.status("acme", batch_id)
+    assert st.state == "queued" and not st.error, st
+    p._mark_processing(batch_id)
+    st = p.status("acme", batch_id)
+    assert st.state == "processing" and not st.error, st

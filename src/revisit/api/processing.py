@@ -229,9 +229,10 @@ class BatchProcessor:
                          key_id=str(meta.get("key_id", "")))
         if "received_at" in meta:
             st.received_at = datetime.fromisoformat(meta["received_at"])
-        # no status yet: taken now, or spooled by the accept process and not taken before
-        # the last stop (its stored frames are duplicates then too, and it is done)
-        new = adopted or self.ledger.get(tenant, b.batch_id) is None
+        # no status yet: spooled by the accept process (taken now, or not before the last
+        # stop), its stored frames duplicates; else run before a stop, or replayed after
+        # failing (taken at once behind the door): queued again, its error cleared
+        new = self.ledger.get(tenant, b.batch_id) is None
         if new and known:
             st.duplicates += len(known)
             self.metrics.frames_duplicate.labels(self.metrics.tenant(tenant)).inc(len(known))
@@ -244,13 +245,13 @@ class BatchProcessor:
                 self.ledger.finished(tenant, b.batch_id)
             self.spool.remove(b.batch_id)
             return False
-        if adopted and self._defer_status:
+        if not new:
+            self.ledger.requeue(st)
+        elif adopted and self._defer_status:
             with self._lock:
                 self._unrecorded[b.batch_id] = st
-        elif adopted:
-            self.ledger.record(st)
         else:
-            self.ledger.requeue(st)
+            self.ledger.record(st)
         with self._lock:
             self._tenant_of[b.batch_id] = tenant
             self._taken.add(b.batch_id)
