@@ -53,18 +53,22 @@ def start_server(env: dict[str, str], port: int, timeout: float = 90) -> subproc
     import httpx
 
     revisit = str(Path(sys.executable).parent / "revisit")
-    proc = subprocess.Popen([revisit, "serve", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"revisit serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    # its log to a file (the server keeps writing there after this returns): a pipe
+    # nobody reads would block the server once 64 KB of log are written
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([revisit, "serve", "--port", str(port), "--log-level",
+                                 "warning"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"revisit serve exited: {log.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"revisit serve on port {port} not ready in {timeout:.0f} s")
 

@@ -391,3 +391,35 @@ def test_a_failed_batch_replayed_while_serving_is_not_read_as_failed(behind) -> 
     p._mark_processing(batch_id)
     st = p.status("acme", batch_id)
     assert st.state == "processing" and not st.error, st
+
+
+def test_odd_requests_passed_on_are_answered_not_500(behind) -> None:
+    """Found by the schema fuzzer: control characters in a path, and a caller gone before
+    its body was sent, made the door fail (500, and a traceback in its log)."""
+    import asyncio
+
+    server, door, sock = behind
+    with _Socket(server.client.app, sock):
+        for path in ("/v1/batches/%03x", "/v1/reports/unique-visitors?from=%0b"):
+            r = door.client.get(path, headers=door.auth("admin"))
+            assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+        sent: list[dict[str, Any]] = []
+        parts = [{"type": "http.request", "body": b'{"role": "cam', "more_body": True},
+                 {"type": "http.disconnect"}]
+
+        async def receive() -> dict[str, Any]:
+            return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/v1/admin/keys",
+                 "raw_path": b"/v1/admin/keys", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"door"), (b"content-length", b"100"),
+                             (b"content-type", b"application/json"),
+                             (b"authorization", f"Bearer {door.keys['admin']}".encode())],
+                 "client": ("127.0.0.1", 50003), "server": ("127.0.0.1", 80)}
+        asyncio.run(door.client.app(scope, receive, send))
+        starts = [m for m in sent if m["type"] == "http.response.start"]
+        assert starts and starts[0]["status"] < 500, sent

@@ -37,12 +37,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from revisit.api.metrics import Metrics
 from revisit.api.settings import ServiceSettings
@@ -268,6 +270,8 @@ _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-autho
                   "te", "trailer", "transfer-encoding", "upgrade", PEER_HEADER})
 # of an answer, also those the door's own HTTP server writes (two Dates: two times)
 _OWN = _HOP | {"date", "server"}
+# what a request target may hold as it is (RFC 3986 path characters and escapes)
+_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
@@ -343,12 +347,21 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
         if request.client is not None:
             headers.append((PEER_HEADER, request.client.host))
-        url = httpx.URL(path=request.url.path, query=request.url.query.encode())
+        # the path as the caller sent it (still percent-encoded), any byte httpx would
+        # refuse escaped: the server answers it as it would without the door
+        raw = quote(request.scope.get("raw_path") or request.url.path.encode(), safe=_SAFE)
+        query = quote(request.scope.get("query_string", b""), safe=_SAFE + "?")
         body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        sent = client.build_request(request.method, url, headers=headers,
-                                    content=request.stream() if body else None)
         try:
+            sent = client.build_request(request.method, raw + ("?" + query if query else ""),
+                                        headers=headers,
+                                        content=request.stream() if body else None)
             answer = await client.send(sent, stream=True)
+        except httpx.InvalidURL as exc:
+            return JSONResponse({"detail": f"malformed request target: {exc}"},
+                                status_code=400)
+        except ClientDisconnect:  # gone before its body was read: nobody to answer
+            return Response(status_code=400)
         except httpx.TransportError:
             retry = str(config.retry_after_s)
             return JSONResponse({"detail": f"the server is not answering (starting or "
