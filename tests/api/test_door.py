@@ -423,3 +423,27 @@ def test_odd_requests_passed_on_are_answered_not_500(behind) -> None:
         asyncio.run(door.client.app(scope, receive, send))
         starts = [m for m in sent if m["type"] == "http.response.start"]
         assert starts and starts[0]["status"] < 500, sent
+
+
+def test_only_changes_the_door_checks_rewrite_its_snapshot(behind) -> None:
+    """Every audit entry used to rebuild the snapshot (a watch-list alert, a read of the
+    known people): only keys, cameras, locations and tenants matter to the door."""
+    server, _, _ = behind
+    t = server.service.tenancy
+    path = door_dir(server.service.settings) / "door.json"
+    seen: list[int] = []
+    real = server.service.update_door
+
+    def counted() -> None:
+        seen.append(1)
+        real()
+
+    server.service.update_door = counted  # type: ignore[method-assign]
+    t.audit("acme", "key:x", "known.list", {})
+    t.audit("acme", "key:x", "watchlist.alert", {"visitor": "v"})
+    assert seen == []
+    before = json.loads(path.read_text())
+    t.add_camera("acme", "camZ", "101")
+    assert seen == [1]
+    assert "camZ" in json.loads(path.read_text())["cameras"]["acme"]
+    assert "camZ" not in before["cameras"]["acme"]

@@ -247,3 +247,16 @@ def test_a_batch_of_duplicates_is_answered_without_waiting_for_the_store(
     with TestClient(create_app(service=svc, processing=False)) as client:
         st = Env(client, svc, keys).wait(again)
         assert st["status"] == "done" and st["duplicates"] == 1, st
+
+
+def test_a_status_record_without_its_batch_is_not_a_batch(tmp_path: Path) -> None:
+    """A writer stopped between a batch's status record and the batch itself (never
+    acknowledged): not listed as queued for ever; gone at the next start."""
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    (tmp_path / "B-2.json").write_text('{"tenant": "acme"}')  # its batch never written
+    spool.put_done("B-3", {"tenant": "acme"})
+    assert sorted(spool.metas()) == ["B-1", "B-3"]
+    Spool(tmp_path)  # the next start
+    assert not (tmp_path / "B-2.json").exists()
+    assert (tmp_path / "B-1.json").exists() and (tmp_path / "B-3.json").exists()

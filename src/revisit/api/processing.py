@@ -302,7 +302,8 @@ class BatchProcessor:
         found = self.ledger.get(tenant, batch_id)
         if found is None and self.adopt_spool and self.spool is not None:
             meta = self.spool.meta(batch_id)  # spooled by the accept process, not taken yet
-            if meta.get("tenant") == tenant:
+            if meta.get("tenant") == tenant and (self.spool.holds(batch_id)
+                                                 or meta.get("state") == "done"):
                 return self._spooled_status(batch_id, meta)
             found = self.ledger.get(tenant, batch_id)  # taken and recorded meanwhile
         return found

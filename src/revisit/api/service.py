@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOOR_REFRESH_S = 5.0  # the accept process's snapshot, read again for other replicas' changes
+# audited actions that change what the accept process checks: keys, cameras, retention
+DOOR_ACTIONS = frozenset({"tenant", "key", "camera", "location"})
 
 
 class Service:
@@ -64,7 +66,7 @@ class Service:
         self._door_written: dict[str, Any] | None = None
         if self.behind_door:
             self._door_counts = DoorCounts(door_dir(settings), self.metrics)
-            self.tenancy.on_change = self.update_door
+            self.tenancy.on_change = self._audited
         self.reports = ReportPool(self.config.report_workers, self.config.report_waiting,
                                   self.config.report_budget_s)
         self.session_secret = (self.config.session_secret
@@ -103,6 +105,17 @@ class Service:
             if data != self._door_written:
                 write_snapshot(door_dir(self.settings), data)
                 self._door_written = data
+
+    def _audited(self, action: str) -> None:
+        """An audit entry was written: the door's snapshot follows a change of what it
+        checks (not reads, alerts, erasures). A failure is logged, not raised into a
+        change already made; the periodic refresh writes it then."""
+        if action.split(".", 1)[0] not in DOOR_ACTIONS:
+            return
+        try:
+            self.update_door()
+        except Exception:
+            log.exception("cannot update the accept process's snapshot after %s", action)
 
     def _door_loop(self) -> None:
         while not self._stop.wait(DOOR_REFRESH_S):

@@ -39,6 +39,9 @@ class Spool:
         root.mkdir(parents=True, exist_ok=True)
         for tmp in root.glob("*.tmp") if clean else ():
             tmp.unlink(missing_ok=True)
+        for meta in root.glob("*.json") if clean else ():  # its batch never written
+            if not self._live(meta.stem):
+                meta.unlink(missing_ok=True)
 
     def _path(self, batch_id: str) -> Path:
         return self.root / f"{batch_id}.batch"
@@ -102,9 +105,15 @@ class Spool:
                 out.append(path.stem)
         return out
 
+    def _live(self, batch_id: str) -> bool:
+        """Its meta stands for a batch: spooled, or settled (:meth:`put_done`); not one
+        whose writer stopped between the meta and the batch (never acknowledged)."""
+        return self.holds(batch_id) or self.meta(batch_id).get("state") == "done"
+
     def metas(self) -> dict[str, dict[str, Any]]:
         """Every spooled batch's and settled status's meta, by batch id."""
-        return {p.stem: m for p in self.root.glob("*.json") if (m := self.meta(p.stem))}
+        return {p.stem: m for p in self.root.glob("*.json")
+                if (m := self.meta(p.stem)) and self._live(p.stem)}
 
     def meta(self, batch_id: str) -> dict[str, Any]:
         """The ``meta`` a pending batch was put with ({} if none or unreadable)."""

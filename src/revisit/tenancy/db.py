@@ -142,8 +142,9 @@ class Tenancy:
 
     def __init__(self, store: SightingStore) -> None:
         self.store = store
-        # called after every audited change (keys, cameras, tenants: all are audited)
-        self.on_change: Callable[[], None] | None = None
+        # called with the action of every audit entry, once written (every change of
+        # keys, cameras and tenants is audited)
+        self.on_change: Callable[[str], None] | None = None
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self.store.read() as s:
@@ -481,7 +482,7 @@ class Tenancy:
             (_now(), tenant, actor, action, text),
         )
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(action)
 
     def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first. ``id`` counts this tenant's entries (1 = its first): the table's
