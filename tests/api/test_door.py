@@ -93,6 +93,8 @@ def test_the_door_checks_and_spools_uploads_against_the_servers_snapshot(behind)
     assert r.status_code == 403 and "camB" in r.json()["detail"]
     r = door.post_batch("cam_a", [{**_item("y"), "ts": "not a time"}])
     assert r.status_code == 422
+    r = door.client.post("/v1/batches?camera=camA", headers=door.auth("cam_a"))
+    assert r.status_code == 422 and "'camera'" in r.json()["detail"], r.text
     # the frame still spooled, posted again: a duplicate, answered done without a file
     r = door.post_batch("cam_a", [_item("cp-1")])
     assert r.status_code == 202 and r.json()["duplicates"] == 1 and r.json()["status"] == "done"

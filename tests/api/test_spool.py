@@ -31,7 +31,7 @@ def test_spool_keeps_batches_until_removed(tmp_path: Path) -> None:
     spool.put(Batch("B-2", frames=[_frame(3)]))
     (tmp_path / "B-3.tmp").write_bytes(b"cut off")  # a write that never got its rename
     (tmp_path / "B-4.batch").write_bytes(b"not a batch")
-    again = Spool(tmp_path)  # a new process
+    again = Spool(tmp_path, clean=True)  # a new server process
     assert not (tmp_path / "B-3.tmp").exists()
     pending = again.pending()
     assert [b.batch_id for b in pending] == ["B-1", "B-2"]
@@ -257,6 +257,8 @@ def test_a_status_record_without_its_batch_is_not_a_batch(tmp_path: Path) -> Non
     (tmp_path / "B-2.json").write_text('{"tenant": "acme"}')  # its batch never written
     spool.put_done("B-3", {"tenant": "acme"})
     assert sorted(spool.metas()) == ["B-1", "B-3"]
-    Spool(tmp_path)  # the next start
+    Spool(tmp_path)  # another process (a CLI command) leaves it: a writer may be at it
+    assert (tmp_path / "B-2.json").exists()
+    Spool(tmp_path, clean=True)  # the next start of the server
     assert not (tmp_path / "B-2.json").exists()
     assert (tmp_path / "B-1.json").exists() and (tmp_path / "B-3.json").exists()

@@ -142,7 +142,7 @@ class Door:
         self.settings = settings
         self.config = config
         self.root = door_dir(settings)
-        self.spool = Spool(settings.data / "spool", clean=False)
+        self.spool = Spool(settings.data / "spool")
         self.metrics = Metrics(lambda: float(self.spooled()),
                                tenant_labels=config.metrics_tenant_labels)
         self._snap: dict[str, Any] | None = None
@@ -336,7 +336,8 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
             raise HTTPException(403, f"{article} {key.role} key may not do this (needs camera)")
         return key
 
-    @app.post("/v1/batches", status_code=202)
+    @app.post("/v1/batches", status_code=202,  # unknown query parameters: 422, as there
+              dependencies=[Depends(api_errors.known_query)])
     async def post_batch(request: Request, key: ApiKey = Depends(camera_key)) -> Any:
         return await accept(request, key, door)
 

@@ -59,7 +59,7 @@ class Service:
         self.behind_door = behind_door and not settings.queue_url
         self.processor = BatchProcessor(
             self.runtime, self.metrics, self.write_lock, self.config.queue_batches,
-            spool=Spool(settings.data / "spool"), adopt_spool=self.behind_door,
+            spool=Spool(settings.data / "spool", clean=True), adopt_spool=self.behind_door,
         )
         self._door_counts: DoorCounts | None = None
         self._door_lock = threading.Lock()

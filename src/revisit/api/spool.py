@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Spool:
-    def __init__(self, root: Path, clean: bool = True) -> None:
-        """``clean``: delete writes cut off before their rename (never acknowledged); not
-        by a second process writing to the same spool (the accept process)."""
+    def __init__(self, root: Path, clean: bool = False) -> None:
+        """``clean``: delete what a writer stopped before finishing (never acknowledged):
+        only the server process, at its start, before anything else writes here (not the
+        accept process, not a CLI command while the server runs)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         for tmp in root.glob("*.tmp") if clean else ():

@@ -276,12 +276,14 @@ def audit(ctx: typer.Context, tenant: Tenant,
 @admin_app.command("replay")
 def replay(ctx: typer.Context) -> None:
     """Put batches that failed in the embedded server (kept in spool/failed) back in line:
-    the server runs them at its next start (frames already stored are skipped)."""
+    a running server with its accept process (the default) takes them at once, else the
+    server runs them at its next start (frames already stored are skipped)."""
     from revisit.api.spool import Spool
 
     settings = state(ctx).settings()
     ids = Spool(settings.data / "spool").replay_failed()
-    typer.echo(f"{len(ids)} failed batch(es) queued for the next start of `revisit serve`"
+    typer.echo(f"{len(ids)} failed batch(es) queued for `revisit serve` (taken at once by a "
+               "running server with its accept process, else at its next start)"
                + (": " + ", ".join(ids[:10]) if ids else ""))
 
 
