@@ -374,12 +374,13 @@ def main() -> None:
             _stop(srv)
     out = {"saturation": sat, "overload_2x": over, "clients": args.clients,
            "client_nice": args.client_nice, "model_process": not args.in_process,
-           "model_process_nice": args.nice,
+           "model_process_nice": args.nice, "accept_process": not args.one_process,
            "batch_frames": args.batch, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
     name = ("ingest_in_process.json" if args.in_process
             else f"ingest_nice{args.nice}.json" if args.nice is not None
             else f"ingest_clients_nice{args.client_nice}.json" if args.client_nice != 15
+            else "ingest_one_process.json" if args.one_process
             else "ingest.json")
     (RESULTS / name).write_text(json.dumps(out, indent=2))
 
