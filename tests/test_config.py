@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from revisit.config import ConfigError, load_settings
+from revisit.config import ConfigError, dotted_overrides, load_settings
 
 
 def _load(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
@@ -110,6 +110,17 @@ def test_an_error_names_the_source_it_came_from(tmp_path: Path,
     assert lines["identity.match_thresholdd"].endswith(
         "[from environment REVISIT_IDENTITY__MATCH_THRESHOLDD]")
     assert lines["pipeline.threads"].endswith("[from environment REVISIT_PIPELINE]")
+
+
+def test_a_wrong_command_line_value_is_not_blamed_on_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value set in both places was reported as coming from the environment, whose
+    value (fine) the command line's had replaced."""
+    monkeypatch.setenv("REVISIT_IDENTITY__MATCH_THRESHOLD", "0.5")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, data=tmp_path, **dotted_overrides(["identity.match_threshold=7"]))
+    line = next(ln for ln in str(err.value).splitlines() if "match_threshold" in ln)
+    assert line.endswith("[from the command line]"), line
 
 
 @pytest.mark.parametrize("url", ["duckdb://", "duckdb:///"])

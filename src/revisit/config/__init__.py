@@ -582,7 +582,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             problem = (err.get("ctx") or {}).get("error")
             if not at and isinstance(problem, FieldProblem):  # a whole-Settings check
                 at = () if problem.field in clean else (problem.field,)  # a CLI value
-            origin = _origin(at, os.environ, file_data, where)
+            # a value given on the command line wins over the environment and the file
+            origin = (" [from the command line]" if at and _has(clean, at)
+                      else _origin(at, os.environ, file_data, where))
             lines.append(f"  {loc}: {err['msg']}{shown}{origin}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     finally:
