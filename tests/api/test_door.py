@@ -219,6 +219,11 @@ def test_revisit_serve_with_and_without_the_accept_process(tmp_path: Path, door:
             time.sleep(0.2)
         else:
             raise AssertionError("revisit serve did not get ready")
+        # the server's socket, in the data folder's private door folder
+        sock = data / "door" / "server.sock"
+        assert sock.is_socket() == (door == "default")
+        if door == "default":
+            assert (sock.parent.stat().st_mode & 0o777) == 0o700
         meta = [{"file": "a.jpg", "camera_id": "camA", "ts": TS, "image_id": "cp-1"}]
         r = httpx.post(url + "/v1/batches", headers={"Authorization": f"Bearer {key}"},
                        data={"metadata": json.dumps(meta)},
@@ -237,6 +242,7 @@ def test_revisit_serve_with_and_without_the_accept_process(tmp_path: Path, door:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     assert code == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    assert not (data / "door" / "server.sock").exists()  # removed at the stop
     # the server wrote the door's snapshot: the accept process is the default
     assert (data / "door" / "door.json").is_file() == (door == "default")
     # the accept process went with the server: the port is free again

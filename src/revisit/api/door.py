@@ -27,8 +27,10 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import socket as sockets
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -69,6 +71,25 @@ PEER_HEADER = "x-revisit-peer"
 
 def door_dir(settings: Settings) -> Path:
     return settings.data / "door"
+
+
+def server_socket(settings: Settings) -> Path:
+    """Where the server process listens for the door: in the data folder's private door
+    folder (a killed server leaves only its socket there, replaced at the next start), or,
+    where that path is too long for a Unix socket, in a private temporary folder."""
+    root = door_dir(settings).absolute()
+    path = root / "server.sock"
+    if len(os.fsencode(path)) <= 100:  # sun_path holds 108 bytes on Linux, 104 elsewhere
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        root.chmod(0o700)  # only this user reaches the server through it
+        return path
+    return Path(tempfile.mkdtemp(prefix="revisit-")) / "server.sock"
+
+
+def remove_socket(settings: Settings, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if path.parent != door_dir(settings).absolute():  # a temporary folder of its own
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 # -- the server process's side --------------------------------------------------------------

@@ -3,10 +3,8 @@ process, its model process and, in front, the accept process (:mod:`revisit.api.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -52,15 +50,15 @@ def register(app: typer.Typer) -> None:
         service = service.model_copy(update={"operator_token": token})
         door, listen = None, {"host": host, "port": port}
         if service.accept_process and not settings.queue_url:
-            from revisit.api.door import DoorProcess
+            from revisit.api.door import DoorProcess, remove_socket, server_socket
 
             # the server process answers only the accept process, over a socket only this
-            # user can reach (a private folder: socket paths are short, the data path not)
-            sock = Path(tempfile.mkdtemp(prefix="revisit-")) / "server.sock"
+            # user can reach
+            sock = server_socket(settings)
             try:
                 door = DoorProcess(settings, service, host, port, sock, log_level.value)
             except OSError as exc:  # the port is in use (or not this machine's)
-                shutil.rmtree(sock.parent, ignore_errors=True)
+                remove_socket(settings, sock)
                 typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}",
                            err=True)
                 raise typer.Exit(1) from None
@@ -80,4 +78,6 @@ def register(app: typer.Typer) -> None:
                             h11_max_incomplete_event_size=HEAD_LIMIT)
         finally:
             if "uds" in listen:
-                shutil.rmtree(Path(str(listen["uds"])).parent, ignore_errors=True)
+                from revisit.api.door import remove_socket
+
+                remove_socket(settings, Path(str(listen["uds"])))
