@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -91,6 +93,32 @@ def make_env(tmp_path: Path, processing: bool, settings: dict[str, Any] | None =
     app = create_app(service=svc, processing=processing)
     with TestClient(app, client=("127.0.0.1", 50000)) as client:  # a client on this machine
         yield Env(client, svc, keys)
+
+
+PG_URL = os.environ.get("REVISIT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/revisit_test")
+
+
+@contextlib.contextmanager
+def pg_store_url(tmp_path: Path) -> Iterator[str]:
+    """A store URL on a schema of its own in the local PostgreSQL (skipped without one),
+    dropped afterwards: for running a service in this process on a PostgreSQL store."""
+    try:
+        from revisit.store.postgres_store import PostgresStore
+    except ImportError as exc:
+        pytest.skip(f"{exc.name} is not installed: `pip install -e '.[distributed]'`")
+    url = f"{PG_URL}?schema=a_{hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]}"
+    try:
+        PostgresStore(url, connect_timeout=3).close()
+    except Exception as exc:
+        if "Operational" not in type(exc).__name__:  # any connection failure: no server
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc} (bash scripts/services.sh)")
+    try:
+        yield url
+    finally:
+        store = PostgresStore(url)
+        store.drop_schema()
+        store.close()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ through to the server over its Unix socket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tests.api.conftest import Env, make_env, photo
+from tests.api.conftest import Env, make_env, pg_store_url, photo
 
 from revisit.api.door import door_app, door_dir
 from revisit.api.service import Service
@@ -60,17 +61,22 @@ class _Socket:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture
-def behind(tmp_path: Path) -> Iterator[tuple[Env, Env, Path]]:
-    """(the server, no processing; the door in front of it; the server's socket path)."""
-    gen = make_env(tmp_path, processing=False, behind_door=True, queue_batches=2)
-    server = next(gen)
-    sock = tmp_path / "s.sock"
-    svc = server.service
-    with TestClient(door_app(svc.settings, svc.config, sock),
-                    client=("127.0.0.1", 50001)) as client:
-        yield server, Env(client, svc, server.keys), sock
-    gen.close()
+@pytest.fixture(params=["duckdb", "postgres"])
+def behind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Env, Env, Path]]:
+    """(the server, no processing; the door in front of it; the server's socket path), on
+    each store (statuses: deferred in memory on DuckDB, recorded at once on PostgreSQL)."""
+    with contextlib.ExitStack() as stack:
+        settings = ({"store_url": stack.enter_context(pg_store_url(tmp_path))}
+                    if request.param == "postgres" else {})
+        gen = make_env(tmp_path, processing=False, settings=settings, behind_door=True,
+                       queue_batches=2)
+        server = next(gen)
+        stack.callback(gen.close)
+        sock = tmp_path / "s.sock"
+        svc = server.service
+        with TestClient(door_app(svc.settings, svc.config, sock),
+                        client=("127.0.0.1", 50001)) as client:
+            yield server, Env(client, svc, server.keys), sock
 
 
 def test_the_door_checks_and_spools_uploads_against_the_servers_snapshot(behind) -> None:
@@ -151,15 +157,21 @@ def test_other_requests_pass_through_to_the_server(behind) -> None:
         assert r.text.splitlines()[0].count(",") >= 3, r.text  # a CSV header row
 
 
-@pytest.fixture(scope="module")
-def processing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Env]]:
-    """A processing server (real models) behind the door."""
-    gen = make_env(tmp_path_factory.mktemp("door"), processing=True, behind_door=True)
-    server = next(gen)
-    svc = server.service
-    with TestClient(door_app(svc.settings, svc.config, svc.settings.data / "x.sock")) as c:
-        yield server, Env(c, svc, server.keys)
-    gen.close()
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def processing(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Env]]:
+    """A processing server (real models) behind the door, on each store: DuckDB defers a
+    taken batch's status (one writer), PostgreSQL records it at once."""
+    tmp = tmp_path_factory.mktemp(f"door-{request.param}")
+    with contextlib.ExitStack() as stack:
+        settings = ({"store_url": stack.enter_context(pg_store_url(tmp))}
+                    if request.param == "postgres" else {})
+        gen = make_env(tmp, processing=True, settings=settings, behind_door=True)
+        server = next(gen)
+        stack.callback(gen.close)
+        svc = server.service
+        with TestClient(door_app(svc.settings, svc.config, svc.settings.data / "x.sock")) as c:
+            yield server, Env(c, svc, server.keys)
 
 
 def test_the_server_takes_spooled_batches_and_finds_stored_snapshots(processing) -> None:
@@ -455,3 +467,40 @@ def test_only_changes_the_door_checks_rewrite_its_snapshot(behind) -> None:
     assert seen == [1]
     assert "camZ" in json.loads(path.read_text())["cameras"]["acme"]
     assert "camZ" not in before["cameras"]["acme"]
+
+
+@pytest.mark.services
+def test_a_key_revoked_through_another_replica_is_refused_at_the_door(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a shared PostgreSQL store a revocation through another replica is not audited in
+    this server process: only its periodic refresh of the snapshot (``DOOR_REFRESH_S``, 5 s;
+    shortened here) brings it to this server's door."""
+    from revisit.api import service as service_module
+    from revisit.api.settings import ServiceSettings
+    from revisit.config import load_settings
+
+    monkeypatch.setattr(service_module, "DOOR_REFRESH_S", 0.2)
+    with pg_store_url(tmp_path) as url:
+        gen = make_env(tmp_path / "a", processing=False, settings={"store_url": url},
+                       behind_door=True)
+        server = next(gen)
+        try:
+            svc = server.service
+            with TestClient(door_app(svc.settings, svc.config, tmp_path / "s.sock")) as c:
+                door = Env(c, svc, server.keys)
+                assert door.post_batch("cam_a", [_item("r-1")]).status_code == 202
+                other = Service(load_settings(None, data=tmp_path / "b", store_url=url),
+                                ServiceSettings(purge_interval_s=0))
+                try:
+                    key = other.tenancy.authenticate(server.keys["cam_a"])
+                    assert key is not None
+                    other.tenancy.revoke_key("acme", key.key_id)
+                finally:
+                    other.stop()
+                end = time.monotonic() + service_module.DOOR_REFRESH_S + 2
+                while (r := door.post_batch("cam_a", [_item("r-1")])).status_code == 202 \
+                        and time.monotonic() < end:
+                    time.sleep(0.05)
+                assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
+        finally:
+            gen.close()
