@@ -362,10 +362,7 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
     async def post_batch(request: Request, key: ApiKey = Depends(camera_key)) -> Any:
         return await accept(request, key, door)
 
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-    @app.api_route("/{path:path}", methods=methods, include_in_schema=False)
-    async def onward(request: Request, path: str) -> Any:
+    async def onward(request: Request) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
         if request.client is not None:
             headers.append((PEER_HEADER, request.client.host))
@@ -395,7 +392,25 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
         response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
         return response
 
-    return app
+    return _Front(app, onward)
+
+
+class _Front:
+    """The door's ASGI app: uploads to its own app, every other request passed on as it
+    came (not through a route: a path holding any character, a newline included, is the
+    server's to answer, as it would be without the door)."""
+
+    def __init__(self, app: FastAPI, onward: Any) -> None:
+        self.app = app
+        self.state = app.state
+        self.onward = onward
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (scope["method"] == "POST"
+                                       and scope["path"] == "/v1/batches"):
+            return await self.app(scope, receive, send)
+        response = await self.onward(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 def listen(host: str, port: int) -> sockets.socket:
