@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-import cv2
 import numpy as np
 from pydantic import (
     BaseModel,
@@ -36,6 +35,8 @@ def _polygon(points: list[Point], what: str, stored: bool = False) -> list[Point
             raise ValueError(f"{what}: point ({x}, {y}) is outside 0..{MAX_COORD} px")
     # repeated or collinear points (or crossing edges whose parts cancel) enclose
     # nothing: such a zone would count nobody and exclude nothing, without a word
+    import cv2  # here, not at import: settings load without OpenCV (the accept process)
+
     if not stored and cv2.contourArea(np.asarray(points, np.float32).reshape(-1, 1, 2)) <= 0:
         raise ValueError(f"{what} encloses no area (its points repeat, lie on one line "
                          "or its edges cross)")
@@ -116,6 +117,8 @@ def _contour(polygon: tuple[tuple[float, float], ...]) -> np.ndarray:
 
 def _inside(polygon: tuple[tuple[float, float], ...], x: float, y: float) -> bool:
     """Inside or on the edge."""
+    import cv2
+
     return cv2.pointPolygonTest(_contour(polygon), (float(x), float(y)), False) >= 0
 
 

@@ -12,7 +12,6 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 JPEG_QUALITY = 90
@@ -20,6 +19,8 @@ JPEG_QUALITY = 90
 
 def encode_crop(crop: np.ndarray) -> bytes | None:
     """An aligned crop as JPEG (None if it cannot be encoded)."""
+    import cv2  # here: the stores and the privacy code load without OpenCV
+
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     return buf.tobytes() if ok else None
 

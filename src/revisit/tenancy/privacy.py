@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from revisit.identity.index import FaceIndex
 from revisit.records import EXPIRED, Batch, Rejected, iso_utc
 from revisit.store.base import SightingStore
 from revisit.store.crops import erase_crops, purge_crop_days
 from revisit.tenancy.db import DEFAULT_RETENTION_DAYS, Tenancy, TenancyError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not at run time: the upload path (the accept process) loads no faiss
+    from revisit.identity.index import FaceIndex
     from revisit.identity.resolver import Resolver
 
 
