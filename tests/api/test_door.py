@@ -449,6 +449,52 @@ def test_odd_requests_passed_on_are_answered_not_500(behind) -> None:
         assert starts and starts[0]["status"] < 500, sent
 
 
+def test_a_header_not_ascii_is_passed_on_as_sent(behind) -> None:
+    """A header value with a byte past ASCII (Latin-1, as HTTP allows) reaches the server as
+    it came, and its answer comes back: the door failed on it (500), the server without the
+    door answers it."""
+    server, door, sock = behind
+    with _Socket(server.client.app, sock):
+        r = door.client.get("/healthz", headers={b"x-note": b"caf\xe9"})
+        assert r.status_code == 200, r.text
+        r = door.client.get(f"/v1/batches/B-{'0' * 20}", headers={
+            b"authorization": f"Bearer {door.keys['admin']}".encode(),
+            b"user-agent": "kamera/1 (Zürich)".encode()})
+        assert r.status_code == 404 and "no batch" in r.json()["detail"], r.text
+
+
+def test_a_second_serve_on_a_port_in_use_leaves_the_running_servers_socket(
+        tmp_path: Path) -> None:
+    """`revisit serve` started again on the same data folder and port stops with an error,
+    and does not delete the socket of the server already running there (its accept process
+    could then reach it no more: every request but an upload answered 503)."""
+    import socket
+
+    from revisit.config import Settings
+
+    data = tmp_path / "data"
+    path = door_dir(Settings(data=data)).absolute() / "server.sock"
+    path.parent.mkdir(parents=True, mode=0o700)
+    running = socket.socket(socket.AF_UNIX)
+    running.bind(str(path))
+    running.listen()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "REVISIT_SERVICE_ACCEPT_PROCESS"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "revisit.cli", "--data", str(data), "serve",
+             "--port", str(port), "--log-level", "warning"],
+            env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        taken.close()
+        running.close()
+    assert proc.returncode != 0 and "in use" in proc.stderr, proc.stderr[-2000:]
+    assert path.is_socket()
+
+
 def test_only_changes_the_door_checks_rewrite_its_snapshot(behind) -> None:
     """Every audit entry used to rebuild the snapshot (a watch-list alert, a read of the
     known people): only keys, cameras, locations and tenants matter to the door."""

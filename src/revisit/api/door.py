@@ -86,8 +86,11 @@ def server_socket(settings: Settings) -> Path:
     return Path(tempfile.mkdtemp(prefix="revisit-")) / "server.sock"
 
 
-def remove_socket(settings: Settings, path: Path) -> None:
-    path.unlink(missing_ok=True)
+def remove_socket(settings: Settings, path: Path, bound: bool = True) -> None:
+    """``bound``: this process listened on ``path``; if not (its port was in use), a
+    socket there is another server's, running on the same data folder: left alone."""
+    if bound:
+        path.unlink(missing_ok=True)
     if path.parent != door_dir(settings).absolute():  # a temporary folder of its own
         shutil.rmtree(path.parent, ignore_errors=True)
 
@@ -363,9 +366,12 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
         return await accept(request, key, door)
 
     async def onward(request: Request) -> Response:
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
+        # as bytes, as they came: a value past ASCII (Latin-1, which HTTP allows) is the
+        # server's to answer (httpx encodes a str header as ASCII, and fails)
+        headers = [(k, v) for k, v in request.headers.raw
+                   if k.decode("latin-1").lower() not in _HOP]
         if request.client is not None:
-            headers.append((PEER_HEADER, request.client.host))
+            headers.append((PEER_HEADER.encode(), request.client.host.encode("latin-1")))
         # the path as the caller sent it (still percent-encoded), any byte httpx would
         # refuse escaped: the server answers it as it would without the door
         raw = quote(request.scope.get("raw_path") or request.url.path.encode(), safe=_SAFE)
@@ -386,10 +392,10 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
             return JSONResponse({"detail": f"the server is not answering (starting or "
                                            f"stopping); retry in {retry} s"},
                                 status_code=503, headers={"Retry-After": retry})
-        kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in _OWN]
         response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
                                      background=BackgroundTask(answer.aclose))
-        response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
+        response.raw_headers = [(k, v) for k, v in answer.headers.raw
+                                if k.decode("latin-1").lower() not in _OWN]
         return response
 
     return _Front(app, onward)

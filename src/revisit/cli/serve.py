@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
             try:
                 door = DoorProcess(settings, service, host, port, sock, log_level.value)
             except OSError as exc:  # the port is in use (or not this machine's)
-                remove_socket(settings, sock)
+                remove_socket(settings, sock, bound=False)
                 typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}",
                            err=True)
                 raise typer.Exit(1) from None
