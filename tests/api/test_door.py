@@ -334,9 +334,8 @@ def test_a_taken_batch_is_listed_as_processing_not_as_spooled(behind) -> None:
     assert p.recent("acme", state="queued") == []
 
 
-def test_revisit_serve_on_a_port_in_use_stops_with_an_error(tmp_path: Path) -> None:
-    """The port is bound before the accept process starts: one in use is an error, not an
-    accept process started again every second by a server that answers nobody."""
+def _serve_on_a_taken_port(data: Path) -> subprocess.CompletedProcess[str]:
+    """``revisit serve`` on a port another socket holds: it must stop, not run on."""
     import socket
 
     taken = socket.socket()
@@ -345,14 +344,20 @@ def test_revisit_serve_on_a_port_in_use_stops_with_an_error(tmp_path: Path) -> N
     port = taken.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "REVISIT_SERVICE_ACCEPT_PROCESS"}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "revisit.cli", "--data", str(tmp_path / "data"), "serve",
+        return subprocess.run(
+            [sys.executable, "-m", "revisit.cli", "--data", str(data), "serve",
              "--port", str(port), "--log-level", "warning"],
             env=env, capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError("revisit serve kept running on a port in use") from exc
     finally:
         taken.close()
+
+
+def test_revisit_serve_on_a_port_in_use_stops_with_an_error(tmp_path: Path) -> None:
+    """The port is bound before the accept process starts: one in use is an error, not an
+    accept process started again every second by a server that answers nobody."""
+    proc = _serve_on_a_taken_port(tmp_path / "data")
     assert proc.returncode != 0 and "in use" in proc.stderr, proc.stderr[-2000:]
 
 
@@ -478,18 +483,9 @@ def test_a_second_serve_on_a_port_in_use_leaves_the_running_servers_socket(
     running = socket.socket(socket.AF_UNIX)
     running.bind(str(path))
     running.listen()
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "REVISIT_SERVICE_ACCEPT_PROCESS"}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "revisit.cli", "--data", str(data), "serve",
-             "--port", str(port), "--log-level", "warning"],
-            env=env, capture_output=True, text=True, timeout=30)
+        proc = _serve_on_a_taken_port(data)
     finally:
-        taken.close()
         running.close()
     assert proc.returncode != 0 and "in use" in proc.stderr, proc.stderr[-2000:]
     assert path.is_socket()
