@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,16 +176,9 @@ def test_a_batch_taken_at_once_by_the_pipeline_keeps_its_status(svc) -> None:
 
     proc._mark_processing = marking  # type: ignore[method-assign]
     proc.inbox.put = put_then_yield  # type: ignore[method-assign]
-    proc.start()
-    try:
-        frame = Frame("acme", "c1", "101", "img-status", T0, data=b"x" * 10)
-        st = proc.submit("acme", [frame])
-        assert proc.wait_idle(10)
-        after = proc.status("acme", st.batch_id)
-        assert after is not None, "the accepted batch's status is gone (GET answers 404)"
-        assert after.state == "done"
-    finally:
-        proc.stop(drain_s=1)
+    after = _status_once_idle(proc, "img-status")
+    assert after is not None, "the accepted batch's status is gone (GET answers 404)"
+    assert after.state == "done"
 
 
 def test_a_batch_reads_as_in_flight_until_its_done_status_is_stored(svc) -> None:
@@ -201,13 +195,18 @@ def test_a_batch_reads_as_in_flight_until_its_done_status_is_stored(svc) -> None
         done(tenant, batch)
 
     proc.ledger.done = recording  # type: ignore[method-assign]
+    after = _status_once_idle(proc, "img-in-flight")
+    assert busy_then and busy_then[0], "the processor read as idle before the status was stored"
+    assert after.state == "done"
+
+
+def _status_once_idle(proc: Any, image_id: str) -> Any:
+    """One frame through the running processor: its batch's status once it reads idle."""
     proc.start()
     try:
-        frame = Frame("acme", "c1", "101", "img-in-flight", T0, data=b"x" * 10)
-        st = proc.submit("acme", [frame])
+        st = proc.submit("acme", [Frame("acme", "c1", "101", image_id, T0, data=b"x" * 10)])
         assert proc.wait_idle(10)
-        assert busy_then and busy_then[0], "the processor read as idle before the status was stored"
-        assert proc.status("acme", st.batch_id).state == "done"
+        return proc.status("acme", st.batch_id)
     finally:
         proc.stop(drain_s=1)
 

@@ -50,14 +50,13 @@ from starlette.requests import ClientDisconnect
 
 from revisit.api.metrics import Metrics
 from revisit.api.settings import ServiceSettings
-from revisit.api.spool import Spool
+from revisit.api.spool import Spool, status_meta
 from revisit.config import Settings
 from revisit.ingest.status import BatchStatus
 from revisit.ingest.timestamps import TimeWindow
 from revisit.queue.base import QueueFull
 from revisit.records import Batch, Frame
-from revisit.tenancy.db import ApiKey, Camera, Tenancy, hash_key
-from revisit.tenancy.privacy import DEFAULT_RETENTION_DAYS, retention_days
+from revisit.tenancy.db import DEFAULT_RETENTION_DAYS, ApiKey, Camera, Tenancy, hash_key
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ def snapshot(tenancy: Tenancy, retention_at_door: bool) -> dict[str, Any]:
     for t in tenancy.tenants():
         cameras[t.tenant] = {c.camera_id: [c.location_id, c.name, c.timezone]
                              for c in tenancy.cameras(t.tenant)}
-        retention[t.tenant] = retention_days(tenancy.store, tenancy, t.tenant)
+        retention[t.tenant] = t.retention_days
     return {"keys": keys, "cameras": cameras, "retention": retention,
             "retention_at_door": retention_at_door}
 
@@ -247,10 +246,7 @@ class Door:
                 self._inflight[(tenant, f.image_id)] = batch_id
         if fresh:
             try:
-                self.spool.put(Batch(batch_id=batch_id, frames=fresh), {
-                    "tenant": tenant, "key_id": key_id, "frames": status.frames,
-                    "duplicates": status.duplicates, "rejected": status.rejected,
-                    "received_at": status.received_at.isoformat()})
+                self.spool.put(Batch(batch_id=batch_id, frames=fresh), status_meta(status))
             except Exception:
                 with self._lock:
                     for f in fresh:
@@ -258,10 +254,7 @@ class Door:
                 self.spool.remove(batch_id)
                 raise
         else:  # nothing to process: its status still reads as "done", from the spool
-            self.spool.put_done(batch_id, {
-                "tenant": tenant, "key_id": key_id, "frames": status.frames,
-                "duplicates": status.duplicates, "rejected": status.rejected,
-                "received_at": status.received_at.isoformat()})
+            self.spool.put_done(batch_id, status_meta(status))
         label = self.metrics.tenant(tenant)
         self.metrics.frames_received.labels(label).inc(len(fresh))
         if status.duplicates:

@@ -31,10 +31,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from revisit.api.metrics import Metrics
-from revisit.api.spool import Spool
+from revisit.api.spool import Spool, meta_status, status_meta
 from revisit.ingest.status import BatchLedger, BatchStatus
 from revisit.pipeline import Pipeline, Runtime, StageFn
 from revisit.queue.base import BrokerUnavailable, QueueFull, StageQueue
@@ -174,10 +173,7 @@ class BatchProcessor:
         back and leaves no status (the caller answers 429 or 503)."""
         try:
             if self.spool is not None:
-                self.spool.put(batch, {"key_id": status.key_id, "frames": status.frames,
-                                       "duplicates": status.duplicates,
-                                       "rejected": status.rejected,
-                                       "received_at": status.received_at.isoformat()})
+                self.spool.put(batch, status_meta(status))
             self.inbox.put(batch, timeout=0)
         except Exception:
             with self._lock:
@@ -222,13 +218,8 @@ class BatchProcessor:
             with self._lock:
                 known = set(known) | {f.image_id for f in b.frames
                                       if (tenant, f.image_id) in self._inflight}
-        meta = self.spool.meta(b.batch_id)
-        st = BatchStatus(b.batch_id, tenant, "queued", int(meta.get("frames", len(b.frames))),
-                         duplicates=int(meta.get("duplicates", 0)),
-                         rejected=list(meta.get("rejected", [])),
-                         key_id=str(meta.get("key_id", "")))
-        if "received_at" in meta:
-            st.received_at = datetime.fromisoformat(meta["received_at"])
+        st = meta_status(b.batch_id, {**self.spool.meta(b.batch_id), "tenant": tenant,
+                                      "state": "queued"}, frames=len(b.frames))
         # no status yet: spooled by the accept process (taken now, or not before the last
         # stop), its stored frames duplicates; else run before a stop, or replayed after
         # failing (taken at once behind the door): queued again, its error cleared
@@ -270,18 +261,6 @@ class BatchProcessor:
                 return batch
         return None
 
-    def _spooled_status(self, batch_id: str, meta: dict[str, Any]) -> BatchStatus:
-        """The status of a batch the accept process spooled, before it is adopted."""
-        st = BatchStatus(batch_id, str(meta.get("tenant", "")), str(meta.get("state", "queued")),
-                         int(meta.get("frames", 0)), duplicates=int(meta.get("duplicates", 0)),
-                         rejected=list(meta.get("rejected", [])),
-                         key_id=str(meta.get("key_id", "")))
-        if "received_at" in meta:
-            st.received_at = datetime.fromisoformat(meta["received_at"])
-        if st.state == "done":
-            st.finished_at = st.received_at
-        return st
-
     def full(self) -> bool:
         """Nothing more fits (embedded mode): checked at the door, before a request's body
         is parsed, so that refusing costs next to nothing however busy the server is. A
@@ -304,7 +283,7 @@ class BatchProcessor:
             meta = self.spool.meta(batch_id)  # spooled by the accept process, not taken yet
             if meta.get("tenant") == tenant and (self.spool.holds(batch_id)
                                                  or meta.get("state") == "done"):
-                return self._spooled_status(batch_id, meta)
+                return meta_status(batch_id, meta)
             found = self.ledger.get(tenant, batch_id)  # taken and recorded meanwhile
         return found
 
@@ -319,7 +298,7 @@ class BatchProcessor:
             taken = set(self._taken)  # their status is in memory or the store, not the spool's
         if self.adopt_spool and self.spool is not None:  # spooled, not taken yet
             known = {st.batch_id for st in pending} | taken
-            pending += [self._spooled_status(b, m) for b, m in self.spool.metas().items()
+            pending += [meta_status(b, m) for b, m in self.spool.metas().items()
                         if b not in known]
         waiting = [st for st in pending if st.tenant == tenant
                    and (state is None or st.state == state)
@@ -440,7 +419,7 @@ class BatchProcessor:
             pending = [st for st in self._unrecorded.values() if st.state == "done"]
         if self.adopt_spool and self.spool is not None:  # the accept process's
             for batch_id in self.spool.settled():
-                st = self._spooled_status(batch_id, self.spool.meta(batch_id))
+                st = meta_status(batch_id, self.spool.meta(batch_id))
                 try:
                     self.ledger.record(st)
                 except Exception:

@@ -24,11 +24,33 @@ from pathlib import Path
 from typing import Any
 
 from revisit.ingest.durable import fsync_dir, write_synced
+from revisit.ingest.status import BatchStatus
 from revisit.queue.base import past_retention
 from revisit.queue.codec import decode_batch, encode_batch
 from revisit.records import Batch
 
 log = logging.getLogger(__name__)
+
+
+def status_meta(st: BatchStatus) -> dict[str, Any]:
+    """A batch's status as the spool keeps it beside the batch: what a restart, or the
+    server taking a batch the accept process spooled, needs to go on answering for it."""
+    return {"tenant": st.tenant, "key_id": st.key_id, "frames": st.frames,
+            "duplicates": st.duplicates, "rejected": st.rejected,
+            "received_at": st.received_at.isoformat()}
+
+
+def meta_status(batch_id: str, meta: dict[str, Any], tenant: str = "",
+                frames: int = 0) -> BatchStatus:
+    """The status :func:`status_meta` kept (``tenant``, ``frames``: where it has none)."""
+    st = BatchStatus(batch_id, str(meta.get("tenant", tenant)), str(meta.get("state", "queued")),
+                     int(meta.get("frames", frames)), duplicates=int(meta.get("duplicates", 0)),
+                     rejected=list(meta.get("rejected", [])), key_id=str(meta.get("key_id", "")))
+    if "received_at" in meta:
+        st.received_at = datetime.fromisoformat(meta["received_at"])
+    if st.state == "done":
+        st.finished_at = st.received_at
+    return st
 
 
 class Spool:
@@ -100,21 +122,20 @@ class Spool:
 
     def settled(self) -> list[str]:
         """Ids of :meth:`put_done` statuses not yet recorded."""
-        out = []
-        for path in self.root.glob("*.json"):
-            if not self._path(path.stem).exists() and self.meta(path.stem).get("state") == "done":
-                out.append(path.stem)
-        return out
+        return [path.stem for path in self.root.glob("*.json")
+                if not self.holds(path.stem) and self.meta(path.stem).get("state") == "done"]
 
-    def _live(self, batch_id: str) -> bool:
+    def _live(self, batch_id: str, meta: dict[str, Any] | None = None) -> bool:
         """Its meta stands for a batch: spooled, or settled (:meth:`put_done`); not one
         whose writer stopped between the meta and the batch (never acknowledged)."""
-        return self.holds(batch_id) or self.meta(batch_id).get("state") == "done"
+        if self.holds(batch_id):
+            return True
+        return (self.meta(batch_id) if meta is None else meta).get("state") == "done"
 
     def metas(self) -> dict[str, dict[str, Any]]:
         """Every spooled batch's and settled status's meta, by batch id."""
         return {p.stem: m for p in self.root.glob("*.json")
-                if (m := self.meta(p.stem)) and self._live(p.stem)}
+                if (m := self.meta(p.stem)) and self._live(p.stem, m)}
 
     def meta(self, batch_id: str) -> dict[str, Any]:
         """The ``meta`` a pending batch was put with ({} if none or unreadable)."""
