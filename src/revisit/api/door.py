@@ -325,7 +325,8 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
     app.add_middleware(api_errors.HeadLimit)
     bearer = HTTPBearer(auto_error=False)
 
-    def camera_key(request: Request, _: Any = Depends(bearer)) -> ApiKey:
+    async def camera_key(request: Request, _: Any = Depends(bearer)) -> ApiKey:
+        # async: a dict lookup in the snapshot, no thread hop
         header = request.headers.get("authorization")
         if not header:
             why = ("the dashboard session only reads: a change needs an API key "

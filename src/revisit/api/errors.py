@@ -117,9 +117,10 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def known_query(request: Request) -> None:
+async def known_query(request: Request) -> None:
     """Refuse query parameters an API route does not declare: a misspelt filter
-    (``form=`` for ``from=``) would otherwise be silently ignored."""
+    (``form=`` for ``from=``) would otherwise be silently ignored. Async: no I/O, so it
+    runs on the event loop (a plain function would cost every request a thread hop)."""
     if not request.url.path.startswith("/v1/"):  # pages (the dashboard reads its own query)
         return
     route = request.scope.get("route")
