@@ -313,6 +313,7 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
             yield
         finally:
             task.cancel()
+            door.spool.close()
             with contextlib.suppress(OSError):
                 door.write_counts()
             await client.aclose()

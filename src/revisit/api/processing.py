@@ -558,3 +558,5 @@ class BatchProcessor:
             self._thread.join(timeout=drain_s + 5)
             self._thread = None
         self._record_settled()
+        if self.spool is not None:
+            self.spool.close()

@@ -1,9 +1,11 @@
 """Accepted batches kept on disk until they are stored, so that an embedded server (no
 broker) that crashes or restarts loses nothing it answered 202 for.
 
-:meth:`Spool.put` writes the batch (frames with their encoded images, in the queue codec)
-to ``<data>/spool/<batch id>.batch`` through a temporary file, fsync and an atomic rename,
-before the batch is queued; :meth:`Spool.remove` deletes it once the batch is stored;
+:meth:`Spool.put` makes the batch durable in the spool's journal (``spool/journal/``,
+:mod:`revisit.api.journal`: one fdatasync of blocks already on disk) and then writes it
+(frames with their encoded images, in the queue codec) to ``<data>/spool/<batch id>.batch``
+through a temporary file and an atomic rename (a batch larger than a journal segment:
+fsynced there instead), before the batch is queued; :meth:`Spool.remove` deletes it once the batch is stored;
 :meth:`Spool.set_aside` moves a failed batch to ``spool/failed/`` (kept, not run again at
 start: ``revisit admin replay`` queues it again once the cause is fixed);
 :meth:`Spool.pending` returns what an earlier process left, oldest first, for the
@@ -23,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from revisit.api import journal
 from revisit.ingest.durable import fsync_dir, write_synced
 from revisit.ingest.status import BatchStatus
 from revisit.queue.base import past_retention
@@ -60,6 +63,9 @@ class Spool:
         accept process, not a CLI command while the server runs)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._journal: journal.Journal | None = None
+        if clean:
+            journal.recover(self.journal_dir, self._restore, self._durable)
         for tmp in root.glob("*.tmp") if clean else ():
             tmp.unlink(missing_ok=True)
         for meta in root.glob("*.json") if clean else ():  # its batch never written
@@ -72,25 +78,89 @@ class Spool:
     def _meta_path(self, batch_id: str) -> Path:
         return self.root / f"{batch_id}.json"
 
+    @property
+    def journal_dir(self) -> Path:
+        return self.root / "journal"
+
     @staticmethod
-    def _write(path: Path, data: bytes) -> None:
+    def _write(path: Path, data: bytes, synced: bool = True) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        write_synced(tmp, data)
+        if synced:
+            write_synced(tmp, data)
+        else:  # the journal holds it durably
+            tmp.write_bytes(data)
         tmp.replace(path)
+
+    def _journaled(self, batch_id: str, meta: dict[str, Any], data: bytes) -> bool:
+        """Append to this process's journal; then write the files without fsync (False:
+        too large for the journal, nothing written)."""
+        if self._journal is None:
+            self._journal = journal.Journal(self.journal_dir, settled=self._settled)
+        raw = json.dumps(meta).encode()
+        loc = self._journal.append(batch_id, raw, data)
+        if loc is None:
+            return False
+        self._write(self._meta_path(batch_id), json.dumps({**meta, "journal": loc}).encode(),
+                    synced=False)
+        if data:
+            self._write(self._path(batch_id), data, synced=False)
+        return True
 
     def put(self, batch: Batch, meta: dict[str, Any] | None = None) -> None:
         """``meta``: what the batch's status needs after a restart (who posted it, what
         was refused at the door), written first, beside the batch."""
+        data = encode_batch(batch)
+        if meta is not None and self._journaled(batch.batch_id, meta, data):
+            return
         if meta is not None:
             self._write(self._meta_path(batch.batch_id), json.dumps(meta).encode())
-        self._write(self._path(batch.batch_id), encode_batch(batch))
+        self._write(self._path(batch.batch_id), data)
         fsync_dir(self.root)  # the renames too: a power cut must not take back a 202
 
     def put_done(self, batch_id: str, meta: dict[str, Any]) -> None:
         """A batch with nothing to process (all its snapshots already spooled): only its
         status, ``meta`` with state "done", for the server to record (:meth:`settled`)."""
-        self._write(self._meta_path(batch_id), json.dumps({**meta, "state": "done"}).encode())
+        meta = {**meta, "state": "done"}
+        if not self._journaled(batch_id, meta, b""):
+            self._write(self._meta_path(batch_id), json.dumps(meta).encode())
+            fsync_dir(self.root)
+
+    def _settled(self, rec: journal.Record) -> bool:
+        """A journal record whose batch and status are gone from the spool."""
+        return not (self._path(rec.batch_id).exists()
+                    or self._meta_path(rec.batch_id).exists())
+
+    def _restore(self, rec: journal.Record) -> None:
+        """Rewrite what a power cut took of a live journal record (a process that stopped
+        leaves its files whole: then nothing to do)."""
+        if rec.data:
+            path = self._path(rec.batch_id)
+            try:
+                whole = path.read_bytes() == rec.data
+            except FileNotFoundError:
+                whole = False
+            if not whole:
+                log.warning("spooled batch %s restored from the journal", rec.batch_id)
+                self._write(path, rec.data)
+        if not self.meta(rec.batch_id):
+            self._write(self._meta_path(rec.batch_id), rec.meta)
+
+    def _durable(self) -> None:
+        """Every spooled batch and status on disk, before the journal that held them goes."""
+        for path in [*self.root.glob("*.batch"), *self.root.glob("*.json")]:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         fsync_dir(self.root)
+
+    def close(self) -> None:
+        """Stop this process's journal (its segments stay until their batches are done)."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def holds(self, batch_id: str) -> bool:
         return self._path(batch_id).exists()
@@ -145,6 +215,9 @@ class Spool:
             return {}
 
     def remove(self, batch_id: str) -> None:
+        loc = self.meta(batch_id).get("journal")
+        if isinstance(loc, list) and len(loc) == 2:
+            journal.mark_done(str(loc[0]), int(loc[1]), self.journal_dir)
         self._path(batch_id).unlink(missing_ok=True)
         self._meta_path(batch_id).unlink(missing_ok=True)
 
@@ -153,11 +226,24 @@ class Spool:
         return self.root / "failed"
 
     def set_aside(self, batch_id: str) -> None:
-        """Keep a failed batch's file out of the way of the next start."""
+        """Keep a failed batch's file out of the way of the next start (on disk before
+        its journal record is done)."""
+        loc = self.meta(batch_id).get("journal")
+        moved = False
         for path in (self._path(batch_id), self._meta_path(batch_id)):
             if path.exists():
                 self.failed_dir.mkdir(exist_ok=True)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 path.replace(self.failed_dir / path.name)
+                moved = True
+        if moved:
+            fsync_dir(self.failed_dir)
+        if isinstance(loc, list) and len(loc) == 2:
+            journal.mark_done(str(loc[0]), int(loc[1]), self.journal_dir)
 
     def forget_failed_before(self, cutoff: float,
                              retention: Callable[[str], datetime] | None = None) -> int:
@@ -204,6 +290,8 @@ class Spool:
             if meta.exists():
                 meta.replace(self.root / meta.name)
             ids.append(path.stem)
+        if ids:
+            fsync_dir(self.root)
         return ids
 
     def pending(self) -> list[Batch]:

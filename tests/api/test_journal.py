@@ -1,0 +1,163 @@
+"""The spool's journal: a batch is durable once its record is fdatasynced; a power cut that
+takes the spool's (unsynced) files is mended from it at the next start; stored batches do
+not come back; segments go once their batches are done."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from revisit.api import journal
+from revisit.api.spool import Spool
+from revisit.queue.codec import decode_batch
+from revisit.records import Batch, Frame
+
+
+def _frame(i: int, size: int = 100) -> Frame:
+    return Frame(tenant="acme", camera_id="camA", location_id="101", image_id=f"img-{i}",
+                 ts=datetime(2024, 5, 2, 8, i, tzinfo=UTC), data=bytes([i]) * size)
+
+
+def _segments(spool: Spool) -> list[Path]:
+    return sorted(spool.journal_dir.glob("*.seg"))
+
+
+def _reclaimed(jr: journal.Journal, seg: Path) -> bool:
+    """Whether ``seg`` goes (the writer's keeper thread may hold it a moment: it
+    reclaims too)."""
+    end = time.monotonic() + 3
+    while seg.exists() and time.monotonic() < end:
+        jr.reclaim()
+        time.sleep(0.01)
+    return not seg.exists()
+
+
+def test_records_read_back_and_a_torn_one_ends_the_segment(tmp_path: Path) -> None:
+    j = journal.Journal(tmp_path, segment_bytes=64 * 1024)
+    first = j.append("B-1", b'{"a": 1}', b"x" * 1000)
+    second = j.append("B-2", b"{}", b"")
+    assert first is not None and second is not None and first[0] == second[0]
+    path = tmp_path / first[0]
+    recs = list(journal.records(path))
+    assert [(r.batch_id, r.meta, r.data, r.state) for r in recs] == [
+        ("B-1", b'{"a": 1}', b"x" * 1000, journal.LIVE), ("B-2", b"{}", b"", journal.LIVE)]
+    journal.mark_done(first[0], first[1], tmp_path)
+    assert [r.state for r in journal.records(path)] == [journal.DONE, journal.LIVE]
+    # a writer cut off in the middle of a third record: its bytes do not check out
+    with open(path, "r+b") as fh:
+        end = second[1] + journal._HEADER.size + len(b"B-2") + 2
+        fh.seek(end)
+        fh.write(journal.MAGIC + b"\x01\x00" + b"\xff" * 30)
+    assert len(list(journal.records(path))) == 2
+    j.close()
+
+
+def test_a_record_larger_than_a_segment_is_refused_and_rolls_are_made(tmp_path: Path) -> None:
+    j = journal.Journal(tmp_path, segment_bytes=8 * 1024)
+    assert j.append("B-big", b"{}", b"x" * 9000) is None
+    locs = [j.append(f"B-{i}", b"{}", b"y" * 3000) for i in range(5)]
+    assert all(loc is not None for loc in locs)
+    names = [loc[0] for loc in locs if loc]
+    assert len(set(names)) == 3  # two records fit a segment of 8 KB
+    assert all((tmp_path / n).stat().st_size == 8 * 1024 for n in set(names))  # preallocated
+    j.close()
+
+
+def test_spooled_files_lost_in_a_power_cut_are_restored_at_the_next_start(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1), _frame(2)]), {"tenant": "acme", "frames": 2})
+    spool.put(Batch("B-2", frames=[_frame(3)]), {"tenant": "acme", "frames": 1})
+    spool.put_done("B-3", {"tenant": "acme", "frames": 1, "duplicates": 1})
+    spool.put(Batch("B-4", frames=[_frame(4)]), {"tenant": "acme", "frames": 1})
+    spool.remove("B-4")  # stored: must not come back
+    assert spool.meta("B-1")["journal"][0] == _segments(spool)[0].name
+    spool.close()
+    # what a power cut can leave of files written without fsync
+    (tmp_path / "B-1.batch").unlink()
+    (tmp_path / "B-1.json").unlink()
+    (tmp_path / "B-2.batch").write_bytes(b"")
+    (tmp_path / "B-3.json").unlink()
+
+    again = Spool(tmp_path, clean=True)
+    assert set(again.ids()) == {"B-1", "B-2"}
+    got = {b.batch_id: b for b in again.pending()}
+    assert [f.data for f in got["B-1"].frames] == [bytes([1]) * 100, bytes([2]) * 100]
+    assert [f.image_id for f in got["B-2"].frames] == ["img-3"]
+    assert again.meta("B-1")["frames"] == 2
+    assert again.settled() == ["B-3"]  # its "done" status, for the server to record
+    assert "B-4" not in again.ids()
+    assert _segments(again) == []  # the files are on disk now: the journal is gone
+
+
+def test_a_restart_without_a_power_cut_leaves_the_files_as_they_are(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    before = (tmp_path / "B-1.batch").read_bytes()
+    spool.close()
+    again = Spool(tmp_path, clean=True)
+    assert (tmp_path / "B-1.batch").read_bytes() == before
+    assert decode_batch(before).batch_id == "B-1"
+    assert again.ids() == ["B-1"]
+
+
+def test_a_set_aside_batch_stays_aside_after_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    spool.set_aside("B-1")
+    spool.close()
+    again = Spool(tmp_path, clean=True)
+    assert again.ids() == []
+    assert (again.failed_dir / "B-1.batch").exists()
+    assert again.replay_failed() == ["B-1"]
+
+
+def test_segments_go_once_their_batches_are_done_not_while_a_writer_holds_them(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    jr = spool._journal
+    assert jr is not None
+    current = [spool.journal_dir / spool.meta("B-1")["journal"][0]]
+    spool.remove("B-1")
+    assert jr.reclaim() == 0  # this writer's current segment (and its spare): held
+    assert current[0].exists()
+    with jr._lock:
+        jr._roll()  # as the keeper does after journal.ROLL_S
+    assert _reclaimed(jr, current[0])  # the closed one, every record done
+    assert len(_segments(spool)) >= 1  # the writer's current one stays
+    spool.close()
+
+
+def test_a_live_record_without_files_lets_its_segment_go_only_when_quiet(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    jr = spool._journal
+    assert jr is not None
+    seg = spool.journal_dir / spool.meta("B-1")["journal"][0]
+    for name in ("B-1.batch", "B-1.json"):  # gone without its record marked done
+        (tmp_path / name).unlink()
+    with jr._lock:
+        jr._roll()
+    jr.reclaim()
+    assert seg.exists()  # just written: its files may be on their way
+    old = time.time() - journal.SETTLE_S - 1
+    os.utime(seg, (old, old))
+    assert _reclaimed(jr, seg)
+    spool.close()
+
+
+def test_a_batch_larger_than_a_segment_is_spooled_durably_without_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "SEGMENT_BYTES", 4096)
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1, size=8000)]), {"tenant": "acme"})
+    assert "journal" not in json.loads((tmp_path / "B-1.json").read_text())
+    assert [f.data for f in spool.pending()[0].frames] == [bytes([1]) * 8000]
+    spool.close()
