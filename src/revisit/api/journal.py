@@ -91,26 +91,33 @@ class Segment:
         os.close(self.fd)  # the lock goes with it
 
 
-def records(path: Path) -> Iterator[Record]:
+def records(path: Path, whole: bool = True) -> Iterator[Record]:
     """A segment's records, in order; stops at the first blank or torn one (a writer
-    stopped mid-record: never acknowledged)."""
+    stopped mid-record: never acknowledged). ``whole=False``: states and batch ids only
+    (no meta, no data, no checksum: what deciding on a segment's deletion needs)."""
     try:
-        with open(path, "rb") as fh:
-            buf = fh.read()
+        fh = open(path, "rb")  # noqa: SIM115 (closed below; a generator)
     except FileNotFoundError:
         return
-    off = 0
-    while off + _HEADER.size <= len(buf):
-        magic, state, n_id, n_meta, n_data, crc = _HEADER.unpack_from(buf, off)
-        end = off + _HEADER.size + n_id + n_meta + n_data
-        if magic != MAGIC or end > len(buf):
-            return
-        body = memoryview(buf)[off + _HEADER.size:end]
-        if zlib.crc32(body) != crc:
-            return
-        yield Record(path, off, state, bytes(body[:n_id]).decode(),
-                     bytes(body[n_id:n_id + n_meta]), bytes(body[n_id + n_meta:]))
-        off = end
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        off = 0
+        while off + _HEADER.size <= size:
+            head = os.pread(fh.fileno(), _HEADER.size, off)
+            magic, state, n_id, n_meta, n_data, crc = _HEADER.unpack(head)
+            end = off + _HEADER.size + n_id + n_meta + n_data
+            if magic != MAGIC or end > size:
+                return
+            if whole:
+                body = os.pread(fh.fileno(), end - off - _HEADER.size, off + _HEADER.size)
+                if zlib.crc32(body) != crc:
+                    return
+                yield Record(path, off, state, body[:n_id].decode(errors="replace"),
+                             body[n_id:n_id + n_meta], body[n_id + n_meta:])
+            else:
+                bid = os.pread(fh.fileno(), n_id, off + _HEADER.size)
+                yield Record(path, off, state, bid.decode(errors="replace"), b"", b"")
+            off = end
 
 
 def mark_done(segment: str, offset: int, root: Path) -> None:
@@ -198,9 +205,9 @@ class Journal:
                     with self._lock:
                         if self._spare is None and not self._closed:
                             self._spare, spare = spare, None
-                    if spare is not None:
-                        spare.close()
+                    if spare is not None:  # closed meanwhile, or one made by a roll
                         spare.path.unlink(missing_ok=True)
+                        spare.close()
                 with self._lock:
                     seg = self._current
                     if (seg is not None and seg.offset
@@ -210,7 +217,8 @@ class Journal:
             except OSError as exc:
                 log.warning("spool journal: %s", exc)
             with self._lock:
-                self._spare_ready.wait(KEEP_S)
+                if not self._closed:
+                    self._spare_ready.wait(KEEP_S)
 
     def reclaim(self) -> int:
         """Delete every segment no process holds whose records are all done or settled;
@@ -226,7 +234,7 @@ class Journal:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a writer's current or spare segment
-                recs = list(records(path))
+                recs = list(records(path, whole=False))
                 if all(r.state == DONE for r in recs) or (
                         # a record's files are written just after it: a live record
                         # without files counts as settled only once the segment is quiet
@@ -241,13 +249,16 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._spare_ready.notify_all()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join(timeout=30)
+        with self._lock:
+            if self._spare is not None:
+                self._spare.path.unlink(missing_ok=True)
             for seg in (self._current, self._spare):
                 if seg is not None:
                     seg.close()
-            if self._spare is not None:
-                self._spare.path.unlink(missing_ok=True)
             self._current = self._spare = None
-            self._spare_ready.notify_all()
 
 
 def recover(root: Path, restore: Callable[[Record], None],
@@ -259,7 +270,10 @@ def recover(root: Path, restore: Callable[[Record], None],
     live = 0
     try:
         for path in sorted(root.glob("*.seg")) if root.is_dir() else []:
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # deleted meanwhile (a stopping writer's keeper)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
