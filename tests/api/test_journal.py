@@ -4,6 +4,7 @@ not come back; segments go once their batches are done."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -161,3 +162,25 @@ def test_a_batch_larger_than_a_segment_is_spooled_durably_without_the_journal(
     assert "journal" not in json.loads((tmp_path / "B-1.json").read_text())
     assert [f.data for f in spool.pending()[0].frames] == [bytes([1]) * 8000]
     spool.close()
+
+
+def test_a_failed_append_does_not_hide_the_records_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails (ENOSPC on a copy-on-write filesystem, EIO) leaves a blank or torn
+    record, where reading a segment stops: a later, acknowledged record must not follow it."""
+    j = journal.Journal(tmp_path, segment_bytes=64 * 1024)
+    assert j.append("B-1", b"{}", b"x" * 100) is not None
+    real = os.pwritev
+
+    def full(*args: object) -> int:
+        monkeypatch.setattr(os, "pwritev", real)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwritev", full)
+    with pytest.raises(OSError):
+        j.append("B-2", b"{}", b"y" * 100)
+    assert j.append("B-3", b"{}", b"z" * 100) is not None  # space again: answered 202
+    found = {r.batch_id: r.state for seg in tmp_path.glob("*.seg")
+             for r in journal.records(seg)}
+    assert found == {"B-1": journal.LIVE, "B-3": journal.LIVE}
+    j.close()

@@ -22,6 +22,7 @@ cut took (or left short), fsyncs the spool's files and deletes the segments.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -170,10 +171,25 @@ class Journal:
                 seg = self._roll()
             offset = seg.offset
             seg.offset += size
-            os.pwritev(seg.fd, [header, bid, meta, data], offset)
-            # under the lock: a roll by another thread closes this descriptor
-            os.fdatasync(seg.fd)
+            try:
+                # under the lock: a roll by another thread closes this descriptor
+                if os.pwritev(seg.fd, [header, bid, meta, data], offset) != size:
+                    raise OSError(errno.EIO, f"short write to {seg.path.name}")
+                os.fdatasync(seg.fd)
+            except OSError:
+                self._retire(seg, offset)
+                raise
         return seg.path.name, offset
+
+    def _retire(self, seg: Segment, offset: int) -> None:
+        """After a failed append: reading a segment stops at a blank or torn record, so a
+        record written after this one would not be found at the next start; the next
+        append takes a fresh segment. The record, if whole, is marked done (its batch was
+        not accepted). Called with the lock."""
+        with contextlib.suppress(OSError):
+            os.pwrite(seg.fd, bytes([DONE]), offset + 4)
+        seg.close()
+        self._current = None
 
     def _start(self) -> None:
         if self._keeper is None:
