@@ -184,3 +184,22 @@ def test_a_failed_append_does_not_hide_the_records_after_it(
              for r in journal.records(seg)}
     assert found == {"B-1": journal.LIVE, "B-3": journal.LIVE}
     j.close()
+
+
+def test_a_batch_whose_spool_files_could_not_be_written_does_not_come_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the record fits its preallocated segment, its status file does not; the
+    upload is answered with an error, and a restart must not run it and list its status."""
+    spool = Spool(tmp_path)
+
+    def full(path: Path, data: bytes, synced: bool = True) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "_write", staticmethod(full))
+    with pytest.raises(OSError):
+        spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    spool.remove("B-1")  # as the door and the processor do on a failed put
+    monkeypatch.undo()
+    spool.close()
+    again = Spool(tmp_path, clean=True)
+    assert again.ids() == [] and again.metas() == {}

@@ -100,10 +100,17 @@ class Spool:
         loc = self._journal.append(batch_id, raw, data)
         if loc is None:
             return False
-        self._write(self._meta_path(batch_id), json.dumps({**meta, "journal": loc}).encode(),
-                    synced=False)
-        if data:
-            self._write(self._path(batch_id), data, synced=False)
+        try:
+            self._write(self._meta_path(batch_id),
+                        json.dumps({**meta, "journal": loc}).encode(), synced=False)
+            if data:
+                self._write(self._path(batch_id), data, synced=False)
+        except BaseException:
+            # not accepted (the caller answers an error and removes what was written, but
+            # finds no location without the status file): not restored at the next start
+            with contextlib.suppress(OSError):
+                journal.mark_done(loc[0], loc[1], self.journal_dir)
+            raise
         return True
 
     def put(self, batch: Batch, meta: dict[str, Any] | None = None) -> None:
