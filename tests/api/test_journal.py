@@ -203,3 +203,21 @@ def test_a_batch_whose_spool_files_could_not_be_written_does_not_come_back(
     spool.close()
     again = Spool(tmp_path, clean=True)
     assert again.ids() == [] and again.metas() == {}
+
+
+def test_a_set_aside_batch_stays_aside_when_a_power_cut_took_its_done_mark(
+        tmp_path: Path) -> None:
+    """set_aside fsyncs the failed copy, then marks the record done without a sync: a power
+    cut can leave the record live, and restoring it would run the batch at the next start
+    (and leave a second copy in failed/ for a replay to run again)."""
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    seg, offset = spool.meta("B-1")["journal"]
+    spool.set_aside("B-1")
+    with open(spool.journal_dir / seg, "r+b") as fh:  # the done mark, lost
+        fh.seek(offset + 4)
+        fh.write(bytes([journal.LIVE]))
+    spool.close()
+    again = Spool(tmp_path, clean=True)
+    assert again.ids() == [] and again.metas() == {}
+    assert again.replay_failed() == ["B-1"]

@@ -139,7 +139,10 @@ class Spool:
 
     def _restore(self, rec: journal.Record) -> None:
         """Rewrite what a power cut took of a live journal record (a process that stopped
-        leaves its files whole: then nothing to do)."""
+        leaves its files whole: then nothing to do). Not one set aside: its copy in
+        ``failed/`` was on disk before its done mark, which the power cut took."""
+        if (self.failed_dir / f"{rec.batch_id}.batch").exists():
+            return
         if rec.data:
             path = self._path(rec.batch_id)
             try:
