@@ -221,3 +221,34 @@ def test_a_set_aside_batch_stays_aside_when_a_power_cut_took_its_done_mark(
     again = Spool(tmp_path, clean=True)
     assert again.ids() == [] and again.metas() == {}
     assert again.replay_failed() == ["B-1"]
+
+
+def test_a_closed_journal_does_nothing_more(tmp_path: Path) -> None:
+    """Its keeper gone when close() returns: a keeper still reclaiming holds a segment under
+    flock a moment, which a start's recover() takes for a writer's and skips (the batch in
+    it not restored), or deletes a segment recover() listed."""
+    j = journal.Journal(tmp_path, segment_bytes=64 * 1024)
+    assert j.append("B-1", b"{}", b"x") is not None
+    keeper = j._keeper
+    j.close()
+    assert keeper is not None and not keeper.is_alive()
+
+
+def test_a_segment_gone_between_listing_and_opening_does_not_stop_a_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    spool.close()
+    gone = spool.journal_dir / "1-1.seg"
+    gone.write_bytes(bytes(64))
+    real = os.open
+
+    def reclaimed(path: object, *args: object, **kwargs: object) -> int:
+        if str(path) == str(gone):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", reclaimed)
+    again = Spool(tmp_path, clean=True)
+    monkeypatch.undo()
+    assert again.ids() == ["B-1"]
