@@ -252,3 +252,22 @@ def test_a_segment_gone_between_listing_and_opening_does_not_stop_a_start(
     again = Spool(tmp_path, clean=True)
     monkeypatch.undo()
     assert again.ids() == ["B-1"]
+
+
+def test_stored_batches_copies_do_not_outlive_a_stop(tmp_path: Path) -> None:
+    """No keeper runs once its writer stops: the accept process stops first, and the server
+    stores what it left; the snapshots' copies in the journal go at the server's stop, not
+    at its next start (which may never come)."""
+    door, server = Spool(tmp_path), Spool(tmp_path)
+    door.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    door.put(Batch("B-2", frames=[_frame(2)]), {"tenant": "acme"})
+    server.remove("B-1")
+    jr = door._journal
+    end = time.monotonic() + 5
+    while jr is not None and jr._spare is None and time.monotonic() < end:
+        time.sleep(0.01)  # the keeper's spare, made: it makes no other
+    door.close()
+    assert len(_segments(server)) == 1  # B-2 not stored yet
+    server.remove("B-2")
+    server.close()
+    assert _segments(server) == []

@@ -167,10 +167,18 @@ class Spool:
         fsync_dir(self.root)
 
     def close(self) -> None:
-        """Stop this process's journal (its segments stay until their batches are done)."""
+        """Stop this process's journal (its segments stay until their batches are done)
+        and delete the segments whose batches are: no keeper looks after them once their
+        writer stopped (the accept process stops before the server stores what it left),
+        and their snapshots must not wait for the next start."""
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        if self.journal_dir.is_dir():
+            try:
+                journal.Journal(self.journal_dir, settled=self._settled).reclaim()
+            except OSError as exc:
+                log.warning("spool journal: %s", exc)
 
     def holds(self, batch_id: str) -> bool:
         return self._path(batch_id).exists()
