@@ -205,6 +205,7 @@ class Journal:
         if spare is None:
             spare = Segment.make(self.root, self.segment_bytes)
         self._spare = None
+        spare.opened = time.monotonic()  # its minute starts now, not when it was made
         old, self._current = self._current, spare
         if old is not None:
             old.close()
