@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -286,3 +287,30 @@ def test_a_spare_that_waited_is_not_rolled_as_soon_as_it_is_used(tmp_path: Path)
         current = j._roll()
     assert time.monotonic() - current.opened < journal.ROLL_S
     j.close()
+
+
+def test_the_first_uploads_at_once_share_one_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process, uploads on several threads (cameras reconnecting after a restart): a
+    second journal would keep its keeper and two held segments for the process's life."""
+    made: list[journal.Journal] = []
+    real = journal.Journal.__init__
+
+    def slow(self: journal.Journal, *args: object, **kwargs: object) -> None:
+        made.append(self)
+        time.sleep(0.2)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(journal.Journal, "__init__", slow)
+    spool = Spool(tmp_path)
+    threads = [threading.Thread(target=spool.put, args=(Batch(f"B-{i}", frames=[_frame(i)]),
+                                                        {"tenant": "acme"}))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    spool.close()
+    assert sorted(spool.ids()) == ["B-0", "B-1"]
+    assert len(made) == 1

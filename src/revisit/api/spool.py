@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ class Spool:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._journal: journal.Journal | None = None
+        self._journal_lock = threading.Lock()
         if clean:
             journal.recover(self.journal_dir, self._restore, self._durable)
         for tmp in root.glob("*.tmp") if clean else ():
@@ -94,10 +96,12 @@ class Spool:
     def _journaled(self, batch_id: str, meta: dict[str, Any], data: bytes) -> bool:
         """Append to this process's journal; then write the files without fsync (False:
         too large for the journal, nothing written)."""
-        if self._journal is None:
-            self._journal = journal.Journal(self.journal_dir, settled=self._settled)
+        with self._journal_lock:  # uploads on several threads: one journal
+            if self._journal is None:
+                self._journal = journal.Journal(self.journal_dir, settled=self._settled)
+            jr = self._journal
         raw = json.dumps(meta).encode()
-        loc = self._journal.append(batch_id, raw, data)
+        loc = jr.append(batch_id, raw, data)
         if loc is None:
             return False
         try:
@@ -171,9 +175,10 @@ class Spool:
         and delete the segments whose batches are: no keeper looks after them once their
         writer stopped (the accept process stops before the server stores what it left),
         and their snapshots must not wait for the next start."""
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        with self._journal_lock:
+            jr, self._journal = self._journal, None
+        if jr is not None:
+            jr.close()
         if self.journal_dir.is_dir():
             try:
                 journal.Journal(self.journal_dir, settled=self._settled).reclaim()
