@@ -159,7 +159,7 @@ class Door:
     """The accept process's gate (:class:`revisit.api.batches.Gate`): keys and cameras
     from the snapshot, batches to the spool."""
 
-    inline = True  # no store query: a dict lookup, and the spool's fsync'd writes
+    inline = True  # no store query: a dict lookup, and the spool's journal (one fdatasync)
 
     def __init__(self, settings: Settings, config: ServiceSettings) -> None:
         self.settings = settings
