@@ -314,3 +314,24 @@ def test_the_first_uploads_at_once_share_one_journal(
     spool.close()
     assert sorted(spool.ids()) == ["B-0", "B-1"]
     assert len(made) == 1
+
+
+def test_a_prepared_spool_makes_no_segment_on_its_first_upload(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path)
+    spool.prepare()
+    jr = spool._journal
+    assert jr is not None
+    end = time.monotonic() + 10
+    while jr._spare is None and time.monotonic() < end:
+        time.sleep(0.01)
+    assert _segments(spool)  # made by the keeper, ahead of the first upload
+
+    def on_the_request_path(*args: object, **kwargs: object) -> journal.Segment:
+        raise AssertionError("the first upload made a segment")
+
+    monkeypatch.setattr(journal.Segment, "make", on_the_request_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    assert spool.meta("B-1")["journal"][0] == _segments(spool)[0].name
+    monkeypatch.undo()
+    spool.close()

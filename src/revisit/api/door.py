@@ -308,6 +308,7 @@ def door_app(settings: Settings, config: ServiceSettings, socket: Path) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        door.spool.prepare()
         task = asyncio.create_task(publish_counts())
         try:
             yield

@@ -191,8 +191,14 @@ class Journal:
         seg.close()
         self._current = None
 
+    def start(self) -> None:
+        """Start the keeper, which makes the first segment ready (else the first append
+        makes it)."""
+        with self._lock:
+            self._start()
+
     def _start(self) -> None:
-        if self._keeper is None:
+        if self._keeper is None and not self._closed:
             self.root.mkdir(parents=True, exist_ok=True)
             self._keeper = threading.Thread(target=self._keep, name="spool-journal",
                                             daemon=True)
@@ -231,8 +237,8 @@ class Journal:
                             and time.monotonic() - seg.opened >= ROLL_S and self._spare):
                         self._roll()
                 self.reclaim()
-            except OSError as exc:
-                log.warning("spool journal: %s", exc)
+            except Exception:  # a keeper that stopped would leave segments for ever
+                log.exception("spool journal keeper")
             with self._lock:
                 if not self._closed:
                     self._spare_ready.wait(KEEP_S)

@@ -515,6 +515,8 @@ class BatchProcessor:
         if self._thread is not None or self.broker:
             return
         stages = self.stages()  # loads the models here, not in the first request
+        if self.spool is not None and not self.adopt_spool:  # uploads are spooled here
+            self.spool.prepare()
 
         def run() -> None:
             try:

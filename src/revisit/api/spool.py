@@ -93,13 +93,21 @@ class Spool:
             tmp.write_bytes(data)
         tmp.replace(path)
 
-    def _journaled(self, batch_id: str, meta: dict[str, Any], data: bytes) -> bool:
-        """Append to this process's journal; then write the files without fsync (False:
-        too large for the journal, nothing written)."""
+    def _writer(self) -> journal.Journal:
         with self._journal_lock:  # uploads on several threads: one journal
             if self._journal is None:
                 self._journal = journal.Journal(self.journal_dir, settled=self._settled)
-            jr = self._journal
+            return self._journal
+
+    def prepare(self) -> None:
+        """Start this process's journal before its first batch (a process that writes:
+        its keeper makes a segment ready, which the first upload would otherwise make)."""
+        self._writer().start()
+
+    def _journaled(self, batch_id: str, meta: dict[str, Any], data: bytes) -> bool:
+        """Append to this process's journal; then write the files without fsync (False:
+        too large for the journal, nothing written)."""
+        jr = self._writer()
         raw = json.dumps(meta).encode()
         loc = jr.append(batch_id, raw, data)
         if loc is None:
