@@ -29,6 +29,14 @@ def _segments(spool: Spool) -> list[Path]:
     return sorted(spool.journal_dir.glob("*.seg"))
 
 
+def _one_spooled(tmp_path: Path) -> tuple[Spool, journal.Journal, Path]:
+    """A spool holding batch B-1, its journal and the segment its record is in."""
+    spool = Spool(tmp_path)
+    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    assert spool._journal is not None
+    return spool, spool._journal, spool.journal_dir / spool.meta("B-1")["journal"][0]
+
+
 def _reclaimed(jr: journal.Journal, seg: Path) -> bool:
     """Whether ``seg`` goes (the writer's keeper thread may hold it a moment: it
     reclaims too)."""
@@ -121,28 +129,20 @@ def test_a_set_aside_batch_stays_aside_after_a_restart(tmp_path: Path) -> None:
 
 def test_segments_go_once_their_batches_are_done_not_while_a_writer_holds_them(
         tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
-    jr = spool._journal
-    assert jr is not None
-    current = [spool.journal_dir / spool.meta("B-1")["journal"][0]]
+    spool, jr, current = _one_spooled(tmp_path)
     spool.remove("B-1")
     assert jr.reclaim() == 0  # this writer's current segment (and its spare): held
-    assert current[0].exists()
+    assert current.exists()
     with jr._lock:
         jr._roll()  # as the keeper does after journal.ROLL_S
-    assert _reclaimed(jr, current[0])  # the closed one, every record done
+    assert _reclaimed(jr, current)  # the closed one, every record done
     assert len(_segments(spool)) >= 1  # the writer's current one stays
     spool.close()
 
 
 def test_a_live_record_without_files_lets_its_segment_go_only_when_quiet(
         tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
-    jr = spool._journal
-    assert jr is not None
-    seg = spool.journal_dir / spool.meta("B-1")["journal"][0]
+    spool, jr, seg = _one_spooled(tmp_path)
     for name in ("B-1.batch", "B-1.json"):  # gone without its record marked done
         (tmp_path / name).unlink()
     with jr._lock:

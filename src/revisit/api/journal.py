@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from revisit.ingest.durable import fsync_dir
+from revisit.ingest.durable import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Segment:
                 os.pwrite(fd, block[:min(len(block), size - start)], start)
             os.fsync(fd)
             tmp.replace(root / name)
-            fsync_dir(root)
+            fsync_path(root)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -121,6 +121,46 @@ def records(path: Path, whole: bool = True) -> Iterator[Record]:
             off = end
 
 
+def _set_done(fd: int, offset: int) -> None:
+    os.pwrite(fd, bytes([DONE]), offset + 4)  # the state byte, after the magic
+
+
+def _take(path: Path) -> int | None:
+    """``path`` opened and locked; None when it is gone meanwhile, or held by a writer
+    (its current or spare segment)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reclaim(root: Path, settled: Callable[[Record], bool]) -> int:
+    """Delete every segment no process holds whose records are all done or ``settled``
+    (their batch gone from the spool anyway); returns how many."""
+    gone = 0
+    for path in sorted(root.glob("*.seg")):
+        if (fd := _take(path)) is None:
+            continue
+        try:
+            recs = list(records(path, whole=False))
+            if all(r.state == DONE for r in recs) or (
+                    # a record's files are written just after it: a live record
+                    # without files counts as settled only once the segment is quiet
+                    time.time() - os.fstat(fd).st_mtime > SETTLE_S
+                    and all(r.state == DONE or settled(r) for r in recs)):
+                path.unlink(missing_ok=True)
+                gone += 1
+        finally:
+            os.close(fd)
+    return gone
+
+
 def mark_done(segment: str, offset: int, root: Path) -> None:
     """Mark the record at ``offset`` of ``segment`` (a name in ``root``) done; a segment
     already deleted (the server restarted since) needs nothing."""
@@ -132,7 +172,7 @@ def mark_done(segment: str, offset: int, root: Path) -> None:
     except FileNotFoundError:
         return
     try:
-        os.pwrite(fd, bytes([DONE]), offset + 4)
+        _set_done(fd, offset)
     finally:
         os.close(fd)
 
@@ -187,7 +227,7 @@ class Journal:
         append takes a fresh segment. The record, if whole, is marked done (its batch was
         not accepted). Called with the lock."""
         with contextlib.suppress(OSError):
-            os.pwrite(seg.fd, bytes([DONE]), offset + 4)
+            _set_done(seg.fd, offset)
         seg.close()
         self._current = None
 
@@ -244,30 +284,7 @@ class Journal:
                     self._spare_ready.wait(KEEP_S)
 
     def reclaim(self) -> int:
-        """Delete every segment no process holds whose records are all done or settled;
-        returns how many."""
-        gone = 0
-        for path in sorted(self.root.glob("*.seg")):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a writer's current or spare segment
-                recs = list(records(path, whole=False))
-                if all(r.state == DONE for r in recs) or (
-                        # a record's files are written just after it: a live record
-                        # without files counts as settled only once the segment is quiet
-                        time.time() - os.fstat(fd).st_mtime > SETTLE_S
-                        and all(r.state == DONE or self.settled(r) for r in recs)):
-                    path.unlink(missing_ok=True)
-                    gone += 1
-            finally:
-                os.close(fd)
-        return gone
+        return reclaim(self.root, self.settled)
 
     def close(self) -> None:
         with self._lock:
@@ -293,14 +310,7 @@ def recover(root: Path, restore: Callable[[Record], None],
     live = 0
     try:
         for path in sorted(root.glob("*.seg")) if root.is_dir() else []:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # deleted meanwhile (a stopping writer's keeper)
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            if (fd := _take(path)) is None:  # deleted meanwhile, or a writer's
                 continue
             held.append((path, fd))
             for rec in records(path):

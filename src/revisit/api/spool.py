@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from revisit.api import journal
-from revisit.ingest.durable import fsync_dir, write_synced
+from revisit.ingest.durable import fsync_path, write_synced
 from revisit.ingest.status import BatchStatus
 from revisit.queue.base import past_retention
 from revisit.queue.codec import decode_batch, encode_batch
@@ -134,7 +134,7 @@ class Spool:
         if meta is not None:
             self._write(self._meta_path(batch.batch_id), json.dumps(meta).encode())
         self._write(self._path(batch.batch_id), data)
-        fsync_dir(self.root)  # the renames too: a power cut must not take back a 202
+        fsync_path(self.root)  # the renames too: a power cut must not take back a 202
 
     def put_done(self, batch_id: str, meta: dict[str, Any]) -> None:
         """A batch with nothing to process (all its snapshots already spooled): only its
@@ -142,7 +142,7 @@ class Spool:
         meta = {**meta, "state": "done"}
         if not self._journaled(batch_id, meta, b""):
             self._write(self._meta_path(batch_id), json.dumps(meta).encode())
-            fsync_dir(self.root)
+            fsync_path(self.root)
 
     def _settled(self, rec: journal.Record) -> bool:
         """A journal record whose batch and status are gone from the spool."""
@@ -171,12 +171,8 @@ class Spool:
         """Every spooled batch and status on disk, before the journal that held them goes."""
         for path in [*self.root.glob("*.batch"), *self.root.glob("*.json")]:
             with contextlib.suppress(FileNotFoundError):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        fsync_dir(self.root)
+                fsync_path(path)
+        fsync_path(self.root)
 
     def close(self) -> None:
         """Stop this process's journal (its segments stay until their batches are done)
@@ -189,7 +185,7 @@ class Spool:
             jr.close()
         if self.journal_dir.is_dir():
             try:
-                journal.Journal(self.journal_dir, settled=self._settled).reclaim()
+                journal.reclaim(self.journal_dir, self._settled)
             except OSError as exc:
                 log.warning("spool journal: %s", exc)
 
@@ -245,10 +241,14 @@ class Spool:
         except (OSError, ValueError, TypeError):
             return {}
 
-    def remove(self, batch_id: str) -> None:
-        loc = self.meta(batch_id).get("journal")
+    def _done(self, meta: dict[str, Any]) -> None:
+        """Mark done the journal record a status names (its batch stored or set aside)."""
+        loc = meta.get("journal")
         if isinstance(loc, list) and len(loc) == 2:
             journal.mark_done(str(loc[0]), int(loc[1]), self.journal_dir)
+
+    def remove(self, batch_id: str) -> None:
+        self._done(self.meta(batch_id))
         self._path(batch_id).unlink(missing_ok=True)
         self._meta_path(batch_id).unlink(missing_ok=True)
 
@@ -259,22 +259,17 @@ class Spool:
     def set_aside(self, batch_id: str) -> None:
         """Keep a failed batch's file out of the way of the next start (on disk before
         its journal record is done)."""
-        loc = self.meta(batch_id).get("journal")
+        meta = self.meta(batch_id)
         moved = False
         for path in (self._path(batch_id), self._meta_path(batch_id)):
             if path.exists():
                 self.failed_dir.mkdir(exist_ok=True)
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_path(path)
                 path.replace(self.failed_dir / path.name)
                 moved = True
         if moved:
-            fsync_dir(self.failed_dir)
-        if isinstance(loc, list) and len(loc) == 2:
-            journal.mark_done(str(loc[0]), int(loc[1]), self.journal_dir)
+            fsync_path(self.failed_dir)
+        self._done(meta)
 
     def forget_failed_before(self, cutoff: float,
                              retention: Callable[[str], datetime] | None = None) -> int:
@@ -322,7 +317,7 @@ class Spool:
                 meta.replace(self.root / meta.name)
             ids.append(path.stem)
         if ids:
-            fsync_dir(self.root)
+            fsync_path(self.root)
         return ids
 
     def pending(self) -> list[Batch]:

@@ -39,7 +39,7 @@ from revisit.image_formats import (
     refusal,
     still_format,
 )
-from revisit.ingest.durable import fsync_dir, write_synced
+from revisit.ingest.durable import fsync_path, write_synced
 from revisit.ingest.video import frame_image_id
 from revisit.records import Frame
 
@@ -313,7 +313,7 @@ def _mkdir_synced(path: Path) -> None:
     """Create a directory (and its parents) whose entry survives a power cut."""
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 class Spool:
@@ -399,10 +399,10 @@ class Spool:
                          "image_id": f.image_id})
         meta_bytes = json.dumps(meta).encode()
         write_synced(tmp / "meta.json", meta_bytes)
-        fsync_dir(tmp)
+        fsync_path(tmp)
         final = self.root / f"{self._seq:012d}-{uuid.uuid4().hex[:8]}"
         os.replace(tmp, final)
-        fsync_dir(self.root)
+        fsync_path(self.root)
         self._changed_by(incoming + len(meta_bytes))
         return final
 
@@ -425,7 +425,7 @@ class Spool:
             tmp = ledger.with_suffix(".tmp")
             write_synced(tmp, "".join(f"{k}\n" for k in sorted(kept)).encode())
             os.replace(tmp, ledger)
-            fsync_dir(self.root)
+            fsync_path(self.root)
         return kept
 
     def note_spooled(self, camera_id: str, keys: Iterable[str]) -> None:
@@ -437,7 +437,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         if new:  # a ledger lost to a power cut would send the folder again
-            fsync_dir(self.root)
+            fsync_path(self.root)
 
     def note_rejected(self, batch_dir: Path, rejected: list[dict[str, str]]) -> None:
         """Snapshots the server refused one by one in a batch it accepted: their metadata
@@ -449,7 +449,7 @@ class Spool:
         write_synced(tmp, json.dumps(
             [{**meta.get(r.get("file", ""), {}), **r} for r in rejected], indent=1).encode())
         os.replace(tmp, final)
-        fsync_dir(self.rejected_dir)  # on disk before the batch leaves the spool
+        fsync_path(self.rejected_dir)  # on disk before the batch leaves the spool
 
     def done(self, batch_dir: Path) -> None:
         """Forget a delivered batch. It leaves the spool in one rename before it is
@@ -483,7 +483,7 @@ class Spool:
                 raise
             self._copy_aside(batch_dir, aside, reason)
             return
-        fsync_dir(self.rejected_dir)
+        fsync_path(self.rejected_dir)
         self._changed_by(-held)
         for image in aside.glob("*.jpg"):
             image.unlink()
@@ -497,13 +497,13 @@ class Spool:
         try:
             write_synced(tmp / "meta.json", (batch_dir / "meta.json").read_bytes())
             write_synced(tmp / "rejected.txt", reason.encode())
-            fsync_dir(tmp)
+            fsync_path(tmp)
             if aside.exists():  # set aside by a run killed before the batch left the spool
                 shutil.rmtree(aside)
             os.replace(tmp, aside)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        fsync_dir(self.rejected_dir)
+        fsync_path(self.rejected_dir)
         self.done(batch_dir)
 
     def split(self, batch_dir: Path) -> None:
@@ -519,7 +519,7 @@ class Spool:
             for m in meta[half:]:
                 write_synced(tmp / m["file"], (batch_dir / m["file"]).read_bytes())
             write_synced(tmp / "meta.json", json.dumps(meta[half:]).encode())
-            fsync_dir(tmp)
+            fsync_path(tmp)
             # the new half sorts after the first and before every half split off this
             # batch before (N-2 first, then N-1-2, N-1-1-2, ...)
             k = 0
@@ -529,11 +529,11 @@ class Spool:
             os.replace(tmp, second)
             # the second half is on disk before the first stops listing it: a power cut
             # here sends it twice (the server counts a frame once), never not at all
-            fsync_dir(self.root)
+            fsync_path(self.root)
             part = batch_dir / ".meta.tmp"
             write_synced(part, json.dumps(meta[:half]).encode())
             os.replace(part, batch_dir / "meta.json")
-            fsync_dir(batch_dir)
+            fsync_path(batch_dir)
             for m in meta[half:]:
                 (batch_dir / m["file"]).unlink(missing_ok=True)
         finally:  # a split cut short (a full disk) may have left the new half in place

@@ -17,8 +17,9 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (files created, renames into it) durable."""
+def fsync_path(path: Path) -> None:
+    """Make what ``path`` names durable: a directory's entries (files created, renames
+    into it), or the data of a file written without fsync."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
