@@ -206,6 +206,24 @@ def test_a_batch_whose_spool_files_could_not_be_written_does_not_come_back(
     assert again.ids() == [] and again.metas() == {}
 
 
+def test_a_spool_write_that_fails_leaves_no_temporary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file was written and its rename failed: the temporary copy (a camera's
+    snapshots) goes at once, not at the next start."""
+    spool = Spool(tmp_path)
+    real = Path.replace
+
+    def refused(self: Path, target: Path) -> Path:
+        if self.name.endswith(".tmp") and not self.name.endswith(".seg.tmp"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", refused)
+    with pytest.raises(OSError):
+        spool.put(Batch("B-1", frames=[_frame(1)]), {"tenant": "acme"})
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_a_set_aside_batch_stays_aside_when_a_power_cut_took_its_done_mark(
         tmp_path: Path) -> None:
     """set_aside fsyncs the failed copy, then marks the record done without a sync: a power

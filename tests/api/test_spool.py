@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.api.conftest import Env, make_env, photo
 
+from revisit.api import journal
 from revisit.api.app import create_app
 from revisit.api.service import Service
 from revisit.api.settings import ServiceSettings
@@ -110,6 +111,63 @@ def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> N
         r = again.post_batch("cam_a", items)
         assert r.json()["duplicates"] == 1
     assert not list((tmp_path / "data" / "spool").glob("*.batch"))
+
+
+def test_a_batch_a_power_cut_brings_back_does_not_bring_back_an_erased_person(
+        tmp_path: Path) -> None:
+    """A power cut can take a stored batch's done mark and the removal of its files (neither
+    is fsynced): the next start restores it from the journal and runs it again. If its
+    person was erased meanwhile, nothing of them comes back: the store keeps the erased
+    batch's frames marked processed."""
+    import shutil
+
+    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    gen = make_env(tmp_path, processing=False)
+    env = next(gen)
+    r = env.post_batch("cam_a", items)
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    keys = env.keys
+    spool = tmp_path / "data" / "spool"
+    # what the disk holds after the 202 and would hold again after a power cut that took
+    # every later change to the segment (the done mark) and its deletion
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    try:
+        for seg in (spool / "journal").glob("*.seg"):  # not a spare being made
+            shutil.copy(seg, cut / seg.name)
+    finally:
+        gen.close()
+    assert list(cut.glob("*.seg"))
+
+    settings = load_settings(None, data=tmp_path / "data")
+    svc = Service(settings, ServiceSettings(purge_interval_s=0))
+    with TestClient(create_app(service=svc, processing=True),
+                    client=("127.0.0.1", 50000)) as client:
+        again = Env(client, svc, keys)
+        st = again.wait(batch_id)
+        assert st["status"] == "done" and st["sightings"] == 1, st
+        visitor = again.report().json()["visitors"][0]["visitor_id"]
+        r = client.delete(f"/v1/visitors/{visitor}", headers=again.auth("admin"))
+        assert r.status_code == 200 and r.json()["erased"]["sightings"] == 1, r.text
+    assert not list(spool.glob("*.batch"))
+
+    for seg in cut.glob("*.seg"):  # the power cut
+        shutil.copy(seg, spool / "journal" / seg.name)
+    restored = [r.batch_id for seg in (spool / "journal").glob("*.seg")
+                for r in journal.records(seg) if r.state == journal.LIVE]
+    svc = Service(load_settings(None, data=tmp_path / "data"),
+                  ServiceSettings(purge_interval_s=0))
+    # restored from the journal, then found stored already (its frames): not run again
+    assert batch_id in restored and not list(spool.glob("*.batch"))
+    with TestClient(create_app(service=svc, processing=True),
+                    client=("127.0.0.1", 50000)) as client:
+        again = Env(client, svc, keys)
+        assert again.wait(batch_id)["status"] == "done"  # as it was stored the first time
+        header = again.report().json()["header"]
+        assert header["total_sightings"] == 0 and header["unique_visitors"] == 0, header
+    assert not list(spool.glob("*.batch"))
 
 
 def test_a_failed_batch_is_kept_aside_and_replayed(tmp_path: Path, monkeypatch) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from revisit.ingest.durable import fsync_path
+from revisit.ingest.durable import fsync_path, make_dir
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class Journal:
 
     def _start(self) -> None:
         if self._keeper is None and not self._closed:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dir(self.root)
             self._keeper = threading.Thread(target=self._keep, name="spool-journal",
                                             daemon=True)
             self._keeper.start()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from revisit.api import journal
-from revisit.ingest.durable import fsync_path, write_synced
+from revisit.ingest.durable import fsync_path, make_dir, write_synced
 from revisit.ingest.status import BatchStatus
 from revisit.queue.base import past_retention
 from revisit.queue.codec import decode_batch, encode_batch
@@ -63,7 +63,7 @@ class Spool:
         only the server process, at its start, before anything else writes here (not the
         accept process, not a CLI command while the server runs)."""
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        make_dir(root)
         self._journal: journal.Journal | None = None
         self._journal_lock = threading.Lock()
         if clean:
@@ -87,11 +87,16 @@ class Spool:
     @staticmethod
     def _write(path: Path, data: bytes, synced: bool = True) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        if synced:
-            write_synced(tmp, data)
-        else:  # the journal holds it durably
-            tmp.write_bytes(data)
-        tmp.replace(path)
+        try:
+            if synced:
+                write_synced(tmp, data)
+            else:  # the journal holds it durably
+                tmp.write_bytes(data)
+            tmp.replace(path)
+        except BaseException:  # a full disk: no half-written file left for the next start
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
 
     def _writer(self) -> journal.Journal:
         with self._journal_lock:  # uploads on several threads: one journal
@@ -263,7 +268,7 @@ class Spool:
         moved = False
         for path in (self._path(batch_id), self._meta_path(batch_id)):
             if path.exists():
-                self.failed_dir.mkdir(exist_ok=True)
+                make_dir(self.failed_dir)
                 fsync_path(path)
                 path.replace(self.failed_dir / path.name)
                 moved = True

@@ -39,7 +39,7 @@ from revisit.image_formats import (
     refusal,
     still_format,
 )
-from revisit.ingest.durable import fsync_path, write_synced
+from revisit.ingest.durable import fsync_path, make_dir, write_synced
 from revisit.ingest.video import frame_image_id
 from revisit.records import Frame
 
@@ -309,13 +309,6 @@ def _name_part(stem: str) -> str:
     return stem[:31] + "~" + hashlib.sha256(stem.encode()).hexdigest()[:8]
 
 
-def _mkdir_synced(path: Path) -> None:
-    """Create a directory (and its parents) whose entry survives a power cut."""
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        fsync_path(path.parent)
-
-
 class Spool:
     """Batches on disk, oldest first: ``<dir>/<seq>-<uuid>/{meta.json, 0.jpg, ...}``.
 
@@ -327,7 +320,7 @@ class Spool:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root)
         # one agent per spool: two would send each other's batches (with each other's keys)
         self._lock = open(root / ".lock", "a")  # noqa: SIM115 (held for the spool's life)
         try:
@@ -443,7 +436,7 @@ class Spool:
         """Snapshots the server refused one by one in a batch it accepted: their metadata
         and reasons kept beside the refused batches (no image)."""
         meta = {m["file"]: m for m in json.loads((batch_dir / "meta.json").read_text())}
-        _mkdir_synced(self.rejected_dir)
+        make_dir(self.rejected_dir)
         final = self.rejected_dir / f"{batch_dir.name}-snapshots.json"
         tmp = final.with_name(final.name + ".tmp")
         write_synced(tmp, json.dumps(
@@ -470,7 +463,7 @@ class Spool:
         ``<spool>-rejected/`` is on another filesystem (the spool a mount point), the
         record is copied there whole and the batch then leaves the spool as a sent one
         does. Raises OSError when it cannot be set aside (the batch stays spooled)."""
-        _mkdir_synced(self.rejected_dir)
+        make_dir(self.rejected_dir)
         held = self._batch_bytes(batch_dir)
         note = batch_dir / "rejected.txt"
         write_synced(note, reason.encode())

@@ -5,6 +5,7 @@ it (a created file or a rename is an entry of its directory, not of the file).""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -15,6 +16,19 @@ def write_synced(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def make_dir(path: Path) -> None:
+    """Create a directory and its missing parents so that they survive a power cut: each
+    new one is an entry of its parent, fsynced there."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by another writer meanwhile
+            made.mkdir()
+        fsync_path(made.parent)
 
 
 def fsync_path(path: Path) -> None:
