@@ -237,3 +237,27 @@ def test_demo_on_a_folder_without_person_folders(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["--data", str(tmp_path / "d"), "demo", "--faces", str(faces)])
     assert out.exit_code == 2 and "has no person folders with photos" in out.output, out.output
     assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    """Embedded mode: the spool, its journal and the resolver are one server's; a second
+    `revisit serve` on the same --data (another port) is refused before it opens anything,
+    naming the one that runs; once that one stops, the data directory is free again."""
+    from benchmarks.distributed_harness import free_port, start_server
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REVISIT_")}
+    env.update(REVISIT_DATA=str(tmp_path / "d"), REVISIT_PIPELINE__THREADS="1")
+    port = free_port()
+    first = start_server(env, port)
+    try:
+        out = subprocess.run([REVISIT, "serve", "--port", str(free_port())], env=env,
+                             text=True, capture_output=True, timeout=120)
+        _refused(out, "another revisit serve", f"pid {first.pid}", f":{port}",
+                 "its own --data")
+        assert out.returncode == 1
+    finally:
+        first.terminate()
+        first.wait(60)
+    again = start_server(env, free_port())  # the lock went with the first server
+    again.terminate()
+    assert again.wait(60) == 0

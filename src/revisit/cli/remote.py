@@ -10,17 +10,19 @@ file takes what reading the store's file takes, so it grants nothing new.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from revisit.tenancy.db import ApiKey, Camera, Location, TenancyError, Tenant
 
 SERVE_FILE = "serve.json"
+LOCK_FILE = "serve.lock"
 
 
 @contextlib.contextmanager
@@ -38,6 +40,30 @@ def announced(data: Path, host: str, port: int, token: str) -> Iterator[None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def hold_data(data: Path) -> IO[str] | None:
+    """Take ``<data>/serve.lock`` for the life of this process (the returned file, kept
+    open), or None when another process holds it. In the embedded mode a server's spool,
+    journal and resolver are its own: a second server on the same data directory would
+    take the same uploads and give the same people other visitor ids."""
+    data.mkdir(parents=True, exist_ok=True)
+    fh = open(data / LOCK_FILE, "a")  # noqa: SIM115 (held until the process ends)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
+def holder(data: Path) -> str:
+    """Who serves ``data`` now, as serve.json says (for an error message)."""
+    try:
+        info = json.loads((data / SERVE_FILE).read_text())
+        return f" (pid {int(info['pid'])}, {info['url']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def new_token() -> str:

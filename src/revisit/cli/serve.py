@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from revisit.api.app import create_app
         from revisit.api.errors import HEAD_LIMIT
         from revisit.api.settings import load_service_settings
-        from revisit.cli.remote import announced, new_token
+        from revisit.cli.remote import announced, hold_data, holder, new_token
         from revisit.config import ConfigError
 
         settings = state(ctx).settings()
@@ -46,6 +46,13 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        # embedded mode: one server per data directory (with a broker, replicas share one)
+        held = None if settings.queue_url else hold_data(settings.data)
+        if held is None and not settings.queue_url:
+            typer.echo(f"error: another revisit serve{holder(settings.data)} already serves "
+                       f"{settings.data}; stop it first, or give this one its own --data",
+                       err=True)
+            raise typer.Exit(1)
         token = service.operator_token or new_token()
         service = service.model_copy(update={"operator_token": token})
         door, listen = None, {"host": host, "port": port}
