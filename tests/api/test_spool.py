@@ -320,3 +320,28 @@ def test_a_status_record_without_its_batch_is_not_a_batch(tmp_path: Path) -> Non
     Spool(tmp_path, clean=True)  # the next start of the server
     assert not (tmp_path / "B-2.json").exists()
     assert (tmp_path / "B-1.json").exists() and (tmp_path / "B-3.json").exists()
+
+
+def test_the_bell_wakes_the_server_when_a_batch_is_spooled_not_before(tmp_path: Path) -> None:
+    """The accept process rings after each spooled batch; the server's loop sleeps until
+    then (no looking every few milliseconds), a ring nobody hears costs nothing."""
+    import threading
+    import time
+
+    from revisit.api.spool import Bell
+
+    (tmp_path / ".bell").write_text("not a pipe")  # whatever was there is replaced
+    Spool(tmp_path).put(Batch("B-0", frames=[_frame(0)]))  # nobody listens: no error
+    bell = Bell(tmp_path / ".bell")
+    assert bell.listen()
+    bell.wait(0)  # its own first ring
+    t = time.monotonic()
+    bell.wait(0.3)
+    assert time.monotonic() - t >= 0.25  # nothing rang
+    door = Spool(tmp_path)  # another process's spool
+    threading.Timer(0.1, door.put, [Batch("B-1", frames=[_frame(1)])]).start()
+    t = time.monotonic()
+    bell.wait(10)
+    assert time.monotonic() - t < 5 and (tmp_path / "B-1.batch").exists()
+    bell.close()
+    door.bell.ring()  # the listener gone: still no error

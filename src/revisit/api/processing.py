@@ -391,6 +391,8 @@ class BatchProcessor:
             batch = self._recovered.pop(0)
             self._mark_processing(batch.batch_id)
             yield batch
+        bell = self.spool.bell if self.adopt_spool and self.spool is not None else None
+        pause = 0.5 if bell is not None and bell.listen() else 0.02
         while self.adopt_spool and not self._stop.is_set():
             self._record_settled()
             try:
@@ -399,7 +401,8 @@ class BatchProcessor:
                 log.exception("cannot take a spooled batch")
                 batch = None
             if batch is None:
-                self._stop.wait(0.02)
+                assert bell is not None
+                bell.wait(pause)  # until the accept process spools a batch
                 continue
             self._mark_processing(batch.batch_id)
             yield batch
@@ -557,6 +560,8 @@ class BatchProcessor:
         if self._thread is not None:
             self.wait_idle(drain_s)
             self._stop.set()
+            if self.spool is not None:
+                self.spool.bell.ring()  # the loop waiting for the accept process
             self._thread.join(timeout=drain_s + 5)
             self._thread = None
         self._record_settled()
