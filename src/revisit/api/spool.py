@@ -108,13 +108,16 @@ class Bell:
 
     def wait(self, timeout: float) -> None:
         """Until a ring or ``timeout`` seconds; the rings so far are read."""
-        if self._read is None:
+        fd = self._read
+        try:
+            if fd is None:
+                raise OSError("not listening")
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 65536)
+        except (OSError, ValueError):  # not listening, or closed meanwhile (a stop)
             time.sleep(timeout)
-            return
-        ready, _, _ = select.select([self._read], [], [], timeout)
-        if ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._read, 65536)
 
     def close(self) -> None:
         with self._lock:
