@@ -3,8 +3,10 @@ what the previous one accepted (real models, real faces)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -87,18 +89,30 @@ def test_failed_batches_go_with_their_tenants_retention(tmp_path: Path) -> None:
         svc.stop()
 
 
-def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> None:
-    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
-              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
-    # first server: accepts (202) but stops before processing anything
+def _powell() -> list[dict[str, Any]]:
+    return [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
+             "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+
+
+def _accepted_then_stopped(tmp_path: Path, before_stop: Callable[[], None] = lambda: None
+                           ) -> tuple[str, dict[str, str]]:
+    """A server that accepts one batch (202) and stops before processing anything: the
+    batch id and the keys; ``before_stop`` runs while it still runs."""
     gen = make_env(tmp_path, processing=False)
     env = next(gen)
-    r = env.post_batch("cam_a", items)
-    assert r.status_code == 202, r.text
-    batch_id = r.json()["batch_id"]
-    keys = env.keys
+    try:
+        r = env.post_batch("cam_a", _powell())
+        assert r.status_code == 202, r.text
+        before_stop()
+    finally:
+        gen.close()
+    return r.json()["batch_id"], env.keys
+
+
+def test_a_restarted_server_runs_what_the_last_one_accepted(tmp_path: Path) -> None:
+    items = _powell()
+    batch_id, keys = _accepted_then_stopped(tmp_path)
     assert [p.stem for p in (tmp_path / "data" / "spool").glob("*.batch")] == [batch_id]
-    gen.close()
     # second server on the same data directory, processing
     settings = load_settings(None, data=tmp_path / "data")
     svc = Service(settings, ServiceSettings(purge_interval_s=0))
@@ -121,24 +135,17 @@ def test_a_batch_a_power_cut_brings_back_does_not_bring_back_an_erased_person(
     batch's frames marked processed."""
     import shutil
 
-    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
-              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
-    gen = make_env(tmp_path, processing=False)
-    env = next(gen)
-    r = env.post_batch("cam_a", items)
-    assert r.status_code == 202, r.text
-    batch_id = r.json()["batch_id"]
-    keys = env.keys
     spool = tmp_path / "data" / "spool"
     # what the disk holds after the 202 and would hold again after a power cut that took
     # every later change to the segment (the done mark) and its deletion
     cut = tmp_path / "cut"
     cut.mkdir()
-    try:
+
+    def keep_segments() -> None:
         for seg in (spool / "journal").glob("*.seg"):  # not a spare being made
             shutil.copy(seg, cut / seg.name)
-    finally:
-        gen.close()
+
+    batch_id, keys = _accepted_then_stopped(tmp_path, keep_segments)
     assert list(cut.glob("*.seg"))
 
     settings = load_settings(None, data=tmp_path / "data")
@@ -177,8 +184,7 @@ def test_a_failed_batch_is_kept_aside_and_replayed(tmp_path: Path, monkeypatch) 
 
     from revisit.cli.main import app
 
-    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
-              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    items = _powell()
     gen = make_env(tmp_path, processing=True)
     env = next(gen)
     store = env.service.runtime.store
@@ -237,8 +243,7 @@ def test_a_batch_the_shutdown_interrupts_runs_at_the_next_start(tmp_path: Path,
     """Stopping the server while a batch is in a stage (its model process going away)
     leaves the batch spooled, not in spool/failed with its status stuck at "processing":
     the next start stores it."""
-    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
-              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    items = _powell()
     gen = make_env(tmp_path, processing=True)
     env = next(gen)
     processor = env.service.processor
@@ -274,8 +279,7 @@ def test_a_batch_of_duplicates_is_answered_without_waiting_for_the_store(
     import threading
     import time
 
-    items = [{"path": photo("Colin_Powell", 1), "camera_id": "camA",
-              "ts": "2024-05-02T10:00:00+02:00", "image_id": "cp-1"}]
+    items = _powell()
     gen = make_env(tmp_path, processing=True)
     env = next(gen)
     processor = env.service.processor
