@@ -349,3 +349,6 @@ def test_the_bell_wakes_the_server_when_a_batch_is_spooled_not_before(tmp_path: 
     assert time.monotonic() - t < 5 and (tmp_path / "B-1.batch").exists()
     bell.close()
     door.bell.ring()  # the listener gone: still no error
+    door.close()
+    door.bell.ring()  # a closed spool's bell opens nothing again
+    assert door.bell._write is None

@@ -71,11 +71,13 @@ class Bell:
         self.path = path
         self._read: int | None = None
         self._write: int | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def listen(self) -> bool:
         """Make the pipe and open it to wait on (False: this filesystem has no named
         pipes; the caller looks now and then instead)."""
+        self._closed = False
         try:
             try:
                 os.mkfifo(self.path, 0o600)
@@ -93,6 +95,8 @@ class Bell:
     def ring(self) -> None:
         """Wake the listener, if one listens (never blocks, never fails)."""
         with self._lock:
+            if self._closed:
+                return
             if self._write is None:
                 try:
                     self._write = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
@@ -115,12 +119,14 @@ class Bell:
             ready, _, _ = select.select([fd], [], [], timeout)
             if ready:
                 with contextlib.suppress(BlockingIOError):
-                    os.read(fd, 65536)
+                    if not os.read(fd, 65536):  # no writer left (not even this one's)
+                        time.sleep(timeout)
         except (OSError, ValueError):  # not listening, or closed meanwhile (a stop)
             time.sleep(timeout)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for fd in (self._read, self._write):
                 if fd is not None:
                     os.close(fd)
