@@ -393,7 +393,7 @@ class BatchProcessor:
             yield batch
         bell = self.spool.bell if self.adopt_spool and self.spool is not None else None
         pause = 0.5 if bell is not None and bell.listen() else 0.02
-        while self.adopt_spool and not self._stop.is_set():
+        while bell is not None and not self._stop.is_set():  # taken from the spool
             self._record_settled()
             try:
                 batch = self._adopt()
@@ -401,7 +401,6 @@ class BatchProcessor:
                 log.exception("cannot take a spooled batch")
                 batch = None
             if batch is None:
-                assert bell is not None
                 bell.wait(pause)  # until the accept process spools a batch
                 continue
             self._mark_processing(batch.batch_id)

@@ -113,15 +113,14 @@ class Bell:
     def wait(self, timeout: float) -> None:
         """Until a ring or ``timeout`` seconds; the rings so far are read."""
         fd = self._read
+        if fd is None:  # not listening
+            time.sleep(timeout)
+            return
         try:
-            if fd is None:
-                raise OSError("not listening")
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if ready:
-                with contextlib.suppress(BlockingIOError):
-                    if not os.read(fd, 65536):  # no writer left (not even this one's)
-                        time.sleep(timeout)
-        except (OSError, ValueError):  # not listening, or closed meanwhile (a stop)
+            # a pipe with no writer left (not even this one's) reads empty at once
+            if select.select([fd], [], [], timeout)[0] and not os.read(fd, 65536):
+                time.sleep(timeout)
+        except (OSError, ValueError):  # closed meanwhile (a stop)
             time.sleep(timeout)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from revisit.tenancy.db import ApiKey, Camera, Location, TenancyError, Tenant
 
 SERVE_FILE = "serve.json"
 LOCK_FILE = "serve.lock"
+_HELD: list[IO[str]] = []  # locks this process keeps until it ends
 
 
 @contextlib.contextmanager
@@ -42,19 +43,20 @@ def announced(data: Path, host: str, port: int, token: str) -> Iterator[None]:
             path.unlink()
 
 
-def hold_data(data: Path) -> IO[str] | None:
-    """Take ``<data>/serve.lock`` for the life of this process (the returned file, kept
-    open), or None when another process holds it. In the embedded mode a server's spool,
-    journal and resolver are its own: a second server on the same data directory would
-    take the same uploads and give the same people other visitor ids."""
+def hold_data(data: Path) -> bool:
+    """Take ``<data>/serve.lock`` for the life of this process (False: another process
+    holds it). In the embedded mode a server's spool, journal and resolver are its own: a
+    second server on the same data directory would take the same uploads and give the
+    same people other visitor ids."""
     data.mkdir(parents=True, exist_ok=True)
     fh = open(data / LOCK_FILE, "a")  # noqa: SIM115 (held until the process ends)
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        return None
-    return fh
+        return False
+    _HELD.append(fh)
+    return True
 
 
 def holder(data: Path) -> str:

@@ -47,8 +47,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         # embedded mode: one server per data directory (with a broker, replicas share one)
-        held = None if settings.queue_url else hold_data(settings.data)
-        if held is None and not settings.queue_url:
+        if not settings.queue_url and not hold_data(settings.data):
             typer.echo(f"error: another revisit serve{holder(settings.data)} already serves "
                        f"{settings.data}; stop it first, or give this one its own --data",
                        err=True)
