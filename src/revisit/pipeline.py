@@ -404,6 +404,8 @@ class LocalModels:
         if self._embed_pool is not None:
             self._embed_pool.shutdown()
             self._embed_pool = None
+        if self._vision is not None:
+            self._vision.close()
 
 
 class Runtime:

@@ -1,6 +1,11 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
 import numpy as np
 import pytest
-from tests.vision.vision_testdata import make_frame, read
+from tests.vision.vision_testdata import TS, make_frame, read
 
 from revisit.config import Settings
 from revisit.records import Batch, Rejected, face_image_id
@@ -166,3 +171,77 @@ def test_an_image_whose_size_the_header_check_cannot_read_is_not_decoded() -> No
     out = decode(make_frame(bytes(data[:i]) + b"\x00" + bytes(data[i:]), "stray"),
                  max_pixels=10_000_000)
     assert isinstance(out, Rejected) and "corrupt JPEG" in out.reason
+
+
+def _cameras_minutes_apart(lfw, shared_data) -> list:
+    """Two cameras, a snapshot a minute each, a bad one among them: enough for the scene
+    keeper to sample every frame and emit each camera's empty scene."""
+    photos = [p.read_bytes() for p in sorted((lfw / "Job_Cohen").glob("*.jpg"))[:1]]
+    photos += [(lfw / p).read_bytes() for p in PHOTOS]
+    photos.append((shared_data / "deepface-ids" / "_unlabelled" / "couple.jpg").read_bytes())
+    frames = []
+    for i in range(14):
+        f = make_frame(photos[i % len(photos)] if i != 5 else b"not an image", f"f{i}")
+        f.camera_id = f"cam-{i % 2}"
+        f.ts = TS + timedelta(minutes=i)
+        frames.append(f)
+    return frames
+
+
+def _outcome(batch: Batch) -> tuple:
+    return ([(f.image_id, f.face_image_id, f.bbox, f.quality, f.creatable) for f in batch.faces],
+            [r.image_id for r in batch.rejected],
+            [(d.image_id, d.bbox, d.reason) for d in batch.dropped],
+            [(s.camera_id, s.frames, s.jpeg) for s in batch.scenes],
+            [f.image_id for f in batch.frames])
+
+
+def test_decoding_ahead_in_a_thread_of_its_own_changes_nothing(lfw, shared_data, monkeypatch):
+    """The detect stage decodes (and samples scenes) a frame or two ahead in another thread:
+    the same faces, rejections, drops and scenes, in the same order, as decoding inline."""
+    from revisit.vision import stages
+
+    threads: list[str] = []
+    real = stages.decode
+    monkeypatch.setattr(stages, "decode", lambda frame, max_pixels=None: (
+        threads.append(threading.current_thread().name), real(frame, max_pixels))[1])
+    outcomes = {}
+    for ahead in (False, True):
+        v = Vision(Settings(pipeline={"threads": 2, "decode_ahead": ahead}))
+        threads.clear()
+        outcomes[ahead] = _outcome(v.detect(Batch("b", frames=_cameras_minutes_apart(
+            lfw, shared_data))))
+        v.close()
+        decoded_here = {t == threading.current_thread().name for t in threads}
+        assert decoded_here == {not ahead}, threads
+    assert outcomes[True][3], "the scene keeper should have emitted scenes"
+    assert outcomes[True][1] == ["f5"]
+    assert outcomes[True] == outcomes[False]
+
+
+def test_a_detector_failing_mid_batch_leaves_no_decoding_behind(lfw, shared_data, monkeypatch):
+    from revisit.vision import stages
+
+    started, finished = [], []
+    real = stages.decode
+
+    def slow_decode(frame, max_pixels=None):
+        started.append(frame.image_id)
+        time.sleep(0.05)
+        finished.append(frame.image_id)
+        return real(frame, max_pixels)
+
+    monkeypatch.setattr(stages, "decode", slow_decode)
+
+    class Failing:
+        def predict(self, images):
+            if len(finished) >= 2:
+                raise RuntimeError("model lost")
+            return [[]]
+
+    pool = ThreadPoolExecutor(1)
+    with pytest.raises(RuntimeError, match="model lost"):
+        detect_batch(Batch("b", frames=_cameras_minutes_apart(lfw, shared_data)), Failing(),
+                     Settings(), ahead=pool)  # type: ignore[arg-type]
+    assert started == finished and len(started) < 14  # stopped early, nothing left running
+    pool.shutdown()

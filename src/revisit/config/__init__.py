@@ -253,7 +253,11 @@ class PipelineSettings(Section):
     threads: int = Field(
         0, ge=0, le=256, description="Threads for model inference; 0 = number of CPU cores."
     )
-    decode_workers: int = Field(1, ge=1, le=64, description="Threads decoding images.")
+    decode_ahead: bool = Field(
+        True, description="Decode a batch's snapshots (and sample the cameras' scene "
+        "backgrounds) in a thread of their own, a frame or two ahead of the face detector, "
+        "so the detect stage's thread runs the detector instead of waiting for them. Off: "
+        "the detector's thread does it all (docs/performance.md).")
     runtime: Literal["auto", "openvino", "onnxruntime", "opencv"] = Field(
         "auto",
         description="What runs the face detector and SFace: auto (each model on its fastest "

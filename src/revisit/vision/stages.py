@@ -8,7 +8,12 @@ the embedded default simply calls one after the other.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from contextlib import closing
+from itertools import islice
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -35,6 +40,7 @@ from revisit.vision.scenes import SceneKeeper
 from revisit.vision.stillness import StillCameras
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def decode(frame: Frame, max_pixels: int | None = None) -> np.ndarray | Rejected:
@@ -136,10 +142,14 @@ class FrameCounter(Protocol):
     def veto(self, faces: list[Face], dropped: list[Dropped]) -> list[Face]: ...
 
 
+AHEAD = 2  # frames decoded ahead of the detector: enough to keep it busy, few in memory
+
+
 def detect_batch(batch: Batch, detector: Detector, settings: Settings,
                  scenes: SceneKeeper | None = None,
                  counting: FrameCounter | None = None,
-                 still: StillCameras | None = None) -> Batch:
+                 still: StillCameras | None = None,
+                 ahead: Executor | None = None) -> Batch:
     """Decode, detect, gate and align every frame; append Faces and Rejected to ``batch``.
 
     Frames stay in the batch (the store marks them processed even with no face), but
@@ -149,11 +159,30 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
     backgrounds (renewed ones travel in ``batch.scenes``); ``counting`` counts people on
     them (``batch.counts``) and drops faces in exclusion zones; ``still`` skips the
     detector on a camera's unchanged empty frames (:mod:`revisit.vision.stillness`; never
-    on a camera that counts people).
+    on a camera that counts people). ``ahead``: a one-thread executor that decodes and
+    samples the next frames while the detector runs (one thread, so the scene samples
+    keep the frames' order); without it this thread does both.
     """
-    kept: list[Frame] = []
-    for frame in batch.frames:
+    def prepare(frame: Frame) -> np.ndarray | Rejected:
         pixels = decode(frame, settings.ingest.max_pixels)
+        if scenes is not None and not isinstance(pixels, Rejected) and (
+                scene := scenes.observe(frame.tenant, frame.camera_id, frame.ts, pixels)):
+            batch.scenes.append(scene)
+        return pixels
+
+    prepared = (_looking_ahead(ahead, prepare, batch.frames) if ahead is not None
+                else (prepare(f) for f in batch.frames))
+    with closing(prepared):
+        batch.frames = _detect_frames(batch, prepared, detector, settings, counting, still)
+    return batch
+
+
+def _detect_frames(batch: Batch, prepared: Iterator[np.ndarray | Rejected], detector: Detector,
+                   settings: Settings, counting: FrameCounter | None,
+                   still: StillCameras | None) -> list[Frame]:
+    """The frames of ``batch`` that were examined, their decoded pixels from ``prepared``."""
+    kept: list[Frame] = []
+    for frame, pixels in zip(batch.frames, prepared, strict=True):
         if isinstance(pixels, Rejected):
             batch.rejected.append(pixels)
             frame.data = None
@@ -181,14 +210,31 @@ def detect_batch(batch: Batch, detector: Detector, settings: Settings,
             faces = counting.veto(faces, batch.dropped)
             batch.counts.extend(counting.count(frame, pixels))
         batch.faces.extend(faces)
-        if scenes is not None and (scene := scenes.observe(frame.tenant, frame.camera_id,
-                                                           frame.ts, pixels)):
-            batch.scenes.append(scene)
         frame.data = None
         frame.pixels = None
         kept.append(frame)
-    batch.frames = kept
-    return batch
+    return kept
+
+
+def _looking_ahead(pool: Executor, fn: Callable[[Frame], T],
+                   frames: list[Frame]) -> Generator[T, None, None]:
+    """``map(fn, frames)``, computed up to ``AHEAD`` frames before they are asked for. Every
+    submitted call has finished when this ends, even if the caller stops early (it must not
+    touch the batch afterwards)."""
+    pending: deque[Future[T]] = deque()
+    todo = iter(frames)
+    try:
+        for frame in islice(todo, AHEAD):
+            pending.append(pool.submit(fn, frame))
+        while pending:
+            result = pending.popleft().result()
+            for frame in islice(todo, 1):
+                pending.append(pool.submit(fn, frame))
+            yield result
+    finally:
+        for f in pending:
+            f.cancel()
+        wait(pending)
 
 
 def embed_batch(batch: Batch, embedder: Embedder, settings: Settings) -> Batch:
@@ -238,17 +284,33 @@ class Vision:
         self._embedder: Embedder | None = None
         self.counting: FrameCounter | None = None  # set where the store is at hand
         self.still = StillCameras() if settings.pipeline.skip_still_frames else None
-        self.scenes = (SceneKeeper(lambda img: [d.bbox for d in self.detector.predict([img])[0]])
-                       if settings.privacy.scene_backgrounds else None)
+        self.scenes = (SceneKeeper(lambda img: [d.bbox for d in self._scene_detector.predict(
+                           [img])[0]]) if settings.privacy.scene_backgrounds else None)
+        self._ahead: ThreadPoolExecutor | None = None
+        self._second_detector: Detector | None = None
 
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            det = catalog.create("detector", self.settings.detector.model,
-                                  settings=self.settings.detector, **self._runtime())
-            assert isinstance(det, Detector)
-            self._detector = det
+            self._detector = self._new_detector()
         return self._detector
+
+    def _new_detector(self) -> Detector:
+        det = catalog.create("detector", self.settings.detector.model,
+                              settings=self.settings.detector, **self._runtime())
+        assert isinstance(det, Detector)
+        return det
+
+    @property
+    def _scene_detector(self) -> Detector:
+        """The detector for faces left in a scene's median. With ``decode_ahead`` the scenes
+        are sampled in the decode thread while the detect thread runs the detector, and
+        an OpenCV net must not run in two threads at once: that thread gets its own."""
+        if not self.settings.pipeline.decode_ahead:
+            return self.detector
+        if self._second_detector is None:
+            self._second_detector = self._new_detector()
+        return self._second_detector
 
     @property
     def embedder(self) -> Embedder:
@@ -270,11 +332,19 @@ class Vision:
         return catalog.match_threshold(self.settings)
 
     def detect(self, batch: Batch) -> Batch:
+        if self._ahead is None and self.settings.pipeline.decode_ahead:
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="decode")
         return detect_batch(batch, self.detector, self.settings, self.scenes, self.counting,
-                            self.still)
+                            self.still, self._ahead)
 
     def embed(self, batch: Batch) -> Batch:
         return embed_batch(batch, self.embedder, self.settings)
 
     def process(self, batch: Batch) -> Batch:
         return self.embed(self.detect(batch))
+
+    def close(self) -> None:
+        """Stop the decode thread (a later ``detect`` starts another)."""
+        if self._ahead is not None:
+            self._ahead.shutdown()
+            self._ahead = None
