@@ -336,6 +336,31 @@ def test_a_stop_keeps_open_tracks_for_the_next_start(make_settings, emb) -> None
     store.close()
 
 
+def test_a_track_saved_at_a_stop_follows_a_merge_made_before_the_next_start(
+        make_settings, emb) -> None:
+    """The next start reads the saved tracks back with their visitors as the store has them
+    now: a visitor merged away in between continues as its group's id."""
+    settings = make_settings(identity={"create_after": 1})
+    store = DuckDBStore(":memory:")
+    first = Resolver(settings, store, FaissIndex(128))
+    out = first.resolve(batch_of([face(emb[("Angelina_Jolie", 1)], "j0", x=100),
+                                  face(emb[("Andre_Agassi", 1)], "a0", camera="S1-C2",
+                                       x=400)]))
+    store.write(out)
+    by_face = {s.image_id: s.face_id for s in out.sightings}
+    tail = first.flush(["t"], keep_open=True)
+    assert tail is not None
+    store.write(tail)
+    store.merge_visitors("t", by_face["j0"], by_face["a0"])  # an analyst's call
+    again = Resolver(settings, store, FaissIndex(128))
+    turned = face(emb[("Andre_Agassi", 2)], "a1", camera="S1-C2", minute=SECOND, x=410,
+                  creatable=False, matchable=False)  # goes by its track alone
+    out = again.resolve(batch_of([turned]))
+    assert [s.face_id for s in out.sightings] == [by_face["j0"]]
+    assert out.visitors_created == []
+    store.close()
+
+
 def test_a_resolver_killed_while_holding_faces_loses_none(make_settings, emb) -> None:
     """Held faces are written with their batch: the next resolver (a restart after a kill,
     no flush) continues their track, a redelivery of their batch does not double them, and

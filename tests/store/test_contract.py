@@ -225,6 +225,21 @@ def test_merge_chain_split_restores_each_step(store: SightingStore) -> None:
     assert store.report_header(q()).unique_visitors == 4
 
 
+def test_live_visitors_follow_merges_and_erasure_in_one_read(store: SightingStore) -> None:
+    store.write(batch([sighting(f"V-00000{i}", at(i * 60)) for i in range(1, 5)]))
+    store.merge_visitors("default", "V-000002", "V-000003")
+    store.merge_visitors("default", "V-000001", "V-000002")  # 2 and 3 read as 1
+    store.erase_visitor("default", "V-000004")
+    assert store.live_visitors("default", ["V-000003", "V-000002", "V-000004", "V-000009",
+                                           "V-000001", "V-000003"]) == {
+        "V-000001": "V-000001", "V-000002": "V-000001", "V-000003": "V-000001",
+        "V-000004": None,  # erased
+        "V-000009": None,  # never stored
+    }
+    assert store.live_visitors("other-tenant", ["V-000001"]) == {"V-000001": None}
+    assert store.live_visitors("default", []) == {}
+
+
 def test_split_of_canonical_id_names_what_was_merged(store: SightingStore) -> None:
     store.write(batch([sighting("V-000001", at(0)), sighting("V-000002", at(1))]))
     store.merge_visitors("default", "V-000001", "V-000002")

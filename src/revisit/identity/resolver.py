@@ -250,15 +250,17 @@ class Resolver:
             self._carry_pending(tenant, g, fresh)
         # open tracks follow merges; a track whose visitor was erased decides afresh (one
         # whose visitor was founded in a batch not stored yet keeps it)
-        for (t, _), cam in self._cameras.items():
-            if t != tenant:
-                continue
-            for tr in cam.open:
-                if tr.visitor is not None:
-                    if keep_pending and visitor_number_or_zero(tr.visitor) > stored_top:
-                        continue
-                    vid = self.store.canonical_id(tenant, tr.visitor)
-                    tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
+        self._follow_merges(tenant, [
+            tr for (t, _), cam in self._cameras.items() if t == tenant for tr in cam.open
+            if tr.visitor is not None
+            and not (keep_pending and visitor_number_or_zero(tr.visitor) > stored_top)])
+
+    def _follow_merges(self, tenant: str, tracks: list[Track]) -> None:
+        """Each track's visitor as the store has it now: its merge group's, or none (the
+        track decides afresh) where that visitor was erased."""
+        now = self.store.live_visitors(tenant, (tr.visitor for tr in tracks))
+        for tr in tracks:
+            tr.visitor = now[tr.visitor]  # type: ignore[index]
 
     def _carry_pending(self, tenant: str, old: _Gallery, fresh: _Gallery) -> None:
         """Exemplars of ``old`` the store does not hold (chosen in a batch resolved and
@@ -556,15 +558,15 @@ class Resolver:
         for row in saved:
             by_camera[row.camera_id].append(row)
         owners: dict[str, Track] = {}
+        restored: list[Track] = []
         for camera, rows in by_camera.items():
             cam = self._camera(tenant, camera)
             if cam.open:
                 continue  # this resolver already follows the camera
             for tr, row in zip(cam.restore(rows), rows, strict=True):
-                if tr.visitor is not None:
-                    vid = self.store.canonical_id(tenant, tr.visitor)
-                    tr.visitor = vid if self.store.visitor_detail(tenant, vid) else None
+                restored.append(tr)
                 owners.update(dict.fromkeys(row.held, tr))
+        self._follow_merges(tenant, [tr for tr in restored if tr.visitor is not None])
         log.info("tenant %s: %d open track(s) read back from the store", tenant, len(saved))
         return owners
 

@@ -199,6 +199,11 @@ class SightingStore(Protocol):
         """The id a visitor reads as after merges (itself if never merged)."""
         ...
 
+    def live_visitors(self, tenant: str, visitor_ids: Iterable[str]) -> dict[str, str | None]:
+        """Each id as it reads now: its canonical id, or None where that visitor is gone
+        (erased). One read for them all (open tracks re-checked after a start or a merge)."""
+        ...
+
     def merge_visitors(self, tenant: str, keep: str, absorb: str, reason: str = "") -> MergeRecord:
         """Make ``absorb`` (and everything merged into it) read as ``keep``; reversible."""
         ...

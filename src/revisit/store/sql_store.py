@@ -909,6 +909,19 @@ class SQLStore:
         with self.engine.read() as s:
             return self._canonical(s, tenant, visitor_id)
 
+    def live_visitors(self, tenant: str, visitor_ids: Iterable[str]) -> dict[str, str | None]:
+        ids = sorted(set(visitor_ids))
+        if not ids:
+            return {}
+        with self.engine.read() as s:
+            canon = {a: v for a, v in s.execute(
+                f"SELECT alias_id, visitor_id FROM aliases WHERE tenant = ? AND alias_id {_LIST}",
+                [tenant, ids]).fetchall()}
+            live = {r[0] for r in s.execute(
+                f"SELECT visitor_id FROM visitors WHERE tenant = ? AND visitor_id {_LIST}",
+                [tenant, sorted({canon.get(i, i) for i in ids})]).fetchall()}
+        return {i: c if (c := canon.get(i, i)) in live else None for i in ids}
+
     @staticmethod
     def _canonical(s: Session, tenant: str, visitor_id: str) -> str:
         row = s.execute("SELECT visitor_id FROM aliases WHERE tenant = ? AND alias_id = ?",
