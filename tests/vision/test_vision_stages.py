@@ -173,15 +173,14 @@ def test_an_image_whose_size_the_header_check_cannot_read_is_not_decoded() -> No
     assert isinstance(out, Rejected) and "corrupt JPEG" in out.reason
 
 
-def _cameras_minutes_apart(lfw, shared_data) -> list:
+def _cameras_minutes_apart(lfw) -> list:
     """Two cameras, a snapshot a minute each, a bad one among them: enough for the scene
-    keeper to sample every frame and emit each camera's empty scene."""
-    photos = [p.read_bytes() for p in sorted((lfw / "Job_Cohen").glob("*.jpg"))[:1]]
-    photos += [(lfw / p).read_bytes() for p in PHOTOS]
-    photos.append((shared_data / "deepface-ids" / "_unlabelled" / "couple.jpg").read_bytes())
+    keeper to sample every frame and emit each camera's empty scene (one image size per
+    camera: a camera whose size changes starts its samples again)."""
+    photos = [(lfw / p).read_bytes() for p in PHOTOS]  # both 250 x 250
     frames = []
     for i in range(14):
-        f = make_frame(photos[i % len(photos)] if i != 5 else b"not an image", f"f{i}")
+        f = make_frame(photos[i // 2 % 2] if i != 5 else b"not an image", f"f{i}")
         f.camera_id = f"cam-{i % 2}"
         f.ts = TS + timedelta(minutes=i)
         frames.append(f)
@@ -196,21 +195,23 @@ def _outcome(batch: Batch) -> tuple:
             [f.image_id for f in batch.frames])
 
 
-def test_decoding_ahead_in_a_thread_of_its_own_changes_nothing(lfw, shared_data, monkeypatch):
+def test_decoding_ahead_in_a_thread_of_its_own_changes_nothing(lfw, monkeypatch):
     """The detect stage decodes (and samples scenes) a frame or two ahead in another thread:
     the same faces, rejections, drops and scenes, in the same order, as decoding inline."""
     from revisit.vision import stages
 
     threads: list[str] = []
     real = stages.decode
-    monkeypatch.setattr(stages, "decode", lambda frame, max_pixels=None: (
-        threads.append(threading.current_thread().name), real(frame, max_pixels))[1])
+    def noted(frame, max_pixels=None):
+        threads.append(threading.current_thread().name)
+        return real(frame, max_pixels)
+
+    monkeypatch.setattr(stages, "decode", noted)
     outcomes = {}
     for ahead in (False, True):
         v = Vision(Settings(pipeline={"threads": 2, "decode_ahead": ahead}))
         threads.clear()
-        outcomes[ahead] = _outcome(v.detect(Batch("b", frames=_cameras_minutes_apart(
-            lfw, shared_data))))
+        outcomes[ahead] = _outcome(v.detect(Batch("b", frames=_cameras_minutes_apart(lfw))))
         v.close()
         decoded_here = {t == threading.current_thread().name for t in threads}
         assert decoded_here == {not ahead}, threads
@@ -219,7 +220,7 @@ def test_decoding_ahead_in_a_thread_of_its_own_changes_nothing(lfw, shared_data,
     assert outcomes[True] == outcomes[False]
 
 
-def test_a_detector_failing_mid_batch_leaves_no_decoding_behind(lfw, shared_data, monkeypatch):
+def test_a_detector_failing_mid_batch_leaves_no_decoding_behind(lfw, monkeypatch):
     from revisit.vision import stages
 
     started, finished = [], []
@@ -241,7 +242,7 @@ def test_a_detector_failing_mid_batch_leaves_no_decoding_behind(lfw, shared_data
 
     pool = ThreadPoolExecutor(1)
     with pytest.raises(RuntimeError, match="model lost"):
-        detect_batch(Batch("b", frames=_cameras_minutes_apart(lfw, shared_data)), Failing(),
+        detect_batch(Batch("b", frames=_cameras_minutes_apart(lfw)), Failing(),
                      Settings(), ahead=pool)  # type: ignore[arg-type]
     assert started == finished and len(started) < 14  # stopped early, nothing left running
     pool.shutdown()
