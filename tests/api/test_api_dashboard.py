@@ -97,6 +97,12 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             assert drawn("histogram-chart") == [h["visitors"] for h in api["histogram"]]
             assert drawn("dwell-chart") == list(api["dwell"]["all"]["buckets"].values())
             assert sum(drawn("hour-chart")) == sum(drawn("weekday-chart")) == t["visits"]
+            # the tenant's stores share one zone: the page reads its days and hours there
+            assert page.input_value("#tz") == "Europe/Berlin"
+            berlin = env.client.get("/v1/reports/summary", params={**period, "tz": "Europe/Berlin"},
+                                    headers=env.auth("analyst")).json()
+            assert drawn("hour-chart") == [h["visits"] for h in berlin["by_hour"]]
+            assert drawn("hour-chart") != [h["visits"] for h in api["by_hour"]]  # not UTC's
             assert page.locator("#no-charts").is_hidden()
             # the heatmap of the first camera, drawn by the API, shown
             page.wait_for_function("document.querySelector('#heatmap').complete && "
@@ -135,12 +141,23 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             page.select_option("#camera_group", "harbour")
             page.click("#apply")
             harbour = env.client.get("/v1/reports/summary", params={**period,
-                                     "camera_group": "harbour"},
+                                     "camera_group": "harbour", "tz": "Europe/Berlin"},
                                      headers=env.auth("analyst")).json()
             page.wait_for_function(
                 f"document.querySelector('#t-visitors').textContent === "
                 f"'{harbour['totals']['unique_visitors']}'")
             assert page.locator("#stores tbody tr").count() == 1
+
+            # another zone, typed in
+            page.fill("#tz", "Asia/Tokyo")
+            page.click("#apply")
+            tokyo = env.client.get("/v1/reports/summary", params={
+                **period, "camera_group": "harbour", "tz": "Asia/Tokyo"},
+                headers=env.auth("analyst")).json()
+            hours = [h["visits"] for h in tokyo["by_hour"]]
+            assert hours != [h["visits"] for h in harbour["by_hour"]]
+            page.wait_for_function(f"Chart.getChart('hour-chart').data.datasets[0].data"
+                                   f".join() === '{','.join(map(str, hours))}'")
             assert not blocked, f"the dashboard fetched outside the app: {blocked}"
 
             # sign out ends the session

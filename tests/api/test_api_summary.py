@@ -63,3 +63,30 @@ def test_summary_respects_camera_filter(store: SightingStore) -> None:
     with s.read() as con:
         t = summary.totals(con, q)
     assert t["unique_visitors"] == 2 and t["previously_seen"] == 1
+
+
+def test_hours_and_days_follow_the_timezone_across_a_change_of_offset(
+        store: SightingStore) -> None:
+    from datetime import UTC, datetime
+
+    # New York moves from UTC-5 to UTC-4 at 07:00 UTC on Sunday 2024-03-10
+    visits = [datetime(2024, 3, 10, 6, 30, tzinfo=UTC),  # 01:30 EST, Sunday
+              datetime(2024, 3, 10, 7, 30, tzinfo=UTC),  # 03:30 EDT, Sunday
+              datetime(2024, 3, 11, 3, 30, tzinfo=UTC)]  # 23:30 EDT, still Sunday
+    store.write(batch([sighting(f"V-00000{i}", t, "101", tenant="acme")
+                       for i, t in enumerate(visits, 1)]))
+    for tz, hours, days in (
+        ("America/New_York", {1: 1, 3: 1, 23: 1}, {"2024-03-10": 3}),
+        ("UTC", {6: 1, 7: 1, 3: 1}, {"2024-03-10": 2, "2024-03-11": 1}),
+    ):
+        q = ReportQuery(date(2024, 3, 9), date(2024, 3, 11), tenant="acme", timezone=tz)
+        with store.read() as con:  # type: ignore[attr-defined]
+            by = summary.by_time(con, q)
+            daily = summary.daily(con, q)
+        assert {h["hour"]: h["visits"] for h in by["by_hour"] if h["visits"]} == hours, tz
+        assert {d["day"]: d["visits"] for d in daily if d["visits"]} == days, tz
+        assert sum(d["visits"] for d in by["by_weekday"]) == 3
+    ny = ReportQuery(date(2024, 3, 9), date(2024, 3, 11), tenant="acme",
+                     timezone="America/New_York")
+    with store.read() as con:  # type: ignore[attr-defined]
+        assert [d["visits"] for d in summary.by_time(con, ny)["by_weekday"]][6] == 3  # Sun

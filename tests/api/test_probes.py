@@ -107,6 +107,8 @@ def test_metrics_need_a_token_or_this_machine(env: Env, tmp_path) -> None:
     {"page": str(10**30)},
     {"page_size": str(10**30)},
     {"from": "2024-01-01", "to": "2027-01-01"},  # longer than max_report_days
+    {"tz": "Mars/Olympus"},
+    {"tz": "localtime"},
 ])
 def test_report_and_summary_bounds_answer_422(env: Env, params: dict) -> None:
     r = env.report(**params)

@@ -114,6 +114,23 @@ def test_analytics_on_the_cli(data: Path) -> None:
             "key": "also:203", "value": "1.0"} in rows  # V1, the one visitor of 101
 
 
+def test_days_and_hours_in_a_timezone(data: Path) -> None:
+    # the sightings are 09:00-14:00 UTC on DAY: 18:00-23:00 in Tokyo, the same day
+    table = _report(data, "--timezone", "Asia/Tokyo")
+    assert table.returncode == 0, table.stderr
+    assert f"{DAY} (Asia/Tokyo)" in table.stdout and "Total Unique Visitors: 2" in table.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REVISIT_")}
+    env["REVISIT_DATA"] = str(data)
+    out = subprocess.run([REVISIT, "analytics", "--from", DAY, "--to", DAY,
+                          "--timezone", "Asia/Tokyo"], env=env, text=True, capture_output=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "18h 2, 20h 1, 23h 1" in out.stdout
+    bad = _report(data, "--timezone", "Asia/Tokio")
+    assert bad.returncode == 2 and "unknown timezone 'Asia/Tokio'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_parquet_exports(data: Path, tmp_path: Path) -> None:
     import duckdb
 

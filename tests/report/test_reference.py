@@ -5,7 +5,7 @@ check hand-counted small cases; here random sightings of two tenants (the same v
 ids in both), with visits across midnight, gaps of exactly the visit gap, a merge, a
 split, an erasure and a staff member, are counted by a few lines of Python over the same
 sightings and compared with every path: rollup and raw, every gap, day range, location
-and camera filter.
+and camera filter, and days in UTC and in other zones (one with half-hour offsets).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from revisit.records import Sighting, iso_utc
 from revisit.report.query import ReportQuery, ReportRow
@@ -33,6 +34,7 @@ IST = timezone(timedelta(hours=5, minutes=30))
 ALIASES = {"V-000003": "V-000002", "V-000005": "V-000004"}
 STAFF = "V-000005"  # enrolled under its absorbed id: the whole group V-000004 is left out
 ERASED = "V-000008"
+ZONES = ("UTC", "America/New_York", "Asia/Kolkata", "UTC", "Europe/Berlin")
 
 
 def _sightings(seed: int) -> list[Sighting]:
@@ -146,7 +148,8 @@ def _queries() -> list[ReportQuery]:
                                    ((), ("L1-a", "L2-b")), (("L1",), ("L1-a", "L3-a"))):
                     qs.append(ReportQuery(date(2024, 3, d1), date(2024, 3, d2), tenant=tenant,
                                           locations=locs, cameras=cams,
-                                          visit_gap=timedelta(minutes=gap)))
+                                          visit_gap=timedelta(minutes=gap),
+                                          timezone=ZONES[len(qs) % len(ZONES)]))
     return qs
 
 
@@ -184,10 +187,15 @@ def _summary(ref: dict[str, Any]) -> dict[str, Any]:
     repeat = {v for v in vids if total[v] >= 2}
     every = [(vs[0], loc, vid) for vid, locs in visits.items() for loc, x in locs.items()
              for vs in x]
+    zone = ZoneInfo(ref["query"].timezone)
+
+    def local_day(t: datetime) -> date:
+        return t.astimezone(zone).date()
+
     hours, days = [0] * 24, [0] * 7
     for t, _, _ in every:
-        hours[t.hour] += 1
-        days[t.weekday()] += 1
+        hours[t.astimezone(zone).hour] += 1
+        days[t.astimezone(zone).weekday()] += 1
     by_loc: dict[str, list[list[datetime]]] = defaultdict(list)
     for locs in visits.values():
         for loc, x in locs.items():
@@ -209,9 +217,9 @@ def _summary(ref: dict[str, Any]) -> dict[str, Any]:
         on = [(vid, v) for vid, locs in visits.items() for x in locs.values() for v in x]
         daily.append({"day": day.isoformat(),
                       "unique_visitors": len({vid for vid, v in on
-                                              if any(t.date() == day for t in v)}),
-                      "sightings": sum(1 for _, v in on for t in v if t.date() == day),
-                      "visits": sum(1 for _, v in on if v[0].date() == day)})
+                                              if any(local_day(t) == day for t in v)}),
+                      "sightings": sum(1 for _, v in on for t in v if local_day(t) == day),
+                      "visits": sum(1 for _, v in on if local_day(v[0]) == day)})
         day += timedelta(days=1)
     locations = [{"location_id": loc, "unique_visitors": len(visitors_of[loc]),
                   "visits": len(by_loc[loc]), "sightings": sum(len(v) for v in by_loc[loc]),

@@ -195,3 +195,44 @@ def test_another_tenants_merge_does_not_join_this_tenants_visitors(store: Sighti
         assert sorted(rows(store, rq(gap))) == ["V-000001", "V-000002", "V-000004"]
         assert store.report_header(rq(gap)).unique_visitors == 3
         assert sorted(rows(store, rq(gap, tenant="other"))) == ["V-000001"]
+
+
+def test_days_of_another_timezone_bound_the_period(store: SightingStore) -> None:
+    # Berlin is UTC+1 in March: its 2024-03-01 runs from 02-29 23:00 to 03-01 23:00 UTC
+    store.write(batch([
+        sighting("V-000001", datetime(2024, 2, 29, 22, 59, tzinfo=UTC)),  # Berlin 02-29
+        sighting("V-000002", datetime(2024, 2, 29, 23, 0, tzinfo=UTC)),  # Berlin 03-01 00:00
+        sighting("V-000003", datetime(2024, 3, 1, 22, 59, tzinfo=UTC)),  # Berlin 03-01 23:59
+        sighting("V-000004", datetime(2024, 3, 1, 23, 0, tzinfo=UTC)),  # Berlin 03-02
+    ]))
+    day = date(2024, 3, 1)
+    berlin = rq(start=day, end=day, timezone="Europe/Berlin")
+    assert set(rows(store, berlin)) == {"V-000002", "V-000003"}
+    assert store.report_header(berlin).period == "2024-03-01 (Europe/Berlin)"
+    assert set(rows(store, rq(start=day, end=day))) == {"V-000003", "V-000004"}  # UTC
+    # "Etc/UTC" is UTC, and a zone that names no place is refused by name
+    assert rq(timezone="Etc/UTC").timezone == "UTC"
+    for bad in ("Mars/Olympus", "localtime", "../etc/passwd", ""):
+        with pytest.raises(ValueError, match="timezone"):
+            rq(timezone=bad)
+
+
+def test_a_zone_changing_its_offset_inside_the_period_is_followed() -> None:
+    from zoneinfo import ZoneInfo
+
+    # New York leaves EST for EDT on 2024-03-10 at 07:00 UTC; Santiago's clocks skip the
+    # midnight of 2024-09-08 (00:00 -> 01:00), so that day starts at 04:00 UTC
+    ny = rq(start=date(2024, 3, 1), end=date(2024, 3, 31), timezone="America/New_York")
+    assert ny.ts_from == datetime(2024, 3, 1, 5, tzinfo=UTC)
+    assert ny.ts_to == datetime(2024, 4, 1, 4, tzinfo=UTC)
+    changes, offsets = ny.utc_offsets
+    change = int(datetime(2024, 3, 10, 7, tzinfo=UTC).timestamp()) * 1_000_000
+    assert changes == (change,) and offsets == (-5 * 3_600_000_000, -4 * 3_600_000_000)
+    zone = ZoneInfo("America/New_York")
+    for us in (change - 1, change, change + 1, change + 86_400_000_000):
+        utc = datetime.fromtimestamp(us / 1e6, UTC)
+        wall = utc.astimezone(zone).replace(tzinfo=UTC)
+        assert ny.local_us(us) == round(wall.timestamp() * 1e6)
+    chile = rq(start=date(2024, 9, 8), end=date(2024, 9, 8), timezone="America/Santiago")
+    assert chile.ts_from == datetime(2024, 9, 8, 4, tzinfo=UTC)
+    assert chile.ts_to == datetime(2024, 9, 9, 3, tzinfo=UTC)

@@ -142,6 +142,8 @@ def remove_enrolment(enrolment_id: str, request: Request,
 async def presence(request: Request, from_: Annotated[Day, Query(alias="from")],
                    to: Annotated[Day, Query()], locations: str = Query("", max_length=10_000),
                    snapshot_interval: str = Query("15s", max_length=32),
+                   tz: str = Query("UTC", max_length=64, description="IANA zone whose days "
+                                   "the period and the days present are cut in."),
                    key: ApiKey = Depends(admin)) -> dict[str, Any]:
     try:
         step = parse_duration(snapshot_interval)
@@ -153,7 +155,7 @@ async def presence(request: Request, from_: Annotated[Day, Query(alias="from")],
 
     def run() -> list[dict[str, Any]]:  # a report: on the report pool, within its budget
         # the report's rules: known places of the tenant only, at most max_report_days
-        q = build_query(svc, key, Filters(from_, to, locations or None))
+        q = build_query(svc, key, Filters(from_, to, locations or None, tz=tz))
         rows = staff_presence(_book(request), q, step)
         svc.tenancy.audit(key.tenant, key.actor, "known.presence.read",
                           {"from": str(from_), "to": str(to)})

@@ -80,6 +80,7 @@ class Filters:
     cameras: str | None = None
     camera_group: str | None = None
     visit_gap: str = format_duration(DEFAULT_VISIT_GAP)
+    tz: str = "UTC"
 
 
 def filters(
@@ -96,8 +97,11 @@ def filters(
                                      description="A camera group of the tenant."),
     visit_gap: str = Query(format_duration(DEFAULT_VISIT_GAP), max_length=32,
                            description="Longest gap inside one visit, e.g. 30m."),
+    tz: str = Query("UTC", max_length=64,
+                    description="IANA zone whose days and hours the period and the figures "
+                    "are cut in, e.g. Europe/Berlin."),
 ) -> Filters:
-    return Filters(from_, to, locations, cameras, camera_group, visit_gap)
+    return Filters(from_, to, locations, cameras, camera_group, visit_gap, tz)
 
 
 def build_query(svc: Service, key: ApiKey, f: Filters) -> ReportQuery:
@@ -110,7 +114,7 @@ def build_query(svc: Service, key: ApiKey, f: Filters) -> ReportQuery:
     try:
         query = ReportQuery(start=from_, end=to, tenant=key.tenant, locations=locs,
                             cameras=cams, visit_gap=parse_duration(f.visit_gap),
-                            camera_group=group)
+                            camera_group=group, timezone=f.tz)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     days = (to - from_).days + 1
@@ -434,12 +438,12 @@ async def flows(
 
 
 def _heatmap(svc: Service, key: ApiKey, camera_id: str, from_: date, to: date,
-             source: str = "auto") -> bytes:
+             source: str = "auto", tz: str = "UTC") -> bytes:
     from revisit.report.heatmap import render
 
     if svc.tenancy.unknown_places(key.tenant, (), (camera_id,)):
         raise HTTPException(404, f"no camera {camera_id!r} in your tenant")
-    query = build_query(svc, key, Filters(from_, to))
+    query = build_query(svc, key, Filters(from_, to, tz=tz))
     store = svc.runtime.store
     scene = store.scene(key.tenant, camera_id)
     people = list(_points(store.people_positions(key.tenant, camera_id, query.ts_from,
@@ -474,10 +478,11 @@ async def heatmap(
         "auto", description="people: the people counter's detections (cameras that count, "
         "faces or not); faces: face sightings; auto: people where the camera counts, else "
         "faces."),
+    tz: str = Query("UTC", max_length=64, description="IANA zone whose days the period is."),
     key: ApiKey = Depends(reader),
 ) -> Response:
     svc = service_of(request)
-    png = await pooled(svc, _heatmap, svc, key, camera_id, from_, to, source)
+    png = await pooled(svc, _heatmap, svc, key, camera_id, from_, to, source, tz)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

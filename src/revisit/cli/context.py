@@ -13,6 +13,9 @@ from revisit.config import ConfigError, Settings, load_settings
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 AnyTenant = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id (all if unset).")]
+ReportZone = Annotated[str, typer.Option(
+    "--timezone", help="IANA zone whose days (and hours) the period and the figures are "
+    "cut in, e.g. Europe/Berlin.")]
 
 
 @dataclass
@@ -51,14 +54,14 @@ def split_list(text: str | None) -> tuple[str, ...]:
 
 
 def parse_day(text: str, option: str) -> date:
-    """A whole UTC day: a time of day would be silently dropped, so it is refused."""
+    """A whole day: a time of day would be silently dropped, so it is refused."""
     try:
         if len(text) != 10:
             raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD; reports count whole "
-                                 "UTC days)", param_hint=option) from None
+                                 "days)", param_hint=option) from None
 
 
 def open_data_store(ctx: typer.Context, api: str | None = None) -> Any:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from revisit.cli.context import (
+    ReportZone,
     Tenant,
     open_store_directly,
     parse_day,
@@ -125,9 +126,10 @@ def remove(ctx: typer.Context, tenant: Tenant, enrolment_id: str) -> None:
 @known_app.command("presence")
 def presence(
     ctx: typer.Context, tenant: Tenant,
-    from_: Annotated[str, typer.Option("--from", help="First day (UTC).")],
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")],
     to: Annotated[str, typer.Option("--to", help="Last day, inclusive.")],
     locations: Annotated[str | None, typer.Option(help="Location ids, comma separated.")] = None,
+    timezone: ReportZone = "UTC",
 ) -> None:
     """Hours each enrolled staff member was seen per store (audited)."""
     from revisit.known.enrol import Enrolments
@@ -137,7 +139,7 @@ def presence(
 
     try:
         q = ReportQuery(parse_day(from_, "--from"), parse_day(to, "--to"), tenant=tenant,
-                        locations=tuple(split_list(locations)))
+                        locations=tuple(split_list(locations)), timezone=timezone)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     require_data(ctx)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from revisit.cli.context import (
+    ReportZone,
     Tenant,
     open_data_store,
     parse_day,
@@ -70,6 +71,7 @@ def register(app: typer.Typer) -> None:
         group: Annotated[str | None, typer.Option(
             "--group", help="A camera group of the tenant (admin set-group): its cameras, "
             "named in the header.")] = None,
+        timezone: ReportZone = "UTC",
     ) -> None:
         """Unique visitors in a time range, with visits per location."""
         from revisit.report import formats
@@ -81,7 +83,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("parquet is written to a file: give --output FILE",
                                      param_hint="--format")
         _writable(output)
-        query = _query(from_, to, tenant, locations, cameras, visit_gap, group)
+        query = _query(from_, to, tenant, locations, cameras, visit_gap, group, timezone)
         store = open_data_store(ctx)
         try:
             tenancy, query = _filtered(store, query)
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:
             "duration.")] = "15s",
         fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
         tenant: Tenant = "default",
+        timezone: ReportZone = "UTC",
     ) -> None:
         """New and returning visitors, visit durations per store, when visits happen."""
         import json
@@ -120,7 +123,7 @@ def register(app: typer.Typer) -> None:
         if fmt not in {"table", "json", "csv"}:
             raise typer.BadParameter(f"{fmt!r} is not one of table, json, csv",
                                      param_hint="--format")
-        query = _query(from_, to, tenant, locations, cameras, visit_gap, group)
+        query = _query(from_, to, tenant, locations, cameras, visit_gap, group, timezone)
         try:
             step = parse_duration(interval)
         except ValueError as exc:
@@ -190,12 +193,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _query(from_: str, to: str, tenant: str, locations: str | None, cameras: str | None,
-           visit_gap: str, group: str | None) -> ReportQuery:
+           visit_gap: str, group: str | None, timezone: str = "UTC") -> ReportQuery:
     try:
         return ReportQuery(
             start=parse_day(from_, "--from"), end=parse_day(to, "--to"), tenant=tenant,
             locations=split_list(locations), cameras=split_list(cameras),
-            visit_gap=parse_duration(visit_gap), camera_group=group or "",
+            visit_gap=parse_duration(visit_gap), camera_group=group or "", timezone=timezone,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -44,6 +44,7 @@ def staff_presence(enrolments: Enrolments, query: ReportQuery,
     for face, loc, start, end in rows:
         spans.setdefault((ids[face], loc), []).append((int(start), int(end)))
     acc: dict[tuple[str, str], dict[str, Any]] = {}
+    offsets = query.utc_offsets
     for key, items in spans.items():
         visits: list[list[int]] = []
         for start, end in sorted(items):
@@ -55,7 +56,7 @@ def staff_presence(enrolments: Enrolments, query: ReportQuery,
         if not visits:
             continue
         acc[key] = {"visits": len(visits), "us": sum(e - s + add for s, e in visits),
-                    "days": {s // 86_400_000_000 for s, _ in visits}}
+                    "days": {query.local_us(s, offsets) // 86_400_000_000 for s, _ in visits}}
     by_id = {e.enrolment_id: e for e in people}
     return [{"enrolment_id": eid, "label": by_id[eid].label, "visitor_id": by_id[eid].visitor_id,
              "location_id": loc, "visits": a["visits"], "days_present": len(a["days"]),

@@ -197,9 +197,9 @@ ORDER BY s.ts, s.face_image_id"""
 
 
 def period_text(query: ReportQuery) -> str:
-    if query.start == query.end:
-        return query.start.isoformat()
-    return f"{query.start.isoformat()} to {query.end.isoformat()}"
+    days = (query.start.isoformat() if query.start == query.end
+            else f"{query.start.isoformat()} to {query.end.isoformat()}")
+    return days if query.in_utc else f"{days} ({query.timezone})"
 
 
 # --- rollup ------------------------------------------------------------------------
@@ -219,11 +219,25 @@ ROLLUP_GAP_US = DEFAULT_VISIT_GAP // timedelta(microseconds=1)  # other gaps use
 
 
 def rollup_applies(query: ReportQuery) -> bool:
-    """The rollup answers queries at its gap without a camera filter (it is per location)."""
+    """The rollup answers queries at its gap without a camera filter (it is per location)
+    in UTC days (its rows are UTC days)."""
     return (
         not query.cameras
+        and query.in_utc
         and query.visit_gap // timedelta(microseconds=1) == ROLLUP_GAP_US
     )
+
+
+def local_us_sql(expr: str, query: ReportQuery) -> str:
+    """SQL for ``expr`` (microseconds since the epoch, an instant of the period) as wall-clock
+    microseconds in the query's timezone: UTC plus the offset in force then, as a CASE over
+    the zone's few offsets in the period, so that both dialects read it alike and need no
+    zone database of their own. The values are integers computed here, not user text."""
+    changes, offsets = query.utc_offsets
+    if not changes:
+        return expr if offsets[0] == 0 else f"({expr} + {offsets[0]})"
+    cases = " ".join(f"WHEN {expr} < {c} THEN {o}" for c, o in zip(changes, offsets, strict=False))
+    return f"({expr} + CASE {cases} ELSE {offsets[-1]} END)"
 
 
 def rollup_rows_from_sightings(d: Dialect, where: str) -> str:

@@ -10,14 +10,15 @@ Definitions
 - *repeat visitor*: more than one visit in the period.
 - *returning visitor*: previously seen or a repeat visitor: someone who came back.
   ``returning_share`` = returning / unique visitors (the dashboard's headline figure).
-- daily unique visitors: distinct visitors per UTC day.
+- daily unique visitors: distinct visitors per day (of the query's timezone, as every day
+  and hour here).
 - visit-frequency histogram: visitors by visits in the period, the last bucket open
   (``"10+"``).
 - *visit duration* (dwell): a visit's last sighting minus its first, plus one snapshot
   interval (a visit seen once lasted about one interval); per store the median and the
   distribution over :data:`DWELL_BUCKETS`.
 - visits by hour of day and by day of week: when visits start (their first sighting), in
-  UTC like the report's days.
+  the query's timezone like the report's days.
 - *store affinity*: of the visitors of store A in the period, those who also visited B
   (count and share of A's); *transitions*: a visit at A whose visitor's next visit in the
   period was at B.
@@ -40,6 +41,7 @@ from revisit.store.report_sql import (
     PATH_PLACE,
     PER_VISITOR,
     ROLLUP_GAP_US,
+    local_us_sql,
     naive_utc,
     report_cte,
     rollup_applies,
@@ -89,8 +91,8 @@ def _raw_source(con: Session, query: ReportQuery, marked_table: str | None) -> _
     cte += f""",
 visits AS ({visits_from(d, "marked", "vid, loc")}),
 days AS (
-    SELECT vid, loc, CAST({d.from_us("t")} AS DATE) AS day, count(*) AS n,
-           sum(new_visit) AS visits
+    SELECT vid, loc, CAST({d.from_us(local_us_sql("t", query))} AS DATE) AS day,
+           count(*) AS n, sum(new_visit) AS visits
     FROM marked GROUP BY vid, loc, day
 ),
 before AS (
@@ -265,7 +267,7 @@ FROM per_visitor GROUP BY many, seen_before""", query)
 
 
 def daily(con: Session, query: ReportQuery) -> list[dict[str, Any]]:
-    """Distinct visitors and sightings per UTC day (days without sightings included)."""
+    """Distinct visitors and sightings per day (days without sightings included)."""
     rows = _q(con, """
 SELECT day, count(DISTINCT vid), sum(n)::BIGINT, sum(visits)::BIGINT
 FROM days GROUP BY day ORDER BY day""", query)
@@ -354,8 +356,8 @@ FROM bucketed GROUP BY GROUPING SETS ((loc, b), (loc), (b), ())""", query)
 
 
 def by_time(con: Session, query: ReportQuery) -> dict[str, list[dict[str, Any]]]:
-    """Visits by the UTC hour and the day of week they started."""
-    start = con.dialect.from_us("start_us")
+    """Visits by the hour and the day of week they started (in the query's timezone)."""
+    start = con.dialect.from_us(local_us_sql("start_us", query))
     rows = _q(con, f"""
 SELECT CAST(extract(hour FROM {start}) AS INTEGER) AS h,
        CAST(extract(isodow FROM {start}) AS INTEGER) AS d, count(*)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from revisit.records import ID_RULE, iso_utc, valid_id
+from revisit.report.query import check_timezone
 from revisit.store.base import SightingStore
 
 ROLES = ("admin", "analyst", "camera")
@@ -119,22 +119,11 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
-# entries of the zone database that name no place: the server's own zone, whatever it is,
-# and an offset of zero by design
-_NO_PLACE = frozenset({"localtime", "Factory", "posixrules"})
-
-
 def _timezone(tz: str) -> str:
     try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise TenancyError(
-            f"unknown timezone {tz!r} (use an IANA name like Europe/Berlin)"
-        ) from None
-    if tz in _NO_PLACE:
-        raise TenancyError(f"timezone {tz!r} names no place (use an IANA name like "
-                           "Europe/Berlin)")
-    return tz
+        return check_timezone(tz)
+    except ValueError as exc:
+        raise TenancyError(str(exc)) from None
 
 
 class Tenancy:

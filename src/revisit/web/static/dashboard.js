@@ -11,6 +11,7 @@ function params(extra) {
   const p = new URLSearchParams();
   p.set("from", $("from").value);
   p.set("to", $("to").value);
+  p.set("tz", $("tz").value.trim() || "UTC");
   const group = $("camera_group").value;
   if (group) p.set("camera_group", group);
   const locs = [...document.querySelectorAll("#locations input:checked")].map((i) => i.value);
@@ -92,7 +93,8 @@ async function loadSummary() {
 function loadHeatmap() {
   const cam = $("heatmap-camera").value;
   if (!cam) return;
-  const q = new URLSearchParams({ from: $("from").value, to: $("to").value, t: Date.now() });
+  const q = new URLSearchParams({ from: $("from").value, to: $("to").value,
+                                  tz: $("tz").value.trim() || "UTC", t: Date.now() });
   $("heatmap").src = `/v1/cameras/${encodeURIComponent(cam)}/heatmap.png?${q}`;
 }
 
@@ -261,6 +263,9 @@ async function init() {
   $("from").value = q.get("from") || isoDay(start);
   $("to").value = q.get("to") || isoDay(today);
   const places = await getJSON("/v1/places");
+  // days and hours in the stores' own zone when they share one; UTC otherwise
+  const zones = new Set(places.locations.map((l) => l.timezone));
+  $("tz").value = q.get("tz") || (zones.size === 1 ? [...zones][0] : "UTC");
   for (const name of Object.keys(places.groups)) {
     const o = document.createElement("option");
     o.value = name; o.textContent = name;
