@@ -99,6 +99,7 @@ def test_dashboard_in_headless_chromium(server: tuple[str, Env]) -> None:
             assert sum(drawn("hour-chart")) == sum(drawn("weekday-chart")) == t["visits"]
             # the tenant's stores share one zone: the page reads its days and hours there
             assert page.input_value("#tz") == "Europe/Berlin"
+            assert page.text_content("#hour-zone") == "(Europe/Berlin)"
             berlin = env.client.get("/v1/reports/summary", params={**period, "tz": "Europe/Berlin"},
                                     headers=env.auth("analyst")).json()
             assert drawn("hour-chart") == [h["visits"] for h in berlin["by_hour"]]

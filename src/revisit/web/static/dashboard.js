@@ -73,6 +73,7 @@ async function loadSummary() {
   const all = s.dwell.all;
   chart("dwell-chart", Object.keys(all.buckets), Object.values(all.buckets));
   $("dwell-median").textContent = `median ${minutes(all.median_s)} over ${all.visits} visits`;
+  $("hour-zone").textContent = `(${$("tz").value.trim() || "UTC"})`;
   chart("hour-chart", s.by_hour.map((h) => String(h.hour).padStart(2, "0")), s.by_hour.map((h) => h.visits));
   chart("weekday-chart", s.by_weekday.map((d) => d.day), s.by_weekday.map((d) => d.visits));
   const dwellOf = Object.fromEntries(s.dwell.locations.map((d) => [d.location_id, d]));
