@@ -9,6 +9,9 @@ analysis is one SQL query over the rollups (``visit_spans``, ``visit_days``); ``
 times the same over the raw sightings, sessionised per request. Writes
 ``benchmarks/results/analytics_100m.json`` (``analytics_raw_100m.json`` with ``--raw``).
 
+``--timezone Europe/Berlin`` times them with days and hours in that zone (from the raw
+sightings, as the rollups hold UTC days).
+
 ``--pg-url URL`` times them on the PostgreSQL store instead, in schema ``bench_report``
 as ``benchmarks/report.py --store postgres --db FILE`` loaded it
 (``analytics_postgres_100m.json``).
@@ -39,6 +42,8 @@ def main() -> None:
     ap.add_argument("--pg-url", default=None, help="time on PostgreSQL (schema bench_report)")
     ap.add_argument("--skip", default="", help="analyses to leave out, comma separated")
     ap.add_argument("--raw", action="store_true", help="sessionise the sightings instead")
+    ap.add_argument("--timezone", default="UTC",
+                    help="days and hours in this IANA zone (outside UTC: from the sightings)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from revisit.report.query import ReportQuery
@@ -61,7 +66,7 @@ def main() -> None:
             "analytics_raw_100m.json" if args.raw else "analytics_100m.json")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     locs = tuple(f"L-{i:05d}" for i in range(0, STORES, STORES // 2000))
-    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs)
+    q = ReportQuery(date(2024, 3, 1), date(2024, 3, 31), locations=locs, timezone=args.timezone)
     step = timedelta(seconds=15)
     analyses = {
         "totals (new / returning / repeat)": lambda con: S.totals(con, q),
@@ -101,7 +106,8 @@ def main() -> None:
         print({k: v for k, v in timings.items() if "endpoint" in k})
     store.close()
     out.update({"seconds": timings, "stores_in_filter": len(locs),
-                "source": "raw sightings" if args.raw else "rollups",
+                "source": "raw sightings" if args.raw or not q.in_utc else "rollups",
+                "timezone": q.timezone,
                 "memory_limit": args.memory_limit, "peak_rss_mb": _hwm_mb(),
                 "db_sightings": args.sightings})
     args.out.parent.mkdir(parents=True, exist_ok=True)
