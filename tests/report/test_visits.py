@@ -210,6 +210,8 @@ def test_days_of_another_timezone_bound_the_period(store: SightingStore) -> None
     assert set(rows(store, berlin)) == {"V-000002", "V-000003"}
     assert store.report_header(berlin).period == "2024-03-01 (Europe/Berlin)"
     assert set(rows(store, rq(start=day, end=day))) == {"V-000003", "V-000004"}  # UTC
+    exported = store.sightings(SightingQuery(start=day, end=day, timezone="Europe/Berlin"))
+    assert {s["face_id"] for s in exported} == {"V-000002", "V-000003"}
     # "Etc/UTC" is UTC, and a zone that names no place is refused by name
     assert rq(timezone="Etc/UTC").timezone == "UTC"
     for bad in ("Mars/Olympus", "localtime", "../etc/passwd", ""):

@@ -160,6 +160,7 @@ def register(app: typer.Typer) -> None:
             "--format", help="csv, jsonl or parquet (parquet needs --output).")] = "csv",
         output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
         tenant: Tenant = "default",
+        timezone: ReportZone = "UTC",
     ) -> None:
         """Every sighting (one row per face assigned to a visitor), for audits."""
         from revisit.report import formats
@@ -176,8 +177,9 @@ def register(app: typer.Typer) -> None:
                 start=parse_day(from_, "--from") if from_ else None,
                 end=parse_day(to, "--to") if to else None,
                 tenant=tenant, locations=split_list(locations), cameras=split_list(cameras),
+                timezone=timezone,
             )
-        except ValueError as exc:  # a day out of range, or --to before --from
+        except ValueError as exc:  # a day out of range, --to before --from, an unknown zone
             raise typer.BadParameter(str(exc)) from None
         store = open_data_store(ctx)
         try:

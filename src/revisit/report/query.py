@@ -170,9 +170,11 @@ class SightingQuery:
     tenant: str = DEFAULT_TENANT
     locations: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()
+    timezone: str = "UTC"  # whose days ``start`` and ``end`` are
 
     def __post_init__(self) -> None:
         check_days(self.start, self.end)
+        check_timezone(self.timezone)
 
 
 # The columns of a sightings export, in order (CSV header, JSON keys).

@@ -182,9 +182,9 @@ def sightings_sql(query: SightingQuery) -> tuple[str, list[Any]]:
     """Sightings with the face id resolved through aliases, in time order."""
     ts_from = ts_to = None
     if query.start is not None:
-        ts_from = ReportQuery(query.start, query.start).ts_from
+        ts_from = ReportQuery(query.start, query.start, timezone=query.timezone).ts_from
     if query.end is not None:
-        ts_to = ReportQuery(query.end, query.end).ts_to
+        ts_to = ReportQuery(query.end, query.end, timezone=query.timezone).ts_to
     where, params = sighting_filters(query.tenant, query.locations, query.cameras, ts_from, ts_to)
     sql = f"""
 SELECT coalesce(a.visitor_id, s.face_id) AS face_id, s.face_image_id, s.image_id, s.camera_id,
