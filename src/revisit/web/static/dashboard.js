@@ -264,9 +264,16 @@ async function init() {
   $("from").value = q.get("from") || isoDay(start);
   $("to").value = q.get("to") || isoDay(today);
   const places = await getJSON("/v1/places");
-  // days and hours in the stores' own zone when they share one; UTC otherwise
-  const zones = new Set(places.locations.map((l) => l.timezone));
-  $("tz").value = q.get("tz") || (zones.size === 1 ? [...zones][0] : "UTC");
+  // days and hours in UTC unless asked (?tz=, or the field): UTC reads the rollups, another
+  // zone sessionises the period's sightings, slower on very large tenants; the stores'
+  // own zones are offered in the field's list
+  $("tz").value = q.get("tz") || "UTC";
+  for (const zone of new Set(places.locations.map((l) => l.timezone))) {
+    if (zone === "UTC") continue;
+    const o = document.createElement("option");
+    o.value = zone;
+    $("tz-list").append(o);
+  }
   for (const name of Object.keys(places.groups)) {
     const o = document.createElement("option");
     o.value = name; o.textContent = name;
