@@ -53,6 +53,14 @@ PATH_PLACE = ("CASE WHEN s.zone IS NULL OR s.zone = '' THEN s.camera_id "
               "ELSE s.camera_id || '/' || s.zone END")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(ts: datetime) -> int:
+    """An aware timestamp as microseconds since 1970 (the rollups' time unit)."""
+    return (ts.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+
+
 def naive_utc(ts: datetime) -> datetime:
     """Aware -> naive UTC, the form the store keeps (naive input is rejected upstream)."""
     if ts.tzinfo is None:
@@ -219,13 +227,51 @@ ROLLUP_GAP_US = DEFAULT_VISIT_GAP // timedelta(microseconds=1)  # other gaps use
 
 
 def rollup_applies(query: ReportQuery) -> bool:
-    """The rollup answers queries at its gap without a camera filter (it is per location)
-    in UTC days (its rows are UTC days)."""
+    """The rollups answer queries at their gap without a camera filter (they are per
+    location): in UTC from ``visit_days``, in another zone from ``visit_spans``
+    (:func:`edge_pairs_sql`)."""
     return (
         not query.cameras
-        and query.in_utc
         and query.visit_gap // timedelta(microseconds=1) == ROLLUP_GAP_US
     )
+
+
+def _in_locations(col: str, query: ReportQuery) -> tuple[str, list[Any]]:
+    if not query.locations:
+        return "", []
+    return f" AND {col} IN (SELECT unnest(?::VARCHAR[]))", [list(query.locations)]
+
+
+def edge_pairs_sql(query: ReportQuery, d: Dialect, midnights: bool) -> tuple[str, list[Any]]:
+    """SELECT ``k`` (face_id, chr(31), location_id) of every raw visitor and store whose
+    visits ``visit_spans`` holds whole where a report of a zone other than UTC cuts them:
+    sightings within one gap on both sides of the period's start (a superset of the visits
+    that cross it; sessionising more of them from sightings stays exact), a visit that
+    starts in the period and ends after it, and with ``midnights`` one over a midnight of
+    the zone inside the period (its sightings fall on two days). These are sessionised from
+    their sightings; the rest of the period's visits are read from ``visit_spans``."""
+    t0, t1 = epoch_us(query.ts_from), epoch_us(query.ts_to)
+    gap = timedelta(microseconds=ROLLUP_GAP_US)
+    lf, lp = _in_locations("location_id", query)
+    key = "face_id || chr(31) || location_id"
+    crossing = "end_us >= ?"
+    if midnights:
+        day = "86400000000.0"
+        crossing += (f" OR floor({local_us_sql('start_us', query)} / {day})"
+                     f" <> floor({local_us_sql('end_us', query)} / {day})")
+    sql = f"""
+    SELECT k FROM (
+        SELECT {key} AS k FROM sightings WHERE tenant = ? AND ts >= ? AND ts < ?{lf}
+        INTERSECT
+        SELECT {key} AS k FROM sightings WHERE tenant = ? AND ts >= ? AND ts <= ?{lf}
+    ) before_and_after
+    UNION
+    SELECT {key} AS k FROM visit_spans
+    WHERE tenant = ? AND start_us >= ? AND start_us < ? AND ({crossing}){lf}"""
+    start = naive_utc(query.ts_from)
+    params = [query.tenant, start - gap, start, *lp, query.tenant, start, start + gap, *lp,
+              query.tenant, t0, t1, t1, *lp]
+    return sql, params
 
 
 def local_us_sql(expr: str, query: ReportQuery) -> str:
@@ -329,6 +375,8 @@ def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
     """
     if not rollup_applies(query):
         raise ValueError("the rollup only answers default-gap reports without a camera filter")
+    if not query.in_utc:
+        return _spans_cte(query, d, aliases)
     d1 = query.start
     d2 = query.end
     params: list[Any] = [d1, query.tenant, d1, d2]
@@ -385,8 +433,69 @@ WITH per_loc AS ({per_loc}
     return sql, params
 
 
+def _spans_cte(query: ReportQuery, d: Dialect, aliases: bool) -> tuple[str, list[Any]]:
+    """:func:`rollup_cte` for a zone other than UTC: the period's visits from ``visit_spans``
+    (whole visits starting in it), those of merged visitors and of the pairs
+    :func:`edge_pairs_sql` names sessionised from the period's sightings."""
+    edges, params = edge_pairs_sql(query, d, midnights=False)
+    members = (
+        "SELECT alias_id FROM aliases WHERE tenant = ? "
+        "UNION SELECT visitor_id FROM aliases WHERE tenant = ?"
+    )
+    lf, lp = _in_locations("r.location_id", query)
+    not_raw = " AND r.face_id || chr(31) || r.location_id NOT IN (SELECT k FROM edges)"
+    if aliases:
+        not_raw += f" AND r.face_id NOT IN ({members})"
+    if query.excluded:
+        not_raw += " AND r.face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+    roll = f"""
+    SELECT r.face_id AS vid, r.location_id AS loc, count(*) AS visits, sum(r.n) AS n,
+           min(r.start_us) AS first_us, max(r.end_us) AS last_us
+    FROM visit_spans r
+    WHERE r.tenant = ? AND r.start_us >= ? AND r.start_us < ?{lf}{not_raw}
+    GROUP BY r.face_id, r.location_id"""
+    params += [query.tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *lp]
+    if aliases:
+        params += [query.tenant, query.tenant]
+    if query.excluded:
+        params.append(list(query.excluded))
+    where, raw_params = sighting_filters(query.tenant, query.locations, (), query.ts_from,
+                                         query.ts_to)
+    vid = "coalesce(a.visitor_id, s.face_id)" if aliases else "s.face_id"
+    if query.excluded:
+        where += f" AND {vid} NOT IN (SELECT unnest(?::VARCHAR[]))"
+        raw_params.append(list(query.excluded))
+    which = "s.face_id || chr(31) || s.location_id IN (SELECT k FROM edges)"
+    if aliases:
+        which = f"({which} OR s.face_id IN ({members}))"
+    join = ("LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id"
+            if aliases else "")
+    raw = f"""
+    SELECT vid, loc, sum(nv) AS visits, count(*) AS n, min(t) AS first_us, max(t) AS last_us
+    FROM (
+        SELECT vid, loc, t, CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= ?
+                                 THEN 0 ELSE 1 END AS nv
+        FROM (
+            SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us('s.ts')} AS t
+            FROM sightings s {join}
+            WHERE {where} AND {which}
+        ) picked
+    ) marked GROUP BY vid, loc"""
+    params += [ROLLUP_GAP_US, *raw_params]
+    if aliases:
+        params += [query.tenant, query.tenant]
+    sql = f"""
+WITH edges AS ({edges}
+),
+per_loc AS ({roll}
+    UNION ALL{raw}
+),
+{PER_VISITOR}"""
+    return sql, params
+
+
 def rollup_header_sql(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[str, list[Any]]:
-    if not aliases:  # straight from the rollup rows: no per-location group-by needed
+    if not aliases and query.in_utc:  # straight from the rollup rows: no group-by needed
         if not rollup_applies(query):
             raise ValueError("the rollup only answers default-gap reports without cameras")
         params: list[Any] = [query.start, query.tenant, query.start, query.end]
@@ -426,9 +535,6 @@ def report_sql(query: ReportQuery, d: Dialect, *, rows: bool, aliases: bool,
         return (rollup_header_sql if use_rollup else report_header_sql)(query, d, aliases)
     cte, params = (rollup_cte if use_rollup else report_cte)(query, d, aliases)
     return cte + _ROWS_SELECT.format(totals=_TOTALS if totals else ""), params
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _from_us(us: int | None) -> datetime | None:

@@ -41,6 +41,8 @@ from revisit.store.report_sql import (
     PATH_PLACE,
     PER_VISITOR,
     ROLLUP_GAP_US,
+    edge_pairs_sql,
+    epoch_us,
     local_us_sql,
     naive_utc,
     report_cte,
@@ -48,7 +50,7 @@ from revisit.store.report_sql import (
     sighting_filters,
     with_staff_left_out,
 )
-from revisit.store.visit_spans import PATH_SEP, epoch_us, visits_from
+from revisit.store.visit_spans import PATH_SEP, visits_from
 
 HISTOGRAM_BUCKETS = 10
 # upper bounds (minutes) of the visit-duration buckets; the last one is open
@@ -110,7 +112,12 @@ def _rollup_source(con: Session, query: ReportQuery,
     merged visitors (their sightings interleave) and every (visitor, store) with a visit
     crossing the period's first or last midnight (the raw query cuts such a visit at the
     edge; ``visit_days.cont`` names them). ``visits_table``: the visits made already
-    (:func:`sessionised`)."""
+    (:func:`sessionised`).
+
+    In a zone other than UTC (``visit_days`` holds UTC days) days and "seen before" come
+    from ``visit_spans`` too, and the pairs sessionised from sightings are those
+    :func:`~revisit.store.report_sql.edge_pairs_sql` names, visits over a local midnight
+    included."""
     d = con.dialect
     tenant = query.tenant
     members = sorted(r[0] for r in con.execute(
@@ -120,10 +127,15 @@ def _rollup_source(con: Session, query: ReportQuery,
     if query.locations:
         loc_filter = " AND location_id IN (SELECT unnest(?::VARCHAR[]))"
         loc_params = [list(query.locations)]
-    edges = sorted({f"{f}{PATH_SEP}{loc}" for f, loc in con.execute(
-        "SELECT face_id, location_id FROM visit_days WHERE tenant = ? AND day IN (?, ?) "
-        "AND cont" + loc_filter,
-        [tenant, query.start, query.end + timedelta(days=1), *loc_params]).fetchall()})
+    local = not query.in_utc
+    if local:
+        edge_sql, edge_params = edge_pairs_sql(query, d, midnights=True)
+        edges = sorted({str(k) for (k,) in con.execute(edge_sql, edge_params).fetchall()})
+    else:
+        edges = sorted({f"{f}{PATH_SEP}{loc}" for f, loc in con.execute(
+            "SELECT face_id, location_id FROM visit_days WHERE tenant = ? AND day IN (?, ?) "
+            "AND cont" + loc_filter,
+            [tenant, query.start, query.end + timedelta(days=1), *loc_params]).fetchall()})
     raw_faces = sorted(set(members) | {e.split(PATH_SEP)[0] for e in edges})
     not_raw, not_raw_params = "", []
     if members:
@@ -139,7 +151,7 @@ def _rollup_source(con: Session, query: ReportQuery,
         spans_params.append(edges)
     params: list[Any] = []
     ctes = []
-    if visits_table is not None:  # only the merged visitors' days still need sightings
+    if visits_table is not None and not local:  # only merged visitors' days need sightings
         raw_faces = members
     if raw_faces:
         where, w_params = sighting_filters(tenant, query.locations, (), query.ts_from, query.ts_to)
@@ -179,23 +191,41 @@ def _rollup_source(con: Session, query: ReportQuery,
     FROM visits GROUP BY vid, loc
 )""")
     ctes.append(PER_VISITOR)
-    days = f"""
+    if local:  # a visit's day is its start's: visits over a local midnight are raw
+        days = f"""
+    SELECT face_id AS vid, location_id AS loc,
+           CAST({d.from_us(local_us_sql("start_us", query))} AS DATE) AS day, n, 1 AS visits
+    FROM visit_spans
+    WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
+        params += [tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *loc_params,
+                   *spans_params]
+    else:
+        days = f"""
     SELECT face_id AS vid, location_id AS loc, day, n,
            visits + CASE WHEN cont AND day = ? THEN 1 ELSE 0 END AS visits
     FROM visit_days WHERE tenant = ? AND day BETWEEN ? AND ?{loc_filter}{not_raw}"""
-    params += [query.start, tenant, query.start, query.end, *loc_params, *not_raw_params]
-    if members:
+        params += [query.start, tenant, query.start, query.end, *loc_params, *not_raw_params]
+    if members or (local and raw_faces):
         days += f"""
     UNION ALL
-    SELECT vid, loc, CAST({d.from_us("t")} AS DATE) AS day, count(*), sum(new_visit)
-    FROM rawmarked WHERE member GROUP BY vid, loc, day"""
+    SELECT vid, loc, CAST({d.from_us(local_us_sql("t", query))} AS DATE) AS day, count(*),
+           sum(new_visit)
+    FROM rawmarked{"" if local else " WHERE member"} GROUP BY vid, loc, day"""
     ctes.append(f"days AS ({days}\n)")
-    ctes.append("""before AS (
+    if local:
+        ctes.append("""before AS (
+    SELECT DISTINCT coalesce(a.visitor_id, r.face_id) AS vid
+    FROM visit_spans r LEFT JOIN aliases a ON a.tenant = r.tenant AND a.alias_id = r.face_id
+    WHERE r.tenant = ? AND r.start_us < ?
+)""")
+        params += [tenant, epoch_us(query.ts_from)]
+    else:
+        ctes.append("""before AS (
     SELECT DISTINCT coalesce(a.visitor_id, r.face_id) AS vid
     FROM visit_days r LEFT JOIN aliases a ON a.tenant = r.tenant AND a.alias_id = r.face_id
     WHERE r.tenant = ? AND r.day < ?
 )""")
-    params += [tenant, query.start]
+        params += [tenant, query.start]
     return _Source("WITH " + ",\n".join(ctes), params)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from revisit.records import Sighting
 from revisit.store.dialect import Dialect, Session
-from revisit.store.report_sql import PATH_PLACE, ROLLUP_GAP_US, naive_utc
+from revisit.store.report_sql import PATH_PLACE, ROLLUP_GAP_US, epoch_us
 
 PATH_SEP = "\x1f"  # between the camera ids of a stored path (chr(31) in SQL)
 _EPOCH = datetime(1970, 1, 1)
@@ -68,11 +68,6 @@ def span_rows_from_sightings(d: Dialect, where: str) -> str:
     FROM sightings s WHERE {where}
 ) m"""
     return visits_from(d, marked, "tenant, face_id, location_id")
-
-
-def epoch_us(ts: datetime) -> int:
-    """An aware timestamp as microseconds since 1970 (the table's time unit)."""
-    return (naive_utc(ts) - _EPOCH) // timedelta(microseconds=1)
 
 
 def _ts(us: int) -> datetime:
