@@ -407,19 +407,10 @@ def rollup_cte(query: ReportQuery, d: Dialect, aliases: bool = True) -> tuple[st
         if query.excluded:
             where += " AND coalesce(a.visitor_id, s.face_id) NOT IN (SELECT unnest(?::VARCHAR[]))"
             raw_params.append(list(query.excluded))
-        raw = f"""
-    SELECT vid, loc, sum(nv) AS visits, count(*) AS n, min(t) AS first_us, max(t) AS last_us
-    FROM (
-        SELECT vid, loc, t, CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= ?
-                                 THEN 0 ELSE 1 END AS nv
-        FROM (
-            SELECT coalesce(a.visitor_id, s.face_id) AS vid, s.location_id AS loc,
-                   {d.epoch_us('s.ts')} AS t
-            FROM sightings s
-            LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id
-            WHERE {where} AND s.face_id IN ({members})
-        ) merged
-    ) marked GROUP BY vid, loc"""
+        raw = _sessionised_per_loc(
+            d, "coalesce(a.visitor_id, s.face_id)",
+            "LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id",
+            f"{where} AND s.face_id IN ({members})")
         params.append(ROLLUP_GAP_US)
         params.extend(raw_params)
         params.extend([query.tenant, query.tenant])
@@ -431,6 +422,22 @@ WITH per_loc AS ({per_loc}
 ),
 {PER_VISITOR}"""
     return sql, params
+
+
+def _sessionised_per_loc(d: Dialect, vid: str, join: str, where: str) -> str:
+    """Per (vid, loc): visits (at the gap given as the first parameter), sightings, first
+    and last instant of the sightings ``where`` picks (over ``s``, joined by ``join``)."""
+    return f"""
+    SELECT vid, loc, sum(nv) AS visits, count(*) AS n, min(t) AS first_us, max(t) AS last_us
+    FROM (
+        SELECT vid, loc, t, CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= ?
+                                 THEN 0 ELSE 1 END AS nv
+        FROM (
+            SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us('s.ts')} AS t
+            FROM sightings s {join}
+            WHERE {where}
+        ) picked
+    ) marked GROUP BY vid, loc"""
 
 
 def _spans_cte(query: ReportQuery, d: Dialect, aliases: bool) -> tuple[str, list[Any]]:
@@ -470,17 +477,7 @@ def _spans_cte(query: ReportQuery, d: Dialect, aliases: bool) -> tuple[str, list
         which = f"({which} OR s.face_id IN ({members}))"
     join = ("LEFT JOIN aliases a ON a.tenant = s.tenant AND a.alias_id = s.face_id"
             if aliases else "")
-    raw = f"""
-    SELECT vid, loc, sum(nv) AS visits, count(*) AS n, min(t) AS first_us, max(t) AS last_us
-    FROM (
-        SELECT vid, loc, t, CASE WHEN t - lag(t) OVER (PARTITION BY vid, loc ORDER BY t) <= ?
-                                 THEN 0 ELSE 1 END AS nv
-        FROM (
-            SELECT {vid} AS vid, s.location_id AS loc, {d.epoch_us('s.ts')} AS t
-            FROM sightings s {join}
-            WHERE {where} AND {which}
-        ) picked
-    ) marked GROUP BY vid, loc"""
+    raw = _sessionised_per_loc(d, vid, join, f"{where} AND {which}")
     params += [ROLLUP_GAP_US, *raw_params]
     if aliases:
         params += [query.tenant, query.tenant]
