@@ -9,8 +9,8 @@ analysis is one SQL query over the rollups (``visit_spans``, ``visit_days``); ``
 times the same over the raw sightings, sessionised per request. Writes
 ``benchmarks/results/analytics_100m.json`` (``analytics_raw_100m.json`` with ``--raw``).
 
-``--timezone Europe/Berlin`` times them with days and hours in that zone (from the raw
-sightings, as the rollups hold UTC days).
+``--timezone Europe/Berlin`` times them with days and hours in that zone (the rollups hold
+UTC days: the visits come from ``visit_spans``, those the period cuts from sightings).
 
 ``--pg-url URL`` times them on the PostgreSQL store instead, in schema ``bench_report``
 as ``benchmarks/report.py --store postgres --db FILE`` loaded it
@@ -43,7 +43,8 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="analyses to leave out, comma separated")
     ap.add_argument("--raw", action="store_true", help="sessionise the sightings instead")
     ap.add_argument("--timezone", default="UTC",
-                    help="days and hours in this IANA zone (outside UTC: from the sightings)")
+                    help="days and hours in this IANA zone (outside UTC: visit_spans and "
+                    "the cut visits from sightings)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from revisit.report.query import ReportQuery
@@ -106,7 +107,8 @@ def main() -> None:
         print({k: v for k, v in timings.items() if "endpoint" in k})
     store.close()
     out.update({"seconds": timings, "stores_in_filter": len(locs),
-                "source": "raw sightings" if args.raw or not q.in_utc else "rollups",
+                "source": "raw sightings" if args.raw else (
+                    "rollups" if q.in_utc else "visit_spans, cut visits from sightings"),
                 "timezone": q.timezone,
                 "memory_limit": args.memory_limit, "peak_rss_mb": _hwm_mb(),
                 "db_sightings": args.sightings})

@@ -8,8 +8,7 @@ from typing import Any
 
 from revisit.known.enrol import STAFF, Enrolments
 from revisit.report.query import ReportQuery
-from revisit.store.report_sql import ROLLUP_GAP_US
-from revisit.store.visit_spans import epoch_us
+from revisit.store.report_sql import ROLLUP_GAP_US, epoch_us
 
 
 def staff_presence(enrolments: Enrolments, query: ReportQuery,

@@ -30,7 +30,7 @@ def check_days(start: date | None, end: date | None) -> None:
 # entries of the zone database that name no place: the server's own zone, whatever it is,
 # and an offset of zero by design
 _NO_PLACE = frozenset({"localtime", "Factory", "posixrules"})
-UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Z"})
+UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu"})
 
 
 def check_timezone(tz: str) -> str:

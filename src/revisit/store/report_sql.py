@@ -242,7 +242,7 @@ def _in_locations(col: str, query: ReportQuery) -> tuple[str, list[Any]]:
     return f" AND {col} IN (SELECT unnest(?::VARCHAR[]))", [list(query.locations)]
 
 
-def edge_pairs_sql(query: ReportQuery, d: Dialect, midnights: bool) -> tuple[str, list[Any]]:
+def edge_pairs_sql(query: ReportQuery, midnights: bool) -> tuple[str, list[Any]]:
     """SELECT ``k`` (face_id, chr(31), location_id) of every raw visitor and store whose
     visits ``visit_spans`` holds whole where a report of a zone other than UTC cuts them:
     sightings within one gap on both sides of the period's start (a superset of the visits
@@ -444,7 +444,7 @@ def _spans_cte(query: ReportQuery, d: Dialect, aliases: bool) -> tuple[str, list
     """:func:`rollup_cte` for a zone other than UTC: the period's visits from ``visit_spans``
     (whole visits starting in it), those of merged visitors and of the pairs
     :func:`edge_pairs_sql` names sessionised from the period's sightings."""
-    edges, params = edge_pairs_sql(query, d, midnights=False)
+    edges, params = edge_pairs_sql(query, midnights=False)
     members = (
         "SELECT alias_id FROM aliases WHERE tenant = ? "
         "UNION SELECT visitor_id FROM aliases WHERE tenant = ?"

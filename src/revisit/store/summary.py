@@ -129,7 +129,7 @@ def _rollup_source(con: Session, query: ReportQuery,
         loc_params = [list(query.locations)]
     local = not query.in_utc
     if local:
-        edge_sql, edge_params = edge_pairs_sql(query, d, midnights=True)
+        edge_sql, edge_params = edge_pairs_sql(query, midnights=True)
         edges = sorted({str(k) for (k,) in con.execute(edge_sql, edge_params).fetchall()})
     else:
         edges = sorted({f"{f}{PATH_SEP}{loc}" for f, loc in con.execute(
@@ -144,10 +144,14 @@ def _rollup_source(con: Session, query: ReportQuery,
     if query.excluded:  # staff
         not_raw += " AND face_id NOT IN (SELECT unnest(?::VARCHAR[]))"
         not_raw_params.append(list(query.excluded))
-    spans_not_raw, spans_params = not_raw, list(not_raw_params)
+    # the period's visits the rollup holds whole (the rest are sessionised from sightings)
+    spans_whole = ("FROM visit_spans WHERE tenant = ? AND start_us >= ? AND start_us < ?"
+                   + loc_filter + not_raw)
+    spans_params = [tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *loc_params,
+                    *not_raw_params]
     if edges:
-        spans_not_raw += (" AND face_id || chr(31) || location_id "
-                          "NOT IN (SELECT unnest(?::VARCHAR[]))")
+        spans_whole += (" AND face_id || chr(31) || location_id "
+                        "NOT IN (SELECT unnest(?::VARCHAR[]))")
         spans_params.append(edges)
     params: list[Any] = []
     ctes = []
@@ -179,9 +183,8 @@ def _rollup_source(con: Session, query: ReportQuery,
         ctes.append(f"visits AS (SELECT * FROM {visits_table})")
     else:
         spans = f"""
-    SELECT face_id AS vid, location_id AS loc, start_us, end_us, n, path FROM visit_spans
-    WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
-        params += [tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *loc_params, *spans_params]
+    SELECT face_id AS vid, location_id AS loc, start_us, end_us, n, path {spans_whole}"""
+        params += spans_params
         if raw_faces:
             spans += f"\n    UNION ALL{visits_from(d, 'rawmarked', 'vid, loc')}"
         ctes.append(f"visits AS ({spans}\n)")
@@ -195,10 +198,8 @@ def _rollup_source(con: Session, query: ReportQuery,
         days = f"""
     SELECT face_id AS vid, location_id AS loc,
            CAST({d.from_us(local_us_sql("start_us", query))} AS DATE) AS day, n, 1 AS visits
-    FROM visit_spans
-    WHERE tenant = ? AND start_us >= ? AND start_us < ?{loc_filter}{spans_not_raw}"""
-        params += [tenant, epoch_us(query.ts_from), epoch_us(query.ts_to), *loc_params,
-                   *spans_params]
+    {spans_whole}"""
+        params += spans_params
     else:
         days = f"""
     SELECT face_id AS vid, location_id AS loc, day, n,

@@ -7,11 +7,14 @@ const state = { page: 1, pageSize: 25, sort: "-total_appearances", pages: 1 };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
 
+// the zone whose days and hours the figures are cut in
+function zone() { return $("tz").value.trim() || "UTC"; }
+
 function params(extra) {
   const p = new URLSearchParams();
   p.set("from", $("from").value);
   p.set("to", $("to").value);
-  p.set("tz", $("tz").value.trim() || "UTC");
+  p.set("tz", zone());
   const group = $("camera_group").value;
   if (group) p.set("camera_group", group);
   const locs = [...document.querySelectorAll("#locations input:checked")].map((i) => i.value);
@@ -73,7 +76,7 @@ async function loadSummary() {
   const all = s.dwell.all;
   chart("dwell-chart", Object.keys(all.buckets), Object.values(all.buckets));
   $("dwell-median").textContent = `median ${minutes(all.median_s)} over ${all.visits} visits`;
-  $("hour-zone").textContent = `(${$("tz").value.trim() || "UTC"})`;
+  $("hour-zone").textContent = `(${zone()})`;
   chart("hour-chart", s.by_hour.map((h) => String(h.hour).padStart(2, "0")), s.by_hour.map((h) => h.visits));
   chart("weekday-chart", s.by_weekday.map((d) => d.day), s.by_weekday.map((d) => d.visits));
   const dwellOf = Object.fromEntries(s.dwell.locations.map((d) => [d.location_id, d]));
@@ -95,7 +98,7 @@ function loadHeatmap() {
   const cam = $("heatmap-camera").value;
   if (!cam) return;
   const q = new URLSearchParams({ from: $("from").value, to: $("to").value,
-                                  tz: $("tz").value.trim() || "UTC", t: Date.now() });
+                                  tz: zone(), t: Date.now() });
   $("heatmap").src = `/v1/cameras/${encodeURIComponent(cam)}/heatmap.png?${q}`;
 }
 
@@ -264,9 +267,9 @@ async function init() {
   $("from").value = q.get("from") || isoDay(start);
   $("to").value = q.get("to") || isoDay(today);
   const places = await getJSON("/v1/places");
-  // days and hours in UTC unless asked (?tz=, or the field): UTC reads the rollups, another
-  // zone sessionises the period's sightings, slower on very large tenants; the stores'
-  // own zones are offered in the field's list
+  // days and hours in UTC unless asked (?tz=, or the field): UTC reads the day rollup,
+  // another zone the visits rollup with the visits it cuts from sightings, a few times
+  // slower on large tenants; the stores' own zones are offered in the field's list
   $("tz").value = q.get("tz") || "UTC";
   for (const zone of new Set(places.locations.map((l) => l.timezone))) {
     if (zone === "UTC") continue;
